@@ -1,0 +1,445 @@
+"""The `lamina` command: run a server, and deploy / invoke / inspect functions on one."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from lamina import __version__
+from lamina.cli.client import Client, LaminaError, ServerUnreachable
+from lamina.cli.packaging import PackagingError, guess_handler, zip_directory
+from lamina.config import default_endpoint
+
+app = typer.Typer(
+    name="lamina",
+    help="Lamina: the AWS Lambda API on your own host.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals would include whole zip archives and payloads; the traceback alone is enough.
+    pretty_exceptions_show_locals=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_ERROR = 1  # the server (or the function) said no
+EXIT_USAGE = 2  # bad flags or settings, as click uses for usage errors
+EXIT_UNREACHABLE = 3  # no server to talk to
+
+# The host's own Python: what the process sandbox runs a function with.
+DEFAULT_RUNTIME = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+POLL_INTERVAL = 0.2
+DEPLOY_WAIT_SECONDS = 300.0
+
+
+class SandboxKind(StrEnum):
+    auto = "auto"
+    linux = "linux"
+    process = "process"
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
+# Accepted both before and after the command name. No envvar= here: default_endpoint() reads
+# LAMINA_ENDPOINT, so a flag anywhere on the line beats the environment.
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help="Lamina server URL, or set LAMINA_ENDPOINT.",
+        show_default="http://127.0.0.1:8800",
+    ),
+]
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err.print(Text(message, style="red"), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def make_client(ctx: typer.Context, endpoint: str | None) -> Client:
+    """The command's own --endpoint wins over the global one, which wins over the default."""
+    chosen = endpoint or (ctx.obj or {}).get("endpoint") or default_endpoint()
+    try:
+        return Client(chosen)
+    except ValueError as exc:
+        fail(f"Error: {exc}", EXIT_USAGE)
+
+
+@app.callback()
+def _global(ctx: typer.Context, endpoint: EndpointOption = None) -> None:
+    ctx.obj = {"endpoint": endpoint}
+
+
+# -- serve -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.", show_default="127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port.", show_default="8800")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where functions, code and logs are kept.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A lamina.toml settings file (LAMINA_CONFIG).")
+    ] = None,
+    sandbox: Annotated[SandboxKind | None, typer.Option(help="Sandbox backend.", show_default="auto")] = None,
+    log_level: Annotated[LogLevel | None, typer.Option(show_default="info")] = None,
+) -> None:
+    """Run a Lamina server in the foreground (flags > LAMINA_* > lamina.toml > defaults)."""
+    from lamina.config import Settings
+
+    try:
+        settings = Settings.load(
+            config_file=config,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            sandbox=sandbox.value if sandbox else None,
+            log_level=log_level.value if log_level else None,
+        )
+    except (OSError, ValueError) as exc:  # unreadable/invalid TOML, unknown keys, non-numeric ports
+        fail(f"Error: bad setting: {exc}", EXIT_USAGE)
+    # Values from the environment or a file bypass the flag choices above, so check them here.
+    if settings.sandbox not in {k.value for k in SandboxKind}:
+        fail(f"Error: bad setting: sandbox={settings.sandbox!r} (choose auto, linux or process)", EXIT_USAGE)
+    if not 0 < settings.port < 65536:
+        fail(f"Error: bad setting: port={settings.port} (choose 1-65535)", EXIT_USAGE)
+
+    # Imported here so client commands never pay for the server's dependencies.
+    from lamina.server import run
+
+    run(settings)
+
+
+# -- deploy ------------------------------------------------------------------------------------------
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
+        env[key] = value
+    return env
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def wait_until_ready(client: Client, name: str, what: str) -> dict[str, Any]:
+    """Poll like boto3's function_active_v2 / function_updated_v2 waiters, but faster."""
+    deadline = time.monotonic() + DEPLOY_WAIT_SECONDS
+    with err.status(f"{what} [bold]{escape(name)}[/]…"):
+        while True:
+            cfg = client.get_function_configuration(name)
+            state, update = cfg.get("State"), cfg.get("LastUpdateStatus")
+            if state == "Failed" or update == "Failed":
+                key = "StateReason" if state == "Failed" else "LastUpdateStatusReason"
+                reason = cfg.get(key) or "no reason given"
+                fail(f"Deploy of {name} failed: {reason}")
+            if state in (None, "Active") and update != "InProgress":
+                return cfg
+            if time.monotonic() > deadline:
+                fail(
+                    f"Gave up after {DEPLOY_WAIT_SECONDS:.0f} s: {name} is still "
+                    f"State={state}, LastUpdateStatus={update}"
+                )
+            time.sleep(POLL_INTERVAL)
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="Directory with the code.")
+    ],
+    name: Annotated[str, typer.Option("--name", "-n", help="Function name.")],
+    handler: Annotated[
+        str | None,
+        typer.Option(
+            help="MODULE.FUNCTION.", show_default="guessed from lambda_function.py, app.py or main.py"
+        ),
+    ] = None,
+    runtime: Annotated[str | None, typer.Option(show_default=DEFAULT_RUNTIME)] = None,
+    memory: Annotated[int | None, typer.Option(min=128, max=32768, help="Memory size in MB.")] = None,
+    timeout: Annotated[int | None, typer.Option(min=1, max=900, help="Timeout in seconds.")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", help="KEY=VALUE, repeatable; on update replaces all variables."),
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    endpoint: EndpointOption = None,
+) -> None:
+    """Create a function from DIR, or update its code (and any given settings) if it exists."""
+    client = make_client(ctx, endpoint)
+    variables = parse_env(env) if env else None
+    try:
+        zip_bytes = zip_directory(directory)
+    except PackagingError as exc:
+        fail(f"Error: {exc}", EXIT_USAGE)
+
+    config: dict[str, Any] = {}
+    if handler:
+        config["Handler"] = handler
+    if runtime:
+        config["Runtime"] = runtime
+    if memory is not None:
+        config["MemorySize"] = memory
+    if timeout is not None:
+        config["Timeout"] = timeout
+    if variables is not None:
+        config["Environment"] = {"Variables": variables}
+    if description is not None:
+        config["Description"] = description
+
+    if client.get_function(name) is None:
+        try:
+            # Only a new function needs a guess; an existing one keeps its handler unless told.
+            config.setdefault("Handler", guess_handler(directory))
+        except PackagingError as exc:
+            fail(f"Error: {exc}", EXIT_USAGE)
+        config.setdefault("Runtime", DEFAULT_RUNTIME)
+        with err.status(f"Creating [bold]{escape(name)}[/] ({human_size(len(zip_bytes))})…"):
+            client.create_function({"FunctionName": name, **config}, zip_bytes)
+        action = "Created"
+    else:
+        with err.status(f"Uploading code for [bold]{escape(name)}[/] ({human_size(len(zip_bytes))})…"):
+            client.update_function_code(name, zip_bytes)
+        if config:
+            # Updating configuration while the code update is InProgress is a 409 conflict.
+            wait_until_ready(client, name, "Updating code of")
+            client.update_function_configuration(name, config)
+        action = "Updated"
+    cfg = wait_until_ready(client, name, "Waiting for")
+
+    out.print(f"[green]✓[/] {action} [bold]{escape(name)}[/]")
+    for label, value in (
+        ("runtime", cfg.get("Runtime")),
+        ("handler", cfg.get("Handler")),
+        ("code size", human_size(int(cfg.get("CodeSize") or len(zip_bytes)))),
+        ("sha256", cfg.get("CodeSha256")),
+    ):
+        out.print(f"  {label:<10} {value}", markup=False)
+    out.print(f"  invoke it: [bold]lamina invoke {escape(name)}[/]")
+
+
+# -- invoke ------------------------------------------------------------------------------------------
+
+
+def read_payload(payload: str) -> bytes:
+    """--payload as given, or from a file with @path (@- for stdin); must be JSON."""
+    if payload.startswith("@"):
+        source = payload[1:]
+        try:
+            data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        except OSError as exc:
+            msg = f"cannot read {source}: {exc.strerror}"
+            raise typer.BadParameter(msg, param_hint="--payload") from None
+    else:
+        data = payload.encode()
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    return data
+
+
+def write_payload(data: bytes) -> None:
+    """Pretty JSON for people, the exact bytes for pipes."""
+    if out.is_terminal:
+        try:
+            out.print_json(data.decode())
+            return
+        except ValueError:  # includes UnicodeDecodeError
+            pass
+        sys.stdout.buffer.write(data + (b"" if data.endswith(b"\n") else b"\n"))
+    else:
+        sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+@app.command()
+def invoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Function name or ARN.")],
+    payload: Annotated[str, typer.Option("--payload", "-p", help="JSON event, or @file.json.")] = "{}",
+    asynchronous: Annotated[bool, typer.Option("--async", help="Queue the event; do not wait.")] = False,
+    qualifier: Annotated[str | None, typer.Option(help="Version or alias.")] = None,
+    log: Annotated[bool, typer.Option("--log", help="Show the invocation's log tail on stderr.")] = False,
+    endpoint: EndpointOption = None,
+) -> None:
+    """Invoke a function and print its result."""
+    client = make_client(ctx, endpoint)
+    body = read_payload(payload)
+    resp = client.invoke(name, body, asynchronous=asynchronous, tail_log=log, qualifier=qualifier)
+    if asynchronous:
+        out.print(f"Accepted ({resp.status}), request id {resp.headers.get('x-amzn-RequestId', '?')}")
+        return
+    if log and (tail := resp.headers.get("X-Amz-Log-Result")):
+        log_text = base64.b64decode(tail).decode("utf-8", "replace").rstrip("\n")
+        err.print(Text(log_text, style="dim"), soft_wrap=True)
+    write_payload(resp.body)
+    if kind := resp.headers.get("X-Amz-Function-Error"):
+        try:
+            info = json.loads(resp.body)
+        except ValueError:
+            info = None
+        info = info if isinstance(info, dict) else {}
+        fail(f"Function error: {info.get('errorType') or kind}: {info.get('errorMessage', '')}".rstrip(": "))
+
+
+# -- logs --------------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str, now: datetime | None = None) -> int:
+    """'10m', '1h', '30s', '2d' ago, or an ISO-8601 time (local if no zone) → epoch milliseconds."""
+    now = now or datetime.now().astimezone()
+    if m := _DURATION.match(value.strip()):
+        start = now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    else:
+        try:
+            start = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r}: use e.g. 30s, 10m, 1h, 2d or 2024-05-01T12:00:00", param_hint="--since"
+            ) from None
+        if start.tzinfo is None:
+            start = start.astimezone()  # naive means local time, as people type it
+    return int(start.timestamp() * 1000)
+
+
+def format_event(event: dict[str, Any]) -> Text:
+    ts = event.get("timestamp")
+    try:
+        stamp = datetime.fromtimestamp(float(ts) / 1000).strftime("%H:%M:%S.%f")[:-3]  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        stamp = " " * 12
+    return Text.assemble((stamp, "dim"), " ", str(event.get("message", "")).rstrip("\n"))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Function name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until Ctrl-C.")] = False,
+    since: Annotated[str, typer.Option(help="How far back: 30s, 10m, 1h, 2d or an ISO time.")] = "10m",
+    endpoint: EndpointOption = None,
+) -> None:
+    """Print a function's log lines."""
+    client = make_client(ctx, endpoint)
+    start = parse_since(since)
+    try:
+        for event in client.iter_logs(name, start, follow=follow):
+            out.print(format_event(event), soft_wrap=True)
+    except KeyboardInterrupt:
+        pass  # the normal way to stop following
+
+
+# -- ls / rm / version -------------------------------------------------------------------------------
+
+
+def format_modified(value: str | None) -> str:
+    """AWS's '2024-05-01T12:00:00.000+0000' as local 'YYYY-MM-DD HH:MM:SS'."""
+    if not value:
+        return ""
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return datetime.strptime(value, fmt).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            continue
+    return value
+
+
+@app.command("ls")
+def list_functions(ctx: typer.Context, endpoint: EndpointOption = None) -> None:
+    """List functions."""
+    from rich.table import Table
+
+    client = make_client(ctx, endpoint)
+    functions = list(client.list_functions())
+    if not functions:
+        out.print("No functions yet — deploy one with `lamina deploy DIR --name NAME`.", markup=False)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("Name", "Runtime", "Handler", "Memory", "Timeout", "State", "Last modified"):
+        table.add_column(col, justify="right" if col in ("Memory", "Timeout") else "left")
+    for fn in sorted(functions, key=lambda f: f.get("FunctionName", "")):
+        state = fn.get("State") or ""
+        color = {"Active": "green", "Failed": "red", "Pending": "yellow"}.get(state, "")
+        table.add_row(
+            Text(fn.get("FunctionName", "")),
+            Text(fn.get("Runtime") or ""),
+            Text(fn.get("Handler") or ""),
+            f"{fn['MemorySize']} MB" if fn.get("MemorySize") else "",
+            f"{fn['Timeout']} s" if fn.get("Timeout") else "",
+            Text(state, style=color),
+            format_modified(fn.get("LastModified")),
+        )
+    out.print(table)
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Function name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    endpoint: EndpointOption = None,
+) -> None:
+    """Delete a function."""
+    client = make_client(ctx, endpoint)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("Error: not a terminal, so cannot ask — pass --yes to delete", EXIT_USAGE)
+        typer.confirm(f"Delete function {name}?", abort=True)
+    client.delete_function(name)
+    out.print(f"Deleted {name}", markup=False)
+
+
+@app.command()
+def version() -> None:
+    """Print Lamina's version."""
+    out.print(f"lamina {__version__}", markup=False)
+
+
+def main() -> None:
+    """Console-script entry point: run the app and map errors to messages and exit codes."""
+    try:
+        app()
+    except ServerUnreachable as exc:
+        err.print(Text(exc.message, style="red"), soft_wrap=True)
+        sys.exit(EXIT_UNREACHABLE)
+    except LaminaError as exc:
+        err.print(Text(f"Error: {exc.code}: {exc.message}", style="red"), soft_wrap=True)
+        sys.exit(EXIT_ERROR)
+    except BrokenPipeError:
+        # `lamina logs f | head`: the reader left; say nothing, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,80 @@
+"""Server settings: flags > environment (LAMINA_*) > lamina.toml > defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_PORT = 8800
+DEFAULT_HOST = "127.0.0.1"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "lamina"
+
+
+def default_endpoint() -> str:
+    """Where the CLI finds a running server."""
+    return os.environ.get("LAMINA_ENDPOINT", f"http://{DEFAULT_HOST}:{DEFAULT_PORT}")
+
+
+@dataclass
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    # Account-wide concurrency pool, as AWS's default quota.
+    account_concurrency: int = 1000
+    # Sandbox backend: "auto" picks linux when root, else process.
+    sandbox: str = "auto"
+    # How long SIGTERM waits for in-flight invocations before stopping environments.
+    drain_seconds: float = 30.0
+    # Idle environments are stopped after this long.
+    keep_warm_seconds: float = 600.0
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:
+        """Build settings from defaults, then a TOML file, then LAMINA_* variables, then overrides."""
+        values: dict[str, object] = {}
+        path = config_file or (Path(os.environ["LAMINA_CONFIG"]) if "LAMINA_CONFIG" in os.environ else None)
+        if path is None and Path("lamina.toml").is_file():
+            path = Path("lamina.toml")
+        if path is not None:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+            values.update(data.get("server", data))
+        for f in fields(cls):
+            env = os.environ.get("LAMINA_" + f.name.upper())
+            if env is not None:
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        settings = cls()
+        for name, raw in values.items():
+            current = getattr(settings, name)
+            if isinstance(current, Path):
+                value: object = Path(str(raw)).expanduser()
+            elif isinstance(current, bool):
+                value = str(raw).lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, int):
+                value = int(raw)  # type: ignore[arg-type]
+            elif isinstance(current, float):
+                value = float(raw)  # type: ignore[arg-type]
+            else:
+                value = str(raw)
+            setattr(settings, name, value)
+        return settings
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"

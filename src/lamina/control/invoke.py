@@ -1,0 +1,151 @@
+"""Invoke: POST /2015-03-31/functions/{FunctionName}/invocations, on the hot path.
+
+This handler is a bare ASGI callable (no framework routing or request objects): it reads the
+body, checks limits, hands an Invocation to the dispatcher and writes the result. It never touches
+the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from lamina.control.errors import AwsError
+from lamina.control.functions import FunctionService
+from lamina.dispatch.environment import tail_log
+from lamina.dispatch.invocation import Invocation
+
+SYNC_LIMIT = 6 * 1024 * 1024
+ASYNC_LIMIT = 1024 * 1024
+CLIENT_CONTEXT_LIMIT = 3583
+PREFIX = "/2015-03-31/functions/"
+SUFFIX = "/invocations"
+
+
+def match(path: str) -> str | None:
+    """The raw (still percent-encoded) function name if path is an Invoke path."""
+    if path.startswith(PREFIX) and path.endswith(SUFFIX):
+        name = path[len(PREFIX) : -len(SUFFIX)]
+        if name and "/" not in name:
+            return name
+    return None
+
+
+class InvokeHandler:
+    def __init__(self, functions: FunctionService) -> None:
+        self.functions = functions
+        self.dispatcher = functions.dispatcher
+
+    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
+        request_id = str(uuid.uuid4())
+        try:
+            status, headers, body = await self._invoke(scope, receive, raw_name, request_id)
+        except AwsError as err:
+            status, headers, body = err.render(request_id)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        headers.append((b"x-amzn-requestid", request_id.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _invoke(self, scope: dict, receive, raw_name: str, request_id: str):  # noqa: ANN001, ANN202
+        if scope["method"] != "POST":
+            raise AwsError("UnknownOperationException", f"Unknown operation {scope['method']} {scope['path']}")
+        headers = _headers(scope)
+        invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
+        if invocation_type not in ("RequestResponse", "Event", "DryRun"):
+            raise AwsError("InvalidParameterValueException",
+                           f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed to "
+                           "satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
+        log_type = headers.get("x-amz-log-type", "None")
+        if log_type not in ("None", "Tail"):
+            raise AwsError("InvalidParameterValueException",
+                           f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
+                           "constraint: Member must satisfy enum value set: [None, Tail]")
+        qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        qualifier = qs.get("Qualifier", [None])[0]
+        fn = self.functions.lookup(unquote(raw_name), qualifier)
+
+        limit = ASYNC_LIMIT if invocation_type == "Event" else SYNC_LIMIT
+        payload = await _read_body(receive, limit, "InvokeAsync" if invocation_type == "Event" else "Invoke")
+        if payload.strip():
+            try:
+                orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise AwsError("InvalidRequestContentException",
+                               f"Could not parse request body into json: Could not parse payload into json: {exc}"
+                               ) from None
+        else:
+            payload = b"{}"
+        client_context = _client_context(headers.get("x-amz-client-context"))
+
+        if fn.state == "Pending":
+            raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
+                           "function is currently in the following state: Pending")
+        if fn.name not in self.dispatcher.pools:
+            raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
+                           f"function is currently in the following state: {fn.state}")
+        if invocation_type == "DryRun":
+            return 204, [(b"x-amz-executed-version", b"$LATEST")], b""
+
+        arn = fn.config["FunctionArn"] + (f":{qualifier}" if qualifier else "")
+        inv = Invocation(request_id, payload, arn, sync=invocation_type == "RequestResponse",
+                         client_context=client_context, trace_id=headers.get("x-amzn-trace-id"))
+        if invocation_type == "Event":
+            # Runs in the background; durable queueing and retries are the events/ part's job.
+            self.dispatcher.submit(fn.name, inv)
+            return 202, [], b""
+
+        inv.future = asyncio.get_running_loop().create_future()
+        self.dispatcher.submit(fn.name, inv)
+        result = await inv.future
+        out = [(b"content-type", b"application/json"), (b"x-amz-executed-version", result.executed_version.encode())]
+        if result.error_type is not None:
+            out.append((b"x-amz-function-error", b"Unhandled"))
+        if log_type == "Tail":
+            out.append((b"x-amz-log-result", tail_log(result.log).encode()))
+        return 200, out, result.body
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _read_body(receive, limit: int, operation: str) -> bytes:  # noqa: ANN001 - ASGI receive
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AwsError("InvalidRequestContentException", "The client closed the connection.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise AwsError("RequestTooLargeException",
+                           f"Request must be smaller than {limit} bytes for the {operation} operation")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def _client_context(value: str | None) -> dict | None:
+    if value is None:
+        return None
+    if len(value) > CLIENT_CONTEXT_LIMIT:
+        raise AwsError("InvalidParameterValueException",
+                       f"Client context must be at most {CLIENT_CONTEXT_LIMIT} bytes, base64-encoded.")
+    try:
+        data = orjson.loads(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        raise AwsError("InvalidRequestContentException",
+                       "Client context must be a valid Base64-encoded JSON object.") from None
+    if not isinstance(data, dict):
+        raise AwsError("InvalidRequestContentException", "Client context must be a valid Base64-encoded JSON object.")
+    return data

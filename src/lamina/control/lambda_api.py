@@ -1,0 +1,111 @@
+"""The Lambda control-plane REST API (rest-json), as Starlette routes."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lamina.control.errors import AwsError
+from lamina.control.functions import FunctionService
+from lamina.control.validation import integer
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def read_json(request: Request) -> dict:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AwsError("SerializationException", f"Could not parse the request body as JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise AwsError("SerializationException", "The request body must be a JSON object.")
+    return body
+
+
+def base_url(request: Request) -> str:
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+def routes(functions: FunctionService) -> list[Route]:
+    def name_of(request: Request) -> str:
+        return unquote(request.path_params["name"])
+
+    async def create_function(request: Request) -> Response:
+        return json_response(functions.create(await read_json(request)), 201)
+
+    async def list_functions(request: Request) -> Response:
+        q = request.query_params
+        max_items = None
+        if "MaxItems" in q:
+            try:
+                max_items = integer({"MaxItems": int(q["MaxItems"])}, "MaxItems", "maxItems", 1, 10000)
+            except ValueError:
+                raise AwsError("ValidationException", f"1 validation error detected: Value '{q['MaxItems']}' at "
+                               "'maxItems' failed to satisfy constraint: Member must be an integer") from None
+        return json_response(functions.list_functions(q.get("Marker"), max_items))
+
+    async def get_function(request: Request) -> Response:
+        return json_response(functions.get_function(name_of(request), request.query_params.get("Qualifier"),
+                                                    base_url(request)))
+
+    async def delete_function(request: Request) -> Response:
+        functions.delete(name_of(request), request.query_params.get("Qualifier"))
+        return Response(status_code=204)
+
+    async def get_configuration(request: Request) -> Response:
+        fn = functions.lookup(name_of(request), request.query_params.get("Qualifier"))
+        return json_response(fn.config)
+
+    async def update_configuration(request: Request) -> Response:
+        return json_response(functions.update_configuration(name_of(request), await read_json(request)))
+
+    async def update_code(request: Request) -> Response:
+        return json_response(functions.update_code(name_of(request), await read_json(request)))
+
+    async def account_settings(request: Request) -> Response:
+        return json_response(functions.account_settings())
+
+    async def list_tags(request: Request) -> Response:
+        fn = functions.function_for_arn(name_of(request))
+        return json_response({"Tags": fn.tags})
+
+    async def tag_resource(request: Request) -> Response:
+        fn = functions.function_for_arn(name_of(request))
+        body = await read_json(request)
+        tags = body.get("Tags")
+        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+            raise AwsError("InvalidParameterValueException", "Tags must be a map of strings to strings.")
+        functions.set_tags(fn, tags=tags)
+        return Response(status_code=204)
+
+    async def untag_resource(request: Request) -> Response:
+        fn = functions.function_for_arn(name_of(request))
+        functions.set_tags(fn, remove=request.query_params.getlist("tagKeys"))
+        return Response(status_code=204)
+
+    fn_path = "/2015-03-31/functions/{name}"
+    return [
+        Route("/2015-03-31/functions", create_function, methods=["POST"]),
+        Route("/2015-03-31/functions", list_functions, methods=["GET"]),
+        Route("/2015-03-31/functions/", list_functions, methods=["GET"]),
+        Route(fn_path, get_function, methods=["GET"]),
+        Route(fn_path, delete_function, methods=["DELETE"]),
+        Route(fn_path + "/configuration", get_configuration, methods=["GET"]),
+        Route(fn_path + "/configuration", update_configuration, methods=["PUT"]),
+        Route(fn_path + "/code", update_code, methods=["PUT"]),
+        Route("/2016-08-19/account-settings", account_settings, methods=["GET"]),
+        Route("/2016-08-19/account-settings/", account_settings, methods=["GET"]),
+        Route("/2017-03-31/tags/{name}", list_tags, methods=["GET"]),
+        Route("/2017-03-31/tags/{name}", tag_resource, methods=["POST"]),
+        Route("/2017-03-31/tags/{name}", untag_resource, methods=["DELETE"]),
+    ]

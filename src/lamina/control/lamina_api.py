@@ -1,0 +1,51 @@
+"""Lamina's own endpoints under /lamina/v1: health, function logs, code download."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from lamina import __version__
+from lamina.control.errors import AwsError
+from lamina.control.functions import FunctionService
+from lamina.control.lambda_api import json_response
+
+
+def routes(functions: FunctionService) -> list[Route]:
+    backend = functions.dispatcher.backend
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok", "version": __version__, "sandbox": backend.name,
+                              "isolated": backend.isolated, "functions": len(functions.functions),
+                              "environments": functions.dispatcher.environments})
+
+    async def logs(request: Request) -> Response:
+        fn = functions.lookup(unquote(request.path_params["name"]))
+        q = request.query_params
+        try:
+            start = int(q.get("start_time", "0"))
+            limit = int(q["limit"]) if "limit" in q else None
+        except ValueError:
+            raise AwsError("InvalidParameterValueException", "start_time and limit must be integers.") from None
+        if q.get("follow", "false").lower() in ("1", "true", "yes"):
+            async def stream():  # noqa: ANN202
+                async for record in functions.logs.follow(fn.name, start):
+                    yield orjson.dumps(record) + b"\n"
+            return StreamingResponse(stream(), media_type="application/x-ndjson")
+        records = functions.logs.read(fn.name, start, limit)
+        return Response(b"".join(orjson.dumps(r) + b"\n" for r in records), media_type="application/x-ndjson")
+
+    async def code(request: Request) -> Response:
+        fn = functions.lookup(unquote(request.path_params["name"]))
+        return Response(functions.code.read_zip(fn.code_hex), media_type="application/zip",
+                        headers={"content-disposition": f'attachment; filename="{fn.name}.zip"'})
+
+    return [
+        Route("/lamina/v1/health", health, methods=["GET"]),
+        Route("/lamina/v1/functions/{name}/logs", logs, methods=["GET"]),
+        Route("/lamina/v1/functions/{name}/code", code, methods=["GET"]),
+    ]

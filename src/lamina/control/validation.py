@@ -1,0 +1,145 @@
+"""Request validation for the function APIs, with AWS's error types and wording."""
+
+from __future__ import annotations
+
+import re
+
+from lamina.control.errors import AwsError, validation
+
+MIN_MEMORY, MAX_MEMORY = 128, 10240
+MAX_TIMEOUT = 900
+MAX_ENV_BYTES = 4096
+
+RUNNABLE_RUNTIMES = {f"python3.{minor}" for minor in range(8, 16)} | {"provided", "provided.al2", "provided.al2023"}
+DEPRECATED_RUNTIMES = {"python2.7", "python3.6", "python3.7", "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10",
+                       "nodejs10.x", "nodejs12.x", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "go1.x",
+                       "ruby2.5", "java8", "nodejs4.3-edge"}
+# The rest of botocore's Runtime enum: valid on AWS, but not something Lamina can run (yet).
+KNOWN_RUNTIMES = {
+    "nodejs14.x", "nodejs16.x", "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "nodejs26.x",
+    "java8.al2", "java11", "java17", "java21", "java25", "java8.al2023", "java11.al2023", "java17.al2023",
+    "dotnetcore3.1", "dotnet6", "dotnet8", "dotnet10", "ruby2.7", "ruby3.2", "ruby3.3", "ruby3.4", "ruby4.0",
+    "custom",
+} | RUNNABLE_RUNTIMES | DEPRECATED_RUNTIMES
+
+RESERVED_ENV = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+}
+_ENV_KEY = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")
+_HANDLER = re.compile(r"[^\s]+")
+
+
+def require_object(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise AwsError("SerializationException", "The request body must be a JSON object.")
+    return body
+
+
+def integer(body: dict, key: str, member: str, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise validation(value, member, "Member must be an integer")
+    if value < low:
+        raise validation(value, member, f"Member must have value greater than or equal to {low}")
+    if value > high:
+        raise validation(value, member, f"Member must have value less than or equal to {high}")
+    return value
+
+
+def string(body: dict, key: str, member: str, max_len: int, pattern: re.Pattern | None = None) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise validation(value, member, "Member must be a string")
+    if len(value) > max_len:
+        raise validation(value, member, f"Member must have length less than or equal to {max_len}")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise validation(value, member, f"Member must satisfy regular expression pattern: {pattern.pattern}")
+    return value
+
+
+def runtime(body: dict) -> str | None:
+    value = body.get("Runtime")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in KNOWN_RUNTIMES:
+        allowed = ", ".join(sorted(KNOWN_RUNTIMES - DEPRECATED_RUNTIMES))
+        raise validation(value, "runtime", f"Member must satisfy enum value set: [{allowed}]")
+    if value in DEPRECATED_RUNTIMES:
+        raise AwsError("InvalidParameterValueException",
+                       f"The runtime parameter of {value} is no longer supported for creating or updating AWS "
+                       "Lambda functions. We recommend you use a supported runtime while creating or updating "
+                       "functions.")
+    if value not in RUNNABLE_RUNTIMES:
+        raise AwsError("InvalidParameterValueException",
+                       f"The runtime {value} is not supported by Lamina. Use python3.8 to python3.15, or "
+                       "provided.al2023 with a bootstrap executable in the package.")
+    return value
+
+
+def handler(body: dict) -> str | None:
+    return string(body, "Handler", "handler", 128, _HANDLER)
+
+
+def environment(body: dict) -> dict[str, str] | None:
+    value = body.get("Environment")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "environment", "Member must be an object with a Variables map")
+    variables = value.get("Variables") or {}
+    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        raise validation(variables, "environment.variables", "Member must be a map of strings to strings")
+    for key in variables:
+        if not _ENV_KEY.fullmatch(key):
+            raise validation(key, "environment.variables", f"Map keys must satisfy constraint: [Member must "
+                             f"satisfy regular expression pattern: {_ENV_KEY.pattern}]")
+    reserved = sorted(set(variables) & RESERVED_ENV)
+    if reserved:
+        raise AwsError("InvalidParameterValueException",
+                       "Lambda was unable to configure your environment variables because the environment "
+                       "variables you have provided contains reserved keys that are currently not supported for "
+                       f"modification. Reserved keys used in this request: {', '.join(reserved)}")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+    if size > MAX_ENV_BYTES:
+        raise AwsError("InvalidParameterValueException",
+                       "Lambda was unable to configure your environment variables because the environment "
+                       f"variables you have provided exceeded the 4KB limit. String measured: {size} bytes")
+    return dict(variables)
+
+
+def ephemeral_storage(body: dict) -> int | None:
+    value = body.get("EphemeralStorage")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "ephemeralStorage", "Member must be an object with Size")
+    return integer(value, "Size", "ephemeralStorage.size", 512, 10240)
+
+
+def tags(body: dict) -> dict[str, str]:
+    value = body.get("Tags") or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise validation(value, "tags", "Member must be a map of strings to strings")
+    return dict(value)
+
+
+def unsupported(body: dict) -> None:
+    """Fields Lamina cannot honour get a clear error rather than being ignored."""
+    if body.get("PackageType", "Zip") != "Zip":
+        raise AwsError("InvalidParameterValueException",
+                       "PackageType Image is not supported by Lamina: upload a .zip package as Code.ZipFile.")
+    if body.get("Layers"):
+        raise AwsError("InvalidParameterValueException", "Layers are not supported by Lamina yet: "
+                       "include the layer's files in the function's .zip package.")
+    archs = body.get("Architectures")
+    if archs is not None and archs != ["x86_64"]:
+        raise AwsError("InvalidParameterValueException",
+                       "Lamina runs functions on this host's architecture: Architectures must be ['x86_64'].")

@@ -1,0 +1,126 @@
+"""The dispatcher: one pool per function, the account-wide environment budget, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from lamina.dispatch.environment import InitFailure
+from lamina.dispatch.invocation import Invocation
+from lamina.dispatch.pool import FunctionPool
+from lamina.dispatch.spec import FunctionSpec
+from lamina.sandbox import SandboxBackend
+from lamina.store.logs import LogStore
+
+log = logging.getLogger("lamina.dispatch")
+
+
+class Dispatcher:
+    def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
+                 keep_warm_s: float = 600.0) -> None:
+        self.backend = backend
+        self.logs = logs
+        self.max_environments = max_environments
+        self.keep_warm_s = keep_warm_s
+        self.pools: dict[str, FunctionPool] = {}
+        self.retired: set[FunctionPool] = set()
+        self.environments = 0
+        self.closing = False
+        self._tasks: set[asyncio.Task] = set()
+        self._reaper: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+
+    # ------------------------------------------------------------------ functions
+
+    def set_function(self, spec: FunctionSpec) -> FunctionPool:
+        """Run spec from now on; environments of an older spec finish what they have and stop."""
+        old = self.pools.get(spec.name)
+        if old is not None and old.spec == spec:
+            return old
+        pool = FunctionPool(self, spec)
+        self.pools[spec.name] = pool
+        if old is not None:
+            self._retire(old, pool)
+        return pool
+
+    def remove_function(self, name: str) -> None:
+        pool = self.pools.pop(name, None)
+        if pool is not None:
+            self._retire(pool, None)
+
+    def _retire(self, pool: FunctionPool, successor: FunctionPool | None) -> None:
+        pool.retire(successor)
+        if pool.envs:
+            self.retired.add(pool)
+
+    def submit(self, name: str, inv: Invocation) -> None:
+        self.pools[name].submit(inv)
+
+    async def prewarm(self, spec: FunctionSpec) -> None:
+        """Start one environment for spec and wait until it is initialised; raises InitFailure."""
+        pool = self.set_function(spec)
+        env = pool.start_environment()
+        await asyncio.shield(env.ready)
+
+    # ------------------------------------------------------------------ the environment budget
+
+    def can_start(self) -> bool:
+        return self.environments < self.max_environments
+
+    def env_started(self) -> None:
+        self.environments += 1
+
+    def env_stopped(self) -> None:
+        self.environments -= 1
+
+    def pool_changed(self, pool: FunctionPool) -> None:
+        if pool.retired and not pool.envs:
+            self.retired.discard(pool)
+        self._changed.set()
+
+    def track(self, task: asyncio.Task) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), InitFailure):
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _reap_loop(self) -> None:
+        interval = max(0.5, min(10.0, self.keep_warm_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            for pool in list(self.pools.values()):
+                pool.reap(self.keep_warm_s)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def outstanding(self) -> int:
+        return sum(p.outstanding for p in list(self.pools.values()) + list(self.retired))
+
+    async def shutdown(self, drain_s: float) -> None:
+        """Finish queued and running invocations (up to drain_s), then stop every environment."""
+        self.closing = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        deadline = time.monotonic() + drain_s
+        while self.outstanding() and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.05)
+        pools = list(self.pools.values()) + list(self.retired)
+        for pool in pools:
+            pool.retire(None, "Lamina stopped before this invocation started.")
+            pool.kill_all()
+        deadline = time.monotonic() + 5.0
+        while self.environments > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        self.logs.flush_all()

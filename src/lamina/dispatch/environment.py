@@ -1,0 +1,481 @@
+"""One execution environment: a sandboxed runtime process that pulls invocations from its pool.
+
+The environment owns the server's end of the runtime's channel (frames, see
+lamina.runtime.python_handler) and the runtime's log pipe. It writes the START / END / REPORT
+lines, enforces the function's timeout, and turns a crash into Runtime.ExitError for the one
+invocation it was running. It never picks work itself: when it is ready it tells its pool, and the
+pool hands it the next queued invocation (reverse routing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import json
+import math
+import signal
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from lamina.dispatch.invocation import Invocation, InvokeResult
+from lamina.runtime.python_handler import (
+    CHANNEL_FD_ENV,
+    KIND_ERROR,
+    KIND_INIT_ERROR,
+    KIND_INVOKE,
+    KIND_READY,
+    KIND_RESULT,
+    LOG_SENTINEL,
+    FrameDecoder,
+    encode_frame,
+)
+from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
+
+if TYPE_CHECKING:
+    from lamina.dispatch.pool import FunctionPool
+    from lamina.dispatch.spec import FunctionSpec
+    from lamina.store.logs import FunctionLog
+
+# How long the log pipe may lag the channel before a frame is processed without its sentinel
+# (only when a handler redirected fd 1 elsewhere).
+LOG_SYNC_GRACE_S = 0.1
+# AWS gives init 10 s on demand; we allow that plus the function's timeout before giving up.
+INIT_GRACE_S = 10.0
+STOP_GRACE_S = 2.0
+TAIL_BYTES = 4096
+_SENTINEL_LINE = LOG_SENTINEL.rstrip(b"\n")
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+class InitFailure(Exception):
+    """The environment could not initialise; body is the AWS-shaped error."""
+
+    def __init__(self, body: dict, init_ms: float | None) -> None:
+        super().__init__(body.get("errorMessage", "init failed"))
+        self.body = body
+        self.init_ms = init_ms
+
+
+def exit_status_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal: {signal.Signals(-code).name[3:].lower()}"
+        except ValueError:
+            return f"signal: {-code}"
+    return f"exit status {code}"
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.decoder = FrameDecoder()
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            self.env._on_frame(*frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.env._on_channel_lost()
+
+
+class Environment:
+    def __init__(self, pool: FunctionPool, spec: FunctionSpec, backend: SandboxBackend, log: FunctionLog) -> None:
+        self.pool = pool
+        self.spec = spec
+        self.backend = backend
+        self.log = log
+        self.id = uuid.uuid4().hex
+        self.stream = time.strftime("%Y/%m/%d/", time.gmtime()) + f"[{spec.version}]{self.id}"
+        self.state = State.STARTING
+        self.current: Invocation | None = None
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.idle_since = time.monotonic()
+        self.invocations = 0
+        self.init_ms: float | None = None
+        self.sandbox: Sandbox | None = None
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._frames: list[tuple[int, dict, bytes]] = []
+        self._sentinels_seen = 0
+        self._sentinels_used = 0
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._partial = b""
+        self._tail: list[str] = []
+        self._tail_len = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._started_ns = 0
+        self._exit_code: int | None = None
+        self._channel_lost = False
+        self._exit_timer: asyncio.TimerHandle | None = None
+        self._finished = False
+
+    # ------------------------------------------------------------------ start and stop
+
+    def build_env(self) -> dict[str, str]:
+        spec = self.spec
+        task_root = self.backend.task_root(self._sandbox_spec([]))
+        env = dict(spec.environment)
+        env.update({
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/opt/bin",
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "_HANDLER": spec.handler,
+            "AWS_REGION": spec.region,
+            "AWS_DEFAULT_REGION": spec.region,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+            "AWS_LAMBDA_LOG_STREAM_NAME": self.stream,
+            "LAMBDA_TASK_ROOT": task_root,
+            "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir(),
+        })
+        if spec.log_level:
+            env["AWS_LAMBDA_LOG_LEVEL"] = spec.log_level
+        return env
+
+    def _sandbox_spec(self, argv: list[str], env: dict | None = None, fds: tuple[int, ...] = ()) -> SandboxSpec:
+        return SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=argv, env=env or {},
+                           code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
+                           ephemeral_mb=self.spec.ephemeral_mb, pass_fds=fds)
+
+    async def start(self) -> None:
+        """Start the sandbox; the outcome arrives later as READY, INIT_ERROR or an exit."""
+        if not self.spec.is_python:
+            self._init_failed({"errorMessage": "Custom runtimes need the Runtime API, which this build lacks.",
+                               "errorType": "Runtime.InvalidEntrypoint", "requestId": "", "stackTrace": []}, None)
+            return
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = self.build_env()
+            env[CHANNEL_FD_ENV] = str(child.fileno())
+            argv = [self.backend.python(), "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
+            self._started_ns = time.perf_counter_ns()
+            self.sandbox = await self.backend.start(self._sandbox_spec(argv, env, (child.fileno(),)),
+                                                    self._on_output, self._on_exit)
+        except SandboxError as exc:
+            parent.close()
+            self._init_failed({"errorMessage": str(exc), "errorType": "Runtime.InvalidEntrypoint",
+                               "requestId": "", "stackTrace": []}, None)
+            return
+        finally:
+            child.close()
+        if self.state is State.DEAD:  # stopped while starting
+            parent.close()
+            self.sandbox.kill()
+            self.pool.dispatcher.track(self._loop.create_task(self.sandbox.cleanup()))
+            return
+        self._transport, _ = await self._loop.create_unix_connection(lambda: _ChannelProtocol(self), sock=parent)
+        self._timer = self._loop.call_later(INIT_GRACE_S + self.spec.timeout_s, self._on_init_timeout)
+
+    def stop(self) -> None:
+        """Stop an idle or starting environment; a busy one finishes its invocation first (see pool)."""
+        if self.state in (State.STOPPING, State.DEAD):
+            return
+        if self.state is State.BUSY:
+            raise RuntimeError("stop() on a busy environment")
+        self.state = State.STOPPING
+        if self._transport is not None:
+            self._transport.close()  # the runtime sees EOF and exits
+        if self.sandbox is not None:
+            self.sandbox.terminate()
+            self._loop.call_later(STOP_GRACE_S, self._kill)
+        else:
+            self._finish()
+
+    def _kill(self) -> None:
+        if self.sandbox is not None and self._exit_code is None:
+            self.sandbox.kill()
+
+    # ------------------------------------------------------------------ invocations
+
+    def deliver(self, inv: Invocation) -> None:
+        """Run one invocation (the pool calls this only when the environment is IDLE)."""
+        self.state = State.BUSY
+        self.current = inv
+        self.invocations += 1
+        self._tail.clear()
+        self._tail_len = 0
+        self._emit(f"START RequestId: {inv.id} Version: {self.spec.version}")
+        timeout = self.spec.timeout_s
+        header = {"id": inv.id, "deadline_ms": int(time.time() * 1000 + timeout * 1000), "arn": inv.invoked_arn}
+        if inv.client_context is not None:
+            header["client_context"] = inv.client_context
+        if inv.trace_id:
+            header["trace_id"] = inv.trace_id
+        self._started_ns = time.perf_counter_ns()
+        self._timer = self._loop.call_later(timeout, self._on_timeout)
+        self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
+
+    def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None, extra_lines: tuple[str, ...] = ()) -> None:
+        inv = self.current
+        assert inv is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        duration_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
+        for line in extra_lines:
+            self._emit(line)
+        self._emit(f"END RequestId: {inv.id}")
+        self._emit(self._report_line(inv.id, duration_ms, rss_kb))
+        self.log.flush()
+        log_text = "\n".join(self._tail) + "\n" if inv.sync else ""
+        self.current = None
+        inv.finish(InvokeResult(body, error_type, log_text, self.spec.version))
+
+    def _report_line(self, request_id: str, duration_ms: float, rss_kb: int | None) -> str:
+        used_mb = math.ceil(rss_kb / 1024) if rss_kb else self._sandbox_memory_mb()
+        line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+                f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\tMemory Size: {self.spec.memory_mb} MB\t"
+                f"Max Memory Used: {used_mb} MB")
+        if self.invocations == 1 and self.init_ms is not None:
+            line += f"\tInit Duration: {self.init_ms:.2f} ms"
+        return line
+
+    def _sandbox_memory_mb(self) -> int:
+        peak = self.sandbox.max_memory_bytes() if self.sandbox else None
+        return math.ceil(peak / (1024 * 1024)) if peak else 0
+
+    # ------------------------------------------------------------------ the channel
+
+    def _on_frame(self, kind: int, header: dict, body: bytes) -> None:
+        self._frames.append((kind, header, body))
+        self._process_frames()
+
+    def _process_frames(self, force: bool = False) -> None:
+        # A frame is handled once the log pipe has caught up with it (its sentinel arrived), so
+        # every line the handler printed lands in its own invocation's log.
+        while self._frames:
+            kind, header, body = self._frames[0]
+            if not header.get("nolog"):
+                if self._sentinels_used >= self._sentinels_seen and not force:
+                    if self._sync_timer is None:
+                        self._sync_timer = self._loop.call_later(LOG_SYNC_GRACE_S, self._force_frames)
+                    return
+                self._sentinels_used += 1
+                force = False
+            self._frames.pop(0)
+            self._handle_frame(kind, header, body)
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+
+    def _force_frames(self) -> None:
+        self._sync_timer = None
+        self._process_frames(force=True)
+
+    def _handle_frame(self, kind: int, header: dict, body: bytes) -> None:
+        if self.state is State.DEAD:
+            return
+        if kind == KIND_READY and self.state is State.STARTING:
+            self.init_ms = header.get("init_ms")
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.state = State.IDLE
+            self.idle_since = time.monotonic()
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self.pool.env_ready(self, fresh=True)
+        elif kind in (KIND_RESULT, KIND_ERROR) and self.state is State.BUSY and self.current is not None:
+            if header.get("id") != self.current.id:
+                return
+            error_type = None
+            if kind == KIND_ERROR:
+                error_type = _error_type(body)
+            if len(body) > 6 * 1024 * 1024:
+                body = json.dumps({"errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum "
+                                   f"allowed payload size (6291556 bytes).",
+                                   "errorType": "Function.ResponseSizeTooLarge"}).encode()
+                error_type = "Function.ResponseSizeTooLarge"
+            self._complete(body, error_type, header.get("rss_kb"))
+            self.state = State.IDLE
+            self.idle_since = time.monotonic()
+            self.pool.env_ready(self, fresh=False)
+        elif kind == KIND_INIT_ERROR:
+            try:
+                err = json.loads(body)
+            except ValueError:
+                err = {"errorMessage": body.decode("utf-8", "replace"), "errorType": "Runtime.Unknown"}
+            self._init_failed(err, header.get("init_ms"))
+
+    def _on_channel_lost(self) -> None:
+        self._channel_lost = True
+        if self.state in (State.STARTING, State.IDLE, State.BUSY) and self.sandbox is not None:
+            # The runtime closed its channel: it cannot be asked for anything more.
+            self.sandbox.kill()
+        self._maybe_handle_exit()
+
+    # ------------------------------------------------------------------ logs
+
+    def _on_output(self, data: bytes) -> None:
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > 256 * 1024:  # a runaway line without a newline: cut it
+            lines.append(self._partial)
+            self._partial = b""
+        for raw in lines:
+            if raw == _SENTINEL_LINE:
+                self._sentinels_seen += 1
+                self._process_frames()
+            elif raw.endswith(_SENTINEL_LINE):  # the handler printed without a trailing newline
+                self._emit(raw[: -len(_SENTINEL_LINE)].decode("utf-8", "replace"))
+                self._sentinels_seen += 1
+                self._process_frames()
+            else:
+                self._emit(raw.decode("utf-8", "replace"))
+
+    def _emit(self, text: str) -> None:
+        self.log.append(self.stream, text)
+        if self.current is not None and self.current.sync:
+            self._tail.append(text)
+            self._tail_len += len(text) + 1
+            while self._tail_len > 2 * TAIL_BYTES and len(self._tail) > 1:
+                self._tail_len -= len(self._tail.pop(0)) + 1
+
+    # ------------------------------------------------------------------ failures
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self.state is not State.BUSY or self.current is None:
+            return
+        inv = self.current
+        msg = f"Task timed out after {self.spec.timeout_s:.2f} seconds"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        body = json.dumps({"errorMessage": f"RequestId: {inv.id} Error: {msg}", "errorType": "Sandbox.Timedout"})
+        self._complete(body.encode(), "Sandbox.Timedout", None, (f"{stamp} {inv.id} {msg}",))
+        self._die()
+
+    def _on_init_timeout(self) -> None:
+        self._timer = None
+        if self.state is State.STARTING:
+            limit = INIT_GRACE_S + self.spec.timeout_s
+            self._init_failed({"errorMessage": f"INIT timed out after {limit:.2f} seconds",
+                               "errorType": "Sandbox.Timedout", "requestId": "", "stackTrace": []}, limit * 1000)
+
+    def _init_failed(self, body: dict, init_ms: float | None) -> None:
+        if self.state is State.DEAD:
+            return
+        was = self.state
+        self.state = State.DEAD
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        failure = InitFailure(body, init_ms)
+        if not self.ready.done():
+            self.ready.set_exception(failure)
+            self.ready.exception()  # mark retrieved: a prewarm may not be waiting
+        if was is State.STARTING:
+            self.pool.env_init_failed(self, failure)
+        self._teardown()
+
+    def fail_with_init_error(self, inv: Invocation, failure: InitFailure) -> None:
+        """Answer one queued invocation with this environment's init error, with its log lines."""
+        self.current = inv
+        self.invocations = 1
+        self.init_ms = failure.init_ms
+        self._started_ns = time.perf_counter_ns()
+        self._emit(f"START RequestId: {inv.id} Version: {self.spec.version}")
+        err = dict(failure.body, requestId=inv.id)
+        self._complete(json.dumps(err).encode(), err.get("errorType") or "Runtime.Unknown", None)
+
+    def abort(self, reason: str) -> None:
+        """Stop now; an invocation in flight fails with reason (used when the server stops)."""
+        if self.state is State.BUSY and self.current is not None:
+            body = json.dumps({"errorType": "Runtime.ExitError",
+                               "errorMessage": f"RequestId: {self.current.id} Error: {reason}"}).encode()
+            self._complete(body, "Runtime.ExitError", None, (reason,))
+        self._die()
+
+    def _on_exit(self, code: int) -> None:
+        self._exit_code = code
+        if not self._channel_lost:
+            # Frames sent just before exiting may still be in the socket: give them a moment.
+            self._exit_timer = self._loop.call_later(0.1, self._handle_exit)
+        else:
+            self._handle_exit()
+
+    def _maybe_handle_exit(self) -> None:
+        if self._exit_code is not None:
+            self._handle_exit()
+
+    def _handle_exit(self) -> None:
+        if self._exit_timer is not None:
+            self._exit_timer.cancel()
+            self._exit_timer = None
+        if self._partial:
+            self._emit(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+        self._force_frames()
+        code = self._exit_code if self._exit_code is not None else -9
+        if self.state is State.BUSY and self.current is not None:
+            inv = self.current
+            status = exit_status_text(code)
+            msg = f"RequestId: {inv.id} Error: Runtime exited with error: {status}"
+            body = json.dumps({"errorType": "Runtime.ExitError", "errorMessage": msg}).encode()
+            self._complete(body, "Runtime.ExitError", None, (msg, "Runtime.ExitError"))
+        elif self.state is State.STARTING:
+            self._init_failed({"errorMessage": f"Runtime exited with error: {exit_status_text(code)}",
+                               "errorType": "Runtime.ExitError", "requestId": "", "stackTrace": []}, None)
+            return
+        self._die()
+
+    def _die(self) -> None:
+        if self.state is State.DEAD and self._finished:
+            return
+        self.state = State.DEAD
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self.sandbox is not None and self._exit_code is None:
+            self.sandbox.kill()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.state = State.DEAD
+        if not self.ready.done():
+            self.ready.set_exception(InitFailure({"errorMessage": "The environment was stopped while starting.",
+                                                  "errorType": "Runtime.ExitError"}, None))
+            self.ready.exception()
+        self.log.flush()
+        self.pool.env_gone(self)
+        if self.sandbox is not None:
+            task = self._loop.create_task(self.sandbox.cleanup())
+            self.pool.dispatcher.track(task)
+
+
+def _error_type(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "Unhandled"
+    if isinstance(data, dict) and isinstance(data.get("errorType"), str):
+        return data["errorType"]
+    return "Unhandled"
+
+
+def tail_log(text: str) -> str:
+    """X-Amz-Log-Result: base64 of the last 4 KB of the invocation's log."""
+    raw = text.encode()[-TAIL_BYTES:]
+    return base64.b64encode(raw).decode()

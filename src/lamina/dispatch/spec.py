@@ -1,0 +1,32 @@
+"""What the dispatcher needs to know about one function version to run it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    arn: str                       # unqualified function ARN
+    version: str                   # "$LATEST" for now
+    runtime: str                   # python3.x or provided.*
+    handler: str
+    memory_mb: int
+    timeout_s: int
+    code_dir: Path
+    code_sha: str
+    environment: tuple[tuple[str, str], ...] = ()
+    ephemeral_mb: int = 512
+    region: str = "us-east-1"
+    log_level: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.name}"
+
+    @property
+    def is_python(self) -> bool:
+        return self.runtime.startswith("python")

@@ -1,0 +1,330 @@
+"""The Python handler runtime: runs inside an environment, pulls invocations, calls `module.function`.
+
+This file is self-contained and stdlib-only: the sandbox runs it as a script with `python -I -S`, so
+nothing of Lamina or its dependencies is importable there (and the function cannot see them). The
+server imports the framing helpers (`encode_frame`, `FrameDecoder`, the kinds) from this same file so
+both ends share one definition of the wire format.
+
+Wire format on the environment's channel (a stream socket inherited from the server):
+    >I length of the rest | B kind | >I header length | header (JSON object) | body (bytes)
+Environment -> server: READY, RESULT, ERROR, INIT_ERROR. Server -> environment: INVOKE.
+A RESULT or ERROR frame also means "give me the next one": posting a result and pulling the next
+invocation is one round trip.
+
+Before every frame it sends, the runtime flushes stdout/stderr and writes a sentinel line to its
+log pipe, so the server can attribute every log line to the right invocation even though logs and
+frames travel on different file descriptors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import time
+
+KIND_READY = 1
+KIND_INVOKE = 2
+KIND_RESULT = 3
+KIND_ERROR = 4
+KIND_INIT_ERROR = 5
+
+LOG_SENTINEL = b"\x00LAMINA-SYNC\n"
+CHANNEL_FD_ENV = "_LAMINA_CHANNEL_FD"
+
+_PREFIX = struct.Struct(">IBI")
+
+
+def encode_frame(kind: int, header: dict, body: bytes = b"") -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return _PREFIX.pack(5 + len(head) + len(body), kind, len(head)) + head + body
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get (kind, header, body) tuples."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, dict, bytes]]:
+        buf = self._buf
+        buf += data
+        frames = []
+        while len(buf) >= 9:
+            total, kind, hlen = _PREFIX.unpack_from(buf)
+            if len(buf) < 4 + total:
+                break
+            header = json.loads(bytes(buf[9 : 9 + hlen])) if hlen else {}
+            body = bytes(buf[9 + hlen : 4 + total])
+            del buf[: 4 + total]
+            frames.append((kind, header, body))
+        return frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Everything below runs inside the environment only.
+
+
+class _Channel:
+    def __init__(self, fd: int) -> None:
+        import socket
+
+        self._sock = socket.socket(fileno=fd)
+        self._rfile = self._sock.makefile("rb", buffering=1 << 16)
+        self.log_ok = True
+
+    def _sync_logs(self) -> None:
+        # Flush what the handler printed, then mark the point in the log stream.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a handler may have closed or replaced its streams
+                pass
+        if self.log_ok:
+            try:
+                os.write(1, LOG_SENTINEL)
+            except OSError:
+                self.log_ok = False
+
+    def send(self, kind: int, header: dict, body: bytes = b"") -> None:
+        self._sync_logs()
+        if not self.log_ok:
+            header["nolog"] = True
+        self._sock.sendall(encode_frame(kind, header, body))
+
+    def recv(self) -> tuple[int, dict, bytes] | None:
+        prefix = self._rfile.read(9)
+        if len(prefix) < 9:
+            return None
+        total, kind, hlen = _PREFIX.unpack(prefix)
+        rest = self._rfile.read(total - 5)
+        if len(rest) < total - 5:
+            return None
+        return kind, (json.loads(rest[:hlen]) if hlen else {}), rest[hlen:]
+
+
+class _Obj:
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__dict__!r})"
+
+
+class Client(_Obj):
+    pass
+
+
+class ClientContext(_Obj):
+    def __init__(self, data: dict) -> None:
+        client = data.get("client")
+        self.client = None
+        if isinstance(client, dict):
+            self.client = Client()
+            self.client.installation_id = client.get("installation_id")
+            self.client.app_title = client.get("app_title")
+            self.client.app_version_name = client.get("app_version_name")
+            self.client.app_version_code = client.get("app_version_code")
+            self.client.app_package_name = client.get("app_package_name")
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+
+
+class CognitoIdentity(_Obj):
+    def __init__(self, data: dict | None = None) -> None:
+        data = data or {}
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+
+class LambdaContext(_Obj):
+    """The `context` argument, with the same attributes as AWS's Python runtime."""
+
+    def __init__(self, request_id: str, deadline_ms: int, arn: str, client_context: dict | None,
+                 tenant_id: str | None = None) -> None:
+        env = os.environ
+        self.aws_request_id = request_id
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.invoked_function_arn = arn
+        self.tenant_id = tenant_id
+        self.client_context = ClientContext(client_context) if client_context else None
+        self.identity = CognitoIdentity()
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+    def log(self, msg: str) -> None:
+        sys.stdout.write(str(msg))
+
+
+class _RequestIdFilter:
+    request_id = ""
+
+    def filter(self, record) -> bool:  # noqa: ANN001 - logging.LogRecord, imported lazily
+        record.aws_request_id = _RequestIdFilter.request_id
+        return True
+
+
+def _setup_logging() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.formatter.converter = time.gmtime
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    if level in ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"):
+        root.setLevel({"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level))
+
+
+def _error_body(exc: BaseException, request_id: str = "", error_type: str | None = None,
+                message: str | None = None) -> dict:
+    import traceback
+
+    # Drop this runtime's own frames and importlib's, as AWS's runtime does.
+    tb = [f for f in traceback.extract_tb(exc.__traceback__)
+          if f.filename != __file__ and not f.filename.startswith("<frozen")]
+    return {
+        "errorMessage": str(exc) if message is None else message,
+        "errorType": error_type or type(exc).__name__,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(tb),
+    }
+
+
+def _log_error(body: dict) -> None:
+    trace = "".join(body.get("stackTrace") or [])
+    line = f"[ERROR] {body['errorType']}: {body['errorMessage']}"
+    if trace:
+        line += "\nTraceback (most recent call last):\n" + trace.rstrip("\n")
+    print(line, flush=True)
+
+
+class InitError(Exception):
+    def __init__(self, body: dict) -> None:
+        super().__init__(body["errorMessage"])
+        self.body = body
+
+
+def load_handler(spec: str):  # noqa: ANN201 - returns the user's callable
+    """Import `module.function` the way AWS's runtime does, with its error types."""
+    import importlib
+
+    try:
+        modname, funcname = spec.rsplit(".", 1)
+    except ValueError as exc:
+        raise InitError({"errorMessage": f"Bad handler '{spec}': {exc}",
+                         "errorType": "Runtime.MalformedHandlerName", "requestId": "", "stackTrace": []}) from None
+    modname = modname.replace("/", ".")
+    try:
+        if modname.split(".")[0] in sys.builtin_module_names:
+            raise ImportError(f"Cannot use built-in module {modname} as a handler module")
+        module = importlib.import_module(modname)
+    except ImportError as exc:
+        raise InitError({"errorMessage": f"Unable to import module '{modname}': {exc}",
+                         "errorType": "Runtime.ImportModuleError", "requestId": "", "stackTrace": []}) from None
+    except SyntaxError as exc:
+        raise InitError({"errorMessage": f"Syntax error in module '{modname}': {exc}",
+                         "errorType": "Runtime.UserCodeSyntaxError", "requestId": "", "stackTrace": []}) from None
+    except Exception as exc:  # noqa: BLE001 - any exception in the user's init code
+        raise InitError(_error_body(exc)) from None
+    func = getattr(module, funcname, None)
+    if func is None or not callable(func):
+        raise InitError({"errorMessage": f"Handler '{funcname}' missing on module '{modname}'",
+                         "errorType": "Runtime.HandlerNotFound", "requestId": "", "stackTrace": []})
+    return func
+
+
+def _max_rss_kb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _die_with_parent() -> None:
+    # If lamina serve is killed outright, its environments must not linger.
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            os._exit(1)
+    except Exception:  # noqa: BLE001 - best effort on non-Linux hosts
+        pass
+
+
+def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's callable
+    """Invocation loop: one at a time, result and next-pull in one frame."""
+    while True:
+        frame = channel.recv()
+        if frame is None:
+            return
+        _kind, header, body = frame
+        request_id = header["id"]
+        _RequestIdFilter.request_id = request_id
+        if header.get("trace_id"):
+            os.environ["_X_AMZN_TRACE_ID"] = header["trace_id"]
+        context = LambdaContext(request_id, header["deadline_ms"], header["arn"], header.get("client_context"),
+                                header.get("tenant_id"))
+        try:
+            event = json.loads(body) if body else {}
+        except ValueError as exc:
+            err = {"errorMessage": f"Unable to unmarshal input: {exc}", "errorType": "Runtime.UnmarshalError",
+                   "requestId": request_id, "stackTrace": []}
+            _log_error(err)
+            channel.send(KIND_ERROR, {"id": request_id, "rss_kb": _max_rss_kb()}, json.dumps(err).encode())
+            continue
+        try:
+            result = handler(event, context)
+        except Exception as exc:  # noqa: BLE001 - report the handler's error to the caller
+            err = _error_body(exc, request_id)
+            _log_error(err)
+            channel.send(KIND_ERROR, {"id": request_id, "rss_kb": _max_rss_kb()}, json.dumps(err).encode())
+            continue
+        try:
+            out = json.dumps(result).encode()
+        except (TypeError, ValueError) as exc:
+            err = {"errorMessage": f"Unable to marshal response: {exc}", "errorType": "Runtime.MarshalError",
+                   "requestId": request_id, "stackTrace": []}
+            _log_error(err)
+            channel.send(KIND_ERROR, {"id": request_id, "rss_kb": _max_rss_kb()}, json.dumps(err).encode())
+            continue
+        channel.send(KIND_RESULT, {"id": request_id, "rss_kb": _max_rss_kb()}, out)
+
+
+def main() -> None:
+    _die_with_parent()
+    channel = _Channel(int(os.environ.pop(CHANNEL_FD_ENV)))
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
+    # The function's code comes first on sys.path, as on AWS; drop this runtime's own directory.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [task_root] + [p for p in sys.path if p and os.path.abspath(p) != here]
+    os.chdir(task_root)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+    except AttributeError:
+        pass
+    _setup_logging()
+    started = time.monotonic()
+    try:
+        handler = load_handler(os.environ["_HANDLER"])
+    except InitError as exc:
+        _log_error(exc.body)
+        channel.send(KIND_INIT_ERROR, {"init_ms": (time.monotonic() - started) * 1000},
+                     json.dumps(exc.body).encode())
+        os._exit(1)
+    channel.send(KIND_READY, {"init_ms": (time.monotonic() - started) * 1000})
+    serve(channel, handler)
+
+
+if __name__ == "__main__":
+    main()

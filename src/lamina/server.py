@@ -1,0 +1,99 @@
+"""`lamina serve`: one process, one uvloop event loop, control plane + dispatcher + environments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+import uvloop
+
+from lamina import __version__
+from lamina.config import Settings
+from lamina.control.app import LaminaApp
+from lamina.control.functions import FunctionService
+from lamina.dispatch.dispatcher import Dispatcher
+from lamina.sandbox import get_backend
+from lamina.store.blobs import CodeStore
+from lamina.store.db import Database
+from lamina.store.logs import LogStore
+
+log = logging.getLogger("lamina")
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.db = Database(data / "lamina.db")
+        self.code = CodeStore(data)
+        self.logs = LogStore(data / "logs")
+        self.backend = get_backend(settings.sandbox)
+        self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds)
+        self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
+        self.app = LaminaApp(self.functions, self.lifespan)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: object) -> AsyncIterator[None]:
+        self.dispatcher.start()
+        self.functions.load()
+        self._banner()
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and waited for in-flight HTTP requests (sync invokes);
+            # now finish async invocations, then stop every environment.
+            log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
+            await self.functions.close()
+            await self.dispatcher.shutdown(self.settings.drain_seconds)
+            self.logs.close()
+            self.db.close()
+            log.info("stopped")
+
+    def _banner(self) -> None:
+        s = self.settings
+        lines = [
+            f"Lamina {__version__} listening on {s.endpoint}",
+            f"  data:    {s.data_dir}",
+            f"  sandbox: {self.backend.describe()}",
+            f"  functions: {len(self.functions.functions)}",
+        ]
+        if not self.backend.isolated:
+            lines.append("  WARNING: functions are NOT isolated from this host (process backend); run as root "
+                         "for the linux sandbox.")
+        print("\n".join(lines), flush=True)
+        if not self.backend.isolated:
+            log.warning("sandbox backend %r: functions are not isolated", self.backend.name)
+
+    def uvicorn_config(self) -> uvicorn.Config:
+        return uvicorn.Config(
+            self.app, host=self.settings.host, port=self.settings.port, loop="none", http="httptools",
+            lifespan="on", access_log=False, log_level=self.settings.log_level,
+            timeout_graceful_shutdown=int(self.settings.drain_seconds) or None,
+            timeout_keep_alive=75, server_header=False, date_header=False,
+        )
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; then drain and stop."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    server = Server(settings)
+    userver = uvicorn.Server(server.uvicorn_config())
+    uvloop.run(userver.serve())
+    if not userver.started:
+        sys.exit(1)
+
+
+async def serve_in_loop(settings: Settings) -> None:
+    """Run inside an existing event loop (tests, embedding)."""
+    server = Server(settings)
+    await uvicorn.Server(server.uvicorn_config()).serve()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    asyncio.run(serve_in_loop(Settings.load()))

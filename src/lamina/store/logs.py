@@ -1,0 +1,121 @@
+"""Function logs: one append-only NDJSON file per function, with live followers.
+
+Each record is {"timestamp": epoch ms, "message": text, "logStreamName": stream}, the shape of a
+CloudWatch Logs event, so a later CloudWatch-compatible API can serve the same files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+ROTATE_BYTES = 32 * 1024 * 1024
+
+
+class FunctionLog:
+    """The open log of one function."""
+
+    def __init__(self, store: LogStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.path = store.root / f"{name}.ndjson"
+        self._fh = open(self.path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115 - long-lived
+        self._size = self._fh.tell()
+        self.followers: set[asyncio.Queue] = set()
+
+    def append(self, stream: str, message: str, timestamp_ms: int | None = None) -> None:
+        record = {"timestamp": timestamp_ms or int(time.time() * 1000), "message": message,
+                  "logStreamName": stream}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        self._fh.write(line)
+        self._size += len(line)
+        for queue in self.followers:
+            queue.put_nowait(record)
+        if self._size > ROTATE_BYTES:
+            self._rotate()
+
+    def flush(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        os.replace(self.path, self.path.with_suffix(".ndjson.1"))
+        self._fh = open(self.path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+        self._size = 0
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class LogStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._open: dict[str, FunctionLog] = {}
+
+    def for_function(self, name: str) -> FunctionLog:
+        log = self._open.get(name)
+        if log is None:
+            log = self._open[name] = FunctionLog(self, name)
+        return log
+
+    def flush_all(self) -> None:
+        for log in self._open.values():
+            log.flush()
+
+    def delete(self, name: str) -> None:
+        log = self._open.pop(name, None)
+        if log is not None:
+            for queue in log.followers:
+                queue.put_nowait(None)
+            log.close()
+        for suffix in (".ndjson", ".ndjson.1"):
+            (self.root / f"{name}{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for log in self._open.values():
+            for queue in log.followers:
+                queue.put_nowait(None)
+            log.close()
+        self._open.clear()
+
+    def read(self, name: str, start_ms: int = 0, limit: int | None = None) -> list[dict]:
+        """Stored records at or after start_ms, oldest first (the newest `limit` if given)."""
+        self.for_function(name).flush()
+        records: list[dict] = []
+        for suffix in (".ndjson.1", ".ndjson"):
+            path = self.root / f"{name}{suffix}"
+            if not path.exists():
+                continue
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue  # a torn last line after a crash
+                    if record.get("timestamp", 0) >= start_ms:
+                        records.append(record)
+        if limit is not None:
+            records = records[-limit:]
+        return records
+
+    async def follow(self, name: str, start_ms: int = 0) -> AsyncIterator[dict]:
+        """Stored records, then new ones as they are written, until the function is deleted."""
+        log = self.for_function(name)
+        queue: asyncio.Queue = asyncio.Queue()
+        log.followers.add(queue)
+        try:
+            for record in self.read(name, start_ms):
+                yield record
+            while True:
+                record = await queue.get()
+                if record is None:
+                    return
+                yield record
+        finally:
+            log.followers.discard(queue)
