@@ -37,6 +37,8 @@ class Settings:
     # Idle environments are stopped after this long.
     keep_warm_seconds: float = 600.0
     log_level: str = "info"
+    # Deploy the bundled example function "hello" at start-up if it is not there (make run).
+    example: bool = False
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import logging
 import sys
+import zipfile
 from collections.abc import AsyncIterator
+from importlib import resources
 
 import uvicorn
 import uvloop
@@ -41,6 +45,8 @@ class Server:
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
         self.dispatcher.start()
         self.functions.load()
+        if self.settings.example:
+            await self._deploy_example()
         self._banner()
         try:
             yield
@@ -54,6 +60,19 @@ class Server:
             self.db.close()
             log.info("stopped")
 
+    async def _deploy_example(self) -> None:
+        if "hello" in self.functions.functions:
+            return
+        source = resources.files("lamina") / "examples" / "hello" / "app.py"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("app.py", source.read_text())
+        self.functions.create({"FunctionName": "hello", "Runtime": "python3.11", "Handler": "app.handler",
+                               "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+        fn = self.functions.functions["hello"]
+        if fn.activation is not None:
+            await fn.activation
+
     def _banner(self) -> None:
         s = self.settings
         lines = [
@@ -62,6 +81,14 @@ class Server:
             f"  sandbox: {self.backend.describe()}",
             f"  functions: {len(self.functions.functions)}",
         ]
+        if "hello" in self.functions.functions and self.settings.example:
+            lines += [
+                "",
+                "Try the example function:",
+                "  .venv/bin/lamina invoke hello --payload '{\"name\": \"Lamina\"}' --log",
+                f"  aws lambda invoke --endpoint-url {s.endpoint} --function-name hello out.json",
+                f"  boto3.client('lambda', endpoint_url='{s.endpoint}').invoke(FunctionName='hello')",
+            ]
         if not self.backend.isolated:
             lines.append("  WARNING: functions are NOT isolated from this host (process backend); run as root "
                          "for the linux sandbox.")

@@ -234,13 +234,21 @@ class Client:
             timeout=DEFAULT_TIMEOUT if asynchronous else INVOKE_TIMEOUT,
         )
 
+    def _lines(self, resp: http.client.HTTPResponse) -> Iterator[bytes]:
+        """The body's lines as they arrive; a server that goes away mid-stream is a LaminaError."""
+        try:
+            yield from resp
+        except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+            msg = f"the stream from {self.endpoint} broke off ({type(exc).__name__})"
+            raise LaminaError("ConnectionError", msg, 0) from None
+
     def iter_logs(self, name: str, start_time_ms: int, follow: bool = False) -> Iterator[dict[str, Any]]:
         """Log events as they arrive from the NDJSON stream; endless while following."""
         path = f"{LOGS_API}/{quote(name, safe='')}/logs"
         query = {"start_time": str(start_time_ms), "follow": "true" if follow else "false"}
         # No read timeout while following: a quiet function sends nothing for a long time.
         with self.stream("GET", path, query=query, timeout=None if follow else DEFAULT_TIMEOUT) as resp:
-            for raw in resp:
+            for raw in self._lines(resp):
                 line = raw.strip()
                 if not line:
                     continue

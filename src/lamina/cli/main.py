@@ -103,6 +103,7 @@ def serve(
     ] = None,
     sandbox: Annotated[SandboxKind | None, typer.Option(help="Sandbox backend.", show_default="auto")] = None,
     log_level: Annotated[LogLevel | None, typer.Option(show_default="info")] = None,
+    example: Annotated[bool, typer.Option("--example", help="Deploy the example function 'hello' if absent.")] = False,
 ) -> None:
     """Run a Lamina server in the foreground (flags > LAMINA_* > lamina.toml > defaults)."""
     from lamina.config import Settings
@@ -115,6 +116,7 @@ def serve(
             data_dir=data_dir,
             sandbox=sandbox.value if sandbox else None,
             log_level=log_level.value if log_level else None,
+            example=example or None,
         )
     except (OSError, ValueError) as exc:  # unreadable/invalid TOML, unknown keys, non-numeric ports
         fail(f"Error: bad setting: {exc}", EXIT_USAGE)
@@ -151,19 +153,27 @@ def human_size(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-def wait_until_ready(client: Client, name: str, what: str) -> dict[str, Any]:
-    """Poll like boto3's function_active_v2 / function_updated_v2 waiters, but faster."""
+def wait_until_ready(client: Client, name: str, what: str, judge: bool = True) -> dict[str, Any]:
+    """Poll like boto3's function_active_v2 / function_updated_v2 waiters, but faster.
+
+    With judge=False only wait for the update in progress to finish, whatever its outcome.
+    """
     deadline = time.monotonic() + DEPLOY_WAIT_SECONDS
     with err.status(f"{what} [bold]{escape(name)}[/]…"):
         while True:
             cfg = client.get_function_configuration(name)
             state, update = cfg.get("State"), cfg.get("LastUpdateStatus")
-            if state == "Failed" or update == "Failed":
-                key = "StateReason" if state == "Failed" else "LastUpdateStatusReason"
-                reason = cfg.get(key) or "no reason given"
-                fail(f"Deploy of {name} failed: {reason}")
-            if state in (None, "Active") and update != "InProgress":
+            # The update's outcome first: a function whose creation Failed keeps State=Failed
+            # until a later update succeeds, so State alone would fail a fixing redeploy.
+            if not judge and update != "InProgress":
                 return cfg
+            if update == "Failed":
+                fail(f"Deploy of {name} failed: {cfg.get('LastUpdateStatusReason') or 'no reason given'}")
+            if update != "InProgress":
+                if state == "Failed":
+                    fail(f"Deploy of {name} failed: {cfg.get('StateReason') or 'no reason given'}")
+                if state in (None, "Active"):
+                    return cfg
             if time.monotonic() > deadline:
                 fail(
                     f"Gave up after {DEPLOY_WAIT_SECONDS:.0f} s: {name} is still "
@@ -231,8 +241,9 @@ def deploy(
         with err.status(f"Uploading code for [bold]{escape(name)}[/] ({human_size(len(zip_bytes))})…"):
             client.update_function_code(name, zip_bytes)
         if config:
-            # Updating configuration while the code update is InProgress is a 409 conflict.
-            wait_until_ready(client, name, "Updating code of")
+            # Updating configuration while the code update is InProgress is a 409 conflict. Its
+            # outcome does not matter: the new code may only work with the new configuration.
+            wait_until_ready(client, name, "Updating code of", judge=False)
             client.update_function_configuration(name, config)
         action = "Updated"
     cfg = wait_until_ready(client, name, "Waiting for")

@@ -64,6 +64,8 @@ class Dispatcher:
     async def prewarm(self, spec: FunctionSpec) -> None:
         """Start one environment for spec and wait until it is initialised; raises InitFailure."""
         pool = self.set_function(spec)
+        if pool.idle:
+            return  # already warm: the same code and configuration were deployed again
         env = pool.start_environment()
         await asyncio.shield(env.ready)
 

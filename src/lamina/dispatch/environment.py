@@ -118,6 +118,7 @@ class Environment:
         self._channel_lost = False
         self._exit_timer: asyncio.TimerHandle | None = None
         self._finished = False
+        self._last_rss_kb: int | None = None
 
     # ------------------------------------------------------------------ start and stop
 
@@ -219,7 +220,8 @@ class Environment:
         self._timer = self._loop.call_later(timeout, self._on_timeout)
         self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
 
-    def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None, extra_lines: tuple[str, ...] = ()) -> None:
+    def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None,
+                  extra_lines: tuple[str, ...] = ()) -> None:
         inv = self.current
         assert inv is not None
         if self._timer is not None:
@@ -236,6 +238,10 @@ class Environment:
         inv.finish(InvokeResult(body, error_type, log_text, self.spec.version))
 
     def _report_line(self, request_id: str, duration_ms: float, rss_kb: int | None) -> str:
+        if rss_kb:
+            self._last_rss_kb = rss_kb
+        else:
+            rss_kb = self._last_rss_kb
         used_mb = math.ceil(rss_kb / 1024) if rss_kb else self._sandbox_memory_mb()
         line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
                 f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\tMemory Size: {self.spec.memory_mb} MB\t"
@@ -280,7 +286,8 @@ class Environment:
         if self.state is State.DEAD:
             return
         if kind == KIND_READY and self.state is State.STARTING:
-            self.init_ms = header.get("init_ms")
+            # From spawn to ready, as a user pays it: process start, runtime start, user init.
+            self.init_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

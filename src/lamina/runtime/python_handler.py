@@ -79,8 +79,8 @@ class _Channel:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001 - a handler may have closed or replaced its streams
-                pass
+            except Exception:  # noqa: BLE001, SIM105 - a handler may have closed or replaced its streams
+                continue
         if self.log_ok:
             try:
                 os.write(1, LOG_SENTINEL)

@@ -8,6 +8,7 @@ so a function's own child processes are stopped with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -41,10 +42,8 @@ class ProcessSandbox(Sandbox):
         self.pid = transport.get_pid()
 
     def _signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
