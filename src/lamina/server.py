@@ -7,9 +7,12 @@ import base64
 import contextlib
 import io
 import logging
+import os
+import signal
 import sys
+import threading
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 
 import uvicorn
@@ -90,8 +93,8 @@ class Server:
                 f"  boto3.client('lambda', endpoint_url='{s.endpoint}').invoke(FunctionName='hello')",
             ]
         if not self.backend.isolated:
-            lines.append("  WARNING: functions are NOT isolated from this host (process backend); run as root "
-                         "for the linux sandbox.")
+            why = "this build has no linux sandbox yet" if os.geteuid() == 0 else "run as root for the linux sandbox"
+            lines.append(f"  WARNING: functions are NOT isolated from this host (process backend; {why}).")
         print("\n".join(lines), flush=True)
         if not self.backend.isolated:
             log.warning("sandbox backend %r: functions are not isolated", self.backend.name)
@@ -105,12 +108,28 @@ class Server:
         )
 
 
+class _UvicornServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its shutdown; after a clean drain we exit 0 instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; then drain and stop."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     server = Server(settings)
-    userver = uvicorn.Server(server.uvicorn_config())
+    userver = _UvicornServer(server.uvicorn_config())
     uvloop.run(userver.serve())
     if not userver.started:
         sys.exit(1)

@@ -1,0 +1,127 @@
+"""Small helpers shared by the benchmarks in bench/ (not part of the lamina package)."""
+
+from __future__ import annotations
+
+import http.client
+import math
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (bind to port 0, read it back, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (resolution 1/CLK_TCK)."""
+    f = _stat_fields(pid)
+    return 0.0 if f is None else (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all of its live descendants."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            f = _stat_fields(int(name))
+            if f is not None:
+                children.setdefault(int(f[1]), []).append(int(name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime summed over pid and its live descendants (e.g. function runtimes)."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+@dataclass
+class Stats:
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    rps: float
+
+    @classmethod
+    def from_ns(cls, samples_ns: list[int], wall_ns: int) -> Stats:
+        s = sorted(samples_ns)
+
+        def pct(p: float) -> float:  # nearest-rank percentile
+            return s[max(0, math.ceil(p / 100 * len(s)) - 1)] / 1e6
+
+        return cls(
+            n=len(s),
+            p50_ms=pct(50),
+            p90_ms=pct(90),
+            p99_ms=pct(99),
+            mean_ms=sum(s) / len(s) / 1e6,
+            min_ms=s[0] / 1e6,
+            max_ms=s[-1] / 1e6,
+            rps=len(s) / (wall_ns / 1e9),
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in asdict(self).items()}
+
+
+def wait_http_ok(proc: subprocess.Popen[bytes], host: str, port: int, path: str, timeout: float) -> bool:
+    """Poll GET path until it answers 200; False if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+        try:
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    return False
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL (to its whole session/process group) after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # started with start_new_session=True
+    except OSError:
+        proc.kill()
+    proc.wait()
