@@ -71,6 +71,7 @@ class Server:
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("app.py", source.read_text())
         self.functions.create({"FunctionName": "hello", "Runtime": "python3.11", "Handler": "app.handler",
+                               "Role": "arn:aws:iam::000000000000:role/lamina",
                                "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
         fn = self.functions.functions["hello"]
         if fn.activation is not None:

@@ -51,9 +51,7 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
-def error_from_response(
-    status: int, headers: http.client.HTTPMessage, body: bytes, reason: str = ""
-) -> LaminaError:
+def error_from_response(status: int, headers: http.client.HTTPMessage, body: bytes, reason: str = "") -> LaminaError:
     """Build a LaminaError the way botocore does: x-amzn-ErrorType header first, then the body."""
     data: Any = None
     with suppress(ValueError):
@@ -91,13 +89,11 @@ class Client:
             conn.connect()
         except ConnectionRefusedError:
             raise ServerUnreachable(
-                f"No Lamina server at {self.endpoint} — start one with `lamina serve`, "
-                "or set LAMINA_ENDPOINT."
+                f"No Lamina server at {self.endpoint} — start one with `lamina serve`, or set LAMINA_ENDPOINT."
             ) from None
         except OSError as exc:  # DNS failure, no route, connect timeout
             raise ServerUnreachable(
-                f"Cannot reach a Lamina server at {self.endpoint} ({exc}) — "
-                "check --endpoint / LAMINA_ENDPOINT."
+                f"Cannot reach a Lamina server at {self.endpoint} ({exc}) — check --endpoint / LAMINA_ENDPOINT."
             ) from None
         # Connecting should be quick, but reading may legitimately take as long as a function runs.
         conn.sock.settimeout(read_timeout)

@@ -191,9 +191,7 @@ def deploy(
     name: Annotated[str, typer.Option("--name", "-n", help="Function name.")],
     handler: Annotated[
         str | None,
-        typer.Option(
-            help="MODULE.FUNCTION.", show_default="guessed from lambda_function.py, app.py or main.py"
-        ),
+        typer.Option(help="MODULE.FUNCTION.", show_default="guessed from lambda_function.py, app.py or main.py"),
     ] = None,
     runtime: Annotated[str | None, typer.Option(show_default=DEFAULT_RUNTIME)] = None,
     memory: Annotated[int | None, typer.Option(min=128, max=32768, help="Memory size in MB.")] = None,
@@ -371,7 +369,9 @@ def logs(
         for event in client.iter_logs(name, start, follow=follow):
             out.print(format_event(event), soft_wrap=True)
     except KeyboardInterrupt:
-        pass  # the normal way to stop following
+        return  # the normal way to stop following
+    if follow:  # only the server ends a follow stream, e.g. when it shuts down
+        err.print("The server closed the log stream.", style="dim")
 
 
 # -- ls / rm / version -------------------------------------------------------------------------------

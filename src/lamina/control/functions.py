@@ -36,7 +36,6 @@ log = logging.getLogger("lamina.control")
 LATEST = "$LATEST"
 DEFAULT_TIMEOUT = 3
 DEFAULT_MEMORY = 128
-DEFAULT_ROLE = "arn:aws:iam::000000000000:role/lamina"
 
 
 def _timestamp() -> str:
@@ -123,9 +122,12 @@ class FunctionService:
 
     def create(self, body: dict) -> dict:
         body = v.require_object(body)
-        raw_name = body.get("FunctionName")
+        for key, member in (("FunctionName", "functionName"), ("Role", "role"), ("Code", "code")):
+            v.required(body, key, member)
+        raw_name = body["FunctionName"]
         if not isinstance(raw_name, str):
-            raise AwsError("InvalidParameterValueException", "FunctionName is required and must be a string.")
+            raise v.validation(raw_name, "functionName", "Member must be a string")
+        v.boolean(body, "Publish", "publish")
         ref = parse_function_name(raw_name)
         if ref.qualifier:
             raise AwsError("InvalidParameterValueException",
@@ -147,7 +149,7 @@ class FunctionService:
         env = v.environment(body)
         ephemeral = v.ephemeral_storage(body) or 512
         tags = v.tags(body)
-        role = v.string(body, "Role", "role", 2048) or DEFAULT_ROLE
+        role = v.string(body, "Role", "role", 2048) or ""
         code = body.get("Code")
         if not isinstance(code, dict):
             raise AwsError("InvalidParameterValueException", "Code is required: give Code.ZipFile, the "
@@ -214,6 +216,8 @@ class FunctionService:
                            "package itself as ZipFile.")
         if "ZipFile" not in body:
             raise AwsError("InvalidParameterValueException", "Please provide a source for function code: ZipFile.")
+        v.boolean(body, "Publish", "publish")
+        v.boolean(body, "DryRun", "dryRun")
         data = decode_zip(body["ZipFile"])
         self._check_updatable(fn, body)
         if body.get("DryRun"):

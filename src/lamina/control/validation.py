@@ -29,7 +29,7 @@ RESERVED_ENV = {
     "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 }
-_ENV_KEY = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")
+_ENV_KEY = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])*")
 _HANDLER = re.compile(r"[^\s]+")
 
 
@@ -65,6 +65,21 @@ def string(body: dict, key: str, member: str, max_len: int, pattern: re.Pattern 
     return value
 
 
+def boolean(body: dict, key: str, member: str) -> bool | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise validation(value, member, "Member must be a boolean")
+    return value
+
+
+def required(body: dict, key: str, member: str) -> object:
+    if body.get(key) is None:
+        raise validation("null", member, "Member must not be null")
+    return body[key]
+
+
 def runtime(body: dict) -> str | None:
     value = body.get("Runtime")
     if value is None:
@@ -97,16 +112,16 @@ def environment(body: dict) -> dict[str, str] | None:
     variables = value.get("Variables") or {}
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
         raise validation(variables, "environment.variables", "Member must be a map of strings to strings")
-    for key in variables:
-        if not _ENV_KEY.fullmatch(key):
-            raise validation(key, "environment.variables", f"Map keys must satisfy constraint: [Member must "
-                             f"satisfy regular expression pattern: {_ENV_KEY.pattern}]")
     reserved = sorted(set(variables) & RESERVED_ENV)
     if reserved:
         raise AwsError("InvalidParameterValueException",
                        "Lambda was unable to configure your environment variables because the environment "
                        "variables you have provided contains reserved keys that are currently not supported for "
                        f"modification. Reserved keys used in this request: {', '.join(reserved)}")
+    for key in variables:
+        if not _ENV_KEY.fullmatch(key):
+            raise validation(key, "environment.variables", f"Map keys must satisfy constraint: [Member must "
+                             f"satisfy regular expression pattern: {_ENV_KEY.pattern}]")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
     if size > MAX_ENV_BYTES:
         raise AwsError("InvalidParameterValueException",
