@@ -63,16 +63,10 @@ class Settings:
         settings = cls()
         for name, raw in values.items():
             current = getattr(settings, name)
-            if isinstance(current, Path):
-                value: object = Path(str(raw)).expanduser()
-            elif isinstance(current, bool):
-                value = str(raw).lower() in ("1", "true", "yes", "on")
-            elif isinstance(current, int):
-                value = int(raw)  # type: ignore[arg-type]
-            elif isinstance(current, float):
-                value = float(raw)  # type: ignore[arg-type]
-            else:
-                value = str(raw)
+            try:
+                value = _convert(current, raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a valid {type(current).__name__}") from None
             setattr(settings, name, value)
         return settings
 
@@ -80,3 +74,20 @@ class Settings:
     def endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+def _convert(current: object, raw: object) -> object:
+    if isinstance(current, Path):
+        return Path(str(raw)).expanduser()
+    if isinstance(current, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(text)
+        return text in ("1", "true", "yes", "on")
+    if isinstance(current, int):
+        return int(raw)  # type: ignore[call-overload]
+    if isinstance(current, float):
+        return float(raw)  # type: ignore[arg-type]
+    return str(raw)

@@ -19,7 +19,7 @@ import uvicorn
 import uvloop
 
 from lamina import __version__
-from lamina.config import Settings
+from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.control.app import LaminaApp
 from lamina.control.functions import FunctionService
 from lamina.dispatch.dispatcher import Dispatcher
@@ -85,11 +85,13 @@ class Server:
             f"  sandbox: {self.backend.describe()}",
             f"  functions: {len(self.functions.functions)}",
         ]
+        cli = ".venv/bin/lamina" + ("" if s.port == DEFAULT_PORT and s.host == DEFAULT_HOST
+                                    else f" --endpoint {s.endpoint}")
         if "hello" in self.functions.functions and self.settings.example:
             lines += [
                 "",
                 "Try the example function:",
-                "  .venv/bin/lamina invoke hello --payload '{\"name\": \"Lamina\"}' --log",
+                f"  {cli} invoke hello --payload '{{\"name\": \"Lamina\"}}' --log",
                 f"  aws lambda invoke --endpoint-url {s.endpoint} --function-name hello out.json",
                 f"  boto3.client('lambda', endpoint_url='{s.endpoint}').invoke(FunctionName='hello')",
             ]
@@ -110,7 +112,19 @@ class Server:
 
 
 class _UvicornServer(uvicorn.Server):
-    """uvicorn re-raises SIGTERM after its shutdown; after a clean drain we exit 0 instead."""
+    """uvicorn re-raises SIGTERM after its shutdown; after a clean drain we exit 0 instead.
+
+    On the first signal it also ends long-lived streams (log followers), which uvicorn would
+    otherwise wait for until its graceful-shutdown timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, lamina: Server) -> None:
+        super().__init__(config)
+        self.lamina = lamina
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        self.lamina.logs.end_followers()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -130,7 +144,7 @@ def run(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     server = Server(settings)
-    userver = _UvicornServer(server.uvicorn_config())
+    userver = _UvicornServer(server.uvicorn_config(), server)
     uvloop.run(userver.serve())
     if not userver.started:
         sys.exit(1)

@@ -163,10 +163,10 @@ def wait_until_ready(client: Client, name: str, what: str, judge: bool = True) -
         while True:
             cfg = client.get_function_configuration(name)
             state, update = cfg.get("State"), cfg.get("LastUpdateStatus")
-            # The update's outcome first: a function whose creation Failed keeps State=Failed
-            # until a later update succeeds, so State alone would fail a fixing redeploy.
             if not judge and update != "InProgress":
                 return cfg
+            # The update's outcome first: a function whose creation Failed keeps State=Failed
+            # until a later update succeeds, so State alone would fail a fixing redeploy.
             if update == "Failed":
                 fail(f"Deploy of {name} failed: {cfg.get('LastUpdateStatusReason') or 'no reason given'}")
             if update != "InProgress":
@@ -319,7 +319,8 @@ def invoke(
         except ValueError:
             info = None
         info = info if isinstance(info, dict) else {}
-        fail(f"Function error: {info.get('errorType') or kind}: {info.get('errorMessage', '')}".rstrip(": "))
+        message = info.get("errorMessage")
+        fail(f"Function error: {info.get('errorType') or kind}" + (f": {message}" if message else ""))
 
 
 # -- logs --------------------------------------------------------------------------------------------
@@ -328,11 +329,10 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_since(value: str, now: datetime | None = None) -> int:
+def parse_since(value: str) -> int:
     """'10m', '1h', '30s', '2d' ago, or an ISO-8601 time (local if no zone) → epoch milliseconds."""
-    now = now or datetime.now().astimezone()
     if m := _DURATION.match(value.strip()):
-        start = now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+        start = datetime.now().astimezone() - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
     else:
         try:
             start = datetime.fromisoformat(value.strip())

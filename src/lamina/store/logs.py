@@ -77,6 +77,12 @@ class LogStore:
         for suffix in (".ndjson", ".ndjson.1"):
             (self.root / f"{name}{suffix}").unlink(missing_ok=True)
 
+    def end_followers(self) -> None:
+        """End every follow() stream (the server is stopping)."""
+        for log in self._open.values():
+            for queue in log.followers:
+                queue.put_nowait(None)
+
     def close(self) -> None:
         for log in self._open.values():
             for queue in log.followers:
