@@ -1,0 +1,114 @@
+"""Environments that time out, crash or cannot initialise: the error, the function state, recovery."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from botocore.exceptions import ClientError, WaiterError
+
+from helpers import WAIT, decode_log, invoke, make_zip, probe_code, request_id
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _ok(resp: dict, body) -> None:
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+
+
+def test_timeout_then_fresh_environment(lambda_client, functions):
+    name = functions(probe_code(), Timeout=1)
+    resp, before = invoke(lambda_client, name, {})
+    _ok(resp, before)
+
+    t0 = time.monotonic()
+    resp, body = invoke(lambda_client, name, {"sleep": 10}, LogType="Tail")
+    elapsed = time.monotonic() - t0
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled", body
+    assert "Task timed out after 1.00 seconds" in body["errorMessage"], body
+    assert elapsed < 5, f"the timed-out invoke took {elapsed:.1f}s with Timeout=1"
+
+    resp, after = invoke(lambda_client, name, {"n": 2})
+    _ok(resp, after)
+    assert after["echo"] == {"n": 2}
+    assert after["env_id"] != before["env_id"], "the environment that timed out was reused"
+    assert after["calls"] == 1
+
+
+def test_timeout_is_logged(lambda_client, functions):
+    name = functions(probe_code(), Timeout=1)
+    resp, body = invoke(lambda_client, name, {"sleep": 10}, LogType="Tail")
+    assert resp["FunctionError"] == "Unhandled"
+    log = decode_log(resp)
+    assert "Task timed out after 1.00 seconds" in log, log
+    assert f"REPORT RequestId: {request_id(resp)}" in log, log
+
+
+def test_process_exit_then_fresh_environment(lambda_client, functions):
+    name = functions(probe_code())
+    resp, before = invoke(lambda_client, name, {})
+    _ok(resp, before)
+
+    resp, body = invoke(lambda_client, name, {"exit": 3})
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled", body
+    assert body["errorType"] == "Runtime.ExitError", body
+    assert "exit status 3" in body["errorMessage"], body
+
+    resp, after = invoke(lambda_client, name, {"n": 3})
+    _ok(resp, after)
+    assert after["echo"] == {"n": 3}
+    assert after["env_id"] != before["env_id"]
+
+
+def test_exit_zero_is_also_an_error(lambda_client, functions):
+    name = functions(probe_code())
+    resp, body = invoke(lambda_client, name, {"exit": 0})
+    assert resp["FunctionError"] == "Unhandled", body
+    assert body["errorType"] == "Runtime.ExitError", body
+    resp, body = invoke(lambda_client, name, {})
+    _ok(resp, body)
+
+
+OK_APP = {"app.py": "def handler(e, c):\n    return 1\n"}
+INIT_FAILURES = {
+    "import-raises": ({"app.py": "raise RuntimeError('boom-at-import')\ndef handler(e, c):\n    return 1\n"},
+                      "app.handler", "boom-at-import"),
+    "missing-handler": (OK_APP, "app.nope", "nope"),
+    "missing-module": (OK_APP, "missing_mod.handler", "missing_mod"),
+    "syntax-error": ({"app.py": "def handler(e, c):\n    return (\n"}, "app.handler", "syntax"),
+    "import-missing-dependency": ({"app.py": "import not_installed_pkg_xyz\n"}, "app.handler",
+                                  "not_installed_pkg_xyz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INIT_FAILURES))
+def test_init_failure_marks_function_failed(lambda_client, functions, assert_serving, case):
+    files, handler, mention = INIT_FAILURES[case]
+    name = functions(files, handler=handler, wait=False)
+    with pytest.raises(WaiterError):
+        lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    conf = lambda_client.get_function(FunctionName=name)["Configuration"]
+    assert conf["State"] == "Failed", conf
+    assert mention.lower() in conf.get("StateReason", "").lower(), conf.get("StateReason")
+
+    try:
+        resp, body = invoke(lambda_client, name, {})
+    except ClientError as exc:
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
+    else:
+        assert "FunctionError" in resp, f"a Failed function's invoke succeeded: {resp['StatusCode']} {body}"
+    assert_serving()
+
+
+def test_failed_function_recovers_after_code_update(lambda_client, functions):
+    name = functions({"app.py": "raise RuntimeError('broken')\n"}, wait=False)
+    with pytest.raises(WaiterError):
+        lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(probe_code("fixed")))
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    resp, body = invoke(lambda_client, name, {})
+    _ok(resp, body)
+    assert body["version"] == "fixed"
