@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import time
+import uuid
+import zipfile
 
 import pytest
 from botocore.exceptions import ClientError, WaiterError
@@ -112,3 +115,25 @@ def test_failed_function_recovers_after_code_update(lambda_client, functions):
     resp, body = invoke(lambda_client, name, {})
     _ok(resp, body)
     assert body["version"] == "fixed"
+
+
+def test_custom_runtime_is_created_but_reported_failed_with_reason(lambda_client):
+    """provided.* is accepted by CreateFunction; until the Runtime API exists it says so in StateReason."""
+    name = f"provided-{uuid.uuid4().hex[:8]}"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        entry = zipfile.ZipInfo("bootstrap")
+        entry.external_attr = 0o100755 << 16  # an executable file, as custom runtimes need
+        zf.writestr(entry, "#!/bin/sh\nexit 0\n")
+    info = buf.getvalue()
+    resp = lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x",
+                                          Role="arn:aws:iam::000000000000:role/lamina", Code={"ZipFile": info})
+    assert resp["Runtime"] == "provided.al2023" and resp["State"] == "Pending"
+    for _ in range(100):
+        cfg = lambda_client.get_function_configuration(FunctionName=name)
+        if cfg["State"] != "Pending":
+            break
+        time.sleep(0.05)
+    assert cfg["State"] == "Failed" and cfg["StateReasonCode"] == "InvalidRuntime"
+    assert "Runtime API" in cfg["StateReason"]
+    lambda_client.delete_function(FunctionName=name)

@@ -356,10 +356,12 @@ class FunctionService:
             problem = _static_problem(spec)
             if problem is not None:
                 raise InitFailure(problem, None)
-            if spec.is_python:
-                await self.dispatcher.prewarm(spec)
-            else:
-                self.dispatcher.set_function(spec)
+            if not spec.is_python:
+                # Stated plainly rather than reporting Active for a function that cannot run.
+                raise InitFailure({"errorType": "InvalidRuntime", "errorMessage": f"Lamina cannot run {spec.runtime} "
+                                   "functions yet: custom runtimes need the Runtime API, which is not built yet. "
+                                   "Use a python3.x runtime."}, None)
+            await self.dispatcher.prewarm(spec)
         except asyncio.CancelledError:
             raise
         except InitFailure as failure:
@@ -384,6 +386,8 @@ class FunctionService:
             "InternalError" if error_type == "InternalError" else "FunctionError.RuntimeInitError")
         if error_type == "Runtime.InvalidEntrypoint":
             code = "FunctionError.InvalidEntryPoint"
+        elif error_type == "InvalidRuntime":
+            code = "InvalidRuntime"
         if kind == "create":
             fn.config.update(State="Failed", StateReason=reason, StateReasonCode=code)
         fn.config.update(LastUpdateStatus="Failed", LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
