@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import io
@@ -149,12 +148,3 @@ def run(settings: Settings) -> None:
     if not userver.started:
         sys.exit(1)
 
-
-async def serve_in_loop(settings: Settings) -> None:
-    """Run inside an existing event loop (tests, embedding)."""
-    server = Server(settings)
-    await uvicorn.Server(server.uvicorn_config()).serve()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    asyncio.run(serve_in_loop(Settings.load()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -21,7 +21,6 @@ class FunctionSpec:
     ephemeral_mb: int = 512
     region: str = "us-east-1"
     log_level: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def log_group(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -23,7 +23,6 @@ class SandboxSpec:
     memory_mb: int = 128
     ephemeral_mb: int = 512
     pass_fds: tuple[int, ...] = ()
-    extra: dict = field(default_factory=dict)
 
 
 OutputCallback = Callable[[bytes], None]
