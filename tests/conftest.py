@@ -76,7 +76,9 @@ def _shutdown(server: LaminaServer) -> None:
         rc = server.stop()
         left = server.kill_leftovers()
         if rc != 0:
-            warnings.warn(f"lamina serve {server.endpoint} exited with {rc} on SIGTERM", stacklevel=1)
+            tail = "\n".join(server.output().splitlines()[-60:])
+            warnings.warn(f"lamina serve {server.endpoint} exited with {rc} on SIGTERM (None: did not stop "
+                          f"within 30 s, killed); last output:\n{tail}", stacklevel=1)
         if left:
             warnings.warn(f"processes left behind by lamina serve {server.endpoint}, killed: "
                           f"{describe_pids(left)}", stacklevel=1)

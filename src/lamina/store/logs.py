@@ -28,6 +28,8 @@ class FunctionLog:
         self.followers: set[asyncio.Queue] = set()
 
     def append(self, stream: str, message: str, timestamp_ms: int | None = None) -> None:
+        if self._fh.closed:
+            return  # the function was deleted while an environment was still finishing
         record = {"timestamp": timestamp_ms or int(time.time() * 1000), "message": message,
                   "logStreamName": stream}
         line = json.dumps(record, ensure_ascii=False) + "\n"
