@@ -86,9 +86,8 @@ class LogStore:
                 queue.put_nowait(None)
 
     def close(self) -> None:
+        self.end_followers()
         for log in self._open.values():
-            for queue in log.followers:
-                queue.put_nowait(None)
             log.close()
         self._open.clear()
 
