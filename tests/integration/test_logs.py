@@ -34,7 +34,8 @@ def handler(event, context):
 REPORT = re.compile(
     r"REPORT RequestId: (?P<rid>\S+)\tDuration: (?P<duration>\d+(?:\.\d+)?) ms"
     r"\tBilled Duration: (?P<billed>\d+) ms\tMemory Size: (?P<memory>\d+) MB"
-    r"\tMax Memory Used: (?P<used>\d+) MB(?:\tInit Duration: (?P<init>\d+(?:\.\d+)?) ms)?"
+    r"\tMax Memory Used: (?P<used>\d+) MB"
+    r"(?:\tRestore Duration: (?P<restore>\d+(?:\.\d+)?) ms\tBilled Restore Duration: (?P<billed_restore>\d+) ms)?"
 )
 
 
@@ -63,7 +64,7 @@ def test_handler_output_between_start_and_end(lambda_client, functions):
         assert start < _index(lines, mark) < end, (mark, lines)
 
 
-def test_report_line_and_init_duration_on_cold_start_only(lambda_client, functions):
+def test_report_line_and_restore_duration_on_cold_start_only(endpoint, lambda_client, functions):
     name = functions({"app.py": LOG_HANDLER}, MemorySize=192)
     reports = []
     for i in range(3):
@@ -79,9 +80,16 @@ def test_report_line_and_init_duration_on_cold_start_only(lambda_client, functio
         assert billed >= int(duration), (duration, billed)
         assert int(m["memory"]) == 192
         assert 0 < int(m["used"]) <= 192 * 4, m["used"]
-    assert reports[0]["init"] is not None, "the first (cold) invoke's REPORT has no Init Duration"
-    assert float(reports[0]["init"]) > 0
-    assert reports[1]["init"] is None and reports[2]["init"] is None, "a warm invoke reported Init Duration"
+    # The environment is a fork of the function's zygote: SnapStart's Restore Duration, once.
+    assert reports[0]["restore"] is not None, "the first (cold) invoke's REPORT has no Restore Duration"
+    assert float(reports[0]["restore"]) > 0
+    assert int(reports[0]["billed_restore"]) >= int(float(reports[0]["restore"]))
+    assert reports[1]["restore"] is None and reports[2]["restore"] is None, "a warm invoke reported a restore"
+    # The zygote's own init is reported once, in its own log stream.
+    records = _poll_logs(endpoint, name, ["INIT_REPORT Init Duration:"])
+    inits = [r for r in records if r["message"].startswith("INIT_REPORT")]
+    assert len(inits) == 1, inits
+    assert re.match(r"INIT_REPORT Init Duration: \d+\.\d+ ms\tPhase: init\tStatus: success", inits[0]["message"])
 
 
 def test_tail_is_the_last_4kb(lambda_client, functions):

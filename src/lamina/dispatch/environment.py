@@ -21,14 +21,13 @@ import uuid
 from typing import TYPE_CHECKING
 
 from lamina.dispatch.invocation import Invocation, InvokeResult
+from lamina.dispatch.logpipe import LogPipe
 from lamina.runtime.python_handler import (
-    CHANNEL_FD_ENV,
     KIND_ERROR,
     KIND_INIT_ERROR,
     KIND_INVOKE,
     KIND_READY,
     KIND_RESULT,
-    LOG_SENTINEL,
     FrameDecoder,
     encode_frame,
 )
@@ -39,14 +38,10 @@ if TYPE_CHECKING:
     from lamina.dispatch.spec import FunctionSpec
     from lamina.store.logs import FunctionLog
 
-# How long the log pipe may lag the channel before a frame is processed without its sentinel
-# (only when a handler redirected fd 1 elsewhere).
-LOG_SYNC_GRACE_S = 0.1
 # AWS gives init 10 s on demand; we allow that plus the function's timeout before giving up.
 INIT_GRACE_S = 10.0
 STOP_GRACE_S = 2.0
 TAIL_BYTES = 4096
-_SENTINEL_LINE = LOG_SENTINEL.rstrip(b"\n")
 
 
 class State(enum.Enum):
@@ -75,6 +70,32 @@ def exit_status_text(code: int) -> str:
     return f"exit status {code}"
 
 
+def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str) -> dict[str, str]:
+    """The reserved Lambda variables plus the function's own, as the runtime sees them."""
+    task_root = backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=spec.code_dir))
+    env = dict(spec.environment)
+    env.update({
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/opt/bin",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "_HANDLER": spec.handler,
+        "AWS_REGION": spec.region,
+        "AWS_DEFAULT_REGION": spec.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+        "LAMBDA_TASK_ROOT": task_root,
+        "LAMBDA_RUNTIME_DIR": backend.runtime_dir(),
+    })
+    if spec.log_level:
+        env["AWS_LAMBDA_LOG_LEVEL"] = spec.log_level
+    return env
+
+
 class _ChannelProtocol(asyncio.Protocol):
     def __init__(self, env: Environment) -> None:
         self.env = env
@@ -82,7 +103,7 @@ class _ChannelProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):
-            self.env._on_frame(*frame)
+            self.env.on_frame(*frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.env._on_channel_lost()
@@ -105,11 +126,6 @@ class Environment:
         self.sandbox: Sandbox | None = None
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._frames: list[tuple[int, dict, bytes]] = []
-        self._sentinels_seen = 0
-        self._sentinels_used = 0
-        self._sync_timer: asyncio.TimerHandle | None = None
-        self._partial = b""
         self._tail: list[str] = []
         self._tail_len = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -119,67 +135,66 @@ class Environment:
         self._exit_timer: asyncio.TimerHandle | None = None
         self._finished = False
         self._last_rss_kb: int | None = None
+        self.restore_ms: float | None = None
+        self._logs: LogPipe | None = None
+        self._api = None  # RuntimeApiServer for custom runtimes
 
     # ------------------------------------------------------------------ start and stop
 
-    def build_env(self) -> dict[str, str]:
-        spec = self.spec
-        task_root = self.backend.task_root(self._sandbox_spec([]))
-        env = dict(spec.environment)
-        env.update({
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/opt/bin",
-            "LANG": "en_US.UTF-8",
-            "TZ": ":UTC",
-            "_HANDLER": spec.handler,
-            "AWS_REGION": spec.region,
-            "AWS_DEFAULT_REGION": spec.region,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
-            "AWS_LAMBDA_LOG_STREAM_NAME": self.stream,
-            "LAMBDA_TASK_ROOT": task_root,
-            "LAMBDA_RUNTIME_DIR": self.backend.runtime_dir(),
-        })
-        if spec.log_level:
-            env["AWS_LAMBDA_LOG_LEVEL"] = spec.log_level
-        return env
-
-    def _sandbox_spec(self, argv: list[str], env: dict | None = None, fds: tuple[int, ...] = ()) -> SandboxSpec:
-        return SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=argv, env=env or {},
-                           code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
-                           ephemeral_mb=self.spec.ephemeral_mb, pass_fds=fds)
-
     async def start(self) -> None:
         """Start the sandbox; the outcome arrives later as READY, INIT_ERROR or an exit."""
-        if not self.spec.is_python:
-            self._init_failed({"errorMessage": "Custom runtimes need the Runtime API, which this build lacks.",
-                               "errorType": "Runtime.InvalidEntrypoint", "requestId": "", "stackTrace": []}, None)
-            return
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._logs = LogPipe(self._emit)
         try:
-            env = self.build_env()
-            env[CHANNEL_FD_ENV] = str(child.fileno())
-            argv = [self.backend.python(), "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
-            self._started_ns = time.perf_counter_ns()
-            self.sandbox = await self.backend.start(self._sandbox_spec(argv, env, (child.fileno(),)),
-                                                    self._on_output, self._on_exit)
+            if self.spec.is_python:
+                await self._start_forked()
+            else:
+                await self._start_runtime_api()
+        except InitFailure as exc:
+            self._init_failed(exc.body, exc.init_ms)
+            return
         except SandboxError as exc:
-            parent.close()
             self._init_failed({"errorMessage": str(exc), "errorType": "Runtime.InvalidEntrypoint",
                                "requestId": "", "stackTrace": []}, None)
             return
         finally:
-            child.close()
+            self._logs.close_write_end()
         if self.state is State.DEAD:  # stopped while starting
-            parent.close()
-            self.sandbox.kill()
-            self.pool.dispatcher.track(self._loop.create_task(self.sandbox.cleanup()))
+            self._teardown()
             return
-        self._transport, _ = await self._loop.create_unix_connection(lambda: _ChannelProtocol(self), sock=parent)
         self._timer = self._loop.call_later(INIT_GRACE_S + self.spec.timeout_s, self._on_init_timeout)
+
+    async def _start_forked(self) -> None:
+        """Python handlers: a fork of the function's zygote (its pre-initialized snapshot)."""
+        zygote = await self.pool.zygote_for()
+        if self.state is State.DEAD:
+            return
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._started_ns = time.perf_counter_ns()
+        try:
+            self.sandbox = await zygote.fork(self, child, self._logs.write_fd)
+        except SandboxError:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self._transport, _ = await self._loop.create_unix_connection(lambda: _ChannelProtocol(self), sock=parent)
+
+    async def _start_runtime_api(self) -> None:
+        """Custom runtimes: the zip's bootstrap, talking to the Runtime API served for this sandbox."""
+        from lamina.dispatch.runtime_api import RuntimeApiServer
+
+        task_root = self.backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir))
+        env = build_environment(self.spec, self.backend, self.stream)
+        spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/bootstrap"], env=env,
+                           code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
+                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._logs.write_fd, runtime_api=True)
+        self._started_ns = time.perf_counter_ns()
+        self.sandbox = await self.backend.start(spec, self.on_exit)
+        if self.sandbox.runtime_api_socket is None:
+            raise SandboxError("the sandbox did not hand over its Runtime API socket")
+        self._api = RuntimeApiServer(self, self.sandbox.runtime_api_socket, function_name=self.spec.name,
+                                     function_version=self.spec.version, handler=self.spec.handler)
+        await self._api.start()
 
     def stop(self) -> None:
         """Stop an idle or starting environment; a busy one finishes its invocation first (see pool)."""
@@ -190,6 +205,8 @@ class Environment:
         self.state = State.STOPPING
         if self._transport is not None:
             self._transport.close()  # the runtime sees EOF and exits
+        if self._api is not None:
+            self._api.shutdown()
         if self.sandbox is not None:
             self.sandbox.terminate()
             self._loop.call_later(STOP_GRACE_S, self._kill)
@@ -218,7 +235,10 @@ class Environment:
             header["trace_id"] = inv.trace_id
         self._started_ns = time.perf_counter_ns()
         self._timer = self._loop.call_later(timeout, self._on_timeout)
-        self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
+        if self._api is not None:
+            self._api.deliver(header, inv.payload)
+        else:
+            self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
 
     def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None,
                   extra_lines: tuple[str, ...] = ()) -> None:
@@ -246,7 +266,10 @@ class Environment:
         line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
                 f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\tMemory Size: {self.spec.memory_mb} MB\t"
                 f"Max Memory Used: {used_mb} MB")
-        if self.invocations == 1 and self.init_ms is not None:
+        if self.invocations == 1 and self.restore_ms is not None:
+            line += (f"\tRestore Duration: {self.restore_ms:.2f} ms"
+                     f"\tBilled Restore Duration: {math.ceil(self.restore_ms)} ms")
+        elif self.invocations == 1 and self.init_ms is not None:
             line += f"\tInit Duration: {self.init_ms:.2f} ms"
         return line
 
@@ -256,38 +279,24 @@ class Environment:
 
     # ------------------------------------------------------------------ the channel
 
-    def _on_frame(self, kind: int, header: dict, body: bytes) -> None:
-        self._frames.append((kind, header, body))
-        self._process_frames()
-
-    def _process_frames(self, force: bool = False) -> None:
-        # A frame is handled once the log pipe has caught up with it (its sentinel arrived), so
-        # every line the handler printed lands in its own invocation's log.
-        while self._frames:
-            kind, header, body = self._frames[0]
-            if not header.get("nolog"):
-                if self._sentinels_used >= self._sentinels_seen and not force:
-                    if self._sync_timer is None:
-                        self._sync_timer = self._loop.call_later(LOG_SYNC_GRACE_S, self._force_frames)
-                    return
-                self._sentinels_used += 1
-                force = False
-            self._frames.pop(0)
-            self._handle_frame(kind, header, body)
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()
-            self._sync_timer = None
-
-    def _force_frames(self) -> None:
-        self._sync_timer = None
-        self._process_frames(force=True)
+    def on_frame(self, kind: int, header: dict, body: bytes) -> None:
+        # The runtime flushed its output before sending this: read it all, so every line the
+        # handler printed is logged before the invocation's END.
+        if self._logs is not None:
+            self._logs.drain()
+        self._handle_frame(kind, header, body)
 
     def _handle_frame(self, kind: int, header: dict, body: bytes) -> None:
         if self.state is State.DEAD:
             return
         if kind == KIND_READY and self.state is State.STARTING:
-            # From spawn to ready, as a user pays it: process start, runtime start, user init.
-            self.init_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
+            # From the start request to ready, as a user pays it: a fork of the zygote (Restore
+            # Duration), or process start + runtime start + user init (Init Duration).
+            elapsed = (time.perf_counter_ns() - self._started_ns) / 1e6
+            if self.spec.is_python:
+                self.restore_ms = elapsed
+            else:
+                self.init_ms = elapsed
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -326,24 +335,6 @@ class Environment:
         self._maybe_handle_exit()
 
     # ------------------------------------------------------------------ logs
-
-    def _on_output(self, data: bytes) -> None:
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > 256 * 1024:  # a runaway line without a newline: cut it
-            lines.append(self._partial)
-            self._partial = b""
-        for raw in lines:
-            if raw == _SENTINEL_LINE:
-                self._sentinels_seen += 1
-                self._process_frames()
-            elif raw.endswith(_SENTINEL_LINE):  # the handler printed without a trailing newline
-                self._emit(raw[: -len(_SENTINEL_LINE)].decode("utf-8", "replace"))
-                self._sentinels_seen += 1
-                self._process_frames()
-            else:
-                self._emit(raw.decode("utf-8", "replace"))
 
     def _emit(self, text: str) -> None:
         self.log.append(self.stream, text)
@@ -407,7 +398,7 @@ class Environment:
             self._complete(body, "Runtime.ExitError", None, (reason,))
         self._die()
 
-    def _on_exit(self, code: int) -> None:
+    def on_exit(self, code: int) -> None:
         self._exit_code = code
         if not self._channel_lost:
             # Frames sent just before exiting may still be in the socket: give them a moment.
@@ -423,17 +414,17 @@ class Environment:
         if self._exit_timer is not None:
             self._exit_timer.cancel()
             self._exit_timer = None
-        if self._partial:
-            self._emit(self._partial.decode("utf-8", "replace"))
-            self._partial = b""
-        self._force_frames()
+        if self._logs is not None:
+            self._logs.drain()
         code = self._exit_code if self._exit_code is not None else -9
         if self.state is State.BUSY and self.current is not None:
             inv = self.current
             status = exit_status_text(code)
+            error_type = "Runtime.OutOfMemory" if self.sandbox is not None and self.sandbox.oom_killed() \
+                else "Runtime.ExitError"
             msg = f"RequestId: {inv.id} Error: Runtime exited with error: {status}"
-            body = json.dumps({"errorType": "Runtime.ExitError", "errorMessage": msg}).encode()
-            self._complete(body, "Runtime.ExitError", None, (msg, "Runtime.ExitError"))
+            body = json.dumps({"errorType": error_type, "errorMessage": msg}).encode()
+            self._complete(body, error_type, None, (msg, error_type))
         elif self.state is State.STARTING:
             self._init_failed({"errorMessage": f"Runtime exited with error: {exit_status_text(code)}",
                                "errorType": "Runtime.ExitError", "requestId": "", "stackTrace": []}, None)
@@ -452,6 +443,8 @@ class Environment:
     def _teardown(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        if self._api is not None:
+            self._api.close()
         if self.sandbox is not None and self._exit_code is None:
             self.sandbox.kill()
         self._finish()
@@ -465,11 +458,15 @@ class Environment:
             self.ready.set_exception(InitFailure({"errorMessage": "The environment was stopped while starting.",
                                                   "errorType": "Runtime.ExitError"}, None))
             self.ready.exception()
-        self.log.flush()
         self.pool.env_gone(self)
+        self.pool.dispatcher.track(self._loop.create_task(self._cleanup()))
+
+    async def _cleanup(self) -> None:
         if self.sandbox is not None:
-            task = self._loop.create_task(self.sandbox.cleanup())
-            self.pool.dispatcher.track(task)
+            await self.sandbox.cleanup()
+        if self._logs is not None:
+            self._logs.close()  # after the processes are gone: their last words are logged
+        self.log.flush()
 
 
 def _error_type(body: bytes) -> str:

@@ -7,6 +7,7 @@ environment frees up first, warm or new.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lamina.dispatch.environment import Environment, InitFailure, State
 from lamina.dispatch.invocation import Invocation, InvokeResult
+from lamina.dispatch.zygote import Zygote
 
 if TYPE_CHECKING:
     from lamina.dispatch.dispatcher import Dispatcher
@@ -30,6 +32,19 @@ class FunctionPool:
         self.envs: set[Environment] = set()
         self.starting: set[Environment] = set()
         self.retired = False
+        self.zygote: Zygote | None = None
+
+    async def zygote_for(self) -> Zygote:
+        """The function version's zygote, started on first use; raises InitFailure if its init fails."""
+        if self.zygote is None or not self.zygote.alive:
+            self.zygote = Zygote(self)
+            self.dispatcher.track(asyncio.get_running_loop().create_task(self.zygote.start()))
+        await asyncio.shield(self.zygote.ready)
+        return self.zygote
+
+    def zygote_gone(self, zygote: Zygote) -> None:
+        if self.zygote is zygote:
+            self.zygote = None
 
     # ------------------------------------------------------------------ work in
 
@@ -100,6 +115,8 @@ class FunctionPool:
             self.dispatcher.env_stopped()
         if self.queue:
             self._scale()
+        if self.retired and not self.envs and self.zygote is not None:
+            self.zygote.stop()
         self.dispatcher.pool_changed(self)
 
     def reap(self, keep_warm_s: float) -> None:
@@ -131,6 +148,8 @@ class FunctionPool:
         for env in list(self.idle) + list(self.starting):
             env.stop()
         self.idle.clear()
+        if not self.envs and self.zygote is not None:
+            self.zygote.stop()
 
     def kill_all(self) -> None:
         for env in list(self.envs):
@@ -138,3 +157,5 @@ class FunctionPool:
                 env.abort("Lamina stopped before the invocation finished")
             else:
                 env.stop()
+        if self.zygote is not None:
+            self.zygote.stop()

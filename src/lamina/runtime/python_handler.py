@@ -11,9 +11,14 @@ Environment -> server: READY, RESULT, ERROR, INIT_ERROR. Server -> environment: 
 A RESULT or ERROR frame also means "give me the next one": posting a result and pulling the next
 invocation is one round trip.
 
-Before every frame it sends, the runtime flushes stdout/stderr and writes a sentinel line to its
-log pipe, so the server can attribute every log line to the right invocation even though logs and
-frames travel on different file descriptors.
+Before every frame it sends, the runtime flushes stdout/stderr into its log pipe; the server drains
+that pipe before handling the frame, so every log line lands in the right invocation's log even
+though logs and frames travel on different file descriptors.
+
+Zygote mode (`_LAMINA_ZYGOTE=1`): the process imports the handler and runs its init once, then
+serves FORK requests on its channel. Each fork becomes one environment with the channel and log
+pipe the server passed along (SCM_RIGHTS); under the linux backend it first joins its cgroups and
+enters namespaces of its own, then drops every privilege (see _become_environment).
 """
 
 from __future__ import annotations
@@ -29,9 +34,14 @@ KIND_INVOKE = 2
 KIND_RESULT = 3
 KIND_ERROR = 4
 KIND_INIT_ERROR = 5
+KIND_FORK = 6      # server -> zygote: {env, stream, tmp_mb, isolate, nfds}; fds: channel, log, cgroup.procs...
+KIND_FORKED = 7    # zygote -> server: {env, pid}
+KIND_EXITED = 8    # zygote -> server: {env, status} (negative: killed by that signal)
 
-LOG_SENTINEL = b"\x00LAMINA-SYNC\n"
 CHANNEL_FD_ENV = "_LAMINA_CHANNEL_FD"
+ZYGOTE_ENV = "_LAMINA_ZYGOTE"
+SECCOMP_ENV = "_LAMINA_ENV_SECCOMP"
+SANDBOX_UID = 1000
 
 _PREFIX = struct.Struct(">IBI")
 
@@ -72,26 +82,19 @@ class _Channel:
 
         self._sock = socket.socket(fileno=fd)
         self._rfile = self._sock.makefile("rb", buffering=1 << 16)
-        self.log_ok = True
 
-    def _sync_logs(self) -> None:
-        # Flush what the handler printed, then mark the point in the log stream.
+    def send(self, kind: int, header: dict, body: bytes = b"") -> None:
+        # What the handler printed must be in the log pipe before the frame leaves.
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001, SIM105 - a handler may have closed or replaced its streams
                 continue
-        if self.log_ok:
-            try:
-                os.write(1, LOG_SENTINEL)
-            except OSError:
-                self.log_ok = False
-
-    def send(self, kind: int, header: dict, body: bytes = b"") -> None:
-        self._sync_logs()
-        if not self.log_ok:
-            header["nolog"] = True
         self._sock.sendall(encode_frame(kind, header, body))
+
+    def close(self) -> None:
+        self._rfile.close()
+        self._sock.close()
 
     def recv(self) -> tuple[int, dict, bytes] | None:
         prefix = self._rfile.read(9)
@@ -300,9 +303,8 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
         channel.send(KIND_RESULT, {"id": request_id, "rss_kb": _max_rss_kb()}, out)
 
 
-def main() -> None:
-    _die_with_parent()
-    channel = _Channel(int(os.environ.pop(CHANNEL_FD_ENV)))
+def _prepare_process() -> tuple[str, float]:
+    """Common start-up: sys.path and cwd as on AWS, line-buffered output, AWS log format."""
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
     # The function's code comes first on sys.path, as on AWS; drop this runtime's own directory.
     here = os.path.dirname(os.path.abspath(__file__))
@@ -314,15 +316,173 @@ def main() -> None:
     except AttributeError:
         pass
     _setup_logging()
-    started = time.monotonic()
+    return task_root, time.monotonic()
+
+
+def _init(channel: _Channel, started: float):  # noqa: ANN202 - the user's callable
     try:
-        handler = load_handler(os.environ["_HANDLER"])
+        return load_handler(os.environ["_HANDLER"])
     except InitError as exc:
         _log_error(exc.body)
         channel.send(KIND_INIT_ERROR, {"init_ms": (time.monotonic() - started) * 1000},
                      json.dumps(exc.body).encode())
         os._exit(1)
+
+
+def main() -> None:
+    _die_with_parent()
+    channel_fd = int(os.environ.pop(CHANNEL_FD_ENV))
+    if os.environ.pop(ZYGOTE_ENV, None):
+        _zygote_main(channel_fd)
+        return
+    channel = _Channel(channel_fd)
+    _task_root, started = _prepare_process()
+    handler = _init(channel, started)
     channel.send(KIND_READY, {"init_ms": (time.monotonic() - started) * 1000})
+    serve(channel, handler)
+
+
+# ----------------------------------------------------------------------------------------------
+# Zygote mode
+
+
+def _zygote_main(channel_fd: int) -> None:
+    import gc
+    import selectors
+    import signal
+    import socket
+
+    seccomp_hex = os.environ.pop(SECCOMP_ENV, "")
+    setup = None
+    if seccomp_hex:
+        # Isolated (linux backend): the namespace helpers live beside this file.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import sandbox_setup as setup
+    sock = socket.socket(fileno=channel_fd)
+    channel = _Channel(os.dup(channel_fd))
+    _task_root, started = _prepare_process()
+    handler = _init(channel, started)
+    init_ms = (time.monotonic() - started) * 1000
+    # Children share the zygote's pages copy-on-write; freezing keeps the GC from touching them.
+    gc.collect()
+    gc.freeze()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    channel.send(KIND_READY, {"init_ms": init_ms})
+    decoder = FrameDecoder()
+    fds: list[int] = []
+    children: dict[int, str] = {}
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is wake_r:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                _reap(channel, children)
+                continue
+            data, new_fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
+            if not data:
+                os._exit(0)  # the server is gone or done with this function version
+            fds.extend(new_fds)
+            for _kind, header, _body in decoder.feed(data):
+                nfds = int(header.get("nfds", 0))
+                mine, fds[:] = fds[:nfds], fds[nfds:]
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    sel.close()
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for fd in (wake_r, wake_w):
+                        os.close(fd)
+                    sock.close()
+                    channel.close()
+                    _become_environment(header, mine, handler, setup, seccomp_hex)
+                    os._exit(0)
+                for fd in mine:
+                    os.close(fd)
+                children[pid] = header["env"]
+                channel.send(KIND_FORKED, {"env": header["env"], "pid": pid})
+
+
+def _reap(channel: _Channel, children: dict[int, str]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        env = children.pop(pid, None)
+        if env is not None:
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            channel.send(KIND_EXITED, {"env": env, "status": code})
+
+
+def _mirror_exit(pid: int) -> None:
+    import signal
+
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_hex: str) -> None:  # noqa: ANN001
+    """In a fresh fork of the zygote: become one environment, then serve invocations."""
+    started = time.monotonic()
+    channel_fd, log_fd, *procs = fds
+    if setup is not None:
+        try:
+            for fd in procs:  # join the environment's cgroups before anything else runs
+                os.write(fd, b"0")
+                os.close(fd)
+            setup.unshare(setup.CLONE_NEWNS | setup.CLONE_NEWPID | setup.CLONE_NEWNET | setup.CLONE_NEWIPC
+                          | setup.CLONE_NEWUTS)
+            setup.die_with_parent()
+            pid = os.fork()
+            if pid:
+                os.close(channel_fd)
+                os.close(log_fd)
+                _mirror_exit(pid)
+            # pid 1 of the environment's own pid namespace, with its own /tmp, /proc and loopback.
+            setup.die_with_parent()
+            setup.mount("tmpfs", "/tmp", "tmpfs", setup.MS_NOSUID | setup.MS_NODEV,
+                        f"size={int(header.get('tmp_mb', 512))}m,mode=1777")
+            setup.mount("proc", "/proc", "proc", setup.MS_NOSUID | setup.MS_NODEV | setup.MS_NOEXEC)
+            setup.sethostname("lamina")
+            setup.loopback_up()
+            setup.drop_privileges(SANDBOX_UID, SANDBOX_UID)
+            setup.no_new_privs()
+            setup.load_seccomp(bytes.fromhex(seccomp_hex))
+        except OSError as exc:
+            os.write(log_fd, f"lamina sandbox: cannot set up the environment: {exc}\n".encode())
+            os._exit(126)
+    else:
+        os.setsid()
+        _die_with_parent()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = header.get("stream", "")
+    channel = _Channel(channel_fd)
+    channel.send(KIND_READY, {"restore_ms": (time.monotonic() - started) * 1000})
     serve(channel, handler)
 
 

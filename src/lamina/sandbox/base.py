@@ -9,6 +9,9 @@ environment variables it builds are right for the backend in use. A VM backend s
 from __future__ import annotations
 
 import abc
+import contextlib
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +26,20 @@ class SandboxSpec:
     memory_mb: int = 128
     ephemeral_mb: int = 512
     pass_fds: tuple[int, ...] = ()
+    log_fd: int | None = None      # stdout and stderr go here (the write end of the environment's log pipe)
+    zygote: bool = False           # a Python zygote: keeps what it needs to give each fork its own sandbox
+    runtime_api: bool = False      # the Runtime API: the backend sets AWS_LAMBDA_RUNTIME_API and hands over
+                                   # a listening socket (Sandbox.runtime_api_socket) for the server to serve
 
 
-OutputCallback = Callable[[bytes], None]
 ExitCallback = Callable[[int], None]
 
 
 class Sandbox(abc.ABC):
-    """A started sandbox: one process tree whose stdout+stderr go to on_output."""
+    """A started sandbox: one process tree."""
 
-    pid: int
+    pid: int | None = None
+    runtime_api_socket: socket.socket | None = None
 
     @abc.abstractmethod
     def kill(self) -> None:
@@ -49,6 +56,29 @@ class Sandbox(abc.ABC):
     def max_memory_bytes(self) -> int | None:
         """Peak memory of the whole sandbox, if the backend can tell."""
         return None
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer struck inside the sandbox (memory limit reached)."""
+        return False
+
+
+class ForkedSandbox(Sandbox):
+    """An environment a zygote forks: the backend prepares it, the zygote makes the process.
+
+    `fds` go to the zygote with the fork request (e.g. cgroup.procs files the child joins itself);
+    `bind(pid)` tells it the pid the zygote reported.
+    """
+
+    fds: tuple[int, ...] = ()
+
+    def bind(self, pid: int) -> None:
+        self.pid = pid
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = ()
 
 
 class SandboxBackend(abc.ABC):
@@ -68,8 +98,19 @@ class SandboxBackend(abc.ABC):
         """The Python interpreter to run Python runtimes with, as seen inside the sandbox."""
 
     @abc.abstractmethod
-    async def start(self, spec: SandboxSpec, on_output: OutputCallback, on_exit: ExitCallback) -> Sandbox:
-        """Start spec.argv; on_output gets stdout+stderr bytes, on_exit the exit status once."""
+    async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:
+        """Start spec.argv with stdout+stderr on spec.log_fd; on_exit gets the exit status once."""
+
+    @abc.abstractmethod
+    def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
+        """Resources for one environment a zygote of this backend will fork (spec.argv unused)."""
+
+    def zygote_env(self) -> dict[str, str]:
+        """Extra environment for a zygote (e.g. the seccomp program its forks load)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
+        """Release what the backend holds (called when the server stops)."""
 
     def describe(self) -> str:
         return f"{self.name} ({'isolated' if self.isolated else 'NOT isolated'})"

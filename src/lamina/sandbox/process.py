@@ -11,60 +11,80 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
-from lamina.sandbox.base import ExitCallback, OutputCallback, Sandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
 
-class _Protocol(asyncio.SubprocessProtocol):
-    def __init__(self, on_output: OutputCallback, on_exit: ExitCallback) -> None:
-        self.on_output = on_output
+class _ExitProtocol(asyncio.SubprocessProtocol):
+    def __init__(self, on_exit: ExitCallback) -> None:
         self.on_exit = on_exit
         self.transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self.on_output(data)
-
     def process_exited(self) -> None:
         code = self.transport.get_returncode() if self.transport else -1
         self.on_exit(code if code is not None else -1)
 
 
+def _killpg(pid: int | None, sig: int) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+
+def _vm_hwm(pid: int | None) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 class ProcessSandbox(Sandbox):
-    def __init__(self, transport: asyncio.SubprocessTransport) -> None:
+    def __init__(self, transport: asyncio.SubprocessTransport, api_socket: socket.socket | None = None) -> None:
         self.transport = transport
         self.pid = transport.get_pid()
-
-    def _signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
+        self.runtime_api_socket = api_socket
 
     def kill(self) -> None:
-        self._signal(signal.SIGKILL)
+        _killpg(self.pid, signal.SIGKILL)
 
     def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
+        _killpg(self.pid, signal.SIGTERM)
 
     async def cleanup(self) -> None:
         # The group may hold processes the function started in the background.
-        self._signal(signal.SIGKILL)
+        _killpg(self.pid, signal.SIGKILL)
         self.transport.close()
 
     def max_memory_bytes(self) -> int | None:
-        try:
-            with open(f"/proc/{self.pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+        return _vm_hwm(self.pid)
+
+
+class ProcessForked(ForkedSandbox):
+    """A zygote's child: its own session, killed as a group by the pid the zygote reported."""
+
+    def kill(self) -> None:
+        _killpg(self.pid, signal.SIGKILL)
+
+    def terminate(self) -> None:
+        _killpg(self.pid, signal.SIGTERM)
+
+    async def cleanup(self) -> None:
+        _killpg(self.pid, signal.SIGKILL)
+
+    def max_memory_bytes(self) -> int | None:
+        return _vm_hwm(self.pid)
 
 
 class ProcessBackend(SandboxBackend):
@@ -81,15 +101,26 @@ class ProcessBackend(SandboxBackend):
         # The base interpreter, not the venv's: the function must not see Lamina's packages.
         return getattr(sys, "_base_executable", None) or sys.executable
 
-    async def start(self, spec: SandboxSpec, on_output: OutputCallback, on_exit: ExitCallback) -> Sandbox:
+    async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:
         loop = asyncio.get_running_loop()
+        env = dict(spec.env)
+        api_socket = None
+        if spec.runtime_api:
+            # No network namespace here: the server listens on a loopback port of its own.
+            api_socket = socket.create_server(("127.0.0.1", 0))
+            env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{api_socket.getsockname()[1]}"
+        out = spec.log_fd if spec.log_fd is not None else asyncio.subprocess.DEVNULL
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: _Protocol(on_output, on_exit), *spec.argv,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=spec.env, cwd=str(spec.code_dir),
+                lambda: _ExitProtocol(on_exit), *spec.argv,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=str(spec.code_dir),
                 pass_fds=spec.pass_fds, start_new_session=True,
             )
         except OSError as exc:
+            if api_socket is not None:
+                api_socket.close()
             raise SandboxError(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from exc
-        return ProcessSandbox(transport)
+        return ProcessSandbox(transport, api_socket)
+
+    def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
+        return ProcessForked()

@@ -1,0 +1,224 @@
+"""A Python function version's zygote: its handler imported and its init run once, forked per environment.
+
+This is Lamina's pre-initialized snapshot. The zygote runs lamina.runtime.python_handler in zygote
+mode inside the backend's sandbox; each new environment is a FORK frame carrying the environment's
+channel, its log pipe and whatever the backend prepared (cgroup.procs files to join), and the fork
+enters its own namespaces and drops every privilege before it says READY. The zygote reports each
+fork's pid and exit status on its channel, which is how environments learn they died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from lamina.dispatch.logpipe import LogPipe
+from lamina.runtime.python_handler import (
+    CHANNEL_FD_ENV,
+    KIND_EXITED,
+    KIND_FORK,
+    KIND_FORKED,
+    KIND_INIT_ERROR,
+    KIND_READY,
+    ZYGOTE_ENV,
+    FrameDecoder,
+    encode_frame,
+)
+from lamina.sandbox import SandboxError, SandboxSpec
+
+if TYPE_CHECKING:
+    from lamina.dispatch.environment import Environment
+    from lamina.dispatch.pool import FunctionPool
+    from lamina.sandbox.base import ForkedSandbox, Sandbox
+
+INIT_GRACE_S = 10.0
+
+
+class Zygote:
+    def __init__(self, pool: FunctionPool) -> None:
+        from lamina.dispatch.environment import InitFailure
+
+        self._InitFailure = InitFailure
+        self.pool = pool
+        self.spec = pool.spec
+        self.backend = pool.dispatcher.backend
+        self.id = uuid.uuid4().hex
+        self.stream = time.strftime("%Y/%m/%d/", time.gmtime()) + f"[{self.spec.version}]{self.id}"
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future = self._loop.create_future()
+        self.init_ms: float | None = None
+        self.sandbox: Sandbox | None = None
+        self.forks: dict[str, Environment] = {}
+        self.alive = True
+        self._sock: socket.socket | None = None
+        self._decoder = FrameDecoder()
+        self._logs: LogPipe | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = 0.0
+
+    def _emit(self, line: str) -> None:
+        self.pool.log.append(self.stream, line)
+
+    async def start(self) -> None:
+        from lamina.dispatch.environment import build_environment
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._logs = LogPipe(self._emit)
+        env = build_environment(self.spec, self.backend, self.stream)
+        env[CHANNEL_FD_ENV] = str(child.fileno())
+        env[ZYGOTE_ENV] = "1"
+        env.update(self.backend.zygote_env())
+        argv = [self.backend.python(), "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
+        spec = SandboxSpec(name=f"{self.spec.name}-z{self.id[:10]}", argv=argv, env=env, code_dir=self.spec.code_dir,
+                           memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
+                           pass_fds=(child.fileno(),), log_fd=self._logs.write_fd, zygote=True)
+        self._started = time.perf_counter()
+        try:
+            self.sandbox = await self.backend.start(spec, self._on_exit)
+        except SandboxError as exc:
+            parent.close()
+            self._fail({"errorMessage": str(exc), "errorType": "Runtime.InvalidEntrypoint"}, None)
+            return
+        finally:
+            child.close()
+            self._logs.close_write_end()
+        if not self.alive:
+            parent.close()
+            self.sandbox.kill()
+            return
+        parent.setblocking(False)
+        self._sock = parent
+        self._loop.add_reader(parent.fileno(), self._on_readable)
+        self._timer = self._loop.call_later(INIT_GRACE_S + self.spec.timeout_s, self._on_init_timeout)
+
+    # ------------------------------------------------------------------ forking
+
+    async def fork(self, env: Environment, channel: socket.socket, log_fd: int) -> ForkedSandbox:
+        """Ask the zygote for one environment; its READY arrives on `channel`."""
+        if not self.alive or self._sock is None:
+            raise SandboxError("the function's zygote is not running")
+        forked = self.backend.prepare_fork(SandboxSpec(
+            name=f"{self.spec.name}-{env.id[:12]}", argv=[], env={}, code_dir=self.spec.code_dir,
+            memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb))
+        fds = [channel.fileno(), log_fd, *forked.fds]
+        header = {"env": env.id, "stream": env.stream, "tmp_mb": self.spec.ephemeral_mb, "nfds": len(fds)}
+        self.forks[env.id] = env
+        try:
+            data = encode_frame(KIND_FORK, header)
+            while True:
+                try:
+                    socket.send_fds(self._sock, [data], fds)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+        except OSError as exc:
+            self.forks.pop(env.id, None)
+            await forked.cleanup()
+            raise SandboxError(f"the function's zygote is gone: {exc}") from exc
+        finally:
+            forked.close_fds()
+        return forked
+
+    # ------------------------------------------------------------------ the channel
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(self._sock.fileno())
+            if self.sandbox is not None:
+                self.sandbox.kill()
+            return
+        for kind, header, body in self._decoder.feed(data):
+            self._on_frame(kind, header, body)
+
+    def _on_frame(self, kind: int, header: dict, body: bytes) -> None:
+        if kind == KIND_READY and not self.ready.done():
+            self._cancel_timer()
+            self.init_ms = (time.perf_counter() - self._started) * 1000
+            if self._logs is not None:
+                self._logs.drain()
+            self._emit(f"INIT_REPORT Init Duration: {self.init_ms:.2f} ms\tPhase: init\tStatus: success")
+            self.ready.set_result(None)
+        elif kind == KIND_INIT_ERROR:
+            try:
+                err = json.loads(body)
+            except ValueError:
+                err = {"errorMessage": body.decode("utf-8", "replace"), "errorType": "Runtime.Unknown"}
+            self._fail(err, (time.perf_counter() - self._started) * 1000)
+        elif kind == KIND_FORKED:
+            env = self.forks.get(header.get("env", ""))
+            if env is not None and env.sandbox is not None:
+                env.sandbox.bind(int(header["pid"]))
+        elif kind == KIND_EXITED:
+            env = self.forks.pop(header.get("env", ""), None)
+            if env is not None:
+                env.on_exit(int(header.get("status", -9)))
+
+    # ------------------------------------------------------------------ failures and stop
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_init_timeout(self) -> None:
+        self._timer = None
+        if not self.ready.done():
+            limit = INIT_GRACE_S + self.spec.timeout_s
+            self._fail({"errorMessage": f"INIT timed out after {limit:.2f} seconds", "errorType": "Sandbox.Timedout"},
+                       limit * 1000)
+
+    def _fail(self, body: dict, init_ms: float | None) -> None:
+        body = {"errorMessage": body.get("errorMessage", ""), "errorType": body.get("errorType", "Runtime.Unknown"),
+                "requestId": "", "stackTrace": body.get("stackTrace", [])}
+        if not self.ready.done():
+            status = "timeout" if body["errorType"] == "Sandbox.Timedout" else "error"
+            if init_ms is not None:
+                self._emit(f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: {status}")
+            self.ready.set_exception(self._InitFailure(body, init_ms))
+            self.ready.exception()
+        self.stop()
+
+    def _on_exit(self, code: int) -> None:
+        from lamina.dispatch.environment import exit_status_text
+
+        if not self.ready.done():
+            self._fail({"errorMessage": f"Runtime exited with error: {exit_status_text(code)}",
+                        "errorType": "Runtime.ExitError"}, (time.perf_counter() - self._started) * 1000)
+        self.alive = False
+        self.stop()
+        # Its forks die with it (their pid namespace or parent-death signal); say so now.
+        for env in list(self.forks.values()):
+            env.on_exit(-9)
+        self.forks.clear()
+
+    def stop(self) -> None:
+        """Stop the zygote; environments forked from it die with it."""
+        was_alive = self.alive
+        self.alive = False
+        self._cancel_timer()
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self.sandbox is not None and was_alive:
+            self.sandbox.kill()
+            self.pool.dispatcher.track(self._loop.create_task(self._cleanup()))
+        self.pool.zygote_gone(self)
+
+    async def _cleanup(self) -> None:
+        if self.sandbox is not None:
+            await self.sandbox.cleanup()
+        if self._logs is not None:
+            self._logs.close()

@@ -1,0 +1,191 @@
+"""Enter a Linux sandbox, then exec the runtime or bootstrap (run by `lamina serve` as root).
+
+    python -I -S launcher.py '<json config>'
+
+A fresh single-threaded process (never a preexec_fn of the multi-threaded server) does, in order:
+join the sandbox's cgroups (before anything runs, so nothing runs unconfined) -> new mount namespace
+and a minimal read-only root (host /usr, /lib*, /bin, a few /etc files; code at /var/task, runtime at
+/var/runtime) -> pivot_root -> new user, pid, net, ipc, uts and cgroup namespaces, in-namespace root
+mapped to an unprivileged host uid range -> fork (the child is pid 1 of the new pid namespace) ->
+/proc, loopback, hostname -> optionally a Runtime API socket bound inside the namespace and sent to
+the server -> either drop every privilege, load the environment seccomp filter and exec the
+bootstrap ("exec" mode), or keep in-namespace root with the zygote filter and exec the Python
+zygote, which sets up each forked environment itself ("zygote" mode).
+
+This launcher stays as the sandbox's outermost process and exits with pid 1's status, so the server
+watches one child per sandbox. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sandbox_setup as ss  # noqa: E402 - this directory is not a package when run as a script
+
+SANDBOX_UID = 1000  # inside the namespace; the host sees uid_base + 1000
+
+
+def _fail(msg: str) -> None:
+    os.write(2, f"lamina sandbox: {msg}\n".encode())
+    os._exit(126)
+
+
+def _build_root(cfg: dict) -> None:
+    root = cfg["root"]
+    ss.unshare(ss.CLONE_NEWNS)
+    ss.mount(None, "/", None, ss.MS_REC | ss.MS_PRIVATE)
+    ss.mount("tmpfs", root, "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, "size=4m,mode=755")
+    for name in ("usr", "lib", "lib32", "lib64", "bin", "sbin"):
+        host = "/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{root}/{name}")
+        elif os.path.isdir(host):
+            os.mkdir(f"{root}/{name}")
+            ss.bind(host, f"{root}/{name}")
+    for d in ("etc", "var", "var/task", "var/runtime", "tmp", "proc", "dev", "opt", "dev/shm"):
+        os.mkdir(f"{root}/{d}")
+    os.chmod(f"{root}/tmp", 0o1777)
+    for name, text in cfg["etc_files"].items():
+        with open(f"{root}/etc/{name}", "w") as fh:
+            fh.write(text)
+    for name in cfg["etc_binds"]:
+        host = f"/etc/{name}"
+        if os.path.isdir(host):
+            os.mkdir(f"{root}/etc/{name}")
+            ss.bind(host, f"{root}/etc/{name}")
+        elif os.path.exists(host):
+            open(f"{root}/etc/{name}", "w").close()
+            ss.bind(host, f"{root}/etc/{name}")
+    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+        open(f"{root}/dev/{dev}", "w").close()
+        ss.mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, ss.MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    ss.bind(cfg["code_dir"], f"{root}/var/task")
+    ss.bind(cfg["runtime_dir"], f"{root}/var/runtime")
+    if cfg.get("lang_dir"):
+        os.mkdir(f"{root}/var/lang")
+        ss.bind(cfg["lang_dir"], f"{root}/var/lang")
+    tmp_opts = f"size={int(cfg['tmp_mb'])}m,mode=1777"
+    ss.mount("tmpfs", f"{root}/tmp", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, tmp_opts)
+    ss.mount("tmpfs", f"{root}/dev/shm", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, "size=64m,mode=1777")
+    ss.pivot_root(root)
+    ss.mount(None, "/", None, ss.MS_REMOUNT | ss.MS_BIND | ss.MS_RDONLY | ss.MS_NOSUID | ss.MS_NODEV)
+
+
+def _enter_user_namespace(cfg: dict) -> None:
+    """New user (+pid, net, ipc, uts, cgroup, mount) namespaces; the host writes the id maps."""
+    base = int(cfg["uid_base"])
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    me = os.getpid()
+    helper = os.fork()
+    if helper == 0:
+        # Still root in the host's user namespace: only such a process may map a uid range.
+        os.close(ready_w)
+        os.close(done_r)
+        try:
+            if os.read(ready_r, 1) == b"1":
+                for kind in ("uid_map", "gid_map"):
+                    ss.write_file(f"/proc/{me}/{kind}", f"0 {base} 65536\n")
+                os.write(done_w, b"1")
+        finally:
+            os._exit(0)
+    os.close(ready_r)
+    os.close(done_w)
+    try:
+        ss.unshare(ss.CLONE_NEWUSER | ss.CLONE_NEWNS | ss.CLONE_NEWPID | ss.CLONE_NEWNET | ss.CLONE_NEWIPC
+                   | ss.CLONE_NEWUTS | ss.CLONE_NEWCGROUP)
+    except OSError:
+        os.write(ready_w, b"0")
+        raise
+    os.write(ready_w, b"1")
+    ok = os.read(done_r, 1)
+    os.waitpid(helper, 0)
+    if ok != b"1":
+        _fail("could not write the user namespace's id maps")
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.setgroups([])
+
+
+def _send_runtime_api_socket(channel_fd: int) -> None:
+    """Bind 127.0.0.1:9001 inside this network namespace and give the listening socket to the server."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 9001))
+    listener.listen(64)
+    channel = socket.socket(fileno=os.dup(channel_fd))
+    socket.send_fds(channel, [b"A"], [listener.fileno()])
+    channel.detach()
+    listener.close()
+
+
+def _relay_exit(pid: int) -> None:
+    """Outermost process: mirror pid 1's fate so the server sees one exit status."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f, child=pid: os.kill(child, signal.SIGKILL if s != signal.SIGTERM else s))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(status))
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    ss.die_with_parent()
+    for path in cfg.get("cgroup_procs", ()):
+        ss.write_file(path, "0")
+    try:
+        _build_root(cfg)
+        _enter_user_namespace(cfg)
+    except OSError as exc:
+        _fail(f"cannot set up the sandbox: {exc}")
+    pid = os.fork()
+    if pid:
+        _relay_exit(pid)
+    # pid 1 of the sandbox's pid namespace.
+    try:
+        ss.die_with_parent()
+        ss.mount("proc", "/proc", "proc", ss.MS_NOSUID | ss.MS_NODEV | ss.MS_NOEXEC)
+        ss.sethostname(cfg.get("hostname", "lamina"))
+        ss.loopback_up()
+        if cfg.get("runtime_api"):
+            _send_runtime_api_socket(int(cfg["channel_fd"]))
+        ss.set_rlimits({"RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024})
+        if cfg["mode"] == "zygote":
+            # The zygote keeps in-namespace root so it can give each fork its own namespaces;
+            # the filter still shuts the dangerous syscalls, and each fork drops everything.
+            ss.no_new_privs()
+            ss.load_seccomp(bytes.fromhex(cfg["seccomp"]))
+        else:
+            ss.drop_privileges(SANDBOX_UID, SANDBOX_UID)
+            ss.no_new_privs()
+            ss.load_seccomp(bytes.fromhex(cfg["seccomp"]))
+        os.chdir(cfg.get("cwd", "/var/task"))
+    except OSError as exc:
+        _fail(f"cannot set up the sandbox: {exc}")
+    argv = cfg["argv"]
+    try:
+        os.execve(argv[0], argv, cfg["env"])
+    except OSError as exc:
+        _fail(f"cannot start {argv[0]}: {exc.strerror or exc}")
+
+
+if __name__ == "__main__":
+    main()
