@@ -58,6 +58,7 @@ class Server:
             log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
             await self.functions.close()
             await self.dispatcher.shutdown(self.settings.drain_seconds)
+            self.backend.close()
             self.logs.close()
             self.db.close()
             log.info("stopped")

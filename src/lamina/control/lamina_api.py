@@ -1,4 +1,4 @@
-"""Lamina's own endpoints under /lamina/v1: health, function logs, code download."""
+"""Lamina's own endpoints under /lamina/v1: health, function logs, code download, recycling environments."""
 
 from __future__ import annotations
 
@@ -44,8 +44,15 @@ def routes(functions: FunctionService) -> list[Route]:
         return Response(functions.code.read_zip(fn.code_hex), media_type="application/zip",
                         headers={"content-disposition": f'attachment; filename="{fn.name}.zip"'})
 
+    async def recycle(request: Request) -> Response:
+        """Stop the function's idle environments (its zygote stays): the next invoke starts fresh."""
+        fn = functions.lookup(unquote(request.path_params["name"]))
+        stopped = functions.dispatcher.recycle(fn.name)
+        return json_response({"stopped": stopped})
+
     return [
         Route("/lamina/v1/health", health, methods=["GET"]),
+        Route("/lamina/v1/functions/{name}/environments", recycle, methods=["DELETE"]),
         Route("/lamina/v1/functions/{name}/logs", logs, methods=["GET"]),
         Route("/lamina/v1/functions/{name}/code", code, methods=["GET"]),
     ]

@@ -58,6 +58,15 @@ class Dispatcher:
         if pool.envs:
             self.retired.add(pool)
 
+    def recycle(self, name: str) -> int:
+        """Stop a function's idle environments; returns how many."""
+        pool = self.pools.get(name)
+        if pool is None:
+            return 0
+        count = len(pool.idle)
+        pool.stop_idle(keep_zygote=True)
+        return count
+
     def submit(self, name: str, inv: Invocation) -> None:
         self.pools[name].submit(inv)
 

@@ -144,11 +144,11 @@ class FunctionPool:
                 inv.finish(InvokeResult(body, "ResourceNotFoundException"))
         self.stop_idle()
 
-    def stop_idle(self) -> None:
-        for env in list(self.idle) + list(self.starting):
+    def stop_idle(self, keep_zygote: bool = False) -> None:
+        for env in list(self.idle) + ([] if keep_zygote else list(self.starting)):
             env.stop()
         self.idle.clear()
-        if not self.envs and self.zygote is not None:
+        if not keep_zygote and not self.envs and self.zygote is not None:
             self.zygote.stop()
 
     def kill_all(self) -> None:

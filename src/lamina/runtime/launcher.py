@@ -80,40 +80,49 @@ def _build_root(cfg: dict) -> None:
     ss.mount(None, "/", None, ss.MS_REMOUNT | ss.MS_BIND | ss.MS_RDONLY | ss.MS_NOSUID | ss.MS_NODEV)
 
 
-def _enter_user_namespace(cfg: dict) -> None:
-    """New user (+pid, net, ipc, uts, cgroup, mount) namespaces; the host writes the id maps."""
-    base = int(cfg["uid_base"])
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    me = os.getpid()
-    helper = os.fork()
-    if helper == 0:
-        # Still root in the host's user namespace: only such a process may map a uid range.
-        os.close(ready_w)
-        os.close(done_r)
+class _IdMapper:
+    """A helper that stays in the host's namespaces (and sees the host's /proc) and writes the
+    sandbox's id maps once it has a new user namespace: only a root of the parent namespace may
+    map a range of ids."""
+
+    def __init__(self, base: int) -> None:
+        self.pid_r, self.pid_w = os.pipe()
+        self.ready_r, self.ready_w = os.pipe()
+        self.done_r, self.done_w = os.pipe()
+        self.helper = os.fork()
+        if self.helper == 0:
+            self._run(base)
+
+    def _run(self, base: int) -> None:
         try:
-            if os.read(ready_r, 1) == b"1":
+            target = int(os.read(self.pid_r, 32) or b"0")
+            if target and os.read(self.ready_r, 1) == b"1":
                 for kind in ("uid_map", "gid_map"):
-                    ss.write_file(f"/proc/{me}/{kind}", f"0 {base} 65536\n")
-                os.write(done_w, b"1")
+                    ss.write_file(f"/proc/{target}/{kind}", f"0 {base} 65536\n")
+                os.write(self.done_w, b"1")
+        except OSError as exc:
+            os.write(2, f"lamina sandbox: id maps: {exc}\n".encode())
         finally:
             os._exit(0)
-    os.close(ready_r)
-    os.close(done_w)
-    try:
-        ss.unshare(ss.CLONE_NEWUSER | ss.CLONE_NEWNS | ss.CLONE_NEWPID | ss.CLONE_NEWNET | ss.CLONE_NEWIPC
-                   | ss.CLONE_NEWUTS | ss.CLONE_NEWCGROUP)
-    except OSError:
-        os.write(ready_w, b"0")
-        raise
-    os.write(ready_w, b"1")
-    ok = os.read(done_r, 1)
-    os.waitpid(helper, 0)
-    if ok != b"1":
-        _fail("could not write the user namespace's id maps")
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    os.setgroups([])
+
+    def target(self, pid: int) -> None:
+        """In the launcher: the process whose maps to write (host pid)."""
+        os.write(self.pid_w, str(pid).encode())
+
+    def enter(self) -> None:
+        """In that process: new user (+mount, net, ipc, uts, cgroup) namespaces, mapped, as their root."""
+        try:
+            ss.unshare(ss.CLONE_NEWUSER | ss.CLONE_NEWNS | ss.CLONE_NEWNET | ss.CLONE_NEWIPC | ss.CLONE_NEWUTS
+                       | ss.CLONE_NEWCGROUP)
+        except OSError:
+            os.write(self.ready_w, b"0")
+            raise
+        os.write(self.ready_w, b"1")
+        if os.read(self.done_r, 1) != b"1":
+            _fail("could not write the user namespace's id maps")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        os.setgroups([])
 
 
 def _send_runtime_api_socket(channel_fd: int) -> None:
@@ -151,18 +160,22 @@ def main() -> None:
     ss.die_with_parent()
     for path in cfg.get("cgroup_procs", ()):
         ss.write_file(path, "0")
+    mapper = _IdMapper(int(cfg["uid_base"]))
     try:
         _build_root(cfg)
-        _enter_user_namespace(cfg)
+        ss.unshare(ss.CLONE_NEWPID)
     except OSError as exc:
         _fail(f"cannot set up the sandbox: {exc}")
     pid = os.fork()
     if pid:
+        mapper.target(pid)
         _relay_exit(pid)
-    # pid 1 of the sandbox's pid namespace.
+    # pid 1 of the sandbox's pid namespace. /proc is mounted while still root of the host's user
+    # namespace (a user namespace may only mount a proc when one is already fully visible).
     try:
         ss.die_with_parent()
         ss.mount("proc", "/proc", "proc", ss.MS_NOSUID | ss.MS_NODEV | ss.MS_NOEXEC)
+        mapper.enter()
         ss.sethostname(cfg.get("hostname", "lamina"))
         ss.loopback_up()
         if cfg.get("runtime_api"):

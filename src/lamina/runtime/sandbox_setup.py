@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import resource  # imported now: after pivot_root the launcher's own stdlib may be out of reach
 import socket
 import struct
 
@@ -146,8 +147,6 @@ def load_seccomp(program: bytes) -> None:
 
 
 def set_rlimits(limits: dict[str, int]) -> None:
-    import resource
-
     for name, value in limits.items():
         res = getattr(resource, name)
         resource.setrlimit(res, (value, value))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
+
+log = logging.getLogger("lamina.sandbox")
 
 __all__ = ["Sandbox", "SandboxBackend", "SandboxError", "SandboxSpec", "get_backend"]
 
@@ -15,14 +19,16 @@ def get_backend(name: str = "auto") -> SandboxBackend:
 
     if name == "process":
         return ProcessBackend()
-    if name in ("auto", "linux"):
+    if name == "linux" or (name == "auto" and os.geteuid() == 0 and sys.platform == "linux"):
         try:
-            from lamina.sandbox.linux import LinuxBackend  # type: ignore[import-not-found]
-        except ImportError:
-            if name == "linux":
-                raise SandboxError("the linux sandbox backend is not available in this build") from None
-            return ProcessBackend()
-        if os.geteuid() == 0 or name == "linux":
+            from lamina.sandbox.linux import LinuxBackend
+
             return LinuxBackend()
+        except (ImportError, OSError, SandboxError) as exc:
+            if name == "linux":
+                raise SandboxError(f"the linux sandbox is not available here: {exc}") from exc
+            log.warning("linux sandbox unavailable (%s); falling back to the process backend", exc)
+        return ProcessBackend()
+    if name == "auto":
         return ProcessBackend()
     raise SandboxError(f"unknown sandbox backend {name!r}: use auto, linux or process")

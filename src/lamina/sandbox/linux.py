@@ -1,0 +1,251 @@
+"""The `linux` backend: namespaces, a minimal read-only root, cgroups and seccomp (needs root).
+
+Every sandbox starts as `python -I -S lamina/runtime/launcher.py <config>`, a fresh single-threaded
+process that joins the sandbox's cgroups, builds and pivots into its root, enters new user / pid /
+net / ipc / uts / cgroup namespaces and execs the runtime (see launcher.py for the order). A Python
+function's zygote is started that way too, and each environment forked from it joins cgroups of its
+own and enters its own namespaces (python_handler._become_environment). Kill and clean-up go
+through the cgroup, so nothing a function starts can outlive its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from lamina.runtime.python_handler import SECCOMP_ENV
+from lamina.sandbox import seccomp
+from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
+
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
+UID_BASE = 200_000_000  # in-sandbox uids 0..65535 are host uids UID_BASE.. (owned by nobody on the host)
+RUNTIME_API_TIMEOUT_S = 10.0
+
+# The few /etc files a runtime needs; nothing else of the host's /etc is visible.
+_ETC_FILES = {
+    "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user1051:x:1000:1000::/tmp:/usr/sbin/nologin\n"
+              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": "root:x:0:\nsbx_user1051:x:1000:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "resolv.conf": "",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\nservices: files\nprotocols: files\n",
+    "hostname": "lamina\n",
+}
+_ETC_BINDS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates", "alternatives", "localtime",
+              "mime.types", "protocols", "services", "python3", "python3.11", "os-release")
+
+
+class LinuxSandbox(Sandbox):
+    def __init__(self, transport: asyncio.SubprocessTransport, cgroup: Cgroup,
+                 api_socket: socket.socket | None = None) -> None:
+        self.transport = transport
+        self.pid = transport.get_pid()
+        self.cgroup = cgroup
+        self.runtime_api_socket = api_socket
+
+    def kill(self) -> None:
+        self.cgroup.kill()
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+    async def cleanup(self) -> None:
+        await _destroy(self.cgroup)
+        self.transport.close()
+
+    def max_memory_bytes(self) -> int | None:
+        return self.cgroup.memory_peak_bytes()
+
+    def oom_killed(self) -> bool:
+        return self.cgroup.oom_killed()
+
+
+class LinuxForked(ForkedSandbox):
+    """An environment forked from a zygote: it joins `cgroup` itself through the fds it is sent."""
+
+    def __init__(self, cgroup: Cgroup) -> None:
+        self.cgroup = cgroup
+        self.fds = tuple(cgroup.open_procs_fds())
+
+    def kill(self) -> None:
+        self.cgroup.kill()
+
+    def terminate(self) -> None:
+        self.cgroup.kill()  # pid 1 of its namespace ignores SIGTERM; the runtime exits on EOF anyway
+
+    async def cleanup(self) -> None:
+        self.close_fds()
+        await _destroy(self.cgroup)
+
+    def max_memory_bytes(self) -> int | None:
+        return self.cgroup.memory_peak_bytes()
+
+    def oom_killed(self) -> bool:
+        return self.cgroup.oom_killed()
+
+
+async def _destroy(cgroup: Cgroup) -> None:
+    cgroup.kill()
+    await cgroup.wait_empty()
+    cgroup.remove()
+
+
+class LinuxBackend(SandboxBackend):
+    name = "linux"
+    isolated = True
+
+    def __init__(self) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError("the linux sandbox needs root; run as root or use --sandbox process")
+        layout = CgroupLayout.detect()
+        if layout is None:
+            raise SandboxError("the linux sandbox needs cgroups (none are mounted); use --sandbox process")
+        self.layout = layout
+        self.cgroups = CgroupTree(layout)
+        self.cgroups.remove_stale()
+        base = "/run" if os.path.isdir("/run") else None
+        self.root_dir = tempfile.mkdtemp(prefix="lamina-root-", dir=base)
+        os.chmod(self.root_dir, 0o755)
+        self.host_python = getattr(sys, "_base_executable", None) or sys.executable
+        # Debian's /usr/bin/python3 is inside the sandbox's /usr; otherwise bring the server's own
+        # interpreter in read-only at /var/lang (where AWS keeps its Python too).
+        if os.path.exists("/usr/bin/python3"):
+            self.lang_dir = None
+            self._python = "/usr/bin/python3"
+        else:
+            self.lang_dir = sys.base_prefix
+            self._python = f"/var/lang/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        self._env_filter = seccomp.environment_filter().hex()
+        self._zygote_filter = seccomp.zygote_filter().hex()
+
+    def describe(self) -> str:
+        return f"linux (isolated: namespaces, seccomp, cgroups {self.layout.mode})"
+
+    def task_root(self, spec: SandboxSpec) -> str:
+        return "/var/task"
+
+    def runtime_dir(self) -> str:
+        return "/var/runtime"
+
+    def python(self) -> str:
+        return self._python
+
+    def zygote_env(self) -> dict[str, str]:
+        return {SECCOMP_ENV: self._env_filter}
+
+    def _config(self, spec: SandboxSpec, cgroup: Cgroup, env: dict[str, str], channel_fd: int | None) -> str:
+        return json.dumps({
+            "root": self.root_dir,
+            "code_dir": str(spec.code_dir),
+            "runtime_dir": str(RUNTIME_DIR),
+            "lang_dir": self.lang_dir,
+            "tmp_mb": spec.ephemeral_mb,
+            "uid_base": UID_BASE,
+            "cgroup_procs": cgroup.procs_files(),
+            "etc_files": _ETC_FILES,
+            "etc_binds": _ETC_BINDS,
+            "mode": "zygote" if spec.zygote else "exec",
+            "seccomp": self._zygote_filter if spec.zygote else self._env_filter,
+            "runtime_api": spec.runtime_api,
+            "channel_fd": channel_fd,
+            "argv": spec.argv,
+            "env": env,
+            "cwd": "/var/task",
+        })
+
+    async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:
+        from lamina.sandbox.process import _ExitProtocol
+
+        loop = asyncio.get_running_loop()
+        try:
+            # A zygote's init runs once for every environment after it, so it is not held to the
+            # memory-proportional CPU share (Lambda, too, is generous with CPU during init).
+            vcpus = float(os.cpu_count() or 1) if spec.zygote else None
+            cgroup = self.cgroups.create(spec.name, spec.memory_mb, cpu_vcpus=vcpus)
+        except OSError as exc:
+            raise SandboxError(f"cannot create the sandbox's cgroups: {exc}") from exc
+        env = dict(spec.env)
+        pass_fds = list(spec.pass_fds)
+        ours = theirs = None
+        if spec.runtime_api:
+            env["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:9001"
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            pass_fds.append(theirs.fileno())
+        config = self._config(spec, cgroup, env, theirs.fileno() if theirs else None)
+        out = spec.log_fd if spec.log_fd is not None else asyncio.subprocess.DEVNULL
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: _ExitProtocol(on_exit), self.host_python, "-I", "-S", str(RUNTIME_DIR / "launcher.py"),
+                config, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env={}, cwd="/",
+                pass_fds=tuple(pass_fds), start_new_session=True)
+        except OSError as exc:
+            if ours is not None:
+                ours.close()
+            await _destroy(cgroup)
+            raise SandboxError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
+        finally:
+            if theirs is not None:
+                theirs.close()
+        api_socket = None
+        if ours is not None:
+            try:
+                api_socket = await asyncio.wait_for(_receive_socket(ours), RUNTIME_API_TIMEOUT_S)
+            except (OSError, asyncio.TimeoutError, EOFError) as exc:
+                await _destroy(cgroup)
+                transport.close()
+                raise SandboxError("the sandbox failed before its Runtime API was ready (see the function's log)") \
+                    from exc
+            finally:
+                ours.close()
+        return LinuxSandbox(transport, cgroup, api_socket)
+
+    def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
+        try:
+            return LinuxForked(self.cgroups.create(spec.name, spec.memory_mb))
+        except OSError as exc:
+            raise SandboxError(f"cannot create the environment's cgroups: {exc}") from exc
+
+    def close(self) -> None:
+        self.cgroups.close()
+        shutil.rmtree(self.root_dir, ignore_errors=True)
+
+
+async def _receive_socket(sock: socket.socket) -> socket.socket:
+    """The listening socket the sandbox bound inside its network namespace (SCM_RIGHTS)."""
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    fut: asyncio.Future = loop.create_future()
+
+    def readable() -> None:
+        try:
+            _data, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            if fds:
+                fut.set_result(fds[0])
+            else:
+                fut.set_exception(EOFError("the sandbox closed its channel"))
+
+    loop.add_reader(sock.fileno(), readable)
+    try:
+        fd = await fut
+    finally:
+        loop.remove_reader(sock.fileno())
+    listener = socket.socket(fileno=fd)
+    listener.setblocking(False)
+    return listener
