@@ -356,11 +356,6 @@ class FunctionService:
             problem = _static_problem(spec)
             if problem is not None:
                 raise InitFailure(problem, None)
-            if not spec.is_python:
-                # Stated plainly rather than reporting Active for a function that cannot run.
-                raise InitFailure({"errorType": "InvalidRuntime", "errorMessage": f"Lamina cannot run {spec.runtime} "
-                                   "functions yet: custom runtimes need the Runtime API, which is not built yet. "
-                                   "Use a python3.x runtime."}, None)
             await self.dispatcher.prewarm(spec)
         except asyncio.CancelledError:
             raise

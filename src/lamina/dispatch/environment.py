@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 INIT_GRACE_S = 10.0
 STOP_GRACE_S = 2.0
 TAIL_BYTES = 4096
+MAX_RESPONSE_BYTES = 6291556  # AWS's synchronous response limit
 
 
 class State(enum.Enum):
@@ -310,8 +311,9 @@ class Environment:
                 return
             error_type = None
             if kind == KIND_ERROR:
-                error_type = _error_type(body)
-            if len(body) > 6 * 1024 * 1024:
+                # The Runtime API reports the type apart from the body (a header, or its default).
+                error_type = header.get("error_type") or _error_type(body)
+            if len(body) > MAX_RESPONSE_BYTES:
                 body = json.dumps({"errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum "
                                    f"allowed payload size (6291556 bytes).",
                                    "errorType": "Function.ResponseSizeTooLarge"}).encode()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +27,8 @@ from lamina.runtime.python_handler import SECCOMP_ENV
 from lamina.sandbox import seccomp
 from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
+
+log = logging.getLogger("lamina.sandbox")
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 UID_BASE = 200_000_000  # in-sandbox uids 0..65535 are host uids UID_BASE.. (owned by nobody on the host)
@@ -94,6 +98,33 @@ class LinuxForked(ForkedSandbox):
         return self.cgroup.oom_killed()
 
 
+def _favor_dynamic_cgroups() -> None:
+    """Make moving a process between cgroups cheap (favordynmods on the cgroup2 mount).
+
+    Every environment joins its cgroups on the cold-start path. Without this, each join waits for
+    an RCU grace period (the kernel's cgroup_threadgroup_rwsem favours readers): measured 4-20 ms
+    for four joins here, against ~0.1 ms with it. The flag is host-wide and only makes fork/exit
+    slightly dearer; it needs a cgroup2 mount (kernel >= 6.0; hybrid hosts have one too).
+    """
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return
+    for fields in mounts:
+        sep = fields.index("-")
+        if fields[sep + 1] == "cgroup2":
+            if "favordynmods" in fields[sep + 3].split(","):
+                return
+            result = subprocess.run(["mount", "-o", "remount,favordynmods", fields[4]], capture_output=True)
+            if result.returncode != 0:
+                log.info("cgroup2 favordynmods unavailable (%s): cgroup joins stay slow on this kernel",
+                         result.stderr.decode().strip())
+            else:
+                log.info("remounted %s with favordynmods: cheaper cgroup joins on the cold-start path", fields[4])
+            return
+
+
 async def _destroy(cgroup: Cgroup) -> None:
     cgroup.kill()
     await cgroup.wait_empty()
@@ -113,6 +144,7 @@ class LinuxBackend(SandboxBackend):
         self.layout = layout
         self.cgroups = CgroupTree(layout)
         self.cgroups.remove_stale()
+        _favor_dynamic_cgroups()
         base = "/run" if os.path.isdir("/run") else None
         self.root_dir = tempfile.mkdtemp(prefix="lamina-root-", dir=base)
         os.chmod(self.root_dir, 0o755)
@@ -200,7 +232,7 @@ class LinuxBackend(SandboxBackend):
         if ours is not None:
             try:
                 api_socket = await asyncio.wait_for(_receive_socket(ours), RUNTIME_API_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError, EOFError) as exc:
+            except (OSError, TimeoutError, EOFError) as exc:
                 await _destroy(cgroup)
                 transport.close()
                 raise SandboxError("the sandbox failed before its Runtime API was ready (see the function's log)") \
