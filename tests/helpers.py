@@ -52,12 +52,12 @@ def unique_name(prefix: str = "t") -> str:
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
-    """An in-memory zip with the given {path: content}; every entry is a regular 0644 file."""
+    """An in-memory zip with the given {path: content}: regular 0644 files, except `bootstrap` (0755)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, content in files.items():
             info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
-            info.external_attr = 0o100644 << 16
+            info.external_attr = (0o100755 if path.rsplit("/", 1)[-1] == "bootstrap" else 0o100644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             data = content.encode() if isinstance(content, str) else content
             zf.writestr(info, data)

@@ -117,23 +117,23 @@ def test_failed_function_recovers_after_code_update(lambda_client, functions):
     assert body["version"] == "fixed"
 
 
-def test_custom_runtime_is_created_but_reported_failed_with_reason(lambda_client):
-    """provided.* is accepted by CreateFunction; until the Runtime API exists it says so in StateReason."""
+def test_custom_runtime_that_exits_during_init_is_failed_with_reason(lambda_client):
+    """A bootstrap that exits before asking for work: Failed, with the exit in StateReason."""
     name = f"provided-{uuid.uuid4().hex[:8]}"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         entry = zipfile.ZipInfo("bootstrap")
         entry.external_attr = 0o100755 << 16  # an executable file, as custom runtimes need
-        zf.writestr(entry, "#!/bin/sh\nexit 0\n")
+        zf.writestr(entry, "#!/bin/sh\nexit 3\n")
     info = buf.getvalue()
     resp = lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x",
                                           Role="arn:aws:iam::000000000000:role/lamina", Code={"ZipFile": info})
     assert resp["Runtime"] == "provided.al2023" and resp["State"] == "Pending"
-    for _ in range(100):
+    for _ in range(200):
         cfg = lambda_client.get_function_configuration(FunctionName=name)
         if cfg["State"] != "Pending":
             break
         time.sleep(0.05)
-    assert cfg["State"] == "Failed" and cfg["StateReasonCode"] == "InvalidRuntime"
-    assert "Runtime API" in cfg["StateReason"]
+    assert cfg["State"] == "Failed" and cfg["StateReasonCode"] == "FunctionError.RuntimeInitError", cfg
+    assert "exit status 3" in cfg["StateReason"], cfg["StateReason"]
     lambda_client.delete_function(FunctionName=name)

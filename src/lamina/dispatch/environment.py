@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 # AWS gives init 10 s on demand; we allow that plus the function's timeout before giving up.
 INIT_GRACE_S = 10.0
 STOP_GRACE_S = 2.0
+EXIT_REPORT_GRACE_S = 0.2
 TAIL_BYTES = 4096
 MAX_RESPONSE_BYTES = 6291556  # AWS's synchronous response limit
 
@@ -331,9 +332,11 @@ class Environment:
 
     def _on_channel_lost(self) -> None:
         self._channel_lost = True
-        if self.state in (State.STARTING, State.IDLE, State.BUSY) and self.sandbox is not None:
-            # The runtime closed its channel: it cannot be asked for anything more.
-            self.sandbox.kill()
+        if self.state in (State.STARTING, State.IDLE, State.BUSY) and self.sandbox is not None \
+                and self._exit_code is None:
+            # The runtime closed its channel: it cannot be asked for anything more. Usually it is
+            # exiting; give its exit status a moment to arrive so the error can name it.
+            self._loop.call_later(EXIT_REPORT_GRACE_S, self._kill)
         self._maybe_handle_exit()
 
     # ------------------------------------------------------------------ logs
