@@ -5,7 +5,18 @@ AWSCLI_VENV := .venv-awscli
 PORT ?= 8800
 DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench clean system-deps
+
+# System packages the sandbox and the tests use: Debian's python3 is the interpreter inside the linux
+# sandbox, libseccomp2 compiles its seccomp filters. Installed only when root with apt (CI is).
+SYSTEM_PACKAGES := python3 python3-venv libseccomp2 make gcc
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +32,13 @@ $(AWSCLI_VENV)/.installed:
 	$(AWSCLI_VENV)/bin/pip install -q awscli
 	touch $@
 
-run: install
+run: system-deps install
 	$(VENV)/bin/lamina serve --port $(PORT) --data-dir $(DATA_DIR) --example
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 
-test: install $(AWSCLI_VENV)/.installed lint
+test: system-deps install $(AWSCLI_VENV)/.installed lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 bench: install

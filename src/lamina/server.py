@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -139,10 +140,20 @@ class _UvicornServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _raise_fd_limit() -> None:
+    """Each environment holds a channel socket and a log pipe: 1,000 of them need more than 1,024 fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; then drain and stop."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    _raise_fd_limit()
     server = Server(settings)
     userver = _UvicornServer(server.uvicorn_config(), server)
     uvloop.run(userver.serve())
