@@ -444,6 +444,34 @@ def _mirror_exit(pid: int) -> None:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
+def _copy_tree(src_fd: int, dst: str, uid: int) -> None:
+    """Copy a directory (given as an fd: its path is covered by a new mount) and hand it to uid."""
+    for entry in os.scandir(src_fd):
+        target = f"{dst}/{entry.name}"
+        st = entry.stat(follow_symlinks=False)
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.name, dir_fd=src_fd), target)
+        elif entry.is_dir(follow_symlinks=False):
+            os.mkdir(target, st.st_mode & 0o7777)
+            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=src_fd)
+            try:
+                _copy_tree(sub, target, uid)
+            finally:
+                os.close(sub)
+        elif entry.is_file(follow_symlinks=False):
+            fin = os.open(entry.name, os.O_RDONLY, dir_fd=src_fd)
+            fout = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
+            try:
+                while os.sendfile(fout, fin, None, 1 << 24):
+                    pass
+            finally:
+                os.close(fin)
+                os.close(fout)
+        else:
+            continue
+        os.chown(target, uid, uid, follow_symlinks=False)
+
+
 def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_hex: str) -> None:  # noqa: ANN001
     """In a fresh fork of the zygote: become one environment, then serve invocations."""
     started = time.monotonic()
@@ -463,8 +491,13 @@ def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_he
                 _mirror_exit(pid)
             # pid 1 of the environment's own pid namespace, with its own /tmp, /proc and loopback.
             setup.die_with_parent()
+            zygote_tmp = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
             setup.mount("tmpfs", "/tmp", "tmpfs", setup.MS_NOSUID | setup.MS_NODEV,
                         f"size={int(header.get('tmp_mb', 512))}m,mode=1777")
+            # What the function's init wrote to /tmp is part of the snapshot, as with SnapStart.
+            if os.listdir(zygote_tmp):
+                _copy_tree(zygote_tmp, "/tmp", SANDBOX_UID)
+            os.close(zygote_tmp)
             setup.mount("proc", "/proc", "proc", setup.MS_NOSUID | setup.MS_NODEV | setup.MS_NOEXEC)
             setup.sethostname("lamina")
             setup.loopback_up()
