@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import invoke
 
 # A bootstrap in "any language": here a stdlib Python script speaking the Runtime API by hand.

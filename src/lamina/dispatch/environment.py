@@ -292,6 +292,15 @@ class Environment:
         if self.state is State.DEAD:
             return
         if kind == KIND_READY and self.state is State.STARTING:
+            if self.sandbox is not None and not self.sandbox.confined():
+                # Only a tampered zygote gets here (its init code altered how it forks): kill it,
+                # which ends everything it forked.
+                self.pool.zygote_breached()
+                self._init_failed({"errorMessage": "The environment did not enter its sandbox; its zygote was "
+                                   "stopped. Check what the function's init code does.",
+                                   "errorType": "Runtime.InvalidEntrypoint", "requestId": "", "stackTrace": []},
+                                  None)
+                return
             # From the start request to ready, as a user pays it: a fork of the zygote (Restore
             # Duration), or process start + runtime start + user init (Init Duration).
             elapsed = (time.perf_counter_ns() - self._started_ns) / 1e6

@@ -42,6 +42,11 @@ class FunctionPool:
         await asyncio.shield(self.zygote.ready)
         return self.zygote
 
+    def zygote_breached(self) -> None:
+        if self.zygote is not None:
+            self.log.append("lamina", "an environment escaped its cgroups; the function's zygote was stopped")
+            self.zygote.stop()
+
     def zygote_gone(self, zygote: Zygote) -> None:
         if self.zygote is zygote:
             self.zygote = None

@@ -148,6 +148,8 @@ class Zygote:
             if self._logs is not None:
                 self._logs.drain()
             self._emit(f"INIT_REPORT Init Duration: {self.init_ms:.2f} ms\tPhase: init\tStatus: success")
+            if self.sandbox is not None:
+                self.sandbox.settle(self.spec.memory_mb)
             self.ready.set_result(None)
         elif kind == KIND_INIT_ERROR:
             try:

@@ -9,8 +9,8 @@ and a minimal read-only root (host /usr, /lib*, /bin, a few /etc files; code at 
 mapped to an unprivileged host uid range -> fork (the child is pid 1 of the new pid namespace) ->
 /proc, loopback, hostname -> optionally a Runtime API socket bound inside the namespace and sent to
 the server -> either drop every privilege, load the environment seccomp filter and exec the
-bootstrap ("exec" mode), or keep in-namespace root with the zygote filter and exec the Python
-zygote, which sets up each forked environment itself ("zygote" mode).
+bootstrap ("exec" mode), or do the same with the zygote filter and exec the Python zygote, whose
+forks each enter a new, unprivileged user namespace to get namespaces of their own ("zygote" mode).
 
 This launcher stays as the sandbox's outermost process and exits with pid 1's status, so the server
 watches one child per sandbox. Stdlib only.
@@ -181,15 +181,12 @@ def main() -> None:
         if cfg.get("runtime_api"):
             _send_runtime_api_socket(int(cfg["channel_fd"]))
         ss.set_rlimits({"RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024})
-        if cfg["mode"] == "zygote":
-            # The zygote keeps in-namespace root so it can give each fork its own namespaces;
-            # the filter still shuts the dangerous syscalls, and each fork drops everything.
-            ss.no_new_privs()
-            ss.load_seccomp(bytes.fromhex(cfg["seccomp"]))
-        else:
-            ss.drop_privileges(SANDBOX_UID, SANDBOX_UID)
-            ss.no_new_privs()
-            ss.load_seccomp(bytes.fromhex(cfg["seccomp"]))
+        # The function's code (a zygote's init included) never runs with privileges. A zygote's
+        # filter still allows unshare and mount: each fork makes a user namespace of its own, without
+        # privileges, to get new pid/net/mount namespaces and a private /tmp.
+        ss.drop_privileges(SANDBOX_UID, SANDBOX_UID)
+        ss.no_new_privs()
+        ss.load_seccomp(bytes.fromhex(cfg["seccomp"]))
         os.chdir(cfg.get("cwd", "/var/task"))
     except OSError as exc:
         _fail(f"cannot set up the sandbox: {exc}")

@@ -41,7 +41,6 @@ KIND_EXITED = 8    # zygote -> server: {env, status} (negative: killed by that s
 CHANNEL_FD_ENV = "_LAMINA_CHANNEL_FD"
 ZYGOTE_ENV = "_LAMINA_ZYGOTE"
 SECCOMP_ENV = "_LAMINA_ENV_SECCOMP"
-SANDBOX_UID = 1000
 
 _PREFIX = struct.Struct(">IBI")
 
@@ -481,8 +480,12 @@ def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_he
             for fd in procs:  # join the environment's cgroups before anything else runs
                 os.write(fd, b"0")
                 os.close(fd)
-            setup.unshare(setup.CLONE_NEWNS | setup.CLONE_NEWPID | setup.CLONE_NEWNET | setup.CLONE_NEWIPC
-                          | setup.CLONE_NEWUTS)
+            # The zygote has no privileges: a new user namespace (ours alone, our uid mapped to
+            # itself) is what allows new pid, net and mount namespaces.
+            uid, gid = os.getuid(), os.getgid()
+            setup.unshare(setup.CLONE_NEWUSER | setup.CLONE_NEWNS | setup.CLONE_NEWPID | setup.CLONE_NEWNET
+                          | setup.CLONE_NEWIPC | setup.CLONE_NEWUTS)
+            setup.map_own_ids(uid, gid)
             setup.die_with_parent()
             pid = os.fork()
             if pid:
@@ -496,12 +499,13 @@ def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_he
                         f"size={int(header.get('tmp_mb', 512))}m,mode=1777")
             # What the function's init wrote to /tmp is part of the snapshot, as with SnapStart.
             if os.listdir(zygote_tmp):
-                _copy_tree(zygote_tmp, "/tmp", SANDBOX_UID)
+                _copy_tree(zygote_tmp, "/tmp", uid)
             os.close(zygote_tmp)
+            setup.mount("tmpfs", "/dev/shm", "tmpfs", setup.MS_NOSUID | setup.MS_NODEV, "size=64m,mode=1777")
             setup.mount("proc", "/proc", "proc", setup.MS_NOSUID | setup.MS_NODEV | setup.MS_NOEXEC)
             setup.sethostname("lamina")
             setup.loopback_up()
-            setup.drop_privileges(SANDBOX_UID, SANDBOX_UID)
+            setup.drop_capabilities()
             setup.no_new_privs()
             setup.load_seccomp(bytes.fromhex(seccomp_hex))
         except OSError as exc:

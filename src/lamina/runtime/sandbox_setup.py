@@ -124,6 +124,35 @@ def drop_privileges(uid: int, gid: int) -> None:
     os.setresuid(uid, uid, uid)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Clear every capability set without changing uid (a new user namespace grants a full set)."""
+    for cap in range(64):
+        try:
+            prctl(PR_CAPBSET_DROP, cap)
+        except OSError:
+            break
+    with contextlib.suppress(OSError):
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def map_own_ids(uid: int, gid: int) -> None:
+    """In a user namespace just made without privileges: map our own uid/gid to themselves."""
+    write_file("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    write_file("/proc/self/setgroups", "deny")
+    write_file("/proc/self/gid_map", f"{gid} {gid} 1\n")
+
+
 def no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 

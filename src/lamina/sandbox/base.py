@@ -61,6 +61,14 @@ class Sandbox(abc.ABC):
         """Whether the kernel's OOM killer struck inside the sandbox (memory limit reached)."""
         return False
 
+    def confined(self) -> bool:
+        """Whether the environment really joined what the backend prepared for it. The zygote that
+        forked it has run the function's init code, so the server checks instead of trusting it."""
+        return True
+
+    def settle(self, memory_mb: int) -> None:  # noqa: B027 - optional hook
+        """A zygote finished its init: from now on hold it to an environment's share of the host."""
+
 
 class ForkedSandbox(Sandbox):
     """An environment a zygote forks: the backend prepares it, the zygote makes the process.
@@ -73,6 +81,7 @@ class ForkedSandbox(Sandbox):
 
     def bind(self, pid: int) -> None:
         self.pid = pid
+
 
     def close_fds(self) -> None:
         for fd in self.fds:

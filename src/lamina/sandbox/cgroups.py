@@ -193,6 +193,10 @@ class Cgroup:
     def __repr__(self) -> str:
         return f"Cgroup({self.name!r}, {self.dirs!r})"
 
+    def set_cpu(self, vcpus: float) -> None:
+        """Change the CPU quota and weight (e.g. a zygote, once its init is done)."""
+        self._tree._set_cpu(self.name, vcpus)
+
     # membership
 
     def procs_files(self) -> list[str]:
@@ -470,18 +474,23 @@ class CgroupTree:
                 if plan.memsw:  # memory+swap at the same limit: no escaping the limit by swapping
                     _write(d + "/memory.memsw.limit_in_bytes", str(limit))
         if plan.cpu is not None:
-            vcpus = cpu_vcpus if cpu_vcpus is not None else memory_mb / MB_PER_VCPU
-            quota = max(MIN_QUOTA_US, round(vcpus * CPU_PERIOD_US))
-            d = f"{self._base(plan.cpu)}/{name}"
-            if plan.cpu == unified:
-                _write(d + "/cpu.max", f"{quota} {CPU_PERIOD_US}")
-                _write(d + "/cpu.weight", str(min(10_000, max(1, round(100 * vcpus)))))
-            else:
-                _write(d + "/cpu.cfs_period_us", str(CPU_PERIOD_US))
-                _write(d + "/cpu.cfs_quota_us", str(quota))
-                _write(d + "/cpu.shares", str(min(262_144, max(2, round(1024 * vcpus)))))
+            self._set_cpu(name, cpu_vcpus if cpu_vcpus is not None else memory_mb / MB_PER_VCPU)
         if plan.pids is not None:
             _write(f"{self._base(plan.pids)}/{name}/pids.max", str(pids_max))
+
+    def _set_cpu(self, name: str, vcpus: float) -> None:
+        plan = self._plan
+        if plan.cpu is None:
+            return
+        quota = max(MIN_QUOTA_US, round(vcpus * CPU_PERIOD_US))
+        d = f"{self._base(plan.cpu)}/{name}"
+        if plan.cpu == plan.unified:
+            _write(d + "/cpu.max", f"{quota} {CPU_PERIOD_US}")
+            _write(d + "/cpu.weight", str(min(10_000, max(1, round(100 * vcpus)))))
+        else:
+            _write(d + "/cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(d + "/cpu.cfs_quota_us", str(quota))
+            _write(d + "/cpu.shares", str(min(262_144, max(2, round(1024 * vcpus)))))
 
     def get(self, name: str) -> Cgroup | None:
         return self._groups.get(name)

@@ -73,6 +73,11 @@ class LinuxSandbox(Sandbox):
     def oom_killed(self) -> bool:
         return self.cgroup.oom_killed()
 
+    def settle(self, memory_mb: int) -> None:
+        # The zygote had the host's CPUs for its init; anything its init left running gets no more
+        # than one environment would.
+        self.cgroup.set_cpu(memory_mb / 1769)
+
 
 class LinuxForked(ForkedSandbox):
     """An environment forked from a zygote: it joins `cgroup` itself through the fds it is sent."""
@@ -96,6 +101,18 @@ class LinuxForked(ForkedSandbox):
 
     def oom_killed(self) -> bool:
         return self.cgroup.oom_killed()
+
+    def confined(self) -> bool:
+        # Every hierarchy: a fork that joined only some would escape the others' limits.
+        try:
+            return all(_has_members(path) for path in self.cgroup.procs_files())
+        except OSError:
+            return False
+
+
+def _has_members(procs_file: str) -> bool:
+    with open(procs_file) as fh:
+        return bool(fh.read().strip())
 
 
 def _favor_dynamic_cgroups() -> None:

@@ -1,0 +1,119 @@
+"""Under the linux sandbox, every environment has a private /tmp: it persists across warm invokes of that
+environment, a new environment starts with an empty one, and concurrent environments never share it."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from helpers import invoke, raw_request
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _linux_sandbox(endpoint):
+    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
+        health = json.load(resp)
+    if health.get("sandbox") != "linux":
+        pytest.skip("needs root: the linux sandbox backend")
+
+
+# Marks the first run of its environment in /tmp/first with the environment's log stream.
+MARK_APP = r'''
+import os, time
+
+
+def _read(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def handler(event, context):
+    stream = os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
+    mark = _read("/tmp/first")
+    if mark is None:
+        with open("/tmp/first", "w") as fh:
+            fh.write(stream)
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {"stream": stream, "context_stream": context.log_stream_name, "mark": mark,
+            "mark_after": _read("/tmp/first"), "tmp": sorted(os.listdir("/tmp"))}
+'''
+
+
+def _run(client, name: str, event: dict) -> dict:
+    resp, body = invoke(client, name, event)
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+    return body
+
+
+def _recycle(endpoint: str, name: str) -> int:
+    resp = raw_request(endpoint, "DELETE", f"/lamina/v1/functions/{name}/environments")
+    assert resp.status == 200, resp.describe()
+    return resp.json()["stopped"]
+
+
+def test_tmp_persists_while_warm_and_is_fresh_in_a_new_environment(lambda_client, endpoint, functions):
+    name = functions({"app.py": MARK_APP})
+    first = _run(lambda_client, name, {})
+    assert first["stream"] and first["stream"] == first["context_stream"], first
+    assert first["mark"] is None, f"a new environment's /tmp already had a mark: {first}"
+    assert first["tmp"] == ["first"], first
+
+    warm = _run(lambda_client, name, {})
+    assert warm["stream"] == first["stream"], "the second invoke did not reuse the warm environment"
+    assert warm["mark"] == first["stream"], f"/tmp did not persist across warm invokes: {warm}"
+
+    assert _recycle(endpoint, name) >= 1
+    fresh = _run(lambda_client, name, {})
+    assert fresh["stream"] != first["stream"], "DELETE .../environments did not replace the environment"
+    assert fresh["mark"] is None, f"a new environment saw the old one's /tmp: {fresh}"
+    assert fresh["tmp"] == ["first"], fresh
+
+
+def test_concurrent_environments_have_separate_tmp(lambda_client, functions):
+    name = functions({"app.py": MARK_APP}, Timeout=10)
+    # Each invoke marks /tmp, then holds its environment long enough that the other needs one of its own.
+    with ThreadPoolExecutor(2) as pool:
+        bodies = list(pool.map(lambda _: _run(lambda_client, name, {"sleep": 1.5}), range(2)))
+    a, b = bodies
+    assert a["stream"] != b["stream"], f"both invokes ran in one environment: {bodies}"
+    for body in bodies:
+        assert body["mark"] is None, f"a new environment's /tmp already had a mark: {bodies}"
+        assert body["mark_after"] == body["stream"], f"another environment wrote this one's /tmp: {bodies}"
+        assert body["tmp"] == ["first"], bodies
+
+
+SHM_APP = r'''
+import os, time
+
+
+def handler(event, context):
+    stream = os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
+    before = sorted(os.listdir("/dev/shm"))
+    with open("/dev/shm/" + stream.rsplit("]", 1)[-1], "w") as fh:
+        fh.write(stream)
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {"stream": stream, "before": before, "after": sorted(os.listdir("/dev/shm"))}
+'''
+
+
+def test_dev_shm_is_private_to_each_environment(lambda_client, endpoint, functions):
+    name = functions({"app.py": SHM_APP}, Timeout=10)
+    with ThreadPoolExecutor(2) as pool:
+        bodies = list(pool.map(lambda _: _run(lambda_client, name, {"sleep": 1.5}), range(2)))
+    assert bodies[0]["stream"] != bodies[1]["stream"], f"both invokes ran in one environment: {bodies}"
+    for body in bodies:
+        assert body["before"] == [], f"a new environment's /dev/shm was not empty: {bodies}"
+        assert len(body["after"]) == 1, f"another environment's file is in this one's /dev/shm: {bodies}"
+    _recycle(endpoint, name)
+    fresh = _run(lambda_client, name, {})
+    assert fresh["before"] == [], f"a new environment saw old environments' /dev/shm files: {fresh}"
