@@ -21,7 +21,9 @@ import uvloop
 from lamina import __version__
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.control.app import LaminaApp
+from lamina.control.function_urls import FunctionUrlService
 from lamina.control.functions import FunctionService
+from lamina.control.permissions import PolicyService
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.sandbox import get_backend
 from lamina.store.blobs import CodeStore
@@ -42,12 +44,16 @@ class Server:
         self.backend = get_backend(settings.sandbox)
         self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds)
         self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
-        self.app = LaminaApp(self.functions, self.lifespan)
+        self.urls = FunctionUrlService(settings, self.functions, self.db)
+        self.policies = PolicyService(self.functions, self.db)
+        self.app = LaminaApp(self.functions, self.lifespan, self.urls, self.policies)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
         self.dispatcher.start()
         self.functions.load()
+        self.urls.load()
+        self.policies.load()
         if self.settings.example:
             await self._deploy_example()
         self._banner()

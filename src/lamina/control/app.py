@@ -1,4 +1,4 @@
-"""The HTTP front door: Invoke on a bare ASGI path, everything else through Starlette."""
+"""The HTTP front door: function URLs and the invoke paths as bare ASGI, everything else through Starlette."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina.control import function_urls, lambda_api, lamina_api, permissions
 from lamina.control import invoke as invoke_path
-from lamina.control import lambda_api, lamina_api
+from lamina.control import invoke_stream as stream_path
 from lamina.control.errors import AwsError
+from lamina.control.function_urls import FunctionUrlService
 from lamina.control.functions import FunctionService
 from lamina.control.invoke import InvokeHandler
+from lamina.control.invoke_stream import StreamInvokeHandler
+from lamina.control.permissions import PolicyService
+from lamina.gateway import function_urls as url_gateway
+from lamina.gateway.function_urls import FunctionUrlGateway
 
 log = logging.getLogger("lamina.control")
 
@@ -45,22 +51,39 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class LaminaApp:
-    """ASGI app: the Invoke hot path skips framework routing; lifespan hooks start/stop the server."""
+    """ASGI app: function URLs and the invoke hot paths skip framework routing; lifespan hooks
+    start/stop the server."""
 
-    def __init__(self, functions: FunctionService, lifespan) -> None:  # noqa: ANN001 - a lifespan context
+    def __init__(self, functions: FunctionService, lifespan,  # noqa: ANN001 - a lifespan context
+                 urls: FunctionUrlService | None = None, policies: PolicyService | None = None) -> None:
         self.invoke = InvokeHandler(functions)
+        self.stream_invoke = StreamInvokeHandler(functions)
+        self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
+        routes = lambda_api.routes(functions) + lamina_api.routes(functions)
+        if urls is not None:
+            routes += function_urls.routes(urls)
+        if policies is not None:
+            routes += permissions.routes(policies)
         self.control = Starlette(
-            routes=lambda_api.routes(functions) + lamina_api.routes(functions),
+            routes=routes,
             exception_handlers={AwsError: _aws_error, HTTPException: _http_error, Exception: _unexpected},
             lifespan=lifespan,
         )
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
         if scope["type"] == "http":
-            name = invoke_path.match(scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0])
+            if self.gateway is not None and (url := url_gateway.match(scope)) is not None:
+                await self.gateway(scope, receive, send, *url)
+                return
+            path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
+            name = invoke_path.match(path)
+            handler = self.invoke
+            if name is None:
+                name = stream_path.match(path)
+                handler = self.stream_invoke
             if name is not None:
                 try:
-                    await self.invoke(scope, receive, send, name)
+                    await handler(scope, receive, send, name)
                 except Exception as exc:  # noqa: BLE001 - never drop a connection without an answer
                     log.exception("invoke failed")
                     status, headers, body = AwsError("ServiceException", f"Internal error: {exc}").render()

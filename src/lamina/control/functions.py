@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,8 @@ class FunctionService:
         self.logs = logs
         self.dispatcher = dispatcher
         self.functions: dict[str, Function] = {}
+        # Called with the name of a deleted function (function URLs, policies: their rows go with it).
+        self.delete_hooks: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -276,6 +279,8 @@ class FunctionService:
         del self.functions[fn.name]
         self.dispatcher.remove_function(fn.name)
         self.repo.delete(fn.name)
+        for hook in self.delete_hooks:
+            hook(fn.name)
         self.logs.delete(fn.name)
         self.code.collect({f.code_hex for f in self.functions.values()})
 

@@ -11,20 +11,23 @@ import asyncio
 import base64
 import binascii
 import uuid
+from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
 import orjson
 
 from lamina.control.errors import AwsError
-from lamina.control.functions import FunctionService
+from lamina.control.functions import Function, FunctionService
+from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
-from lamina.dispatch.invocation import Invocation
+from lamina.dispatch.invocation import Invocation, InvokeResult
 
 SYNC_LIMIT = 6 * 1024 * 1024
 ASYNC_LIMIT = 1024 * 1024
 CLIENT_CONTEXT_LIMIT = 3583
 PREFIX = "/2015-03-31/functions/"
 SUFFIX = "/invocations"
+INVOCATION_TYPES = ("Event", "RequestResponse", "DryRun")
 
 
 def match(path: str) -> str | None:
@@ -55,15 +58,17 @@ class InvokeHandler:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _invoke(self, scope: dict, receive, raw_name: str, request_id: str):  # noqa: ANN001, ANN202
+    async def prepare(self, scope: dict, receive, raw_name: str,  # noqa: ANN001 - ASGI receive
+                      types: tuple[str, ...] = INVOCATION_TYPES, operation: str = "Invoke") -> Prepared:
+        """Validate the request, find the function and read the payload (shared with the streaming invoke)."""
         if scope["method"] != "POST":
             raise AwsError("UnknownOperationException", f"Unknown operation {scope['method']} {scope['path']}")
         headers = _headers(scope)
         invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
-        if invocation_type not in ("RequestResponse", "Event", "DryRun"):
+        if invocation_type not in types:
             raise AwsError("InvalidParameterValueException",
                            f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed to "
-                           "satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
+                           f"satisfy constraint: Member must satisfy enum value set: [{', '.join(types)}]")
         log_type = headers.get("x-amz-log-type", "None")
         if log_type not in ("None", "Tail"):
             raise AwsError("InvalidParameterValueException",
@@ -74,7 +79,7 @@ class InvokeHandler:
         fn = self.functions.lookup(unquote(raw_name), qualifier)
 
         limit = ASYNC_LIMIT if invocation_type == "Event" else SYNC_LIMIT
-        payload = await _read_body(receive, limit, "InvokeAsync" if invocation_type == "Event" else "Invoke")
+        payload = await _read_body(receive, limit, "InvokeAsync" if invocation_type == "Event" else operation)
         if payload.strip():
             try:
                 orjson.loads(payload)
@@ -85,33 +90,62 @@ class InvokeHandler:
         else:
             payload = b"{}"
         client_context = _client_context(headers.get("x-amz-client-context"))
+        ensure_invokable(fn, self.dispatcher)
+        return Prepared(fn, qualifier, payload, headers, invocation_type, log_type, client_context)
 
-        if fn.state == "Pending":
-            raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
-                           "function is currently in the following state: Pending")
-        if fn.name not in self.dispatcher.pools:
-            raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
-                           f"function is currently in the following state: {fn.state}")
-        if invocation_type == "DryRun":
+    async def _invoke(self, scope: dict, receive, raw_name: str, request_id: str):  # noqa: ANN001, ANN202
+        p = await self.prepare(scope, receive, raw_name)
+        if p.invocation_type == "DryRun":
             return 204, [(b"x-amz-executed-version", b"$LATEST")], b""
 
-        arn = fn.config["FunctionArn"] + (f":{qualifier}" if qualifier else "")
-        inv = Invocation(request_id, payload, arn, sync=invocation_type == "RequestResponse",
-                         client_context=client_context, trace_id=headers.get("x-amzn-trace-id"))
-        if invocation_type == "Event":
+        inv = p.invocation(request_id)
+        if p.invocation_type == "Event":
             # Runs in the background; durable queueing and retries are the events/ part's job.
-            self.dispatcher.submit(fn.name, inv)
+            self.dispatcher.submit(p.fn.name, inv)
             return 202, [], b""
 
-        inv.future = asyncio.get_running_loop().create_future()
-        self.dispatcher.submit(fn.name, inv)
-        result = await inv.future
+        result = await run_sync(self.dispatcher, p.fn.name, inv)
         out = [(b"content-type", b"application/json"), (b"x-amz-executed-version", result.executed_version.encode())]
         if result.error_type is not None:
             out.append((b"x-amz-function-error", b"Unhandled"))
-        if log_type == "Tail":
+        if p.log_type == "Tail":
             out.append((b"x-amz-log-result", tail_log(result.log).encode()))
         return 200, out, result.body
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated invoke request: the function, its payload and the request's options."""
+
+    fn: Function
+    qualifier: str | None
+    payload: bytes
+    headers: dict[str, str]
+    invocation_type: str
+    log_type: str
+    client_context: dict | None
+
+    def invocation(self, request_id: str) -> Invocation:
+        arn = self.fn.config["FunctionArn"] + (f":{self.qualifier}" if self.qualifier else "")
+        return Invocation(request_id, self.payload, arn, sync=self.invocation_type == "RequestResponse",
+                          client_context=self.client_context, trace_id=self.headers.get("x-amzn-trace-id"))
+
+
+def ensure_invokable(fn: Function, dispatcher: Dispatcher) -> None:
+    """A function still being created (or without a pool) cannot run yet: ResourceConflictException."""
+    if fn.state == "Pending":
+        raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
+                       "function is currently in the following state: Pending")
+    if fn.name not in dispatcher.pools:
+        raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
+                       f"function is currently in the following state: {fn.state}")
+
+
+async def run_sync(dispatcher: Dispatcher, name: str, inv: Invocation) -> InvokeResult:
+    """Submit a synchronous invocation and wait for its result."""
+    inv.future = asyncio.get_running_loop().create_future()
+    dispatcher.submit(name, inv)
+    return await inv.future
 
 
 def _headers(scope: dict) -> dict[str, str]:

@@ -1,0 +1,75 @@
+"""InvokeWithResponseStream: POST /2021-11-15/functions/{FunctionName}/response-streaming-invocations.
+
+The same validation as Invoke, then a 200 whose body is an AWS event stream: PayloadChunk events
+carrying the function's response, and a final InvokeComplete (ErrorCode and ErrorDetails when the
+function failed, LogResult with X-Amz-Log-Type: Tail). A Python handler returns its result in one
+piece, so today that is one chunk (split only if large); a runtime that streams can feed more.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+
+from lamina.control import eventstream
+from lamina.control.errors import AwsError
+from lamina.control.invoke import InvokeHandler, run_sync
+from lamina.dispatch.environment import tail_log
+
+PREFIX = "/2021-11-15/functions/"
+SUFFIX = "/response-streaming-invocations"
+STREAM_TYPES = ("RequestResponse", "DryRun")
+CHUNK = 1024 * 1024
+
+
+def match(path: str) -> str | None:
+    """The raw (still percent-encoded) function name if path is an InvokeWithResponseStream path."""
+    if path.startswith(PREFIX) and path.endswith(SUFFIX):
+        name = path[len(PREFIX) : -len(SUFFIX)]
+        if name and "/" not in name:
+            return name
+    return None
+
+
+class StreamInvokeHandler(InvokeHandler):
+    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
+        request_id = str(uuid.uuid4())
+        rid = request_id.encode()
+        try:
+            p = await self.prepare(scope, receive, raw_name, STREAM_TYPES, "InvokeWithResponseStream")
+            if p.invocation_type == "DryRun":
+                await send({"type": "http.response.start", "status": 204,
+                            "headers": [(b"x-amz-executed-version", b"$LATEST"), (b"x-amzn-requestid", rid)]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            result = await run_sync(self.dispatcher, p.fn.name, p.invocation(request_id))
+        except AwsError as err:
+            status, headers, body = err.render(request_id)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", eventstream.CONTENT_TYPE.encode()),
+            (b"x-amz-executed-version", result.executed_version.encode()),
+            (b"x-amzn-requestid", rid),
+        ]})
+        log_result = tail_log(result.log) if p.log_type == "Tail" else None
+        if result.error_type is None:
+            body = result.body
+            for start in range(0, len(body), CHUNK):
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": eventstream.payload_chunk(body[start : start + CHUNK])})
+            complete = eventstream.invoke_complete(log_result=log_result)
+        else:
+            complete = eventstream.invoke_complete(result.error_type, _error_details(result.body), log_result)
+        await send({"type": "http.response.body", "body": complete})
+
+
+def _error_details(body: bytes) -> str:
+    """The error document the runtime reported ({errorMessage, errorType, stackTrace...}), as a string."""
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return orjson.dumps({"errorMessage": body.decode("utf-8", "replace")}).decode()
+    return body.decode("utf-8", "replace")

@@ -1,0 +1,239 @@
+"""API Gateway HTTP API payload format 2.0, as Lambda function URLs use it.
+
+`request_event` turns an HTTP request into the 2.0 event; `map_response` turns what the function
+returned into status, headers and body (the "inferred response" rules for anything that is not a
+{statusCode, ...} object); `stream_response` does the same for RESPONSE_STREAM, where a function
+may also send an HTTP-integration prelude (JSON, then eight NUL bytes, then the body).
+Pure functions: no I/O, so they are cheap to test.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import orjson
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+# Set by Lamina, never passed through from the function.
+_DROPPED = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"}
+STREAM_DELIMITER = b"\x00" * 8
+
+
+def is_text(content_type: str | None) -> bool:
+    """Bodies of these types reach the function as text; everything else is base64 (as on AWS)."""
+    if not content_type:
+        return False
+    ct = content_type.split(";", 1)[0].strip().lower()
+    return (ct.startswith("text/") or ct in ("application/json", "application/javascript", "application/xml")
+            or ct.endswith(("+json", "+xml")))
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def clf_time(now: float) -> str:
+    t = time.gmtime(now)
+    return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    raw_path: str                  # as received, percent-encoding kept
+    raw_query: str                 # as received, without '?'
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    source_ip: str
+    protocol: str = "HTTP/1.1"
+    extra_headers: dict[str, str] = field(default_factory=dict)   # x-forwarded-*, added by the gateway
+
+
+def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, request_id: str,
+                  now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for raw_name, raw_value in req.headers:
+        name = raw_name.decode("latin-1").lower()
+        value = _text(raw_value)
+        if name == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    for name, value in req.extra_headers.items():
+        headers[name] = f"{headers[name]},{value}" if name in headers and name == "x-forwarded-for" else value
+    event: dict = {"version": "2.0", "routeKey": "$default", "rawPath": req.raw_path,
+                   "rawQueryString": req.raw_query}
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = headers
+    if req.raw_query:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(req.raw_query, keep_blank_values=True, errors="replace"):
+            params[key] = f"{params[key]},{value}" if key in params else value
+        event["queryStringParameters"] = params
+    event["requestContext"] = {
+        "accountId": account,
+        "apiId": url_id,
+        "domainName": domain,
+        "domainPrefix": url_id,
+        "http": {"method": req.method, "path": req.raw_path, "protocol": req.protocol, "sourceIp": req.source_ip,
+                 "userAgent": headers.get("user-agent", "")},
+        "requestId": request_id,
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": clf_time(now),
+        "timeEpoch": int(now * 1000),
+    }
+    if req.body:
+        if is_text(headers.get("content-type")):
+            try:
+                event["body"] = req.body.decode()
+                event["isBase64Encoded"] = False
+                return event
+            except UnicodeDecodeError:
+                pass
+        event["body"] = base64.b64encode(req.body).decode()
+        event["isBase64Encoded"] = True
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class BadResponse(ValueError):
+    """The function's result cannot be turned into an HTTP response (the client gets a 502)."""
+
+
+def _header_value(value: object) -> bytes:
+    if isinstance(value, bool):
+        raw = b"true" if value else b"false"
+    elif isinstance(value, (int, float)):
+        raw = str(value).encode()
+    elif isinstance(value, str):
+        raw = value.encode()
+    else:
+        raise BadResponse(f"header value {value!r} is not a string")
+    if _BAD_VALUE.search(raw):
+        raise BadResponse("header value contains CR, LF or NUL")
+    return raw
+
+
+def _header_name(name: object) -> bytes:
+    if not isinstance(name, str):
+        raise BadResponse(f"header name {name!r} is not a string")
+    raw = name.lower().encode()
+    if not _TOKEN.fullmatch(raw):
+        raise BadResponse(f"invalid header name {name!r}")
+    return raw
+
+
+def _status(value: object) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise BadResponse(f"statusCode {value!r} is not an HTTP status")
+    return value
+
+
+def _prelude_headers(doc: dict) -> list[tuple[bytes, bytes]]:
+    """headers, multiValueHeaders and cookies of a {statusCode, ...} document, as raw header pairs."""
+    out: list[tuple[bytes, bytes]] = []
+    headers = doc.get("headers")
+    headers = {} if headers is None else headers
+    if not isinstance(headers, dict):
+        raise BadResponse("headers must be an object")
+    for name, value in headers.items():
+        if value is None:
+            continue
+        raw_name = _header_name(name)
+        if raw_name not in _DROPPED:
+            out.append((raw_name, _header_value(value)))
+    multi = doc.get("multiValueHeaders")
+    multi = {} if multi is None else multi
+    if not isinstance(multi, dict):
+        raise BadResponse("multiValueHeaders must be an object")
+    for name, values in multi.items():
+        raw_name = _header_name(name)
+        if raw_name in _DROPPED or name in headers or not isinstance(values, list):
+            continue
+        out.extend((raw_name, _header_value(value)) for value in values if value is not None)
+    cookies = doc.get("cookies")
+    cookies = [] if cookies is None else cookies
+    if not isinstance(cookies, list):
+        raise BadResponse("cookies must be a list")
+    out.extend((b"set-cookie", _header_value(cookie)) for cookie in cookies)
+    if not any(name == b"content-type" for name, _ in out):
+        out.append((b"content-type", b"application/json"))
+    return out
+
+
+def _structured(doc: dict) -> HttpResponse:
+    status = _status(doc["statusCode"])
+    headers = _prelude_headers(doc)
+    body = doc.get("body")
+    if body is None:
+        raw = b""
+    elif isinstance(body, str):
+        if doc.get("isBase64Encoded") is True:
+            try:
+                raw = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadResponse("body is not valid base64") from None
+        else:
+            raw = body.encode()
+    else:
+        raw = orjson.dumps(body)
+    return HttpResponse(status, headers, raw)
+
+
+def map_response(payload: bytes) -> HttpResponse:
+    """BUFFERED mode: the function's JSON result to an HTTP response; BadResponse if it cannot be."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise BadResponse("the function's response is not valid JSON") from None
+    if isinstance(doc, dict) and "statusCode" in doc:
+        return _structured(doc)
+    # Inferred response: any other valid JSON is the body of a 200 application/json.
+    return HttpResponse(200, [(b"content-type", b"application/json")], payload)
+
+
+def stream_response(payload: bytes) -> HttpResponse:
+    """RESPONSE_STREAM mode: an HTTP-integration prelude, a {statusCode, ...} result, inferred JSON,
+    or (not JSON at all) the raw bytes as application/octet-stream."""
+    if payload[:1] == b"{":
+        cut = payload.find(STREAM_DELIMITER)
+        if cut > 0:
+            try:
+                prelude = orjson.loads(payload[:cut])
+            except orjson.JSONDecodeError:
+                prelude = None
+            if isinstance(prelude, dict):
+                status = _status(prelude.get("statusCode", 200))
+                return HttpResponse(status, _prelude_headers(prelude), payload[cut + len(STREAM_DELIMITER):])
+    try:
+        return map_response(payload)
+    except BadResponse:
+        try:
+            orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return HttpResponse(200, [(b"content-type", b"application/octet-stream")], payload)
+        raise
