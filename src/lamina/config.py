@@ -36,6 +36,13 @@ class Settings:
     drain_seconds: float = 30.0
     # Idle environments are stopped after this long.
     keep_warm_seconds: float = 600.0
+    # Scaler: "simple" (lambda-dispatch's default formula) or "ewma" (request rate x duration).
+    scaler: str = "simple"
+    # "queue": environments pull from the function's queue; "per-request": every waiting invocation
+    # gets a new environment, as Lambda does (kept for comparison benchmarks).
+    dispatch_mode: str = "queue"
+    # A synchronous invocation that waited this long for an environment fails with 429.
+    queue_timeout_seconds: float = 60.0
     log_level: str = "info"
     # Deploy the bundled example function "hello" at start-up if it is not there (make run).
     example: bool = False

@@ -42,7 +42,8 @@ class Server:
         self.code = CodeStore(data)
         self.logs = LogStore(data / "logs")
         self.backend = get_backend(settings.sandbox)
-        self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds)
+        self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
+                                     scaler=settings.scaler, dispatch_mode=settings.dispatch_mode)
         self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)

@@ -434,10 +434,13 @@ def test_rapi_shutdown_only_extension_gets_no_invoke(rapi: Rapi) -> None:
     ext_id = _register(rapi, "watcher", ["SHUTDOWN"])[1]["Lambda-Extension-Identifier"]
     ext = rapi.call_async("GET", EVENT_NEXT, headers={"Lambda-Extension-Identifier": ext_id})
     rapi.ready()
+    pending_next = None
     for rid in ("a", "b"):
         rapi.deliver(rid)
+        if pending_next is not None:  # the runtime must have the invocation before it can answer it
+            assert pending_next.result(timeout=5)[1]["Lambda-Runtime-Aws-Request-Id"] == rid
         assert rapi.call("POST", _response(rid), b"{}")[0] == 202
-        rapi.call_async("GET", NEXT)
+        pending_next = rapi.call_async("GET", NEXT)
     assert not ext.done()
     rapi.on_loop(rapi.server.shutdown)
     assert json.loads(ext.result(timeout=5)[2])["eventType"] == "SHUTDOWN"

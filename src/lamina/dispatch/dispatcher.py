@@ -10,6 +10,7 @@ import time
 from lamina.dispatch.environment import InitFailure
 from lamina.dispatch.invocation import Invocation
 from lamina.dispatch.pool import FunctionPool
+from lamina.dispatch.scaler import TokenBucket
 from lamina.dispatch.spec import FunctionSpec
 from lamina.sandbox import SandboxBackend
 from lamina.store.logs import LogStore
@@ -19,21 +20,47 @@ log = logging.getLogger("lamina.dispatch")
 
 class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
-                 keep_warm_s: float = 600.0) -> None:
+                 keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue") -> None:
         self.backend = backend
         self.logs = logs
         self.max_environments = max_environments
         self.keep_warm_s = keep_warm_s
+        # Scaling (pool.py, scaler.py). lambda-dispatch paces scale-out at 2 s because a Lambda start
+        # costs seconds; a start here is a fork of a zygote (milliseconds), so it may step every 100 ms.
+        if scaler not in ("simple", "ewma"):
+            raise ValueError(f"scaler must be 'simple' or 'ewma', not {scaler!r}")
+        if dispatch_mode not in ("queue", "per-request"):
+            raise ValueError(f"dispatch_mode must be 'queue' or 'per-request', not {dispatch_mode!r}")
+        self.scaler = scaler
+        self.instance_multiplier = 2.0
+        self.scale_out_interval_s = 0.1
+        self.scale_out_step = 5
+        self.per_request_environments = dispatch_mode == "per-request"
+        # The one starter every environment start goes through: bursts of 50, then 200 a second.
+        self.starter = TokenBucket(50, 1 / 200)
+        self.init_backoff_s = 0.5
+        self.init_backoff_max_s = 60.0
         self.pools: dict[str, FunctionPool] = {}
         self.retired: set[FunctionPool] = set()
         self.environments = 0
         self.closing = False
         self._tasks: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = None
         self._changed = asyncio.Event()
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        if self.scaler == "ewma":
+            self._ticker = asyncio.get_running_loop().create_task(self._ewma_loop())
+
+    async def _ewma_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            for pool in list(self.pools.values()):
+                pool.ewma.tick()
+                if pool.queue:
+                    pool._scale()
 
     # ------------------------------------------------------------------ functions
 
@@ -118,8 +145,9 @@ class Dispatcher:
     async def shutdown(self, drain_s: float) -> None:
         """Finish queued and running invocations (up to drain_s), then stop every environment."""
         self.closing = True
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in (self._reaper, self._ticker):
+            if task is not None:
+                task.cancel()
         deadline = time.monotonic() + drain_s
         while self.outstanding() and time.monotonic() < deadline:
             self._changed.clear()

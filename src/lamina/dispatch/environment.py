@@ -250,6 +250,7 @@ class Environment:
             self._timer.cancel()
             self._timer = None
         duration_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
+        self.pool.ewma.record(duration_ms)
         for line in extra_lines:
             self._emit(line)
         self._emit(f"END RequestId: {inv.id}")

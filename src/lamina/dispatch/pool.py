@@ -3,6 +3,11 @@
 Invocations wait in the pool's queue; an environment that becomes free takes the oldest one. A
 request is never bound to an environment that is still starting, so a burst is served by whichever
 environment frees up first, warm or new.
+
+Scaling follows lambda-dispatch (scaler.py): the desired count comes from queue depth and running
+invocations, each scale-out step is bounded and paced, and every start goes through the
+dispatcher's rate-limited starter. An init failure fails everything queued with that error and
+backs the function off exponentially, so an init that always fails costs a bounded number of starts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from lamina.dispatch.environment import Environment, InitFailure, State
 from lamina.dispatch.invocation import Invocation, InvokeResult
+from lamina.dispatch.scaler import Ewma, constrain, ewma_desired, simple_desired
 from lamina.dispatch.zygote import Zygote
 
 if TYPE_CHECKING:
@@ -33,6 +39,14 @@ class FunctionPool:
         self.starting: set[Environment] = set()
         self.retired = False
         self.zygote: Zygote | None = None
+        self.max_concurrency = 1          # invocations per environment (handler functions: one at a time)
+        self.ewma = Ewma()
+        self._last_scale_out = -1e9
+        self._scale_timer: asyncio.TimerHandle | None = None
+        # Init failures: how many in a row, when the next start may be tried, the error to answer with.
+        self.init_failures = 0
+        self.backoff_until = 0.0
+        self._failed: tuple[Environment, InitFailure] | None = None
 
     async def zygote_for(self) -> Zygote:
         """The function version's zygote, started on first use; raises InitFailure if its init fails."""
@@ -59,6 +73,11 @@ class FunctionPool:
             if env.state is State.IDLE:
                 env.deliver(inv)
                 return
+        if self._failed is not None and time.monotonic() < self.backoff_until and not self.starting:
+            # Init keeps failing: answer with its error rather than start yet another environment.
+            env, failure = self._failed
+            env.fail_with_init_error(inv, failure)
+            return
         self.queue.append(inv)
         self._scale()
 
@@ -73,13 +92,53 @@ class FunctionPool:
 
     # ------------------------------------------------------------------ environments
 
+    def desired(self) -> int:
+        running = self.busy
+        if self.dispatcher.scaler == "ewma" and self.ewma.rps > 0 and self.ewma.duration_ms > 0:
+            return ewma_desired(self.ewma.rps, self.ewma.duration_ms, len(self.envs), self.max_concurrency,
+                                self.dispatcher.instance_multiplier)
+        return simple_desired(len(self.queue), running, self.max_concurrency, self.dispatcher.instance_multiplier)
+
     def _scale(self) -> None:
-        # One new environment per queued invocation not already covered by one that is starting.
-        # (The scaler with pacing and backoff is the next step; this keeps starts bounded by demand.)
-        want = len(self.queue) - len(self.starting)
-        while want > 0 and not self.retired and self.dispatcher.can_start():
+        """Start environments while invocations wait: toward the desired count, paced."""
+        if self.retired or not self.queue or self.dispatcher.closing:
+            return
+        now = time.monotonic()
+        if now < self.backoff_until:
+            self._schedule_scale(self.backoff_until - now)
+            return
+        if self.dispatcher.per_request_environments:
+            # Lambda's own behaviour, kept for comparison: every waiting invocation gets a new environment.
+            want = len(self.queue) - len(self.starting)
+        elif self._failed is not None:
+            want = 0 if self.starting else 1  # after an init failure, one probe at a time
+        else:
+            current = len(self.envs)
+            target = max(self.desired(), 1)
+            if current and now - self._last_scale_out < self.dispatcher.scale_out_interval_s:
+                self._schedule_scale(self.dispatcher.scale_out_interval_s - (now - self._last_scale_out))
+                return
+            target = constrain(target, current, self.dispatcher.scale_out_step)
+            want = target - current
+            if want <= 0 and not self.starting and not self.idle:
+                want = 1  # something waits and nothing will free up soon enough: at least one start
+        started = 0
+        while want > 0 and self.dispatcher.can_start():
+            if not self.dispatcher.starter.take():
+                self._schedule_scale(self.dispatcher.starter.wait_s())
+                break
             self.start_environment()
+            started += 1
             want -= 1
+        if started:
+            self._last_scale_out = now
+
+    def _schedule_scale(self, delay: float) -> None:
+        if self._scale_timer is None:
+            def fire() -> None:
+                self._scale_timer = None
+                self._scale()
+            self._scale_timer = asyncio.get_running_loop().call_later(max(0.001, delay), fire)
 
     def start_environment(self) -> Environment:
         env = Environment(self, self.spec, self.dispatcher.backend, self.log)
@@ -92,6 +151,10 @@ class FunctionPool:
     def env_ready(self, env: Environment, fresh: bool) -> None:
         """The environment pulls: hand it the oldest waiting invocation, or park it as idle."""
         self.starting.discard(env)
+        if fresh:
+            self.init_failures = 0
+            self.backoff_until = 0.0
+            self._failed = None
         if self.retired:
             env.stop()
             return
@@ -103,13 +166,17 @@ class FunctionPool:
         self.idle.append(env)
 
     def env_init_failed(self, env: Environment, failure: InitFailure) -> None:
-        # The invocation that waited longest gets the init error, as on AWS; the others wait for
-        # the next environment (started when this one is gone).
+        """Everything queued gets the init error; further starts back off exponentially."""
+        self.starting.discard(env)
+        self.init_failures += 1
+        delay = min(self.dispatcher.init_backoff_max_s,
+                    self.dispatcher.init_backoff_s * 2 ** (self.init_failures - 1))
+        self.backoff_until = time.monotonic() + delay
+        self._failed = (env, failure)
         while self.queue:
             inv = self.queue.popleft()
             if not inv.done:
                 env.fail_with_init_error(inv, failure)
-                break
 
     def env_gone(self, env: Environment) -> None:
         if env in self.envs:
@@ -125,11 +192,18 @@ class FunctionPool:
         self.dispatcher.pool_changed(self)
 
     def reap(self, keep_warm_s: float) -> None:
+        """Scale in: stop environments idle for keep_warm_s, a bounded number per pass, never while
+        anything is queued."""
+        if self.queue:
+            return
         now = time.monotonic()
-        for env in list(self.idle):
-            if now - env.idle_since >= keep_warm_s:
-                self.idle.remove(env)
-                env.stop()
+        budget = max(2, -(-len(self.envs) // 3))
+        for env in sorted(self.idle, key=lambda e: e.idle_since):
+            if budget <= 0 or now - env.idle_since < keep_warm_s:
+                break
+            self.idle.remove(env)
+            env.stop()
+            budget -= 1
 
     # ------------------------------------------------------------------ replacement and shutdown
 

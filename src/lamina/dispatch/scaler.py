@@ -1,0 +1,104 @@
+"""How many environments a function should have: lambda-dispatch's formulas (spec/dispatch.md §1.6).
+
+Pure arithmetic plus two small stateful helpers (a token bucket and an EWMA), so the pool's
+scaling decisions can be unit-tested against lambda-dispatch's own test vectors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+def target_per_environment(max_concurrency: int, multiplier: float) -> int:
+    """T: the steady-state in-flight count aimed for per environment (headroom for bursts)."""
+    return max(1, math.ceil(max_concurrency / multiplier))
+
+
+def simple_desired(pending: int, running: int, max_concurrency: int, multiplier: float = 2.0) -> int:
+    """desired = ceil(1.2 * (running / T + pending / (2 M))); 0 when there is nothing to do."""
+    if pending <= 0 and running <= 0:
+        return 0
+    t = target_per_environment(max_concurrency, multiplier)
+    x = running / t + pending / max_concurrency / 2
+    n = math.ceil(x)
+    if n < 1.2 * x:
+        n = math.ceil(1.2 * x)
+    return n
+
+
+def ewma_desired(rps: float, duration_ms: float, current: int, max_concurrency: int,
+                 multiplier: float = 2.0) -> int:
+    """From the request rate and duration: enough environments at T in flight each, +20%."""
+    t = target_per_environment(max_concurrency, multiplier)
+    rps_per_env = 1000.0 / max(2.0, duration_ms) * t
+    n = math.ceil(rps / rps_per_env * 1.2)
+    if n == current - 1:  # hysteresis: never scale in by just one
+        n = current
+    return n
+
+
+def constrain(proposed: int, current: int, max_step: int = 5, out_fraction: float = 0.33,
+              in_fraction: float = 0.33) -> int:
+    """Limit one scaling step to max(max_step, fraction of current) either way; 0 is always allowed."""
+    if proposed == 0:
+        return 0
+    if proposed > current:
+        return min(proposed, current + max(max_step, math.ceil(current * out_fraction)))
+    if proposed < current:
+        return max(proposed, current - max(max_step, math.ceil(current * in_fraction)))
+    return proposed
+
+
+class TokenBucket:
+    """`capacity` tokens, one more every `interval_s`."""
+
+    def __init__(self, capacity: int, interval_s: float, clock=time.monotonic) -> None:  # noqa: ANN001
+        self.capacity = capacity
+        self.interval_s = interval_s
+        self._clock = clock
+        self._tokens = float(capacity)
+        self._last = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) / self.interval_s)
+        self._last = now
+
+    def take(self) -> bool:
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        """How long until a token is available."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) * self.interval_s
+
+
+class Ewma:
+    """Exponentially weighted moving averages of request rate and duration, ticked every 100 ms."""
+
+    TICK_S = 0.1
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.alpha = 1 - math.exp(-self.TICK_S / window_s)
+        self.rps = 0.0
+        self.duration_ms = 0.0
+        self._count = 0
+        self._durations: list[float] = []
+
+    def record(self, duration_ms: float) -> None:
+        self._count += 1
+        self._durations.append(duration_ms)
+
+    def tick(self) -> None:
+        rate = self._count / self.TICK_S
+        self.rps += self.alpha * (rate - self.rps)
+        if self._durations:  # a tick without samples leaves the duration alone (lambda-dispatch drags it to 0)
+            mean = sum(self._durations) / len(self._durations)
+            self.duration_ms += self.alpha * (mean - self.duration_ms) if self.duration_ms else mean
+        self._count = 0
+        self._durations.clear()

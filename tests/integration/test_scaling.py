@@ -1,0 +1,49 @@
+"""Scaling and start pacing: an init that always fails costs a bounded number of starts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import urllib.request
+
+from helpers import invoke
+
+BROKEN_INIT = '''
+raise RuntimeError("config missing: init always fails")
+
+def handler(event, context):
+    return "unreachable"
+'''
+
+
+def _log_messages(endpoint: str, name: str) -> list[str]:
+    with urllib.request.urlopen(f"{endpoint}/lamina/v1/functions/{name}/logs", timeout=10) as resp:
+        return [json.loads(line)["message"] for line in resp.read().splitlines() if line.strip()]
+
+
+def test_init_that_always_fails_makes_a_bounded_number_of_starts(endpoint, lambda_client, functions):
+    name = functions({"app.py": BROKEN_INIT}, wait=False)
+    for _ in range(200):
+        if lambda_client.get_function_configuration(FunctionName=name)["State"] != "Pending":
+            break
+        time.sleep(0.05)
+
+    def call(_: int) -> tuple[dict, object]:
+        return invoke(lambda_client, name, {})
+
+    started = time.monotonic()
+    results = []
+    # Three waves of 20 concurrent invokes over ~1.5 s: 60 invocations that all want an environment.
+    for _wave in range(3):
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            results += list(pool.map(call, range(20)))
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    for resp, body in results:
+        assert resp["FunctionError"] == "Unhandled", body
+        assert body["errorType"] == "RuntimeError" and "init always fails" in body["errorMessage"], body
+    starts = [m for m in _log_messages(endpoint, name) if m.startswith("INIT_REPORT")]
+    # Backoff doubles from 0.5 s after each failure: activation plus a handful of probes, not one per invoke.
+    assert 1 <= len(starts) <= 2 + int(elapsed), (len(starts), elapsed)
+    assert all("Status: error" in m for m in starts)
