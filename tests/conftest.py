@@ -106,12 +106,14 @@ def lambda_client(lamina_server: LaminaServer):
 
 @pytest.fixture
 def lamina_factory(tmp_path: Path) -> Iterator[Callable[..., LaminaServer]]:
-    """start(data_dir=None) -> a new running server; same data_dir = a restart on the same state."""
+    """start(data_dir=None, env=None) -> a new running server; same data_dir = a restart on the same state;
+    env: LAMINA_* settings for that server."""
     started: list[LaminaServer] = []
 
-    def start(data_dir: Path | None = None) -> LaminaServer:
+    def start(data_dir: Path | None = None, env: dict[str, str] | None = None) -> LaminaServer:
         n = len(started)
-        server = LaminaServer(data_dir=data_dir or tmp_path / "data", log_path=tmp_path / f"server{n}.log")
+        server = LaminaServer(data_dir=data_dir or tmp_path / "data", log_path=tmp_path / f"server{n}.log",
+                              extra_env=dict(env or {}))
         _SERVERS.append(server)
         started.append(server)
         server.start()

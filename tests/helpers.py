@@ -250,6 +250,7 @@ class LaminaServer:
     log_path: Path
     port: int = 0
     extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     returncode: int | None = None
 
@@ -277,8 +278,11 @@ class LaminaServer:
             self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         cmd = [sys.executable, "-m", "lamina", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--data-dir", str(self.data_dir), *self.extra_args]
+        if os.environ.get("LAMINA_TEST_SANDBOX"):  # run the suite against another backend (e.g. process)
+            cmd += ["--sandbox", os.environ["LAMINA_TEST_SANDBOX"]]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

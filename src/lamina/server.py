@@ -21,6 +21,7 @@ import uvloop
 from lamina import __version__
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.control.app import LaminaApp
+from lamina.control.concurrency import ConcurrencyService
 from lamina.control.function_urls import FunctionUrlService
 from lamina.control.functions import FunctionService
 from lamina.control.permissions import PolicyService
@@ -43,11 +44,13 @@ class Server:
         self.logs = LogStore(data / "logs")
         self.backend = get_backend(settings.sandbox)
         self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
-                                     scaler=settings.scaler, dispatch_mode=settings.dispatch_mode)
+                                     scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
+                                     queue_timeout_s=settings.queue_timeout_seconds)
         self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
-        self.app = LaminaApp(self.functions, self.lifespan, self.urls, self.policies)
+        self.concurrency = ConcurrencyService(self.functions, self.db)
+        self.app = LaminaApp(self.functions, self.lifespan, self.urls, self.policies, self.concurrency)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
@@ -55,6 +58,7 @@ class Server:
         self.functions.load()
         self.urls.load()
         self.policies.load()
+        self.concurrency.load()
         if self.settings.example:
             await self._deploy_example()
         self._banner()

@@ -9,9 +9,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina.control import function_urls, lambda_api, lamina_api, permissions
+from lamina.control import concurrency, function_urls, lambda_api, lamina_api, permissions
 from lamina.control import invoke as invoke_path
 from lamina.control import invoke_stream as stream_path
+from lamina.control.concurrency import ConcurrencyService
 from lamina.control.errors import AwsError
 from lamina.control.function_urls import FunctionUrlService
 from lamina.control.functions import FunctionService
@@ -55,7 +56,8 @@ class LaminaApp:
     start/stop the server."""
 
     def __init__(self, functions: FunctionService, lifespan,  # noqa: ANN001 - a lifespan context
-                 urls: FunctionUrlService | None = None, policies: PolicyService | None = None) -> None:
+                 urls: FunctionUrlService | None = None, policies: PolicyService | None = None,
+                 concurrency_service: ConcurrencyService | None = None) -> None:
         self.invoke = InvokeHandler(functions)
         self.stream_invoke = StreamInvokeHandler(functions)
         self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
@@ -64,6 +66,8 @@ class LaminaApp:
             routes += function_urls.routes(urls)
         if policies is not None:
             routes += permissions.routes(policies)
+        if concurrency_service is not None:
+            routes += concurrency.routes(concurrency_service)
         self.control = Starlette(
             routes=routes,
             exception_handlers={AwsError: _aws_error, HTTPException: _http_error, Exception: _unexpected},

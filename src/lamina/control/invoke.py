@@ -20,7 +20,7 @@ from lamina.control.errors import AwsError
 from lamina.control.functions import Function, FunctionService
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
-from lamina.dispatch.invocation import Invocation, InvokeResult
+from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 
 SYNC_LIMIT = 6 * 1024 * 1024
 ASYNC_LIMIT = 1024 * 1024
@@ -144,8 +144,13 @@ def ensure_invokable(fn: Function, dispatcher: Dispatcher) -> None:
 async def run_sync(dispatcher: Dispatcher, name: str, inv: Invocation) -> InvokeResult:
     """Submit a synchronous invocation and wait for its result."""
     inv.future = asyncio.get_running_loop().create_future()
-    dispatcher.submit(name, inv)
-    return await inv.future
+    try:
+        dispatcher.submit(name, inv)
+        return await inv.future
+    except Throttled as exc:
+        err = AwsError("TooManyRequestsException", exc.message, Reason=exc.reason)
+        err.headers["Retry-After"] = str(exc.retry_after_s)
+        raise err from None
 
 
 def _headers(scope: dict) -> dict[str, str]:

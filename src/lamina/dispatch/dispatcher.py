@@ -8,7 +8,7 @@ import logging
 import time
 
 from lamina.dispatch.environment import InitFailure
-from lamina.dispatch.invocation import Invocation
+from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
 from lamina.dispatch.spec import FunctionSpec
@@ -20,7 +20,8 @@ log = logging.getLogger("lamina.dispatch")
 
 class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
-                 keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue") -> None:
+                 keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue",
+                 queue_timeout_s: float = 60.0) -> None:
         self.backend = backend
         self.logs = logs
         self.max_environments = max_environments
@@ -40,6 +41,11 @@ class Dispatcher:
         self.starter = TokenBucket(50, 1 / 200)
         self.init_backoff_s = 0.5
         self.init_backoff_max_s = 60.0
+        self.queue_timeout_s = queue_timeout_s
+        self.reserved: dict[str, int] = {}
+        self.inflight: dict[str, int] = {}
+        self.total_inflight = 0
+        self._waiting: list[FunctionPool] = []
         self.pools: dict[str, FunctionPool] = {}
         self.retired: set[FunctionPool] = set()
         self.environments = 0
@@ -94,8 +100,49 @@ class Dispatcher:
         pool.stop_idle(keep_zygote=True)
         return count
 
+    # ------------------------------------------------------------------ concurrency limits
+
+    def set_reserved(self, name: str, value: int | None) -> None:
+        if value is None:
+            self.reserved.pop(name, None)
+        else:
+            self.reserved[name] = value
+
+    @property
+    def unreserved_limit(self) -> int:
+        return self.max_environments - sum(self.reserved.values())
+
+    def _admit(self, name: str) -> None:
+        """AWS's order: the function's reservation, else the account's unreserved pool."""
+        reserved = self.reserved.get(name)
+        if reserved is not None:
+            if self.inflight.get(name, 0) >= reserved:
+                raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
+        else:
+            unreserved = self.total_inflight - sum(self.inflight.get(n, 0) for n in self.reserved)
+            if unreserved >= self.unreserved_limit:
+                raise Throttled("ConcurrentInvocationLimitExceeded")
+
     def submit(self, name: str, inv: Invocation) -> None:
+        """Queue an invocation; a synchronous one over a concurrency limit raises Throttled."""
+        if inv.sync:
+            self._admit(name)
+        self.inflight[name] = self.inflight.get(name, 0) + 1
+        self.total_inflight += 1
+        inv.release = lambda: self._release(name)
         self.pools[name].submit(inv)
+
+    def _release(self, name: str) -> None:
+        self.total_inflight -= 1
+        left = self.inflight.get(name, 1) - 1
+        if left:
+            self.inflight[name] = left
+        else:
+            self.inflight.pop(name, None)
+
+    def env_cap(self, name: str) -> int:
+        """How many environments the function may have: its reservation, if any."""
+        return self.reserved.get(name, self.max_environments)
 
     async def prewarm(self, spec: FunctionSpec) -> None:
         """Start one environment for spec and wait until it is initialised; raises InitFailure."""
@@ -115,6 +162,23 @@ class Dispatcher:
 
     def env_stopped(self) -> None:
         self.environments -= 1
+        # Room for one more: the pools that waited for it try again.
+        while self._waiting and self.can_start():
+            pool = self._waiting.pop(0)
+            if pool.queue and not pool.retired:
+                pool._scale()
+
+    def make_room(self, pool: FunctionPool) -> None:
+        """At the environment limit: stop the longest-idle environment of another function (idle
+        environments are a cache, not a reservation) and have `pool` try again once it is gone."""
+        if pool not in self._waiting:
+            self._waiting.append(pool)
+        victims = [(env.idle_since, p, env) for p in self.pools.values() if p is not pool for env in p.idle]
+        if not victims:
+            return
+        _, owner, env = min(victims, key=lambda v: v[0])
+        owner.idle.remove(env)
+        env.stop()
 
     def pool_changed(self, pool: FunctionPool) -> None:
         if pool.retired and not pool.envs:

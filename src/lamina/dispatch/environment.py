@@ -223,6 +223,9 @@ class Environment:
 
     def deliver(self, inv: Invocation) -> None:
         """Run one invocation (the pool calls this only when the environment is IDLE)."""
+        if inv.expiry is not None:  # it is no longer waiting
+            inv.expiry.cancel()
+            inv.expiry = None
         self.state = State.BUSY
         self.current = inv
         self.invocations += 1

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+class Throttled(Exception):
+    """Over a concurrency limit, or waited too long for an environment: AWS's 429 with this Reason."""
+
+    def __init__(self, reason: str, message: str = "Rate Exceeded.", retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(slots=True)
@@ -26,12 +37,32 @@ class Invocation:
     future: asyncio.Future | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
     done: bool = False
+    release: Callable[[], None] | None = None        # the dispatcher's in-flight count
+    expiry: asyncio.TimerHandle | None = None        # the deadline while queued
+
+    def _close(self) -> None:
+        self.done = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
 
     def finish(self, result: InvokeResult) -> bool:
         """Resolve once; later outcomes (a crash after a timeout, say) are ignored."""
         if self.done:
             return False
-        self.done = True
+        self._close()
         if self.future is not None and not self.future.done():
             self.future.set_result(result)
+        return True
+
+    def fail(self, exc: Exception) -> bool:
+        """End without running (throttled while queued); the caller gets exc."""
+        if self.done:
+            return False
+        self._close()
+        if self.future is not None and not self.future.done():
+            self.future.set_exception(exc)
         return True

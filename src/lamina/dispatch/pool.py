@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from lamina.dispatch.environment import Environment, InitFailure, State
-from lamina.dispatch.invocation import Invocation, InvokeResult
+from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.dispatch.scaler import Ewma, constrain, ewma_desired, simple_desired
 from lamina.dispatch.zygote import Zygote
 
@@ -79,7 +79,21 @@ class FunctionPool:
             env.fail_with_init_error(inv, failure)
             return
         self.queue.append(inv)
+        if inv.sync:
+            inv.expiry = asyncio.get_running_loop().call_later(self.dispatcher.queue_timeout_s, self._expire, inv)
         self._scale()
+
+    def _expire(self, inv: Invocation) -> None:
+        inv.expiry = None
+        if inv.done:
+            return
+        try:
+            self.queue.remove(inv)
+        except ValueError:
+            return
+        waited = self.dispatcher.queue_timeout_s
+        inv.fail(Throttled("ConcurrentInvocationLimitExceeded",
+                           f"Rate Exceeded. The invocation waited {waited:g} s for a free execution environment."))
 
     @property
     def busy(self) -> int:
@@ -123,6 +137,9 @@ class FunctionPool:
             if want <= 0 and not self.starting and not self.idle:
                 want = 1  # something waits and nothing will free up soon enough: at least one start
         started = 0
+        want = min(want, self.dispatcher.env_cap(self.spec.name) - len(self.envs))
+        if want > 0 and not self.dispatcher.can_start():
+            self.dispatcher.make_room(self)
         while want > 0 and self.dispatcher.can_start():
             if not self.dispatcher.starter.take():
                 self._schedule_scale(self.dispatcher.starter.wait_s())
