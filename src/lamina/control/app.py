@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina.control import concurrency, function_urls, lambda_api, lamina_api, permissions
+from lamina.control import concurrency, function_urls, lambda_api, lamina_api, permissions, versions
 from lamina.control import invoke as invoke_path
 from lamina.control import invoke_stream as stream_path
 from lamina.control.concurrency import ConcurrencyService
@@ -61,7 +61,8 @@ class LaminaApp:
         self.invoke = InvokeHandler(functions)
         self.stream_invoke = StreamInvokeHandler(functions)
         self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
-        routes = lambda_api.routes(functions) + lamina_api.routes(functions)
+        routes = (lambda_api.routes(functions) + versions.routes(versions.VersionService(functions))
+                  + lamina_api.routes(functions))
         if urls is not None:
             routes += function_urls.routes(urls)
         if policies is not None:

@@ -1,7 +1,7 @@
 """Function URL configurations: Create/Get/Update/Delete/ListFunctionUrlConfigs.
 
-Each function (or alias, once aliases exist) can have one URL. Its id is 32 random lowercase
-alphanumerics, as on AWS, and its address is
+Each function, and each of its aliases, can have one URL (an alias's URL invokes through the
+alias). Its id is 32 random lowercase alphanumerics, as on AWS, and its address is
 
     http://<url-id>.lambda-url.<region>.localhost:<port>/
 
@@ -75,6 +75,7 @@ class FunctionUrlService:
         self.by_id: dict[str, FunctionUrl] = {}
         self.by_function: dict[tuple[str, str], FunctionUrl] = {}
         functions.delete_hooks.append(self._function_deleted)
+        functions.qualifier_hooks.append(self._qualifier_deleted)
 
     def load(self) -> None:
         for row in self.repo.all():
@@ -132,6 +133,12 @@ class FunctionUrlService:
     def _function_deleted(self, name: str) -> None:
         # The rows went with the function (ON DELETE CASCADE); forget them here too.
         for url in [u for u in self.by_id.values() if u.function_name == name]:
+            self._unindex(url)
+
+    def _qualifier_deleted(self, name: str, qualifier: str) -> None:
+        # An alias's URL goes with the alias.
+        if (url := self.by_function.get((name, qualifier))) is not None:
+            self.repo.delete(url.url_id)
             self._unindex(url)
 
     def _new_id(self) -> str:

@@ -5,14 +5,23 @@ restart). A create or update returns at once with State Pending / LastUpdateStat
 a background activation unpacks the code and initialises a first environment — Lamina's
 snapshot — and then marks the function Active (or Failed, with the reason), so boto3's waiters
 and tools built on them (Terraform, CDK) behave as they do against AWS.
+
+A function is its $LATEST plus published versions ("1", "2", ...: immutable snapshots of
+$LATEST's code and configuration, each run by its own pool in the dispatcher) and aliases (a
+name for a version, optionally sending a weighted share of invocations to a second version).
+The version and alias API operations are in versions.py; resolving a qualifier is here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
+import hashlib
+import json
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -23,20 +32,26 @@ from lamina.config import Settings
 from lamina.control import validation as v
 from lamina.control.code import code_sha256_b64, decode_zip, unpack
 from lamina.control.errors import AwsError, not_found
-from lamina.control.names import FunctionRef, parse_function_name
+from lamina.control.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import InitFailure
-from lamina.dispatch.spec import FunctionSpec
+from lamina.dispatch.spec import FunctionSpec, pool_key
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
 from lamina.store.functions import FunctionRepo
 from lamina.store.logs import LogStore
+from lamina.store.versions import AliasRepo, AliasRow, VersionRepo, VersionRow
 
 log = logging.getLogger("lamina.control")
 
 LATEST = "$LATEST"
 DEFAULT_TIMEOUT = 3
 DEFAULT_MEMORY = 128
+STATUS_KEYS = ("State", "StateReason", "StateReasonCode", "LastUpdateStatus", "LastUpdateStatusReason",
+               "LastUpdateStatusReasonCode")
+# Not part of what a version snapshots: publishing unchanged code and configuration returns the
+# newest version instead of a new one (as on AWS), whatever these say.
+_VOLATILE_KEYS = {"FunctionArn", "Version", "RevisionId", "LastModified", *STATUS_KEYS}
 
 
 def _timestamp() -> str:
@@ -46,11 +61,20 @@ def _timestamp() -> str:
 
 @dataclass(eq=False)
 class Function:
+    """A function's $LATEST, or one of its published versions (version "1", "2", ...)."""
+
     name: str
     config: dict                     # the FunctionConfiguration as the API returns it
     tags: dict
     code_hex: str                    # sha256 of the stored zip, hex (where the code lives)
+    version: str = LATEST
     activation: asyncio.Task | None = field(default=None, repr=False)
+    # $LATEST only: published versions by number, aliases by name, the next version's number.
+    versions: dict[str, Function] = field(default_factory=dict, repr=False)
+    aliases: dict[str, Alias] = field(default_factory=dict, repr=False)
+    next_version: int = 1
+    # A published version only: the digest of the $LATEST it was published from.
+    source_digest: str = ""
 
     @property
     def state(self) -> str:
@@ -60,32 +84,98 @@ class Function:
     def updating(self) -> bool:
         return self.config.get("LastUpdateStatus") == "InProgress"
 
+    @property
+    def key(self) -> str:
+        """The dispatcher pool that runs this version."""
+        return pool_key(self.name, self.version)
+
+    def digest(self) -> str:
+        """What a published version snapshots: the code and every configuration field that is not bookkeeping."""
+        snapshot = {k: v for k, v in self.config.items() if k not in _VOLATILE_KEYS}
+        raw = json.dumps([self.code_hex, snapshot], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(eq=False)
+class Alias:
+    """A name for a version; with weights, that share of invocations runs the additional version."""
+
+    name: str
+    function_version: str
+    description: str = ""
+    weights: dict[str, float] = field(default_factory=dict)   # RoutingConfig.AdditionalVersionWeights
+    revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def targets(self) -> set[str]:
+        """Every version an invocation through this alias may run."""
+        return {self.function_version, *self.weights}
+
+    def pick(self) -> str:
+        """The version one invocation runs: the additional version with its weight's probability."""
+        for version, weight in self.weights.items():
+            if random.random() < weight:
+                return version
+        return self.function_version
+
+    def stored(self) -> dict:
+        return {"FunctionVersion": self.function_version, "Description": self.description,
+                "AdditionalVersionWeights": self.weights, "RevisionId": self.revision_id}
+
+    @classmethod
+    def from_stored(cls, name: str, doc: dict) -> Alias:
+        return cls(name, doc["FunctionVersion"], doc.get("Description", ""),
+                   dict(doc.get("AdditionalVersionWeights") or {}), doc["RevisionId"])
+
 
 class FunctionService:
     def __init__(self, settings: Settings, db: Database, code: CodeStore, logs: LogStore,
                  dispatcher: Dispatcher) -> None:
         self.settings = settings
         self.repo = FunctionRepo(db)
+        self.version_repo = VersionRepo(db)
+        self.alias_repo = AliasRepo(db)
         self.code = code
         self.logs = logs
         self.dispatcher = dispatcher
         self.functions: dict[str, Function] = {}
         # Called with the name of a deleted function (function URLs, policies: their rows go with it).
         self.delete_hooks: list[Callable[[str], None]] = []
+        # Called with (function, version or alias) when one version or alias is deleted.
+        self.qualifier_hooks: list[Callable[[str, str], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
     def load(self) -> None:
-        """Restore functions from the database; resume activations a restart interrupted."""
+        """Restore functions, versions and aliases from the database; resume activations a restart interrupted."""
         for row in self.repo.all():
-            fn = Function(row.name, row.config["Configuration"], row.tags, row.config["CodeHex"])
+            fn = Function(row.name, row.config["Configuration"], row.tags, row.config["CodeHex"],
+                          next_version=row.config.get("NextVersion", 1))
             self.functions[fn.name] = fn
+        for vrow in self.version_repo.all():
+            if (fn := self.functions.get(vrow.function_name)) is None:
+                continue
+            number = str(vrow.version)
+            fn.versions[number] = Function(fn.name, vrow.config["Configuration"], fn.tags, vrow.config["CodeHex"],
+                                           version=number, source_digest=vrow.config.get("SourceDigest", ""))
+            fn.next_version = max(fn.next_version, vrow.version + 1)
+        for arow in self.alias_repo.all():
+            if (fn := self.functions.get(arow.function_name)) is not None:
+                fn.aliases[arow.name] = Alias.from_stored(arow.name, arow.config)
+        for fn in self.functions.values():
             if fn.state == "Pending" or fn.updating:
                 self._start_activation(fn, "create" if fn.state == "Pending" else "update")
             elif self.code.task_dir(fn.code_hex).exists():
                 self.dispatcher.set_function(self.spec_for(fn))
             else:
                 self._start_activation(fn, "update")
+            for ver in fn.versions.values():
+                if ver.state == "Pending" and fn.activation is not None:
+                    continue  # becomes Active (or Failed) with the activation of the $LATEST it snapshots
+                if ver.state == "Pending":
+                    self._version_settled(ver, None)
+                unpack(self.code, ver.code_hex)  # normally already there; only a damaged data dir lacks it
+                self.dispatcher.set_function(self.spec_for(ver))
 
     async def close(self) -> None:
         tasks = [fn.activation for fn in self.functions.values() if fn.activation and not fn.activation.done()]
@@ -101,20 +191,62 @@ class FunctionService:
         return f"{base}:{qualifier}" if qualifier else base
 
     def get(self, ref: FunctionRef, qualifier: str | None = None) -> Function:
+        """The function ($LATEST) if it exists and so does the qualifier (a version or alias) when given."""
         fn = self.functions.get(ref.name)
-        if fn is None or (qualifier not in (None, LATEST)):
+        if fn is None or not (qualifier in (None, LATEST) or qualifier in fn.versions or qualifier in fn.aliases):
             raise not_found(self.arn(ref.name, qualifier))
         return fn
 
-    def lookup(self, raw_name: str, qualifier: str | None = None) -> Function:
+    def target(self, raw_name: str, qualifier: str | None = None) -> tuple[Function, str | None]:
+        """(the function, the qualifier) for a name in any accepted form plus an optional ?Qualifier=."""
         ref = parse_function_name(raw_name)
-        return self.get(ref, ref.qualifier or qualifier)
+        q = resolve_qualifier(ref, qualifier)
+        if q is not None:
+            check_qualifier(q)
+        return self.get(ref, q), q
+
+    def lookup(self, raw_name: str, qualifier: str | None = None) -> Function:
+        return self.target(raw_name, qualifier)[0]
+
+    def unqualified(self, raw_name: str) -> Function:
+        """For operations on the function itself (updates): $LATEST, never a version or alias."""
+        fn, q = self.target(raw_name)
+        if q not in (None, LATEST):
+            raise AwsError("InvalidParameterValueException", "This operation is permitted on Lambda functions only. "
+                           "Aliases and versions do not support this operation. Please specify either a function "
+                           "name or an unqualified function ARN.")
+        return fn
+
+    @staticmethod
+    def resolve(fn: Function, qualifier: str | None) -> Function:
+        """The version a qualifier names now: $LATEST, a published version, or an alias's (primary) version."""
+        if qualifier in (None, LATEST):
+            return fn
+        if (alias := fn.aliases.get(qualifier)) is not None:
+            qualifier = alias.function_version
+        return fn if qualifier == LATEST else fn.versions[qualifier]
+
+    @staticmethod
+    def pick(fn: Function, qualifier: str | None) -> Function:
+        """The version one invocation through the qualifier runs (an alias with weights picks at random)."""
+        if qualifier in (None, LATEST):
+            return fn
+        if (alias := fn.aliases.get(qualifier)) is not None:
+            qualifier = alias.pick() if alias.weights else alias.function_version
+        return fn if qualifier == LATEST else fn.versions[qualifier]
+
+    def configuration(self, fn: Function, qualifier: str | None) -> dict:
+        """GetFunctionConfiguration: the version's configuration; the ARN says how it was asked for."""
+        config = dict(self.resolve(fn, qualifier).config)
+        if qualifier is not None:
+            config["FunctionArn"] = self.arn(fn.name, qualifier)
+        return config
 
     def spec_for(self, fn: Function) -> FunctionSpec:
         cfg = fn.config
         variables = (cfg.get("Environment") or {}).get("Variables") or {}
         return FunctionSpec(
-            name=fn.name, arn=cfg["FunctionArn"], version=LATEST, runtime=cfg["Runtime"], handler=cfg["Handler"],
+            name=fn.name, arn=self.arn(fn.name), version=fn.version, runtime=cfg["Runtime"], handler=cfg["Handler"],
             memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], code_dir=self.code.task_dir(fn.code_hex),
             code_sha=cfg["CodeSha256"], environment=tuple(sorted(variables.items())),
             ephemeral_mb=cfg.get("EphemeralStorage", {}).get("Size", 512), region=self.settings.region,
@@ -130,7 +262,8 @@ class FunctionService:
         raw_name = body["FunctionName"]
         if not isinstance(raw_name, str):
             raise v.validation(raw_name, "functionName", "Member must be a string")
-        v.boolean(body, "Publish", "publish")
+        publish = v.boolean(body, "Publish", "publish")
+        publish_to(body)
         ref = parse_function_name(raw_name)
         if ref.qualifier:
             raise AwsError("InvalidParameterValueException",
@@ -199,9 +332,13 @@ class FunctionService:
         self.functions[fn.name] = fn
         self._persist(fn, new=True)
         self._start_activation(fn, "create")
+        if publish:
+            # Version 1 is published from what was just created; it goes Active with it. AWS answers
+            # with that version's configuration under the function's unqualified ARN.
+            return dict(self.publish(fn, None, pending=True).config, FunctionArn=config["FunctionArn"])
         return dict(config)
 
-    def _check_updatable(self, fn: Function, body: dict) -> None:
+    def check_updatable(self, fn: Function, body: dict) -> None:
         if fn.updating or fn.state == "Pending":
             raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. An update "
                            f"is in progress for resource: {fn.config['FunctionArn']}")
@@ -212,27 +349,31 @@ class FunctionService:
 
     def update_code(self, raw_name: str, body: dict) -> dict:
         body = v.require_object(body)
-        fn = self.lookup(raw_name)
+        fn = self.unqualified(raw_name)
         v.unsupported({"Architectures": body.get("Architectures")} if body.get("Architectures") else {})
         if body.get("S3Bucket") or body.get("S3Key") or body.get("ImageUri"):
             raise AwsError("InvalidParameterValueException", "Lamina has no S3 or image registry: upload the "
                            "package itself as ZipFile.")
         if "ZipFile" not in body:
             raise AwsError("InvalidParameterValueException", "Please provide a source for function code: ZipFile.")
-        v.boolean(body, "Publish", "publish")
+        publish = v.boolean(body, "Publish", "publish")
+        publish_to(body)
         v.boolean(body, "DryRun", "dryRun")
         data = decode_zip(body["ZipFile"])
-        self._check_updatable(fn, body)
+        self.check_updatable(fn, body)
         if body.get("DryRun"):
             return dict(fn.config, CodeSha256=code_sha256_b64(data), CodeSize=len(data))
         fn.code_hex = self.code.put_zip(data)
         fn.config.update(CodeSize=len(data), CodeSha256=code_sha256_b64(data))
         self._begin_update(fn)
+        if publish:
+            # A new version of the new code, Active once the update is (the newest one if nothing changed).
+            return dict(self.publish(fn, None, pending=True).config)
         return dict(fn.config)
 
     def update_configuration(self, raw_name: str, body: dict) -> dict:
         body = v.require_object(body)
-        fn = self.lookup(raw_name)
+        fn = self.unqualified(raw_name)
         v.unsupported(body)
         changes: dict = {}
         if (runtime := v.runtime(body)) is not None:
@@ -250,7 +391,7 @@ class FunctionService:
         if (ephemeral := v.ephemeral_storage(body)) is not None:
             changes["EphemeralStorage"] = {"Size": ephemeral}
         env = v.environment(body)
-        self._check_updatable(fn, body)
+        self.check_updatable(fn, body)
         fn.config.update(changes)
         if env is not None:
             if env:
@@ -268,30 +409,128 @@ class FunctionService:
         self._start_activation(fn, "update")
 
     def delete(self, raw_name: str, qualifier: str | None) -> None:
+        """DeleteFunction: the whole function (versions and aliases too), or with a qualifier one version."""
         ref = parse_function_name(raw_name)
-        q = ref.qualifier or qualifier
+        q = resolve_qualifier(ref, qualifier)
+        if q is not None:
+            check_qualifier(q)
         if q == LATEST:
             raise AwsError("InvalidParameterValueException", "$LATEST version cannot be deleted without deleting "
                            "the function.")
-        fn = self.get(ref, q)
+        fn = self.functions.get(ref.name)
+        if fn is None:
+            raise not_found(self.arn(ref.name))
+        if q is not None:
+            if not q.isdigit():
+                raise AwsError("InvalidParameterValueException", "Deletion of aliases is not currently supported.")
+            self.delete_version(fn, q)
+            return
         if fn.activation is not None and not fn.activation.done():
             fn.activation.cancel()
         del self.functions[fn.name]
         self.dispatcher.remove_function(fn.name)
-        self.repo.delete(fn.name)
+        self.repo.delete(fn.name)  # its versions and aliases go with it (ON DELETE CASCADE)
         for hook in self.delete_hooks:
             hook(fn.name)
         self.logs.delete(fn.name)
-        self.code.collect({f.code_hex for f in self.functions.values()})
+        self._collect_code()
+
+    def delete_version(self, fn: Function, number: str) -> None:
+        """One published version; refused while an alias can route to it. A version that is not there is
+        already deleted (204, as on AWS)."""
+        if (ver := fn.versions.get(number)) is None:
+            return
+        using = sorted(a.name for a in fn.aliases.values() if number in a.targets)
+        if using:
+            raise AwsError("ResourceConflictException", "Unable to delete version because the following aliases "
+                           f"reference it: [{', '.join(using)}]")
+        del fn.versions[number]
+        self.dispatcher.remove_version(fn.name, ver.version)
+        self.version_repo.delete(fn.name, int(number))
+        for hook in self.qualifier_hooks:
+            hook(fn.name, number)
+        self._collect_code()
+
+    def _collect_code(self) -> None:
+        in_use = {f.code_hex for f in self.functions.values()}
+        in_use.update(ver.code_hex for f in self.functions.values() for ver in f.versions.values())
+        self.code.collect(in_use)
+
+    # ------------------------------------------------------------------ versions and aliases
+
+    def publish(self, fn: Function, description: str | None, pending: bool = False) -> Function:
+        """Snapshot $LATEST's code and configuration as the next version; when nothing changed since the
+        newest version, that version instead (as on AWS). pending: $LATEST is being created or updated
+        (Publish=true), and the version goes Active, or Failed, with it."""
+        digest = fn.digest()
+        newest = fn.versions.get(str(fn.next_version - 1))
+        if newest is not None and newest.source_digest == digest:
+            return newest
+        number = str(fn.next_version)
+        fn.next_version += 1
+        config = copy.deepcopy(fn.config)
+        for key in STATUS_KEYS:
+            config.pop(key, None)
+        config.update(FunctionArn=self.arn(fn.name, number), Version=number, RevisionId=str(uuid.uuid4()))
+        if description is not None:
+            config["Description"] = description
+        if pending:
+            config.update(State="Pending", StateReason="The function is being created.", StateReasonCode="Creating")
+        else:
+            config.update({k: fn.config[k] for k in ("State", "StateReason", "StateReasonCode") if k in fn.config})
+            config["LastUpdateStatus"] = "Successful"
+        ver = Function(fn.name, config, fn.tags, fn.code_hex, version=number, source_digest=digest)
+        fn.versions[number] = ver
+        self.version_repo.insert(VersionRow(fn.name, int(number), self._version_doc(ver)))
+        fn.config["RevisionId"] = str(uuid.uuid4())  # publishing is a change to $LATEST's revision on AWS too
+        self._persist(fn)
+        if not pending:
+            # Its pool starts environments on the first invoke; the code is $LATEST's, already unpacked.
+            self.dispatcher.set_function(self.spec_for(ver))
+        return ver
+
+    @staticmethod
+    def _version_doc(ver: Function) -> dict:
+        return {"Configuration": ver.config, "CodeHex": ver.code_hex, "SourceDigest": ver.source_digest}
+
+    def _version_settled(self, ver: Function, failure: tuple[str, str] | None) -> None:
+        """A Pending version (Publish=true) follows its $LATEST's activation: Active, or Failed (reason, code)."""
+        for key in STATUS_KEYS:
+            ver.config.pop(key, None)
+        if failure is None:
+            ver.config.update(State="Active", LastUpdateStatus="Successful")
+        else:
+            reason, code = failure
+            ver.config.update(State="Failed", StateReason=reason, StateReasonCode=code, LastUpdateStatus="Failed",
+                              LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
+        self.version_repo.update(VersionRow(ver.name, int(ver.version), self._version_doc(ver)))
+
+    def _settle_pending_versions(self, fn: Function, failure: tuple[str, str] | None) -> None:
+        for ver in fn.versions.values():
+            if ver.state == "Pending":
+                self._version_settled(ver, failure)
+                self.dispatcher.set_function(self.spec_for(ver))
+
+    def save_alias(self, fn: Function, alias: Alias) -> None:
+        fn.aliases[alias.name] = alias
+        self.alias_repo.upsert(AliasRow(fn.name, alias.name, alias.stored()))
+
+    def delete_alias(self, fn: Function, name: str) -> None:
+        if fn.aliases.pop(name, None) is None:
+            return
+        self.alias_repo.delete(fn.name, name)
+        for hook in self.qualifier_hooks:
+            hook(fn.name, name)
 
     # ------------------------------------------------------------------ reads
 
     def get_function(self, raw_name: str, qualifier: str | None, base_url: str) -> dict:
-        fn = self.lookup(raw_name, qualifier)
+        fn, q = self.target(raw_name, qualifier)
+        code_hex = self.resolve(fn, q).code_hex
         out: dict = {
-            "Configuration": dict(fn.config),
+            "Configuration": self.configuration(fn, q),
             "Code": {"RepositoryType": "S3",
-                     "Location": f"{base_url}/lamina/v1/functions/{fn.name}/code?sha={fn.code_hex}"},
+                     "Location": f"{base_url}/lamina/v1/functions/{fn.name}/code?sha={code_hex}"},
         }
         if fn.tags:
             out["Tags"] = dict(fn.tags)
@@ -319,7 +558,7 @@ class FunctionService:
         return {
             "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
                              "CodeSizeZipped": 52428800, "ConcurrentExecutions": limit,
-                             "UnreservedConcurrentExecutions": limit},
+                             "UnreservedConcurrentExecutions": self.dispatcher.unreserved_limit},
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": len(self.functions)},
         }
 
@@ -327,6 +566,9 @@ class FunctionService:
 
     def function_for_arn(self, arn: str) -> Function:
         ref = parse_function_name(arn, "resource", 256)
+        if ref.qualifier is not None:
+            raise AwsError("InvalidParameterValueException", "Tags on function aliases and versions are not "
+                           "supported. Please specify a function ARN.")
         fn = self.functions.get(ref.name)
         if fn is None:
             raise not_found(self.arn(ref.name))
@@ -342,7 +584,7 @@ class FunctionService:
     # ------------------------------------------------------------------ activation
 
     def _persist(self, fn: Function, new: bool = False) -> None:
-        stored = {"Configuration": fn.config, "CodeHex": fn.code_hex}
+        stored = {"Configuration": fn.config, "CodeHex": fn.code_hex, "NextVersion": fn.next_version}
         if new:
             self.repo.insert(fn.name, stored, fn.tags)
         else:
@@ -376,6 +618,7 @@ class FunctionService:
                 fn.config.pop(key, None)
             fn.config.update(State="Active", LastUpdateStatus="Successful")
             self._persist(fn)
+            self._settle_pending_versions(fn, None)
 
     def _activation_failed(self, fn: Function, kind: str, body: dict) -> None:
         if self.functions.get(fn.name) is not fn:
@@ -394,6 +637,17 @@ class FunctionService:
         self._persist(fn)
         # Invocations still run the new code and report its init error, as on AWS.
         self.dispatcher.set_function(self.spec_for(fn))
+        self._settle_pending_versions(fn, (reason, code))
+
+
+def publish_to(body: dict) -> None:
+    value = body.get("PublishTo")
+    if value is None:
+        return
+    if value != "LATEST_PUBLISHED":
+        raise v.validation(value, "publishTo", "Member must satisfy enum value set: [LATEST_PUBLISHED]")
+    raise AwsError("InvalidParameterValueException", "PublishTo LATEST_PUBLISHED is for functions on a capacity "
+                   "provider, which Lamina does not have: publish numbered versions instead.")
 
 
 def _static_problem(spec: FunctionSpec) -> dict | None:

@@ -74,9 +74,10 @@ class InvokeHandler:
             raise AwsError("InvalidParameterValueException",
                            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
                            "constraint: Member must satisfy enum value set: [None, Tail]")
-        qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        qualifier = qs.get("Qualifier", [None])[0]
-        fn = self.functions.lookup(unquote(raw_name), qualifier)
+        qs = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        fn, qualifier = self.functions.target(unquote(raw_name), qs.get("Qualifier", [None])[0])
+        # A version runs that version; an alias its version, or with weights one picked for this invocation.
+        target = self.functions.pick(fn, qualifier)
 
         limit = ASYNC_LIMIT if invocation_type == "Event" else SYNC_LIMIT
         payload = await _read_body(receive, limit, "InvokeAsync" if invocation_type == "Event" else operation)
@@ -90,21 +91,21 @@ class InvokeHandler:
         else:
             payload = b"{}"
         client_context = _client_context(headers.get("x-amz-client-context"))
-        ensure_invokable(fn, self.dispatcher)
-        return Prepared(fn, qualifier, payload, headers, invocation_type, log_type, client_context)
+        ensure_invokable(target, self.dispatcher)
+        return Prepared(fn, target, qualifier, payload, headers, invocation_type, log_type, client_context)
 
     async def _invoke(self, scope: dict, receive, raw_name: str, request_id: str):  # noqa: ANN001, ANN202
         p = await self.prepare(scope, receive, raw_name)
         if p.invocation_type == "DryRun":
-            return 204, [(b"x-amz-executed-version", b"$LATEST")], b""
+            return 204, [(b"x-amz-executed-version", p.target.version.encode())], b""
 
         inv = p.invocation(request_id)
         if p.invocation_type == "Event":
             # Runs in the background; durable queueing and retries are the events/ part's job.
-            self.dispatcher.submit(p.fn.name, inv)
+            self.dispatcher.submit(p.target.key, inv)
             return 202, [], b""
 
-        result = await run_sync(self.dispatcher, p.fn.name, inv)
+        result = await run_sync(self.dispatcher, p.target.key, inv)
         out = [(b"content-type", b"application/json"), (b"x-amz-executed-version", result.executed_version.encode())]
         if result.error_type is not None:
             out.append((b"x-amz-function-error", b"Unhandled"))
@@ -115,9 +116,10 @@ class InvokeHandler:
 
 @dataclass(slots=True)
 class Prepared:
-    """A validated invoke request: the function, its payload and the request's options."""
+    """A validated invoke request: the function, the version to run, its payload and the request's options."""
 
-    fn: Function
+    fn: Function                     # the function ($LATEST)
+    target: Function                 # the version this invocation runs
     qualifier: str | None
     payload: bytes
     headers: dict[str, str]
@@ -132,20 +134,20 @@ class Prepared:
 
 
 def ensure_invokable(fn: Function, dispatcher: Dispatcher) -> None:
-    """A function still being created (or without a pool) cannot run yet: ResourceConflictException."""
+    """A function version still being created (or without a pool) cannot run yet: ResourceConflictException."""
     if fn.state == "Pending":
         raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
                        "function is currently in the following state: Pending")
-    if fn.name not in dispatcher.pools:
+    if fn.key not in dispatcher.pools:
         raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. The "
                        f"function is currently in the following state: {fn.state}")
 
 
-async def run_sync(dispatcher: Dispatcher, name: str, inv: Invocation) -> InvokeResult:
-    """Submit a synchronous invocation and wait for its result."""
+async def run_sync(dispatcher: Dispatcher, key: str, inv: Invocation) -> InvokeResult:
+    """Submit a synchronous invocation to one function version's pool (Function.key) and wait for its result."""
     inv.future = asyncio.get_running_loop().create_future()
     try:
-        dispatcher.submit(name, inv)
+        dispatcher.submit(key, inv)
         return await inv.future
     except Throttled as exc:
         err = AwsError("TooManyRequestsException", exc.message, Reason=exc.reason)

@@ -40,10 +40,11 @@ class StreamInvokeHandler(InvokeHandler):
             p = await self.prepare(scope, receive, raw_name, STREAM_TYPES, "InvokeWithResponseStream")
             if p.invocation_type == "DryRun":
                 await send({"type": "http.response.start", "status": 204,
-                            "headers": [(b"x-amz-executed-version", b"$LATEST"), (b"x-amzn-requestid", rid)]})
+                            "headers": [(b"x-amz-executed-version", p.target.version.encode()),
+                                        (b"x-amzn-requestid", rid)]})
                 await send({"type": "http.response.body", "body": b""})
                 return
-            result = await run_sync(self.dispatcher, p.fn.name, p.invocation(request_id))
+            result = await run_sync(self.dispatcher, p.target.key, p.invocation(request_id))
         except AwsError as err:
             status, headers, body = err.render(request_id)
             await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,6 +32,18 @@ async def read_json(request: Request) -> dict:
     return body
 
 
+def max_items_param(q: QueryParams) -> int | None:
+    """The MaxItems query parameter of the list operations (1-10000)."""
+    if "MaxItems" not in q:
+        return None
+    try:
+        value = int(q["MaxItems"])
+    except ValueError:
+        raise AwsError("ValidationException", f"1 validation error detected: Value '{q['MaxItems']}' at "
+                       "'maxItems' failed to satisfy constraint: Member must be an integer") from None
+    return integer({"MaxItems": value}, "MaxItems", "maxItems", 1, 10000)
+
+
 def base_url(request: Request) -> str:
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
     return f"{request.url.scheme}://{host}"
@@ -45,14 +58,7 @@ def routes(functions: FunctionService) -> list[Route]:
 
     async def list_functions(request: Request) -> Response:
         q = request.query_params
-        max_items = None
-        if "MaxItems" in q:
-            try:
-                max_items = integer({"MaxItems": int(q["MaxItems"])}, "MaxItems", "maxItems", 1, 10000)
-            except ValueError:
-                raise AwsError("ValidationException", f"1 validation error detected: Value '{q['MaxItems']}' at "
-                               "'maxItems' failed to satisfy constraint: Member must be an integer") from None
-        return json_response(functions.list_functions(q.get("Marker"), max_items))
+        return json_response(functions.list_functions(q.get("Marker"), max_items_param(q)))
 
     async def get_function(request: Request) -> Response:
         return json_response(functions.get_function(name_of(request), request.query_params.get("Qualifier"),
@@ -63,8 +69,8 @@ def routes(functions: FunctionService) -> list[Route]:
         return Response(status_code=204)
 
     async def get_configuration(request: Request) -> Response:
-        fn = functions.lookup(name_of(request), request.query_params.get("Qualifier"))
-        return json_response(fn.config)
+        fn, qualifier = functions.target(name_of(request), request.query_params.get("Qualifier"))
+        return json_response(functions.configuration(fn, qualifier))
 
     async def update_configuration(request: Request) -> Response:
         return json_response(functions.update_configuration(name_of(request), await read_json(request)))

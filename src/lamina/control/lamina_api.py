@@ -40,8 +40,11 @@ def routes(functions: FunctionService) -> list[Route]:
         return Response(b"".join(orjson.dumps(r) + b"\n" for r in records), media_type="application/x-ndjson")
 
     async def code(request: Request) -> Response:
+        """The package of $LATEST, or with ?sha= (GetFunction's Code.Location) of one of its versions."""
         fn = functions.lookup(unquote(request.path_params["name"]))
-        return Response(functions.code.read_zip(fn.code_hex), media_type="application/zip",
+        sha = request.query_params.get("sha")
+        known = {fn.code_hex, *(ver.code_hex for ver in fn.versions.values())}
+        return Response(functions.code.read_zip(sha if sha in known else fn.code_hex), media_type="application/zip",
                         headers={"content-disposition": f'attachment; filename="{fn.name}.zip"'})
 
     async def recycle(request: Request) -> Response:

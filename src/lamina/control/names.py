@@ -12,6 +12,7 @@ _PATTERN = re.compile(
     r"(function:)?([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
 )
 NAME_RE = re.compile(r"[a-zA-Z0-9-_]{1,64}")
+QUALIFIER_RE = re.compile(r"\$(LATEST(\.PUBLISHED)?)|[a-zA-Z0-9-_$]+")
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,14 @@ def resolve_qualifier(ref: FunctionRef, query_qualifier: str | None) -> str | No
         raise AwsError("InvalidParameterValueException",
                        "The derived qualifier from the function name does not match the specified qualifier.")
     return ref.qualifier or query_qualifier
+
+
+def check_qualifier(qualifier: str) -> None:
+    """A Qualifier parameter (a version, an alias or $LATEST) as the API model constrains it."""
+    if not qualifier:
+        raise validation(qualifier, "qualifier", "Member must have length greater than or equal to 1")
+    if len(qualifier) > 128:
+        raise validation(qualifier, "qualifier", "Member must have length less than or equal to 128")
+    if not QUALIFIER_RE.fullmatch(qualifier):
+        raise validation(qualifier, "qualifier", f"Member must satisfy regular expression pattern: "
+                         f"{QUALIFIER_RE.pattern}")

@@ -39,6 +39,7 @@ class PolicyService:
         self.policies: dict[tuple[str, str], dict[str, dict]] = {}
         self.revisions: dict[tuple[str, str], str] = {}
         functions.delete_hooks.append(self._function_deleted)
+        functions.qualifier_hooks.append(self._qualifier_deleted)
 
     def load(self) -> None:
         for row in self.repo.all():
@@ -50,6 +51,12 @@ class PolicyService:
         for key in [k for k in self.policies if k[0] == name]:
             del self.policies[key]
             self.revisions.pop(key, None)
+
+    def _qualifier_deleted(self, name: str, qualifier: str) -> None:
+        # A deleted version's or alias's policy goes with it.
+        if self.policies.pop((name, qualifier), None) is not None:
+            self.repo.delete_qualifier(name, qualifier)
+        self.revisions.pop((name, qualifier), None)
 
     def _target(self, raw_name: str, query_qualifier: str | None) -> tuple[Function, str]:
         ref = parse_function_name(raw_name, max_len=256)

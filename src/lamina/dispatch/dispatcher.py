@@ -11,7 +11,7 @@ from lamina.dispatch.environment import InitFailure
 from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
-from lamina.dispatch.spec import FunctionSpec
+from lamina.dispatch.spec import FunctionSpec, pool_key
 from lamina.sandbox import SandboxBackend
 from lamina.store.logs import LogStore
 
@@ -71,18 +71,24 @@ class Dispatcher:
     # ------------------------------------------------------------------ functions
 
     def set_function(self, spec: FunctionSpec) -> FunctionPool:
-        """Run spec from now on; environments of an older spec finish what they have and stop."""
-        old = self.pools.get(spec.name)
+        """Run spec from now on (each version has its own pool, keyed by spec.key); environments of an
+        older spec of the same version finish what they have and stop."""
+        old = self.pools.get(spec.key)
         if old is not None and old.spec == spec:
             return old
         pool = FunctionPool(self, spec)
-        self.pools[spec.name] = pool
+        self.pools[spec.key] = pool
         if old is not None:
             self._retire(old, pool)
         return pool
 
     def remove_function(self, name: str) -> None:
-        pool = self.pools.pop(name, None)
+        """Retire the pools of every version of a function."""
+        for key in [k for k, p in self.pools.items() if p.spec.name == name]:
+            self._retire(self.pools.pop(key), None)
+
+    def remove_version(self, name: str, version: str) -> None:
+        pool = self.pools.pop(pool_key(name, version), None)
         if pool is not None:
             self._retire(pool, None)
 
@@ -92,12 +98,11 @@ class Dispatcher:
             self.retired.add(pool)
 
     def recycle(self, name: str) -> int:
-        """Stop a function's idle environments; returns how many."""
-        pool = self.pools.get(name)
-        if pool is None:
-            return 0
-        count = len(pool.idle)
-        pool.stop_idle(keep_zygote=True)
+        """Stop the idle environments of every version of a function; returns how many."""
+        count = 0
+        for pool in [p for p in self.pools.values() if p.spec.name == name]:
+            count += len(pool.idle)
+            pool.stop_idle(keep_zygote=True)
         return count
 
     # ------------------------------------------------------------------ concurrency limits
@@ -123,14 +128,17 @@ class Dispatcher:
             if unreserved >= self.unreserved_limit:
                 raise Throttled("ConcurrentInvocationLimitExceeded")
 
-    def submit(self, name: str, inv: Invocation) -> None:
-        """Queue an invocation; a synchronous one over a concurrency limit raises Throttled."""
+    def submit(self, key: str, inv: Invocation) -> None:
+        """Queue an invocation for one function version (FunctionSpec.key); a synchronous one over a
+        concurrency limit raises Throttled. Limits count per function, all versions together."""
+        pool = self.pools[key]
+        name = pool.spec.name
         if inv.sync:
             self._admit(name)
         self.inflight[name] = self.inflight.get(name, 0) + 1
         self.total_inflight += 1
         inv.release = lambda: self._release(name)
-        self.pools[name].submit(inv)
+        pool.submit(inv)
 
     def _release(self, name: str) -> None:
         self.total_inflight -= 1

@@ -103,6 +103,11 @@ class _ChannelProtocol(asyncio.Protocol):
         self.env = env
         self.decoder = FrameDecoder()
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Set here, not after create_unix_connection returns: a fast fork's READY can be read (and
+        # an invocation delivered) before the awaiting coroutine resumes.
+        self.env._transport = transport  # type: ignore[assignment]
+
     def data_received(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):
             self.env.on_frame(*frame)
@@ -179,7 +184,7 @@ class Environment:
             raise
         finally:
             child.close()
-        self._transport, _ = await self._loop.create_unix_connection(lambda: _ChannelProtocol(self), sock=parent)
+        await self._loop.create_unix_connection(lambda: _ChannelProtocol(self), sock=parent)
 
     async def _start_runtime_api(self) -> None:
         """Custom runtimes: the zip's bootstrap, talking to the Runtime API served for this sandbox."""

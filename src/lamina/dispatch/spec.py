@@ -6,11 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def pool_key(name: str, version: str) -> str:
+    """The dispatcher's key for one function version: each version has its own pool."""
+    return f"{name}:{version}"
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str
     arn: str                       # unqualified function ARN
-    version: str                   # "$LATEST" for now
+    version: str                   # "$LATEST" or a published version's number
     runtime: str                   # python3.x or provided.*
     handler: str
     memory_mb: int
@@ -21,6 +26,10 @@ class FunctionSpec:
     ephemeral_mb: int = 512
     region: str = "us-east-1"
     log_level: str = ""
+
+    @property
+    def key(self) -> str:
+        return pool_key(self.name, self.version)
 
     @property
     def log_group(self) -> str:

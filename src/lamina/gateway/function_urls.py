@@ -94,6 +94,7 @@ class FunctionUrlGateway:
             # The URL answers CORS preflights itself when it has a CORS configuration, as on AWS.
             return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b""), False
         fn = self.functions.get(FunctionRef(url.function_name), url.qualifier or None)
+        target = self.functions.pick(fn, url.qualifier or None)  # an alias's URL: its version, or a weighted pick
         body = await _read_body(receive)
         if body is None:
             return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
@@ -114,9 +115,9 @@ class FunctionUrlGateway:
         if len(payload) > LIMIT:
             return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
                             request_id), False
-        ensure_invokable(fn, self.dispatcher)
+        ensure_invokable(target, self.dispatcher)
         inv = Invocation(request_id, payload, self.urls.function_arn(url), sync=True, trace_id=trace_id)
-        result = await run_sync(self.dispatcher, fn.name, inv)
+        result = await run_sync(self.dispatcher, target.key, inv)
         if result.error_type is not None:
             return _message(502, "Internal Server Error", request_id), False
         streamed = url.invoke_mode == "RESPONSE_STREAM"

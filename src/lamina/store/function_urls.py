@@ -70,3 +70,8 @@ class PermissionRepo:
         self.db.conn.execute(
             "DELETE FROM function_permissions WHERE function_name = ? AND qualifier = ? AND statement_id = ?",
             (function_name, qualifier, statement_id))
+
+    def delete_qualifier(self, function_name: str, qualifier: str) -> None:
+        """Every statement of one version's or alias's policy (the version or alias was deleted)."""
+        self.db.conn.execute("DELETE FROM function_permissions WHERE function_name = ? AND qualifier = ?",
+                             (function_name, qualifier))
