@@ -363,6 +363,16 @@ def create_function(client, name: str, files: dict[str, str | bytes] | bytes, ha
     return resp
 
 
+def wait_settled(client, name: str, timeout: float = 15.0) -> dict:
+    """Poll until the function leaves Pending (Active or Failed); returns its configuration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cfg = client.get_function_configuration(FunctionName=name)
+        if cfg["State"] != "Pending" or time.monotonic() > deadline:
+            return cfg
+        time.sleep(0.05)
+
+
 def invoke(client, name: str, payload=None, **kwargs) -> tuple[dict, object]:
     """Invoke and return (response, decoded JSON payload or None for an empty body)."""
     if payload is not None and not isinstance(payload, (bytes, str)):

@@ -4,12 +4,11 @@ AWS_LAMBDA_RUNTIME_API, a hand-written bootstrap, and awslambdaric run unchanged
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import invoke
+from helpers import invoke, wait_settled
 
 # A bootstrap in "any language": here a stdlib Python script speaking the Runtime API by hand.
 HANDWRITTEN = '''#!/usr/bin/python3
@@ -90,11 +89,7 @@ def test_handwritten_bootstrap(lambda_client, functions):
 
 def test_custom_runtime_init_error_fails_the_function(lambda_client, functions):
     name = functions({"bootstrap": INIT_FAILS}, Runtime="provided.al2023", handler="unused", wait=False)
-    for _ in range(200):
-        cfg = lambda_client.get_function_configuration(FunctionName=name)
-        if cfg["State"] != "Pending":
-            break
-        time.sleep(0.05)
+    cfg = wait_settled(lambda_client, name)
     assert cfg["State"] == "Failed" and cfg["StateReasonCode"] == "FunctionError.RuntimeInitError", cfg
     assert "Custom.InitBroken" in cfg["StateReason"]
     resp, body = invoke(lambda_client, name, {})
@@ -127,11 +122,7 @@ def test_awslambdaric_as_the_bootstrap(lambda_client, functions, ric_zip):
 def test_awslambdaric_init_error(lambda_client, functions, ric_zip):
     files = dict(ric_zip, **{"app.py": b"raise RuntimeError('broken at import')\n"})
     name = functions(files, Runtime="provided.al2023", handler="app.handler", wait=False)
-    for _ in range(300):
-        cfg = lambda_client.get_function_configuration(FunctionName=name)
-        if cfg["State"] != "Pending":
-            break
-        time.sleep(0.05)
+    cfg = wait_settled(lambda_client, name)
     assert cfg["State"] == "Failed", cfg
     resp, body = invoke(lambda_client, name, {})
     assert resp["FunctionError"] == "Unhandled" and "broken at import" in body["errorMessage"], body

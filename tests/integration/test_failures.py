@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from helpers import WAIT, decode_log, invoke, make_zip, probe_code, request_id
+from helpers import WAIT, decode_log, invoke, make_zip, probe_code, request_id, wait_settled
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -129,11 +129,7 @@ def test_custom_runtime_that_exits_during_init_is_failed_with_reason(lambda_clie
     resp = lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x",
                                           Role="arn:aws:iam::000000000000:role/lamina", Code={"ZipFile": info})
     assert resp["Runtime"] == "provided.al2023" and resp["State"] == "Pending"
-    for _ in range(200):
-        cfg = lambda_client.get_function_configuration(FunctionName=name)
-        if cfg["State"] != "Pending":
-            break
-        time.sleep(0.05)
+    cfg = wait_settled(lambda_client, name)
     assert cfg["State"] == "Failed" and cfg["StateReasonCode"] == "FunctionError.RuntimeInitError", cfg
     assert "exit status 3" in cfg["StateReason"], cfg["StateReason"]
     lambda_client.delete_function(FunctionName=name)

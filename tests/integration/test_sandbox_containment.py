@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 import lamina
-from helpers import REPO_ROOT, create_function, descendants, invoke, raw_request, unique_name
+from helpers import REPO_ROOT, create_function, descendants, invoke, raw_request, unique_name, wait_settled
 from lamina.sandbox.linux import UID_BASE
 
 pytestmark = pytest.mark.timeout(60)
@@ -536,10 +536,7 @@ def test_init_code_cannot_keep_environments_out_of_their_cgroups(lambda_client, 
     function's init): a fork that did not is refused, and the zygote with everything it forked is stopped."""
     name = functions({"app.py": ESCAPE_CGROUPS_APP}, Timeout=2, wait=False)
     try:
-        for _ in range(200):  # activation starts the first environment: it is refused
-            if lambda_client.get_function_configuration(FunctionName=name)["State"] != "Pending":
-                break
-            time.sleep(0.05)
+        wait_settled(lambda_client, name)  # activation starts the first environment: it is refused
         resp, body = invoke(lambda_client, name, {})
         assert resp.get("FunctionError") == "Unhandled", body
         assert "did not enter its sandbox" in body["errorMessage"], body

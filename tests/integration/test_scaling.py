@@ -7,7 +7,7 @@ import json
 import time
 import urllib.request
 
-from helpers import invoke
+from helpers import invoke, wait_settled
 
 BROKEN_INIT = '''
 raise RuntimeError("config missing: init always fails")
@@ -24,10 +24,7 @@ def _log_messages(endpoint: str, name: str) -> list[str]:
 
 def test_init_that_always_fails_makes_a_bounded_number_of_starts(endpoint, lambda_client, functions):
     name = functions({"app.py": BROKEN_INIT}, wait=False)
-    for _ in range(200):
-        if lambda_client.get_function_configuration(FunctionName=name)["State"] != "Pending":
-            break
-        time.sleep(0.05)
+    wait_settled(lambda_client, name)
 
     def call(_: int) -> tuple[dict, object]:
         return invoke(lambda_client, name, {})

@@ -50,41 +50,38 @@ def _vm_hwm(pid: int | None) -> int | None:
     return None
 
 
-class ProcessSandbox(Sandbox):
+class _ProcessGroup:
+    """A sandbox that is one session (process group) led by self.pid: signalled as a group, so the
+    processes a function started in the background go with it."""
+
+    pid: int | None
+
+    def kill(self) -> None:
+        _killpg(self.pid, signal.SIGKILL)
+
+    def terminate(self) -> None:
+        _killpg(self.pid, signal.SIGTERM)
+
+    async def cleanup(self) -> None:
+        _killpg(self.pid, signal.SIGKILL)
+
+    def max_memory_bytes(self) -> int | None:
+        return _vm_hwm(self.pid)
+
+
+class ProcessSandbox(_ProcessGroup, Sandbox):
     def __init__(self, transport: asyncio.SubprocessTransport, api_socket: socket.socket | None = None) -> None:
         self.transport = transport
         self.pid = transport.get_pid()
         self.runtime_api_socket = api_socket
 
-    def kill(self) -> None:
-        _killpg(self.pid, signal.SIGKILL)
-
-    def terminate(self) -> None:
-        _killpg(self.pid, signal.SIGTERM)
-
     async def cleanup(self) -> None:
-        # The group may hold processes the function started in the background.
-        _killpg(self.pid, signal.SIGKILL)
+        await super().cleanup()
         self.transport.close()
 
-    def max_memory_bytes(self) -> int | None:
-        return _vm_hwm(self.pid)
 
-
-class ProcessForked(ForkedSandbox):
+class ProcessForked(_ProcessGroup, ForkedSandbox):
     """A zygote's child: its own session, killed as a group by the pid the zygote reported."""
-
-    def kill(self) -> None:
-        _killpg(self.pid, signal.SIGKILL)
-
-    def terminate(self) -> None:
-        _killpg(self.pid, signal.SIGTERM)
-
-    async def cleanup(self) -> None:
-        _killpg(self.pid, signal.SIGKILL)
-
-    def max_memory_bytes(self) -> int | None:
-        return _vm_hwm(self.pid)
 
 
 class ProcessBackend(SandboxBackend):
