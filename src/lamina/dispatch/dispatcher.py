@@ -8,6 +8,7 @@ import logging
 import time
 
 from lamina.dispatch.environment import InitFailure
+from lamina.dispatch.http_app import HttpAppPool, is_http_app
 from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
@@ -76,7 +77,7 @@ class Dispatcher:
         old = self.pools.get(spec.key)
         if old is not None and old.spec == spec:
             return old
-        pool = FunctionPool(self, spec)
+        pool = (HttpAppPool if is_http_app(spec) else FunctionPool)(self, spec)
         self.pools[spec.key] = pool
         if old is not None:
             self._retire(old, pool)

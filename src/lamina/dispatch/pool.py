@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 
 class FunctionPool:
+    env_factory = Environment          # HTTP-app functions: HttpAppEnvironment (http_app.py)
+    http_app = None                    # HTTP-app functions: their HttpAppConfig
+
     def __init__(self, dispatcher: Dispatcher, spec: FunctionSpec) -> None:
         self.dispatcher = dispatcher
         self.spec = spec
@@ -73,6 +76,10 @@ class FunctionPool:
             if env.state is State.IDLE:
                 env.deliver(inv)
                 return
+        self._enqueue(inv)
+
+    def _enqueue(self, inv: Invocation) -> None:
+        """No environment is free: answer with the init error while backing off, else queue and scale."""
         if self._failed is not None and time.monotonic() < self.backoff_until and not self.starting:
             # Init keeps failing: answer with its error rather than start yet another environment.
             env, failure = self._failed
@@ -100,14 +107,19 @@ class FunctionPool:
         return sum(1 for env in self.envs if env.state is State.BUSY)
 
     @property
+    def running(self) -> int:
+        """Invocations running (one per busy environment here; several per environment for HTTP apps)."""
+        return self.busy
+
+    @property
     def outstanding(self) -> int:
         """Invocations queued or running: what a drain waits for."""
-        return len(self.queue) + self.busy
+        return len(self.queue) + self.running
 
     # ------------------------------------------------------------------ environments
 
     def desired(self) -> int:
-        running = self.busy
+        running = self.running
         if self.dispatcher.scaler == "ewma" and self.ewma.rps > 0 and self.ewma.duration_ms > 0:
             return ewma_desired(self.ewma.rps, self.ewma.duration_ms, len(self.envs), self.max_concurrency,
                                 self.dispatcher.instance_multiplier)
@@ -149,6 +161,10 @@ class FunctionPool:
             want -= 1
         if started:
             self._last_scale_out = now
+        if self.queue and not self.dispatcher.per_request_environments:
+            # Still waiting: look again after the pacing interval (the burst may be over, so no
+            # further submit would trigger it).
+            self._schedule_scale(self.dispatcher.scale_out_interval_s)
 
     def _schedule_scale(self, delay: float) -> None:
         if self._scale_timer is None:
@@ -158,7 +174,7 @@ class FunctionPool:
             self._scale_timer = asyncio.get_running_loop().call_later(max(0.001, delay), fire)
 
     def start_environment(self) -> Environment:
-        env = Environment(self, self.spec, self.dispatcher.backend, self.log)
+        env = self.env_factory(self, self.spec, self.dispatcher.backend, self.log)
         self.envs.add(env)
         self.starting.add(env)
         self.dispatcher.env_started()

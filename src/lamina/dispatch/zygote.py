@@ -111,14 +111,19 @@ class Zygote:
         try:
             data = encode_frame(KIND_FORK, header)
             while True:
+                if self._sock is None:  # stopped while we waited for room in its socket
+                    raise SandboxError("the function's zygote stopped")
                 try:
                     socket.send_fds(self._sock, [data], fds)
                     break
                 except BlockingIOError:
                     await asyncio.sleep(0.001)
-        except OSError as exc:
+        except (OSError, SandboxError) as exc:
             self.forks.pop(env.id, None)
+            forked.close_fds()
             await forked.cleanup()
+            if isinstance(exc, SandboxError):
+                raise
             raise SandboxError(f"the function's zygote is gone: {exc}") from exc
         finally:
             forked.close_fds()
@@ -149,7 +154,7 @@ class Zygote:
                 self._logs.drain()
             self._emit(f"INIT_REPORT Init Duration: {self.init_ms:.2f} ms\tPhase: init\tStatus: success")
             if self.sandbox is not None:
-                self.sandbox.settle(self.spec.memory_mb)
+                self.sandbox.settle(self.spec.memory_mb, self.pool.dispatcher.env_cap(self.spec.name))
             self.ready.set_result(None)
         elif kind == KIND_INIT_ERROR:
             try:

@@ -1,4 +1,5 @@
-"""The function URL gateway: plain HTTP requests in, payload 2.0 invocations through the dispatcher.
+"""The function URL gateway: plain HTTP requests in, payload 2.0 invocations through the dispatcher
+(HTTP-app functions: the request itself, proxied to the function's web server by http_apps.py).
 
 A request is a function-URL request when its Host is `<url-id>.lambda-url.<anything>` or its path
 starts with `/lamina/v1/url/<url-id>/` (the function then sees the rest of the path). Like Invoke,
@@ -20,6 +21,7 @@ from lamina.control.errors import AwsError
 from lamina.control.invoke import ensure_invokable, run_sync
 from lamina.control.names import FunctionRef
 from lamina.dispatch.invocation import Invocation
+from lamina.gateway.http_apps import HttpAppProxy
 from lamina.gateway.payload import (
     BadResponse,
     HttpRequest,
@@ -67,24 +69,27 @@ class FunctionUrlGateway:
         self.functions = functions
         self.dispatcher = functions.dispatcher
         self.settings = urls.settings
+        self.http_apps = HttpAppProxy(self.dispatcher)
 
     async def __call__(self, scope: dict, receive, send, url_id: str, path: bytes,  # noqa: ANN001 - ASGI
                        host: str | None) -> None:
         request_id = str(uuid.uuid4())
         url = self.urls.by_id.get(url_id)
         try:
-            response, streamed = await self._handle(scope, receive, url, path, host, request_id)
+            response, streamed = await self._handle(scope, receive, send, url, path, host, request_id)
         except AwsError as err:
             response, streamed = _message(err.status, err.message, request_id), False
         except Exception:  # noqa: BLE001 - a client always gets an answer
             log.exception("function URL request failed")
             response, streamed = _message(500, "Internal Server Error", request_id), False
+        if response is None:
+            return  # proxied to an HTTP app, which answered
         if url is not None and url.cors:
             _apply_cors(response, url.cors, _header(scope, b"origin"), _is_preflight(scope))
         await self._send(send, response, streamed)
 
-    async def _handle(self, scope: dict, receive, url: FunctionUrl | None, path: bytes,  # noqa: ANN001
-                      host: str | None, request_id: str) -> tuple[HttpResponse, bool]:
+    async def _handle(self, scope: dict, receive, send, url: FunctionUrl | None, path: bytes,  # noqa: ANN001
+                      host: str | None, request_id: str) -> tuple[HttpResponse | None, bool]:
         if url is None:
             return _message(404, "Not Found", request_id), False
         if url.auth_type == "AWS_IAM":
@@ -95,6 +100,14 @@ class FunctionUrlGateway:
             return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b""), False
         fn = self.functions.get(FunctionRef(url.function_name), url.qualifier or None)
         target = self.functions.pick(fn, url.qualifier or None)  # an alias's URL: its version, or a weighted pick
+        pool = self.dispatcher.pools.get(target.key)
+        if pool is not None and pool.http_app is not None:
+            # An HTTP app: the request goes to its web server as is (http_apps.py), no payload 2.0.
+            ensure_invokable(target, self.dispatcher)
+            return await self.http_apps.serve(
+                scope, receive, send, pool=pool, key=target.key, path=path, url_id=url.url_id,
+                domain=host or self.urls.domain(url.url_id), arn=self.urls.function_arn(url), request_id=request_id,
+                decorate=_cors_decorator(scope, url)), False
         body = await _read_body(receive)
         if body is None:
             return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
@@ -146,6 +159,17 @@ class FunctionUrlGateway:
         for start in range(0, len(body), STREAM_CHUNK):
             await send({"type": "http.response.body", "body": body[start : start + STREAM_CHUNK], "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
+    """For a proxied response's headers: the URL's CORS configuration replaces the app's CORS headers."""
+    def decorate(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        if not url.cors:
+            return headers
+        response = HttpResponse(status, headers, b"")
+        _apply_cors(response, url.cors, _header(scope, b"origin"), False)
+        return response.headers
+    return decorate
 
 
 def _is_preflight(scope: dict) -> bool:

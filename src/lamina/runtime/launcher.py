@@ -7,10 +7,11 @@ join the sandbox's cgroups (before anything runs, so nothing runs unconfined) ->
 and a minimal read-only root (host /usr, /lib*, /bin, a few /etc files; code at /var/task, runtime at
 /var/runtime) -> pivot_root -> new user, pid, net, ipc, uts and cgroup namespaces, in-namespace root
 mapped to an unprivileged host uid range -> fork (the child is pid 1 of the new pid namespace) ->
-/proc, loopback, hostname -> optionally a Runtime API socket bound inside the namespace and sent to
-the server -> either drop every privilege, load the environment seccomp filter and exec the
-bootstrap ("exec" mode), or do the same with the zygote filter and exec the Python zygote, whose
-forks each enter a new, unprivileged user namespace to get namespaces of their own ("zygote" mode).
+/proc, loopback, hostname -> optionally a Runtime API socket bound inside the namespace and a handle
+on the namespace (to reach a web server in it), sent to the server -> either drop every privilege,
+load the environment seccomp filter and exec the bootstrap ("exec" mode), or do the same with the
+zygote filter and exec the Python zygote, whose forks each enter a new, unprivileged user namespace
+to get namespaces of their own ("zygote" mode).
 
 This launcher stays as the sandbox's outermost process and exits with pid 1's status, so the server
 watches one child per sandbox. Stdlib only.
@@ -73,6 +74,11 @@ def _build_root(cfg: dict) -> None:
     if cfg.get("lang_dir"):
         os.mkdir(f"{root}/var/lang")
         ss.bind(cfg["lang_dir"], f"{root}/var/lang")
+    elif cfg.get("python"):
+        # The host's python3 where AWS's Python runtimes have theirs: `python` and `python3` in /var/lang/bin.
+        os.makedirs(f"{root}/var/lang/bin")
+        for name in ("python", "python3"):
+            os.symlink(cfg["python"], f"{root}/var/lang/bin/{name}")
     tmp_opts = f"size={int(cfg['tmp_mb'])}m,mode=1777"
     ss.mount("tmpfs", f"{root}/tmp", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, tmp_opts)
     ss.mount("tmpfs", f"{root}/dev/shm", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, "size=64m,mode=1777")
@@ -125,16 +131,23 @@ class _IdMapper:
         os.setgroups([])
 
 
-def _send_runtime_api_socket(channel_fd: int) -> None:
-    """Bind 127.0.0.1:9001 inside this network namespace and give the listening socket to the server."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 9001))
-    listener.listen(64)
+def _send_handles(channel_fd: int, runtime_api: bool, netns: bool) -> None:
+    """Give the server, in this order: a listening socket on 127.0.0.1:9001 inside this network
+    namespace (the Runtime API), and a handle on the namespace itself (to reach servers in it)."""
+    fds = []
+    if runtime_api:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 9001))
+        listener.listen(64)
+        fds.append(listener.detach())
+    if netns:
+        fds.append(os.open("/proc/self/ns/net", os.O_RDONLY))
     channel = socket.socket(fileno=os.dup(channel_fd))
-    socket.send_fds(channel, [b"A"], [listener.fileno()])
+    socket.send_fds(channel, [b"A"], fds)
     channel.detach()
-    listener.close()
+    for fd in fds:
+        os.close(fd)
 
 
 def _relay_exit(pid: int) -> None:
@@ -178,8 +191,8 @@ def main() -> None:
         mapper.enter()
         ss.sethostname(cfg.get("hostname", "lamina"))
         ss.loopback_up()
-        if cfg.get("runtime_api"):
-            _send_runtime_api_socket(int(cfg["channel_fd"]))
+        if cfg.get("runtime_api") or cfg.get("netns"):
+            _send_handles(int(cfg["channel_fd"]), bool(cfg.get("runtime_api")), bool(cfg.get("netns")))
         ss.set_rlimits({"RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024})
         # The function's code (a zygote's init included) never runs with privileges. A zygote's
         # filter still allows unshare and mount: each fork makes a user namespace of its own, without

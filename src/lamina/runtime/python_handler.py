@@ -396,7 +396,15 @@ def _zygote_main(channel_fd: int) -> None:
                 mine, fds[:] = fds[:nfds], fds[nfds:]
                 sys.stdout.flush()
                 sys.stderr.flush()
-                pid = os.fork()
+                header["_ids"] = (os.getuid(), os.getgid())
+                if setup is not None:
+                    # Straight into new namespaces, without privileges: the new user namespace
+                    # (ours alone) is what allows the others. The child is pid 1 of its own.
+                    pid = setup.fork_into_namespaces(
+                        setup.CLONE_NEWUSER | setup.CLONE_NEWNS | setup.CLONE_NEWPID | setup.CLONE_NEWNET
+                        | setup.CLONE_NEWIPC | setup.CLONE_NEWUTS)
+                else:
+                    pid = os.fork()
                 if pid == 0:
                     sel.close()
                     signal.set_wakeup_fd(-1)
@@ -425,22 +433,6 @@ def _reap(channel: _Channel, children: dict[int, str]) -> None:
         if env is not None:
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             channel.send(KIND_EXITED, {"env": env, "status": code})
-
-
-def _mirror_exit(pid: int) -> None:
-    import signal
-
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except ChildProcessError:
-            os._exit(1)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
 def _copy_tree(src_fd: int, dst: str, uid: int) -> None:
@@ -480,18 +472,10 @@ def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_he
             for fd in procs:  # join the environment's cgroups before anything else runs
                 os.write(fd, b"0")
                 os.close(fd)
-            # The zygote has no privileges: a new user namespace (ours alone, our uid mapped to
-            # itself) is what allows new pid, net and mount namespaces.
-            uid, gid = os.getuid(), os.getgid()
-            setup.unshare(setup.CLONE_NEWUSER | setup.CLONE_NEWNS | setup.CLONE_NEWPID | setup.CLONE_NEWNET
-                          | setup.CLONE_NEWIPC | setup.CLONE_NEWUTS)
+            # Our uid is the zygote's, mapped to itself in the user namespace we were born in (until
+            # then getuid() reports the overflow uid, so the zygote's ids come from before the clone).
+            uid, gid = header["_ids"]
             setup.map_own_ids(uid, gid)
-            setup.die_with_parent()
-            pid = os.fork()
-            if pid:
-                os.close(channel_fd)
-                os.close(log_fd)
-                _mirror_exit(pid)
             # pid 1 of the environment's own pid namespace, with its own /tmp, /proc and loopback.
             setup.die_with_parent()
             zygote_tmp = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)

@@ -146,6 +146,30 @@ def drop_capabilities() -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
+SYS_clone = 56  # x86_64
+SIGCHLD = 17
+_pyapi = ctypes.pythonapi
+_libc_gil = ctypes.PyDLL(None, use_errno=True)  # keeps the GIL across the call, as os.fork does
+_libc_gil.syscall.restype = ctypes.c_long
+
+
+def fork_into_namespaces(flags: int) -> int:
+    """os.fork(), but the child starts in new namespaces (raw clone(2) with CLONE_NEW* flags).
+
+    One fork instead of fork + unshare + fork: with CLONE_NEWPID the child is at once pid 1 of its
+    own pid namespace. CPython's before/after-fork hooks run exactly as in os.fork()."""
+    _pyapi.PyOS_BeforeFork()
+    pid = _libc_gil.syscall(SYS_clone, ctypes.c_ulong(flags | SIGCHLD), None, None, None, ctypes.c_ulong(0))
+    err = ctypes.get_errno()
+    if pid == 0:
+        _pyapi.PyOS_AfterFork_Child()
+        return 0
+    _pyapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return pid
+
+
 def map_own_ids(uid: int, gid: int) -> None:
     """In a user namespace just made without privileges: map our own uid/gid to themselves."""
     write_file("/proc/self/uid_map", f"{uid} {uid} 1\n")

@@ -9,6 +9,7 @@ environment variables it builds are right for the backend in use. A VM backend s
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import os
 import socket
@@ -30,6 +31,8 @@ class SandboxSpec:
     zygote: bool = False           # a Python zygote: keeps what it needs to give each fork its own sandbox
     runtime_api: bool = False      # the Runtime API: the backend sets AWS_LAMBDA_RUNTIME_API and hands over
                                    # a listening socket (Sandbox.runtime_api_socket) for the server to serve
+    network_handle: bool = False   # the server will connect to servers listening inside the sandbox
+                                   # (Sandbox.connect_tcp): a backend with a private network hands over its handle
 
 
 ExitCallback = Callable[[int], None]
@@ -40,6 +43,25 @@ class Sandbox(abc.ABC):
 
     pid: int | None = None
     runtime_api_socket: socket.socket | None = None
+    netns_fd: int | None = None    # the sandbox's network namespace, when it has one of its own
+
+    async def connect_tcp(self, port: int, timeout: float = 2.0) -> socket.socket:
+        """A connected, non-blocking TCP socket to 127.0.0.1:port as the sandbox sees its loopback.
+
+        Without a network of its own (the process backend) that is the host's loopback."""
+        sock = await self._tcp_socket()
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _tcp_socket(self) -> socket.socket:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 
     @abc.abstractmethod
     def kill(self) -> None:
@@ -66,8 +88,8 @@ class Sandbox(abc.ABC):
         forked it has run the function's init code, so the server checks instead of trusting it."""
         return True
 
-    def settle(self, memory_mb: int) -> None:  # noqa: B027 - optional hook
-        """A zygote finished its init: from now on hold it to an environment's share of the host."""
+    def settle(self, memory_mb: int, max_forks: int) -> None:  # noqa: B027 - optional hook
+        """A zygote finished its init: set the limits it keeps while it forks environments."""
 
 
 class ForkedSandbox(Sandbox):
@@ -93,6 +115,8 @@ class ForkedSandbox(Sandbox):
 class SandboxBackend(abc.ABC):
     name: str = ""
     isolated: bool = False
+    # Each sandbox has a loopback of its own, so servers in different sandboxes may use the same port.
+    private_network: bool = False
 
     @abc.abstractmethod
     def task_root(self, spec: SandboxSpec) -> str:
@@ -105,6 +129,10 @@ class SandboxBackend(abc.ABC):
     @abc.abstractmethod
     def python(self) -> str:
         """The Python interpreter to run Python runtimes with, as seen inside the sandbox."""
+
+    def python_bin_dir(self) -> str:
+        """A directory with `python` and `python3` in it, as seen inside the sandbox (for PATH)."""
+        return os.path.dirname(self.python())
 
     @abc.abstractmethod
     async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:

@@ -197,6 +197,10 @@ class Cgroup:
         """Change the CPU quota and weight (e.g. a zygote, once its init is done)."""
         self._tree._set_cpu(self.name, vcpus)
 
+    def set_memory(self, memory_mb: int) -> None:
+        """Change the memory limit."""
+        self._tree._set_memory(self.name, memory_mb)
+
     # membership
 
     def procs_files(self) -> list[str]:
@@ -461,22 +465,32 @@ class CgroupTree:
         return group
 
     def _set_limits(self, name: str, memory_mb: int, pids_max: int, cpu_vcpus: float | None) -> None:
-        plan, unified = self._plan, self._plan.unified
-        limit = memory_mb * 1024 * 1024
-        if plan.memory is not None:
-            d = f"{self._base(plan.memory)}/{name}"
-            if plan.memory == unified:
-                _write(d + "/memory.max", str(limit))
-                if plan.swap_max:
-                    _write(d + "/memory.swap.max", "0")
-            else:
-                _write(d + "/memory.limit_in_bytes", str(limit))
-                if plan.memsw:  # memory+swap at the same limit: no escaping the limit by swapping
-                    _write(d + "/memory.memsw.limit_in_bytes", str(limit))
+        plan = self._plan
+        self._set_memory(name, memory_mb)
         if plan.cpu is not None:
             self._set_cpu(name, cpu_vcpus if cpu_vcpus is not None else memory_mb / MB_PER_VCPU)
         if plan.pids is not None:
             _write(f"{self._base(plan.pids)}/{name}/pids.max", str(pids_max))
+
+    def _set_memory(self, name: str, memory_mb: int) -> None:
+        plan = self._plan
+        if plan.memory is None:
+            return
+        limit = memory_mb * 1024 * 1024
+        d = f"{self._base(plan.memory)}/{name}"
+        if plan.memory == plan.unified:
+            _write(d + "/memory.max", str(limit))
+            if plan.swap_max:
+                _write(d + "/memory.swap.max", "0")
+        else:
+            # memory+swap at the same limit: no escaping the limit by swapping. When raising, the
+            # memory limit may not exceed memsw's, so memsw goes first; when lowering, last.
+            cur = int(_read(d + "/memory.limit_in_bytes"))
+            order = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"] if limit > cur else \
+                ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+            for f in order:
+                if f == "memory.limit_in_bytes" or plan.memsw:
+                    _write(f"{d}/{f}", str(limit))
 
     def _set_cpu(self, name: str, vcpus: float) -> None:
         plan = self._plan

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from lamina.runtime.python_handler import SECCOMP_ENV
-from lamina.sandbox import seccomp
+from lamina.sandbox import netns, seccomp
 from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
 
@@ -33,6 +33,7 @@ log = logging.getLogger("lamina.sandbox")
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 UID_BASE = 200_000_000  # in-sandbox uids 0..65535 are host uids UID_BASE.. (owned by nobody on the host)
 RUNTIME_API_TIMEOUT_S = 10.0
+FORK_CHARGE_MB = 3  # kernel memory a live fork leaves charged to its zygote (measured ~1.7 MB)
 
 # The few /etc files a runtime needs; nothing else of the host's /etc is visible.
 _ETC_FILES = {
@@ -50,11 +51,17 @@ _ETC_BINDS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificat
 
 class LinuxSandbox(Sandbox):
     def __init__(self, transport: asyncio.SubprocessTransport, cgroup: Cgroup,
-                 api_socket: socket.socket | None = None) -> None:
+                 api_socket: socket.socket | None = None, netns_fd: int | None = None) -> None:
         self.transport = transport
         self.pid = transport.get_pid()
         self.cgroup = cgroup
         self.runtime_api_socket = api_socket
+        self.netns_fd = netns_fd
+
+    async def _tcp_socket(self) -> socket.socket:
+        if self.netns_fd is None:
+            raise OSError("the sandbox handed over no network handle")
+        return await netns.socket_in(self.netns_fd)
 
     def kill(self) -> None:
         self.cgroup.kill()
@@ -66,6 +73,9 @@ class LinuxSandbox(Sandbox):
     async def cleanup(self) -> None:
         await _destroy(self.cgroup)
         self.transport.close()
+        if self.netns_fd is not None:
+            os.close(self.netns_fd)  # the last reference: the namespace goes with it
+            self.netns_fd = None
 
     def max_memory_bytes(self) -> int | None:
         return self.cgroup.memory_peak_bytes()
@@ -73,10 +83,13 @@ class LinuxSandbox(Sandbox):
     def oom_killed(self) -> bool:
         return self.cgroup.oom_killed()
 
-    def settle(self, memory_mb: int) -> None:
-        # The zygote had the host's CPUs for its init; anything its init left running gets no more
-        # than one environment would.
-        self.cgroup.set_cpu(memory_mb / 1769)
+    def settle(self, memory_mb: int, max_forks: int) -> None:
+        # Init had the host's CPUs; from now on one vCPU, enough to fork at full speed (forks run on
+        # the zygote's CPU share until they join their own cgroups) while whatever init left running
+        # gets no more. Memory: each live fork leaves kernel memory (page tables, task structs)
+        # charged to the zygote's cgroup, about 2 MB measured, so the limit grows by that per fork.
+        self.cgroup.set_cpu(1.0)
+        self.cgroup.set_memory(memory_mb + FORK_CHARGE_MB * max_forks)
 
 
 class LinuxForked(ForkedSandbox):
@@ -151,6 +164,7 @@ async def _destroy(cgroup: Cgroup) -> None:
 class LinuxBackend(SandboxBackend):
     name = "linux"
     isolated = True
+    private_network = True
 
     def __init__(self) -> None:
         if os.geteuid() != 0:
@@ -189,6 +203,9 @@ class LinuxBackend(SandboxBackend):
     def python(self) -> str:
         return self._python
 
+    def python_bin_dir(self) -> str:
+        return "/var/lang/bin"
+
     def zygote_env(self) -> dict[str, str]:
         return {SECCOMP_ENV: self._env_filter}
 
@@ -198,6 +215,7 @@ class LinuxBackend(SandboxBackend):
             "code_dir": str(spec.code_dir),
             "runtime_dir": str(RUNTIME_DIR),
             "lang_dir": self.lang_dir,
+            "python": self._python,
             "tmp_mb": spec.ephemeral_mb,
             "uid_base": UID_BASE,
             "cgroup_procs": cgroup.procs_files(),
@@ -206,6 +224,7 @@ class LinuxBackend(SandboxBackend):
             "mode": "zygote" if spec.zygote else "exec",
             "seccomp": self._zygote_filter if spec.zygote else self._env_filter,
             "runtime_api": spec.runtime_api,
+            "netns": spec.network_handle,
             "channel_fd": channel_fd,
             "argv": spec.argv,
             "env": env,
@@ -228,6 +247,7 @@ class LinuxBackend(SandboxBackend):
         ours = theirs = None
         if spec.runtime_api:
             env["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:9001"
+        if spec.runtime_api or spec.network_handle:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             pass_fds.append(theirs.fileno())
         config = self._config(spec, cgroup, env, theirs.fileno() if theirs else None)
@@ -245,10 +265,11 @@ class LinuxBackend(SandboxBackend):
         finally:
             if theirs is not None:
                 theirs.close()
-        api_socket = None
+        api_socket = netns_fd = None
         if ours is not None:
+            want = int(spec.runtime_api) + int(spec.network_handle)
             try:
-                api_socket = await asyncio.wait_for(_receive_socket(ours), RUNTIME_API_TIMEOUT_S)
+                fds = await asyncio.wait_for(_receive_fds(ours, want), RUNTIME_API_TIMEOUT_S)
             except (OSError, TimeoutError, EOFError) as exc:
                 await _destroy(cgroup)
                 transport.close()
@@ -256,7 +277,12 @@ class LinuxBackend(SandboxBackend):
                     from exc
             finally:
                 ours.close()
-        return LinuxSandbox(transport, cgroup, api_socket)
+            if spec.runtime_api:
+                api_socket = socket.socket(fileno=fds.pop(0))
+                api_socket.setblocking(False)
+            if spec.network_handle:
+                netns_fd = fds.pop(0)
+        return LinuxSandbox(transport, cgroup, api_socket, netns_fd)
 
     def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
         try:
@@ -269,32 +295,34 @@ class LinuxBackend(SandboxBackend):
         shutil.rmtree(self.root_dir, ignore_errors=True)
 
 
-async def _receive_socket(sock: socket.socket) -> socket.socket:
-    """The listening socket the sandbox bound inside its network namespace (SCM_RIGHTS)."""
+async def _receive_fds(sock: socket.socket, count: int) -> list[int]:
+    """The handles the sandbox sent (SCM_RIGHTS): its Runtime API listener bound inside its network
+    namespace and/or a handle on that namespace, in that order."""
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
     fut: asyncio.Future = loop.create_future()
 
     def readable() -> None:
         try:
-            _data, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
+            _data, fds, _flags, _addr = socket.recv_fds(sock, 16, count)
         except BlockingIOError:
             return
         except OSError as exc:
             if not fut.done():
                 fut.set_exception(exc)
             return
-        if not fut.done():
-            if fds:
-                fut.set_result(fds[0])
-            else:
-                fut.set_exception(EOFError("the sandbox closed its channel"))
+        if fut.done():
+            for fd in fds:
+                os.close(fd)
+        elif len(fds) == count:
+            fut.set_result(list(fds))
+        else:
+            for fd in fds:
+                os.close(fd)
+            fut.set_exception(EOFError("the sandbox closed its channel"))
 
     loop.add_reader(sock.fileno(), readable)
     try:
-        fd = await fut
+        return await fut
     finally:
         loop.remove_reader(sock.fileno())
-    listener = socket.socket(fileno=fd)
-    listener.setblocking(False)
-    return listener

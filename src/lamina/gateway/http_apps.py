@@ -1,0 +1,239 @@
+"""Function-URL requests to HTTP-app functions: proxied to the app as raw HTTP/1.1 (dispatch/http_app.py).
+
+No payload 2.0 event, no base64 and no 6 MB limit: the request waits in the function's queue for a
+slot on any ready environment (a Lease), then its head and body go to the app over one of that
+environment's keep-alive connections while the response streams back, both directions at once and
+with back-pressure (uvicorn pauses the client when the app reads slowly, and the app connection
+pauses when the client does). Status, headers (repeated ones too, Set-Cookie) and body pass through;
+hop-by-hop headers are dropped and the framing is Lamina's own on each side. Like the Lambda Web
+Adapter, the app also gets `x-amzn-request-context` (the function URL's request context; a client's
+own value is dropped) and `x-amzn-lambda-context`.
+
+Failures: an app that cannot be reached or breaks the connection before answering gives 502, one
+that exceeds the function's timeout 504; after the response has started the client connection is
+cut, which is how HTTP says the body is incomplete. The client going away closes the app connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import orjson
+
+from lamina.control.invoke import run_sync
+from lamina.dispatch.http_app import HOP_BY_HOP, AppConnection, AppError, HttpAppPool, Lease, SlotRequest
+from lamina.gateway.payload import HttpResponse, clf_time
+
+if TYPE_CHECKING:
+    from lamina.dispatch.dispatcher import Dispatcher
+
+log = logging.getLogger("lamina.gateway")
+
+_NOT_FORWARDED = HOP_BY_HOP | {b"content-length", b"expect", b"x-amzn-request-context", b"x-amzn-lambda-context",
+                               b"x-forwarded-proto", b"x-forwarded-port"}
+
+Decorate = Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+
+
+def _message(status: int, message: str, request_id: str) -> HttpResponse:
+    return HttpResponse(status, [(b"content-type", b"application/json"), (b"x-amzn-requestid", request_id.encode())],
+                        orjson.dumps({"Message": message}))
+
+
+def _listed(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names a Connection header declares hop-by-hop."""
+    out: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            out.update(token.strip().lower() for token in value.split(b","))
+    return out
+
+
+class _State:
+    __slots__ = ("conn", "started", "request_sent", "client_gone")
+
+    def __init__(self) -> None:
+        self.conn: AppConnection | None = None
+        self.started = False          # the response head went to the client
+        self.request_sent = False     # the whole request body went to the app
+        self.client_gone = False
+
+
+class HttpAppProxy:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def serve(self, scope: dict, receive, send, *, pool: HttpAppPool, key: str,  # noqa: ANN001 - ASGI
+                    path: bytes, url_id: str, domain: str, arn: str, request_id: str,
+                    decorate: Decorate) -> HttpResponse | None:
+        """Proxy one request; returns an error response still to be sent, or None when it answered."""
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        trace_id = next((v.decode("latin-1") for k, v in headers if k == b"x-amzn-trace-id"), None)
+        inv = SlotRequest(request_id, b"", arn, sync=True,
+                          trace_id=trace_id or f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}")
+        granted = await run_sync(self.dispatcher, key, inv)  # waits for a free slot; 429 when throttled
+        if not isinstance(granted, Lease):
+            # The function cannot run (its init failed, or it was deleted meanwhile).
+            log.info("function URL request for %s not served: %s", pool.spec.name, granted.body[:300])
+            return _message(502, "Internal Server Error", request_id)
+        lease = granted
+        state = _State()
+        try:
+            async with asyncio.timeout(pool.spec.timeout_s):
+                return await self._exchange(scope, receive, send, pool, lease, state, path, url_id, domain,
+                                            inv.trace_id or "", request_id, decorate)
+        except TimeoutError:
+            lease.env.note(f"request {request_id} took longer than the function's timeout "
+                           f"({pool.spec.timeout_s} s); its connection to the app was closed")
+            return None if state.started else _message(504, "Gateway Timeout", request_id)
+        except Exception:  # noqa: BLE001 - a client always gets an answer, or a cut connection
+            log.exception("proxying a function URL request to %s failed", pool.spec.name)
+            return None if state.started else _message(502, "Internal Server Error", request_id)
+        finally:
+            lease.release()
+
+    def _request_head(self, scope: dict, pool: HttpAppPool, lease: Lease, path: bytes, url_id: str,
+                      domain: str, trace_id: str, request_id: str) -> tuple[bytes, bool, bool]:
+        """(request head, has a body, body is chunked)."""
+        app = pool.http_app
+        method: str = scope["method"]
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        listed = _listed(headers)
+        auth_source = app.authorization_source.encode()
+        if auth_source and not any(k == auth_source for k, _ in headers):
+            auth_source = b""
+        length: bytes | None = None
+        chunked = False
+        forwarded_for = None
+        user_agent = b""
+        out = []
+        for name, value in headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            if name in _NOT_FORWARDED or name in listed:
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = value
+                continue
+            if name == b"user-agent":
+                user_agent = value
+            if auth_source:
+                if name == b"authorization":
+                    continue
+                if name == auth_source:
+                    name = b"authorization"
+            out.append((name, value))
+        client = scope.get("client") or ("127.0.0.1", 0)
+        server = scope.get("server") or ("127.0.0.1", 0)
+        out.append((b"x-forwarded-for", (forwarded_for + b", " if forwarded_for else b"") + client[0].encode()))
+        out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        out.append((b"x-forwarded-port", str(server[1]).encode()))
+        if not any(k == b"x-amzn-trace-id" for k, _ in out):
+            out.append((b"x-amzn-trace-id", trace_id.encode()))
+        if not any(k == b"host" for k, _ in out):
+            out.append((b"host", domain.encode()))
+        if app.base_path and (path == app.base_path.encode() or path.startswith(app.base_path.encode() + b"/")):
+            path = path[len(app.base_path):] or b"/"
+        now = time.time()
+        context = {"accountId": "anonymous", "apiId": url_id, "domainName": domain, "domainPrefix": url_id,
+                   "http": {"method": method, "path": path.decode("latin-1"),
+                            "protocol": f"HTTP/{scope.get('http_version', '1.1')}", "sourceIp": client[0],
+                            "userAgent": user_agent.decode("latin-1")},
+                   "requestId": request_id, "routeKey": "$default", "stage": "$default", "time": clf_time(now),
+                   "timeEpoch": int(now * 1000)}
+        out.append((b"x-amzn-request-context", orjson.dumps(context)))
+        out.append((b"x-amzn-lambda-context", lease.env.lambda_context(
+            request_id, lease.inv.invoked_arn, trace_id, int((now + pool.spec.timeout_s) * 1000))))
+        has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
+        if chunked:
+            out.append((b"transfer-encoding", b"chunked"))
+        elif length is not None:
+            out.append((b"content-length", length))
+        query: bytes = scope.get("query_string") or b""
+        target = path + (b"?" + query if query else b"")
+        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (method.encode("latin-1"), target,
+                                              b"".join(k + b": " + v + b"\r\n" for k, v in out))
+        return head, has_body, chunked
+
+    async def _exchange(self, scope: dict, receive, send, pool: HttpAppPool, lease: Lease,  # noqa: ANN001
+                        state: _State, path: bytes, url_id: str, domain: str, trace_id: str, request_id: str,
+                        decorate: Decorate) -> HttpResponse | None:
+        head, has_body, chunked = self._request_head(scope, pool, lease, path, url_id, domain, trace_id, request_id)
+        head_only = scope["method"] == "HEAD"
+        pump: asyncio.Task | None = None
+        resp = None
+        reused = False
+        try:
+            for attempt in range(2):
+                try:
+                    conn, reused = await lease.connect()
+                    state.conn = conn
+                    resp = conn.begin(head, head_only)
+                    if pump is None:
+                        pump = asyncio.get_running_loop().create_task(_pump(receive, state, has_body, chunked))
+                    await resp.head()
+                    break
+                except AppError as exc:
+                    if (attempt == 0 and reused and not has_body and resp is not None and not resp.received
+                            and not state.client_gone):
+                        continue  # a pooled connection the app had just closed: once more on a new one
+                    if state.client_gone:
+                        return None
+                    lease.env.note(f"request {request_id}: {exc}")
+                    return _message(502, "Internal Server Error", request_id)
+            listed = _listed(resp.headers)
+            out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k not in listed]
+            if any(k == b"transfer-encoding" for k, _ in resp.headers):
+                out = [(k, v) for k, v in out if k != b"content-length"]
+            out.append((b"x-amzn-requestid", request_id.encode()))
+            out = decorate(resp.status, out)
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            state.started = True
+            try:
+                while (chunk := await resp.next_chunk()) is not None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except AppError as exc:
+                if not state.client_gone:
+                    lease.env.note(f"request {request_id}: {exc}; the client's connection was cut")
+                return None  # the response stays incomplete: the server closes the client connection
+            await send({"type": "http.response.body", "body": b""})
+            lease.done_with(conn, resp.keep_alive and state.request_sent and not conn.closed)
+            state.conn = None
+            return None
+        finally:
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
+
+
+async def _pump(receive, state: _State, has_body: bool, chunked: bool) -> None:  # noqa: ANN001 - ASGI
+    """The client's body to the app as it arrives; then watch for the client going away."""
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            body = message.get("body", b"")
+            if body and has_body and state.conn is not None:
+                await state.conn.write(b"%x\r\n%s\r\n" % (len(body), body) if chunked else body)
+            if not message.get("more_body", False):
+                if chunked and state.conn is not None:
+                    await state.conn.write(b"0\r\n\r\n")
+                state.request_sent = True
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                break
+    except AppError:
+        return  # the app closed the connection: the response side reports it
+    state.client_gone = True
+    if state.conn is not None:
+        state.conn.close()

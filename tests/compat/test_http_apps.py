@@ -1,0 +1,521 @@
+"""HTTP-app functions (the lambda-dispatch / Lambda Web Adapter model) through a real `lamina serve`.
+
+The function's environment runs a web server, configured with the Web Adapter's variables
+(AWS_LWA_PORT, AWS_LWA_READINESS_CHECK_PATH, AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap with run.sh, ...);
+function-URL requests are proxied to it as raw HTTP/1.1, many at a time per environment, streamed
+both ways. The main app is lambda-dispatch's demo-app contract in stdlib Python (http_app_demo.py);
+a Flask app under gunicorn and an ASGI app under uvicorn are shipped in their zips unchanged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import http.client
+import importlib.metadata
+import io
+import json
+import random
+import re
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from helpers import ROLE, WAIT, create_function, raw_request, unique_name
+
+pytestmark = pytest.mark.timeout(120)
+
+DEMO = (Path(__file__).parent / "http_app_demo.py").read_text()
+URL_RE = re.compile(r"^http://([a-z0-9]{32})\.lambda-url\.[a-z0-9-]+\.localhost:(\d+)/$")
+MB = 1024 * 1024
+
+FLASK_APP = '''
+import os
+from flask import Flask, Response, request
+
+app = Flask(__name__)
+
+@app.get("/")
+def index():
+    return {"server": "gunicorn", "framework": "flask", "pid": os.getpid(), "args": request.args.to_dict(flat=False)}
+
+@app.post("/echo")
+def echo():
+    return Response(request.get_data(), content_type=request.content_type)
+
+@app.get("/cookies")
+def cookies():
+    resp = Response("cookies")
+    resp.set_cookie("a", "1")
+    resp.set_cookie("b", "2", httponly=True)
+    return resp
+
+@app.get("/teapot")
+def teapot():
+    return "short and stout", 418
+
+@app.get("/stream")
+def stream():
+    return Response((f"line {i}\\n" for i in range(1000)), content_type="text/plain")
+'''
+
+RUN_SH = '''#!/bin/sh
+# As in the Web Adapter's Flask zip example: the adapter layer runs $LAMBDA_TASK_ROOT/$_HANDLER.
+exec python -m gunicorn --bind "127.0.0.1:$PORT" --workers 1 --threads 8 app:app
+'''
+
+ASGI_APP = '''
+import json
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    if path == "/healthz":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/echo":
+        headers = [(k, v) for k, v in scope["headers"] if k in (b"content-type", b"content-length")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+            await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": more})
+        return
+    headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+    body = json.dumps({"server": "uvicorn", "method": scope["method"], "path": path,
+                       "raw_path": scope["raw_path"].decode(), "query": scope["query_string"].decode(),
+                       "headers": headers}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"set-cookie", b"x=1"), (b"set-cookie", b"y=2")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+UVICORN_BOOTSTRAP = '''#!/bin/sh
+export PYTHONPATH="$LAMBDA_TASK_ROOT"
+exec python3 -m uvicorn --host 127.0.0.1 --port "$AWS_LWA_PORT" --no-access-log app:app
+'''
+
+
+# --------------------------------------------------------------------------------------------------
+# Packaging and plumbing
+
+
+def _zip(files: dict[str, str | bytes]) -> bytes:
+    """A zip whose `bootstrap` and `*.sh` are executable (as a user's build would make them)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, content in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
+            executable = path == "bootstrap" or path.endswith(".sh")
+            info.external_attr = (0o100755 if executable else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content.encode() if isinstance(content, str) else content)
+    return buf.getvalue()
+
+
+def _installed_files(*dists: str) -> dict[str, bytes]:
+    """The installed files of these distributions, to ship in a function zip (as pip --target would)."""
+    files: dict[str, bytes] = {}
+    for name in dists:
+        dist = importlib.metadata.distribution(name)
+        for rel in dist.files or []:
+            path = str(rel)
+            if path.startswith("..") or ".dist-info/" in path or "__pycache__" in path or path.startswith("bin/"):
+                continue
+            files[path] = Path(dist.locate_file(rel)).read_bytes()
+    return files
+
+
+class Url:
+    """A function URL reached the way curl would (Host: <id>.lambda-url...), over 127.0.0.1."""
+
+    def __init__(self, endpoint: str, function_url: str) -> None:
+        m = URL_RE.match(function_url)
+        assert m, function_url
+        self.url_id = m.group(1)
+        self.port = int(endpoint.rsplit(":", 1)[1])
+        self.host = f"{self.url_id}.lambda-url.us-east-1.localhost:{self.port}"
+
+    def request(self, method: str, target: str, body: bytes | None = None,
+                headers: list[tuple[str, str]] | None = None,
+                timeout: float = 60) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", self.host)
+            for name, value in headers or []:
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            return resp.status, [(k.lower(), v) for k, v in resp.getheaders()], resp.read()
+        finally:
+            conn.close()
+
+    def get(self, target: str, **kwargs) -> tuple[int, list[tuple[str, str]], bytes]:
+        return self.request("GET", target, **kwargs)
+
+    def duplex(self, target: str, size: int, chunked: bool, block: int = 256 * 1024,
+               ctype: str = "application/octet-stream") -> tuple[int, dict[str, str], int, str, str]:
+        """POST `size` pseudo-random bytes while reading the response at the same time (a streaming
+        echo would deadlock a client that sends everything first). Returns (status, headers,
+        response size, sha256 sent, sha256 received); the body is never held whole in memory."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        sent = hashlib.sha256()
+        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+        head = (f"POST {target} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {ctype}\r\n{framing}\r\n"
+                f"Connection: close\r\n\r\n").encode()
+        rng = random.Random(size)
+        errors: list[BaseException] = []
+
+        def sender() -> None:
+            try:
+                sock.sendall(head)
+                left = size
+                while left:
+                    piece = rng.randbytes(min(block, left))
+                    left -= len(piece)
+                    sent.update(piece)
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                if chunked:
+                    sock.sendall(b"0\r\n\r\n")
+            except BaseException as exc:  # noqa: BLE001 - reported by the caller
+                errors.append(exc)
+
+        thread = threading.Thread(target=sender, daemon=True)
+        thread.start()
+        resp = http.client.HTTPResponse(sock, method="POST")
+        try:
+            resp.begin()
+            got = hashlib.sha256()
+            total = 0
+            while chunk := resp.read(1 << 20):
+                got.update(chunk)
+                total += len(chunk)
+            thread.join(60)
+            assert not errors, errors
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, total, sent.hexdigest(), \
+                got.hexdigest()
+        finally:
+            resp.close()
+            sock.close()
+
+
+def _make_http_app(client, endpoint: str, files: dict[str, str | bytes], *, runtime: str = "provided.al2023",
+                   handler: str = "bootstrap", env: dict[str, str] | None = None, memory: int = 1769,
+                   timeout: int = 60, wait: bool = True) -> tuple[str, Url]:
+    name = unique_name("http")
+    create_function(client, name, _zip(files), handler=handler, wait=wait, Runtime=runtime, Role=ROLE,
+                    MemorySize=memory, Timeout=timeout, Environment={"Variables": env or {}})
+    resp = client.create_function_url_config(FunctionName=name, AuthType="NONE")
+    return name, Url(endpoint, resp["FunctionUrl"])
+
+
+@pytest.fixture(scope="module")
+def demo(lambda_client, endpoint):
+    """The demo app as a provided.al2023 bootstrap on port 3001, health at /health."""
+    name, url = _make_http_app(lambda_client, endpoint, {"bootstrap": DEMO},
+                               env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health"})
+    yield name, url
+    lambda_client.delete_function(FunctionName=name)
+
+
+@pytest.fixture
+def make_app(lambda_client, endpoint):
+    created: list[str] = []
+
+    def make(files: dict[str, str | bytes], **kwargs) -> tuple[str, Url]:
+        name, url = _make_http_app(lambda_client, endpoint, files, **kwargs)
+        created.append(name)
+        return name, url
+
+    yield make
+    for name in created:
+        with contextlib.suppress(Exception):
+            lambda_client.delete_function(FunctionName=name)
+
+
+def _server_peak_rss(lamina_server) -> int:
+    with open(f"/proc/{lamina_server.pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
+    return [v for k, v in headers if k == name]
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo app: bodies, streaming, status, headers, query strings
+
+
+@pytest.mark.parametrize("size", [0, 1024, 10 * 1024, 9 * MB])
+def test_echo_is_byte_exact(demo, size):
+    _, url = demo
+    status, headers, total, sent, got = url.duplex("/echo", size, chunked=False)
+    assert status == 200 and total == size and got == sent
+    assert headers.get("content-length") == str(size) and headers["content-type"] == "application/octet-stream"
+
+
+def test_echo_100_mb_streams_both_ways(demo, lamina_server):
+    """100 MB in, 100 MB out, chunked both ways, with no payload limit and without the server holding it."""
+    _, url = demo
+    before = _server_peak_rss(lamina_server)
+    status, headers, total, sent, got = url.duplex("/echo", 100 * MB, chunked=True, block=1 << 20)
+    assert status == 200 and total == 100 * MB and got == sent
+    assert headers.get("transfer-encoding") == "chunked"
+    assert _server_peak_rss(lamina_server) - before < 40 * MB
+
+
+def test_double_and_half_echo(demo):
+    _, url = demo
+    data = bytes(range(256)) * 1000
+    for route, expect in (("/double-echo", len(data) * 2), ("/half-echo", len(data) // 2)):
+        status, _, body = url.request("POST", route, body=data)
+        assert status == 200 and len(body) == expect, route
+
+
+def test_chunked_response_arrives_as_it_is_written(demo):
+    _, url = demo
+    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
+    conn.putrequest("GET", "/chunked-response?delay_ms=2000", skip_host=True)
+    conn.putheader("Host", url.host)
+    conn.endheaders()
+    start = time.monotonic()
+    resp = conn.getresponse()
+    arrivals = []
+    body = b""
+    while piece := resp.read1(65536):
+        arrivals.append(time.monotonic() - start)
+        body += piece
+    conn.close()
+    assert body == b"INITIAL PAYLOAD RESPONSE\nFINAL PAYLOAD RESPONSE\n"
+    assert len(arrivals) >= 2 and arrivals[0] < 1.0 and arrivals[-1] - arrivals[0] > 1.5, arrivals
+
+
+def test_odd_status_and_repeated_headers(demo):
+    _, url = demo
+    status, headers, body = url.get("/odd-status")
+    assert status == 519 and body == b"I'm a teapot"
+    status, headers, _ = url.get("/cookies")
+    assert status == 200
+    assert _header_values(headers, "set-cookie") == ["a=1; Path=/", "b=2; HttpOnly", "c=3; Max-Age=60"]
+    assert _header_values(headers, "x-multi") == ["one", "two"]
+    assert _header_values(headers, "x-amzn-requestid")
+
+
+def test_query_strings_and_paths_pass_unchanged(demo):
+    _, url = demo
+    for target in ("/debug?x=1", "/debug?q=hello%20world&slash=%2F&plus=a+b", "/debug?a=1&a=2&a=3",
+                   "/debug?a[]=1&a[]=2", "/debug", "/debug?", "/debug?flag", "/debug/../debug%2Fx?y=%E2%82%AC"):
+        status, _, body = url.get(target)
+        if target.startswith("/debug/.."):
+            assert status == 404  # the path too goes as sent: no route matches it in the app
+            continue
+        assert status == 200, (target, body)
+        doc = json.loads(body)
+        assert doc["target"] == target.rstrip("?"), (target, doc["target"])
+
+
+def test_request_headers_reach_the_app(demo):
+    _, url = demo
+    status, resp_headers, body = url.get("/headers", headers=[("X-Custom", "a"), ("X-Custom", "b"),
+                                                              ("Cookie", "k=v; k2=v2"),
+                                                              ("Connection", "keep-alive, X-Hop"),
+                                                              ("X-Hop", "dropped"),
+                                                              ("X-Amzn-Request-Context", "spoofed")])
+    assert status == 200
+    seen = json.loads(body)
+    names = [k for k, _ in seen]
+    assert [v for k, v in seen if k == "x-custom"] == ["a", "b"]
+    assert [v for k, v in seen if k == "cookie"] == ["k=v; k2=v2"]
+    assert "x-hop" not in names and "connection" not in names
+    assert dict(seen)["host"] == url.host
+    context = json.loads(dict(seen)["x-amzn-request-context"])
+    assert context["requestId"] == _header_values(resp_headers, "x-amzn-requestid")[0]
+    assert context["apiId"] == url.url_id and context["http"]["method"] == "GET"
+    lambda_ctx = json.loads(dict(seen)["x-amzn-lambda-context"])
+    assert lambda_ctx["request_id"] == context["requestId"] and lambda_ctx["deadline"] > time.time() * 1000
+    assert dict(seen)["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_head_request(demo):
+    _, url = demo
+    status, headers, body = url.request("HEAD", "/ping")
+    assert status == 200 and body == b"" and dict(headers)["content-length"] == "4"
+    status, _, body = url.get("/ping")  # the keep-alive connection to the app is still in step
+    assert status == 200 and body == b"pong"
+
+
+def test_many_slow_requests_share_one_environment(demo):
+    """Several slow requests run at once in one environment (its max concurrency is 10)."""
+    _, url = demo
+    url.get("/ping")
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: url.get("/delay?delay=1000"), range(6)))
+    elapsed = time.monotonic() - start
+    docs = [json.loads(body) for status, _, body in results if status == 200]
+    assert len(docs) == 6, results
+    assert len({d["env"] for d in docs}) == 1
+    assert max(d["max_in_flight"] for d in docs) >= 6
+    assert elapsed < 2.5, elapsed
+
+
+def test_invoke_api_converts_like_the_web_adapter(demo, lambda_client):
+    name, _ = demo
+    event = {"version": "2.0", "routeKey": "$default", "rawPath": "/debug", "rawQueryString": "a=1&b=2",
+             "headers": {"x-test": "yes", "content-type": "text/plain"}, "cookies": ["c=1"],
+             "requestContext": {"http": {"method": "POST", "path": "/debug"}, "requestId": "r1"},
+             "body": "aGVsbG8=", "isBase64Encoded": True}
+    resp = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event))
+    out = json.loads(resp["Payload"].read())
+    assert "FunctionError" not in resp, out
+    assert out["statusCode"] == 200 and out["isBase64Encoded"] is False
+    doc = json.loads(out["body"])
+    assert doc["method"] == "POST" and doc["target"] == "/debug?a=1&b=2" and doc["body_len"] == 5
+    assert [v for k, v in doc["headers"] if k == "cookie"] == ["c=1"]
+    resp = lambda_client.invoke(FunctionName=name, Payload=json.dumps({"Records": [{"body": "m"}]}))
+    out = json.loads(resp["Payload"].read())
+    assert out == {"passthrough": {"Records": [{"body": "m"}]}, "content_type": "application/json"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Environments: readiness, per-environment concurrency, crashes
+
+
+def test_no_traffic_before_the_app_is_healthy(endpoint, make_app):
+    start = time.monotonic()
+    name, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health",
+                                                  "INIT_SLEEP_MS": "1200"})
+    assert time.monotonic() - start >= 1.2  # Active only once healthy
+    status, _, body = url.get("/stats")
+    assert status == 200 and json.loads(body)["early"] == 0
+    # A cold start while requests wait: none reaches the app before /health says so.
+    assert raw_request(endpoint, "DELETE", f"/lamina/v1/functions/{name}/environments").status == 200
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: url.get("/stats"), range(3)))
+    assert time.monotonic() - start >= 1.0
+    for status, _, body in results:
+        assert status == 200, body
+        assert json.loads(body)["early"] == 0
+
+
+def test_max_concurrency_per_environment(make_app):
+    _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health",
+                                                "AWS_LAMBDA_MAX_CONCURRENCY": "2"})
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda _: url.get("/delay?delay=1000"), range(5)))
+    docs = [json.loads(body) for status, _, body in results if status == 200]
+    assert len(docs) == 5, results
+    assert max(d["max_in_flight"] for d in docs) <= 2
+    assert len({d["env"] for d in docs}) >= 2  # the queue waited for free slots and the scaler added environments
+
+
+def test_app_crash_fails_its_requests_and_is_replaced(make_app):
+    _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health"})
+    before = json.loads(url.get("/stats")[2])["env"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(url.get, "/delay?delay=5000")
+        time.sleep(0.3)
+        crash = pool.submit(url.get, "/crash?after_ms=200")
+        assert crash.result()[0] == 502
+        status, _, body = slow.result()
+    assert status == 502 and b"Internal Server Error" in body
+    status, _, body = url.get("/stats")
+    assert status == 200 and json.loads(body)["env"] != before
+
+
+def test_request_over_the_timeout_gets_504(make_app):
+    _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health"},
+                      timeout=1)
+    start = time.monotonic()
+    status, _, _ = url.get("/delay?delay=3000")
+    assert status == 504 and time.monotonic() - start < 2.5
+    assert url.get("/ping")[:1] == (200,)  # the environment keeps serving
+
+
+def test_update_and_delete_let_requests_in_flight_finish(lambda_client, make_app):
+    name, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health"})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(url.get, "/delay?delay=1200")
+        time.sleep(0.3)
+        lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": {
+            "AWS_LWA_PORT": "3002", "AWS_LWA_READINESS_CHECK_PATH": "/health"}})
+        lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+        assert url.get("/ping")[:1] == (200,)  # the new configuration serves while the old request runs
+        first_env = json.loads(slow.result()[2])["env"]
+        slow = pool.submit(url.get, "/delay?delay=1000")
+        time.sleep(0.3)
+        lambda_client.delete_function(FunctionName=name)
+        status, _, body = slow.result()
+    assert status == 200 and json.loads(body)["env"] != first_env
+
+
+def test_bad_configuration_fails_the_function(lambda_client, make_app):
+    name, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_READINESS_CHECK_PROTOCOL": "udp"}, wait=False)
+    for _ in range(100):
+        cfg = lambda_client.get_function_configuration(FunctionName=name)
+        if cfg["State"] != "Pending":
+            break
+        time.sleep(0.05)
+    assert cfg["State"] == "Failed" and "AWS_LWA_READINESS_CHECK_PROTOCOL" in cfg["StateReason"], cfg
+    assert url.get("/ping")[0] == 502
+    resp = lambda_client.invoke(FunctionName=name, Payload=b"{}")
+    assert resp["FunctionError"] == "Unhandled"
+    assert json.loads(resp["Payload"].read())["errorType"] == "Runtime.InvalidConfiguration"
+
+
+# --------------------------------------------------------------------------------------------------
+# Real frameworks, packaged as for the Web Adapter
+
+
+def test_flask_under_gunicorn(make_app):
+    files = _installed_files("flask", "werkzeug", "jinja2", "itsdangerous", "click", "blinker", "markupsafe",
+                             "gunicorn", "packaging")
+    files.update({"app.py": FLASK_APP, "run.sh": RUN_SH})
+    _, url = make_app(files, runtime="python3.11", handler="run.sh",
+                      env={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap", "PORT": "8000"})
+    status, _, body = url.get("/?x=1&x=2")
+    doc = json.loads(body)
+    assert status == 200 and doc["server"] == "gunicorn" and doc["args"] == {"x": ["1", "2"]}
+    data = random.Random(7).randbytes(3 * MB)
+    status, headers, body = url.request("POST", "/echo", body=data, headers=[("Content-Type", "image/png")])
+    assert status == 200 and body == data and dict(headers)["content-type"] == "image/png"
+    status, headers, _ = url.get("/cookies")
+    assert [c.split(";")[0] for c in _header_values(headers, "set-cookie")] == ["a=1", "b=2"]
+    assert url.get("/teapot")[:1] == (418,)
+    status, _, body = url.get("/stream")
+    assert status == 200 and body.count(b"\n") == 1000
+
+
+def test_asgi_under_uvicorn(make_app):
+    files = _installed_files("uvicorn", "h11", "click")
+    files.update({"app.py": ASGI_APP, "bootstrap": UVICORN_BOOTSTRAP})
+    _, url = make_app(files, env={"AWS_LWA_PORT": "8000", "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
+                                  "AWS_LWA_REMOVE_BASE_PATH": "/api"})
+    status, headers, body = url.get("/api/items/a%20b?q=%2F&q=2")
+    doc = json.loads(body)
+    assert status == 200 and doc["server"] == "uvicorn"
+    assert doc["raw_path"] == "/items/a%20b" and doc["query"] == "q=%2F&q=2"
+    assert _header_values(headers, "set-cookie") == ["x=1", "y=2"]
+    status, _, total, sent, got = url.duplex("/api/echo", 5 * MB, chunked=False)
+    assert status == 200 and total == 5 * MB and got == sent

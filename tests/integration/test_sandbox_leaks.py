@@ -1,0 +1,266 @@
+"""No leaks: after many cold starts and teardowns under the linux sandbox, no cgroup, mount, namespace
+or process is left (LAMINA_LEAK_STARTS, default 10,000).
+
+A dedicated server; THREADS client threads, each with a function of its own, loop {invoke: a fresh
+environment forked from the zygote; DELETE /lamina/v1/functions/NAME/environments: tear it down}.
+Every other invoke also leaves a stray process behind in its environment, which the teardown has to
+kill. Then the functions are deleted (their zygotes stop) and everything is compared with a baseline
+taken before the first function existed; last, the server is stopped and its cgroup subtree must go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import http.client
+import json
+import os
+import re
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from helpers import all_pids, create_function, descendants, describe_pids, processes_referencing, unique_name
+
+STARTS = int(os.environ.get("LAMINA_LEAK_STARTS", "10000"))
+THREADS = 8
+NS_KINDS = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
+NS_LINK = re.compile(r"^(mnt|pid|net|ipc|uts|user|cgroup|time):\[(\d+)\]$")
+SETTLE_S = 30.0
+
+# CALLS starts at 0 in every environment (each is a fork of the zygote, which never runs the
+# handler), so calls == 1 proves the invoke got a new environment.
+APP = '''
+import os, time
+
+CALLS = 0
+
+
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    with open("/tmp/scratch", "w") as fh:  # the environment's private tmpfs
+        fh.write("x" * 4096)
+    if event.get("stray") and os.fork() == 0:  # a process left behind: the teardown must kill it
+        try:
+            os.setsid()
+            os.closerange(3, 4096)
+            time.sleep(600)
+        finally:
+            os._exit(0)
+    return {"calls": CALLS}
+'''
+
+
+# --------------------------------------------------------------------------------------------------
+# What the host holds
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def cgroup_roots(server_pid: int) -> list[str]:
+    """The server's subtree in every hierarchy: /sys/fs/cgroup/<controller or unified>/lamina/<pid> (or v2)."""
+    return sorted(glob.glob(f"/sys/fs/cgroup/*/lamina/{server_pid}") + glob.glob(f"/sys/fs/cgroup/lamina/{server_pid}"))
+
+
+def cgroup_dirs(server_pid: int) -> set[str]:
+    """Every directory at or below the server's subtrees."""
+    found: set[str] = set()
+    for root in cgroup_roots(server_pid):
+        for dirpath, _dirnames, _files in os.walk(root):
+            found.add(dirpath)
+    return found
+
+
+def namespaces_in_use() -> dict[str, set[int]]:
+    """{"net:[4026532..]": {pids holding it}} over every process's /proc/<pid>/ns/* and namespace fds."""
+    held: dict[str, set[int]] = {}
+    for pid in all_pids():
+        for kind in NS_KINDS:
+            with contextlib.suppress(OSError):
+                held.setdefault(os.readlink(f"/proc/{pid}/ns/{kind}"), set()).add(pid)
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if NS_LINK.match(target):
+                        held.setdefault(target, set()).add(pid)
+    return held
+
+
+def mount_count() -> int:
+    return len(_read("/proc/self/mountinfo").splitlines())
+
+
+def lamina_instance(pid: int) -> int | None:
+    """The server pid in the `/lamina/<pid>/` cgroup path of a sandboxed process, if any."""
+    m = re.search(r"/lamina/(\d+)(/|$)", _read(f"/proc/{pid}/cgroup"), re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def other_servers_trees(server_pid: int) -> set[int]:
+    """Processes of other `lamina serve` instances on this host (other test sessions), with descendants."""
+    found: set[int] = set()
+    for pid in all_pids():
+        if pid == server_pid:
+            continue
+        argv = _read(f"/proc/{pid}/cmdline").split("\0")
+        if "lamina" in " ".join(argv) and "serve" in argv:
+            found.add(pid)
+            found.update(descendants(pid))
+    return found
+
+
+def leaked_namespaces(baseline: dict[str, set[int]], server_pid: int) -> dict[str, list[int]]:
+    """Namespaces in use now that were not at the baseline, unless only another Lamina server holds them."""
+    now = namespaces_in_use()
+    new = {ns: pids for ns, pids in now.items() if ns not in baseline}
+    if not new:
+        return {}
+    foreign = other_servers_trees(server_pid)
+    leaked = {}
+    for ns, pids in new.items():
+        ours = [p for p in pids if p not in foreign and lamina_instance(p) in (None, server_pid)]
+        if ours:
+            leaked[ns] = sorted(ours)
+    return leaked
+
+
+# --------------------------------------------------------------------------------------------------
+# The load
+
+
+class Worker(threading.Thread):
+    """Loops {invoke (a new environment); DELETE environments (tear it down)} on one function.
+
+    A failed invoke is recorded and the loop goes on (the leak checks still run; the test reports
+    the failures after them); it gives up after MAX_FAILURES.
+    """
+
+    MAX_FAILURES = 20
+
+    def __init__(self, port: int, name: str, count: int) -> None:
+        super().__init__(name=f"leak-{name}", daemon=True)
+        self.port, self.function, self.count = port, name, count
+        self.done = 0
+        self.failures: list[str] = []
+        self.stop_flag = threading.Event()
+
+    def _request(self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes = b"") -> tuple:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("X-Amz-Function-Error"), resp.read()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        invoke = f"/2015-03-31/functions/{self.function}/invocations"
+        recycle = f"/lamina/v1/functions/{self.function}/environments"
+        try:
+            for i in range(self.count):
+                if self.stop_flag.is_set() or len(self.failures) >= self.MAX_FAILURES:
+                    return
+                status, err, body = self._request(conn, "POST", invoke, json.dumps({"stray": i % 2 == 0}).encode())
+                ok = status == 200 and not err and json.loads(body).get("calls") == 1
+                if not ok:
+                    self.failures.append(f"invoke {i}: HTTP {status} X-Amz-Function-Error={err} body={body[:300]!r}")
+                status, _, body = self._request(conn, "DELETE", recycle)
+                if status != 200 or (ok and json.loads(body).get("stopped") != 1):
+                    self.failures.append(f"DELETE environments after invoke {i}: HTTP {status} body={body[:300]!r}")
+                self.done += 1
+        except Exception as exc:  # reported by the test
+            self.failures.append(f"after {self.done} starts: {type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+
+
+def _health(endpoint: str) -> dict:
+    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _wait_for(check, timeout: float):  # noqa: ANN001, ANN202 - a predicate returning a falsy "done" value
+    """Poll check() until it returns a falsy value or time runs out; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if not value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_no_leaks_after_cold_starts_and_teardowns(lamina_factory):
+    server = lamina_factory()
+    if _health(server.endpoint).get("sandbox") != "linux":
+        pytest.skip("needs root: the linux sandbox backend")
+    client = server.client()
+
+    # The baseline, before any function (so without zygotes) exists.
+    base_cgroups = cgroup_dirs(server.pid)
+    base_procs = set(descendants(server.pid))
+    base_ns = namespaces_in_use()
+    base_mounts = mount_count()
+    assert cgroup_roots(server.pid), "the linux backend made no cgroup subtree for the server"
+
+    names = [unique_name("leak") for _ in range(THREADS)]
+    for name in names:
+        create_function(client, name, {"app.py": APP}, Timeout=30)
+    per_thread = [STARTS // THREADS + (1 if i < STARTS % THREADS else 0) for i in range(THREADS)]
+    workers = [Worker(server.port, name, n) for name, n in zip(names, per_thread, strict=True)]
+
+    t0 = time.monotonic()
+    for w in workers:
+        w.start()
+    deadline = t0 + 400  # leaves time for the checks below within the 600 s timeout
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+    elapsed = time.monotonic() - t0
+    for w in workers:
+        w.stop_flag.set()
+    for w in workers:
+        w.join(70)
+    done = sum(w.done for w in workers)
+    rate = done / elapsed if elapsed else 0.0
+    print(f"\n{done} cold starts + teardowns in {elapsed:.1f} s ({rate:.0f}/s, {THREADS} threads), "
+          f"{sum(len(w.failures) for w in workers)} failed")
+    failures = [f"{w.function}: {f}" for w in workers for f in w.failures]
+
+    for name in names:
+        client.delete_function(FunctionName=name)
+
+    # Everything the starts made goes away: environments, zygotes, their cgroups and processes.
+    left_envs = _wait_for(lambda: _health(server.endpoint)["environments"], SETTLE_S)
+    assert left_envs == 0, f"{left_envs} environments still counted {SETTLE_S:.0f} s after the functions were deleted"
+    extra_cgroups = _wait_for(lambda: sorted(cgroup_dirs(server.pid) - base_cgroups), SETTLE_S)
+    extra_procs = _wait_for(lambda: sorted(set(descendants(server.pid)) - base_procs), SETTLE_S)
+    leaked_ns = _wait_for(lambda: leaked_namespaces(base_ns, server.pid), SETTLE_S)
+    mounts = mount_count()
+
+    assert not extra_cgroups, f"{len(extra_cgroups)} cgroups left, e.g. {extra_cgroups[:10]}"
+    assert not extra_procs, f"{len(extra_procs)} processes left under the server: {describe_pids(extra_procs[:20])}"
+    assert not leaked_ns, f"{len(leaked_ns)} namespaces left, e.g. " + "; ".join(
+        f"{ns} held by {describe_pids(pids[:3])}" for ns, pids in list(leaked_ns.items())[:10]
+    )
+    assert mounts == base_mounts, f"mount count {base_mounts} -> {mounts}"
+
+    # Stopping the server removes its whole cgroup subtree and leaves nothing running.
+    pid = server.pid
+    assert server.stop() == 0, server.output()[-3000:]
+    assert not cgroup_roots(pid), f"cgroup subtree left after the server stopped: {cgroup_roots(pid)}"
+    left = processes_referencing(server.data_dir)
+    assert not left, f"processes left after the server stopped: {describe_pids(left)}"
+
+    # Last, so that a failed invoke does not hide the leak checks above.
+    assert not failures, f"{len(failures)} of {done} cold starts failed:\n" + "\n".join(failures[:20])
+    assert done == STARTS, f"only {done} of {STARTS} cold starts in {elapsed:.0f} s ({rate:.0f}/s)"
