@@ -22,7 +22,7 @@ log = logging.getLogger("lamina.dispatch")
 class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
                  keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue",
-                 queue_timeout_s: float = 60.0) -> None:
+                 queue_timeout_s: float = 60.0, freeze_idle_s: float | None = 0.1) -> None:
         self.backend = backend
         self.logs = logs
         self.max_environments = max_environments
@@ -43,6 +43,8 @@ class Dispatcher:
         self.init_backoff_s = 0.5
         self.init_backoff_max_s = 60.0
         self.queue_timeout_s = queue_timeout_s
+        # Idle one-at-a-time environments are frozen (cgroup freezer) after this long; None: never.
+        self.freeze_idle_s = freeze_idle_s
         self.reserved: dict[str, int] = {}
         self.inflight: dict[str, int] = {}
         self.total_inflight = 0

@@ -143,6 +143,8 @@ class Environment:
         self._finished = False
         self._last_rss_kb: int | None = None
         self.restore_ms: float | None = None
+        self.frozen = False
+        self._freeze_timer: asyncio.TimerHandle | None = None
         self._logs: LogPipe | None = None
         self._api = None  # RuntimeApiServer for custom runtimes
 
@@ -210,6 +212,7 @@ class Environment:
         if self.state is State.BUSY:
             raise RuntimeError("stop() on a busy environment")
         self.state = State.STOPPING
+        self._unfreeze()
         if self._transport is not None:
             self._transport.close()  # the runtime sees EOF and exits
         if self._api is not None:
@@ -226,11 +229,31 @@ class Environment:
 
     # ------------------------------------------------------------------ invocations
 
+    def park(self) -> None:
+        """Idle: freeze the sandbox once it has stayed idle a moment (a one-at-a-time function's
+        environment does nothing between invocations; back-to-back traffic never pays a thaw)."""
+        if self.pool.dispatcher.freeze_idle_s is not None and self.sandbox is not None:
+            self._freeze_timer = self._loop.call_later(self.pool.dispatcher.freeze_idle_s, self._freeze)
+
+    def _freeze(self) -> None:
+        self._freeze_timer = None
+        if self.state is State.IDLE and self.sandbox is not None:
+            self.frozen = self.sandbox.freeze()
+
+    def _unfreeze(self) -> None:
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
+        if self.frozen:
+            self.frozen = False
+            self.sandbox.thaw()
+
     def deliver(self, inv: Invocation) -> None:
         """Run one invocation (the pool calls this only when the environment is IDLE)."""
         if inv.expiry is not None:  # it is no longer waiting
             inv.expiry.cancel()
             inv.expiry = None
+        self._unfreeze()
         self.state = State.BUSY
         self.current = inv
         self.invocations += 1
@@ -464,6 +487,7 @@ class Environment:
         self._teardown()
 
     def _teardown(self) -> None:
+        self._unfreeze()
         if self._transport is not None:
             self._transport.close()
         if self._api is not None:

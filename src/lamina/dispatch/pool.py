@@ -197,6 +197,7 @@ class FunctionPool:
                 env.deliver(inv)
                 return
         self.idle.append(env)
+        env.park()
 
     def env_init_failed(self, env: Environment, failure: InitFailure) -> None:
         """Everything queued gets the init error; further starts back off exponentially."""

@@ -83,6 +83,13 @@ class Sandbox(abc.ABC):
         """Whether the kernel's OOM killer struck inside the sandbox (memory limit reached)."""
         return False
 
+    def freeze(self) -> bool:
+        """Stop every process of the sandbox until thaw() (the cgroup freezer); False if unsupported."""
+        return False
+
+    def thaw(self) -> None:  # noqa: B027 - nothing to do where freeze() is unsupported
+        """Let a frozen sandbox run again."""
+
     def confined(self) -> bool:
         """Whether the environment really joined what the backend prepared for it. The zygote that
         forked it has run the function's init code, so the server checks instead of trusting it."""

@@ -291,8 +291,9 @@ class Cgroup:
 
     # pausing
 
-    def freeze(self, timeout: float = 1.0) -> None:
-        """Stop every member and return once they are all stopped (TimeoutError otherwise)."""
+    def freeze(self, timeout: float = 1.0, wait: bool = True) -> None:
+        """Stop every member and return once they are all stopped (TimeoutError otherwise); with
+        wait=False only ask (the kernel finishes on its own)."""
         plan = self._tree._plan
         if self._unified is not None and plan.v2_freeze:
             path, value, state_file, done = self._unified + "/cgroup.freeze", "1", "/cgroup.events", "frozen 1"
@@ -303,6 +304,8 @@ class Cgroup:
         else:
             raise OSError(errno.ENOTSUP, "no cgroup freezer on this host")
         _write(path, value)
+        if not wait:
+            return
         # Re-read with a short sleep, not poll(POLLPRI): notifications are rate-limited (see wait_empty).
         deadline = time.monotonic() + timeout
         delay = 0.00005

@@ -49,7 +49,22 @@ _ETC_BINDS = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificat
               "mime.types", "protocols", "services", "python3", "python3.11", "os-release")
 
 
-class LinuxSandbox(Sandbox):
+class _Freezable:
+    cgroup: Cgroup
+
+    def freeze(self) -> bool:
+        try:
+            self.cgroup.freeze(wait=False)
+        except OSError:
+            return False
+        return True
+
+    def thaw(self) -> None:
+        with contextlib.suppress(OSError):
+            self.cgroup.thaw()
+
+
+class LinuxSandbox(_Freezable, Sandbox):
     def __init__(self, transport: asyncio.SubprocessTransport, cgroup: Cgroup,
                  api_socket: socket.socket | None = None, netns_fd: int | None = None) -> None:
         self.transport = transport
@@ -92,7 +107,7 @@ class LinuxSandbox(Sandbox):
         self.cgroup.set_memory(memory_mb + FORK_CHARGE_MB * max_forks)
 
 
-class LinuxForked(ForkedSandbox):
+class LinuxForked(_Freezable, ForkedSandbox):
     """An environment forked from a zygote: it joins `cgroup` itself through the fds it is sent."""
 
     def __init__(self, cgroup: Cgroup) -> None:
