@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""Hello-world throughput through Lamina function URLs, against a bare uvicorn + httptools server.
+
+    .venv/bin/python bench/throughput.py [--duration 10] [--connections 32] [--json]
+
+Needs `wrk` (Debian/Ubuntu: `apt-get install -y wrk`) and `taskset`, and at least 2 CPUs. Every server
+runs pinned to CPU 0 (its whole process tree: the server, zygotes, environments, the app inside) and
+wrk runs pinned to CPU 1 (`wrk -t1 -cC -dDs`), in the same run:
+
+  baseline  a raw ASGI hello world under uvicorn with httptools and uvloop, no access log (this file
+            run with --baseline-server PORT)
+  handler   a fresh `lamina serve` (free port, temporary data dir) with a python3.11 handler function
+            returning "Hello, world!", reached through its function URL
+            (GET /lamina/v1/url/<url-id>/)
+  http-app  the same server with an HTTP-app function (AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap, run.sh
+            starting the same ASGI app under uvicorn shipped in the zip), through its function URL
+
+Each is warmed up for 2 s before its timed wrk run. Prints requests/s, wrk's latency percentiles and
+the ratios to the baseline. Only prints figures: exit status is 0 whether the target is met or not, 1
+if a server fails, wrk is missing or a response is not a 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from _common import free_port, process_tree, stop_process, wait_http_ok
+from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
+
+HOST = "127.0.0.1"
+SERVER_CPU = 0
+WRK_CPU = 1
+TARGET_RATIO = 0.5
+HELLO = b"Hello, world!"
+
+HANDLER_SRC = """\
+def handler(event, context):
+    return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": "Hello, world!"}
+"""
+
+# The same raw ASGI app the baseline runs, shipped in the HTTP-app function's zip.
+ASGI_SRC = """\
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+"""
+
+RUN_SH = """\
+#!/bin/sh
+export PYTHONPATH="$LAMBDA_TASK_ROOT"
+exec python3 -m uvicorn --host 127.0.0.1 --port "$AWS_LWA_PORT" --no-access-log --log-level warning app:app
+"""
+
+URL_ID = re.compile(r"^https?://([a-z0-9]+)\.")
+
+
+# --------------------------------------------------------------------------- baseline server
+
+
+def run_baseline_server(port: int) -> None:
+    import uvicorn
+
+    namespace: dict[str, Any] = {}
+    exec(ASGI_SRC, namespace)  # the very app the HTTP-app function runs
+    uvicorn.run(
+        namespace["app"], host=HOST, port=port, http="httptools", loop="uvloop", access_log=False, log_level="warning"
+    )
+
+
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """Processes started inside inherit this thread's affinity: {cpu}."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def pin_tree(pid: int, cpu: int) -> int:
+    """Pin every thread of pid and its descendants to cpu (for processes started before); how many."""
+    n = 0
+    for p in process_tree(pid):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, {cpu})
+                n += 1
+    return n
+
+
+@contextlib.contextmanager
+def baseline_server(startup_timeout: float) -> Iterator[tuple[int, int]]:
+    port = free_port(HOST)
+    with pinned(SERVER_CPU):
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--baseline-server", str(port)], start_new_session=True
+        )
+    try:
+        if not wait_http_ok(proc, HOST, port, "/", startup_timeout):
+            raise BenchError(f"baseline server did not start (exit {proc.poll()})")
+        yield proc.pid, port
+    finally:
+        stop_process(proc, grace=5)
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def _installed_files(*dists: str) -> dict[str, bytes]:
+    """The installed files of these distributions, to ship in a function zip (as pip --target would)."""
+    files: dict[str, bytes] = {}
+    for name in dists:
+        dist = importlib.metadata.distribution(name)
+        for rel in dist.files or []:
+            path = str(rel)
+            if path.startswith("..") or ".dist-info/" in path or "__pycache__" in path or path.startswith("bin/"):
+                continue
+            files[path] = Path(dist.locate_file(rel)).read_bytes()
+    return files
+
+
+def make_zip(files: dict[str, str | bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, content in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100755 if path.endswith(".sh") else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content.encode() if isinstance(content, str) else content)
+    return buf.getvalue()
+
+
+def deploy_url(client: Any, name: str, code: bytes, **config: Any) -> str:
+    """Create the function and a NONE-auth function URL; return the path form of the URL."""
+    client.create_function(FunctionName=name, Role=ROLE, Code={"ZipFile": code}, Timeout=30, **config)
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    url = client.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    m = URL_ID.match(url)
+    if not m:
+        raise BenchError(f"unexpected FunctionUrl {url!r}")
+    return f"/lamina/v1/url/{m.group(1)}/"
+
+
+def check_hello(what: str, port: int, path: str) -> None:
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200 or body != HELLO:
+        raise BenchError(f"{what}: GET {path}: HTTP {resp.status}: {body[:1000]!r}")
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+def wrk(port: int, path: str, duration: float, connections: int) -> dict[str, Any]:
+    cmd = ["taskset", "-c", str(WRK_CPU), "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    proc = subprocess.run([*cmd, f"http://{HOST}:{port}{path}"], capture_output=True, text=True, timeout=duration + 60)
+    out = proc.stdout
+    if proc.returncode != 0 or "Requests/sec:" not in out:
+        raise BenchError(f"wrk failed (exit {proc.returncode}): {out}{proc.stderr}")
+
+    def ms(text: str) -> float:
+        m = re.match(r"([\d.]+)(us|ms|s)", text)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    result: dict[str, Any] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    total = re.search(r"(\d+) requests in", out)
+    result["requests"] = int(total.group(1)) if total else None
+    for p in ("50", "99"):
+        m = re.search(rf"^\s+{p}(?:\.000)?%\s+(\S+)", out, re.M)
+        result[f"p{p}_ms"] = round(ms(m.group(1)), 3) if m else None
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    errors = re.search(r"Socket errors: (.*)", out)
+    result["socket_errors"] = errors.group(1).strip() if errors else ""
+    return result
+
+
+def run_wrk(what: str, port: int, path: str, args: argparse.Namespace, tree_pid: int) -> dict[str, Any]:
+    check_hello(what, port, path)
+    pin_tree(tree_pid, SERVER_CPU)
+    log(f"{what}: warm-up 2 s ...")
+    wrk(port, path, 2, args.connections)
+    pin_tree(tree_pid, SERVER_CPU)  # environments started during the warm-up
+    log(f"{what}: wrk -t1 -c{args.connections} -d{args.duration:g}s ...")
+    result = wrk(port, path, args.duration, args.connections)
+    if result["non_2xx"]:
+        log(f"warning: {what}: {result['non_2xx']} responses were not 2xx/3xx")
+    allowed: set[int] = set()
+    procs = process_tree(tree_pid)
+    for p in procs:
+        with contextlib.suppress(OSError):
+            allowed |= os.sched_getaffinity(p)
+    result["server_processes"] = len(procs)
+    result["server_cpus"] = sorted(allowed)
+    if allowed != {SERVER_CPU}:
+        log(f"warning: {what}: the server's processes may run on CPUs {sorted(allowed)}, not only {SERVER_CPU}")
+    return result
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    log("baseline: uvicorn + httptools ...")
+    with baseline_server(args.startup_timeout) as (pid, port):
+        results["baseline"] = run_wrk("baseline", port, "/", args, pid)
+
+    with pinned(SERVER_CPU), lamina_server(args.startup_timeout) as (proc, port, log_path):
+        try:
+            results["server"] = server_info(port)
+            client = boto3_client(port)
+            log("deploying the handler function ...")
+            handler_path = deploy_url(
+                client,
+                "bench-hello",
+                make_zip({"app.py": HANDLER_SRC}),
+                Runtime="python3.11",
+                Handler="app.handler",
+                MemorySize=128,
+            )
+            log("deploying the HTTP-app function ...")
+            files: dict[str, str | bytes] = {}
+            files.update(_installed_files("uvicorn", "h11", "click", "httptools"))
+            files.update({"app.py": ASGI_SRC, "run.sh": RUN_SH})
+            app_path = deploy_url(
+                client,
+                "bench-hello-app",
+                make_zip(files),
+                Runtime="python3.11",
+                Handler="run.sh",
+                MemorySize=512,
+                Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap", "AWS_LWA_PORT": "8000"}},
+            )
+            results["handler"] = run_wrk("handler function URL", port, handler_path, args, proc.pid)
+            results["http_app"] = run_wrk("HTTP-app function URL", port, app_path, args, proc.pid)
+        except BenchError:
+            raise
+        except Exception as e:
+            raise BenchError(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}") from e
+        if proc.poll() is not None:
+            raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def summarize(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    results = dict(results)
+    server = results.pop("server", {})
+    base = results["baseline"]["rps"]
+    ratios = {k: round(results[k]["rps"] / base, 4) for k in ("handler", "http_app")}
+    return {
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "server": server,
+        "results": results,
+        "ratios_to_baseline": ratios,
+        "target": {
+            "metric": "handler rps / baseline rps",
+            "limit": TARGET_RATIO,
+            "value": ratios["handler"],
+            "pass": ratios["handler"] >= TARGET_RATIO and results["handler"]["non_2xx"] == 0,
+        },
+        "env": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+
+
+ROWS = [
+    ("baseline", "bare uvicorn + httptools"),
+    ("handler", "handler function URL"),
+    ("http_app", "HTTP-app function URL"),
+]
+
+
+def print_report(s: dict[str, Any]) -> None:
+    cols = ["server", "req/s", "x baseline", "p50 ms", "p99 ms", "non-2xx", "procs", "socket errors"]
+    base = s["results"]["baseline"]["rps"]
+    rows = []
+    for key, label in ROWS:
+        r = s["results"][key]
+        rows.append(
+            [
+                label,
+                f"{r['rps']:.0f}",
+                f"{r['rps'] / base:.3f}",
+                *(f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("p50_ms", "p99_ms")),
+                str(r["non_2xx"]),
+                str(r["server_processes"]),
+                r["socket_errors"] or "-",
+            ]
+        )
+    widths = [max(len(x) for x in col) for col in zip(cols, *rows, strict=True)]
+    print(
+        f"Hello-world throughput — wrk -t1 -c{s['connections']} -d{s['duration_s']:g}s on CPU {WRK_CPU}, "
+        f"servers on CPU {SERVER_CPU}"
+    )
+    for row in [cols, *rows]:
+        cells = (x.ljust(w) if i in (0, 7) else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths, strict=True)))
+        print("  " + "  ".join(cells))
+    srv = s["server"]
+    print(
+        f"server: lamina {srv.get('version', '?')}, sandbox {srv.get('sandbox', '?')} "
+        f"(isolated: {srv.get('isolated', '?')}); host: {s['env']['cpus']} CPUs, Python {s['env']['python']}"
+    )
+    t = s["target"]
+    verdict = "PASS" if t["pass"] else "FAIL"
+    print(f"target: handler function URL >= 0.5x bare uvicorn req/s — {verdict} ({t['value']:.3f}x)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of each timed wrk run (default 10)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    p.add_argument("--startup-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
+    p.add_argument("--baseline-server", type=int, metavar="PORT", help="internal: run the baseline server")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.connections < 1:
+        p.error("--duration must be > 0 and --connections >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.baseline_server is not None:
+        run_baseline_server(args.baseline_server)
+        return 0
+    missing = [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
+    if missing:
+        log(f"benchmark failed: {' and '.join(missing)} not found (Debian/Ubuntu: apt-get install -y wrk util-linux)")
+        return 1
+    cpus = os.sched_getaffinity(0)
+    if not {SERVER_CPU, WRK_CPU} <= cpus:
+        log(f"benchmark failed: needs CPUs {SERVER_CPU} and {WRK_CPU}, this process may use {sorted(cpus)}")
+        return 1
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        results = measure(args)
+    except BenchError as e:
+        log(f"benchmark failed: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    summary = summarize(results, args)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_report(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
