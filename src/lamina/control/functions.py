@@ -251,6 +251,7 @@ class FunctionService:
             code_sha=cfg["CodeSha256"], environment=tuple(sorted(variables.items())),
             ephemeral_mb=cfg.get("EphemeralStorage", {}).get("Size", 512), region=self.settings.region,
             log_level=(cfg.get("LoggingConfig") or {}).get("ApplicationLogLevel", ""),
+            per_tenant=is_per_tenant(cfg),
         )
 
     # ------------------------------------------------------------------ create / update / delete
@@ -285,6 +286,7 @@ class FunctionService:
         env = v.environment(body)
         ephemeral = v.ephemeral_storage(body) or 512
         tags = v.tags(body)
+        tenancy = v.tenancy_config(body)
         role = v.string(body, "Role", "role", 2048) or ""
         code = body.get("Code")
         if not isinstance(code, dict):
@@ -328,6 +330,8 @@ class FunctionService:
         }
         if env is not None:
             config["Environment"] = {"Variables": env}
+        if tenancy is not None:
+            config["TenancyConfig"] = tenancy  # immutable from now on
         fn = Function(ref.name, config, tags, code_hex)
         self.functions[fn.name] = fn
         self._persist(fn, new=True)
@@ -391,6 +395,9 @@ class FunctionService:
         if (ephemeral := v.ephemeral_storage(body)) is not None:
             changes["EphemeralStorage"] = {"Size": ephemeral}
         env = v.environment(body)
+        if body.get("TenancyConfig") is not None and v.tenancy_config(body) != fn.config.get("TenancyConfig"):
+            raise AwsError("InvalidParameterValueException", "Tenancy configuration cannot be modified after "
+                           "function creation.")
         self.check_updatable(fn, body)
         fn.config.update(changes)
         if env is not None:
@@ -638,6 +645,11 @@ class FunctionService:
         # Invocations still run the new code and report its init error, as on AWS.
         self.dispatcher.set_function(self.spec_for(fn))
         self._settle_pending_versions(fn, (reason, code))
+
+
+def is_per_tenant(config: dict) -> bool:
+    """TenancyConfig.TenantIsolationMode PER_TENANT: invocations carry a tenant id; environments serve one tenant."""
+    return (config.get("TenancyConfig") or {}).get("TenantIsolationMode") == "PER_TENANT"
 
 
 def publish_to(body: dict) -> None:

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from lamina.control.errors import AwsError
-from lamina.control.functions import Function, FunctionService
+from lamina.control.functions import Function, FunctionService, is_per_tenant
+from lamina.control.validation import tenant_id as valid_tenant_id
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
@@ -74,10 +75,12 @@ class InvokeHandler:
             raise AwsError("InvalidParameterValueException",
                            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
                            "constraint: Member must satisfy enum value set: [None, Tail]")
+        tenant_id = valid_tenant_id(headers.get("x-amz-tenant-id"))
         qs = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         fn, qualifier = self.functions.target(unquote(raw_name), qs.get("Qualifier", [None])[0])
         # A version runs that version; an alias its version, or with weights one picked for this invocation.
         target = self.functions.pick(fn, qualifier)
+        check_tenant(target, tenant_id)
 
         limit = ASYNC_LIMIT if invocation_type == "Event" else SYNC_LIMIT
         payload = await _read_body(receive, limit, "InvokeAsync" if invocation_type == "Event" else operation)
@@ -92,7 +95,8 @@ class InvokeHandler:
             payload = b"{}"
         client_context = _client_context(headers.get("x-amz-client-context"))
         ensure_invokable(target, self.dispatcher)
-        return Prepared(fn, target, qualifier, payload, headers, invocation_type, log_type, client_context)
+        return Prepared(fn, target, qualifier, payload, headers, invocation_type, log_type, client_context,
+                        tenant_id)
 
     async def _invoke(self, scope: dict, receive, raw_name: str, request_id: str):  # noqa: ANN001, ANN202
         p = await self.prepare(scope, receive, raw_name)
@@ -126,11 +130,25 @@ class Prepared:
     invocation_type: str
     log_type: str
     client_context: dict | None
+    tenant_id: str | None = None
 
     def invocation(self, request_id: str) -> Invocation:
         arn = self.fn.config["FunctionArn"] + (f":{self.qualifier}" if self.qualifier else "")
         return Invocation(request_id, self.payload, arn, sync=self.invocation_type == "RequestResponse",
-                          client_context=self.client_context, trace_id=self.headers.get("x-amzn-trace-id"))
+                          client_context=self.client_context, trace_id=self.headers.get("x-amzn-trace-id"),
+                          tenant_id=self.tenant_id)
+
+
+def check_tenant(fn: Function, tenant_id: str | None) -> None:
+    """A PER_TENANT function needs X-Amz-Tenant-Id; any other function refuses one (InvalidParameterValueException
+    both ways, as AWS's tenant isolation troubleshooting guide describes)."""
+    if is_per_tenant(fn.config):
+        if tenant_id is None:
+            raise AwsError("InvalidParameterValueException", "The invoked function is enabled with tenancy "
+                           "configuration. Add a valid tenant ID in your request and try again.")
+    elif tenant_id is not None:
+        raise AwsError("InvalidParameterValueException", "The invoked function is not enabled with tenancy "
+                       "configuration. Remove the tenant ID from your request and try again.")
 
 
 def ensure_invokable(fn: Function, dispatcher: Dispatcher) -> None:

@@ -158,3 +158,36 @@ def unsupported(body: dict) -> None:
     if archs is not None and archs != ["x86_64"]:
         raise AwsError("InvalidParameterValueException",
                        "Lamina runs functions on this host's architecture: Architectures must be ['x86_64'].")
+
+
+TENANT_ISOLATION_MODES = ("PER_TENANT",)
+_TENANT_ID = re.compile(r"[a-zA-Z0-9\._:\/=+\-@ ]+")
+
+
+def tenancy_config(body: dict) -> dict | None:
+    """CreateFunction's TenancyConfig: {"TenantIsolationMode": "PER_TENANT"} (the model's only mode)."""
+    value = body.get("TenancyConfig")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "tenancyConfig", "Member must be an object with TenantIsolationMode")
+    mode = value.get("TenantIsolationMode")
+    if mode is None:
+        raise validation("null", "tenancyConfig.tenantIsolationMode", "Member must not be null")
+    if mode not in TENANT_ISOLATION_MODES:
+        raise validation(mode, "tenancyConfig.tenantIsolationMode",
+                         f"Member must satisfy enum value set: [{', '.join(TENANT_ISOLATION_MODES)}]")
+    return {"TenantIsolationMode": mode}
+
+
+def tenant_id(value: str | None) -> str | None:
+    """The X-Amz-Tenant-Id header: 1-256 characters of the model's TenantId pattern."""
+    if value is None:
+        return None
+    if len(value) < 1:
+        raise validation(value, "tenantId", "Member must have length greater than or equal to 1")
+    if len(value) > 256:
+        raise validation(value, "tenantId", "Member must have length less than or equal to 256")
+    if not _TENANT_ID.fullmatch(value):
+        raise validation(value, "tenantId", f"Member must satisfy regular expression pattern: {_TENANT_ID.pattern}")
+    return value

@@ -12,7 +12,7 @@ from lamina.dispatch.http_app import HttpAppPool, is_http_app
 from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
-from lamina.dispatch.spec import FunctionSpec, pool_key
+from lamina.dispatch.spec import FunctionSpec, pool_key, tenant_key
 from lamina.sandbox import SandboxBackend
 from lamina.store.logs import LogStore
 
@@ -86,8 +86,8 @@ class Dispatcher:
         return pool
 
     def remove_function(self, name: str) -> None:
-        """Retire the pools of every version of a function."""
-        for key in [k for k, p in self.pools.items() if p.spec.name == name]:
+        """Retire the pools of every version of a function (and their tenants' pools)."""
+        for key in [k for k, p in self.pools.items() if p.spec.name == name and p.parent is None]:
             self._retire(self.pools.pop(key), None)
 
     def remove_version(self, name: str, version: str) -> None:
@@ -96,9 +96,34 @@ class Dispatcher:
             self._retire(pool, None)
 
     def _retire(self, pool: FunctionPool, successor: FunctionPool | None) -> None:
+        for tenant_id, tpool in pool.tenants.items():
+            # Each tenant's queued invocations move to that tenant's pool of the successor.
+            if self.pools.get(tenant_key(pool.spec.key, tenant_id)) is tpool:
+                del self.pools[tenant_key(pool.spec.key, tenant_id)]
+            tpool.retire(self.tenant_pool(successor, tenant_id) if successor is not None and tpool.queue else None)
+            if tpool.envs:
+                self.retired.add(tpool)
         pool.retire(successor)
-        if pool.envs:
+        if pool.envs or pool.zygote is not None:
             self.retired.add(pool)
+
+    def tenant_pool(self, pool: FunctionPool, tenant_id: str) -> FunctionPool:
+        """The pool of one tenant of a PER_TENANT function version: its environments serve that tenant only
+        (they fork from the version's zygote). Created on the tenant's first invocation, dropped by the
+        reaper once it has no environments left."""
+        tpool = pool.tenants.get(tenant_id)
+        if tpool is None:
+            tpool = type(pool)(self, pool.spec)
+            tpool.parent, tpool.tenant_id = pool, tenant_id
+            pool.tenants[tenant_id] = tpool
+            self.pools[tenant_key(pool.spec.key, tenant_id)] = tpool
+        return tpool
+
+    def _drop_tenant_pool(self, key: str, tpool: FunctionPool) -> None:
+        del self.pools[key]
+        tpool.retired = True
+        if tpool.parent is not None and tpool.parent.tenants.get(tpool.tenant_id) is tpool:
+            del tpool.parent.tenants[tpool.tenant_id]
 
     def recycle(self, name: str) -> int:
         """Stop the idle environments of every version of a function; returns how many."""
@@ -138,6 +163,8 @@ class Dispatcher:
         name = pool.spec.name
         if inv.sync:
             self._admit(name)
+        if inv.tenant_id is not None and pool.spec.per_tenant:
+            pool = self.tenant_pool(pool, inv.tenant_id)
         self.inflight[name] = self.inflight.get(name, 0) + 1
         self.total_inflight += 1
         inv.release = lambda: self._release(name)
@@ -160,6 +187,10 @@ class Dispatcher:
         pool = self.set_function(spec)
         if pool.idle:
             return  # already warm: the same code and configuration were deployed again
+        if spec.per_tenant and spec.is_python and not isinstance(pool, HttpAppPool):
+            # Environments belong to tenants: initialise only the zygote they will be forked from.
+            await pool.zygote_for()
+            return
         env = pool.start_environment()
         await asyncio.shield(env.ready)
 
@@ -209,8 +240,10 @@ class Dispatcher:
         interval = max(0.5, min(10.0, self.keep_warm_s / 4))
         while True:
             await asyncio.sleep(interval)
-            for pool in list(self.pools.values()):
+            for key, pool in list(self.pools.items()):
                 pool.reap(self.keep_warm_s)
+                if pool.parent is not None and not pool.envs and not pool.queue:
+                    self._drop_tenant_pool(key, pool)
 
     # ------------------------------------------------------------------ shutdown
 

@@ -266,6 +266,8 @@ class Environment:
             header["client_context"] = inv.client_context
         if inv.trace_id:
             header["trace_id"] = inv.trace_id
+        if inv.tenant_id is not None:
+            header["tenant_id"] = inv.tenant_id  # context.tenant_id; Lambda-Runtime-Aws-Tenant-Id
         self._started_ns = time.perf_counter_ns()
         self._timer = self._loop.call_later(timeout, self._on_timeout)
         if self._api is not None:

@@ -34,6 +34,7 @@ class Invocation:
     sync: bool = True
     client_context: dict | None = None
     trace_id: str | None = None
+    tenant_id: str | None = None                     # X-Amz-Tenant-Id (PER_TENANT functions)
     future: asyncio.Future | None = None
     enqueued_at: float = field(default_factory=time.monotonic)
     done: bool = False

@@ -50,9 +50,16 @@ class FunctionPool:
         self.init_failures = 0
         self.backoff_until = 0.0
         self._failed: tuple[Environment, InitFailure] | None = None
+        # PER_TENANT functions: the version's pool owns the zygote and keeps one pool per tenant
+        # (dispatcher.tenant_pool); a tenant's pool forks its environments from the version's zygote.
+        self.parent: FunctionPool | None = None
+        self.tenant_id: str | None = None
+        self.tenants: dict[str, FunctionPool] = {}
 
     async def zygote_for(self) -> Zygote:
         """The function version's zygote, started on first use; raises InitFailure if its init fails."""
+        if self.parent is not None:
+            return await self.parent.zygote_for()
         if self.zygote is None or not self.zygote.alive:
             self.zygote = Zygote(self)
             self.dispatcher.track(asyncio.get_running_loop().create_task(self.zygote.start()))
@@ -60,6 +67,9 @@ class FunctionPool:
         return self.zygote
 
     def zygote_breached(self) -> None:
+        if self.parent is not None:
+            self.parent.zygote_breached()
+            return
         if self.zygote is not None:
             self.log.append("lamina", "an environment escaped its cgroups; the function's zygote was stopped")
             self.zygote.stop()
@@ -221,8 +231,8 @@ class FunctionPool:
             self.dispatcher.env_stopped()
         if self.queue:
             self._scale()
-        if self.retired and not self.envs and self.zygote is not None:
-            self.zygote.stop()
+        if self.retired:
+            self._release_zygote()
         self.dispatcher.pool_changed(self)
 
     def reap(self, keep_warm_s: float) -> None:
@@ -261,8 +271,17 @@ class FunctionPool:
         for env in list(self.idle) + ([] if keep_zygote else list(self.starting)):
             env.stop()
         self.idle.clear()
-        if not keep_zygote and not self.envs and self.zygote is not None:
-            self.zygote.stop()
+        if not keep_zygote:
+            self._release_zygote()
+
+    def _release_zygote(self) -> None:
+        """A retired version's zygote stops once no environment forked from it is left (tenant pools' included)."""
+        owner = self.parent or self
+        in_use = owner.envs or any(t.envs for t in owner.tenants.values())
+        if owner.retired and owner.zygote is not None and not in_use:
+            owner.zygote.stop()
+            if owner is not self:
+                self.dispatcher.pool_changed(owner)
 
     def kill_all(self) -> None:
         for env in list(self.envs):

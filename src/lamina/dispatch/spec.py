@@ -11,6 +11,12 @@ def pool_key(name: str, version: str) -> str:
     return f"{name}:{version}"
 
 
+def tenant_key(key: str, tenant_id: str) -> str:
+    """The dispatcher's key for one tenant's pool of a PER_TENANT function version ('#' is not valid in a
+    tenant id, so keys cannot collide)."""
+    return f"{key}#{tenant_id}"
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str
@@ -26,6 +32,7 @@ class FunctionSpec:
     ephemeral_mb: int = 512
     region: str = "us-east-1"
     log_level: str = ""
+    per_tenant: bool = False       # TenancyConfig.TenantIsolationMode PER_TENANT: one pool per tenant
 
     @property
     def key(self) -> str:

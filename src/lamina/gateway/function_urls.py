@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from lamina.control.errors import AwsError
-from lamina.control.invoke import ensure_invokable, run_sync
+from lamina.control.functions import is_per_tenant
+from lamina.control.invoke import check_tenant, ensure_invokable, run_sync
 from lamina.control.names import FunctionRef
+from lamina.control.validation import tenant_id as tenant_id_header
 from lamina.dispatch.invocation import Invocation
 from lamina.gateway.http_apps import HttpAppProxy
 from lamina.gateway.payload import (
@@ -100,7 +102,13 @@ class FunctionUrlGateway:
             return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b""), False
         fn = self.functions.get(FunctionRef(url.function_name), url.qualifier or None)
         target = self.functions.pick(fn, url.qualifier or None)  # an alias's URL: its version, or a weighted pick
+        # PER_TENANT functions: the caller names its tenant with X-Amz-Tenant-Id, as on Invoke.
+        tenant_id = tenant_id_header(_header(scope, b"x-amz-tenant-id"))
+        check_tenant(target, tenant_id)
         pool = self.dispatcher.pools.get(target.key)
+        if pool is not None and pool.http_app is not None and is_per_tenant(target.config):
+            raise AwsError("InvalidParameterValueException", "Lamina does not serve HTTP-app functions with tenant "
+                           "isolation through function URLs.")
         if pool is not None and pool.http_app is not None:
             # An HTTP app: the request goes to its web server as is (http_apps.py), no payload 2.0.
             ensure_invokable(target, self.dispatcher)
@@ -129,7 +137,8 @@ class FunctionUrlGateway:
             return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
                             request_id), False
         ensure_invokable(target, self.dispatcher)
-        inv = Invocation(request_id, payload, self.urls.function_arn(url), sync=True, trace_id=trace_id)
+        inv = Invocation(request_id, payload, self.urls.function_arn(url), sync=True, trace_id=trace_id,
+                         tenant_id=tenant_id)
         result = await run_sync(self.dispatcher, target.key, inv)
         if result.error_type is not None:
             return _message(502, "Internal Server Error", request_id), False
