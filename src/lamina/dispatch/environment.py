@@ -154,10 +154,7 @@ class Environment:
         """Start the sandbox; the outcome arrives later as READY, INIT_ERROR or an exit."""
         self._logs = LogPipe(self._emit)
         try:
-            if self.spec.is_python:
-                await self._start_forked()
-            else:
-                await self._start_runtime_api()
+            await self._launch()
         except InitFailure as exc:
             self._init_failed(exc.body, exc.init_ms)
             return
@@ -171,6 +168,17 @@ class Environment:
             self._teardown()
             return
         self._timer = self._loop.call_later(INIT_GRACE_S + self.spec.timeout_s, self._on_init_timeout)
+        self._launched()
+
+    async def _launch(self) -> None:
+        """Start the sandbox (subclasses start other kinds of environment)."""
+        if self.spec.is_python:
+            await self._start_forked()
+        else:
+            await self._start_runtime_api()
+
+    def _launched(self) -> None:
+        """The sandbox is up and the init clock runs (a hook for subclasses)."""
 
     async def _start_forked(self) -> None:
         """Python handlers: a fork of the function's zygote (its pre-initialized snapshot)."""

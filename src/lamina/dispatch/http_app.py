@@ -45,7 +45,6 @@ from urllib.parse import quote, urlencode
 import httptools
 
 from lamina.dispatch.environment import (
-    INIT_GRACE_S,
     MAX_RESPONSE_BYTES,
     Environment,
     InitFailure,
@@ -54,9 +53,8 @@ from lamina.dispatch.environment import (
     exit_status_text,
 )
 from lamina.dispatch.invocation import Invocation, InvokeResult
-from lamina.dispatch.logpipe import LogPipe
 from lamina.dispatch.pool import FunctionPool
-from lamina.sandbox import SandboxError, SandboxSpec
+from lamina.sandbox import SandboxSpec
 
 if TYPE_CHECKING:
     from lamina.dispatch.dispatcher import Dispatcher
@@ -478,28 +476,15 @@ class HttpAppEnvironment(Environment):
 
     # ------------------------------------------------------------------ start
 
-    async def start(self) -> None:
-        self._logs = LogPipe(self._emit)
-        try:
-            if self.app.error is not None:
-                raise InitFailure({"errorType": "Runtime.InvalidConfiguration", "requestId": "", "stackTrace": [],
-                                   "errorMessage": f"HTTP app configuration: {self.app.error}"}, None)
-            self.sandbox = await self.backend.start(self._sandbox_spec(), self.on_exit)
-        except InitFailure as exc:
-            self._init_failed(exc.body, exc.init_ms)
-            return
-        except SandboxError as exc:
-            self._init_failed({"errorMessage": str(exc), "errorType": "Runtime.InvalidEntrypoint",
-                               "requestId": "", "stackTrace": []}, None)
-            return
-        finally:
-            self._logs.close_write_end()
-        if self.state is State.DEAD:  # stopped while starting
-            self._teardown()
-            return
-        # The init budget, as for every runtime: 10 s plus the function's timeout (Lambda re-runs a
-        # slow init in the first invoke; with AWS_LWA_ASYNC_INIT the adapter waits there instead).
-        self._timer = self._loop.call_later(INIT_GRACE_S + self.spec.timeout_s, self._on_init_timeout)
+    async def _launch(self) -> None:
+        if self.app.error is not None:
+            raise InitFailure({"errorType": "Runtime.InvalidConfiguration", "requestId": "", "stackTrace": [],
+                               "errorMessage": f"HTTP app configuration: {self.app.error}"}, None)
+        self.sandbox = await self.backend.start(self._sandbox_spec(), self.on_exit)
+
+    def _launched(self) -> None:
+        # Within the init budget every runtime has (10 s plus the function's timeout; Lambda re-runs a
+        # slow init in the first invoke, and with AWS_LWA_ASYNC_INIT the adapter waits there instead).
         self._probe = self._loop.create_task(self._await_ready())
 
     def _sandbox_spec(self) -> SandboxSpec:
