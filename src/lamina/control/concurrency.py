@@ -1,11 +1,19 @@
-"""Reserved concurrency: Put/Get/DeleteFunctionConcurrency, persisted and applied by the dispatcher.
+"""Reserved concurrency (Put/Get/DeleteFunctionConcurrency) and provisioned concurrency
+(Put/Get/Delete/ListProvisionedConcurrencyConfig), persisted and applied by the dispatcher.
 
 A reservation is both a cap (the function never has more invocations in flight; 0 throttles every
 invoke) and a guarantee (it is taken out of the account's unreserved pool), as on AWS.
+
+Provisioned concurrency is set on a published version or an alias (its main version): that version's
+pool keeps the requested number of environments started, never reaped, replaced when they die. It comes
+out of the function's reservation if it has one, else out of the account's unreserved pool.
 """
 
 from __future__ import annotations
 
+import base64
+import time
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -14,8 +22,10 @@ from starlette.routing import Route
 
 from lamina.control import validation as v
 from lamina.control.errors import AwsError
-from lamina.control.functions import FunctionService
+from lamina.control.functions import LATEST, FunctionService
 from lamina.control.lambda_api import json_response, read_json
+from lamina.control.names import check_qualifier, parse_function_name, resolve_qualifier
+from lamina.dispatch.spec import pool_key
 from lamina.store.db import Database
 
 MIN_UNRESERVED = 100  # AWS keeps at least this many for functions without a reservation
@@ -26,11 +36,13 @@ class ConcurrencyService:
         self.functions = functions
         self.dispatcher = functions.dispatcher
         self.db = db
+        self.provisioned = ProvisionedConcurrencyService(self)
         functions.delete_hooks.append(self._function_deleted)
 
     def load(self) -> None:
         for row in self.db.conn.execute("SELECT function_name, reserved FROM function_concurrency"):
             self.dispatcher.set_reserved(row["function_name"], row["reserved"])
+        self.provisioned.load()
 
     def reserved(self, name: str) -> int | None:
         return self.dispatcher.reserved.get(name)
@@ -40,7 +52,13 @@ class ConcurrencyService:
         v.required(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions")
         value = v.integer(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions", 0,
                           self.dispatcher.max_environments)
+        provisioned = self.provisioned.total(fn.name)
+        if value < provisioned:
+            raise AwsError("InvalidParameterValueException",
+                           f"Specified ReservedConcurrentExecutions for function is less than the function's "
+                           f"allocated provisioned concurrency [{provisioned}].")
         others = sum(n for name, n in self.dispatcher.reserved.items() if name != fn.name)
+        others += self.provisioned.unreserved_total(exclude=fn.name)
         floor = min(MIN_UNRESERVED, self.dispatcher.max_environments)
         if self.dispatcher.max_environments - others - value < floor:
             raise AwsError("InvalidParameterValueException",
@@ -68,6 +86,206 @@ class ConcurrencyService:
         self.dispatcher.set_reserved(name, None)  # the row went with the function (ON DELETE CASCADE)
 
 
+@dataclass
+class ProvisionedConfig:
+    function_name: str
+    qualifier: str
+    requested: int
+    last_modified: str
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())
+
+
+class ProvisionedConcurrencyService:
+    def __init__(self, concurrency: ConcurrencyService) -> None:
+        self.concurrency = concurrency
+        self.functions = concurrency.functions
+        self.dispatcher = concurrency.dispatcher
+        self.db = concurrency.db
+        self.configs: dict[tuple[str, str], ProvisionedConfig] = {}
+        self._applied: dict[str, dict[str, int]] = {}  # function -> pool key -> environments asked of it
+        self.functions.delete_hooks.append(self._function_deleted)
+        self.functions.qualifier_hooks.append(self._qualifier_deleted)
+        self.functions.alias_hooks.append(self.apply)
+
+    def load(self) -> None:
+        rows = self.db.conn.execute("SELECT function_name, qualifier, requested, last_modified "
+                                    "FROM provisioned_concurrency").fetchall()
+        for row in rows:
+            fn = self.functions.functions.get(row["function_name"])
+            if fn is None or not (row["qualifier"] in fn.versions or row["qualifier"] in fn.aliases):
+                continue
+            cfg = ProvisionedConfig(row["function_name"], row["qualifier"], row["requested"], row["last_modified"])
+            self.configs[(cfg.function_name, cfg.qualifier)] = cfg
+        for name in {name for name, _ in self.configs}:
+            self.apply(name)
+
+    # ------------------------------------------------------------------ accounting
+
+    def total(self, name: str, exclude: str | None = None) -> int:
+        """Provisioned concurrency of a function, all versions and aliases (but `exclude`) together."""
+        return sum(c.requested for (fn, q), c in self.configs.items() if fn == name and q != exclude)
+
+    def unreserved_total(self, exclude: str | None = None) -> int:
+        """Provisioned concurrency taken out of the account's unreserved pool (functions without a reservation,
+        but `exclude`)."""
+        return sum(c.requested for (fn, _), c in self.configs.items()
+                   if fn not in self.dispatcher.reserved and fn != exclude)
+
+    def _check_limits(self, name: str, qualifier: str, value: int) -> None:
+        reserved = self.dispatcher.reserved.get(name)
+        mine = self.total(name, exclude=qualifier) + value
+        if reserved is not None:
+            if mine > reserved:
+                raise AwsError("InvalidParameterValueException",
+                               "Requested Provisioned Concurrency should not be greater than the "
+                               "reservedConcurrentExecution for function")
+            return
+        floor = min(MIN_UNRESERVED, self.dispatcher.max_environments)
+        available = (self.dispatcher.max_environments - sum(self.dispatcher.reserved.values())
+                     - self.unreserved_total(exclude=name) - floor)
+        if mine > available:
+            raise AwsError("InvalidParameterValueException",
+                           f"Specified ConcurrentExecutions for function is greater than account's unreserved "
+                           f"concurrency [{max(available - self.total(name, exclude=qualifier), 0)}].")
+
+    # ------------------------------------------------------------------ the dispatcher
+
+    def _version_of(self, name: str, qualifier: str) -> str | None:
+        fn = self.functions.functions.get(name)
+        if fn is None:
+            return None
+        if (alias := fn.aliases.get(qualifier)) is not None:
+            return alias.function_version
+        return qualifier if qualifier in fn.versions else None
+
+    def apply(self, name: str) -> None:
+        """Tell the dispatcher how many environments each of the function's versions keeps started."""
+        want: dict[str, int] = {}
+        for (fn_name, qualifier), cfg in self.configs.items():
+            if fn_name == name and (version := self._version_of(name, qualifier)) not in (None, LATEST):
+                key = pool_key(name, version)
+                want[key] = want.get(key, 0) + cfg.requested
+        for key in self._applied.get(name, {}):
+            if key not in want:
+                self.dispatcher.set_provisioned(key, 0)
+        for key, count in want.items():
+            self.dispatcher.set_provisioned(key, count)
+        if want:
+            self._applied[name] = want
+        else:
+            self._applied.pop(name, None)
+
+    def _status(self, cfg: ProvisionedConfig) -> dict:
+        version = self._version_of(cfg.function_name, cfg.qualifier)
+        pool = self.dispatcher.pools.get(pool_key(cfg.function_name, version)) if version else None
+        ready = min(pool.provisioned_ready, cfg.requested) if pool is not None else 0
+        out = {"RequestedProvisionedConcurrentExecutions": cfg.requested,
+               "AvailableProvisionedConcurrentExecutions": ready,
+               "AllocatedProvisionedConcurrentExecutions": ready,
+               "Status": "READY" if ready >= cfg.requested else "IN_PROGRESS",
+               "LastModified": cfg.last_modified}
+        failure = pool.provision_failure if pool is not None and ready < cfg.requested else None
+        if failure is not None:
+            out["Status"] = "FAILED"
+            out["StatusReason"] = (f"{failure.body.get('errorType', 'Runtime.Unknown')}: "
+                                   f"{failure.body.get('errorMessage', 'init failed')}")
+        return out
+
+    # ------------------------------------------------------------------ the API
+
+    def _target(self, raw_name: str, qualifier: str | None) -> tuple[str, str]:
+        """(function name, qualifier) for a published version or an alias; $LATEST or no qualifier is refused."""
+        q = resolve_qualifier(parse_function_name(raw_name), qualifier)
+        if q is None:
+            raise AwsError("ValidationException", "1 validation error detected: Value null at 'qualifier' "
+                           "failed to satisfy constraint: Member must not be null")
+        check_qualifier(q)
+        if q == LATEST:
+            raise AwsError("InvalidParameterValueException",
+                           "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
+        fn, q = self.functions.target(raw_name, q)
+        return fn.name, q
+
+    def put(self, raw_name: str, qualifier: str | None, body: dict) -> dict:
+        name, q = self._target(raw_name, qualifier)
+        v.required(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions")
+        value = v.integer(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions", 1,
+                          self.dispatcher.max_environments)
+        fn = self.functions.functions[name]
+        version = self._version_of(name, q)
+        if fn.aliases.get(q) is not None and version == LATEST:
+            raise AwsError("InvalidParameterValueException",
+                           "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
+        for (other_fn, other_q) in self.configs:
+            if other_fn == name and other_q != q and self._version_of(name, other_q) == version:
+                kind = "Alias" if other_q in fn.aliases else "Version"
+                raise AwsError("ResourceConflictException",
+                               f"{kind} {other_q} is already configured with provisioned concurrency "
+                               f"for version {version}.")
+        self._check_limits(name, q, value)
+        cfg = ProvisionedConfig(name, q, value, _timestamp())
+        with self.db.conn:
+            self.db.conn.execute(
+                "INSERT INTO provisioned_concurrency (function_name, qualifier, requested, last_modified) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(function_name, qualifier) DO UPDATE SET "
+                "requested = excluded.requested, last_modified = excluded.last_modified",
+                (name, q, value, cfg.last_modified))
+        self.configs[(name, q)] = cfg
+        self.apply(name)
+        return self._status(cfg)
+
+    def get(self, raw_name: str, qualifier: str | None) -> dict:
+        name, q = self._target(raw_name, qualifier)
+        cfg = self.configs.get((name, q))
+        if cfg is None:
+            raise AwsError("ProvisionedConcurrencyConfigNotFoundException",
+                           "No Provisioned Concurrency Config found for this function")
+        return self._status(cfg)
+
+    def delete(self, raw_name: str, qualifier: str | None) -> None:
+        name, q = self._target(raw_name, qualifier)
+        self._forget(name, q)
+
+    def list(self, raw_name: str, marker: str | None, max_items: int | None) -> dict:
+        fn = self.functions.lookup(raw_name)
+        items = sorted((c for (name, _), c in self.configs.items() if name == fn.name), key=lambda c: c.qualifier)
+        if marker:
+            try:
+                after = base64.urlsafe_b64decode(marker.encode()).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
+            items = [c for c in items if c.qualifier > after]
+        limit = max_items or 50
+        page = items[:limit]
+        out: dict = {"ProvisionedConcurrencyConfigs": [
+            {"FunctionArn": self.functions.arn(c.function_name, c.qualifier), **self._status(c)} for c in page]}
+        if len(items) > limit:
+            out["NextMarker"] = base64.urlsafe_b64encode(page[-1].qualifier.encode()).decode()
+        return out
+
+    # ------------------------------------------------------------------ deletions
+
+    def _forget(self, name: str, qualifier: str) -> None:
+        with self.db.conn:
+            self.db.conn.execute("DELETE FROM provisioned_concurrency WHERE function_name = ? AND qualifier = ?",
+                                 (name, qualifier))
+        if self.configs.pop((name, qualifier), None) is not None:
+            self.apply(name)
+
+    def _qualifier_deleted(self, name: str, qualifier: str) -> None:
+        self._forget(name, qualifier)
+
+    def _function_deleted(self, name: str) -> None:
+        # The rows went with the function (ON DELETE CASCADE); the dispatcher dropped its pools.
+        for key in [k for k in self.configs if k[0] == name]:
+            del self.configs[key]
+        for key in self._applied.pop(name, {}):
+            self.dispatcher.set_provisioned(key, 0)
+
+
 def routes(service: ConcurrencyService) -> list[Route]:
     def name_of(request: Request) -> str:
         return unquote(request.path_params["name"])
@@ -82,8 +300,40 @@ def routes(service: ConcurrencyService) -> list[Route]:
         service.delete(name_of(request))
         return Response(status_code=204)
 
+    provisioned = service.provisioned
+
+    async def put_provisioned(request: Request) -> Response:
+        result = provisioned.put(name_of(request), request.query_params.get("Qualifier"), await read_json(request))
+        return json_response(result, 202)
+
+    async def get_provisioned(request: Request) -> Response:
+        q = request.query_params
+        if "List" in q:
+            return json_response(provisioned.list(name_of(request), q.get("Marker"), _max_items(q)))
+        return json_response(provisioned.get(name_of(request), q.get("Qualifier")))
+
+    async def delete_provisioned(request: Request) -> Response:
+        provisioned.delete(name_of(request), request.query_params.get("Qualifier"))
+        return Response(status_code=204)
+
+    pc_path = "/2019-09-30/functions/{name}/provisioned-concurrency"
     return [
+        Route(pc_path, put_provisioned, methods=["PUT"]),
+        Route(pc_path, get_provisioned, methods=["GET"]),
+        Route(pc_path, delete_provisioned, methods=["DELETE"]),
         Route("/2017-10-31/functions/{name}/concurrency", put, methods=["PUT"]),
         Route("/2019-09-30/functions/{name}/concurrency", get, methods=["GET"]),
         Route("/2017-10-31/functions/{name}/concurrency", delete, methods=["DELETE"]),
     ]
+
+
+def _max_items(q) -> int | None:  # noqa: ANN001 - Starlette QueryParams
+    """ListProvisionedConcurrencyConfigs' MaxItems: 1-50."""
+    if "MaxItems" not in q:
+        return None
+    try:
+        value = int(q["MaxItems"])
+    except ValueError:
+        raise AwsError("ValidationException", f"1 validation error detected: Value '{q['MaxItems']}' at "
+                       "'maxItems' failed to satisfy constraint: Member must be an integer") from None
+    return v.integer({"MaxItems": value}, "MaxItems", "maxItems", 1, 50)

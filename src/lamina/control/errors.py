@@ -16,6 +16,7 @@ STATUS = {
     "ValidationException": 400,
     "SerializationException": 400,
     "ResourceNotFoundException": 404,
+    "ProvisionedConcurrencyConfigNotFoundException": 404,
     "ResourceConflictException": 409,
     "PreconditionFailedException": 412,
     "RequestTooLargeException": 413,

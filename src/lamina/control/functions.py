@@ -143,6 +143,8 @@ class FunctionService:
         self.delete_hooks: list[Callable[[str], None]] = []
         # Called with (function, version or alias) when one version or alias is deleted.
         self.qualifier_hooks: list[Callable[[str, str], None]] = []
+        # Called with the function's name when an alias is created or changed (it may name another version now).
+        self.alias_hooks: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -521,6 +523,8 @@ class FunctionService:
     def save_alias(self, fn: Function, alias: Alias) -> None:
         fn.aliases[alias.name] = alias
         self.alias_repo.upsert(AliasRow(fn.name, alias.name, alias.stored()))
+        for hook in self.alias_hooks:
+            hook(fn.name)
 
     def delete_alias(self, fn: Function, name: str) -> None:
         if fn.aliases.pop(name, None) is None:

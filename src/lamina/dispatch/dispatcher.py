@@ -46,6 +46,8 @@ class Dispatcher:
         # Idle one-at-a-time environments are frozen (cgroup freezer) after this long; None: never.
         self.freeze_idle_s = freeze_idle_s
         self.reserved: dict[str, int] = {}
+        # Provisioned concurrency per function version (pool key): environments its pool keeps started.
+        self.provisioned: dict[str, int] = {}
         self.inflight: dict[str, int] = {}
         self.total_inflight = 0
         self._waiting: list[FunctionPool] = []
@@ -83,14 +85,19 @@ class Dispatcher:
         self.pools[spec.key] = pool
         if old is not None:
             self._retire(old, pool)
+        if self.provisioned.get(spec.key):
+            pool.set_provisioned(self.provisioned[spec.key])
         return pool
 
     def remove_function(self, name: str) -> None:
         """Retire the pools of every version of a function (and their tenants' pools)."""
         for key in [k for k, p in self.pools.items() if p.spec.name == name and p.parent is None]:
             self._retire(self.pools.pop(key), None)
+        for key in [k for k in self.provisioned if k.startswith(pool_key(name, ""))]:
+            del self.provisioned[key]
 
     def remove_version(self, name: str, version: str) -> None:
+        self.provisioned.pop(pool_key(name, version), None)
         pool = self.pools.pop(pool_key(name, version), None)
         if pool is not None:
             self._retire(pool, None)
@@ -140,6 +147,16 @@ class Dispatcher:
             self.reserved.pop(name, None)
         else:
             self.reserved[name] = value
+
+    def set_provisioned(self, key: str, count: int) -> None:
+        """Keep `count` environments of one function version (pool key) started; 0 ends that."""
+        if count:
+            self.provisioned[key] = count
+        else:
+            self.provisioned.pop(key, None)
+        pool = self.pools.get(key)
+        if pool is not None and (count or pool.provisioned_target):
+            pool.set_provisioned(count)
 
     @property
     def unreserved_limit(self) -> int:
@@ -209,13 +226,15 @@ class Dispatcher:
             pool = self._waiting.pop(0)
             if pool.queue and not pool.retired:
                 pool._scale()
+            pool.provision()
 
     def make_room(self, pool: FunctionPool) -> None:
         """At the environment limit: stop the longest-idle environment of another function (idle
         environments are a cache, not a reservation) and have `pool` try again once it is gone."""
         if pool not in self._waiting:
             self._waiting.append(pool)
-        victims = [(env.idle_since, p, env) for p in self.pools.values() if p is not pool for env in p.idle]
+        victims = [(env.idle_since, p, env) for p in self.pools.values() if p is not pool
+                   for env in p.idle if not env.provisioned]
         if not victims:
             return
         _, owner, env = min(victims, key=lambda v: v[0])

@@ -72,7 +72,8 @@ def exit_status_text(code: int) -> str:
     return f"exit status {code}"
 
 
-def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str) -> dict[str, str]:
+def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
+                      init_type: str = "on-demand") -> dict[str, str]:
     """The reserved Lambda variables plus the function's own, as the runtime sees them."""
     task_root = backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=spec.code_dir))
     env = dict(spec.environment)
@@ -87,7 +88,7 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str) 
         "AWS_LAMBDA_FUNCTION_NAME": spec.name,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
         "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
         "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
         "AWS_LAMBDA_LOG_STREAM_NAME": stream,
         "LAMBDA_TASK_ROOT": task_root,
@@ -147,6 +148,13 @@ class Environment:
         self._freeze_timer: asyncio.TimerHandle | None = None
         self._logs: LogPipe | None = None
         self._api = None  # RuntimeApiServer for custom runtimes
+        # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
+        self.provisioned = False
+
+    @property
+    def init_type(self) -> str:
+        """AWS_LAMBDA_INITIALIZATION_TYPE as this environment's runtime sees it."""
+        return "provisioned-concurrency" if self.provisioned else "on-demand"
 
     # ------------------------------------------------------------------ start and stop
 
@@ -201,7 +209,7 @@ class Environment:
         from lamina.dispatch.runtime_api import RuntimeApiServer
 
         task_root = self.backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir))
-        env = build_environment(self.spec, self.backend, self.stream)
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type)
         spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/bootstrap"], env=env,
                            code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
                            ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._logs.write_fd, runtime_api=True)

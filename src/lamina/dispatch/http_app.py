@@ -499,7 +499,7 @@ class HttpAppEnvironment(Environment):
                 msg = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
             raise InitFailure({"errorType": "Runtime.InvalidEntrypoint", "errorMessage": msg, "requestId": "",
                                "stackTrace": []}, None)
-        env = build_environment(self.spec, self.backend, self.stream)
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type)
         if self.spec.is_python:
             # As in AWS's Python runtimes: `python` and `python3` first on PATH (run.sh scripts use them).
             env["PATH"] = f"{self.backend.python_bin_dir()}:{env['PATH']}"
@@ -854,9 +854,7 @@ class HttpAppPool(FunctionPool):
     def env_ready(self, env: Environment, fresh: bool) -> None:
         self.starting.discard(env)
         if fresh:
-            self.init_failures = 0
-            self.backoff_until = 0.0
-            self._failed = None
+            self.init_succeeded()
         if self.retired:
             env.stop()
             return

@@ -55,6 +55,11 @@ class FunctionPool:
         self.parent: FunctionPool | None = None
         self.tenant_id: str | None = None
         self.tenants: dict[str, FunctionPool] = {}
+        # Provisioned concurrency: this many environments kept started (marked env.provisioned), never
+        # reaped, replaced when they die; invocations use them like any other idle environment.
+        self.provisioned_target = 0
+        self.provisioned: set[Environment] = set()
+        self._provision_timer: asyncio.TimerHandle | None = None
 
     async def zygote_for(self) -> Zygote:
         """The function version's zygote, started on first use; raises InitFailure if its init fails."""
@@ -183,8 +188,11 @@ class FunctionPool:
                 self._scale()
             self._scale_timer = asyncio.get_running_loop().call_later(max(0.001, delay), fire)
 
-    def start_environment(self) -> Environment:
+    def start_environment(self, provisioned: bool = False) -> Environment:
         env = self.env_factory(self, self.spec, self.dispatcher.backend, self.log)
+        if provisioned:
+            env.provisioned = True
+            self.provisioned.add(env)
         self.envs.add(env)
         self.starting.add(env)
         self.dispatcher.env_started()
@@ -195,9 +203,7 @@ class FunctionPool:
         """The environment pulls: hand it the oldest waiting invocation, or park it as idle."""
         self.starting.discard(env)
         if fresh:
-            self.init_failures = 0
-            self.backoff_until = 0.0
-            self._failed = None
+            self.init_succeeded()
         if self.retired:
             env.stop()
             return
@@ -208,6 +214,13 @@ class FunctionPool:
                 return
         self.idle.append(env)
         env.park()
+
+    def init_succeeded(self) -> None:
+        if self._failed is not None and len(self.provisioned) < self.provisioned_target:
+            self._schedule_provision(0)  # the probe worked: start the rest
+        self.init_failures = 0
+        self.backoff_until = 0.0
+        self._failed = None
 
     def env_init_failed(self, env: Environment, failure: InitFailure) -> None:
         """Everything queued gets the init error; further starts back off exponentially."""
@@ -223,6 +236,7 @@ class FunctionPool:
                 env.fail_with_init_error(inv, failure)
 
     def env_gone(self, env: Environment) -> None:
+        self.provisioned.discard(env)
         if env in self.envs:
             self.envs.discard(env)
             self.starting.discard(env)
@@ -233,6 +247,8 @@ class FunctionPool:
             self._scale()
         if self.retired:
             self._release_zygote()
+        else:
+            self.provision()
         self.dispatcher.pool_changed(self)
 
     def reap(self, keep_warm_s: float) -> None:
@@ -242,12 +258,66 @@ class FunctionPool:
             return
         now = time.monotonic()
         budget = max(2, -(-len(self.envs) // 3))
-        for env in sorted(self.idle, key=lambda e: e.idle_since):
+        for env in sorted((e for e in self.idle if not e.provisioned), key=lambda e: e.idle_since):
             if budget <= 0 or now - env.idle_since < keep_warm_s:
                 break
             self.idle.remove(env)
             env.stop()
             budget -= 1
+
+    # ------------------------------------------------------------------ provisioned concurrency
+
+    def set_provisioned(self, count: int) -> None:
+        """Keep `count` environments started from now on; surplus ones become ordinary (reapable) ones."""
+        self.provisioned_target = count
+        surplus = len(self.provisioned) - count
+        if surplus > 0:
+            # Give up the ones still starting first, then idle ones before busy ones.
+            order = {State.STARTING: 0, State.IDLE: 1}
+            for env in sorted(self.provisioned, key=lambda e: order.get(e.state, 2))[:surplus]:
+                env.provisioned = False
+                self.provisioned.discard(env)
+                env.idle_since = time.monotonic()
+        self.provision()
+
+    @property
+    def provisioned_ready(self) -> int:
+        """Provisioned environments initialised and serving (idle or busy)."""
+        return sum(1 for env in self.provisioned if env.state in (State.IDLE, State.BUSY))
+
+    @property
+    def provision_failure(self) -> InitFailure | None:
+        """The last init failure while provisioned environments are still missing, if any."""
+        return self._failed[1] if self._failed is not None else None
+
+    def provision(self) -> None:
+        """Start provisioned environments up to the target through the normal start path (the starter's
+        pacing, the environment budget, and the init-failure backoff with one probe at a time)."""
+        if self.retired or self.dispatcher.closing or len(self.provisioned) >= self.provisioned_target:
+            return
+        now = time.monotonic()
+        if now < self.backoff_until:
+            self._schedule_provision(self.backoff_until - now)
+            return
+        if self._failed is not None and self.starting:
+            return  # a probe is under way; its outcome calls back here
+        while len(self.provisioned) < self.provisioned_target:
+            if not self.dispatcher.can_start():
+                self.dispatcher.make_room(self)  # env_stopped calls provision() again
+                return
+            if not self.dispatcher.starter.take():
+                self._schedule_provision(self.dispatcher.starter.wait_s())
+                return
+            self.start_environment(provisioned=True)
+            if self._failed is not None:
+                return
+
+    def _schedule_provision(self, delay: float) -> None:
+        if self._provision_timer is None:
+            def fire() -> None:
+                self._provision_timer = None
+                self.provision()
+            self._provision_timer = asyncio.get_running_loop().call_later(max(0.001, delay), fire)
 
     # ------------------------------------------------------------------ replacement and shutdown
 

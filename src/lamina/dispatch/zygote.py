@@ -106,7 +106,8 @@ class Zygote:
             name=f"{self.spec.name}-{env.id[:12]}", argv=[], env={}, code_dir=self.spec.code_dir,
             memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb))
         fds = [channel.fileno(), log_fd, *forked.fds]
-        header = {"env": env.id, "stream": env.stream, "tmp_mb": self.spec.ephemeral_mb, "nfds": len(fds)}
+        header = {"env": env.id, "stream": env.stream, "init_type": env.init_type, "tmp_mb": self.spec.ephemeral_mb,
+                  "nfds": len(fds)}
         self.forks[env.id] = env
         try:
             data = encode_frame(KIND_FORK, header)

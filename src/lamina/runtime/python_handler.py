@@ -34,7 +34,7 @@ KIND_INVOKE = 2
 KIND_RESULT = 3
 KIND_ERROR = 4
 KIND_INIT_ERROR = 5
-KIND_FORK = 6      # server -> zygote: {env, stream, tmp_mb, isolate, nfds}; fds: channel, log, cgroup.procs...
+KIND_FORK = 6      # server -> zygote: {env, stream, init_type, tmp_mb, isolate, nfds}; fds: channel, log, cgroup.procs
 KIND_FORKED = 7    # zygote -> server: {env, pid}
 KIND_EXITED = 8    # zygote -> server: {env, status} (negative: killed by that signal)
 
@@ -502,6 +502,7 @@ def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_he
     os.dup2(log_fd, 2)
     os.close(log_fd)
     os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = header.get("stream", "")
+    os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = header.get("init_type", "on-demand")
     channel = _Channel(channel_fd)
     channel.send(KIND_READY, {"restore_ms": (time.monotonic() - started) * 1000})
     serve(channel, handler)
