@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -143,6 +144,19 @@ def _has_members(procs_file: str) -> bool:
         return bool(fh.read().strip())
 
 
+def _root_mountpoint(parent: str) -> str:
+    """An empty directory each sandbox mounts its root on (in its own mount namespace), named after
+    this server's pid; those of servers that died without cleaning up are removed here."""
+    for path in glob.glob(f"{parent}/lamina-root-*"):
+        pid = path.rsplit("-", 1)[-1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(path, ignore_errors=True)
+    path = f"{parent}/lamina-root-{os.getpid()}"
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    os.chmod(path, 0o755)
+    return path
+
+
 def _favor_dynamic_cgroups() -> None:
     """Make moving a process between cgroups cheap (favordynmods on the cgroup2 mount).
 
@@ -192,8 +206,7 @@ class LinuxBackend(SandboxBackend):
         self.cgroups.remove_stale()
         _favor_dynamic_cgroups()
         base = "/run" if os.path.isdir("/run") else None
-        self.root_dir = tempfile.mkdtemp(prefix="lamina-root-", dir=base)
-        os.chmod(self.root_dir, 0o755)
+        self.root_dir = _root_mountpoint(base or tempfile.gettempdir())
         self.host_python = getattr(sys, "_base_executable", None) or sys.executable
         # Debian's /usr/bin/python3 is inside the sandbox's /usr; otherwise bring the server's own
         # interpreter in read-only at /var/lang (where AWS keeps its Python too).
