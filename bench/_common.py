@@ -9,7 +9,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -125,3 +129,21 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
     except OSError:
         proc.kill()
     proc.wait()
+
+
+def run_guarded(measure: Callable[[], T], log: Callable[[str], None], errors: type[BaseException]) -> T | int:
+    """Run measure() with SIGTERM unwinding through the finally blocks that stop the servers it
+    started; on failure log why and return the exit status (1, or 130 when interrupted)."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return measure()
+    except errors as e:
+        log(f"benchmark failed: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130

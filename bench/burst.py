@@ -32,7 +32,6 @@ import io
 import json
 import os
 import platform
-import signal
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ import zipfile
 from collections import Counter
 from typing import Any
 
-from _common import Stats
+from _common import Stats, run_guarded
 from coldstart import _invoke_async, describe_failure, health, raise_fd_limit, server_settings, wait_environments
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
@@ -279,19 +278,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, on_sigterm)
     raise_fd_limit(args.n + 256)
-    try:
-        results = measure(args)
-    except BenchError as e:
-        log(f"benchmark failed: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    results = run_guarded(lambda: measure(args), log, BenchError)
+    if isinstance(results, int):
+        return results
     summary = summarize(results, args)
     if args.json:
         print(json.dumps(summary, indent=2))

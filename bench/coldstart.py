@@ -45,7 +45,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import Stats, process_tree
+from _common import Stats, process_tree, run_guarded
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
 HOST = "127.0.0.1"
@@ -816,18 +815,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the server
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        results = measure(args)
-    except BenchError as e:
-        log(f"benchmark failed: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    results = run_guarded(lambda: measure(args), log, BenchError)
+    if isinstance(results, int):
+        return results
     summary = summarize(results, args)
     if args.json:
         print_report(summary, sys.stderr)

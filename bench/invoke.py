@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from _common import Stats, cpu_seconds, free_port, stop_process, tree_cpu_seconds, wait_http_ok
+from _common import Stats, cpu_seconds, free_port, run_guarded, stop_process, tree_cpu_seconds, wait_http_ok
 
 HOST = "127.0.0.1"
 FUNCTION = "bench-echo"
@@ -488,18 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         run_baseline_server(args.baseline_server)
         return 0
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        results = measure(args.n, args.warmup, args.startup_timeout)
-    except BenchError as e:
-        log(f"benchmark failed: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    results = run_guarded(lambda: measure(args.n, args.warmup, args.startup_timeout), log, BenchError)
+    if isinstance(results, int):
+        return results
     summary = summarize(results, args.n, args.warmup)
     if args.json:
         print(json.dumps(summary, indent=2))

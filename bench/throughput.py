@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
@@ -40,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import free_port, process_tree, stop_process, wait_http_ok
+from _common import free_port, process_tree, run_guarded, stop_process, wait_http_ok
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
 HOST = "127.0.0.1"
@@ -375,18 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"benchmark failed: needs CPUs {SERVER_CPU} and {WRK_CPU}, this process may use {sorted(cpus)}")
         return 1
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        results = measure(args)
-    except BenchError as e:
-        log(f"benchmark failed: {e}")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
+    results = run_guarded(lambda: measure(args), log, BenchError)
+    if isinstance(results, int):
+        return results
     summary = summarize(results, args)
     if args.json:
         print(json.dumps(summary, indent=2))
