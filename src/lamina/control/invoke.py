@@ -177,7 +177,8 @@ def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def _read_body(receive, limit: int, operation: str) -> bytes:  # noqa: ANN001 - ASGI receive
+async def read_body(receive, limit: int) -> bytes | None:  # noqa: ANN001 - ASGI receive
+    """The whole request body, or None once it exceeds limit bytes."""
     chunks = []
     size = 0
     while True:
@@ -187,11 +188,18 @@ async def _read_body(receive, limit: int, operation: str) -> bytes:  # noqa: ANN
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise AwsError("RequestTooLargeException",
-                           f"Request must be smaller than {limit} bytes for the {operation} operation")
+            return None
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+async def _read_body(receive, limit: int, operation: str) -> bytes:  # noqa: ANN001 - ASGI receive
+    body = await read_body(receive, limit)
+    if body is None:
+        raise AwsError("RequestTooLargeException",
+                       f"Request must be smaller than {limit} bytes for the {operation} operation")
+    return body
 
 
 def _client_context(value: str | None) -> dict | None:

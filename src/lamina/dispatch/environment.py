@@ -474,13 +474,17 @@ class Environment:
         if self._exit_code is not None:
             self._handle_exit()
 
-    def _handle_exit(self) -> None:
+    def _exit_code_now(self) -> int:
+        """The exit status, once its last output is logged (shared by the subclasses' exit handling)."""
         if self._exit_timer is not None:
             self._exit_timer.cancel()
             self._exit_timer = None
         if self._logs is not None:
             self._logs.drain()
-        code = self._exit_code if self._exit_code is not None else -9
+        return self._exit_code if self._exit_code is not None else -9
+
+    def _handle_exit(self) -> None:
+        code = self._exit_code_now()
         if self.state is State.BUSY and self.current is not None:
             inv = self.current
             status = exit_status_text(code)

@@ -752,12 +752,7 @@ class HttpAppEnvironment(Environment):
         self._die()
 
     def _handle_exit(self) -> None:
-        if self._exit_timer is not None:
-            self._exit_timer.cancel()
-            self._exit_timer = None
-        if self._logs is not None:
-            self._logs.drain()
-        code = self._exit_code if self._exit_code is not None else -9
+        code = self._exit_code_now()
         if self.state is State.STARTING:
             self._init_failed({"errorMessage": f"Runtime exited with error: {exit_status_text(code)}",
                                "errorType": "Runtime.ExitError", "requestId": "", "stackTrace": []}, None)

@@ -19,7 +19,7 @@ import orjson
 
 from lamina.control.errors import AwsError
 from lamina.control.functions import is_per_tenant
-from lamina.control.invoke import check_tenant, ensure_invokable, run_sync
+from lamina.control.invoke import check_tenant, ensure_invokable, read_body, run_sync
 from lamina.control.names import FunctionRef
 from lamina.control.validation import tenant_id as tenant_id_header
 from lamina.dispatch.invocation import Invocation
@@ -116,7 +116,7 @@ class FunctionUrlGateway:
                 scope, receive, send, pool=pool, key=target.key, path=path, url_id=url.url_id,
                 domain=host or self.urls.domain(url.url_id), arn=self.urls.function_arn(url), request_id=request_id,
                 decorate=_cors_decorator(scope, url)), False
-        body = await _read_body(receive)
+        body = await read_body(receive, LIMIT)
         if body is None:
             return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
                             request_id), False
@@ -191,23 +191,6 @@ def _header(scope: dict, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-async def _read_body(receive) -> bytes | None:  # noqa: ANN001 - ASGI receive
-    """The request body, or None when it exceeds the 6 MB payload limit."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise AwsError("InvalidRequestContentException", "The client closed the connection.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > LIMIT:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _apply_cors(response: HttpResponse, cors: dict, origin: str | None, preflight: bool) -> None:
