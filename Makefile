@@ -7,9 +7,9 @@ DATA_DIR ?= $(CURDIR)/data
 
 .PHONY: run test install lint bench clean system-deps
 
-# System packages the sandbox and the tests use: Debian's python3 is the interpreter inside the linux
-# sandbox, libseccomp2 compiles its seccomp filters. Installed only when root with apt (CI is).
-SYSTEM_PACKAGES := python3 python3-venv libseccomp2 make gcc
+# System packages the sandbox and the tests use: Debian's python3 (+ pip, for MicroVM image builds) is the interpreter inside the linux
+# sandbox, libseccomp2 compiles its seccomp filters, dig and wrk drive the UDP test and benches. Installed only when root with apt (CI is).
+SYSTEM_PACKAGES := python3 python3-venv python3-pip libseccomp2 make gcc dnsutils wrk
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
