@@ -1,0 +1,1 @@
+"""The UDP gateway: listeners, BREX, formatters, batching destinations and sinks."""
