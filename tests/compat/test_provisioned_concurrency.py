@@ -119,11 +119,15 @@ def test_provisioned_errors(endpoint, lambda_client, functions):
     zero = json.dumps({"ProvisionedConcurrentExecutions": 0}).encode()
     resp = raw_request(endpoint, "PUT", path + "?Qualifier=1", zero)
     assert_aws_error(resp, 400, "ValidationException", "greater than or equal to 1")
-    # Out of the account's unreserved pool (1,000, of which 100 stay unreserved) ...
+    # Out of the account's unreserved pool (1,000, of which 100 stay unreserved), in AWS's words ...
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as info:
+        lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                                         ProvisionedConcurrentExecutions=1001)
+    assert "greater than account's unreserved concurrency [1000]" in str(info.value)
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as info:
         lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
                                                          ProvisionedConcurrentExecutions=950)
-    assert "unreserved concurrency" in str(info.value)
+    assert "UnreservedConcurrentExecution below its minimum value of [100]" in str(info.value)
     # ... or out of the function's reservation.
     lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as info:

@@ -4,9 +4,13 @@
 A reservation is both a cap (the function never has more invocations in flight; 0 throttles every
 invoke) and a guarantee (it is taken out of the account's unreserved pool), as on AWS.
 
-Provisioned concurrency is set on a published version or an alias (its main version): that version's
-pool keeps the requested number of environments started, never reaped, replaced when they die. It comes
-out of the function's reservation if it has one, else out of the account's unreserved pool.
+Provisioned concurrency is set on a published version or an alias: the version's pool keeps the requested
+number of environments started, never reaped, replaced when they die. An alias with weighted routing
+(RoutingConfig.AdditionalVersionWeights, e.g. during a canary deployment) spreads its environments over both
+versions by weight, as AWS does, and re-spreads them when the weights change; a new configuration cannot be
+put on an alias while its routing is in place (AWS refuses that too). Provisioned concurrency comes out of the
+function's reservation if it has one, else out of the account's unreserved pool (GetAccountSettings shows it
+taken out). Functions with tenant isolation (PER_TENANT) cannot have any: their environments belong to tenants.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina.control import validation as v
-from lamina.control.errors import AwsError
-from lamina.control.functions import LATEST, FunctionService
+from lamina.control.errors import AwsError, not_found
+from lamina.control.functions import LATEST, FunctionService, is_per_tenant
 from lamina.control.lambda_api import json_response, read_json
 from lamina.control.names import check_qualifier, parse_function_name, resolve_qualifier
 from lamina.dispatch.spec import pool_key
 from lamina.store.db import Database
 
 MIN_UNRESERVED = 100  # AWS keeps at least this many for functions without a reservation
+INT_MAX = 2**31 - 1   # the model's Integer: the account's limits, not the request's validation, bound these
 
 
 class ConcurrencyService:
@@ -38,6 +43,7 @@ class ConcurrencyService:
         self.db = db
         self.provisioned = ProvisionedConcurrencyService(self)
         functions.delete_hooks.append(self._function_deleted)
+        functions.unreserved_claims.append(self.provisioned.unreserved_total)
 
     def load(self) -> None:
         for row in self.db.conn.execute("SELECT function_name, reserved FROM function_concurrency"):
@@ -50,8 +56,7 @@ class ConcurrencyService:
     def put(self, raw_name: str, body: dict) -> dict:
         fn = self.functions.lookup(raw_name)
         v.required(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions")
-        value = v.integer(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions", 0,
-                          self.dispatcher.max_environments)
+        value = v.integer(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions", 0, INT_MAX)
         provisioned = self.provisioned.total(fn.name)
         if value < provisioned:
             raise AwsError("InvalidParameterValueException",
@@ -96,6 +101,24 @@ class ProvisionedConfig:
 
 def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())
+
+
+INIT_FAILURE = "FUNCTION_ERROR_INIT_FAILURE"  # AWS's StatusReason when pre-started environments fail to initialise
+
+
+def split_by_weight(requested: int, primary: str, weights: dict[str, float]) -> dict[str, int]:
+    """How a weighted alias's provisioned environments spread over its versions: each additional version gets
+    its weight's share (rounded half up), the primary version the rest. Versions with no share are left out."""
+    shares: dict[str, int] = {}
+    left = requested
+    for version, weight in sorted(weights.items()):
+        share = min(left, int(requested * weight + 0.5))
+        if share > 0 and version != primary:
+            shares[version] = share
+            left -= share
+    if left > 0:
+        shares[primary] = left
+    return shares
 
 
 class ProvisionedConcurrencyService:
@@ -143,13 +166,19 @@ class ProvisionedConcurrencyService:
                                "Requested Provisioned Concurrency should not be greater than the "
                                "reservedConcurrentExecution for function")
             return
+        # AWS's two messages: more than the unreserved pool holds at all, or so much that less than its minimum
+        # would be left for functions without a reservation.
         floor = min(MIN_UNRESERVED, self.dispatcher.max_environments)
-        available = (self.dispatcher.max_environments - sum(self.dispatcher.reserved.values())
-                     - self.unreserved_total(exclude=name) - floor)
-        if mine > available:
+        unreserved = (self.dispatcher.max_environments - sum(self.dispatcher.reserved.values())
+                      - self.unreserved_total(exclude=name))
+        if mine > unreserved:
             raise AwsError("InvalidParameterValueException",
                            f"Specified ConcurrentExecutions for function is greater than account's unreserved "
-                           f"concurrency [{max(available - self.total(name, exclude=qualifier), 0)}].")
+                           f"concurrency [{max(unreserved - self.total(name, exclude=qualifier), 0)}].")
+        if unreserved - mine < floor:
+            raise AwsError("InvalidParameterValueException",
+                           "Specified ConcurrentExecutions for function decreases account's "
+                           f"UnreservedConcurrentExecution below its minimum value of [{floor}].")
 
     # ------------------------------------------------------------------ the dispatcher
 
@@ -161,13 +190,29 @@ class ProvisionedConcurrencyService:
             return alias.function_version
         return qualifier if qualifier in fn.versions else None
 
+    def _shares(self, cfg: ProvisionedConfig) -> dict[str, int]:
+        """Environments per published version for one configuration: all on its version, or for an alias with
+        weighted routing spread over both of its versions."""
+        fn = self.functions.functions.get(cfg.function_name)
+        if fn is None:
+            return {}
+        alias = fn.aliases.get(cfg.qualifier)
+        if alias is not None and alias.weights:
+            shares = split_by_weight(cfg.requested, alias.function_version, alias.weights)
+        else:
+            version = self._version_of(cfg.function_name, cfg.qualifier)
+            shares = {version: cfg.requested} if version is not None else {}
+        return {v: n for v, n in shares.items() if v != LATEST and (v in fn.versions)}
+
     def apply(self, name: str) -> None:
         """Tell the dispatcher how many environments each of the function's versions keeps started."""
         want: dict[str, int] = {}
-        for (fn_name, qualifier), cfg in self.configs.items():
-            if fn_name == name and (version := self._version_of(name, qualifier)) not in (None, LATEST):
+        for (fn_name, _), cfg in self.configs.items():
+            if fn_name != name:
+                continue
+            for version, count in self._shares(cfg).items():
                 key = pool_key(name, version)
-                want[key] = want.get(key, 0) + cfg.requested
+                want[key] = want.get(key, 0) + count
         for key in self._applied.get(name, {}):
             if key not in want:
                 self.dispatcher.set_provisioned(key, 0)
@@ -179,52 +224,77 @@ class ProvisionedConcurrencyService:
             self._applied.pop(name, None)
 
     def _status(self, cfg: ProvisionedConfig) -> dict:
-        version = self._version_of(cfg.function_name, cfg.qualifier)
-        pool = self.dispatcher.pools.get(pool_key(cfg.function_name, version)) if version else None
-        ready = min(pool.provisioned_ready, cfg.requested) if pool is not None else 0
+        ready = 0
+        failure = None
+        for version, share in self._shares(cfg).items():
+            pool = self.dispatcher.pools.get(pool_key(cfg.function_name, version))
+            mine = min(pool.provisioned_ready, share) if pool is not None else 0
+            ready += mine
+            if mine < share and pool is not None and failure is None:
+                failure = pool.provision_failure
         out = {"RequestedProvisionedConcurrentExecutions": cfg.requested,
                "AvailableProvisionedConcurrentExecutions": ready,
                "AllocatedProvisionedConcurrentExecutions": ready,
                "Status": "READY" if ready >= cfg.requested else "IN_PROGRESS",
                "LastModified": cfg.last_modified}
-        failure = pool.provision_failure if pool is not None and ready < cfg.requested else None
         if failure is not None:
+            # AWS's reason code first (tools match on it), then what the init said, so the cause is visible.
             out["Status"] = "FAILED"
-            out["StatusReason"] = (f"{failure.body.get('errorType', 'Runtime.Unknown')}: "
+            out["StatusReason"] = (f"{INIT_FAILURE}: {failure.body.get('errorType', 'Runtime.Unknown')}: "
                                    f"{failure.body.get('errorMessage', 'init failed')}")
         return out
 
     # ------------------------------------------------------------------ the API
 
-    def _target(self, raw_name: str, qualifier: str | None) -> tuple[str, str]:
-        """(function name, qualifier) for a published version or an alias; $LATEST or no qualifier is refused."""
-        q = resolve_qualifier(parse_function_name(raw_name), qualifier)
+    def _target(self, raw_name: str, qualifier: str | None, put: bool = False) -> tuple[str, str]:
+        """(function name, qualifier) for a published version or an alias, with AWS's errors: $LATEST or no
+        qualifier is refused, an unknown alias is 'Cannot find alias arn', an unknown version or function
+        'Function not found'."""
+        ref = parse_function_name(raw_name)
+        q = resolve_qualifier(ref, qualifier)
         if q is None:
             raise AwsError("ValidationException", "1 validation error detected: Value null at 'qualifier' "
                            "failed to satisfy constraint: Member must not be null")
         check_qualifier(q)
         if q == LATEST:
             raise AwsError("InvalidParameterValueException",
-                           "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
-        fn, q = self.functions.target(raw_name, q)
+                           "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+                           if put else "The function resource provided must be an alias or a published version.")
+        fn = self.functions.functions.get(ref.name)
+        if q.isdigit():
+            if fn is None or q not in fn.versions:
+                raise not_found(self.functions.arn(ref.name, q))
+        elif fn is None or q not in fn.aliases:
+            raise AwsError("ResourceNotFoundException", f"Cannot find alias arn: {self.functions.arn(ref.name, q)}")
         return fn.name, q
 
     def put(self, raw_name: str, qualifier: str | None, body: dict) -> dict:
-        name, q = self._target(raw_name, qualifier)
+        name, q = self._target(raw_name, qualifier, put=True)
         v.required(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions")
-        value = v.integer(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions", 1,
-                          self.dispatcher.max_environments)
+        value = v.integer(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions", 1, INT_MAX)
         fn = self.functions.functions[name]
+        if is_per_tenant(fn.config):
+            raise AwsError("InvalidParameterValueException",
+                           "Provisioned Concurrency is not supported for functions with tenant isolation mode "
+                           "(TenancyConfig PER_TENANT): their execution environments serve one tenant each. "
+                           "Use a function without tenant isolation for pre-initialized environments.")
         version = self._version_of(name, q)
-        if fn.aliases.get(q) is not None and version == LATEST:
+        alias = fn.aliases.get(q)
+        if alias is not None and version == LATEST:
             raise AwsError("InvalidParameterValueException",
                            "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
+        if alias is not None and alias.weights:
+            # AWS: provisioned concurrency on an alias cannot be managed while its routing configuration is in
+            # place (a configuration put before the routing was added is spread over both versions).
+            raise AwsError("InvalidParameterValueException", "Invalid alias configuration for Provisioned "
+                           "Concurrency: remove the alias's RoutingConfig (AdditionalVersionWeights) first.")
         for (other_fn, other_q) in self.configs:
             if other_fn == name and other_q != q and self._version_of(name, other_q) == version:
-                kind = "Alias" if other_q in fn.aliases else "Version"
+                # One configuration per version, directly or through an alias (AWS's messages).
                 raise AwsError("ResourceConflictException",
-                               f"{kind} {other_q} is already configured with provisioned concurrency "
-                               f"for version {version}.")
+                               "Alias can't be used for Provisioned Concurrency configuration on an already "
+                               "Provisioned version" if alias is not None else
+                               "Version is pointed by a Provisioned Concurrency alias")
         self._check_limits(name, q, value)
         cfg = ProvisionedConfig(name, q, value, _timestamp())
         with self.db.conn:

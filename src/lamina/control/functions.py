@@ -145,6 +145,9 @@ class FunctionService:
         self.qualifier_hooks: list[Callable[[str, str], None]] = []
         # Called with the function's name when an alias is created or changed (it may name another version now).
         self.alias_hooks: list[Callable[[str], None]] = []
+        # Concurrency taken out of the account's unreserved pool besides reservations (provisioned concurrency of
+        # functions without a reservation): GetAccountSettings' UnreservedConcurrentExecutions leaves it out.
+        self.unreserved_claims: list[Callable[[], int]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -545,31 +548,61 @@ class FunctionService:
         }
         if fn.tags:
             out["Tags"] = dict(fn.tags)
+        reserved = self.dispatcher.reserved.get(fn.name)
+        if reserved is not None:
+            out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
         return out
 
-    def list_functions(self, marker: str | None, max_items: int | None) -> dict:
-        names = sorted(self.functions)
+    def list_functions(self, marker: str | None, max_items: int | None, function_version: str | None = None) -> dict:
+        """ListFunctions: $LATEST of each function by name, or with FunctionVersion=ALL each function's $LATEST
+        and published versions (qualified ARNs, as AWS lists them). At most 50 a page, as on AWS."""
+        if function_version is not None and function_version != "ALL":
+            raise v.validation(function_version, "functionVersion", "Member must satisfy enum value set: [ALL]")
+        every = function_version == "ALL"
+        entries: list[tuple[str, int, Function]] = []   # (name, version order, the version), in listing order
+        for name in sorted(self.functions):
+            fn = self.functions[name]
+            entries.append((name, 0, fn))
+            if every:
+                entries.extend((name, int(n), ver) for n, ver in sorted(fn.versions.items(), key=lambda i: int(i[0])))
         start = 0
         if marker:
             try:
                 after = base64.urlsafe_b64decode(marker.encode()).decode()
             except (ValueError, UnicodeDecodeError):
                 raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
-            start = next((i for i, n in enumerate(names) if n > after), len(names))
-        limit = max_items or 50
-        page = names[start : start + limit]
-        out: dict = {"Functions": [dict(self.functions[n].config) for n in page]}
-        if start + limit < len(names):
-            out["NextMarker"] = base64.urlsafe_b64encode(page[-1].encode()).decode()
+            # "name" (after all of that function) or "name:order" (after that entry of it).
+            after_name, _, after_order = after.partition(":")
+            position = (after_name, int(after_order) if after_order.isdigit() else float("inf"))
+            start = next((i for i, (n, o, _) in enumerate(entries) if (n, o) > position), len(entries))
+        limit = min(max_items or 50, 50)
+        page = entries[start : start + limit]
+        functions = []
+        for name, _, ver in page:
+            if every:
+                # As AWS lists them (and as ListVersionsByFunction does): no State fields. The default listing
+                # keeps them for `lamina ls`; GetFunction has them either way.
+                config = {k: val for k, val in ver.config.items() if k not in STATUS_KEYS}
+                config["FunctionArn"] = self.arn(name, ver.version)
+            else:
+                config = dict(ver.config)
+            functions.append(config)
+        out: dict = {"Functions": functions}
+        if start + limit < len(entries):
+            name, order, _ = page[-1]
+            out["NextMarker"] = base64.urlsafe_b64encode(f"{name}:{order}".encode()).decode()
         return out
 
     def account_settings(self) -> dict:
-        total = sum(fn.config.get("CodeSize", 0) for fn in self.functions.values())
+        # Every published version keeps its own copy of the package on AWS, so versions count towards code storage.
+        total = sum(ver.config.get("CodeSize", 0) for fn in self.functions.values()
+                    for ver in (fn, *fn.versions.values()))
         limit = self.settings.account_concurrency
+        unreserved = self.dispatcher.unreserved_limit - sum(claim() for claim in self.unreserved_claims)
         return {
             "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
                              "CodeSizeZipped": 52428800, "ConcurrentExecutions": limit,
-                             "UnreservedConcurrentExecutions": self.dispatcher.unreserved_limit},
+                             "UnreservedConcurrentExecutions": unreserved},
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": len(self.functions)},
         }
 

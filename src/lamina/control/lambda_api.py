@@ -58,7 +58,7 @@ def routes(functions: FunctionService) -> list[Route]:
 
     async def list_functions(request: Request) -> Response:
         q = request.query_params
-        return json_response(functions.list_functions(q.get("Marker"), max_items_param(q)))
+        return json_response(functions.list_functions(q.get("Marker"), max_items_param(q), q.get("FunctionVersion")))
 
     async def get_function(request: Request) -> Response:
         return json_response(functions.get_function(name_of(request), request.query_params.get("Qualifier"),
