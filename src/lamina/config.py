@@ -46,6 +46,12 @@ class Settings:
     log_level: str = "info"
     # Deploy the bundled example function "hello" at start-up if it is not there (make run).
     example: bool = False
+    # MicroVMs: the lowest maxIdleDurationSeconds RunMicrovm accepts (AWS: 60; tests lower it), and
+    # the memory quota over RUNNING + SUSPENDED instances (AWS's per-account quota, in MiB).
+    microvm_min_idle_seconds: int = 60
+    microvm_memory_quota_mib: int = 65536
+    # Started, ready and frozen instances kept per MicroVM image version, so RunMicrovm only thaws one.
+    microvm_standby: int = 1
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:

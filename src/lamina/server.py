@@ -26,6 +26,8 @@ from lamina.control.function_urls import FunctionUrlService
 from lamina.control.functions import FunctionService
 from lamina.control.permissions import PolicyService
 from lamina.dispatch.dispatcher import Dispatcher
+from lamina.gateway.udp.service import UdpGateway
+from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.sandbox import get_backend
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
@@ -50,7 +52,11 @@ class Server:
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
         self.concurrency = ConcurrencyService(self.functions, self.db)
-        self.app = LaminaApp(self.functions, self.lifespan, self.urls, self.policies, self.concurrency)
+        self.udp = UdpGateway(settings, self.db, self.functions)
+        self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
+        self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
+        self.app = LaminaApp(self.functions, self.lifespan, self.urls, self.policies, self.concurrency,
+                             udp=self.udp, microvms=self.microvms)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
@@ -59,6 +65,9 @@ class Server:
         self.urls.load()
         self.policies.load()
         self.concurrency.load()
+        self.microvms.load()   # before the UDP listeners: their microvm destinations need its images
+        await self.udp.load()
+        self.microvms.start()
         if self.settings.example:
             await self._deploy_example()
         self._banner()
@@ -67,9 +76,12 @@ class Server:
         finally:
             # uvicorn has stopped accepting and waited for in-flight HTTP requests (sync invokes);
             # now finish async invocations, then stop every environment.
+            # No new UDP packets from here on; batches already invoked finish with the drain below.
+            await self.udp.close()
             log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
             await self.functions.close()
             await self.dispatcher.shutdown(self.settings.drain_seconds)
+            await self.microvms.close()
             self.backend.close()
             self.logs.close()
             self.db.close()
@@ -97,6 +109,8 @@ class Server:
             f"  sandbox: {self.backend.describe()}",
             f"  functions: {len(self.functions.functions)}",
         ]
+        if self.udp.listeners:
+            lines.append(f"  udp listeners: {self.udp.summary()}")
         cli = ".venv/bin/lamina" + ("" if s.port == DEFAULT_PORT and s.host == DEFAULT_HOST
                                     else f" --endpoint {s.endpoint}")
         if "hello" in self.functions.functions and self.settings.example:

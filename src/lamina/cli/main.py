@@ -454,3 +454,14 @@ def main() -> None:
         # `lamina logs f | head`: the reader left; say nothing, as other Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_ERROR)
+
+
+# `lamina udp ...` lives in its own module (it imports this one's helpers when a command runs).
+from lamina.cli.udp import app as _udp_app  # noqa: E402
+
+app.add_typer(_udp_app, name="udp")
+
+# `lamina microvm ...` likewise (cli/microvm.py).
+from lamina.cli.microvm import app as _microvm_app  # noqa: E402
+
+app.add_typer(_microvm_app, name="microvm")

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina.control import concurrency, function_urls, lambda_api, lamina_api, permissions, versions
+from lamina.control import concurrency, function_urls, lambda_api, lamina_api, microvms_api, permissions, versions
 from lamina.control import invoke as invoke_path
 from lamina.control import invoke_stream as stream_path
 from lamina.control.concurrency import ConcurrencyService
@@ -20,7 +20,11 @@ from lamina.control.invoke import InvokeHandler
 from lamina.control.invoke_stream import StreamInvokeHandler
 from lamina.control.permissions import PolicyService
 from lamina.gateway import function_urls as url_gateway
+from lamina.gateway import microvm_proxy
 from lamina.gateway.function_urls import FunctionUrlGateway
+from lamina.gateway.udp import api as udp_api
+from lamina.gateway.udp.service import UdpGateway
+from lamina.microvm.manager import MicrovmManager
 
 log = logging.getLogger("lamina.control")
 
@@ -57,7 +61,8 @@ class LaminaApp:
 
     def __init__(self, functions: FunctionService, lifespan,  # noqa: ANN001 - a lifespan context
                  urls: FunctionUrlService | None = None, policies: PolicyService | None = None,
-                 concurrency_service: ConcurrencyService | None = None) -> None:
+                 concurrency_service: ConcurrencyService | None = None, udp: UdpGateway | None = None,
+                 microvms: MicrovmManager | None = None) -> None:
         self.invoke = InvokeHandler(functions)
         self.stream_invoke = StreamInvokeHandler(functions)
         self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
@@ -69,6 +74,12 @@ class LaminaApp:
             routes += permissions.routes(policies)
         if concurrency_service is not None:
             routes += concurrency.routes(concurrency_service)
+        if udp is not None:
+            routes += udp_api.routes(udp)
+        # MicroVM routes first: they take the microvm-image ARNs of Lambda's shared /tags/ path.
+        self.microvm_proxy = microvm_proxy.MicrovmProxy(microvms) if microvms is not None else None
+        if microvms is not None:
+            routes = microvms_api.routes(microvms) + routes
         self.control = Starlette(
             routes=routes,
             exception_handlers={AwsError: _aws_error, HTTPException: _http_error, Exception: _unexpected},
@@ -76,6 +87,10 @@ class LaminaApp:
         )
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
+        if (self.microvm_proxy is not None and scope["type"] in ("http", "websocket")
+                and (target := microvm_proxy.match(scope)) is not None):
+            await self.microvm_proxy(scope, receive, send, *target)
+            return
         if scope["type"] == "http":
             if self.gateway is not None and (url := url_gateway.match(scope)) is not None:
                 await self.gateway(scope, receive, send, *url)

@@ -71,6 +71,30 @@ class BuiltImage:
     hooks: Hooks
     memory_mib: int
 
+    def to_dict(self) -> dict:
+        """JSON-able, for the control plane's store (relaunching images after a server restart)."""
+        return {
+            "image_name": self.image_name, "version": self.version, "layer_dir": str(self.layer_dir),
+            "config": {"cmd": list(self.config.cmd), "env": dict(self.config.env), "workdir": self.config.workdir,
+                       "user": self.config.user, "expose": list(self.config.expose)},
+            "hooks": {"port": self.hooks.port, "enabled": sorted(self.hooks.enabled),
+                      "timeouts": dict(self.hooks.timeouts)},
+            "memory_mib": self.memory_mib,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BuiltImage:
+        config, hooks = data.get("config", {}), data.get("hooks", {})
+        return cls(
+            image_name=data["image_name"], version=str(data["version"]), layer_dir=Path(data["layer_dir"]),
+            config=ImageConfig(cmd=list(config.get("cmd", [])), env=dict(config.get("env", {})),
+                               workdir=config.get("workdir", "/"), user=config.get("user", "root"),
+                               expose=[int(p) for p in config.get("expose", [])]),
+            hooks=Hooks(port=int(hooks.get("port", 9000)), enabled=set(hooks.get("enabled", [])),
+                        timeouts={k: float(v) for k, v in hooks.get("timeouts", {}).items()}),
+            memory_mib=int(data["memory_mib"]),
+        )
+
 
 class Instance(Protocol):
     microvm_id: str

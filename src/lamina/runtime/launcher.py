@@ -13,6 +13,11 @@ load the environment seccomp filter and exec the bootstrap ("exec" mode), or do 
 zygote filter and exec the Python zygote, whose forks each enter a new, unprivileged user namespace
 to get namespaces of their own ("zygote" mode).
 
+A MicroVM sandbox (config key "mounts", lamina/microvm/rootfs.py) differs in three places: its root
+is built from overlay and bind mounts and stays writable; its app runs as the root of its user
+namespace with a container's default capabilities (or as the image's USER) and argv[0] is looked up
+in PATH; an image build's RUN step ("share_net") keeps the host's network.
+
 This launcher stays as the sandbox's outermost process and exits with pid 1's status, so the server
 watches one child per sandbox. Stdlib only.
 """
@@ -86,6 +91,39 @@ def _build_root(cfg: dict) -> None:
     ss.mount(None, "/", None, ss.MS_REMOUNT | ss.MS_BIND | ss.MS_RDONLY | ss.MS_NOSUID | ss.MS_NODEV)
 
 
+def _overlay_escape(path: str) -> str:
+    """overlayfs splits its options on ',' and lower dirs on ':'; a backslash escapes both."""
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _build_layered_root(cfg: dict) -> None:
+    """A MicroVM's root ("mounts" mode): overlay and bind mounts from the server's plan (see
+    lamina/microvm/rootfs.py), a private /dev, and a root that stays writable (its upper dirs are
+    the instance's private disk)."""
+    root = cfg["root"]
+    ss.unshare(ss.CLONE_NEWNS)
+    ss.mount(None, "/", None, ss.MS_REC | ss.MS_PRIVATE)
+    for op in cfg["mounts"]:
+        target = root + op["target"].rstrip("/") if op["target"] != "/" else root
+        if op["op"] == "overlay":
+            lower = ":".join(_overlay_escape(p) for p in op["lower"])
+            ss.mount("overlay", target, "overlay", 0, f"lowerdir={lower},upperdir={_overlay_escape(op['upper'])},"
+                     f"workdir={_overlay_escape(op['work'])}")
+        else:
+            ss.bind(op["source"], target, readonly=bool(op.get("ro", True)))
+    ss.mount("tmpfs", f"{root}/dev", "tmpfs", ss.MS_NOSUID | ss.MS_NOEXEC, "size=64k,mode=755")
+    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+        open(f"{root}/dev/{dev}", "w").close()
+        ss.mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, ss.MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
+        os.symlink(target, f"{root}/dev/{name}")
+    for d in ("shm", "pts", "mqueue"):
+        os.mkdir(f"{root}/dev/{d}")
+    ss.mount("tmpfs", f"{root}/dev/shm", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, "size=64m,mode=1777")
+    ss.pivot_root(root)
+
+
 class _IdMapper:
     """A helper that stays in the host's namespaces (and sees the host's /proc) and writes the
     sandbox's id maps once it has a new user namespace: only a root of the parent namespace may
@@ -115,10 +153,12 @@ class _IdMapper:
         """In the launcher: the process whose maps to write (host pid)."""
         os.write(self.pid_w, str(pid).encode())
 
-    def enter(self) -> None:
-        """In that process: new user (+mount, net, ipc, uts, cgroup) namespaces, mapped, as their root."""
+    def enter(self, share_net: bool = False) -> None:
+        """In that process: new user (+mount, net, ipc, uts, cgroup) namespaces, mapped, as their root.
+        share_net keeps the host's network (a MicroVM image build, whose RUN lines may download)."""
+        net = 0 if share_net else ss.CLONE_NEWNET
         try:
-            ss.unshare(ss.CLONE_NEWUSER | ss.CLONE_NEWNS | ss.CLONE_NEWNET | ss.CLONE_NEWIPC | ss.CLONE_NEWUTS
+            ss.unshare(ss.CLONE_NEWUSER | ss.CLONE_NEWNS | net | ss.CLONE_NEWIPC | ss.CLONE_NEWUTS
                        | ss.CLONE_NEWCGROUP)
         except OSError:
             os.write(self.ready_w, b"0")
@@ -168,6 +208,20 @@ def _relay_exit(pid: int) -> None:
     os._exit(os.WEXITSTATUS(status))
 
 
+def _exec_in_path(argv: list[str], env: dict[str, str]) -> None:
+    """execvpe without os.execvpe (which imports modules the pivoted root may not have): argv[0] is
+    looked up in the PATH of the environment it runs with."""
+    error: OSError = FileNotFoundError(2, "not found in PATH", argv[0])
+    for directory in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":"):
+        try:
+            os.execve(f"{directory or '.'}/{argv[0]}", argv, env)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            error = exc if not isinstance(error, PermissionError) else error
+        except PermissionError as exc:
+            error = exc
+    raise error
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     ss.die_with_parent()
@@ -175,7 +229,10 @@ def main() -> None:
         ss.write_file(path, "0")
     mapper = _IdMapper(int(cfg["uid_base"]))
     try:
-        _build_root(cfg)
+        if cfg.get("mounts") is not None:
+            _build_layered_root(cfg)
+        else:
+            _build_root(cfg)
         ss.unshare(ss.CLONE_NEWPID)
     except OSError as exc:
         _fail(f"cannot set up the sandbox: {exc}")
@@ -188,16 +245,30 @@ def main() -> None:
     try:
         ss.die_with_parent()
         ss.mount("proc", "/proc", "proc", ss.MS_NOSUID | ss.MS_NODEV | ss.MS_NOEXEC)
-        mapper.enter()
+        share_net = bool(cfg.get("share_net"))
+        mapper.enter(share_net)
         ss.sethostname(cfg.get("hostname", "lamina"))
-        ss.loopback_up()
+        if not share_net:
+            ss.loopback_up()
         if cfg.get("runtime_api") or cfg.get("netns"):
             _send_handles(int(cfg["channel_fd"]), bool(cfg.get("runtime_api")), bool(cfg.get("netns")))
-        ss.set_rlimits({"RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024})
+        hard = ss.resource.getrlimit(ss.resource.RLIMIT_NOFILE)[1]
+        nofile = int(cfg.get("nofile", 1024))
+        ss.set_rlimits({"RLIMIT_CORE": 0, "RLIMIT_NOFILE": nofile if hard < 0 else min(nofile, hard)})
         # The function's code (a zygote's init included) never runs with privileges. A zygote's
         # filter still allows unshare and mount: each fork makes a user namespace of its own, without
         # privileges, to get new pid/net/mount namespaces and a private /tmp.
-        ss.drop_privileges(SANDBOX_UID, SANDBOX_UID)
+        user = cfg.get("user")
+        if user is not None and user[0] == 0:
+            # A MicroVM's app runs as its image's root, as in a container: root of its own user
+            # namespace, with only a container's default capabilities (valid over its namespaces only).
+            ss.limit_capabilities(ss.CONTAINER_CAPABILITIES)
+            os.setgroups([])
+            if user[1]:
+                os.setresgid(user[1], user[1], user[1])
+        else:
+            uid, gid = user if user is not None else (SANDBOX_UID, SANDBOX_UID)
+            ss.drop_privileges(uid, gid)
         ss.no_new_privs()
         ss.load_seccomp(bytes.fromhex(cfg["seccomp"]))
         os.chdir(cfg.get("cwd", "/var/task"))
@@ -205,6 +276,8 @@ def main() -> None:
         _fail(f"cannot set up the sandbox: {exc}")
     argv = cfg["argv"]
     try:
+        if cfg.get("search_path") and "/" not in argv[0]:
+            _exec_in_path(argv, cfg["env"])
         os.execve(argv[0], argv, cfg["env"])
     except OSError as exc:
         _fail(f"cannot start {argv[0]}: {exc.strerror or exc}")

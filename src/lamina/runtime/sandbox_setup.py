@@ -124,6 +124,25 @@ def drop_privileges(uid: int, gid: int) -> None:
     os.setresuid(uid, uid, uid)
 
 
+# Docker's default capability set (by number): what a container's root may still do, over its own
+# namespaces only when it is the root of a user namespace.
+CONTAINER_CAPABILITIES = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})
+
+
+def limit_capabilities(keep: frozenset[int]) -> None:
+    """Drop every capability but `keep` from the bounding set (so a root exec gets no more) and the
+    ambient set; the current uid is unchanged."""
+    for cap in range(64):
+        if cap in keep:
+            continue
+        try:
+            prctl(PR_CAPBSET_DROP, cap)
+        except OSError:
+            break
+    with contextlib.suppress(OSError):
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 

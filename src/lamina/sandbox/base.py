@@ -33,6 +33,13 @@ class SandboxSpec:
                                    # a listening socket (Sandbox.runtime_api_socket) for the server to serve
     network_handle: bool = False   # the server will connect to servers listening inside the sandbox
                                    # (Sandbox.connect_tcp): a backend with a private network hands over its handle
+    # A MicroVM sandbox (lamina/microvm/): its root is built from a mount plan instead of the function
+    # layout. Keys: mounts, cwd, user ([uid, gid]), share_net, hostname, nofile. argv[0] is looked up
+    # in env's PATH inside that root.
+    layered: dict | None = None
+    cpu_vcpus: float | None = None  # CPU quota; None: proportional to memory_mb (Lambda's ratio)
+    pids_max: int = 1024
+    guard_host: bool = False       # with layered["share_net"]: no connections to the host's own addresses
 
 
 ExitCallback = Callable[[int], None]

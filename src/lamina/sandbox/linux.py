@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from lamina.runtime.python_handler import SECCOMP_ENV
-from lamina.sandbox import netns, seccomp
+from lamina.sandbox import hostguard, netns, seccomp
 from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
 
@@ -216,6 +216,7 @@ class LinuxBackend(SandboxBackend):
         else:
             self.lang_dir = sys.base_prefix
             self._python = f"/var/lang/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        self._guard_warned = False
         self._env_filter = seccomp.environment_filter().hex()
         self._zygote_filter = seccomp.zygote_filter().hex()
 
@@ -238,7 +239,7 @@ class LinuxBackend(SandboxBackend):
         return {SECCOMP_ENV: self._env_filter}
 
     def _config(self, spec: SandboxSpec, cgroup: Cgroup, env: dict[str, str], channel_fd: int | None) -> str:
-        return json.dumps({
+        config = {
             "root": self.root_dir,
             "code_dir": str(spec.code_dir),
             "runtime_dir": str(RUNTIME_DIR),
@@ -257,7 +258,10 @@ class LinuxBackend(SandboxBackend):
             "argv": spec.argv,
             "env": env,
             "cwd": "/var/task",
-        })
+        }
+        if spec.layered is not None:
+            config.update(spec.layered, search_path=True)
+        return json.dumps(config)
 
     async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:
         from lamina.sandbox.process import _ExitProtocol
@@ -266,10 +270,12 @@ class LinuxBackend(SandboxBackend):
         try:
             # A zygote's init runs once for every environment after it, so it is not held to the
             # memory-proportional CPU share (Lambda, too, is generous with CPU during init).
-            vcpus = float(os.cpu_count() or 1) if spec.zygote else None
-            cgroup = self.cgroups.create(spec.name, spec.memory_mb, cpu_vcpus=vcpus)
+            vcpus = float(os.cpu_count() or 1) if spec.zygote else spec.cpu_vcpus
+            cgroup = self.cgroups.create(spec.name, spec.memory_mb, pids_max=spec.pids_max, cpu_vcpus=vcpus)
         except OSError as exc:
             raise SandboxError(f"cannot create the sandbox's cgroups: {exc}") from exc
+        if spec.guard_host:
+            self._guard_host(cgroup)
         env = dict(spec.env)
         pass_fds = list(spec.pass_fds)
         ours = theirs = None
@@ -311,6 +317,21 @@ class LinuxBackend(SandboxBackend):
             if spec.network_handle:
                 netns_fd = fds.pop(0)
         return LinuxSandbox(transport, cgroup, api_socket, netns_fd)
+
+    def _guard_host(self, cgroup: Cgroup) -> None:
+        """Before anything runs in it: the cgroup's sockets may not reach the host's own addresses
+        (sandbox/hostguard.py). Without cgroup BPF on this kernel, say so once and go on."""
+        unified = self.layout.unified
+        target = next((d for d in cgroup.dirs if unified and d.startswith(unified.rstrip("/") + "/")), None)
+        try:
+            if target is None:
+                raise OSError("no cgroup v2 hierarchy")
+            hostguard.guard(target)
+        except OSError as exc:
+            if not self._guard_warned:
+                self._guard_warned = True
+                log.warning("cannot keep sandboxes that share the host's network away from the host's own "
+                            "addresses (%s): image builds can reach services listening on this host", exc)
 
     def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
         try:

@@ -1,0 +1,72 @@
+"""A real app through the UDP gateway: a DNS server written as a Lambda function (dnslib, shipped in its
+zip) answers `dig` (Debian's dnsutils) on a listener's port, with batching on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import dnslib
+import pytest
+
+from helpers import raw_request
+
+pytestmark = [pytest.mark.timeout(120),
+              pytest.mark.skipif(shutil.which("dig") is None, reason="needs dig (apt-get install dnsutils)")]
+
+DNS_APP = '''
+import base64
+from dnslib import A, QTYPE, RCODE, RR, DNSRecord
+
+ZONE = {"example.test.": "192.0.2.53", "www.example.test.": "192.0.2.80"}
+
+def handler(event, context):
+    replies = []
+    for message in event["Messages"]:
+        query = DNSRecord.parse(base64.b64decode(message["Data"]))
+        answer = query.reply()
+        name = str(query.q.qname).lower()
+        if name in ZONE and query.q.qtype == QTYPE.A:
+            answer.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(ZONE[name]), ttl=60))
+        elif name not in ZONE:
+            answer.header.rcode = RCODE.NXDOMAIN
+        replies.append({"Tag": message["Tag"], "Data": base64.b64encode(answer.pack()).decode()})
+    return {"Replies": replies}
+'''
+
+
+def dnslib_files() -> dict[str, bytes]:
+    """The installed dnslib package, copied into the function's zip (as `pip install -t` would)."""
+    root = Path(dnslib.__file__).parent
+    return {f"dnslib/{p.relative_to(root)}": p.read_bytes() for p in root.rglob("*.py")}
+
+
+def dig(port: int, *args: str) -> str:
+    proc = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=10", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_dig_gets_answers_from_a_dns_function(endpoint, functions):
+    fn = functions({"app.py": DNS_APP, **dnslib_files()}, prefix="udp-dns")
+    body = b'{"Destinations": [{"Function": "%s", "Batching": {"Count": 50, "TimeoutInSeconds": 0.02}}]}' % (
+        fn.encode())
+    resp = raw_request(endpoint, "POST", "/lamina/v1/udp/listeners", body, {"content-type": "application/json"},
+                       sign=False)
+    assert resp.status == 201, resp.describe()
+    listener = resp.json()
+    try:
+        out = dig(listener["Port"], "example.test", "A")
+        assert "status: NOERROR" in out, out
+        answer = out.split("ANSWER SECTION:", 1)[1]
+        assert "example.test." in answer and "192.0.2.53" in answer, out
+
+        out = dig(listener["Port"], "www.example.test")
+        assert "192.0.2.80" in out.split("ANSWER SECTION:", 1)[1], out
+
+        out = dig(listener["Port"], "nothing.test")
+        assert "status: NXDOMAIN" in out, out
+    finally:
+        raw_request(endpoint, "DELETE", f"/lamina/v1/udp/listeners/{listener['Id']}", sign=False)
