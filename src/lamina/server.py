@@ -26,6 +26,7 @@ from lamina.control.function_urls import FunctionUrlService
 from lamina.control.functions import FunctionService
 from lamina.control.permissions import PolicyService
 from lamina.dispatch.dispatcher import Dispatcher
+from lamina.gateway.fast_http import protocol_for
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.sandbox import get_backend
@@ -130,7 +131,8 @@ class Server:
 
     def uvicorn_config(self) -> uvicorn.Config:
         return uvicorn.Config(
-            self.app, host=self.settings.host, port=self.settings.port, loop="none", http="httptools",
+            # http: uvicorn's httptools protocol with the Invoke / function-URL hot path in front (fast_http.py).
+            self.app, host=self.settings.host, port=self.settings.port, loop="none", http=protocol_for(self.app),
             lifespan="on", access_log=False, log_level=self.settings.log_level,
             timeout_graceful_shutdown=int(self.settings.drain_seconds) or None,
             timeout_keep_alive=75, server_header=False, date_header=False,

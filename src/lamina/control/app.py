@@ -87,6 +87,8 @@ class LaminaApp:
         )
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
+        # Under `lamina serve`, Invoke and handler-function URL requests are answered before they get here
+        # (gateway/fast_http.py); a route that must take precedence over them belongs in its _routed_first too.
         if (self.microvm_proxy is not None and scope["type"] in ("http", "websocket")
                 and (target := microvm_proxy.match(scope)) is not None):
             await self.microvm_proxy(scope, receive, send, *target)

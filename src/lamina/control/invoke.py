@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
 
@@ -19,6 +19,7 @@ import orjson
 from lamina.control.errors import AwsError
 from lamina.control.functions import Function, FunctionService, is_per_tenant
 from lamina.control.validation import tenant_id as valid_tenant_id
+from lamina.dispatch import ids
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
@@ -41,14 +42,22 @@ def match(path: str) -> str | None:
 
 
 class InvokeHandler:
+    """Invoke as a bare ASGI callable, built from synchronous steps (head, body, start, respond) that the
+    HTTP hot path (gateway/fast_http.py) calls directly from its parser callbacks."""
+
     def __init__(self, functions: FunctionService) -> None:
         self.functions = functions
         self.dispatcher = functions.dispatcher
 
     async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
-        request_id = str(uuid.uuid4())
+        request_id = ids.request_id()
         try:
-            status, headers, body = await self._invoke(scope, receive, raw_name, request_id)
+            p = await self.prepare(scope, receive, raw_name)
+            started = self.start(p, request_id)
+            if isinstance(started, Invocation):
+                status, headers, body = self.respond(p, await wait(started))
+            else:
+                status, headers, body = started
         except AwsError as err:
             status, headers, body = err.render(request_id)
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -62,9 +71,16 @@ class InvokeHandler:
     async def prepare(self, scope: dict, receive, raw_name: str,  # noqa: ANN001 - ASGI receive
                       types: tuple[str, ...] = INVOCATION_TYPES, operation: str = "Invoke") -> Prepared:
         """Validate the request, find the function and read the payload (shared with the streaming invoke)."""
-        if scope["method"] != "POST":
-            raise AwsError("UnknownOperationException", f"Unknown operation {scope['method']} {scope['path']}")
-        headers = _headers(scope)
+        head = self.head(scope["method"], scope["path"], _headers(scope), scope.get("query_string", b""), raw_name,
+                         types, operation)
+        payload = await _read_body(receive, head.limit, head.operation)
+        return self.body(head, payload)
+
+    def head(self, method: str, path: str, headers: dict[str, str], query: bytes, raw_name: str,
+             types: tuple[str, ...] = INVOCATION_TYPES, operation: str = "Invoke") -> Head:
+        """Everything that can be checked before the payload arrives; raises AwsError."""
+        if method != "POST":
+            raise AwsError("UnknownOperationException", f"Unknown operation {method} {path}")
         invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
         if invocation_type not in types:
             raise AwsError("InvalidParameterValueException",
@@ -76,14 +92,20 @@ class InvokeHandler:
                            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
                            "constraint: Member must satisfy enum value set: [None, Tail]")
         tenant_id = valid_tenant_id(headers.get("x-amz-tenant-id"))
-        qs = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        fn, qualifier = self.functions.target(unquote(raw_name), qs.get("Qualifier", [None])[0])
+        qualifier = None
+        if query:
+            qs = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+            qualifier = qs.get("Qualifier", [None])[0]
+        fn, qualifier = self.functions.target(unquote(raw_name), qualifier)
         # A version runs that version; an alias its version, or with weights one picked for this invocation.
         target = self.functions.pick(fn, qualifier)
         check_tenant(target, tenant_id)
+        event = invocation_type == "Event"
+        return Head(fn, target, qualifier, headers, invocation_type, log_type, tenant_id,
+                    ASYNC_LIMIT if event else SYNC_LIMIT, "InvokeAsync" if event else operation)
 
-        limit = ASYNC_LIMIT if invocation_type == "Event" else SYNC_LIMIT
-        payload = await _read_body(receive, limit, "InvokeAsync" if invocation_type == "Event" else operation)
+    def body(self, head: Head, payload: bytes) -> Prepared:
+        """The payload checks, once it has arrived; raises AwsError."""
         if payload.strip():
             try:
                 orjson.loads(payload)
@@ -93,29 +115,52 @@ class InvokeHandler:
                                ) from None
         else:
             payload = b"{}"
-        client_context = _client_context(headers.get("x-amz-client-context"))
-        ensure_invokable(target, self.dispatcher)
-        return Prepared(fn, target, qualifier, payload, headers, invocation_type, log_type, client_context,
-                        tenant_id)
+        client_context = _client_context(head.headers.get("x-amz-client-context"))
+        ensure_invokable(head.target, self.dispatcher)
+        return Prepared(head.fn, head.target, head.qualifier, payload, head.headers, head.invocation_type,
+                        head.log_type, client_context, head.tenant_id)
 
-    async def _invoke(self, scope: dict, receive, raw_name: str, request_id: str):  # noqa: ANN001, ANN202
-        p = await self.prepare(scope, receive, raw_name)
+    def start(self, p: Prepared, request_id: str, on_done: Callable[[InvokeResult | BaseException], None] | None = None
+              ) -> Invocation | tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Submit the invocation: a synchronous one comes back to wait on (with `on_done` called with its
+        outcome, or else a future for wait()), otherwise the response; raises AwsError (429 when throttled)."""
         if p.invocation_type == "DryRun":
             return 204, [(b"x-amz-executed-version", p.target.version.encode())], b""
-
         inv = p.invocation(request_id)
         if p.invocation_type == "Event":
             # Runs in the background; durable queueing and retries are the events/ part's job.
             self.dispatcher.submit(p.target.key, inv)
             return 202, [], b""
+        if on_done is None:
+            inv.future = asyncio.get_running_loop().create_future()
+        else:
+            inv.on_done = on_done
+        submit(self.dispatcher, p.target.key, inv)
+        return inv
 
-        result = await run_sync(self.dispatcher, p.target.key, inv)
+    @staticmethod
+    def respond(p: Prepared, result: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         out = [(b"content-type", b"application/json"), (b"x-amz-executed-version", result.executed_version.encode())]
         if result.error_type is not None:
             out.append((b"x-amz-function-error", b"Unhandled"))
         if p.log_type == "Tail":
             out.append((b"x-amz-log-result", tail_log(result.log).encode()))
         return 200, out, result.body
+
+
+@dataclass(slots=True)
+class Head:
+    """An invoke request whose headers are checked and whose function is found; its payload is still to come."""
+
+    fn: Function
+    target: Function
+    qualifier: str | None
+    headers: dict[str, str]
+    invocation_type: str
+    log_type: str
+    tenant_id: str | None
+    limit: int                       # the payload limit (RequestTooLargeException above it)
+    operation: str                   # named in that error
 
 
 @dataclass(slots=True)
@@ -136,7 +181,7 @@ class Prepared:
         arn = self.fn.config["FunctionArn"] + (f":{self.qualifier}" if self.qualifier else "")
         return Invocation(request_id, self.payload, arn, sync=self.invocation_type == "RequestResponse",
                           client_context=self.client_context, trace_id=self.headers.get("x-amzn-trace-id"),
-                          tenant_id=self.tenant_id)
+                          tenant_id=self.tenant_id, keep_log=self.log_type == "Tail")
 
 
 def check_tenant(fn: Function, tenant_id: str | None) -> None:
@@ -161,6 +206,30 @@ def ensure_invokable(fn: Function, dispatcher: Dispatcher) -> None:
                        f"function is currently in the following state: {fn.state}")
 
 
+def submit(dispatcher: Dispatcher, key: str, inv: Invocation) -> None:
+    """Submit a synchronous invocation to one function version's pool (Function.key); AwsError 429 when a
+    concurrency limit refuses it."""
+    try:
+        dispatcher.submit(key, inv)
+    except Throttled as exc:
+        raise throttled(exc) from None
+
+
+def throttled(exc: Throttled) -> AwsError:
+    err = AwsError("TooManyRequestsException", exc.message, Reason=exc.reason)
+    err.headers["Retry-After"] = str(exc.retry_after_s)
+    return err
+
+
+async def wait(inv: Invocation) -> InvokeResult:
+    """The result of an invocation started with a future (AwsError 429 if it timed out in the queue)."""
+    assert inv.future is not None
+    try:
+        return await inv.future
+    except Throttled as exc:
+        raise throttled(exc) from None
+
+
 async def run_sync(dispatcher: Dispatcher, key: str, inv: Invocation) -> InvokeResult:
     """Submit a synchronous invocation to one function version's pool (Function.key) and wait for its result."""
     inv.future = asyncio.get_running_loop().create_future()
@@ -168,9 +237,7 @@ async def run_sync(dispatcher: Dispatcher, key: str, inv: Invocation) -> InvokeR
         dispatcher.submit(key, inv)
         return await inv.future
     except Throttled as exc:
-        err = AwsError("TooManyRequestsException", exc.message, Reason=exc.reason)
-        err.headers["Retry-After"] = str(exc.retry_after_s)
-        raise err from None
+        raise throttled(exc) from None
 
 
 def _headers(scope: dict) -> dict[str, str]:

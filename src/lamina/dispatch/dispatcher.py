@@ -169,7 +169,9 @@ class Dispatcher:
             if self.inflight.get(name, 0) >= reserved:
                 raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
         else:
-            unreserved = self.total_inflight - sum(self.inflight.get(n, 0) for n in self.reserved)
+            unreserved = self.total_inflight
+            if self.reserved:
+                unreserved -= sum(self.inflight.get(n, 0) for n in self.reserved)
             if unreserved >= self.unreserved_limit:
                 raise Throttled("ConcurrentInvocationLimitExceeded")
 

@@ -16,9 +16,12 @@ import json
 import math
 import signal
 import socket
+import struct
 import time
 import uuid
 from typing import TYPE_CHECKING
+
+import orjson
 
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
@@ -28,8 +31,6 @@ from lamina.runtime.python_handler import (
     KIND_INVOKE,
     KIND_READY,
     KIND_RESULT,
-    FrameDecoder,
-    encode_frame,
 )
 from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 
@@ -99,6 +100,58 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
     return env
 
 
+# The channel's framing (lamina.runtime.python_handler's, which the runtime uses): >I length of the rest,
+# B kind, >I header length, JSON header, body. The server's side encodes and decodes the JSON header
+# with orjson (the runtime, stdlib-only, uses json): the hot path does this twice per invocation.
+_FRAME_PREFIX = struct.Struct(">IBI")
+
+
+def encode_frame(kind: int, header: dict, body: bytes = b"") -> bytes:
+    head = orjson.dumps(header)
+    return _FRAME_PREFIX.pack(5 + len(head) + len(body), kind, len(head)) + head + body
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get (kind, header, body) tuples.
+
+    The common case, whole frames in one read, parses the received bytes in place; a partial frame
+    is kept in a bytearray until the length its prefix announced has arrived (no quadratic copying
+    of a large result that comes in many reads)."""
+
+    __slots__ = ("_buf", "_need")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._need = 9
+
+    def feed(self, data: bytes) -> list[tuple[int, dict, bytes]]:
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return []
+            buf = bytes(self._buf)
+            self._buf = bytearray()
+        else:
+            buf = data
+        frames = []
+        pos, end = 0, len(buf)
+        unpack = _FRAME_PREFIX.unpack_from
+        need = 9
+        while end - pos >= 9:
+            total, kind, hlen = unpack(buf, pos)
+            stop = pos + 4 + total
+            if end < stop:
+                need = 4 + total
+                break
+            header = orjson.loads(buf[pos + 9 : pos + 9 + hlen]) if hlen else {}
+            frames.append((kind, header, buf[pos + 9 + hlen : stop]))
+            pos = stop
+        if pos < end:
+            self._buf = bytearray(buf[pos:])
+            self._need = need
+        return frames
+
+
 class _ChannelProtocol(asyncio.Protocol):
     def __init__(self, env: Environment) -> None:
         self.env = env
@@ -136,7 +189,9 @@ class Environment:
         self._loop = asyncio.get_running_loop()
         self._tail: list[str] = []
         self._tail_len = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None     # the init deadline
+        self._deadline = 0.0                                # the invocation's (monotonic), see _check_deadline
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._started_ns = 0
         self._exit_code: int | None = None
         self._channel_lost = False
@@ -228,6 +283,7 @@ class Environment:
         if self.state is State.BUSY:
             raise RuntimeError("stop() on a busy environment")
         self.state = State.STOPPING
+        self._cancel_deadline()
         self._unfreeze()
         if self._transport is not None:
             self._transport.close()  # the runtime sees EOF and exits
@@ -247,17 +303,26 @@ class Environment:
 
     def park(self) -> None:
         """Idle: freeze the sandbox once it has stayed idle a moment (a one-at-a-time function's
-        environment does nothing between invocations; back-to-back traffic never pays a thaw)."""
-        if self.pool.dispatcher.freeze_idle_s is not None and self.sandbox is not None:
+        environment does nothing between invocations; back-to-back traffic never pays a thaw).
+
+        The freeze timer is not cancelled when the environment gets work: it fires at most once per
+        freeze_idle_s and re-arms itself from idle_since, so back-to-back invocations cost no timer."""
+        if self.pool.dispatcher.freeze_idle_s is not None and self.sandbox is not None and self._freeze_timer is None:
             self._freeze_timer = self._loop.call_later(self.pool.dispatcher.freeze_idle_s, self._freeze)
 
     def _freeze(self) -> None:
         self._freeze_timer = None
-        if self.state is State.IDLE and self.sandbox is not None:
-            self.frozen = self.sandbox.freeze()
+        if self.state is not State.IDLE or self.sandbox is None or self.frozen:
+            return  # busy or gone: the next park() arms it again
+        idle_s = self.pool.dispatcher.freeze_idle_s
+        left = idle_s - (time.monotonic() - self.idle_since) if idle_s is not None else 0.0
+        if left > 0.001:
+            self._freeze_timer = self._loop.call_later(left, self._freeze)
+            return
+        self.frozen = self.sandbox.freeze()
 
-    def _unfreeze(self) -> None:
-        if self._freeze_timer is not None:
+    def _unfreeze(self, keep_timer: bool = False) -> None:
+        if self._freeze_timer is not None and not keep_timer:
             self._freeze_timer.cancel()
             self._freeze_timer = None
         if self.frozen:
@@ -269,12 +334,14 @@ class Environment:
         if inv.expiry is not None:  # it is no longer waiting
             inv.expiry.cancel()
             inv.expiry = None
-        self._unfreeze()
+        if self.frozen:
+            self._unfreeze(keep_timer=True)
         self.state = State.BUSY
         self.current = inv
         self.invocations += 1
-        self._tail.clear()
-        self._tail_len = 0
+        if self._tail:
+            self._tail.clear()
+            self._tail_len = 0
         self._emit(f"START RequestId: {inv.id} Version: {self.spec.version}")
         timeout = self.spec.timeout_s
         header = {"id": inv.id, "deadline_ms": int(time.time() * 1000 + timeout * 1000), "arn": inv.invoked_arn}
@@ -285,7 +352,9 @@ class Environment:
         if inv.tenant_id is not None:
             header["tenant_id"] = inv.tenant_id  # context.tenant_id; Lambda-Runtime-Aws-Tenant-Id
         self._started_ns = time.perf_counter_ns()
-        self._timer = self._loop.call_later(timeout, self._on_timeout)
+        self._deadline = time.monotonic() + timeout
+        if self._deadline_timer is None:
+            self._deadline_timer = self._loop.call_later(timeout, self._check_deadline)
         if self._api is not None:
             self._api.deliver(header, inv.payload)
         else:
@@ -295,17 +364,14 @@ class Environment:
                   extra_lines: tuple[str, ...] = ()) -> None:
         inv = self.current
         assert inv is not None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         duration_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
         self.pool.ewma.record(duration_ms)
         for line in extra_lines:
             self._emit(line)
         self._emit(f"END RequestId: {inv.id}")
         self._emit(self._report_line(inv.id, duration_ms, rss_kb))
-        self.log.flush()
-        log_text = "\n".join(self._tail) + "\n" if inv.sync else ""
+        self.log.flush_soon()
+        log_text = "\n".join(self._tail) + "\n" if inv.sync and inv.keep_log else ""
         self.current = None
         inv.finish(InvokeResult(body, error_type, log_text, self.spec.version))
 
@@ -402,7 +468,7 @@ class Environment:
 
     def _emit(self, text: str) -> None:
         self.log.append(self.stream, text)
-        if self.current is not None and self.current.sync:
+        if self.current is not None and self.current.sync and self.current.keep_log:
             self._tail.append(text)
             self._tail_len += len(text) + 1
             while self._tail_len > 2 * TAIL_BYTES and len(self._tail) > 1:
@@ -410,8 +476,25 @@ class Environment:
 
     # ------------------------------------------------------------------ failures
 
+    def _check_deadline(self) -> None:
+        """The function's timeout. One timer per environment, not one per invocation: it is not cancelled
+        when an invocation ends; when it fires it re-arms itself for the current invocation's deadline, or
+        stops while the environment is idle (the next deliver() arms it again)."""
+        self._deadline_timer = None
+        if self.state is not State.BUSY or self.current is None:
+            return
+        left = self._deadline - time.monotonic()
+        if left > 0:
+            self._deadline_timer = self._loop.call_later(left, self._check_deadline)
+            return
+        self._on_timeout()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+
     def _on_timeout(self) -> None:
-        self._timer = None
         if self.state is not State.BUSY or self.current is None:
             return
         inv = self.current
@@ -506,9 +589,11 @@ class Environment:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._cancel_deadline()
         self._teardown()
 
     def _teardown(self) -> None:
+        self._cancel_deadline()
         self._unfreeze()
         if self._transport is not None:
             self._transport.close()

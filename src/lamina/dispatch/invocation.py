@@ -36,6 +36,10 @@ class Invocation:
     trace_id: str | None = None
     tenant_id: str | None = None                     # X-Amz-Tenant-Id (PER_TENANT functions)
     future: asyncio.Future | None = None
+    # Called with the result (or the exception) instead of resolving a future: the HTTP hot path
+    # answers from here without a task or a loop iteration (gateway/fast_http.py).
+    on_done: Callable[[InvokeResult | BaseException], None] | None = None
+    keep_log: bool = True                            # collect the log for X-Amz-Log-Result (sync only)
     enqueued_at: float = field(default_factory=time.monotonic)
     done: bool = False
     release: Callable[[], None] | None = None        # the dispatcher's in-flight count
@@ -55,7 +59,9 @@ class Invocation:
         if self.done:
             return False
         self._close()
-        if self.future is not None and not self.future.done():
+        if self.on_done is not None:
+            self.on_done(result)
+        elif self.future is not None and not self.future.done():
             self.future.set_result(result)
         return True
 
@@ -64,6 +70,8 @@ class Invocation:
         if self.done:
             return False
         self._close()
-        if self.future is not None and not self.future.done():
+        if self.on_done is not None:
+            self.on_done(exc)
+        elif self.future is not None and not self.future.done():
             self.future.set_exception(exc)
         return True

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from lamina.dispatch.environment import Environment, InitFailure, State
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
-from lamina.dispatch.scaler import Ewma, constrain, ewma_desired, simple_desired
+from lamina.dispatch.scaler import Ewma, constrain, drain_desired, ewma_desired, simple_desired
 from lamina.dispatch.zygote import Zygote
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class FunctionPool:
         self.zygote: Zygote | None = None
         self.max_concurrency = 1          # invocations per environment (handler functions: one at a time)
         self.ewma = Ewma()
+        self.start_ms: float | None = None    # how long an environment start takes here (recent average)
         self._last_scale_out = -1e9
         self._scale_timer: asyncio.TimerHandle | None = None
         # Init failures: how many in a row, when the next start may be tried, the error to answer with.
@@ -138,7 +139,19 @@ class FunctionPool:
         if self.dispatcher.scaler == "ewma" and self.ewma.rps > 0 and self.ewma.duration_ms > 0:
             return ewma_desired(self.ewma.rps, self.ewma.duration_ms, len(self.envs), self.max_concurrency,
                                 self.dispatcher.instance_multiplier)
-        return simple_desired(len(self.queue), running, self.max_concurrency, self.dispatcher.instance_multiplier)
+        n = simple_desired(len(self.queue), running, self.max_concurrency, self.dispatcher.instance_multiplier)
+        cap = self.drain_cap()
+        return n if cap is None else min(n, cap)
+
+    def drain_cap(self) -> int | None:
+        """When a start costs much more than an invocation, the environments we have (and those starting)
+        drain a queue sooner than further ones could start: no more than these are worth starting (more
+        would only take CPU the others need to start). Zygote forks are cheap, so for Python handlers this
+        rarely binds. None until both an invocation and a start have been timed here."""
+        if self.ewma.recent_ms is None or self.start_ms is None:
+            return None
+        return max(self.busy, drain_desired(len(self.queue), self.max_concurrency, self.ewma.recent_ms,
+                                            self.start_ms))
 
     def _scale(self) -> None:
         """Start environments while invocations wait: toward the desired count, paced."""
@@ -155,11 +168,17 @@ class FunctionPool:
             want = 0 if self.starting else 1  # after an init failure, one probe at a time
         else:
             current = len(self.envs)
-            target = max(self.desired(), 1)
             if current and now - self._last_scale_out < self.dispatcher.scale_out_interval_s:
                 self._schedule_scale(self.dispatcher.scale_out_interval_s - (now - self._last_scale_out))
                 return
-            target = constrain(target, current, self.dispatcher.scale_out_step)
+            target = max(self.desired(), 1)
+            step = self.dispatcher.scale_out_step
+            if self.drain_cap() is not None:
+                # Starts and invocations are timed here, so the target is bounded by what the queue can use
+                # (not a guess from a momentary queue depth): go there in one step; the starter still paces
+                # the starts themselves. Until then, lambda-dispatch's bounded steps.
+                step = max(step, target - current)
+            target = constrain(target, current, step)
             want = target - current
             if want <= 0 and not self.starting and not self.idle:
                 want = 1  # something waits and nothing will free up soon enough: at least one start
@@ -204,6 +223,9 @@ class FunctionPool:
         self.starting.discard(env)
         if fresh:
             self.init_succeeded()
+            took = env.init_ms if env.init_ms is not None else env.restore_ms
+            if took is not None:
+                self.start_ms = took if self.start_ms is None else self.start_ms + 0.3 * (took - self.start_ms)
         if self.retired:
             env.stop()
             return

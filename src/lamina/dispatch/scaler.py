@@ -79,26 +79,41 @@ class TokenBucket:
 
 
 class Ewma:
-    """Exponentially weighted moving averages of request rate and duration, ticked every 100 ms."""
+    """Exponentially weighted moving averages of request rate and duration, ticked every 100 ms; and the
+    recent duration per sample (recent_ms), which needs no tick."""
 
     TICK_S = 0.1
+    RECENT_ALPHA = 0.2
 
     def __init__(self, window_s: float = 5.0) -> None:
         self.alpha = 1 - math.exp(-self.TICK_S / window_s)
         self.rps = 0.0
         self.duration_ms = 0.0
+        self.recent_ms: float | None = None
         self._count = 0
-        self._durations: list[float] = []
+        self._sum_ms = 0.0
 
     def record(self, duration_ms: float) -> None:
+        # Sums, not a list of samples: only the EWMA scaler ticks, and an untick'd list would grow forever.
         self._count += 1
-        self._durations.append(duration_ms)
+        self._sum_ms += duration_ms
+        recent = self.recent_ms
+        self.recent_ms = duration_ms if recent is None else recent + self.RECENT_ALPHA * (duration_ms - recent)
 
     def tick(self) -> None:
         rate = self._count / self.TICK_S
         self.rps += self.alpha * (rate - self.rps)
-        if self._durations:  # a tick without samples leaves the duration alone (lambda-dispatch drags it to 0)
-            mean = sum(self._durations) / len(self._durations)
+        if self._count:  # a tick without samples leaves the duration alone (lambda-dispatch drags it to 0)
+            mean = self._sum_ms / self._count
             self.duration_ms += self.alpha * (mean - self.duration_ms) if self.duration_ms else mean
         self._count = 0
-        self._durations.clear()
+        self._sum_ms = 0.0
+
+
+def drain_desired(pending: int, max_concurrency: int, duration_ms: float, start_ms: float) -> int:
+    """Environments enough to serve `pending` queued invocations within one environment start: an environment
+    started beyond these would be ready only after the queue has drained through the others (lambda-dispatch's
+    cold-start arithmetic: requests wait as long as a start only when Q / C x t >= T)."""
+    if pending <= 0:
+        return 0
+    return max(1, math.ceil(pending * duration_ms / (max_concurrency * max(start_ms, 1.0))))

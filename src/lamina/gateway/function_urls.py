@@ -12,7 +12,7 @@ AuthType AWS_IAM URLs answer 403: Lamina does not verify SigV4 signatures on fun
 from __future__ import annotations
 
 import logging
-import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -22,7 +22,8 @@ from lamina.control.functions import is_per_tenant
 from lamina.control.invoke import check_tenant, ensure_invokable, read_body, run_sync
 from lamina.control.names import FunctionRef
 from lamina.control.validation import tenant_id as tenant_id_header
-from lamina.dispatch.invocation import Invocation
+from lamina.dispatch import ids
+from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.gateway.http_apps import HttpAppProxy
 from lamina.gateway.payload import (
     BadResponse,
@@ -35,7 +36,8 @@ from lamina.gateway.payload import (
 
 if TYPE_CHECKING:
     from lamina.control.function_urls import FunctionUrl, FunctionUrlService
-    from lamina.control.functions import FunctionService
+    from lamina.control.functions import Function, FunctionService
+    from lamina.dispatch.pool import FunctionPool
 
 log = logging.getLogger("lamina.gateway")
 
@@ -47,8 +49,12 @@ STREAM_CHUNK = 64 * 1024
 
 def match(scope: dict) -> tuple[str, bytes, str | None] | None:
     """(url id, the path the function sees, the Host's name if routed by host) for a function-URL request."""
-    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-    for name, value in scope["headers"]:
+    return match_parts(scope.get("raw_path") or scope["path"].encode(), scope["headers"])
+
+
+def match_parts(raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes, str | None] | None:
+    """match() from the raw path (no query) and the lower-cased header list."""
+    for name, value in headers:
         if name == b"host":
             if HOST_MARK in value:
                 host = value.rsplit(b":", 1)[0] if value.count(b":") == 1 else value
@@ -65,7 +71,24 @@ def _message(status: int, message: str, request_id: str) -> HttpResponse:
                         orjson.dumps({"Message": message}))
 
 
+@dataclass(slots=True, eq=False)
+class UrlHead:
+    """A function-URL request whose head is checked: the URL, the version it runs and its request details."""
+
+    url: FunctionUrl
+    fn: Function
+    target: Function
+    pool: FunctionPool | None         # the version's pool (an HTTP app's pool proxies instead)
+    tenant_id: str | None
+    path: bytes                       # the path the function sees
+    host: str | None                  # the Host's name if routed by host
+    request_id: str
+
+
 class FunctionUrlGateway:
+    """Function URLs as a bare ASGI callable, built from synchronous steps (head, invocation, respond,
+    finish) that the HTTP hot path (gateway/fast_http.py) also calls directly from its parser callbacks."""
+
     def __init__(self, urls: FunctionUrlService, functions: FunctionService) -> None:
         self.urls = urls
         self.functions = functions
@@ -75,7 +98,7 @@ class FunctionUrlGateway:
 
     async def __call__(self, scope: dict, receive, send, url_id: str, path: bytes,  # noqa: ANN001 - ASGI
                        host: str | None) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = ids.request_id()
         url = self.urls.by_id.get(url_id)
         try:
             response, streamed = await self._handle(scope, receive, send, url, path, host, request_id)
@@ -86,72 +109,100 @@ class FunctionUrlGateway:
             response, streamed = _message(500, "Internal Server Error", request_id), False
         if response is None:
             return  # proxied to an HTTP app, which answered
-        if url is not None and url.cors:
-            _apply_cors(response, url.cors, _header(scope, b"origin"), _is_preflight(scope))
+        self.finish(url, response, scope["method"], scope["headers"])
         await self._send(send, response, streamed)
 
     async def _handle(self, scope: dict, receive, send, url: FunctionUrl | None, path: bytes,  # noqa: ANN001
                       host: str | None, request_id: str) -> tuple[HttpResponse | None, bool]:
+        head = self.head(scope["method"], scope["headers"], url, path, host, request_id)
+        if isinstance(head, HttpResponse):
+            return head, False
+        if head.pool is not None and head.pool.http_app is not None:
+            # An HTTP app: the request goes to its web server as is (http_apps.py), no payload 2.0.
+            ensure_invokable(head.target, self.dispatcher)
+            return await self.http_apps.serve(
+                scope, receive, send, pool=head.pool, key=head.target.key, path=path, url_id=head.url.url_id,
+                domain=host or self.urls.domain(head.url.url_id), arn=self.urls.function_arn(head.url),
+                request_id=request_id, decorate=_cors_decorator(scope, head.url)), False
+        body = await read_body(receive, LIMIT)
+        if body is None:
+            return _too_large(request_id), False
+        client = scope.get("client") or ("127.0.0.1", 0)
+        server = scope.get("server") or ("127.0.0.1", self.settings.port)
+        inv = self.invocation(head, scope["method"], scope.get("query_string", b""), scope["headers"], body,
+                              client[0], server[1], scope.get("scheme", "http"), scope.get("http_version", "1.1"))
+        if isinstance(inv, HttpResponse):
+            return inv, False
+        result = await run_sync(self.dispatcher, head.target.key, inv)
+        return self.respond(head, result)
+
+    def head(self, method: str, headers: list[tuple[bytes, bytes]], url: FunctionUrl | None, path: bytes,
+             host: str | None, request_id: str) -> UrlHead | HttpResponse:
+        """Everything checked before the body arrives: a response already, or the request to run; raises
+        AwsError (answered as {"Message"} with its status)."""
         if url is None:
-            return _message(404, "Not Found", request_id), False
+            return _message(404, "Not Found", request_id)
         if url.auth_type == "AWS_IAM":
             # No SigV4 verification on function URLs yet: refuse rather than serve unauthenticated.
-            return _message(403, "Forbidden", request_id), False
-        if url.cors and _is_preflight(scope):
+            return _message(403, "Forbidden", request_id)
+        if url.cors and _is_preflight(method, headers):
             # The URL answers CORS preflights itself when it has a CORS configuration, as on AWS.
-            return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b""), False
+            return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b"")
         fn = self.functions.get(FunctionRef(url.function_name), url.qualifier or None)
         target = self.functions.pick(fn, url.qualifier or None)  # an alias's URL: its version, or a weighted pick
         # PER_TENANT functions: the caller names its tenant with X-Amz-Tenant-Id, as on Invoke.
-        tenant_id = tenant_id_header(_header(scope, b"x-amz-tenant-id"))
+        tenant_id = tenant_id_header(_find(headers, b"x-amz-tenant-id"))
         check_tenant(target, tenant_id)
         pool = self.dispatcher.pools.get(target.key)
         if pool is not None and pool.http_app is not None and is_per_tenant(target.config):
             raise AwsError("InvalidParameterValueException", "Lamina does not serve HTTP-app functions with tenant "
                            "isolation through function URLs.")
-        if pool is not None and pool.http_app is not None:
-            # An HTTP app: the request goes to its web server as is (http_apps.py), no payload 2.0.
-            ensure_invokable(target, self.dispatcher)
-            return await self.http_apps.serve(
-                scope, receive, send, pool=pool, key=target.key, path=path, url_id=url.url_id,
-                domain=host or self.urls.domain(url.url_id), arn=self.urls.function_arn(url), request_id=request_id,
-                decorate=_cors_decorator(scope, url)), False
-        body = await read_body(receive, LIMIT)
-        if body is None:
-            return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
-                            request_id), False
-        client = scope.get("client") or ("127.0.0.1", 0)
-        server = scope.get("server") or ("127.0.0.1", self.settings.port)
-        req = HttpRequest(scope["method"], path.decode("latin-1"), scope.get("query_string", b"").decode("latin-1"),
-                          scope["headers"], body, client[0], f"HTTP/{scope.get('http_version', '1.1')}",
-                          {"x-forwarded-for": client[0], "x-forwarded-proto": scope.get("scheme", "http"),
-                           "x-forwarded-port": str(server[1])})
-        trace_id = _header(scope, b"x-amzn-trace-id")
+        return UrlHead(url, fn, target, pool, tenant_id, path, host, request_id)
+
+    def invocation(self, head: UrlHead, method: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+                   client_ip: str, server_port: int, scheme: str, http_version: str) -> Invocation | HttpResponse:
+        """The payload 2.0 invocation for a handler function (not submitted yet), or the response that refuses it."""
+        url = head.url
+        req = HttpRequest(method, head.path.decode("latin-1"), query.decode("latin-1"), headers, body, client_ip,
+                          f"HTTP/{http_version}",
+                          {"x-forwarded-for": client_ip, "x-forwarded-proto": scheme,
+                           "x-forwarded-port": str(server_port)})
+        trace_id = _find(headers, b"x-amzn-trace-id")
         if trace_id is None:
-            trace_id = f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}"
+            trace_id = ids.trace_id()
             req.extra_headers["x-amzn-trace-id"] = trace_id
-        event = request_event(req, url_id=url.url_id, domain=host or self.urls.domain(url.url_id),
-                              account="anonymous", request_id=request_id)
+        event = request_event(req, url_id=url.url_id, domain=head.host or self.urls.domain(url.url_id),
+                              account="anonymous", request_id=head.request_id)
         payload = orjson.dumps(event)
         if len(payload) > LIMIT:
-            return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation",
-                            request_id), False
-        ensure_invokable(target, self.dispatcher)
-        inv = Invocation(request_id, payload, self.urls.function_arn(url), sync=True, trace_id=trace_id,
-                         tenant_id=tenant_id)
-        result = await run_sync(self.dispatcher, target.key, inv)
+            return _too_large(head.request_id)
+        ensure_invokable(head.target, self.dispatcher)
+        return Invocation(head.request_id, payload, self.urls.function_arn(url), sync=True, trace_id=trace_id,
+                          tenant_id=head.tenant_id, keep_log=False)
+
+    @staticmethod
+    def respond(head: UrlHead, result: InvokeResult) -> tuple[HttpResponse, bool]:
+        """(the HTTP response for the function's result, whether it is streamed)."""
+        request_id = head.request_id
         if result.error_type is not None:
             return _message(502, "Internal Server Error", request_id), False
-        streamed = url.invoke_mode == "RESPONSE_STREAM"
+        streamed = head.url.invoke_mode == "RESPONSE_STREAM"
         try:
             response = stream_response(result.body) if streamed else map_response(result.body)
         except BadResponse as exc:
-            log.info("function %s returned a response a function URL cannot send: %s", fn.name, exc)
+            log.info("function %s returned a response a function URL cannot send: %s", head.fn.name, exc)
             return _message(502, "Internal Server Error", request_id), False
         if not streamed and len(response.body) > LIMIT:
             return _message(502, "Internal Server Error", request_id), False
         response.headers.append((b"x-amzn-requestid", request_id.encode()))
         return response, streamed
+
+    @staticmethod
+    def finish(url: FunctionUrl | None, response: HttpResponse, method: str, headers: list[tuple[bytes, bytes]]
+               ) -> None:
+        """The URL's CORS configuration applied to a response about to be sent."""
+        if url is not None and url.cors:
+            _apply_cors(response, url.cors, _find(headers, b"origin"), _is_preflight(method, headers))
 
     async def _send(self, send, response: HttpResponse, streamed: bool) -> None:  # noqa: ANN001 - ASGI send
         headers = response.headers
@@ -170,24 +221,28 @@ class FunctionUrlGateway:
         await send({"type": "http.response.body", "body": b""})
 
 
+def _too_large(request_id: str) -> HttpResponse:
+    return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation", request_id)
+
+
 def _cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
     """For a proxied response's headers: the URL's CORS configuration replaces the app's CORS headers."""
     def decorate(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if not url.cors:
             return headers
         response = HttpResponse(status, headers, b"")
-        _apply_cors(response, url.cors, _header(scope, b"origin"), False)
+        _apply_cors(response, url.cors, _find(scope["headers"], b"origin"), False)
         return response.headers
     return decorate
 
 
-def _is_preflight(scope: dict) -> bool:
-    return (scope["method"] == "OPTIONS" and _header(scope, b"origin") is not None
-            and _header(scope, b"access-control-request-method") is not None)
+def _is_preflight(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    return (method == "OPTIONS" and _find(headers, b"origin") is not None
+            and _find(headers, b"access-control-request-method") is not None)
 
 
-def _header(scope: dict, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+def _find(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None

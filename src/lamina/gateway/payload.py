@@ -42,9 +42,18 @@ def _text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+_clf_cache: tuple[int, str] = (-1, "")
+
+
 def clf_time(now: float) -> str:
-    t = time.gmtime(now)
-    return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    global _clf_cache
+    second = int(now)
+    if _clf_cache[0] == second:  # one formatting per second, not per request
+        return _clf_cache[1]
+    t = time.gmtime(second)
+    text = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    _clf_cache = (second, text)
+    return text
 
 
 @dataclass

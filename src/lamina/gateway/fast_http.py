@@ -1,0 +1,398 @@
+"""The HTTP front door's hot path: Invoke and function-URL requests answered from the parser's callbacks.
+
+uvicorn's httptools protocol, subclassed (passed to uvicorn as `Config(http=...)`). When a request's head
+is complete and it is a synchronous-path request this module knows — `POST .../invocations` (Invoke) or a
+function URL of a handler function — it is served without an ASGI scope, task, receive/send messages or
+middleware: the body is collected in on_body, the invocation is submitted in on_message_complete, and the
+response is written by the invocation's on_done callback, in the same loop iteration that delivered the
+result. The steps themselves (validation, payload 2.0, error shapes, CORS) are the ones the ASGI handlers
+use (control/invoke.py, gateway/function_urls.py), so both paths answer alike.
+
+Everything else goes through uvicorn's own RequestResponseCycle to the ASGI app, unchanged: the control
+plane, streaming invokes, HTTP-app function URLs (streamed proxying), WebSocket upgrades, requests with
+`Expect: 100-continue`, requests pipelined behind an unfinished one, and anything that is not origin-form.
+Graceful shutdown works as for ASGI requests: a hot-path request in flight holds its connection open until
+its response is written (uvicorn waits for connections), with keep-alive turned off.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from uvicorn.middleware.proxy_headers import _TrustedHosts
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
+
+from lamina.control import invoke as invoke_path
+from lamina.control.errors import AwsError
+from lamina.control.invoke import Head, InvokeHandler, Prepared, submit, throttled
+from lamina.dispatch import ids
+from lamina.dispatch.invocation import InvokeResult, Throttled
+from lamina.gateway import microvm_proxy
+from lamina.gateway.function_urls import (
+    LIMIT,
+    STREAM_CHUNK,
+    FunctionUrlGateway,
+    UrlHead,
+    _message,
+    _too_large,
+    match_parts,
+)
+from lamina.gateway.payload import HttpResponse
+
+if TYPE_CHECKING:
+    from lamina.control.app import LaminaApp
+
+log = logging.getLogger("lamina.gateway")
+
+_INVOKE_PREFIX = invoke_path.PREFIX.encode()
+_INVOKE_SUFFIX = invoke_path.SUFFIX.encode()
+_URL_MARKS = (b".lambda-url.", b"/lamina/v1/url/")
+_SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                 b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error")
+
+
+class _Cycle:
+    """One hot-path request in flight. Stands in for uvicorn's RequestResponseCycle in the attributes the
+    protocol reads from its current cycle (response_complete, keep_alive, disconnected, message_event)."""
+
+    __slots__ = ("proto", "method", "headers", "query", "request_id", "keep_alive", "response_complete",
+                 "disconnected", "parts", "size", "limit", "head", "prepared", "url_head")
+
+    def __init__(self, proto: LaminaHttpProtocol, method: str, headers: list[tuple[bytes, bytes]], query: bytes,
+                 keep_alive: bool, request_id: str) -> None:
+        self.proto = proto
+        self.method = method
+        self.headers = headers
+        self.query = query
+        self.request_id = request_id
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.limit = 0
+        self.head: Head | None = None              # Invoke
+        self.prepared: Prepared | None = None
+        self.url_head: UrlHead | None = None       # function URL
+
+    @property
+    def message_event(self) -> _Cycle:
+        return self  # connection_lost() calls message_event.set()
+
+    def set(self) -> None:
+        pass
+
+
+class LaminaHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with Lamina's hot path in front of the ASGI app (see the module docstring).
+    Subclassed per server by protocol_for(app), which sets `lamina`."""
+
+    lamina: LaminaApp
+    _trusted: _TrustedHosts | None = None
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        # uvicorn builds the request's ASGI scope here; a hot-path request never needs one, so it is built
+        # in on_headers_complete only for a request that goes to the ASGI app.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
+
+    def _asgi_scope(self) -> None:
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    def on_headers_complete(self) -> None:
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.expect_100_continue:
+            try:
+                if self._hot_start():
+                    return
+            except Exception:  # noqa: BLE001 - never drop a connection without an answer
+                log.exception("hot-path request failed")
+                self._fail()
+                return
+        self._asgi_scope()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is not _Cycle:
+            super().on_body(body)
+            return
+        if cycle.response_complete:
+            return  # answered early (an error before the body): the rest is read and dropped
+        cycle.size += len(body)
+        if cycle.size > cycle.limit:
+            cycle.parts = []
+            if cycle.head is not None:
+                err = AwsError("RequestTooLargeException",
+                               f"Request must be smaller than {cycle.limit} bytes for the {cycle.head.operation} "
+                               "operation")
+                self._send_error(cycle, err)
+            else:
+                self._url_response(cycle, _too_large(cycle.request_id), False)
+            return
+        cycle.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if type(cycle) is not _Cycle:
+            super().on_message_complete()
+            return
+        if cycle.response_complete:
+            return
+        parts = cycle.parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        cycle.parts = []
+        try:
+            if cycle.head is not None:
+                self._invoke_body(cycle, body)
+            else:
+                self._url_body(cycle, body)
+        except Exception:  # noqa: BLE001 - never drop a connection without an answer
+            log.exception("hot-path request failed")
+            self._fail(cycle)
+
+    # ------------------------------------------------------------------ routing
+
+    def _hot_start(self) -> bool:
+        """Serve this request on the hot path if it is one; False leaves it to the ASGI app."""
+        url = self.url
+        if url[:1] != b"/" or self.parser.should_upgrade():
+            return False
+        path, _, query = url.partition(b"?")
+        headers = self.headers
+        method = self.parser.get_method()
+        host = b""
+        for name, value in headers:
+            if name == b"host":
+                host = value  # the first one, as the routers read it
+                break
+        if self._routed_first(method, path, query, headers, host):
+            return False
+        if method == b"POST" and path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX):
+            raw_name = invoke_path.match(path.decode("latin-1"))
+            if raw_name is None:
+                return False
+            cycle = self._new_cycle("POST", query)
+            try:
+                head = self.lamina.invoke.head("POST", "", _header_dict(headers), query, raw_name)
+            except AwsError as err:
+                self._send_error(cycle, err)
+                return True
+            cycle.head = head
+            cycle.limit = head.limit
+            return True
+        gateway = self.lamina.gateway
+        if gateway is None or (_URL_MARKS[0] not in host and not path.startswith(_URL_MARKS[1])):
+            return False
+        matched = match_parts(path, headers)
+        if matched is None:
+            return False
+        url_id, fn_path, host = matched
+        method_name = method.decode("ascii")
+        request_id = ids.request_id()
+        url_obj = gateway.urls.by_id.get(url_id)
+        try:
+            head = gateway.head(method_name, headers, url_obj, fn_path, host, request_id)
+        except AwsError as err:
+            head = _message(err.status, err.message, request_id)
+        if isinstance(head, HttpResponse):
+            cycle = self._new_cycle(method_name, query, request_id)
+            FunctionUrlGateway.finish(url_obj, head, method_name, headers)
+            self._send_url(cycle, head, False)
+            return True
+        if head.pool is not None and head.pool.http_app is not None:
+            return False  # an HTTP app: streamed proxying is the ASGI handler's (http_apps.py)
+        cycle = self._new_cycle(method_name, query, request_id)
+        cycle.url_head = head
+        cycle.limit = LIMIT
+        return True
+
+    def _routed_first(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
+                      host: bytes) -> bool:
+        """Whether the ASGI app routes this request somewhere before Invoke and function URLs (the MicroVM
+        endpoint proxy takes any path on its hosts and its own path prefix)."""
+        proxy = getattr(self.lamina, "microvm_proxy", None)
+        if proxy is None:
+            return False
+        if microvm_proxy.HOST_MARK not in host and not path.startswith(microvm_proxy.PATH_PREFIX):
+            return False  # the cheap test first: match() needs one of these
+        scope = {"type": "http", "method": method.decode("ascii"), "raw_path": path, "path": path.decode("latin-1"),
+                 "query_string": query, "headers": headers}
+        return microvm_proxy.match(scope) is not None
+
+    def _new_cycle(self, method: str, query: bytes, request_id: str | None = None) -> _Cycle:
+        keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+        cycle = _Cycle(self, method, self.headers, query, keep_alive, request_id or ids.request_id())
+        self.cycle = cycle  # type: ignore[assignment]
+        return cycle
+
+    # ------------------------------------------------------------------ Invoke
+
+    def _invoke_body(self, cycle: _Cycle, body: bytes) -> None:
+        handler: InvokeHandler = self.lamina.invoke
+        try:
+            p = handler.body(cycle.head, body)  # type: ignore[arg-type]
+            cycle.prepared = p
+            started = handler.start(p, cycle.request_id, lambda outcome: self._invoke_done(cycle, outcome))
+        except AwsError as err:
+            self._send_error(cycle, err)
+            return
+        if isinstance(started, tuple):
+            self._send_invoke(cycle, *started)
+
+    def _invoke_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
+        try:
+            if isinstance(outcome, InvokeResult):
+                self._send_invoke(cycle, *InvokeHandler.respond(cycle.prepared, outcome))  # type: ignore[arg-type]
+            elif isinstance(outcome, Throttled):
+                self._send_error(cycle, throttled(outcome))
+            else:
+                self._send_error(cycle, AwsError("ServiceException", f"Internal error: {outcome}"))
+        except Exception:  # noqa: BLE001 - called by the dispatcher: never let it break an environment
+            log.exception("hot-path response failed")
+            self._fail(cycle)
+
+    def _send_invoke(self, cycle: _Cycle, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        headers.append((b"x-amzn-requestid", cycle.request_id.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        self._write(cycle, status, headers, body, checked=True)
+
+    def _send_error(self, cycle: _Cycle, err: AwsError) -> None:
+        status, headers, body = err.render(cycle.request_id)
+        self._write(cycle, status, headers, body, checked=True)
+
+    # ------------------------------------------------------------------ function URLs
+
+    def _url_body(self, cycle: _Cycle, body: bytes) -> None:
+        head: UrlHead = cycle.url_head  # type: ignore[assignment]
+        gateway: FunctionUrlGateway = self.lamina.gateway  # type: ignore[assignment]
+        client, server, scheme = self._peer(cycle.headers)
+        try:
+            inv = gateway.invocation(head, cycle.method, cycle.query, cycle.headers, body, client, server, scheme,
+                                     self.parser.get_http_version())
+            if isinstance(inv, HttpResponse):
+                self._url_response(cycle, inv, False)
+                return
+            inv.on_done = lambda outcome: self._url_done(cycle, outcome)
+            submit(gateway.dispatcher, head.target.key, inv)
+        except AwsError as err:
+            self._url_response(cycle, _message(err.status, err.message, cycle.request_id), False)
+
+    def _url_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
+        try:
+            if isinstance(outcome, InvokeResult):
+                response, streamed = FunctionUrlGateway.respond(cycle.url_head, outcome)  # type: ignore[arg-type]
+            elif isinstance(outcome, Throttled):
+                err = throttled(outcome)
+                response, streamed = _message(err.status, err.message, cycle.request_id), False
+            else:
+                response, streamed = _message(500, "Internal Server Error", cycle.request_id), False
+            self._url_response(cycle, response, streamed)
+        except Exception:  # noqa: BLE001 - called by the dispatcher: never let it break an environment
+            log.exception("hot-path response failed")
+            self._fail(cycle)
+
+    def _url_response(self, cycle: _Cycle, response: HttpResponse, streamed: bool) -> None:
+        FunctionUrlGateway.finish(cycle.url_head.url if cycle.url_head else None, response, cycle.method,
+                                  cycle.headers)
+        self._send_url(cycle, response, streamed)
+
+    def _send_url(self, cycle: _Cycle, response: HttpResponse, streamed: bool) -> None:
+        """As FunctionUrlGateway._send does through uvicorn: Content-Length, or chunked when streamed."""
+        body = response.body
+        status = response.status
+        if status in (204, 304) or 100 <= status < 200:
+            body = b""
+        headers = response.headers
+        if not streamed:
+            headers.append((b"content-length", str(len(body)).encode()))
+            self._write(cycle, status, headers, body)
+        elif cycle.method == "HEAD" or status in (204, 304):
+            self._write(cycle, status, headers, b"")
+        else:
+            pieces = [b"%x\r\n%b\r\n" % (len(body[i : i + STREAM_CHUNK]), body[i : i + STREAM_CHUNK])
+                      for i in range(0, len(body), STREAM_CHUNK)]
+            pieces.append(b"0\r\n\r\n")
+            headers.append((b"transfer-encoding", b"chunked"))
+            self._write(cycle, status, headers, b"".join(pieces))
+
+    def _peer(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, str]:
+        """(client address, server port, scheme) as uvicorn's proxy-headers middleware would give them to the
+        ASGI app (X-Forwarded-For / -Proto from a trusted client)."""
+        client = self.client[0] if self.client else "127.0.0.1"
+        server_port = self.server[1] if self.server and self.server[1] else self.config.port
+        scheme = self.scheme or "http"
+        if self.config.proxy_headers and any(k in (b"x-forwarded-for", b"x-forwarded-proto") for k, _ in headers):
+            trusted = type(self)._trusted
+            if trusted is None:
+                trusted = type(self)._trusted = _TrustedHosts(self.config.forwarded_allow_ips)
+            if client in trusted:
+                forwarded_for = [v for k, v in headers if k == b"x-forwarded-for"]
+                proto = next((v for k, v in reversed(headers) if k == b"x-forwarded-proto"), None)
+                if proto is not None and proto.decode("latin1").strip() in ("http", "https", "ws", "wss"):
+                    scheme = proto.decode("latin1").strip()
+                if forwarded_for:
+                    host, _port = trusted.get_trusted_client_address(b", ".join(forwarded_for).decode("latin1"))
+                    if host:
+                        client = host
+        return client, server_port, scheme
+
+    # ------------------------------------------------------------------ writing
+
+    def _write(self, cycle: _Cycle, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+               checked: bool = False) -> None:
+        """Write the whole response in one go and finish the cycle as uvicorn's would. `checked`: headers
+        Lamina made itself (Invoke's), which need no validation; a function URL's come from the function."""
+        if cycle.response_complete:
+            return
+        cycle.response_complete = True
+        transport = self.transport
+        if cycle.disconnected or transport.is_closing():
+            return
+        out = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            if not checked and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
+                # uvicorn refuses such a header with a 500 and a closed connection: so do we.
+                log.error("hot-path response has an invalid header %r", name)
+                transport.write(_SERVER_ERROR)
+                transport.close()
+                return
+            out += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        if cycle.method != "HEAD":
+            out.append(body)
+        transport.write(b"".join(out))
+        if not cycle.keep_alive:
+            transport.close()
+        self.on_response_complete()
+
+    def _fail(self, cycle: _Cycle | None = None) -> None:
+        """An unexpected error: 500 and close, as uvicorn does when an ASGI app raises."""
+        if cycle is not None:
+            if cycle.response_complete:
+                return
+            cycle.response_complete = True
+        if not self.transport.is_closing():
+            self.transport.write(_SERVER_ERROR)
+            self.transport.close()
+
+
+def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+
+
+def protocol_for(app: LaminaApp) -> type[LaminaHttpProtocol]:
+    """The protocol class uvicorn should use for this app (`uvicorn.Config(http=protocol_for(app))`)."""
+    return type("LaminaHttpProtocol", (LaminaHttpProtocol,), {"lamina": app})

@@ -1,0 +1,199 @@
+"""The hot-path protocol's routing (gateway/fast_http.py), against a fake transport: Invoke requests are served
+from the parser callbacks without reaching the ASGI app, everything else reaches the app, pipelined requests
+answer in order, errors in the head answer before the body, and a body over the limit is refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from lamina.control.errors import AwsError
+from lamina.control.invoke import Head, InvokeHandler, Prepared
+from lamina.dispatch.invocation import InvokeResult, Throttled
+from lamina.gateway.fast_http import protocol_for
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = b""
+        self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8800), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+
+class StubInvoke:
+    """The InvokeHandler steps fast_http calls, recording what it was asked; results are completed by hand."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+        self.bodies: list[bytes] = []
+
+    def head(self, method, path, headers, query, raw_name, *args):  # noqa: ANN001, ANN201
+        if raw_name == "missing":
+            raise AwsError("ResourceNotFoundException", "Function not found: missing")
+        return Head(None, None, None, headers, "RequestResponse", "None", None, 64, "Invoke")  # type: ignore[arg-type]
+
+    def body(self, head: Head, payload: bytes) -> Prepared:
+        self.bodies.append(payload)
+        return Prepared(None, None, None, payload, head.headers, "RequestResponse", "None", None)  # type: ignore[arg-type]
+
+    def start(self, p: Prepared, request_id: str, on_done=None):  # noqa: ANN001, ANN201
+        self.pending.append(on_done)
+        return object()
+
+    respond = staticmethod(InvokeHandler.respond)
+
+
+class StubApp:
+    def __init__(self) -> None:
+        self.invoke = StubInvoke()
+        self.gateway = None
+        self.calls: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        self.calls.append(scope["path"])
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _protocol(app: StubApp):  # noqa: ANN202
+    config = uvicorn.Config(app, http=protocol_for(app), lifespan="off", proxy_headers=False)  # type: ignore[arg-type]
+    config.load()
+    proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+def _invoke(name: str, body: bytes) -> bytes:
+    return (f"POST /2015-03-31/functions/{name}/invocations HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_invoke_is_served_without_the_asgi_app() -> None:
+    async def run() -> None:
+        app = StubApp()
+        proto, transport = _protocol(app)
+        proto.data_received(_invoke("fn", b'{"a": 1}'))
+        await _settle()
+        assert app.invoke.bodies == [b'{"a": 1}'] and app.calls == [] and transport.data == b""
+        app.invoke.pending.pop()(InvokeResult(b'{"r": 2}', None, "", "7"))
+        assert transport.data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"x-amz-executed-version: 7\r\n" in transport.data and transport.data.endswith(b'\r\n\r\n{"r": 2}')
+        assert not transport.closed
+        proto.data_received(b"GET /2015-03-31/functions HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _settle()
+        assert app.calls == ["/2015-03-31/functions"] and transport.data.endswith(b"\r\n\r\nok")
+
+    asyncio.run(run())
+
+
+def test_pipelined_control_request_waits_for_the_invoke() -> None:
+    async def run() -> None:
+        app = StubApp()
+        proto, transport = _protocol(app)
+        proto.data_received(_invoke("fn", b"{}") + b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _settle()
+        assert app.calls == [] and transport.data == b""
+        app.invoke.pending.pop()(Throttled("ReservedFunctionConcurrentInvocationLimitExceeded"))
+        await _settle()
+        first, _, rest = transport.data.partition(b"HTTP/1.1 200")
+        assert first.startswith(b"HTTP/1.1 429 ") and b"x-amzn-errortype: TooManyRequestsException" in first
+        assert b"retry-after: 1" in first and app.calls == ["/other"] and rest.endswith(b"ok")
+
+    asyncio.run(run())
+
+
+def test_head_errors_answer_before_the_body_and_limits_hold() -> None:
+    async def run() -> None:
+        app = StubApp()
+        proto, transport = _protocol(app)
+        proto.data_received(b"POST /2015-03-31/functions/missing/invocations HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 10\r\n\r\n")
+        assert transport.data.startswith(b"HTTP/1.1 404 ")
+        proto.data_received(b"0123456789")  # the body that follows is dropped
+        assert app.invoke.bodies == []
+        transport.data = b""
+        proto.data_received(_invoke("fn", b"x" * 65))  # the stub's limit is 64
+        assert transport.data.startswith(b"HTTP/1.1 413 ") and b"RequestTooLargeException" in transport.data
+        assert app.invoke.bodies == [] and app.calls == []
+
+    asyncio.run(run())
+
+
+def test_upgrade_and_expect_continue_go_to_the_asgi_app() -> None:
+    async def run() -> None:
+        app = StubApp()
+        proto, transport = _protocol(app)
+        proto.data_received(b"POST /2015-03-31/functions/fn/invocations HTTP/1.1\r\nHost: x\r\n"
+                            b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        await _settle()
+        proto.data_received(b"{}")
+        await _settle()
+        assert app.calls == ["/2015-03-31/functions/fn/invocations"] and app.invoke.bodies == []
+
+    asyncio.run(run())
+
+
+def test_disconnect_before_the_result_writes_nothing() -> None:
+    async def run() -> None:
+        app = StubApp()
+        proto, transport = _protocol(app)
+        proto.data_received(_invoke("fn", b"{}"))
+        proto.connection_lost(None)
+        app.invoke.pending.pop()(InvokeResult(b"{}"))
+        assert transport.data == b""
+
+    asyncio.run(run())
+
+
+def test_microvm_endpoint_requests_go_to_the_asgi_app() -> None:
+    """The MicroVM endpoint proxy takes any path on its hosts, an Invoke path included."""
+    from lamina.gateway import microvm_proxy
+
+    async def run() -> None:
+        app = StubApp()
+        app.microvm_proxy = object()  # type: ignore[attr-defined]
+        proto, transport = _protocol(app)
+        host = b"abc." + microvm_proxy.HOST_MARK[1:] + b"example"
+        proto.data_received(b"POST /2015-03-31/functions/fn/invocations HTTP/1.1\r\nHost: " + host
+                            + b"\r\nContent-Length: 2\r\n\r\n{}")
+        await _settle()
+        assert app.calls == ["/2015-03-31/functions/fn/invocations"] and app.invoke.bodies == []
+        proto.data_received(_invoke("fn", b"{}"))  # the same request on Lamina's own host: the hot path
+        await _settle()
+        assert app.invoke.bodies == [b"{}"] and len(app.calls) == 1
+
+    asyncio.run(run())
