@@ -83,10 +83,22 @@ RUN dnf install -y python3 python3-pip
 WORKDIR /app
 COPY requirements.txt .
 RUN pip3 install -r requirements.txt
-COPY app.py ws.py ./
+COPY app.py ws.py wait_ws.py ./
 EXPOSE 5000
-CMD ["sh", "-c", "python3 ws.py & exec gunicorn --bind 0.0.0.0:5000 --workers 1 --threads 4 app:app"]
+CMD ["sh", "-c", "python3 ws.py & python3 wait_ws.py && exec gunicorn -b 0.0.0.0:5000 --workers 1 --threads 4 app:app"]
 """
+
+# Port 5000 answering is the instance's readiness: gunicorn starts only once the WebSocket server listens,
+# so a launched instance never has 5000 up and 8765 not yet.
+WAIT_WS = '''
+import socket, time
+for _ in range(600):
+    try:
+        socket.create_connection(("127.0.0.1", 8765), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+'''
 
 IDLE = {"maxIdleDurationSeconds": 1, "suspendedDurationSeconds": 2, "autoResumeEnabled": True}
 
@@ -113,7 +125,8 @@ def mvm(server: LaminaServer):
 def flask_image(mvm, tmp_path_factory: pytest.TempPathFactory, server: LaminaServer) -> Iterator[str]:
     name = unique_name("flask")
     folder = write_app(tmp_path_factory.mktemp("flask"), {
-        "app.py": APP, "ws.py": WS, "requirements.txt": "flask\ngunicorn\nwebsockets\n", "Dockerfile": DOCKERFILE})
+        "app.py": APP, "ws.py": WS, "wait_ws.py": WAIT_WS, "requirements.txt": "flask\ngunicorn\nwebsockets\n",
+        "Dockerfile": DOCKERFILE})
     got = build(mvm, name, folder)
     if got["state"] != "CREATED":
         ver = mvm.get_microvm_image_version(imageIdentifier=name, imageVersion="1.0")
