@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import math
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
@@ -147,3 +149,79 @@ def run_guarded(measure: Callable[[], T], log: Callable[[str], None], errors: ty
     except KeyboardInterrupt:
         log("interrupted")
         return 130
+
+
+def run_and_report(
+    measure: Callable[[], T],
+    summarize: Callable[[T], dict],
+    print_report: Callable[[dict], None],
+    as_json: bool,
+    log: Callable[[str], None],
+    errors: type[BaseException],
+) -> int:
+    """A benchmark's main after its arguments: measure (guarded, see run_guarded), then print the summary
+    as JSON or as the report; the exit status."""
+    results = run_guarded(measure, log, errors)
+    if isinstance(results, int):
+        return results
+    print_summary(summarize(results), as_json, print_report)
+    return 0
+
+
+def print_summary(summary: dict, as_json: bool, print_report: Callable[[dict], None]) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_report(summary)
+
+
+def missing_cpus(*cpus: int) -> str | None:
+    """Why the benchmark cannot pin to all of `cpus` (for "benchmark failed: ..."), or None when it can."""
+    allowed = os.sched_getaffinity(0)
+    if set(cpus) <= allowed:
+        return None
+    return f"needs CPUs {' and '.join(map(str, cpus))}, this process may use {sorted(allowed)}"
+
+
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """This thread on {cpu} for the block; processes started inside inherit that affinity."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def pin_tree(pid: int, cpu: int, children_cpu: int | None = None) -> int:
+    """Pin every thread of pid to cpu and of its descendants to children_cpu (default: cpu too), for
+    processes started before; how many. New zygote forks inherit their zygote's affinity."""
+    n = 0
+    for p in process_tree(pid):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
+        except OSError:
+            continue
+        target = cpu if p == pid or children_cpu is None else children_cpu
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, {target})
+                n += 1
+    return n
+
+
+@contextlib.contextmanager
+def server_failures(
+    proc: subprocess.Popen[bytes], server_output: Callable[[], str], error: type[Exception]
+) -> Iterator[None]:
+    """Around the work against a `lamina serve`: an unexpected exception becomes `error` with the tail of
+    the server's output, and so does the server having exited by the end of the block."""
+    try:
+        yield
+    except error:
+        raise
+    except Exception as e:
+        raise error(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{server_output()}") from e
+    if proc.poll() is not None:
+        raise error(f"server exited ({proc.returncode})\n{server_output()}")

@@ -20,10 +20,10 @@ Only prints figures; exit status 0 whether the target is met or not.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import timeit
 
+from _common import print_summary
 from lamina.gateway.udp import brex
 
 MAVLINK = "[0] == 0xFE ? [3:5] : ([0] == 0xFD ? [5:7] : 0xFFFF)"
@@ -115,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.number < 1 or args.repeat < 1:
         p.error("--number and --repeat must be >= 1")
-    summary = measure(args.number, args.repeat)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
+    print_summary(measure(args.number, args.repeat), args.json, print_report)
     return 0
 
 

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,7 @@ import zipfile
 from collections import Counter
 from typing import Any
 
-from _common import Stats, run_guarded
+from _common import Stats, run_and_report, server_failures
 from coldstart import _invoke_async, describe_failure, health, raise_fd_limit, server_settings, wait_environments
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
@@ -126,39 +125,33 @@ async def _burst(port: int, n: int, timeout: float) -> tuple[list[tuple[int, Any
 def one_run(kind: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """A fresh server in this dispatch mode, the function with one warm environment, one burst."""
     settings = {"LAMINA_DISPATCH_MODE": mode}
-    with server_settings(settings), lamina_server(args.startup_timeout) as (proc, port, log_path):
+    with server_settings(settings), lamina_server(args.startup_timeout) as (proc, port, log_path), \
+            server_failures(proc, lambda: read_log(log_path), BenchError):
+        info = server_info(port)
+        client = boto3_client(port)
+        log(f"{kind} / {mode}: deploying {FUNCTION} ...")
+        deploy(client, kind, args.init_s, args.handler_ms / 1000)
+        count, _ = wait_environments(port, 1, 30)  # deploying activates one environment
+        if count != 1:
+            raise BenchError(f"{kind} / {mode}: expected 1 warm environment before the burst, health says {count}")
+        time.sleep(0.2)
+        peak = [1]
+        done = threading.Event()
+
+        def watch() -> None:  # the highest environment count health reports during the burst
+            while not done.wait(0.05):
+                with contextlib.suppress(Exception):  # a missed sample only
+                    peak[0] = max(peak[0], int(health(port).get("environments", 0)))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        log(f"{kind} / {mode}: {args.n} concurrent invokes ...")
         try:
-            info = server_info(port)
-            client = boto3_client(port)
-            log(f"{kind} / {mode}: deploying {FUNCTION} ...")
-            deploy(client, kind, args.init_s, args.handler_ms / 1000)
-            count, _ = wait_environments(port, 1, 30)  # deploying activates one environment
-            if count != 1:
-                raise BenchError(f"{kind} / {mode}: expected 1 warm environment before the burst, health says {count}")
-            time.sleep(0.2)
-            peak = [1]
-            done = threading.Event()
-
-            def watch() -> None:  # the highest environment count health reports during the burst
-                while not done.wait(0.05):
-                    with contextlib.suppress(Exception):  # a missed sample only
-                        peak[0] = max(peak[0], int(health(port).get("environments", 0)))
-
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            log(f"{kind} / {mode}: {args.n} concurrent invokes ...")
-            try:
-                results, wall = asyncio.run(_burst(port, args.n, args.timeout))
-            finally:
-                done.set()
-                watcher.join(5)
-            after = int(health(port).get("environments", 0))
-        except BenchError:
-            raise
-        except Exception as e:
-            raise BenchError(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}") from e
-        if proc.poll() is not None:
-            raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+            results, wall = asyncio.run(_burst(port, args.n, args.timeout))
+        finally:
+            done.set()
+            watcher.join(5)
+        after = int(health(port).get("environments", 0))
 
     ok: list[int] = []
     failures: Counter[str] = Counter()
@@ -279,15 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     raise_fd_limit(args.n + 256)
-    results = run_guarded(lambda: measure(args), log, BenchError)
-    if isinstance(results, int):
-        return results
-    summary = summarize(results, args)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
-    return 0
+    return run_and_report(lambda: measure(args), lambda r: summarize(r, args), print_report, args.json, log, BenchError)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from _common import Stats, process_tree, run_guarded, stop_process, tree_cpu_seconds
+from _common import (
+    Stats,
+    missing_cpus,
+    pin_tree,
+    pinned,
+    run_and_report,
+    server_failures,
+    stop_process,
+    tree_cpu_seconds,
+)
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
 HOST = "127.0.0.1"
@@ -110,27 +119,6 @@ def run_baseline_server(port: int) -> None:
     uvloop.run(serve())
 
 
-@contextlib.contextmanager
-def pinned(cpu: int) -> Iterator[None]:
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, saved)
-
-
-def pin_tree(pid: int, cpu: int) -> None:
-    for p in process_tree(pid):
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
-        except OSError:
-            continue
-        for tid in tids:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, {cpu})
-
-
 def free_udp_port() -> int:
     import socket
 
@@ -160,8 +148,13 @@ def baseline_server() -> Iterator[tuple[int, int]]:
 
 
 class _Client(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
+    """While `window` is set, a closed loop: each reply sends the next of `datagrams` (in turn); otherwise a
+    reply completes `waiter` (sequential round trips)."""
+
+    def __init__(self, datagrams: list[bytes]) -> None:
         self.transport: asyncio.DatagramTransport | None = None
+        self.datagrams = datagrams
+        self.i = 0
         self.received = 0
         self.window = 0
         self.waiter: asyncio.Future | None = None
@@ -169,10 +162,14 @@ class _Client(asyncio.DatagramProtocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    def send_next(self) -> None:
+        self.i = (self.i + 1) % len(self.datagrams)
+        self.transport.sendto(self.datagrams[self.i])  # type: ignore[union-attr]
+
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.received += 1
         if self.window:
-            self.transport.sendto(PAYLOAD)  # type: ignore[union-attr]
+            self.send_next()
         elif self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(data)
 
@@ -180,7 +177,7 @@ class _Client(asyncio.DatagramProtocol):
         pass
 
 
-async def _connect(port: int) -> _Client:
+async def _connect(port: int, datagrams: list[bytes]) -> _Client:
     import socket
 
     loop = asyncio.get_running_loop()
@@ -188,17 +185,18 @@ async def _connect(port: int) -> _Client:
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
     sock.connect((HOST, port))
-    _, proto = await loop.create_datagram_endpoint(_Client, sock=sock)
+    _, proto = await loop.create_datagram_endpoint(lambda: _Client(datagrams), sock=sock)
     return proto
 
 
-async def closed_loop(port: int, window: int, warmup_s: float, duration_s: float) -> dict[str, float]:
-    """Replies per second with `window` datagrams in flight."""
-    client = await _connect(port)
+async def closed_loop(port: int, window: int, warmup_s: float, duration_s: float,
+                      datagrams: list[bytes] | None = None) -> dict[str, float]:
+    """Replies per second with `window` datagrams in flight (`datagrams` sent in turn; default PAYLOAD)."""
+    client = await _connect(port, datagrams or [PAYLOAD])
     assert client.transport is not None
     client.window = window
     for _ in range(window):
-        client.transport.sendto(PAYLOAD)
+        client.send_next()
 
     async def refill() -> None:
         # Datagrams lost on the way (a full socket buffer) would shrink the window for good: top it up.
@@ -207,7 +205,7 @@ async def closed_loop(port: int, window: int, warmup_s: float, duration_s: float
             await asyncio.sleep(0.1)
             if client.received == last:
                 for _ in range(window):
-                    client.transport.sendto(PAYLOAD)  # type: ignore[union-attr]
+                    client.send_next()
             last = client.received
 
     keeper = asyncio.create_task(refill())
@@ -227,7 +225,7 @@ async def closed_loop(port: int, window: int, warmup_s: float, duration_s: float
 
 async def round_trips(port: int, n: int, warmup: int) -> Stats:
     """Sequential request/reply latency, one datagram in flight."""
-    client = await _connect(port)
+    client = await _connect(port, [PAYLOAD])
     assert client.transport is not None
     loop = asyncio.get_running_loop()
     samples = []
@@ -320,71 +318,65 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         got = baseline_count(port) - before
         results["baseline_ingest"] = {"sent": sent, "received": got, "pps": got / elapsed, "seconds": elapsed}
 
-    with pinned(SERVER_CPU), lamina_server(30.0) as (proc, http_port, log_path):
-        try:
-            results["server"] = server_info(http_port)
-            client = boto3_client(http_port)
-            client.create_function(FunctionName="bench-udp-echo", Role=ROLE, Runtime="python3.11",
-                                   Handler="app.handler", Code={"ZipFile": _zip(ECHO_SRC)}, MemorySize=MEMORY_MB,
-                                   Timeout=30)
-            client.get_waiter("function_active_v2").wait(FunctionName="bench-udp-echo",
-                                                         WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
-            batching: dict[str, Any] = {"Count": args.batch_count}
-            if args.batch_timeout:
-                batching["TimeoutInSeconds"] = args.batch_timeout
-            batched = api(http_port, "POST", "/lamina/v1/udp/listeners", {
-                "Name": "bench-batched", "Destinations": [{"Function": "bench-udp-echo", "Batching": batching,
-                                                            "MaxInFlightBatches": args.in_flight}]})
-            direct = api(http_port, "POST", "/lamina/v1/udp/listeners", {
-                "Name": "bench-direct", "Destinations": [{"Function": "bench-udp-echo"}]})
-            client.create_function(FunctionName="bench-udp-sink", Role=ROLE, Runtime="python3.11",
-                                   Handler="app.handler", Code={"ZipFile": _zip(SINK_SRC)}, MemorySize=MEMORY_MB,
-                                   Timeout=30)
-            client.get_waiter("function_active_v2").wait(FunctionName="bench-udp-sink",
-                                                         WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
-            ingest = api(http_port, "POST", "/lamina/v1/udp/listeners", {
-                "Name": "bench-ingest", "Destinations": [{"Function": "bench-udp-sink", "Batching": batching,
-                                                           "MaxInFlightBatches": args.in_flight}]})
-            # Warm the function (its environments start on the first batches), then pin them too.
-            client_run(round_trips(batched["Port"], 50, 0))
-            pin_tree(proc.pid, SERVER_CPU)
-            log(f"lamina: closed loop, {args.window} in flight, batching {batching} ...")
-            before = listener_metrics(http_port, batched["Id"])
-            cpu0 = tree_cpu_seconds(proc.pid)
-            results["lamina_throughput"] = client_run(closed_loop(batched["Port"], args.window, 2.0, args.duration))
-            cpu1 = tree_cpu_seconds(proc.pid)
-            after = listener_metrics(http_port, batched["Id"])
-            pin_tree(proc.pid, SERVER_CPU)
-            results["lamina_counters"] = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
-            batches = results["lamina_counters"]["Batches"] or 1
-            results["lamina_throughput"]["mean_batch"] = results["lamina_counters"]["Packets"] / batches
-            results["lamina_throughput"]["server_cpu_s"] = cpu1 - cpu0
-            log(f"lamina: one-way for {args.duration:g} s to a function destination, batching {batching} ...")
-            blast(ingest["Port"], 1.0)   # warm-up: the sink function's environments start
-            time.sleep(0.5)
-            pin_tree(proc.pid, SERVER_CPU)
-            before = listener_metrics(http_port, ingest["Id"])
-            t0 = time.perf_counter()
-            sent = blast(ingest["Port"], args.duration)
-            while listener_metrics(http_port, ingest["Id"])["InFlight"]:   # the last batches finish
-                time.sleep(0.01)
-            elapsed = time.perf_counter() - t0
-            after = listener_metrics(http_port, ingest["Id"])
-            d = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
-            delivered = d["Packets"] - d["DroppedOverload"] if not d["Errors"] and not d["Throttles"] else 0
-            results["lamina_ingest"] = {"sent": sent, "received": d["PacketsIn"], "delivered": delivered,
-                                        "batches": d["Batches"], "errors": d["Errors"] + d["Throttles"],
-                                        "dropped_overload": d["DroppedOverload"], "pps": delivered / elapsed,
-                                        "seconds": elapsed}
-            log("lamina: sequential round trips without a batching window ...")
-            results["lamina_latency"] = client_run(round_trips(direct["Port"], args.n, args.warmup)).as_dict()
-            results["environments"] = server_info(http_port).get("environments")
-        except BenchError:
-            raise
-        except Exception as e:
-            raise BenchError(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}") from e
-        if proc.poll() is not None:
-            raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+    with pinned(SERVER_CPU), lamina_server(30.0) as (proc, http_port, log_path), \
+            server_failures(proc, lambda: read_log(log_path), BenchError):
+        results["server"] = server_info(http_port)
+        client = boto3_client(http_port)
+        client.create_function(FunctionName="bench-udp-echo", Role=ROLE, Runtime="python3.11",
+                               Handler="app.handler", Code={"ZipFile": _zip(ECHO_SRC)}, MemorySize=MEMORY_MB,
+                               Timeout=30)
+        client.get_waiter("function_active_v2").wait(FunctionName="bench-udp-echo",
+                                                     WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+        batching: dict[str, Any] = {"Count": args.batch_count}
+        if args.batch_timeout:
+            batching["TimeoutInSeconds"] = args.batch_timeout
+        batched = api(http_port, "POST", "/lamina/v1/udp/listeners", {
+            "Name": "bench-batched", "Destinations": [{"Function": "bench-udp-echo", "Batching": batching,
+                                                        "MaxInFlightBatches": args.in_flight}]})
+        direct = api(http_port, "POST", "/lamina/v1/udp/listeners", {
+            "Name": "bench-direct", "Destinations": [{"Function": "bench-udp-echo"}]})
+        client.create_function(FunctionName="bench-udp-sink", Role=ROLE, Runtime="python3.11",
+                               Handler="app.handler", Code={"ZipFile": _zip(SINK_SRC)}, MemorySize=MEMORY_MB,
+                               Timeout=30)
+        client.get_waiter("function_active_v2").wait(FunctionName="bench-udp-sink",
+                                                     WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+        ingest = api(http_port, "POST", "/lamina/v1/udp/listeners", {
+            "Name": "bench-ingest", "Destinations": [{"Function": "bench-udp-sink", "Batching": batching,
+                                                       "MaxInFlightBatches": args.in_flight}]})
+        # Warm the function (its environments start on the first batches), then pin them too.
+        client_run(round_trips(batched["Port"], 50, 0))
+        pin_tree(proc.pid, SERVER_CPU)
+        log(f"lamina: closed loop, {args.window} in flight, batching {batching} ...")
+        before = listener_metrics(http_port, batched["Id"])
+        cpu0 = tree_cpu_seconds(proc.pid)
+        results["lamina_throughput"] = client_run(closed_loop(batched["Port"], args.window, 2.0, args.duration))
+        cpu1 = tree_cpu_seconds(proc.pid)
+        after = listener_metrics(http_port, batched["Id"])
+        pin_tree(proc.pid, SERVER_CPU)
+        results["lamina_counters"] = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
+        batches = results["lamina_counters"]["Batches"] or 1
+        results["lamina_throughput"]["mean_batch"] = results["lamina_counters"]["Packets"] / batches
+        results["lamina_throughput"]["server_cpu_s"] = cpu1 - cpu0
+        log(f"lamina: one-way for {args.duration:g} s to a function destination, batching {batching} ...")
+        blast(ingest["Port"], 1.0)   # warm-up: the sink function's environments start
+        time.sleep(0.5)
+        pin_tree(proc.pid, SERVER_CPU)
+        before = listener_metrics(http_port, ingest["Id"])
+        t0 = time.perf_counter()
+        sent = blast(ingest["Port"], args.duration)
+        while listener_metrics(http_port, ingest["Id"])["InFlight"]:   # the last batches finish
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        after = listener_metrics(http_port, ingest["Id"])
+        d = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
+        delivered = d["Packets"] - d["DroppedOverload"] if not d["Errors"] and not d["Throttles"] else 0
+        results["lamina_ingest"] = {"sent": sent, "received": d["PacketsIn"], "delivered": delivered,
+                                    "batches": d["Batches"], "errors": d["Errors"] + d["Throttles"],
+                                    "dropped_overload": d["DroppedOverload"], "pps": delivered / elapsed,
+                                    "seconds": elapsed}
+        log("lamina: sequential round trips without a batching window ...")
+        results["lamina_latency"] = client_run(round_trips(direct["Port"], args.n, args.warmup)).as_dict()
+        results["environments"] = server_info(http_port).get("environments")
     return results
 
 
@@ -488,19 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_server is not None:
         run_baseline_server(args.baseline_server)
         return 0
-    cpus = os.sched_getaffinity(0)
-    if not {SERVER_CPU, CLIENT_CPU} <= cpus:
-        log(f"benchmark failed: needs CPUs {SERVER_CPU} and {CLIENT_CPU}, this process may use {sorted(cpus)}")
+    if why := missing_cpus(SERVER_CPU, CLIENT_CPU):
+        log(f"benchmark failed: {why}")
         return 1
-    results = run_guarded(lambda: measure(args), log, BenchError)
-    if isinstance(results, int):
-        return results
-    summary = summarize(results, args)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
-    return 0
+    return run_and_report(lambda: measure(args), lambda r: summarize(r, args), print_report, args.json, log, BenchError)
 
 
 if __name__ == "__main__":

@@ -3,19 +3,25 @@ a directory, and requests through a server's MicroVM endpoint proxy (loopback on
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from helpers import ACCESS_KEY, REGION, SECRET_KEY
+from helpers import ACCESS_KEY, REGION, SECRET_KEY, LaminaServer
 
 BASE = "arn:aws:lambda:us-east-1:aws:microvm-image:al2023-1"
 ROLE = "arn:aws:iam::000000000000:role/lamina"
+
+# A server whose idle policies may be as short as 1 s (botocore itself enforces the model's 60 s minimum:
+# talk to it with client(..., validate=False)).
+LOW_IDLE_ENV = {"LAMINA_MICROVM_MIN_IDLE_SECONDS": "1"}
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="MicroVM instances need root (the linux sandbox backend)")
 
@@ -40,6 +46,26 @@ def build(mvm, name: str, folder: Path, timeout: float = 600, **extra) -> dict:
     mvm.create_microvm_image(name=name, baseImageArn=BASE, buildRoleArn=ROLE,
                              codeArtifact={"uri": folder.as_uri()}, **extra)
     return wait_image(mvm, name, timeout)
+
+
+def build_or_fail(mvm, server: LaminaServer, name: str, folder: Path, what: str) -> str:
+    """build(), failing the test with the version's stateReason and the server's output unless it is CREATED."""
+    if build(mvm, name, folder)["state"] != "CREATED":
+        ver = mvm.get_microvm_image_version(imageIdentifier=name, imageVersion="1.0")
+        pytest.fail(f"the {what} image did not build: {ver.get('stateReason')}\n{server.output()[-4000:]}")
+    return name
+
+
+@contextlib.contextmanager
+def low_idle_server(tmp: Path) -> Iterator[LaminaServer]:
+    """A `lamina serve` of a test module's own (data and log under tmp) with LOW_IDLE_ENV; stopped after."""
+    srv = LaminaServer(data_dir=tmp / "data", log_path=tmp / "server.log", extra_env=dict(LOW_IDLE_ENV))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.kill_leftovers()
 
 
 def wait_image(mvm, name: str, timeout: float = 600) -> dict:

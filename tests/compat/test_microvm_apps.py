@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import jwt
 import pytest
-from microvm_support import build, client, needs_root, proxy, token, wait_state, write_app
+from microvm_support import build_or_fail, client, low_idle_server, needs_root, proxy, token, wait_state, write_app
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
@@ -106,13 +106,8 @@ IDLE = {"maxIdleDurationSeconds": 1, "suspendedDurationSeconds": 2, "autoResumeE
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaminaServer]:
     """A server of our own: the idle policy test needs the lowered minimum idle time."""
-    tmp = tmp_path_factory.mktemp("mvm-apps")
-    srv = LaminaServer(data_dir=tmp / "data", log_path=tmp / "server.log",
-                       extra_env={"LAMINA_MICROVM_MIN_IDLE_SECONDS": "1"})
-    srv.start()
-    yield srv
-    srv.stop()
-    srv.kill_leftovers()
+    with low_idle_server(tmp_path_factory.mktemp("mvm-apps")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +122,7 @@ def flask_image(mvm, tmp_path_factory: pytest.TempPathFactory, server: LaminaSer
     folder = write_app(tmp_path_factory.mktemp("flask"), {
         "app.py": APP, "ws.py": WS, "wait_ws.py": WAIT_WS, "requirements.txt": "flask\ngunicorn\nwebsockets\n",
         "Dockerfile": DOCKERFILE})
-    got = build(mvm, name, folder)
-    if got["state"] != "CREATED":
-        ver = mvm.get_microvm_image_version(imageIdentifier=name, imageVersion="1.0")
-        pytest.fail(f"the Flask image did not build: {ver.get('stateReason')}\n{server.output()[-4000:]}")
-    yield name
+    yield build_or_fail(mvm, server, name, folder, "Flask")
     for item in mvm.list_microvms(imageIdentifier=name)["items"]:
         mvm.terminate_microvm(microvmIdentifier=item["microvmId"])
 

@@ -52,6 +52,7 @@ class Hooks(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
         HOOKS.append([self.path.rsplit("/", 1)[-1], body])
+        print("hook", self.path.rsplit("/", 1)[-1], flush=True)  # for `lamina microvm logs`
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -300,7 +301,8 @@ def test_restart_terminates_instances_keeps_images(lamina_factory, tmp_path: Pat
 
 def test_cli(lamina_server, tmp_path: Path) -> None:
     folder = write_app(tmp_path / "cliapp", {"app.py": APP, "Dockerfile": DOCKERFILE})
-    env = {**os.environ, "LAMINA_ENDPOINT": lamina_server.endpoint}
+    # No COLUMNS: piped output gets rich's default 80 columns, which must not break ids or endpoints.
+    env = {**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, "LAMINA_ENDPOINT": lamina_server.endpoint}
     name = unique_name("cli")
 
     def lamina(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -317,14 +319,22 @@ def test_cli(lamina_server, tmp_path: Path) -> None:
     assert lamina("request", mid, "/count").stdout == "1"
     hooks = json.loads(lamina("request", mid, "/hooks").stdout)
     assert json.loads(hooks[0][1])["runHookPayload"] == "from-cli"
+    assert "hook run" in lamina("logs", mid).stdout  # the app's stdout
     assert "SUSPENDED" in lamina("suspend", mid).stdout
     assert mid in lamina("ls").stdout
     assert "RUNNING" in lamina("resume", mid).stdout
     assert "ConflictException" in lamina("resume", mid, ok=False).stderr
     assert lamina("token", mid, "--all-ports", "--minutes", "1").stdout.count(".") == 2
+    plain = lamina("run", name).stdout.splitlines()
+    other = plain[0].split()[0]
+    endpoint = json.loads(lamina("get", other).stdout)["endpoint"]
+    assert f"  endpoint: {endpoint}" in plain and f"  try: lamina microvm request {other} /" in plain, plain
+    assert "TERMINATED" in lamina("terminate", other).stdout
     assert "TERMINATED" in lamina("terminate", mid).stdout
     assert "TERMINATED" in lamina("terminate", mid).stdout
     assert mid not in lamina("ls").stdout and mid in lamina("ls", "--all").stdout
+    assert lamina("logs", mid).stdout == ""  # the log went with the instance
+    assert "ResourceNotFoundException" in lamina("logs", "mvm-nope", ok=False).stderr
     lamina("image", "rm", name)
 
 

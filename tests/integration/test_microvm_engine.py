@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import textwrap
 from collections.abc import Iterator
@@ -367,6 +368,23 @@ def test_exited_resolves_when_the_app_dies(loop, engine, image):
     assert inst.log_path.exists()  # kept: the reason points at it
 
 
+def test_an_app_killed_by_sigkill_is_reported_as_such(loop, engine, image):
+    # kill -9 (or the OOM killer) on the app: the launcher mirrors the signal (it used to crash resetting
+    # SIGKILL's handler and exit 1, with a traceback in the app's log).
+    built, _ = image
+    inst = _run(loop, engine.launch(built, "mvm-k"))
+    try:
+        launcher = inst.sandbox.pid
+        app = next(pid for pid in _pids(inst)
+                   if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(launcher))
+        os.kill(app, signal.SIGKILL)
+        reason = _run(loop, asyncio.wait_for(inst.exited, 10))
+        assert "killed by signal 9" in reason, reason
+        assert "Traceback" not in inst.log_path.read_text()
+    finally:
+        _run(loop, inst.terminate())
+
+
 def test_unsupported_instruction_fails_the_build_naming_its_line(loop, engine, data_dir, tmp_path):
     ctx = _context(tmp_path / "bad", {"Dockerfile": "FROM lamina/base\nWORKDIR /app\nSTOPSIGNAL SIGINT\n",
                                       "app.py": APP})
@@ -380,7 +398,9 @@ def test_unsupported_instruction_fails_the_build_naming_its_line(loop, engine, d
         _build(loop, engine, data_dir, ctx, "bad3")
     ctx = _context(tmp_path / "bad4", {"Dockerfile": "FROM lamina/base\nRUN echo out && exit 7\nCMD true\n"})
     log = Log()
-    with pytest.raises(BuildError, match="non-zero code: 7"):
+    # The line and the command as written, quoted once (not a repr of a shell-quoted string).
+    with pytest.raises(BuildError, match=r"^Dockerfile line 2: RUN: `echo out && exit 7` returned a non-zero code: 7 "
+                                         r"\(Step 2/3\)$"):
         _build(loop, engine, data_dir, ctx, "bad4", log=log)
     assert "out" in log
     ctx = _context(tmp_path / "bad5", {"Dockerfile": "FROM lamina/base\nCMD [\"python3\", \"-c\", \"import sys; "
@@ -593,9 +613,22 @@ def test_process_backend_best_effort(loop, tmp_path):
             assert inst.is_frozen()
             _run(loop, inst.resume())
             assert _run(loop, _get(inst, "/count", port=port))["count"] == 3
+            # A second instance could not bind the same host port, and its readiness check (and requests)
+            # would reach the first one: refused, naming the holder.
+            with pytest.raises(RuntimeError, match=f"port {port} on this host is already in use by MicroVM p1"):
+                _run(loop, engine.launch(built, "p2"))
+            assert _run(loop, _get(inst, "/count", port=port))["count"] == 4
         finally:
             _run(loop, inst.terminate())
         assert not inst.disk_dir.exists()
+        with socket.socket() as other:  # a program outside Lamina holding the port counts too
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the app's connections may be in TIME_WAIT
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            with pytest.raises(RuntimeError, match=f"port {port} on this host is already in use by another program"):
+                _run(loop, engine.launch(built, "p3"))
+        inst = _run(loop, engine.launch(built, "p4"))  # free again: the first instance is gone
+        _run(loop, inst.terminate())
     finally:
         _run(loop, engine.close())
 

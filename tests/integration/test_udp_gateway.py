@@ -221,9 +221,11 @@ def test_api_errors(endpoint, cleanup):
     assert "already in use" in resp.json()["message"]
 
 
-def _lamina(endpoint: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
-    env.update(LAMINA_ENDPOINT=endpoint, COLUMNS="250", NO_COLOR="1", TERM="dumb")
+def _lamina(endpoint: str, *args: str, columns: str | None = "250") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_") and k != "COLUMNS"}
+    env.update(LAMINA_ENDPOINT=endpoint, NO_COLOR="1", TERM="dumb")
+    if columns is not None:
+        env["COLUMNS"] = columns
     return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, env=env,
                           timeout=60)
 
@@ -243,6 +245,11 @@ def test_cli_create_ls_get_rm_frees_the_port(endpoint, functions):
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if name in line)
     assert f"127.0.0.1:{port}" in row and "Listening" in row and f"function:{fn}" in row
+    # Piped without COLUMNS (rich's default is 80): ids and endpoints must still come out whole, on one row.
+    proc = _lamina(endpoint, "udp", "listener", "ls", columns=None)
+    listener_id = get_listener(endpoint, name)["Id"]
+    row = next(line for line in proc.stdout.splitlines() if name in line)
+    assert listener_id in row and f"127.0.0.1:{port}" in row and f"function:{fn}" in row, proc.stdout
     proc = _lamina(endpoint, "udp", "listener", "get", name)
     assert proc.returncode == 0 and "PacketsIn=1" in proc.stdout and "Replies=1" in proc.stdout, proc.stdout
     proc = _lamina(endpoint, "udp", "listener", "create", "--destination", "queue:x")
@@ -256,6 +263,36 @@ def test_cli_create_ls_get_rm_frees_the_port(endpoint, functions):
     assert api(endpoint, "GET", f"{LISTENERS}/{name}").status == 404
     proc = _lamina(endpoint, "udp", "listener", "rm", name)
     assert proc.returncode == 1 and "not found" in proc.stderr
+
+
+def test_cli_warns_about_function_destinations_that_would_always_fail(endpoint, functions):
+    # Accepted (the function may be deployed later), but a typo must not show up only as an error count.
+    fn = functions({"app.py": ECHO}, prefix="udp-warn")
+    name = unique_name("warn")
+    proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{fn}-typo",
+                   "--destination", f"function:{fn}", "--destination", f"function:{fn}:nope")
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert f"function {fn}-typo does not exist" in proc.stderr, proc.stderr
+        assert f"function {fn} has no version or alias nope" in proc.stderr, proc.stderr
+        assert f"function {fn} does not" not in proc.stderr, proc.stderr
+    finally:
+        _lamina(endpoint, "udp", "listener", "rm", name)
+    # Tenant ids for a function without tenancy, and none for a PER_TENANT one: every invoke would fail.
+    tenanted = functions({"app.py": ECHO}, prefix="udp-warn-pt", TenancyConfig={"TenantIsolationMode": "PER_TENANT"})
+    for destination, tenant_args, warning in (
+            (fn, ["--tenant-expression", "[0:2]"], f"function {fn} is not PER_TENANT"),
+            (tenanted, [], f"function {tenanted} is PER_TENANT and needs a tenant id")):
+        proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination",
+                       f"function:{destination}", *tenant_args)
+        try:
+            assert proc.returncode == 0 and warning in proc.stderr, proc.stderr
+        finally:
+            _lamina(endpoint, "udp", "listener", "rm", name)
+    proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{tenanted}",
+                   "--tenant-id", "t1")
+    _lamina(endpoint, "udp", "listener", "rm", name)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
 
 
 def test_listener_survives_a_restart(lamina_factory, tmp_path: Path):
@@ -274,6 +311,19 @@ def test_listener_survives_a_restart(lamina_factory, tmp_path: Path):
         sock.sendto(b"after restart", ("127.0.0.1", doc["Port"]))
         assert [d for d, _ in receive(sock, 1, timeout=30)] == [b"echo:after restart"]
     assert again.stop() == 0
+    # Its port taken by someone else while the server was down: restored as Failed saying why, and bound
+    # again by itself once the port is free (nobody has to remove and re-create it).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", doc["Port"]))
+        third = lamina_factory(data_dir=data)
+        failed = get_listener(third.endpoint, "keep")
+        assert failed["State"] == "Failed", failed
+        assert "already in use" in failed["StateReason"] and "retrying" in failed["StateReason"], failed
+    assert wait_for(lambda: get_listener(third.endpoint, "keep")["State"] == "Listening", timeout=60)
+    with udp_socket() as sock:
+        sock.sendto(b"rebound", ("127.0.0.1", doc["Port"]))
+        assert [d for d, _ in receive(sock, 1, timeout=30)] == [b"echo:rebound"]
+    assert third.stop() == 0
 
 
 RECORDER = '''

@@ -163,6 +163,7 @@ class FakeEngine:
         self.hooks = hooks or Hooks(port=8080, enabled={"run", "suspend", "resume", "terminate"})
         self.fail_hooks = fail_hooks
         self.fail_build = fail_build
+        self.expose: list[int] = []          # the built image's EXPOSEd ports
         self.instances: list[FakeInstance] = []
         self.forgotten: list[str] = []
 
@@ -170,7 +171,8 @@ class FakeEngine:
         request.log("fake build: step 1/1")
         if self.fail_build:
             raise BuildError("RUN false: exit status 1")
-        return BuiltImage(request.image_name, request.version, request.layer_dir, ImageConfig(cmd=["app"]),
+        config = ImageConfig(cmd=["app"], expose=self.expose)
+        return BuiltImage(request.image_name, request.version, request.layer_dir, config,
                           request.hooks if request.hooks.enabled else self.hooks, request.memory_mib)
 
     async def launch(self, image: BuiltImage, microvm_id: str) -> FakeInstance:

@@ -85,11 +85,21 @@ def test_entrypoint_and_cmd_combine_as_docker_does(entrypoint: str | None, cmd: 
     ("# only a comment\n", "has no FROM line"),
     ("FROM lamina/base\nCOPY onlyone\n", "line 2: COPY: needs a source and a destination"),
     ("FROM lamina/base\nRUN <<EOF\necho hi\nEOF\n", "line 2: RUN: heredocs (<<EOF) are not supported"),
+    ("FROM lamina/base\nWROKDIR /app\n", "line 2: WROKDIR is not supported by Lamina's image builder (a typo for "
+                                         "WORKDIR?)"),
+    ("FROM lamina/base\nCPOY a b\n", "(a typo for COPY?)"),
 ])
 def test_unsupported_or_wrong_lines_name_the_line(text: str, fragment: str) -> None:
     with pytest.raises(BuildError) as info:
         parse(text)
     assert fragment in str(info.value)
+
+
+def test_real_docker_instructions_are_not_called_typos() -> None:
+    for keyword in ("HEALTHCHECK CMD true", "SHELL [\"/bin/bash\"]", "VOLUME /x", "STOPSIGNAL 9", "ONBUILD RUN x"):
+        with pytest.raises(BuildError) as info:
+            parse(f"FROM lamina/base\n{keyword}\n")
+        assert "typo" not in str(info.value), info.value
 
 
 def test_arg_before_from_and_label_and_user() -> None:

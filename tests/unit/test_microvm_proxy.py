@@ -137,6 +137,22 @@ def test_host_routing_and_header_stripping(tmp_path: Path) -> None:
     serve(tmp_path, body)
 
 
+def test_wrong_port_502_names_the_exposed_port(tmp_path: Path) -> None:
+    # The launch article's app listens on its EXPOSEd 5000 while the proxy's default is 8080: say so.
+    engine = FakeEngine()
+    engine.expose = [CLOSED_PORT, 5000]
+
+    async def body(h: Harness) -> None:
+        mid = await running(h.mgr)
+        status, _, data = await h.call("GET", f"/lamina/v1/microvm/{mid}/", {
+            "X-aws-proxy-auth": h.token(mid, [{"allPorts": {}}]), "X-aws-proxy-port": str(CLOSED_PORT)})
+        assert status == 502, data
+        message = json.loads(data)["message"]
+        assert "the image EXPOSEs 5000" in message and "X-aws-proxy-port: 5000" in message, message
+
+    serve(tmp_path, body, engine)
+
+
 def test_streaming_both_ways_and_keep_alive(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         mid = await running(h.mgr)

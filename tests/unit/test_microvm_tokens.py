@@ -48,6 +48,15 @@ def test_wrong_port(signer: TokenSigner) -> None:
         signer.verify(token, MVM, 5000)
 
 
+def test_wrong_port_names_the_allowed_ones(signer: TokenSigner) -> None:
+    # A token for 5000 sent without X-aws-proxy-port (so: 8080) must say which header fixes it.
+    token = signer.issue(MVM, port_ranges([{"port": 5000}, {"range": {"startPort": 7000, "endPort": 7002}}]), 5)
+    with pytest.raises(TokenError) as info:
+        signer.verify(token, MVM, 8080)
+    assert "does not allow port 8080 (it allows 5000, 7000-7002)" in str(info.value)
+    assert "X-aws-proxy-port" in str(info.value)
+
+
 def test_other_instance(signer: TokenSigner) -> None:
     token = signer.issue("mvm-other", port_ranges([{"allPorts": {}}]), 5)
     with pytest.raises(TokenError, match="another MicroVM"):

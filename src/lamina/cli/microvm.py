@@ -16,6 +16,8 @@ from rich.text import Text
 
 from lamina.cli.client import Client, LaminaError
 from lamina.cli.packaging import PackagingError, zip_directory
+from lamina.cli.tables import print_table
+from lamina.microvm.validation import IMAGE_NAME
 
 app = typer.Typer(name="microvm", help="MicroVMs: stateful sandboxes from images (the Lambda MicroVMs API).",
                   no_args_is_help=True)
@@ -148,8 +150,14 @@ def image_create(
     import os
 
     out, err = _consoles()
-    name = name or os.path.basename(os.path.abspath(directory))
-    if not os.path.isfile(os.path.join(directory, "Dockerfile")):
+    if name is None:
+        name = os.path.basename(os.path.abspath(directory))
+        if not IMAGE_NAME.fullmatch(name):
+            _fail(f"{name!r} (the directory's name) is not a valid image name (letters, digits, _ and -, at most "
+                  f"64): give one with --name.")
+    if not os.path.isdir(directory):
+        _fail(f"{directory} is not a directory: give the folder that holds the Dockerfile and the files it COPYs.")
+    if not any(os.path.isfile(os.path.join(directory, n)) for n in ("Dockerfile", "dockerfile")):
         _fail(f"{directory} has no Dockerfile at its root.")
     try:
         archive = zip_directory(directory)
@@ -213,7 +221,7 @@ def image_ls(ctx: typer.Context, as_json: JsonOption = False, endpoint: Endpoint
     for item in items:
         table.add_row(item["name"], item["state"], item.get("latestActiveImageVersion", "-"),
                       item.get("latestFailedImageVersion", "-"), _ts(item.get("createdAt")))
-    out.print(table)
+    print_table(out, table)
 
 
 @image_app.command("get")
@@ -244,7 +252,8 @@ def run(
     image: Annotated[str, typer.Argument(help="Image name or ARN.")],
     version: Annotated[str | None, typer.Option(help="Image version.", show_default="latest ACTIVE")] = None,
     max_idle: Annotated[int | None, typer.Option(help="Suspend after this many seconds without inbound "
-                                                      "traffic (enables the idle policy).")] = None,
+                                                      "traffic (enables the idle policy; at least 60, or the "
+                                                      "server's microvm_min_idle_seconds).")] = None,
     suspended: Annotated[int | None, typer.Option(help="Terminate after this many seconds suspended "
                                                        "(0: at once).", show_default="28800")] = None,
     auto_resume: Annotated[bool | None, typer.Option("--auto-resume/--no-auto-resume",
@@ -280,9 +289,10 @@ def run(
     if as_json:
         _print_json(mvm)
         return
-    out.print(f"{mvm['microvmId']}  {mvm['state']}", markup=False)
-    out.print(f"  endpoint: {mvm['endpoint']}", markup=False)
-    out.print(f"  try: lamina microvm request {mvm['microvmId']} /", markup=False)
+    # soft_wrap: an endpoint broken over two lines cannot be copied (rich wraps at 80 columns off a terminal).
+    out.print(f"{mvm['microvmId']}  {mvm['state']}", markup=False, soft_wrap=True)
+    out.print(f"  endpoint: {mvm['endpoint']}", markup=False, soft_wrap=True)
+    out.print(f"  try: lamina microvm request {mvm['microvmId']} /", markup=False, soft_wrap=True)
 
 
 @app.command("ls")
@@ -314,7 +324,7 @@ def ls(ctx: typer.Context,
     for item in items:
         table.add_row(item["microvmId"], item["state"], item["imageArn"].rsplit(":", 1)[-1], item["imageVersion"],
                       _ts(item.get("startedAt")))
-    out.print(table)
+    print_table(out, table)
 
 
 @app.command("get")
@@ -322,6 +332,25 @@ def get(ctx: typer.Context, microvm_id: Annotated[str, typer.Argument(help="Micr
         endpoint: EndpointOption = None) -> None:
     """A MicroVM (JSON)."""
     _print_json(_client(ctx, endpoint).request("GET", f"{API}/microvms/{_q(microvm_id)}").json())
+
+
+@app.command("logs")
+def logs(ctx: typer.Context, microvm_id: Annotated[str, typer.Argument(help="MicroVM id.")],
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until it is TERMINATED.")] = False,
+         endpoint: EndpointOption = None) -> None:
+    """Print the application's stdout and stderr (while the MicroVM lives; the log goes with it)."""
+    client = _client(ctx, endpoint)
+    offset = 0
+    while True:
+        resp = client.request("GET", f"/lamina/v1/microvms/{_q(microvm_id)}/log", query={"offset": str(offset)})
+        sys.stdout.buffer.write(resp.body)
+        sys.stdout.buffer.flush()
+        offset = int(resp.headers.get("x-lamina-next-offset") or offset + len(resp.body))
+        if resp.body:
+            continue  # more may be waiting (one response carries at most 1 MiB)
+        if not follow or resp.headers.get("x-lamina-microvm-state") == "TERMINATED":
+            return
+        time.sleep(0.5)
 
 
 def _action(ctx: typer.Context, endpoint: str | None, microvm_id: str, method: str, suffix: str, done: str) -> None:

@@ -10,6 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from lamina.cli.client import Client, LaminaError
+from lamina.cli.tables import print_table
+
 app = typer.Typer(name="udp", help="The UDP gateway: listeners and their destinations.", no_args_is_help=True)
 listener_app = typer.Typer(help="UDP listeners: a port whose packets go to functions or sinks.",
                            no_args_is_help=True)
@@ -104,6 +107,12 @@ def _out():  # noqa: ANN202
     return out
 
 
+def _warn(message: str) -> None:
+    from lamina.cli.main import err
+
+    err.print(message, markup=False, style="yellow")
+
+
 def _dest_label(d: dict[str, Any]) -> str:
     if d.get("Type") == "microvm":
         return f"microvm:{d.get('Image')}"
@@ -174,14 +183,48 @@ def create(
                          tenant_formatter=tenant_formatter, max_in_flight=max_in_flight, log_rate=log_rate,
                          microvm={"Port": instance_port, "MaxDuration": max_duration, "MaxIdle": max_idle,
                                   "MaxSuspended": max_suspended, "AutoResume": auto_resume, "Delivery": delivery})
-    listener = _client(ctx, endpoint).request("POST", API, json_body=body).json()
+    client = _client(ctx, endpoint)
+    listener = client.request("POST", API, json_body=body).json()
     out = _out()
     if as_json:
         out.print_json(json.dumps(listener))
         return
     dests = ", ".join(_dest_label(d) for d in listener.get("Destinations") or [])
     out.print(f"Created UDP listener {listener['Name']} ({listener['Id']}) on {listener['Endpoint']} -> {dests}",
-              markup=False)
+              markup=False, soft_wrap=True)
+    for warning in function_warnings(client, listener.get("Destinations") or []):
+        _warn(f"Warning: {warning}")
+
+
+def function_warnings(client: Client, destinations: list[dict]) -> list[str]:
+    """What would make every invocation of a function destination fail: the server accepts these (the
+    function may come or change later), but a typo would otherwise only show up as an error count."""
+    warnings = []
+    for d in destinations:
+        target = d.get("Function")
+        if d.get("Type") not in ("function", "function-async") or not target or target.startswith("arn:"):
+            continue
+        name, _, qualifier = target.partition(":")
+        try:
+            config = client.request("GET", f"/2015-03-31/functions/{quote(name, safe='')}",
+                                    query={"Qualifier": qualifier} if qualifier else None).json()["Configuration"]
+        except LaminaError as exc:
+            if exc.status == 404:
+                what = (f"function {name} has no version or alias {qualifier}" if qualifier else
+                        f"function {name} does not exist (deploy it: lamina deploy DIR --name {name})")
+                warnings.append(f"{what}; until it does, its packets are dropped and counted as errors.")
+            continue
+        per_tenant = (config.get("TenancyConfig") or {}).get("TenantIsolationMode") == "PER_TENANT"
+        args = d.get("Arguments") or {}
+        tenant = "TenantId" in args or "TenantIdExpression" in args
+        if tenant and not per_tenant:
+            warnings.append(f"function {name} is not PER_TENANT, so invocations with a tenant id fail: drop "
+                            f"--tenant-id / --tenant-expression, or use a function created with TenancyConfig "
+                            f"PER_TENANT.")
+        elif per_tenant and not tenant:
+            warnings.append(f"function {name} is PER_TENANT and needs a tenant id on every invocation: add "
+                            f"--tenant-id or --tenant-expression.")
+    return warnings
 
 
 @listener_app.command("ls")
@@ -198,7 +241,9 @@ def list_listeners(ctx: typer.Context, as_json: JsonOption = False, endpoint: En
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("Id", "Name", "Endpoint", "State", "Destinations", "In", "Out", "Dropped", "Errors"):
-        table.add_column(col, justify="right" if col in ("In", "Out", "Dropped", "Errors") else "left")
+        # Ids, names and endpoints are what users copy: on a narrow terminal the other columns wrap.
+        table.add_column(col, justify="right" if col in ("In", "Out", "Dropped", "Errors") else "left",
+                         no_wrap=col in ("Id", "Name", "Endpoint"))
     for x in listeners:
         m = x.get("Metrics") or {}
         state = x.get("State", "")
@@ -206,7 +251,7 @@ def list_listeners(ctx: typer.Context, as_json: JsonOption = False, endpoint: En
                       Text(state, style="green" if state == "Listening" else "red"),
                       Text(", ".join(_dest_label(d) for d in x.get("Destinations") or [])),
                       str(m.get("PacketsIn", 0)), str(m.get("PacketsOut", 0)), str(_dropped(x)), str(_errors(x)))
-    out.print(table)
+    print_table(out, table)
 
 
 @listener_app.command("get")
@@ -221,13 +266,15 @@ def get(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Listener id
     allowed = (x.get("ClientRestrictions") or {}).get("Networks") or ["everyone"]
     out.print(f"{x['Name']} ({x['Id']}) on {x.get('Endpoint', '')}: {x.get('State', '')}", markup=False)
     if x.get("StateReason"):
-        out.print(f"  reason: {x['StateReason']}", markup=False)
+        out.print(f"  reason: {x['StateReason']}", markup=False, soft_wrap=True)
     out.print(f"  allowed clients: {', '.join(allowed)}", markup=False)
-    out.print("  " + "  ".join(f"{k}={v}" for k, v in (x.get("Metrics") or {}).items()), markup=False)
+    out.print("  " + "  ".join(f"{k}={v}" for k, v in (x.get("Metrics") or {}).items()), markup=False, soft_wrap=True)
     for d in x.get("Destinations") or []:
         extra = {k: v for k, v in d.items() if k in ("Batching", "Formatter", "Arguments") and v}
-        out.print(f"  destination {d['Name']}: {_dest_label(d)} {json.dumps(extra)}", markup=False)
-        out.print("    " + "  ".join(f"{k}={v}" for k, v in (d.get("Metrics") or {}).items()), markup=False)
+        out.print(f"  destination {d['Name']}: {_dest_label(d)} {json.dumps(extra)}", markup=False, soft_wrap=True)
+        metrics = "  ".join(f"{k}={v}" for k, v in (d.get("Metrics") or {}).items())
+        if metrics:  # none while the listener is not bound
+            out.print(f"    {metrics}", markup=False, soft_wrap=True)
         for tenant, microvm_id in (d.get("Instances") or {}).items():
             out.print(f"    tenant {tenant}: {microvm_id}", markup=False)
 

@@ -1,7 +1,8 @@
-"""The Lambda MicroVMs REST API (rest-json, /2025-09-09/...) as Starlette routes, plus Lamina's two
-helpers: uploading a code artifact (`POST /lamina/v1/microvm-uploads`, Lamina has no S3) and reading a
-build's log (`GET /lamina/v1/microvm-images/{image}/versions/{version}/builds/{buildId}/log?offset=N`;
-AWS sends build logs to CloudWatch Logs instead).
+"""The Lambda MicroVMs REST API (rest-json, /2025-09-09/...) as Starlette routes, plus Lamina's three
+helpers: uploading a code artifact (`POST /lamina/v1/microvm-uploads`, Lamina has no S3), reading a
+build's log (`GET /lamina/v1/microvm-images/{image}/versions/{version}/builds/{buildId}/log?offset=N`)
+and a running instance's application output (`GET /lamina/v1/microvms/{id}/log?offset=N`, bytes from
+offset; `x-lamina-next-offset` says where to go on). AWS sends both logs to CloudWatch Logs instead.
 
 Tags share Lambda's `/2017-03-31/tags/{Resource}` path: these routes take only microvm-image ARNs
 (a path convertor) and are placed before Lambda's, which keep every other ARN.
@@ -9,9 +10,11 @@ Tags share Lambda's `/2017-03-31/tags/{Resource}` path: these routes take only m
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -28,6 +31,18 @@ from lamina.microvm.manager import MicrovmManager
 
 P = "/2025-09-09"
 MANAGED_BASE = "al2023-1"
+APP_LOG_CHUNK = 1 << 20  # bytes per response: a follower asks again from x-lamina-next-offset
+
+
+def _read_log(path: Path | None, offset: int) -> bytes:
+    if path is None:
+        return b""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(APP_LOG_CHUNK)
+    except FileNotFoundError:
+        return b""  # not started yet, or terminated (the log goes with the instance)
 
 
 class _ImageArn(Convertor):
@@ -180,6 +195,18 @@ def routes(mgr: MicrovmManager) -> list[Route]:
     async def untag(request: Request) -> None:
         images.untag(request.path_params["arn"], request.query_params.getlist("tagKeys"))
 
+    # Lamina: the application's stdout and stderr, while the instance lives
+    async def app_log(request: Request) -> Response:
+        try:
+            offset = max(0, int(q(request, "offset") or 0))
+        except ValueError:
+            raise ApiError("ValidationException", "offset must be an integer") from None
+        mvm = mgr.get_instance(mid(request))
+        path = getattr(mvm.handle, "log_path", None)
+        data = await asyncio.get_running_loop().run_in_executor(None, _read_log, path, offset)
+        return Response(data, media_type="text/plain; charset=utf-8",
+                        headers={"x-lamina-microvm-state": mvm.state, "x-lamina-next-offset": str(offset + len(data))})
+
     # Lamina: uploads
     async def upload(request: Request) -> Response:
         folder, tmp = images.upload_path()
@@ -223,4 +250,5 @@ def routes(mgr: MicrovmManager) -> list[Route]:
         Route(UPLOAD_PATH, _api(upload), methods=["POST"]),
         Route("/lamina/v1/microvm-images/{image}/versions/{version}/builds/{build}/log", _api(build_log),
               methods=["GET"]),
+        Route("/lamina/v1/microvms/{microvm}/log", _api(app_log), methods=["GET"]),
     ]

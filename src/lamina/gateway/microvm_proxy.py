@@ -35,6 +35,7 @@ from websockets.http11 import Response as WsResponse
 from websockets.uri import parse_uri
 
 from lamina.dispatch.http_app import HOP_BY_HOP
+from lamina.gateway.upstream_head import add_forwarded, connection_listed, request_head
 from lamina.microvm.engine import DEFAULT_PORT
 from lamina.microvm.ids import ENDPOINT_MARK
 from lamina.microvm.manager import Microvm, MicrovmManager, ProxyRefused
@@ -207,7 +208,8 @@ class MicrovmProxy:
         try:
             reader, writer = await asyncio.wait_for(mvm.handle.open_connection(port), 10.0)
         except (OSError, TimeoutError) as exc:
-            raise AppError(f"nothing accepts connections on port {port} in the MicroVM ({exc})") from None
+            hint = _port_hint(mvm, port)
+            raise AppError(f"nothing accepts connections on port {port} in the MicroVM ({exc}){hint}") from None
         return _Upstream(reader, writer), False
 
     def _put_back(self, mvm: Microvm, port: int, up: _Upstream) -> None:
@@ -249,10 +251,7 @@ class MicrovmProxy:
     def _head(self, scope: dict, path: bytes) -> tuple[bytes, bool, bool]:
         """(request head, has a body, body is chunked)."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        listed: set[bytes] = set()
-        for name, value in headers:
-            if name == b"connection":
-                listed.update(t.strip().lower() for t in value.split(b","))
+        listed = connection_listed(headers)
         length = _header(headers, b"content-length")
         chunked = b"chunked" in (_header(headers, b"transfer-encoding") or b"").lower()
         host = _header(headers, b"host") or b"localhost"
@@ -266,17 +265,8 @@ class MicrovmProxy:
                 continue
             out.append((name, value))
         client = scope.get("client") or ("127.0.0.1", 0)
-        out.append((b"x-forwarded-for", (forwarded_for + b", " if forwarded_for else b"") + client[0].encode()))
-        out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
-        has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
-        if chunked:
-            out.append((b"transfer-encoding", b"chunked"))
-        elif length is not None:
-            out.append((b"content-length", length))
-        query: bytes = scope.get("query_string") or b""
-        target = path + (b"?" + query if query else b"")
-        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (scope["method"].encode("latin-1"), target,
-                                              b"".join(k + b": " + v + b"\r\n" for k, v in out))
+        add_forwarded(out, forwarded_for, client[0], scope.get("scheme", "http"))
+        head, has_body = request_head(scope["method"], path, scope.get("query_string") or b"", out, length, chunked)
         return head, has_body, chunked
 
     async def _exchange(self, scope: dict, receive, send, mvm: Microvm, port: int,  # noqa: ANN001 - ASGI
@@ -388,7 +378,8 @@ class MicrovmProxy:
             assert mvm.handle is not None
             reader, writer = await asyncio.wait_for(mvm.handle.open_connection(port), 10.0)
         except (OSError, TimeoutError) as exc:
-            await _ws_deny(send, 502, "BadGateway", f"nothing accepts connections on port {port} ({exc})", scope)
+            reason = f"nothing accepts connections on port {port} ({exc}){_port_hint(mvm, port)}"
+            await _ws_deny(send, 502, "BadGateway", reason, scope)
             return
         up = _Upstream(reader, writer)
         try:
@@ -536,6 +527,16 @@ async def _pump(receive, up: _Upstream, state: dict, has_body: bool, chunked: bo
         return
     state["gone"] = True
     up.close()
+
+
+def _port_hint(mvm: Microvm, port: int) -> str:
+    # The usual cause: the app listens on its EXPOSEd port (5000) and the request went to the default 8080.
+    built = mvm.version.built if mvm.version is not None else None
+    others = [p for p in (built.config.expose if built is not None else []) if p != port]
+    if not others:
+        return ""
+    return (f"; the image EXPOSEs {', '.join(map(str, others))}: send the header X-aws-proxy-port: {others[0]} "
+            f"(lamina microvm request ID / --port {others[0]}) with a token that allows that port")
 
 
 async def _error(send, status: int, code: str, message: str,  # noqa: ANN001 - ASGI

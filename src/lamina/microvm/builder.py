@@ -305,7 +305,8 @@ class Builder:
         code = await self._execute(request, state, argv, env, (uid, gid), ins)
         if code != 0:
             how = f"was killed by signal {-code}" if code < 0 else f"returned a non-zero code: {code}"
-            raise BuildError(f"{label} : the command {shlex.join(argv[2:] if ins.shell else argv)!r} {how}")
+            command = argv[2] if ins.shell else shlex.join(argv)
+            raise ins.error(f"`{command}` {how} ({label})")
         request.log(f" ---> done in {time.monotonic() - started:.1f}s")
 
     def _check_packages(self, ins: Instruction, req: dockerfile.PackageRequest, request: BuildRequest) -> None:

@@ -22,6 +22,7 @@ This module only parses; builder.py runs the result.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -31,6 +32,8 @@ from lamina.microvm.engine import BuildError
 
 SUPPORTED = ("FROM", "WORKDIR", "COPY", "ADD", "RUN", "ENV", "EXPOSE", "CMD", "ENTRYPOINT", "USER", "ARG",
              "LABEL", "MAINTAINER")
+# Docker instructions Lamina knows of but does not build (not typos of a supported one).
+_DOCKER_ONLY = frozenset({"HEALTHCHECK", "VOLUME", "SHELL", "ONBUILD", "STOPSIGNAL"})
 BASE_IMAGES = ("lamina/base", "public.ecr.aws/lambda/microvms")
 SHELL = ["/bin/sh", "-c"]
 
@@ -176,8 +179,8 @@ def parse(text: str) -> Dockerfile:
         rest = rest.strip()
         ins = Instruction(lineno, keyword, rest)
         if keyword not in SUPPORTED:
-            raise BuildError(f"Dockerfile line {lineno}: {keyword} is not supported by Lamina's image builder "
-                             f"(supported: {', '.join(SUPPORTED)})")
+            raise BuildError(f"Dockerfile line {lineno}: {keyword} is not supported by Lamina's image builder"
+                             f"{_did_you_mean(keyword)} (supported: {', '.join(SUPPORTED)})")
         if keyword == "FROM":
             if base is not None:
                 raise ins.error("multi-stage builds are not supported: use one FROM")
@@ -194,6 +197,14 @@ def parse(text: str) -> Dockerfile:
         raise BuildError("the Dockerfile has no FROM line: start it with FROM public.ecr.aws/lambda/microvms:al2023 "
                          "or FROM lamina/base")
     return Dockerfile(base=base, steps=steps)
+
+
+def _did_you_mean(keyword: str) -> str:
+    # A typo (WROKDIR) deserves the likely fix; a real Docker instruction we do not support (HEALTHCHECK) gets none.
+    if keyword in _DOCKER_ONLY:
+        return ""
+    close = difflib.get_close_matches(keyword, SUPPORTED, n=1, cutoff=0.7)
+    return f" (a typo for {close[0]}?)" if close else ""
 
 
 def _arg_pairs(ins: Instruction) -> dict[str, str]:

@@ -49,6 +49,10 @@ LOG_TAIL_LINES = 40
 REFILL_DELAY_S = 0.25
 
 
+def _holder(microvm_id: str) -> str:
+    return f"MicroVM {microvm_id}" if microvm_id and not microvm_id.startswith("build-") else "an image build"
+
+
 def _key(image: BuiltImage) -> _Key:
     return image.image_name, image.version
 
@@ -169,6 +173,7 @@ class SandboxEngine:
     async def _start(self, image: BuiltImage, microvm_id: str) -> SandboxInstance:
         if not image.layer_dir.is_dir():
             raise RuntimeError(f"the image's layer {image.layer_dir} is missing: rebuild the image version")
+        await self._check_port_free(image)
         name = f"mvm-{uuid.uuid4().hex[:16]}"
         # Shielded: a sandbox half-started when the caller is cancelled would outlive everything that
         # tracks it; let the start finish, then stop what it made.
@@ -182,6 +187,26 @@ class SandboxEngine:
             raise
         self._live[name] = inst
         return inst
+
+    async def _check_port_free(self, image: BuiltImage) -> None:
+        # The process backend shares the host's network: a second instance of an app with a fixed port cannot
+        # bind it, yet the readiness check (and every request after it) would reach the first one instead.
+        if self.backend.isolated:
+            return
+        port = instances.ready_port(image)
+        holder = next((_holder(i.microvm_id) for i in self._live.values()
+                       if not i._terminated and instances.ready_port(i.image) == port), None)
+        if holder is None:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            except (OSError, TimeoutError):
+                return
+            writer.close()
+            holder = "another program"
+        raise RuntimeError(f"port {port} on this host is already in use by {holder}: with the process sandbox "
+                           f"backend (NOT isolated) instances share the host's network, so one instance per port "
+                           f"can run; terminate the other, or run `lamina serve` as root (the linux sandbox gives "
+                           f"every instance its own network)")
 
     async def launch(self, image: BuiltImage, microvm_id: str) -> SandboxInstance:
         if self._closed:

@@ -98,5 +98,15 @@ class TokenSigner:
         if ports != "all" and not (isinstance(ports, list)
                                    and any(isinstance(r, list) and len(r) == 2 and r[0] <= port <= r[1]
                                            for r in ports)):
-            raise TokenError(f"The auth token does not allow port {port}.")
+            raise TokenError(f"The auth token does not allow port {port}{_allowed_text(ports, port)}.")
         return claims
+
+
+def _allowed_text(ports: object, port: int) -> str:
+    # Name what the token does allow: the usual mistake is a missing X-aws-proxy-port (the default is 8080).
+    shown = [f"{r[0]}" if r[0] == r[1] else f"{r[0]}-{r[1]}"
+             for r in (ports if isinstance(ports, list) else []) if isinstance(r, list) and len(r) == 2]
+    if not shown:
+        return ""
+    return (f" (it allows {', '.join(shown)}): send one of those as the X-aws-proxy-port header, or create a token "
+            f"that allows port {port}")

@@ -1,6 +1,6 @@
 """Enter a Linux sandbox, then exec the runtime or bootstrap (run by `lamina serve` as root).
 
-    python -I -S launcher.py '<json config>'
+    python -I -S launcher.py fd:N      (N: a memfd with the JSON config; or the JSON itself)
 
 A fresh single-threaded process (never a preexec_fn of the multi-threaded server) does, in order:
 join the sandbox's cgroups (before anything runs, so nothing runs unconfined) -> new mount namespace
@@ -196,13 +196,17 @@ def _relay_exit(pid: int) -> None:
         signal.signal(sig, lambda s, _f, child=pid: os.kill(child, signal.SIGKILL if s != signal.SIGTERM else s))
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
-            break
+            # Any child: the id-map helper exits early and must be reaped, or it stays a zombie as long
+            # as the sandbox lives.
+            done, status = os.waitpid(-1, 0)
         except ChildProcessError:
             os._exit(1)
+        if done == pid:
+            break
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig != signal.SIGKILL:  # SIGKILL (the OOM killer's, a kill -9) has no handler to reset: EINVAL
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         os._exit(128 + sig)
     os._exit(os.WEXITSTATUS(status))
@@ -222,8 +226,22 @@ def _exec_in_path(argv: list[str], env: dict[str, str]) -> None:
     raise error
 
 
+def _load_config(arg: str) -> dict:
+    # "fd:N": the server hands the config over in a memfd, as argv is readable by every user of the
+    # host (and the config holds the function's environment variables). Closed here: the app never
+    # inherits it.
+    if not arg.startswith("fd:"):
+        return json.loads(arg)
+    fd = int(arg[3:])
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
 def main() -> None:
-    cfg = json.loads(sys.argv[1])
+    cfg = _load_config(sys.argv[1])
     ss.die_with_parent()
     for path in cfg.get("cgroup_procs", ()):
         ss.write_file(path, "0")

@@ -1,8 +1,9 @@
 """The `linux` backend: namespaces, a minimal read-only root, cgroups and seccomp (needs root).
 
-Every sandbox starts as `python -I -S lamina/runtime/launcher.py <config>`, a fresh single-threaded
-process that joins the sandbox's cgroups, builds and pivots into its root, enters new user / pid /
-net / ipc / uts / cgroup namespaces and execs the runtime (see launcher.py for the order). A Python
+Every sandbox starts as `python -I -S lamina/runtime/launcher.py fd:N` (its JSON config in a memfd,
+never in argv, which every user can read), a fresh single-threaded process that joins the sandbox's
+cgroups, builds and pivots into its root, enters new user / pid / net / ipc / uts / cgroup
+namespaces and execs the runtime (see launcher.py for the order). A Python
 function's zygote is started that way too, and each environment forked from it joins cgroups of its
 own and enters its own namespaces (python_handler._become_environment). Kill and clean-up go
 through the cgroup, so nothing a function starts can outlive its environment.
@@ -190,6 +191,20 @@ async def _destroy(cgroup: Cgroup) -> None:
     cgroup.remove()
 
 
+def _config_fd(config: str) -> int:
+    """A memfd holding the launcher's JSON config, at offset 0 (close-on-exec here; pass_fds hands it on)."""
+    fd = os.memfd_create("lamina-sandbox-config", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(config.encode())
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class LinuxBackend(SandboxBackend):
     name = "linux"
     isolated = True
@@ -284,12 +299,15 @@ class LinuxBackend(SandboxBackend):
         if spec.runtime_api or spec.network_handle:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             pass_fds.append(theirs.fileno())
-        config = self._config(spec, cgroup, env, theirs.fileno() if theirs else None)
+        # The config (the function's environment variables among it) goes in a memfd, not in argv:
+        # every user of the host can read /proc/PID/cmdline, for as long as the launcher lives.
+        config_fd = _config_fd(self._config(spec, cgroup, env, theirs.fileno() if theirs else None))
+        pass_fds.append(config_fd)
         out = spec.log_fd if spec.log_fd is not None else asyncio.subprocess.DEVNULL
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: _ExitProtocol(on_exit), self.host_python, "-I", "-S", str(RUNTIME_DIR / "launcher.py"),
-                config, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env={}, cwd="/",
+                f"fd:{config_fd}", stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env={}, cwd="/",
                 pass_fds=tuple(pass_fds), start_new_session=True)
         except OSError as exc:
             if ours is not None:
@@ -297,6 +315,7 @@ class LinuxBackend(SandboxBackend):
             await _destroy(cgroup)
             raise SandboxError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
         finally:
+            os.close(config_fd)
             if theirs is not None:
                 theirs.close()
         api_socket = netns_fd = None

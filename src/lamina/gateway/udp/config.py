@@ -318,12 +318,15 @@ def _microvm_destination(raw: dict, args: dict, where: str, name: str, formatter
     if delivery not in MICROVM_DELIVERIES:
         raise ConfigError(f"{where}.Arguments.Delivery", f"must be udp (datagrams to the instance's Port) or http "
                           f"(POSTs of {{\"Messages\": [...]}} to it) (got {delivery!r})")
+    if "MaxInFlightBatches" in raw:
+        raise ConfigError(f"{where}.MaxInFlightBatches", "does not apply to a microvm destination (each tenant's "
+                          "instance takes one POST at a time); remove it")
+    for key in ("Batching", "Formatter"):
+        if key in raw and delivery != "http":
+            raise ConfigError(f"{where}.{key}", "applies only with Arguments.Delivery \"http\" (with udp, each "
+                              "packet is one datagram, as it came); remove it or set Delivery to http")
     batching = _batching(raw.get("Batching"), f"{where}.Batching", "function")
-    in_flight = raw.get("MaxInFlightBatches", 1)
-    if not _is_int(in_flight) or not 1 <= in_flight <= MAX_IN_FLIGHT:
-        raise ConfigError(f"{where}.MaxInFlightBatches", f"must be an integer from 1 to {MAX_IN_FLIGHT} "
-                          f"(got {in_flight!r})")
-    return DestinationConfig(name, "microvm", None, batching, formatter, int(in_flight), tenant_id, expression,
+    return DestinationConfig(name, "microvm", None, batching, formatter, 1, tenant_id, expression,
                              tenant_formatter, image=image.strip(), port=int(port), max_duration=int(duration),
                              max_idle=max_idle, max_suspended=max_suspended, auto_resume=auto_resume,
                              delivery=delivery)

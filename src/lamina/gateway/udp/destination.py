@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
-from lamina.gateway.udp.config import DestinationConfig
+from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig
 from lamina.gateway.udp.metrics import DestinationMetrics
 
 Packet = tuple[bytes, tuple, float]
+
+# Tags "0", "1", ... made once: the event is built per packet, and str(i) there costs as much as a dict.
+TAGS = [str(i) for i in range(MAX_BATCH_COUNT)]
 
 
 class ReplyChannel(Protocol):
@@ -39,6 +43,10 @@ class Destination:
 
     def close(self) -> None:
         """Stop taking packets: batches not yet sent are dropped (in-flight invocations finish)."""
+
+    def server_stopping(self) -> None:  # noqa: B027 - optional hook
+        """Called before close() when the whole server stops (not when the listener is removed): a destination
+        that cleans up on removal (the MicroVM destination terminates its instances) leaves that to its owner."""
 
     def doc(self) -> dict:
         return {**self.config.doc(), "Metrics": self.metrics.doc()}
@@ -88,3 +96,40 @@ class Complaints:
         more = f" ({self._quiet} more since the last message)" if self._quiet else ""
         self._last, self._quiet = now, 0
         self.log.warning("%s: %s%s", self.what, message, more)
+
+
+def tag_index(tag: object, n: int) -> int:
+    """The packet a reply's Tag names (its index in the batch as a canonical decimal string), or -1."""
+    if type(tag) is not str or not 0 < len(tag) <= 6 or not tag.isascii() or not tag.isdigit():
+        return -1
+    if tag[0] == "0" and len(tag) > 1:
+        return -1
+    index = int(tag)
+    return index if index < n else -1
+
+
+def send_replies(replies: list, packets: list[Packet], decode: Callable[[str], bytes], channel: ReplyChannel,
+                 metrics: DestinationMetrics, complain: Callable[[str], None] | None = None) -> None:
+    """Send each {"Tag", "Data"} reply to the sender of the packet its Tag names, counting what is sent and
+    what is not (bad_replies, unknown_tags); `complain`, when given, hears why a reply's Data was refused."""
+    m = metrics
+    n = len(packets)
+    send = channel.send
+    for reply in replies:
+        if not isinstance(reply, dict):
+            m.bad_replies += 1
+            continue
+        index = tag_index(reply.get("Tag"), n)
+        if index < 0:
+            m.unknown_tags += 1
+            continue
+        try:
+            data = decode(reply.get("Data"))  # type: ignore[arg-type]
+        except ValueError as exc:
+            m.bad_replies += 1
+            if complain is not None:
+                complain(f"reply to Tag {reply.get('Tag')!r} not sent: {exc}")
+            continue
+        if send(data, packets[index][1]):
+            m.replies += 1
+            m.reply_bytes += len(data)

@@ -36,7 +36,6 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
 from functools import partial
 
 import orjson
@@ -47,7 +46,15 @@ from lamina.control.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
-from lamina.gateway.udp.destination import Complaints, Destination, IsoClock, Packet, ReplyChannel
+from lamina.gateway.udp.destination import (
+    TAGS,
+    Complaints,
+    Destination,
+    IsoClock,
+    Packet,
+    ReplyChannel,
+    send_replies,
+)
 from lamina.gateway.udp.metrics import DestinationMetrics
 
 log = logging.getLogger("lamina.udp")
@@ -63,8 +70,6 @@ GROWTH = {"base64": 4 / 3 + 0.01, "hex": 2.0, "ascii": 6.0, "utf8": 6.0}
 MAX_OPEN_BATCHES = 4096
 # Closed batches that may wait for a free invocation slot: MaxInFlightBatches, but at least this many.
 MIN_WAITING = 4
-# Tags "0", "1", ... made once: the event is built per packet, and str(i) there costs as much as a dict.
-_TAGS = [str(i) for i in range(MAX_BATCH_COUNT)]
 # Nobody reads a batch invocation's log tail (X-Amz-Log-Result): do not collect it, where the dispatcher
 # offers that.
 _NO_LOG_TAIL = {"keep_log": False} if "keep_log" in getattr(Invocation, "__dataclass_fields__", {}) else {}
@@ -237,7 +242,7 @@ class FunctionDestination(Destination):
         fmt = self.config.formatter
         enc = self._encode
         iso = self._clock
-        tags = _TAGS
+        tags = TAGS
         if self._exact_encoding and not self._dual_stack:
             messages = [{"Tag": tags[i], "Remote": {"IpAddress": addr[0], "Port": addr[1]}, "Local": local,
                          "ReceivedAt": iso(t), "Formatter": fmt, "Data": enc(data)}
@@ -310,26 +315,7 @@ class FunctionDestination(Destination):
             self.complain("the function's result is not {\"Replies\": [{\"Tag\": ..., \"Data\": ...}, ...]}: "
                           f"{body[:200]!r}")
             return
-        n = len(packets)
-        decode: Callable[[str], bytes] = self._decode
-        send = self.channel.send
-        for reply in replies:
-            if not isinstance(reply, dict):
-                m.bad_replies += 1
-                continue
-            index = _tag_index(reply.get("Tag"), n)
-            if index < 0:
-                m.unknown_tags += 1
-                continue
-            try:
-                data = decode(reply.get("Data"))
-            except ValueError as exc:
-                m.bad_replies += 1
-                self.complain(f"reply to Tag {reply.get('Tag')!r} not sent: {exc}")
-                continue
-            if send(data, packets[index][1]):
-                m.replies += 1
-                m.reply_bytes += len(data)
+        send_replies(replies, packets, self._decode, self.channel, m, self.complain)
 
     def close(self) -> None:
         self._closed = True
@@ -340,13 +326,3 @@ class FunctionDestination(Destination):
         self._batch = None
         self._tenant_batches.clear()
         self._waiting.clear()
-
-
-def _tag_index(tag: object, n: int) -> int:
-    """The packet a reply's Tag names (its index in the batch as a canonical decimal string), or -1."""
-    if type(tag) is not str or not 0 < len(tag) <= 6 or not tag.isascii() or not tag.isdigit():
-        return -1
-    if tag[0] == "0" and len(tag) > 1:
-        return -1
-    index = int(tag)
-    return index if index < n else -1

@@ -7,7 +7,8 @@ fixed Arguments.TenantId). The registry maps tenant -> instance of the destinati
   with the destination's policy: maximumDurationInSeconds = MaxDuration, idlePolicy = {MaxIdle,
   MaxSuspended, AutoResume} (no idle policy without MaxIdle). The clientToken is
   `udp:<listener id>:<destination>:<tenant>:<generation>`, so a repeated start returns the same
-  instance instead of a second one; the generation moves on only when that instance is gone;
+  instance instead of a second one; the generation moves on only when that instance is gone. The
+  runHookPayload (what the image's /run hook receives) is {"TenantId", "ListenerId", "Destination"};
 - one start in flight per tenant: packets arriving meanwhile are held (at most MAX_HELD per tenant,
   MAX_HELD_BYTES per destination; beyond that dropped and counted, DroppedHeld), then delivered in order;
 - a TERMINATED (expired, crashed, terminated) instance is replaced on the tenant's next packet; a
@@ -24,6 +25,8 @@ address) gets its own such socket — a "flow" — so the app's reply datagrams,
 flow's socket, are known to be for that sender and are sent to it from the listener's socket (its
 address and port, as NAT expects). Flows are bounded per tenant (MAX_FLOWS_PER_TENANT) and in all
 (MAX_FLOWS), the least recently used one closed first, and expire after FLOW_IDLE_S without packets.
+(On the process backend, without root, instances share the host's network: their apps cannot all bind
+the same Port, so use that backend with one tenant at a time.)
 
 Delivery `http`: the tenant's packets are POSTed to http://127.0.0.1:<Port>/ in the instance as
 `{"Messages": [...]}` (the function destination's event, Batching.Count packets at most per POST, one
@@ -50,9 +53,18 @@ import orjson
 
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
-from lamina.gateway.udp.destination import Complaints, Destination, IsoClock, Packet, ReplyChannel
-from lamina.gateway.udp.function_destination import _TAGS, _tag_index
+from lamina.gateway.udp.destination import (
+    TAGS,
+    Complaints,
+    Destination,
+    IsoClock,
+    Packet,
+    ReplyChannel,
+    send_replies,
+)
 from lamina.gateway.udp.metrics import DestinationMetrics
+from lamina.microvm.errors import ApiError
+from lamina.microvm.manager import ProxyRefused
 
 log = logging.getLogger("lamina.udp")
 
@@ -184,6 +196,7 @@ class MicrovmDestination(Destination):
         self._held_bytes = 0
         self._flow_count = 0
         self._closed = False
+        self._terminate_on_close = True
         self._starts = asyncio.Semaphore(MAX_STARTING)
         self._http = config.delivery == "http"
         self._max_batch = config.batching.count or MAX_BATCH_COUNT
@@ -229,6 +242,7 @@ class MicrovmDestination(Destination):
             if flow is not None and t.mvm.doc["state"] == "RUNNING":
                 sendto = flow.sendto
                 if sendto is not None:
+                    # Inbound activity for the idle policy (what manager.touch does, without the call).
                     t.mvm.last_activity = self._monotonic()
                     flow.last = packet[2]
                     sendto(data)
@@ -358,8 +372,6 @@ class MicrovmDestination(Destination):
 
     async def _running(self, t: _Tenant) -> Any:
         """The tenant's instance, RUNNING: started or replaced, held while PENDING, resumed if SUSPENDED."""
-        from lamina.microvm.manager import ProxyRefused
-
         m = self.metrics
         for attempt in range(2):
             mvm = t.mvm
@@ -389,8 +401,6 @@ class MicrovmDestination(Destination):
 
     def _start(self, t: _Tenant) -> Any:
         """RunMicrovm for the tenant (idempotent through the clientToken); the manager's Microvm."""
-        from lamina.microvm.errors import ApiError
-
         m = self.metrics
         manager = self.manager
         if t.gen is None:
@@ -398,8 +408,11 @@ class MicrovmDestination(Destination):
         for _ in range(3):
             token = f"{t.prefix}{t.gen}"
             known = token in manager.by_token
+            # The app's /run hook learns whose instance it is (an app may serve only that tenant).
+            payload = orjson.dumps({"TenantId": t.tenant, "ListenerId": self.listener_id,
+                                    "Destination": self.config.name}).decode()
             try:
-                doc = manager.run({**self._policy, "clientToken": token})
+                doc = manager.run({**self._policy, "clientToken": token, "runHookPayload": payload})
             except ApiError as exc:
                 raise _Failed(f"RunMicrovm failed: {exc.code}: {exc.message}") from None
             if doc["state"] in DEAD:
@@ -538,7 +551,7 @@ class MicrovmDestination(Destination):
             ip = addr[0]
             if ip.startswith("::ffff:") and "." in ip:
                 ip = ip[7:]
-            messages.append({"Tag": _TAGS[i], "Remote": {"IpAddress": ip, "Port": addr[1]}, "Local": local,
+            messages.append({"Tag": TAGS[i], "Remote": {"IpAddress": ip, "Port": addr[1]}, "Local": local,
                              "ReceivedAt": iso(received), "Formatter": fmt, "Data": text})
         return orjson.dumps({"Messages": messages}) if messages else None
 
@@ -609,24 +622,7 @@ class MicrovmDestination(Destination):
         replies = doc.get("Replies") if isinstance(doc, dict) else None
         if not isinstance(replies, list):
             return
-        n = len(packets)
-        send = self.channel.send
-        for reply in replies:
-            if not isinstance(reply, dict):
-                m.bad_replies += 1
-                continue
-            index = _tag_index(reply.get("Tag"), n)
-            if index < 0:
-                m.unknown_tags += 1
-                continue
-            try:
-                data = self._decode(reply.get("Data"))  # type: ignore[arg-type]
-            except ValueError:
-                m.bad_replies += 1
-                continue
-            if send(data, packets[index][1]):
-                m.replies += 1
-                m.reply_bytes += len(data)
+        send_replies(replies, packets, self._decode, self.channel, m)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -672,14 +668,18 @@ class MicrovmDestination(Destination):
         return None
 
     def doc(self) -> dict:
+        # Instances: tenant -> its live instance, for the first 100 tenants (the document stays small).
         out = super().doc()
         out["Instances"] = {t.tenant: t.mvm.microvm_id for t in list(self._tenants.values())[:100]
                             if t.mvm is not None and t.mvm.doc["state"] not in DEAD}
         return out
 
+    def server_stopping(self) -> None:
+        self._terminate_on_close = False     # the MicroVM manager terminates every instance itself
+
     def close(self) -> None:
         """Stop taking packets; close every socket; terminate the tenants' instances (the listener is gone,
-        and nobody else can reach them)."""
+        and nobody else can reach them) unless the server is stopping."""
         if self._closed:
             return
         self._closed = True
@@ -691,9 +691,9 @@ class MicrovmDestination(Destination):
                 t.task.cancel()
             self._close_flows(t)
             self._drop_held(t)
-            if t.mvm is not None and t.mvm.doc["state"] not in DEAD:
+            if self._terminate_on_close and t.mvm is not None and t.mvm.doc["state"] not in DEAD:
                 _spawn(self.manager.terminate(t.mvm.microvm_id, f"Its UDP listener's destination {self.config.name} "
-                                              "was removed (or the server stopped)."))
+                                              "was removed."))
 
 
 _background: set[asyncio.Task] = set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -16,6 +18,7 @@ from lamina.store.db import Database
 from lamina.store.udp import ListenerRow, UdpListenerRepo
 
 log = logging.getLogger("lamina.udp")
+RETRY_FAILED_S = 5.0  # how often a listener restored as Failed (its port was taken) tries to bind again
 
 
 def _now_iso() -> str:
@@ -31,6 +34,7 @@ class UdpGateway:
         self.listeners: dict[str, UdpListener] = {}
         # The MicroVM manager (set by the server once it exists): microvm destinations start instances through it.
         self.microvms: Any = None
+        self._retry: asyncio.Task | None = None
 
     async def load(self) -> None:
         """Bind every stored listener again (on the port it had); one that cannot bind is kept as Failed,
@@ -47,10 +51,33 @@ class UdpGateway:
             try:
                 await listener.start()
             except BindError as exc:
+                listener.reason += f" (retrying every {RETRY_FAILED_S:.0f} s; or remove the listener)"
                 log.error("UDP listener %s not restored: %s", cfg.name, exc)
+        if any(x.state == "Failed" for x in self.listeners.values()):
+            self._retry = asyncio.get_running_loop().create_task(self._retry_failed())
+
+    async def _retry_failed(self) -> None:
+        """Restored listeners whose port was taken bind again once it is free: nobody has to re-create them."""
+        while any(x.state == "Failed" for x in self.listeners.values()):
+            await asyncio.sleep(RETRY_FAILED_S)
+            for listener in [x for x in self.listeners.values() if x.state == "Failed"]:
+                if self.listeners.get(listener.id) is not listener:
+                    continue  # removed meanwhile: binding now would leak its socket
+                with contextlib.suppress(BindError):
+                    await listener.start()
+                if self.listeners.get(listener.id) is not listener:
+                    await listener.stop()  # removed while it was binding
+                elif listener.state == "Failed":
+                    listener.reason += f" (retrying every {RETRY_FAILED_S:.0f} s; or remove the listener)"
 
     async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
         for listener in list(self.listeners.values()):
+            for d in listener.destinations:
+                d.server_stopping()
             await listener.stop()
 
     async def create(self, body: dict) -> dict:
