@@ -57,7 +57,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import Stats, process_tree, run_guarded
+from _common import Stats, process_tree, run_guarded, server_failures
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
 HOST = "127.0.0.1"
@@ -590,27 +590,21 @@ def server_settings(settings: dict[str, str]) -> Iterator[None]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    with lamina_server(args.startup_timeout) as (proc, port, log_path):
-        try:
-            results["server"] = server_info(port)
-            sandbox = results["server"].get("sandbox", "?")
-            if sandbox != "linux":
-                log(
-                    f"note: the server runs the {sandbox!r} sandbox backend (the linux sandbox needs root): "
-                    "the figures are for that backend, not the full sandbox"
-                )
-            client = boto3_client(port)
-            log(f"deploying {COLD_FUNCTION} ...")
-            t0 = time.perf_counter()
-            deploy(client, COLD_FUNCTION, timeout_s=30, memory_mb=args.memory)
-            log(f"function active after {time.perf_counter() - t0:.2f}s")
-            results.update(cold_and_warm(port, args.n, args.warm, args.pause_ms / 1000))
-        except BenchError:
-            raise
-        except Exception as e:
-            raise BenchError(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}") from e
-        if proc.poll() is not None:
-            raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+    with lamina_server(args.startup_timeout) as (proc, port, log_path), \
+            server_failures(proc, lambda: read_log(log_path), BenchError):
+        results["server"] = server_info(port)
+        sandbox = results["server"].get("sandbox", "?")
+        if sandbox != "linux":
+            log(
+                f"note: the server runs the {sandbox!r} sandbox backend (the linux sandbox needs root): "
+                "the figures are for that backend, not the full sandbox"
+            )
+        client = boto3_client(port)
+        log(f"deploying {COLD_FUNCTION} ...")
+        t0 = time.perf_counter()
+        deploy(client, COLD_FUNCTION, timeout_s=30, memory_mb=args.memory)
+        log(f"function active after {time.perf_counter() - t0:.2f}s")
+        results.update(cold_and_warm(port, args.n, args.warm, args.pause_ms / 1000))
 
     if args.idle > 0:
         # A server of its own: Lambda's one-environment-per-waiting-invocation dispatch (the default
@@ -620,19 +614,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         settings = {"LAMINA_DISPATCH_MODE": "per-request", "LAMINA_ACCOUNT_CONCURRENCY": str(budget)}
         sleep_s = args.idle_sleep if args.idle_sleep is not None else 3.0 + args.idle / 100
         log(f"idle: a second server with {settings}")
-        with server_settings(settings), lamina_server(args.startup_timeout) as (proc, port, log_path):
-            try:
-                sandbox = server_info(port).get("sandbox", "?")
-                results["idle"] = idle_environments(
-                    port, proc.pid, sandbox, args.idle, sleep_s, args.idle_memory or args.memory
-                )
-                results["idle"]["server_settings"] = settings
-            except BenchError:
-                raise
-            except Exception as e:
-                raise BenchError(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}") from e
-            if proc.poll() is not None:
-                raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+        with server_settings(settings), lamina_server(args.startup_timeout) as (proc, port, log_path), \
+                server_failures(proc, lambda: read_log(log_path), BenchError):
+            sandbox = server_info(port).get("sandbox", "?")
+            results["idle"] = idle_environments(
+                port, proc.pid, sandbox, args.idle, sleep_s, args.idle_memory or args.memory
+            )
+            results["idle"]["server_settings"] = settings
     results["baseline"] = baseline(args.baseline)
     return results
 

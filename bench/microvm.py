@@ -170,16 +170,21 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", loop
 
 
 @contextlib.contextmanager
-def bare_uvicorn() -> Iterator[int]:
-    """A hello-world ASGI app on uvicorn, as lamina serve runs it: the floor any proxied request sits on."""
+def serving(argv: list[str], what: str) -> Iterator[int]:
+    """`argv` with a free port appended, in a session of its own; the port, once GET / answers 200."""
     port = free_port(HOST)
-    proc = subprocess.Popen([sys.executable, "-c", BARE_UVICORN, str(port)], start_new_session=True)
+    proc = subprocess.Popen([*argv, str(port)], start_new_session=True)
     try:
         if not wait_http_ok(proc, HOST, port, "/", 10):
-            raise BenchError("the bare uvicorn app did not start")
+            raise BenchError(f"{what} did not start")
         yield port
     finally:
         stop_process(proc, grace=5)
+
+
+def bare_uvicorn() -> contextlib.AbstractContextManager[int]:
+    """A hello-world ASGI app on uvicorn, as lamina serve runs it: the floor any proxied request sits on."""
+    return serving([sys.executable, "-c", BARE_UVICORN], "the bare uvicorn app")
 
 
 def keep_alive_get(port: int):  # noqa: ANN201 - a zero-argument request function
@@ -193,17 +198,9 @@ def keep_alive_get(port: int):  # noqa: ANN201 - a zero-argument request functio
     return get
 
 
-@contextlib.contextmanager
-def host_app(folder: Path) -> Iterator[int]:
+def host_app(folder: Path) -> contextlib.AbstractContextManager[int]:
     """The same app, run directly on the host (the baseline)."""
-    port = free_port(HOST)
-    proc = subprocess.Popen([sys.executable, str(folder / "app.py"), str(port)], start_new_session=True)
-    try:
-        if not wait_http_ok(proc, HOST, port, "/", 10):
-            raise BenchError("the baseline app did not start")
-        yield port
-    finally:
-        stop_process(proc, grace=5)
+    return serving([sys.executable, str(folder / "app.py")], "the baseline app")
 
 
 def spawn_to_first_response(folder: Path) -> float:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -66,6 +67,15 @@ def make_zip(files: dict[str, str | bytes]) -> bytes:
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def skip_unless_linux_sandbox(endpoint: str) -> None:
+    """Skip (the calling test, or module from a module fixture) unless the server runs the linux sandbox
+    backend, which needs root."""
+    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
+        health = json.load(resp)
+    if health.get("sandbox") != "linux":
+        pytest.skip("needs root: the linux sandbox backend")
 
 
 def free_port() -> int:

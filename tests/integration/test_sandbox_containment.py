@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 import lamina
-from helpers import REPO_ROOT, create_function, descendants, invoke, raw_request, unique_name, wait_settled
+from helpers import (
+    REPO_ROOT,
+    create_function,
+    descendants,
+    invoke,
+    raw_request,
+    skip_unless_linux_sandbox,
+    unique_name,
+    wait_settled,
+)
 from lamina.sandbox.linux import UID_BASE
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,10 +36,7 @@ MINIMAL_ROOT = {"usr", "lib", "lib32", "lib64", "bin", "sbin", "etc", "var", "tm
 
 @pytest.fixture(scope="module", autouse=True)
 def _linux_sandbox(endpoint):
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        health = json.load(resp)
-    if health.get("sandbox") != "linux":
-        pytest.skip("needs root: the linux sandbox backend")
+    skip_unless_linux_sandbox(endpoint)
 
 
 # One function for the probes that only look around or try forbidden syscalls: each op returns what

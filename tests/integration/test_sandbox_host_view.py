@@ -4,23 +4,18 @@ environment variables), and no zombie left under a live sandbox's launcher."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import descendants, invoke, unique_name
+from helpers import descendants, invoke, skip_unless_linux_sandbox, unique_name
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _linux_sandbox(endpoint):
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        health = json.load(resp)
-    if health.get("sandbox") != "linux":
-        pytest.skip("needs root: the linux sandbox backend")
+    skip_unless_linux_sandbox(endpoint)
 
 
 APP = "def handler(event, context):\n    return 'ok'\n"

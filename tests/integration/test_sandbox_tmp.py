@@ -3,23 +3,18 @@ environment, a new environment starts with an empty one, and concurrent environm
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import invoke, raw_request
+from helpers import invoke, raw_request, skip_unless_linux_sandbox
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _linux_sandbox(endpoint):
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        health = json.load(resp)
-    if health.get("sandbox") != "linux":
-        pytest.skip("needs root: the linux sandbox backend")
+    skip_unless_linux_sandbox(endpoint)
 
 
 # Marks the first run of its environment in /tmp/first with the environment's log stream.

@@ -9,11 +9,11 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import sys
 import textwrap
 from pathlib import Path
 
+from helpers import free_port
 from lamina.microvm.engine import HOOK_PATH, BuildError, BuildRequest, BuiltImage, Hooks, ImageConfig
 
 CLOSED_PORT = 9999
@@ -95,12 +95,6 @@ APP = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FakeInstance:
     def __init__(self, microvm_id: str, image: BuiltImage, proc: asyncio.subprocess.Process, port: int,
                  ws_port: int) -> None:
@@ -176,7 +170,7 @@ class FakeEngine:
                           request.hooks if request.hooks.enabled else self.hooks, request.memory_mib)
 
     async def launch(self, image: BuiltImage, microvm_id: str) -> FakeInstance:
-        port, ws_port = _free_port(), _free_port()
+        port, ws_port = free_port(), free_port()
         env = dict(os.environ, FAIL_HOOKS=self.fail_hooks)
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", APP, str(port), str(ws_port), env=env)
         for p in (port, ws_port):

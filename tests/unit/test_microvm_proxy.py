@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,17 +16,12 @@ from test_microvm_manager import built, running, until
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
+from helpers import free_port
 from lamina.config import Settings
 from lamina.gateway.microvm_proxy import MicrovmProxy, match
 from lamina.microvm.manager import MicrovmManager
 from lamina.microvm.tokens import port_ranges
 from lamina.store.db import Database
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Harness:
@@ -69,7 +63,7 @@ def serve(tmp: Path, body: Callable[[Harness], Awaitable[None]], engine: FakeEng
             assert target is not None, scope["path"]
             await proxy(scope, receive, send, *target)
 
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
                                                http="httptools"))
         task = asyncio.get_running_loop().create_task(server.serve())

@@ -41,6 +41,11 @@ def parse_destination(text: str) -> dict[str, Any]:
                              param_hint="--destination")
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the command line set (those not None), in order."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def build_request(*, port: int, host: str | None, name: str | None, destinations: list[str], allow: list[str],
                   batch_count: int | None, batch_timeout: float | None, batch_size_mb: float | None,
                   formatter: str | None, tenant_id: str | None, tenant_expression: str | None,
@@ -61,24 +66,12 @@ def build_request(*, port: int, host: str | None, name: str | None, destinations
             if log_rate is not None:
                 d["Arguments"] = {"MaxLinesPerSecond": log_rate}
         else:
-            batching: dict[str, Any] = {}
-            if batch_count is not None:
-                batching["Count"] = batch_count
-            if batch_timeout is not None:
-                batching["TimeoutInSeconds"] = batch_timeout
-            if batch_size_mb is not None:
-                batching["SizeInMb"] = batch_size_mb
+            batching = _given(Count=batch_count, TimeoutInSeconds=batch_timeout, SizeInMb=batch_size_mb)
             if batching:
                 d["Batching"] = batching
-            args: dict[str, Any] = {}
-            if tenant_id is not None:
-                args["TenantId"] = tenant_id
-            if tenant_expression is not None:
-                args["TenantIdExpression"] = tenant_expression
-            if tenant_formatter is not None:
-                args["TenantIdFormatter"] = tenant_formatter
+            args = _given(TenantId=tenant_id, TenantIdExpression=tenant_expression, TenantIdFormatter=tenant_formatter)
             if d["Type"] == "microvm":
-                args.update({k: v for k, v in (microvm or {}).items() if v is not None})
+                args.update(_given(**(microvm or {})))
             if args:
                 d["Arguments"] = args
             if max_in_flight is not None:

@@ -29,6 +29,7 @@ import orjson
 from lamina.control.invoke import run_sync
 from lamina.dispatch.http_app import HOP_BY_HOP, AppConnection, AppError, HttpAppPool, Lease, SlotRequest
 from lamina.gateway.payload import HttpResponse, clf_time
+from lamina.gateway.upstream_head import add_forwarded, connection_listed, request_head
 
 if TYPE_CHECKING:
     from lamina.dispatch.dispatcher import Dispatcher
@@ -44,15 +45,6 @@ Decorate = Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
 def _message(status: int, message: str, request_id: str) -> HttpResponse:
     return HttpResponse(status, [(b"content-type", b"application/json"), (b"x-amzn-requestid", request_id.encode())],
                         orjson.dumps({"Message": message}))
-
-
-def _listed(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Header names a Connection header declares hop-by-hop."""
-    out: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            out.update(token.strip().lower() for token in value.split(b","))
-    return out
 
 
 class _State:
@@ -104,7 +96,7 @@ class HttpAppProxy:
         app = pool.http_app
         method: str = scope["method"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        listed = _listed(headers)
+        listed = connection_listed(headers)
         auth_source = app.authorization_source.encode()
         if auth_source and not any(k == auth_source for k, _ in headers):
             auth_source = b""
@@ -133,8 +125,7 @@ class HttpAppProxy:
             out.append((name, value))
         client = scope.get("client") or ("127.0.0.1", 0)
         server = scope.get("server") or ("127.0.0.1", 0)
-        out.append((b"x-forwarded-for", (forwarded_for + b", " if forwarded_for else b"") + client[0].encode()))
-        out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        add_forwarded(out, forwarded_for, client[0], scope.get("scheme", "http"))
         out.append((b"x-forwarded-port", str(server[1]).encode()))
         if not any(k == b"x-amzn-trace-id" for k, _ in out):
             out.append((b"x-amzn-trace-id", trace_id.encode()))
@@ -152,15 +143,7 @@ class HttpAppProxy:
         out.append((b"x-amzn-request-context", orjson.dumps(context)))
         out.append((b"x-amzn-lambda-context", lease.env.lambda_context(
             request_id, lease.inv.invoked_arn, trace_id, int((now + pool.spec.timeout_s) * 1000))))
-        has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
-        if chunked:
-            out.append((b"transfer-encoding", b"chunked"))
-        elif length is not None:
-            out.append((b"content-length", length))
-        query: bytes = scope.get("query_string") or b""
-        target = path + (b"?" + query if query else b"")
-        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (method.encode("latin-1"), target,
-                                              b"".join(k + b": " + v + b"\r\n" for k, v in out))
+        head, has_body = request_head(method, path, scope.get("query_string") or b"", out, length, chunked)
         return head, has_body, chunked
 
     async def _exchange(self, scope: dict, receive, send, pool: HttpAppPool, lease: Lease,  # noqa: ANN001
@@ -189,7 +172,7 @@ class HttpAppProxy:
                         return None
                     lease.env.note(f"request {request_id}: {exc}")
                     return _message(502, "Internal Server Error", request_id)
-            listed = _listed(resp.headers)
+            listed = connection_listed(resp.headers)
             out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k not in listed]
             if any(k == b"transfer-encoding" for k, _ in resp.headers):
                 out = [(k, v) for k, v in out if k != b"content-length"]

@@ -73,14 +73,6 @@ class AppError(Exception):
     """The app could not be reached or broke the exchange."""
 
 
-class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for key, value in headers:
         if key == name:
@@ -166,7 +158,7 @@ class MicrovmProxy:
     # -- common -----------------------------------------------------------------------------------
 
     def _authorize(self, mid: str, headers: list[tuple[bytes, bytes]], subprotocols: list[str]) -> int:
-        """The target port, after checking the token; Refused(403/400) otherwise."""
+        """The target port, after checking the token; ProxyRefused(403/400) otherwise."""
         token_raw = _header(headers, b"x-aws-proxy-auth")
         token = token_raw.decode("latin-1") if token_raw is not None else None
         port_raw = _header(headers, b"x-aws-proxy-port")
@@ -183,18 +175,13 @@ class MicrovmProxy:
             except ValueError:
                 port = 0
             if not 1 <= port <= 65535:
-                raise Refused(400, "ValidationException", f"X-aws-proxy-port {port_text!r} is not a port (1-65535).")
+                raise ProxyRefused(400, "ValidationException",
+                                   f"X-aws-proxy-port {port_text!r} is not a port (1-65535).")
         try:
             self.mgr.tokens.verify(token, mid, port)
         except TokenError as exc:
-            raise Refused(403, "AccessDeniedException", str(exc)) from None
+            raise ProxyRefused(403, "AccessDeniedException", str(exc)) from None
         return port
-
-    async def _enter(self, mid: str) -> Microvm:
-        try:
-            return await self.mgr.enter(mid)
-        except ProxyRefused as exc:
-            raise Refused(exc.status, exc.code, exc.message) from None
 
     async def _connect(self, mvm: Microvm, port: int) -> tuple[_Upstream, bool]:
         idle = self.pool.get((mvm.microvm_id, port))
@@ -232,12 +219,12 @@ class MicrovmProxy:
         started = [False]
         try:
             port = self._authorize(mid, scope["headers"], [])
-            mvm = await self._enter(mid)
+            mvm = await self.mgr.enter(mid)
             try:
                 await self._exchange(scope, receive, send, mvm, port, path, started)
             finally:
                 self.mgr.leave(mvm)
-        except Refused as exc:
+        except ProxyRefused as exc:
             await _error(send, exc.status, exc.code, exc.message)
         except AppError as exc:
             log.info("microvm %s: %s %s: %s", mid, scope["method"], path.decode("latin-1"), exc)
@@ -351,8 +338,8 @@ class MicrovmProxy:
             return
         try:
             port = self._authorize(mid, scope["headers"], offered)
-            mvm = await self._enter(mid)
-        except Refused as exc:
+            mvm = await self.mgr.enter(mid)
+        except ProxyRefused as exc:
             log.info("microvm %s: websocket refused: %s", mid, exc.message)
             await _ws_deny(send, exc.status, exc.code, exc.message, scope)
             return

@@ -172,16 +172,20 @@ class SandboxInstance:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+    async def require_hook(self, name: str, meaning: str) -> None:
+        """Call the /<name> hook; RuntimeError unless it answers 200 in time (`meaning`: what 200 says)."""
+        try:
+            status = await self.hook(name)
+        except TimeoutError as exc:
+            raise RuntimeError(str(exc)) from None
+        if status != 200:
+            raise RuntimeError(f"the /{name} hook answered HTTP {status} (200 means {meaning})")
+
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Until the app is ready: its /ready hook answers 200 when ENABLED, else its first EXPOSEd
         port (8080 without EXPOSE) accepts a connection. RuntimeError on failure."""
         if "ready" in self.image.hooks.enabled:
-            try:
-                status = await self.hook("ready")
-            except TimeoutError as exc:
-                raise RuntimeError(str(exc)) from None
-            if status != 200:
-                raise RuntimeError(f"the /ready hook answered HTTP {status} (200 means ready)")
+            await self.require_hook("ready", "ready")
             return
         port = ready_port(self.image)
         limit = timeout if timeout is not None else self.image.hooks.timeout("ready")

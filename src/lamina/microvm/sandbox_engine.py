@@ -139,11 +139,9 @@ class SandboxEngine:
             request.log(f"Application ready in {time.monotonic() - started:.2f}s")
             if "validate" in image.hooks.enabled:
                 try:
-                    status = await inst.hook("validate")
-                except TimeoutError as exc:
+                    await inst.require_hook("validate", "valid")
+                except RuntimeError as exc:
                     raise BuildError(str(exc)) from None
-                if status != 200:
-                    raise BuildError(f"the /validate hook answered HTTP {status} (200 means valid)")
                 request.log("The /validate hook answered 200")
             for line in _tail(inst.log_path):
                 request.log(f"app: {line}")

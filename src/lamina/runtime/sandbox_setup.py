@@ -153,13 +153,7 @@ class _CapData(ctypes.Structure):
 
 def drop_capabilities() -> None:
     """Clear every capability set without changing uid (a new user namespace grants a full set)."""
-    for cap in range(64):
-        try:
-            prctl(PR_CAPBSET_DROP, cap)
-        except OSError:
-            break
-    with contextlib.suppress(OSError):
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    limit_capabilities(frozenset())
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), data), "capset")

@@ -128,14 +128,18 @@ class DestinationConfig:
         out["Batching"] = self.batching.doc()
         out["Formatter"] = self.formatter
         out["MaxInFlightBatches"] = self.max_in_flight
+        out["Arguments"] = self._tenant_args()
+        return out
+
+    def _tenant_args(self) -> dict[str, Any]:
+        """The Arguments that say how a packet's tenant is found (none: no tenants)."""
         args: dict[str, Any] = {}
         if self.tenant_id is not None:
             args["TenantId"] = self.tenant_id
         if self.tenant_expression is not None:
             args["TenantIdExpression"] = self.tenant_expression
             args["TenantIdFormatter"] = self.tenant_formatter
-        out["Arguments"] = args
-        return out
+        return args
 
     def _microvm_doc(self, out: dict[str, Any]) -> dict:
         out["Image"] = self.image
@@ -147,11 +151,7 @@ class DestinationConfig:
         if self.max_idle is not None:
             args["MaxIdle"] = self.max_idle
             args["MaxSuspended"] = self.max_suspended
-        if self.tenant_id is not None:
-            args["TenantId"] = self.tenant_id
-        if self.tenant_expression is not None:
-            args["TenantIdExpression"] = self.tenant_expression
-            args["TenantIdFormatter"] = self.tenant_formatter
+        args.update(self._tenant_args())
         out["Arguments"] = args
         return out
 

@@ -46,15 +46,7 @@ from lamina.control.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
-from lamina.gateway.udp.destination import (
-    TAGS,
-    Complaints,
-    Destination,
-    IsoClock,
-    Packet,
-    ReplyChannel,
-    send_replies,
-)
+from lamina.gateway.udp.destination import TAGS, Complaints, Destination, IsoClock, Packet, ReplyChannel, send_replies
 from lamina.gateway.udp.metrics import DestinationMetrics
 
 log = logging.getLogger("lamina.udp")

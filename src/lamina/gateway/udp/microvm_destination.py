@@ -53,15 +53,7 @@ import orjson
 
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
-from lamina.gateway.udp.destination import (
-    TAGS,
-    Complaints,
-    Destination,
-    IsoClock,
-    Packet,
-    ReplyChannel,
-    send_replies,
-)
+from lamina.gateway.udp.destination import TAGS, Complaints, Destination, IsoClock, Packet, ReplyChannel, send_replies
 from lamina.gateway.udp.metrics import DestinationMetrics
 from lamina.microvm.errors import ApiError
 from lamina.microvm.manager import ProxyRefused
