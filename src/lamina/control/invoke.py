@@ -18,6 +18,7 @@ import orjson
 
 from lamina.control.errors import AwsError
 from lamina.control.functions import Function, FunctionService, is_per_tenant
+from lamina.control.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.control.validation import tenant_id as valid_tenant_id
 from lamina.dispatch import ids
 from lamina.dispatch.dispatcher import Dispatcher
@@ -48,6 +49,7 @@ class InvokeHandler:
     def __init__(self, functions: FunctionService) -> None:
         self.functions = functions
         self.dispatcher = functions.dispatcher
+        self._refs: dict[str, FunctionRef] = {}
 
     async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
         request_id = ids.request_id()
@@ -96,7 +98,17 @@ class InvokeHandler:
         if query:
             qs = parse_qs(query.decode("latin-1"), keep_blank_values=True)
             qualifier = qs.get("Qualifier", [None])[0]
-        fn, qualifier = self.functions.target(unquote(raw_name), qualifier)
+        # functions.target(), with the name's parse (a long regex) kept per raw name: the same few every time.
+        ref = self._refs.get(raw_name)
+        if ref is None:
+            ref = parse_function_name(unquote(raw_name))
+            if len(self._refs) >= 4096:
+                self._refs.clear()
+            self._refs[raw_name] = ref
+        qualifier = resolve_qualifier(ref, qualifier)
+        if qualifier is not None:
+            check_qualifier(qualifier)
+        fn = self.functions.get(ref, qualifier)
         # A version runs that version; an alias its version, or with weights one picked for this invocation.
         target = self.functions.pick(fn, qualifier)
         check_tenant(target, tenant_id)

@@ -48,6 +48,9 @@ class Dispatcher:
         self.reserved: dict[str, int] = {}
         # Provisioned concurrency per function version (pool key): environments its pool keeps started.
         self.provisioned: dict[str, int] = {}
+        # Provisioned concurrency of functions without a reservation, per function (all versions): taken out of
+        # the unreserved pool the other functions share, as on AWS (_admit). Kept by _recount_claims.
+        self.claims: dict[str, int] = {}
         self.inflight: dict[str, int] = {}
         self.total_inflight = 0
         self._waiting: list[FunctionPool] = []
@@ -95,9 +98,11 @@ class Dispatcher:
             self._retire(self.pools.pop(key), None)
         for key in [k for k in self.provisioned if k.startswith(pool_key(name, ""))]:
             del self.provisioned[key]
+        self._recount_claims()
 
     def remove_version(self, name: str, version: str) -> None:
         self.provisioned.pop(pool_key(name, version), None)
+        self._recount_claims()
         pool = self.pools.pop(pool_key(name, version), None)
         if pool is not None:
             self._retire(pool, None)
@@ -147,6 +152,7 @@ class Dispatcher:
             self.reserved.pop(name, None)
         else:
             self.reserved[name] = value
+        self._recount_claims()
 
     def set_provisioned(self, key: str, count: int) -> None:
         """Keep `count` environments of one function version (pool key) started; 0 ends that."""
@@ -154,6 +160,7 @@ class Dispatcher:
             self.provisioned[key] = count
         else:
             self.provisioned.pop(key, None)
+        self._recount_claims()
         pool = self.pools.get(key)
         if pool is not None and (count or pool.provisioned_target):
             pool.set_provisioned(count)
@@ -162,18 +169,38 @@ class Dispatcher:
     def unreserved_limit(self) -> int:
         return self.max_environments - sum(self.reserved.values())
 
+    def _recount_claims(self) -> None:
+        claims: dict[str, int] = {}
+        for key, count in self.provisioned.items():
+            name = key.partition(":")[0]  # pool_key(name, version); a function name has no ':'
+            if name not in self.reserved:  # a reservation's provisioned concurrency comes out of the reservation
+                claims[name] = claims.get(name, 0) + count
+        self.claims = claims
+
     def _admit(self, name: str) -> None:
-        """AWS's order: the function's reservation, else the account's unreserved pool."""
+        """AWS's order: the function's reservation (which holds its provisioned concurrency), else its provisioned
+        concurrency, else the account's unreserved pool, less what other functions have provisioned from it."""
         reserved = self.reserved.get(name)
         if reserved is not None:
             if self.inflight.get(name, 0) >= reserved:
                 raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
-        else:
-            unreserved = self.total_inflight
-            if self.reserved:
-                unreserved -= sum(self.inflight.get(n, 0) for n in self.reserved)
-            if unreserved >= self.unreserved_limit:
-                raise Throttled("ConcurrentInvocationLimitExceeded")
+            return
+        unreserved = self.total_inflight
+        if self.reserved:
+            unreserved -= sum(self.inflight.get(n, 0) for n in self.reserved)
+        limit = self.unreserved_limit
+        claims = self.claims
+        if claims:
+            inflight = self.inflight
+            mine = claims.get(name, 0)
+            if mine and inflight.get(name, 0) < mine:
+                return  # within its own provisioned concurrency
+            for n, claim in claims.items():
+                # A function's invocations up to its provisioned concurrency use that, not the shared pool.
+                unreserved -= min(inflight.get(n, 0), claim)
+                limit -= claim
+        if unreserved >= limit:
+            raise Throttled("ConcurrentInvocationLimitExceeded")
 
     def submit(self, key: str, inv: Invocation) -> None:
         """Queue an invocation for one function version (FunctionSpec.key); a synchronous one over a

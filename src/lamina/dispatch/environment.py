@@ -205,6 +205,7 @@ class Environment:
         self._api = None  # RuntimeApiServer for custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
         self.provisioned = False
+        self._memory_size = f" ms\tMemory Size: {spec.memory_mb} MB\tMax Memory Used: "  # the REPORT line's middle
 
     @property
     def init_type(self) -> str:
@@ -368,10 +369,16 @@ class Environment:
         self.pool.ewma.record(duration_ms)
         for line in extra_lines:
             self._emit(line)
-        self._emit(f"END RequestId: {inv.id}")
-        self._emit(self._report_line(inv.id, duration_ms, rss_kb))
+        if inv.sync and inv.keep_log:
+            self._emit(f"END RequestId: {inv.id}")
+            self._emit(self._report_line(inv.id, duration_ms, rss_kb))
+            log_text = "\n".join(self._tail) + "\n"
+        else:  # no tail to keep: straight to the function's log
+            append, stream = self.log.append, self.stream
+            append(stream, f"END RequestId: {inv.id}")
+            append(stream, self._report_line(inv.id, duration_ms, rss_kb))
+            log_text = ""
         self.log.flush_soon()
-        log_text = "\n".join(self._tail) + "\n" if inv.sync and inv.keep_log else ""
         self.current = None
         inv.finish(InvokeResult(body, error_type, log_text, self.spec.version))
 
@@ -380,10 +387,9 @@ class Environment:
             self._last_rss_kb = rss_kb
         else:
             rss_kb = self._last_rss_kb
-        used_mb = math.ceil(rss_kb / 1024) if rss_kb else self._sandbox_memory_mb()
+        used_mb = (rss_kb + 1023) // 1024 if rss_kb else self._sandbox_memory_mb()
         line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-                f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\tMemory Size: {self.spec.memory_mb} MB\t"
-                f"Max Memory Used: {used_mb} MB")
+                f"Billed Duration: {max(1, math.ceil(duration_ms))}{self._memory_size}{used_mb} MB")
         if self.invocations == 1 and self.restore_ms is not None:
             line += (f"\tRestore Duration: {self.restore_ms:.2f} ms"
                      f"\tBilled Restore Duration: {math.ceil(self.restore_ms)} ms")
@@ -399,9 +405,14 @@ class Environment:
 
     def on_frame(self, kind: int, header: dict, body: bytes) -> None:
         # The runtime flushed its output before sending this: read it all, so every line the
-        # handler printed is logged before the invocation's END.
-        if self._logs is not None:
-            self._logs.drain()
+        # handler printed is logged before the invocation's END. A result marked quiet ("q") was sent
+        # when the pipe held no unread byte (the runtime asked the kernel): all of it is logged already,
+        # and the drain would be a read(2) that returns nothing.
+        logs = self._logs
+        if logs is not None:
+            if "q" not in header:
+                logs.drain()
+            logs.end_line()
         self._handle_frame(kind, header, body)
 
     def _handle_frame(self, kind: int, header: dict, body: bytes) -> None:

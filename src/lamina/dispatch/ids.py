@@ -11,13 +11,13 @@ import os
 import time
 
 _POOL_BYTES = 4096
-_pool = b""
-_pos = _POOL_BYTES
+_pool = ""     # hex digits of random bytes, two per byte: slicing a str costs less than bytes.hex() per id
+_pos = 2 * _POOL_BYTES
 
 
 def _reset() -> None:
     global _pool, _pos
-    _pool, _pos = b"", _POOL_BYTES
+    _pool, _pos = "", 2 * _POOL_BYTES
 
 
 os.register_at_fork(after_in_child=_reset)  # a forked child must not repeat its parent's ids
@@ -26,17 +26,26 @@ os.register_at_fork(after_in_child=_reset)  # a forked child must not repeat its
 def _random_hex(n: int) -> str:
     """n random bytes as 2n hex digits."""
     global _pool, _pos
-    if _pos + n > len(_pool):
-        _pool, _pos = os.urandom(_POOL_BYTES), 0
-    chunk = _pool[_pos : _pos + n]
-    _pos += n
-    return chunk.hex()
+    pos, end = _pos, _pos + 2 * n
+    if end > len(_pool):
+        _pool, pos, end = os.urandom(_POOL_BYTES).hex(), 0, 2 * n
+    _pos = end
+    return _pool[pos:end]
 
 
 def request_id() -> str:
     """A random (version 4) UUID string, as str(uuid.uuid4()) gives."""
-    h = _random_hex(16)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    global _pool, _pos
+    pos = _pos
+    if pos + 32 > len(_pool):
+        _pool, pos = os.urandom(_POOL_BYTES).hex(), 0
+    _pos = pos + 32
+    h = _pool
+    return (f"{h[pos : pos + 8]}-{h[pos + 8 : pos + 12]}-4{h[pos + 13 : pos + 16]}-"
+            f"{_VARIANT[h[pos + 16]]}{h[pos + 17 : pos + 20]}-{h[pos + 20 : pos + 32]}")
+
+
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}  # the RFC 4122 variant bits
 
 
 def trace_id() -> str:

@@ -54,6 +54,12 @@ class LogPipe:
         for raw in lines:
             self._on_line(raw.decode("utf-8", "replace"))
 
+    def end_line(self) -> None:
+        """A frame boundary (a result, READY): text written without a newline so far belongs to what came
+        before it, so it is a line of its own now rather than the start of the next invocation's first."""
+        if self._partial:
+            self._flush_partial()
+
     def _flush_partial(self) -> None:
         if self._partial:
             self._on_line(self._partial.decode("utf-8", "replace"))

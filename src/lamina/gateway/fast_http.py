@@ -90,6 +90,51 @@ class LaminaHttpProtocol(HttpToolsProtocol):
 
     lamina: LaminaApp
     _trusted: _TrustedHosts | None = None
+    # When this idle keep-alive connection is to be closed (loop time); 0.0 while a request is arriving or in
+    # flight. See _keep_alive_check.
+    _idle_deadline = 0.0
+
+    # ------------------------------------------------------------------ keep-alive timeout
+
+    # uvicorn arms a fresh call_later after every response and cancels it when the next request's bytes arrive:
+    # a timer created and cancelled per request. Here one timer per connection re-arms itself: a response sets
+    # the deadline (and arms the timer only if none is armed), arriving bytes clear it; when the timer fires it
+    # closes a connection idle past the deadline, re-arms for a later deadline, or stops while a request is under
+    # way (the next response arms it again). Same behaviour, no timer per request.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_deadline = 0.0
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_deadline = 0.0
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_deadline = self.loop.time() + self.timeout_keep_alive
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_check)
+
+    def _keep_alive_check(self) -> None:
+        self.timeout_keep_alive_task = None
+        deadline = self._idle_deadline
+        if not deadline:
+            return  # a request is under way
+        left = deadline - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_check)
+            return
+        self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     # ------------------------------------------------------------------ parser callbacks
 
@@ -190,12 +235,18 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             cycle.limit = head.limit
             return True
         gateway = self.lamina.gateway
-        if gateway is None or (_URL_MARKS[0] not in host and not path.startswith(_URL_MARKS[1])):
+        if gateway is None:
             return False
-        matched = match_parts(path, headers)
-        if matched is None:
+        if _URL_MARKS[0] in host:
+            matched = match_parts(path, headers)  # routed by host (the rarer form): its parsing
+            if matched is None:
+                return False
+            url_id, fn_path, host = matched
+        elif path.startswith(_URL_MARKS[1]):
+            url_id_raw, _, rest = path[len(_URL_MARKS[1]) :].partition(b"/")
+            url_id, fn_path, host = url_id_raw.decode("latin-1"), b"/" + rest, None
+        else:
             return False
-        url_id, fn_path, host = matched
         method_name = method.decode("ascii")
         request_id = ids.request_id()
         url_obj = gateway.urls.by_id.get(url_id)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from lamina.control.errors import AwsError
-from lamina.control.functions import is_per_tenant
+from lamina.control.functions import LATEST, is_per_tenant
 from lamina.control.invoke import check_tenant, ensure_invokable, read_body, run_sync
 from lamina.control.names import FunctionRef
 from lamina.control.validation import tenant_id as tenant_id_header
@@ -95,6 +95,9 @@ class FunctionUrlGateway:
         self.dispatcher = functions.dispatcher
         self.settings = urls.settings
         self.http_apps = HttpAppProxy(self.dispatcher)
+        # Strings the hot path would otherwise format per request.
+        self._arns: dict[tuple[str, str | None], str] = {}  # (function, qualifier) -> ARN
+        self._domains: dict[str, str] = {}                   # url id -> its domain name
 
     async def __call__(self, scope: dict, receive, send, url_id: str, path: bytes,  # noqa: ANN001 - ASGI
                        host: str | None) -> None:
@@ -148,8 +151,12 @@ class FunctionUrlGateway:
         if url.cors and _is_preflight(method, headers):
             # The URL answers CORS preflights itself when it has a CORS configuration, as on AWS.
             return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b"")
-        fn = self.functions.get(FunctionRef(url.function_name), url.qualifier or None)
-        target = self.functions.pick(fn, url.qualifier or None)  # an alias's URL: its version, or a weighted pick
+        qualifier = url.qualifier or None
+        fn = self.functions.functions.get(url.function_name)
+        if fn is None or not (qualifier is None or qualifier in fn.versions or qualifier in fn.aliases
+                              or qualifier == LATEST):
+            fn = self.functions.get(FunctionRef(url.function_name), qualifier)  # its not-found error
+        target = self.functions.pick(fn, qualifier)  # an alias's URL: its version, or a weighted pick
         # PER_TENANT functions: the caller names its tenant with X-Amz-Tenant-Id, as on Invoke.
         tenant_id = tenant_id_header(_find(headers, b"x-amz-tenant-id"))
         check_tenant(target, tenant_id)
@@ -171,14 +178,26 @@ class FunctionUrlGateway:
         if trace_id is None:
             trace_id = ids.trace_id()
             req.extra_headers["x-amzn-trace-id"] = trace_id
-        event = request_event(req, url_id=url.url_id, domain=head.host or self.urls.domain(url.url_id),
+        domain = head.host
+        if domain is None:
+            domain = self._domains.get(url.url_id)
+            if domain is None:
+                if len(self._domains) > 4096:
+                    self._domains.clear()
+                domain = self._domains[url.url_id] = self.urls.domain(url.url_id)
+        event = request_event(req, url_id=url.url_id, domain=domain,
                               account="anonymous", request_id=head.request_id)
         payload = orjson.dumps(event)
         if len(payload) > LIMIT:
             return _too_large(head.request_id)
         ensure_invokable(head.target, self.dispatcher)
-        return Invocation(head.request_id, payload, self.urls.function_arn(url), sync=True, trace_id=trace_id,
-                          tenant_id=head.tenant_id, keep_log=False)
+        arn = self._arns.get((url.function_name, url.qualifier))
+        if arn is None:
+            if len(self._arns) > 4096:
+                self._arns.clear()
+            arn = self._arns[(url.function_name, url.qualifier)] = self.urls.function_arn(url)
+        return Invocation(head.request_id, payload, arn, sync=True, trace_id=trace_id, tenant_id=head.tenant_id,
+                          keep_log=False)
 
     @staticmethod
     def respond(head: UrlHead, result: InvokeResult) -> tuple[HttpResponse, bool]:

@@ -75,7 +75,10 @@ def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, r
     cookies: list[str] = []
     for raw_name, raw_value in req.headers:
         name = raw_name.decode("latin-1").lower()
-        value = _text(raw_value)
+        try:  # _text(), inlined: this runs for every header of every function-URL request
+            value = raw_value.decode()
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
         if name == "cookie":
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue
@@ -145,12 +148,21 @@ def _header_value(value: object) -> bytes:
     return raw
 
 
+_NAMES: dict[str, bytes] = {}  # header names already checked (a function sends the same few every time)
+
+
 def _header_name(name: object) -> bytes:
     if not isinstance(name, str):
         raise BadResponse(f"header name {name!r} is not a string")
+    raw = _NAMES.get(name)
+    if raw is not None:
+        return raw
     raw = name.lower().encode()
     if not _TOKEN.fullmatch(raw):
         raise BadResponse(f"invalid header name {name!r}")
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    _NAMES[name] = raw
     return raw
 
 
@@ -169,12 +181,15 @@ def _prelude_headers(doc: dict) -> list[tuple[bytes, bytes]]:
     headers = {} if headers is None else headers
     if not isinstance(headers, dict):
         raise BadResponse("headers must be an object")
+    typed = False
     for name, value in headers.items():
         if value is None:
             continue
         raw_name = _header_name(name)
         if raw_name not in _DROPPED:
             out.append((raw_name, _header_value(value)))
+            if raw_name == b"content-type":
+                typed = True
     multi = doc.get("multiValueHeaders")
     multi = {} if multi is None else multi
     if not isinstance(multi, dict):
@@ -183,13 +198,16 @@ def _prelude_headers(doc: dict) -> list[tuple[bytes, bytes]]:
         raw_name = _header_name(name)
         if raw_name in _DROPPED or name in headers or not isinstance(values, list):
             continue
+        before = len(out)
         out.extend((raw_name, _header_value(value)) for value in values if value is not None)
+        if raw_name == b"content-type" and len(out) > before:
+            typed = True
     cookies = doc.get("cookies")
     cookies = [] if cookies is None else cookies
     if not isinstance(cookies, list):
         raise BadResponse("cookies must be a list")
     out.extend((b"set-cookie", _header_value(cookie)) for cookie in cookies)
-    if not any(name == b"content-type" for name, _ in out):
+    if not typed:
         out.append((b"content-type", b"application/json"))
     return out
 

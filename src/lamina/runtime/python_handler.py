@@ -13,7 +13,11 @@ invocation is one round trip.
 
 Before every frame it sends, the runtime flushes stdout/stderr into its log pipe; the server drains
 that pipe before handling the frame, so every log line lands in the right invocation's log even
-though logs and frames travel on different file descriptors.
+though logs and frames travel on different file descriptors. A RESULT or ERROR frame whose header
+says `"q":1` ("quiet") tells the server that the pipe held no unread byte when the frame was sent
+(the runtime asked the kernel, FIONREAD, after flushing: this covers C-level writes to fd 1/2 and
+child processes' output too), so the server may skip that drain: everything written before the
+check has already been read and logged.
 
 Zygote mode (`_LAMINA_ZYGOTE=1`): the process imports the handler and runs its init once, then
 serves FORK requests on its channel. Each fork becomes one environment with the channel and log
@@ -28,6 +32,13 @@ import os
 import struct
 import sys
 import time
+from fcntl import ioctl
+from resource import RUSAGE_SELF, getrusage
+
+try:
+    from termios import FIONREAD
+except ImportError:  # an interpreter built without termios: results are never quiet, the server always drains
+    FIONREAD = None
 
 KIND_READY = 1
 KIND_INVOKE = 2
@@ -75,21 +86,48 @@ class FrameDecoder:
 # Everything below runs inside the environment only.
 
 
+_NO_BYTES = b"\0\0\0\0"
+
+
 class _Channel:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, log_fd: int = -1) -> None:
         import socket
 
         self._sock = socket.socket(fileno=fd)
         self._rfile = self._sock.makefile("rb", buffering=1 << 16)
+        # The runtime's own descriptor of its log pipe (fd 1 and 2 are the handler's to redirect): asked
+        # whether the pipe is empty before a result goes out, see quiet(). -1: unknown, never quiet.
+        self.log_fd = log_fd
 
-    def send(self, kind: int, header: dict, body: bytes = b"") -> None:
+    @staticmethod
+    def flush_output() -> None:
         # What the handler printed must be in the log pipe before the frame leaves.
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001, SIM105 - a handler may have closed or replaced its streams
                 continue
+
+    def quiet(self) -> bool:
+        """Whether the log pipe holds no unread byte (after flush_output): every line written so far, from
+        Python, C code or a child process, has been read by the server, which then need not drain it."""
+        if self.log_fd < 0 or FIONREAD is None:
+            return False
+        try:
+            return ioctl(self.log_fd, FIONREAD, _NO_BYTES) == _NO_BYTES
+        except OSError:  # closed by the handler, say: the server drains as before
+            self.log_fd = -1
+            return False
+
+    def send(self, kind: int, header: dict, body: bytes = b"") -> None:
+        self.flush_output()
         self._sock.sendall(encode_frame(kind, header, body))
+
+    def send_result(self, kind: int, request_id: str, rss_kb: int, body: bytes) -> None:
+        """RESULT or ERROR (the hot path): the header written by hand, marked quiet when the pipe is empty."""
+        self.flush_output()
+        head = b'{"id":%b,"rss_kb":%d%b}' % (_json_str(request_id), rss_kb, b',"q":1' if self.quiet() else b"")
+        self._sock.sendall(_PREFIX.pack(5 + len(head) + len(body), kind, len(head)) + head + body)
 
     def close(self) -> None:
         self._rfile.close()
@@ -104,6 +142,10 @@ class _Channel:
         if len(rest) < total - 5:
             return None
         return kind, (json.loads(rest[:hlen]) if hlen else {}), rest[hlen:]
+
+
+def _json_str(text: str) -> bytes:
+    return json.dumps(text).encode()
 
 
 class _Obj:
@@ -140,15 +182,17 @@ class CognitoIdentity(_Obj):
 class LambdaContext(_Obj):
     """The `context` argument, with the same attributes as AWS's Python runtime."""
 
+    # The environment's own values (variables Lamina sets before serving), read from os.environ once per
+    # environment (serve() fills this) rather than with five lookups per invocation.
+    _static: dict | None = None
+
     def __init__(self, request_id: str, deadline_ms: int, arn: str, client_context: dict | None,
                  tenant_id: str | None = None) -> None:
-        env = os.environ
+        static = LambdaContext._static
+        if static is None:
+            static = _context_static()
+        self.__dict__.update(static)
         self.aws_request_id = request_id
-        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
-        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
         self.invoked_function_arn = arn
         self.tenant_id = tenant_id
         self.client_context = ClientContext(client_context) if client_context else None
@@ -160,6 +204,15 @@ class LambdaContext(_Obj):
 
     def log(self, msg: str) -> None:
         sys.stdout.write(str(msg))
+
+
+def _context_static() -> dict:
+    env = os.environ
+    return {"log_group_name": env.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+            "log_stream_name": env.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+            "function_name": env.get("AWS_LAMBDA_FUNCTION_NAME"),
+            "memory_limit_in_mb": env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            "function_version": env.get("AWS_LAMBDA_FUNCTION_VERSION")}
 
 
 class _RequestIdFilter:
@@ -244,9 +297,7 @@ def load_handler(spec: str):  # noqa: ANN201 - returns the user's callable
 
 
 def _max_rss_kb() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return getrusage(RUSAGE_SELF).ru_maxrss
 
 
 def _die_with_parent() -> None:
@@ -265,41 +316,44 @@ def _die_with_parent() -> None:
 
 def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's callable
     """Invocation loop: one at a time, result and next-pull in one frame."""
+    LambdaContext._static = _context_static()
+    loads, dumps, environ, recv, send = json.loads, json.dumps, os.environ, channel.recv, channel.send_result
     while True:
-        frame = channel.recv()
+        frame = recv()
         if frame is None:
             return
         _kind, header, body = frame
         request_id = header["id"]
         _RequestIdFilter.request_id = request_id
-        if header.get("trace_id"):
-            os.environ["_X_AMZN_TRACE_ID"] = header["trace_id"]
+        trace_id = header.get("trace_id")
+        if trace_id:
+            environ["_X_AMZN_TRACE_ID"] = trace_id
         context = LambdaContext(request_id, header["deadline_ms"], header["arn"], header.get("client_context"),
                                 header.get("tenant_id"))
         try:
-            event = json.loads(body) if body else {}
+            event = loads(body) if body else {}
         except ValueError as exc:
             err = {"errorMessage": f"Unable to unmarshal input: {exc}", "errorType": "Runtime.UnmarshalError",
                    "requestId": request_id, "stackTrace": []}
             _log_error(err)
-            channel.send(KIND_ERROR, {"id": request_id, "rss_kb": _max_rss_kb()}, json.dumps(err).encode())
+            send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
         try:
             result = handler(event, context)
         except Exception as exc:  # noqa: BLE001 - report the handler's error to the caller
             err = _error_body(exc, request_id)
             _log_error(err)
-            channel.send(KIND_ERROR, {"id": request_id, "rss_kb": _max_rss_kb()}, json.dumps(err).encode())
+            send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
         try:
-            out = json.dumps(result).encode()
+            out = dumps(result).encode()
         except (TypeError, ValueError) as exc:
             err = {"errorMessage": f"Unable to marshal response: {exc}", "errorType": "Runtime.MarshalError",
                    "requestId": request_id, "stackTrace": []}
             _log_error(err)
-            channel.send(KIND_ERROR, {"id": request_id, "rss_kb": _max_rss_kb()}, json.dumps(err).encode())
+            send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
-        channel.send(KIND_RESULT, {"id": request_id, "rss_kb": _max_rss_kb()}, out)
+        send(KIND_RESULT, request_id, getrusage(RUSAGE_SELF).ru_maxrss, out)
 
 
 def _prepare_process() -> tuple[str, float]:
@@ -500,10 +554,11 @@ def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_he
         _die_with_parent()
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
-    os.close(log_fd)
+    # Kept (close-on-exec) to ask the pipe whether it is empty (_Channel.quiet), whatever the handler does to 1/2.
+    os.set_inheritable(log_fd, False)
     os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = header.get("stream", "")
     os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = header.get("init_type", "on-demand")
-    channel = _Channel(channel_fd)
+    channel = _Channel(channel_fd, log_fd)
     channel.send(KIND_READY, {"restore_ms": (time.monotonic() - started) * 1000})
     serve(channel, handler)
 

@@ -19,6 +19,13 @@ ROTATE_BYTES = 32 * 1024 * 1024
 FLUSH_DELAY_S = 0.1
 
 
+def _dumps(text: str) -> bytes:
+    try:
+        return orjson.dumps(text)
+    except TypeError:  # a lone surrogate in the text: orjson refuses it, json escapes it
+        return json.dumps(text).encode()
+
+
 class FunctionLog:
     """The open log of one function.
 
@@ -35,20 +42,26 @@ class FunctionLog:
         self._size = self._fh.tell()
         self._flush_timer: asyncio.TimerHandle | None = None
         self.followers: set[asyncio.Queue] = set()
+        self._stream_json: dict[str, bytes] = {}
 
     def append(self, stream: str, message: str, timestamp_ms: int | None = None) -> None:
         if self._fh.closed:
             return  # the function was deleted while an environment was still finishing
-        record = {"timestamp": timestamp_ms or int(time.time() * 1000), "message": message,
-                  "logStreamName": stream}
-        try:
-            line = orjson.dumps(record) + b"\n"
-        except TypeError:  # a lone surrogate in the text: orjson refuses it, json escapes it
-            line = json.dumps(record).encode() + b"\n"
+        ts = timestamp_ms or int(time.time() * 1000)
+        # The record's line is put together around the JSON of the message alone (no dict to build and encode
+        # per line on the invoke hot path); the stream's JSON is the same for all of an environment's lines.
+        stream_json = self._stream_json.get(stream)
+        if stream_json is None:
+            if len(self._stream_json) > 256:
+                self._stream_json.clear()
+            stream_json = self._stream_json[stream] = _dumps(stream)
+        line = b'{"timestamp":%d,"message":%b,"logStreamName":%b}\n' % (ts, _dumps(message), stream_json)
         self._fh.write(line)
         self._size += len(line)
-        for queue in self.followers:
-            queue.put_nowait(record)
+        if self.followers:
+            record = {"timestamp": ts, "message": message, "logStreamName": stream}
+            for queue in self.followers:
+                queue.put_nowait(record)
         if self._size > ROTATE_BYTES:
             self._rotate()
 
