@@ -66,6 +66,7 @@ def test_pool_caps_a_burst_when_starts_are_slow(tmp_path):
         pool.start_ms = 5.0  # forks: the cap no longer binds, the formula does
         assert pool.desired() == 120
         pool.ewma.recent_ms = None  # nothing timed: lambda-dispatch's bounded step (5 from nothing)
+        pool.start_ms = None  # (a timed cheap start would go to the target at once: test_cheap_starts.py)
         pool._last_scale_out = -1e9
         started.clear()
         pool._scale()

@@ -5,9 +5,10 @@ request is never bound to an environment that is still starting, so a burst is s
 environment frees up first, warm or new.
 
 Scaling follows lambda-dispatch (scaler.py): the desired count comes from queue depth and running
-invocations, each scale-out step is bounded and paced, and every start goes through the
-dispatcher's rate-limited starter. An init failure fails everything queued with that error and
-backs the function off exponentially, so an init that always fails costs a bounded number of starts.
+invocations, each scale-out step is bounded and paced (unless starts are measured to be cheap: then
+the target is reached at once), and every start goes through the dispatcher's rate-limited starter.
+An init failure fails everything queued with that error and backs the function off exponentially, so
+an init that always fails costs a bounded number of starts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from lamina.dispatch.environment import Environment, InitFailure, State
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
-from lamina.dispatch.scaler import Ewma, constrain, drain_desired, ewma_desired, simple_desired
+from lamina.dispatch.scaler import Ewma, constrain, drain_desired, ewma_desired, simple_desired, start_is_cheap
 from lamina.dispatch.zygote import Zygote
 
 if TYPE_CHECKING:
@@ -168,15 +169,19 @@ class FunctionPool:
             want = 0 if self.starting else 1  # after an init failure, one probe at a time
         else:
             current = len(self.envs)
-            if current and now - self._last_scale_out < self.dispatcher.scale_out_interval_s:
-                self._schedule_scale(self.dispatcher.scale_out_interval_s - (now - self._last_scale_out))
+            interval_s = self.dispatcher.scale_out_interval_s
+            cheap = start_is_cheap(self.start_ms, self.ewma.recent_ms, interval_s * 1000)
+            if current and not cheap and now - self._last_scale_out < interval_s:
+                self._schedule_scale(interval_s - (now - self._last_scale_out))
                 return
             target = max(self.desired(), 1)
             step = self.dispatcher.scale_out_step
-            if self.drain_cap() is not None:
-                # Starts and invocations are timed here, so the target is bounded by what the queue can use
-                # (not a guess from a momentary queue depth): go there in one step; the starter still paces
-                # the starts themselves. Until then, lambda-dispatch's bounded steps.
+            if cheap or self.drain_cap() is not None:
+                # Cheap starts (timed here: forks) are ready before a paced step would come, so pacing would
+                # only make the queue wait: go to the target at once, as each invocation arrives. Timed starts
+                # and invocations bound the target by what the queue can use (not a guess from a momentary
+                # queue depth): one step too. Either way the starter still rate-limits the starts themselves.
+                # Until then, lambda-dispatch's bounded, paced steps.
                 step = max(step, target - current)
             target = constrain(target, current, step)
             want = target - current

@@ -117,3 +117,14 @@ def drain_desired(pending: int, max_concurrency: int, duration_ms: float, start_
     if pending <= 0:
         return 0
     return max(1, math.ceil(pending * duration_ms / (max_concurrency * max(start_ms, 1.0))))
+
+
+def start_is_cheap(start_ms: float | None, invocation_ms: float | None, interval_ms: float) -> bool:
+    """Whether pacing scale-out in bounded steps only adds latency: a start measured here that is over within
+    one pacing interval, or sooner than a running invocation frees its environment, is ready before the next
+    paced step could begin or the queue could drain without it. lambda-dispatch paces because its starts
+    cost seconds; a zygote fork costs milliseconds. Unknown (nothing started successfully yet: e.g. an init
+    that always fails) is never cheap."""
+    if start_ms is None:
+        return False
+    return start_ms <= max(interval_ms, invocation_ms or 0.0)
