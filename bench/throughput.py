@@ -52,7 +52,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, free_port, process_tree, run_guarded, stop_process, tree_cpu_seconds, wait_http_ok
+from _common import (
+    cpu_seconds,
+    free_port,
+    pin_tree,
+    pinned,
+    process_tree,
+    run_guarded,
+    stop_process,
+    tree_cpu_seconds,
+    wait_http_ok,
+)
 from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log, server_info
 
 HOST = "127.0.0.1"
@@ -101,34 +111,6 @@ def run_baseline_server(port: int) -> None:
     uvicorn.run(
         namespace["app"], host=HOST, port=port, http="httptools", loop="uvloop", access_log=False, log_level="warning"
     )
-
-
-@contextlib.contextmanager
-def pinned(cpu: int) -> Iterator[None]:
-    """Processes started inside inherit this thread's affinity: {cpu}."""
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, saved)
-
-
-def pin_tree(pid: int, cpu: int, children_cpu: int | None = None) -> int:
-    """Pin every thread of pid to cpu and of its descendants to children_cpu (default: cpu too), for
-    processes started before; how many. New zygote forks inherit their zygote's affinity."""
-    n = 0
-    for p in process_tree(pid):
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
-        except OSError:
-            continue
-        target = cpu if p == pid or children_cpu is None else children_cpu
-        for tid in tids:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, {target})
-                n += 1
-    return n
 
 
 @contextlib.contextmanager
