@@ -36,7 +36,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from _common import Stats, cpu_seconds, free_port, run_guarded, stop_process, tree_cpu_seconds, wait_http_ok
+from _common import (
+    Stats,
+    cpu_seconds,
+    free_port,
+    run_and_report,
+    server_failures,
+    stop_process,
+    tree_cpu_seconds,
+    wait_http_ok,
+)
 
 HOST = "127.0.0.1"
 FUNCTION = "bench-echo"
@@ -334,30 +343,22 @@ def with_cpu(
 def measure(n: int, warmup: int, startup_timeout: float) -> dict[str, Any]:
     results: dict[str, Any] = {}
     path = f"/2015-03-31/functions/{FUNCTION}/invocations"
-    with lamina_server(startup_timeout) as (proc, port, log_path):
-        try:
-            client = boto3_client(port)
-            log("deploying function ...")
-            t0 = time.perf_counter()
-            deploy(client)
-            log(f"function active after {time.perf_counter() - t0:.2f}s")
-            results["server"] = server_info(port)
+    with lamina_server(startup_timeout) as (proc, port, log_path), \
+            server_failures(proc, lambda: read_log(log_path), BenchError):
+        client = boto3_client(port)
+        log("deploying function ...")
+        t0 = time.perf_counter()
+        deploy(client)
+        log(f"function active after {time.perf_counter() - t0:.2f}s")
+        results["server"] = server_info(port)
 
-            log(f"lamina raw HTTP: 1 first + {warmup} warm-up + {n} timed invokes ...")
-            stats, first, cpu = with_cpu(proc.pid, lambda: raw_http(port, path, n, warmup, "lamina raw"))
-            results["lamina_raw"] = {**stats.as_dict(), **cpu, "first_invoke_ms": round(first or 0.0, 3)}
+        log(f"lamina raw HTTP: 1 first + {warmup} warm-up + {n} timed invokes ...")
+        stats, first, cpu = with_cpu(proc.pid, lambda: raw_http(port, path, n, warmup, "lamina raw"))
+        results["lamina_raw"] = {**stats.as_dict(), **cpu, "first_invoke_ms": round(first or 0.0, 3)}
 
-            log(f"lamina boto3: {warmup} warm-up + {n} timed invokes ...")
-            stats, _, cpu = with_cpu(proc.pid, lambda: (boto3_invokes(client, n, warmup), None))
-            results["lamina_boto3"] = {**stats.as_dict(), **cpu}
-        except BenchError:
-            raise
-        except Exception as e:
-            raise BenchError(
-                f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}"
-            ) from e
-        if proc.poll() is not None:
-            raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+        log(f"lamina boto3: {warmup} warm-up + {n} timed invokes ...")
+        stats, _, cpu = with_cpu(proc.pid, lambda: (boto3_invokes(client, n, warmup), None))
+        results["lamina_boto3"] = {**stats.as_dict(), **cpu}
 
     log(f"baseline: {warmup} warm-up + {n} timed requests ...")
     with baseline_server() as (pid, bport):
@@ -487,15 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         run_baseline_server(args.baseline_server)
         return 0
 
-    results = run_guarded(lambda: measure(args.n, args.warmup, args.startup_timeout), log, BenchError)
-    if isinstance(results, int):
-        return results
-    summary = summarize(results, args.n, args.warmup)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
-    return 0
+    return run_and_report(lambda: measure(args.n, args.warmup, args.startup_timeout),
+                          lambda results: summarize(results, args.n, args.warmup), print_report, args.json, log,
+                          BenchError)
 
 
 if __name__ == "__main__":
