@@ -40,7 +40,6 @@ import contextlib
 import http.client
 import importlib.metadata
 import io
-import json
 import os
 import platform
 import re
@@ -55,10 +54,12 @@ from typing import Any
 from _common import (
     cpu_seconds,
     free_port,
+    missing_cpus,
     pin_tree,
     pinned,
     process_tree,
-    run_guarded,
+    run_and_report,
+    server_failures,
     stop_process,
     tree_cpu_seconds,
     wait_http_ok,
@@ -248,41 +249,35 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with baseline_server(args.startup_timeout) as (pid, port):
         results["baseline"] = run_wrk("baseline", port, "/", args, pid)
 
-    with pinned(SERVER_CPU), lamina_server(args.startup_timeout) as (proc, port, log_path):
-        try:
-            results["server"] = server_info(port)
-            client = boto3_client(port)
-            log("deploying the handler function ...")
-            handler_path = deploy_url(
-                client,
-                "bench-hello",
-                make_zip({"app.py": HANDLER_SRC}),
-                Runtime="python3.11",
-                Handler="app.handler",
-                MemorySize=128,
-            )
-            log("deploying the HTTP-app function ...")
-            files: dict[str, str | bytes] = {}
-            files.update(_installed_files("uvicorn", "h11", "click", "httptools"))
-            files.update({"app.py": ASGI_SRC, "run.sh": RUN_SH})
-            app_path = deploy_url(
-                client,
-                "bench-hello-app",
-                make_zip(files),
-                Runtime="python3.11",
-                Handler="run.sh",
-                MemorySize=512,
-                Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap", "AWS_LWA_PORT": "8000"}},
-            )
-            results["handler"] = run_wrk("handler function URL", port, handler_path, args, proc.pid, WRK_CPU)
-            results["handler_1core"] = run_wrk("handler function URL, 1 core", port, handler_path, args, proc.pid)
-            results["http_app"] = run_wrk("HTTP-app function URL", port, app_path, args, proc.pid, WRK_CPU)
-        except BenchError:
-            raise
-        except Exception as e:
-            raise BenchError(f"{type(e).__name__}: {e}\n--- server output (tail) ---\n{read_log(log_path)}") from e
-        if proc.poll() is not None:
-            raise BenchError(f"server exited ({proc.returncode})\n{read_log(log_path)}")
+    with pinned(SERVER_CPU), lamina_server(args.startup_timeout) as (proc, port, log_path), \
+            server_failures(proc, lambda: read_log(log_path), BenchError):
+        results["server"] = server_info(port)
+        client = boto3_client(port)
+        log("deploying the handler function ...")
+        handler_path = deploy_url(
+            client,
+            "bench-hello",
+            make_zip({"app.py": HANDLER_SRC}),
+            Runtime="python3.11",
+            Handler="app.handler",
+            MemorySize=128,
+        )
+        log("deploying the HTTP-app function ...")
+        files: dict[str, str | bytes] = {}
+        files.update(_installed_files("uvicorn", "h11", "click", "httptools"))
+        files.update({"app.py": ASGI_SRC, "run.sh": RUN_SH})
+        app_path = deploy_url(
+            client,
+            "bench-hello-app",
+            make_zip(files),
+            Runtime="python3.11",
+            Handler="run.sh",
+            MemorySize=512,
+            Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap", "AWS_LWA_PORT": "8000"}},
+        )
+        results["handler"] = run_wrk("handler function URL", port, handler_path, args, proc.pid, WRK_CPU)
+        results["handler_1core"] = run_wrk("handler function URL, 1 core", port, handler_path, args, proc.pid)
+        results["http_app"] = run_wrk("HTTP-app function URL", port, app_path, args, proc.pid, WRK_CPU)
     return results
 
 
@@ -390,20 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         log(f"benchmark failed: {' and '.join(missing)} not found (Debian/Ubuntu: apt-get install -y wrk util-linux)")
         return 1
-    cpus = os.sched_getaffinity(0)
-    if not {SERVER_CPU, WRK_CPU} <= cpus:
-        log(f"benchmark failed: needs CPUs {SERVER_CPU} and {WRK_CPU}, this process may use {sorted(cpus)}")
+    if (why := missing_cpus(SERVER_CPU, WRK_CPU)) is not None:
+        log(f"benchmark failed: {why}")
         return 1
 
-    results = run_guarded(lambda: measure(args), log, BenchError)
-    if isinstance(results, int):
-        return results
-    summary = summarize(results, args)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_report(summary)
-    return 0
+    return run_and_report(lambda: measure(args), lambda results: summarize(results, args), print_report, args.json,
+                          log, BenchError)
 
 
 if __name__ == "__main__":
