@@ -121,6 +121,10 @@ class Server:
                 f"  {cli} invoke hello --payload '{{\"name\": \"Lamina\"}}' --log",
                 f"  aws lambda invoke --endpoint-url {s.endpoint} --function-name hello out.json",
                 f"  boto3.client('lambda', endpoint_url='{s.endpoint}').invoke(FunctionName='hello')",
+                "",
+                "MicroVMs and the UDP gateway (see README):",
+                f"  {cli} microvm image create DIR      # a directory with a Dockerfile",
+                f"  {cli} udp listener create --port 5353 --destination function:NAME",
             ]
         if not self.backend.isolated:
             why = "this build has no linux sandbox yet" if os.geteuid() == 0 else "run as root for the linux sandbox"
