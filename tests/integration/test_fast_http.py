@@ -72,6 +72,12 @@ class Conn:
         self.file.close()
         self.sock.close()
 
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def invoke_request(name: str, payload: bytes, extra: str = "", version: str = "1.1") -> bytes:
     return (f"POST /2015-03-31/functions/{name}/invocations HTTP/{version}\r\nHost: 127.0.0.1\r\n"
@@ -98,8 +104,7 @@ def echo(lambda_client):
 
 def test_keep_alive_mixes_hot_path_and_control_plane(endpoint, echo):
     name, url_id = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         for i in range(3):
             c.send(invoke_request(name, json.dumps({"i": i}).encode()))
             status, headers, body = c.read()
@@ -113,14 +118,11 @@ def test_keep_alive_mixes_hot_path_and_control_plane(endpoint, echo):
             status, headers, body = c.read()
             assert status == 200 and json.loads(body) == {"path": f"/p{i}", "body": None, "query": f"q={i}"}
             assert headers["x-seen-method"] == "GET"
-    finally:
-        c.close()
 
 
 def test_pipelined_requests_answer_in_order(endpoint, echo):
     name, url_id = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         # A slow invoke first, then a control-plane request and two fast ones, all in one write.
         c.send(invoke_request(name, b'{"sleep": 0.3, "n": 1}')
                + f"GET /2015-03-31/functions/{name}/configuration HTTP/1.1\r\nHost: x\r\n\r\n".encode()
@@ -134,27 +136,21 @@ def test_pipelined_requests_answer_in_order(endpoint, echo):
         assert status == 200 and json.loads(body) == {"echo": {"n": 3}}
         status, _, body = c.read()
         assert status == 200 and json.loads(body) == {"path": "/four", "body": "body-4", "query": ""}
-    finally:
-        c.close()
 
 
 def test_http_10_gets_connection_close(endpoint, echo):
     name, _ = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         c.send(invoke_request(name, b'{"a": 1}', version="1.0"))
         status, headers, body = c.read()
         assert status == 200 and json.loads(body) == {"echo": {"a": 1}}
         assert headers.get("connection") == "close"
         assert c.closed_by_server()
-    finally:
-        c.close()
 
 
 def test_expect_100_continue(endpoint, echo):
     name, _ = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         payload = b'{"e": 100}'
         c.send(f"POST /2015-03-31/functions/{name}/invocations HTTP/1.1\r\nHost: x\r\n"
                f"Content-Length: {len(payload)}\r\nExpect: 100-continue\r\n\r\n".encode())
@@ -163,14 +159,11 @@ def test_expect_100_continue(endpoint, echo):
         c.send(payload)
         status, _, body = c.read()
         assert status == 200 and json.loads(body) == {"echo": {"e": 100}}
-    finally:
-        c.close()
 
 
 def test_chunked_request_body(endpoint, echo):
     name, url_id = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         c.send(f"POST /2015-03-31/functions/{name}/invocations HTTP/1.1\r\nHost: x\r\n"
                "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"k\":\r\n4\r\n 42}\r\n0\r\n\r\n".encode())
         status, _, body = c.read()
@@ -179,16 +172,13 @@ def test_chunked_request_body(endpoint, echo):
                "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n".encode())
         status, headers, body = c.read()
         assert status == 200 and json.loads(body)["body"] == "abcdef" and headers["x-seen-method"] == "PUT"
-    finally:
-        c.close()
 
 
 def test_error_before_the_body_keeps_the_connection(endpoint, echo):
     """An unknown function is refused as soon as the head is read; the body that follows is read and dropped
     and the connection serves the next request."""
     name, _ = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         payload = b'{"x": "' + b"y" * 200_000 + b'"}'
         c.send(f"POST /2015-03-31/functions/no-such-{unique_name()}/invocations HTTP/1.1\r\nHost: x\r\n"
                f"Content-Length: {len(payload)}\r\n\r\n".encode())
@@ -198,14 +188,11 @@ def test_error_before_the_body_keeps_the_connection(endpoint, echo):
         c.send(invoke_request(name, b'{"after": true}'))
         status, _, body = c.read()
         assert status == 200 and json.loads(body) == {"echo": {"after": True}}
-    finally:
-        c.close()
 
 
 def test_invalid_json_and_log_tail(endpoint, echo):
     name, _ = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         c.send(invoke_request(name, b"{not json"))
         status, headers, body = c.read()
         assert status == 400 and headers["x-amzn-errortype"] == "InvalidRequestContentException"
@@ -220,22 +207,17 @@ def test_invalid_json_and_log_tail(endpoint, echo):
         c.send(invoke_request(name, b'{"t": 3}', "X-Amz-Invocation-Type: Event\r\n"))
         status, headers, body = c.read()
         assert status == 202 and body == b"" and headers["content-length"] == "0"
-    finally:
-        c.close()
 
 
 def test_head_request_on_a_function_url(endpoint, echo):
     _, url_id = echo
-    c = Conn(endpoint)
-    try:
+    with Conn(endpoint) as c:
         c.send(url_request(url_id, "HEAD", "/h"))
         status, headers, _ = c.read(head_request=True)
         assert status == 200 and headers["x-seen-method"] == "HEAD" and int(headers["content-length"]) > 0
         c.send(url_request(url_id, "GET", "/after-head"))
         status, _, body = c.read()
         assert status == 200 and json.loads(body)["path"] == "/after-head"
-    finally:
-        c.close()
 
 
 def test_client_gone_mid_invocation(endpoint, echo, lambda_client):
