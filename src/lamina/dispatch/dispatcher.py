@@ -46,6 +46,7 @@ class Dispatcher:
         # Idle one-at-a-time environments are frozen (cgroup freezer) after this long; None: never.
         self.freeze_idle_s = freeze_idle_s
         self.reserved: dict[str, int] = {}
+        self._reserved_total = 0  # sum(reserved.values()), kept by _recount_claims: _admit runs per invocation
         # Provisioned concurrency per function version (pool key): environments its pool keeps started.
         self.provisioned: dict[str, int] = {}
         # Provisioned concurrency of functions without a reservation, per function (all versions): taken out of
@@ -167,9 +168,18 @@ class Dispatcher:
 
     @property
     def unreserved_limit(self) -> int:
-        return self.max_environments - sum(self.reserved.values())
+        return self.max_environments - self._reserved_total
+
+    @property
+    def max_environments(self) -> int:
+        return self._max_environments
+
+    @max_environments.setter
+    def max_environments(self, value: int) -> None:
+        self._max_environments = value
 
     def _recount_claims(self) -> None:
+        self._reserved_total = sum(self.reserved.values())
         claims: dict[str, int] = {}
         for key, count in self.provisioned.items():
             name = key.partition(":")[0]  # pool_key(name, version); a function name has no ':'

@@ -201,6 +201,7 @@ class Environment:
         self.restore_ms: float | None = None
         self.frozen = False
         self._freeze_timer: asyncio.TimerHandle | None = None
+        self._start: tuple[int, str] | None = None  # the invocation's START line, until it is written
         self._logs: LogPipe | None = None
         self._api = None  # RuntimeApiServer for custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
@@ -343,9 +344,12 @@ class Environment:
         if self._tail:
             self._tail.clear()
             self._tail_len = 0
-        self._emit(f"START RequestId: {inv.id} Version: {self.spec.version}")
+        # START is written with END and REPORT in one go (_complete), or before the first line the
+        # invocation logs (_emit): one log write per invocation on the hot path.
+        now = time.time()
+        self._start = (int(now * 1000), f"START RequestId: {inv.id} Version: {self.spec.version}")
         timeout = self.spec.timeout_s
-        header = {"id": inv.id, "deadline_ms": int(time.time() * 1000 + timeout * 1000), "arn": inv.invoked_arn}
+        header = {"id": inv.id, "deadline_ms": int((now + timeout) * 1000), "arn": inv.invoked_arn}
         if inv.client_context is not None:
             header["client_context"] = inv.client_context
         if inv.trace_id:
@@ -369,14 +373,17 @@ class Environment:
         self.pool.ewma.record(duration_ms)
         for line in extra_lines:
             self._emit(line)
+        end = f"END RequestId: {inv.id}"
+        report = self._report_line(inv.id, duration_ms, rss_kb)
         if inv.sync and inv.keep_log:
-            self._emit(f"END RequestId: {inv.id}")
-            self._emit(self._report_line(inv.id, duration_ms, rss_kb))
+            self._emit(end)
+            self._emit(report)
             log_text = "\n".join(self._tail) + "\n"
-        else:  # no tail to keep: straight to the function's log
-            append, stream = self.log.append, self.stream
-            append(stream, f"END RequestId: {inv.id}")
-            append(stream, self._report_line(inv.id, duration_ms, rss_kb))
+        else:  # no tail to keep: straight to the function's log, START (if not written yet) included
+            now = int(time.time() * 1000)
+            start, self._start = self._start, None
+            lines = ((now, end), (now, report)) if start is None else (start, (now, end), (now, report))
+            self.log.append_lines(self.stream, lines)
             log_text = ""
         self.log.flush_soon()
         self.current = None
@@ -478,7 +485,13 @@ class Environment:
     # ------------------------------------------------------------------ logs
 
     def _emit(self, text: str) -> None:
-        self.log.append(self.stream, text)
+        if self._start is not None:
+            start, self._start = self._start, None
+            self._emit_line(start[1], start[0])
+        self._emit_line(text)
+
+    def _emit_line(self, text: str, timestamp_ms: int | None = None) -> None:
+        self.log.append(self.stream, text, timestamp_ms)
         if self.current is not None and self.current.sync and self.current.keep_log:
             self._tail.append(text)
             self._tail_len += len(text) + 1

@@ -48,6 +48,13 @@ def request_id() -> str:
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}  # the RFC 4122 variant bits
 
 
+_trace_prefix: tuple[int, str] = (-1, "")
+
+
 def trace_id() -> str:
     """An X-Ray trace header value for a request that came without one: Root=1-<epoch seconds hex>-<96 random bits>."""
-    return f"Root=1-{int(time.time()):08x}-{_random_hex(12)}"
+    global _trace_prefix
+    second = int(time.time())
+    if _trace_prefix[0] != second:  # formatted once a second, not per request
+        _trace_prefix = (second, f"Root=1-{second:08x}-")
+    return _trace_prefix[1] + _random_hex(12)

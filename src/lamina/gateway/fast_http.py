@@ -93,6 +93,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     # When this idle keep-alive connection is to be closed (loop time); 0.0 while a request is arriving or in
     # flight. See _keep_alive_check.
     _idle_deadline = 0.0
+    # server_state.default_headers as bytes, and the list they were made from (see _default_headers).
+    _defaults = b""
+    _defaults_for: object = None
 
     # ------------------------------------------------------------------ keep-alive timeout
 
@@ -257,7 +260,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         if isinstance(head, HttpResponse):
             cycle = self._new_cycle(method_name, query, request_id)
             FunctionUrlGateway.finish(url_obj, head, method_name, headers)
-            self._send_url(cycle, head, False)
+            self._send_url(cycle, head, False, url_obj is None or not url_obj.cors)
             return True
         if head.pool is not None and head.pool.http_app is not None:
             return False  # an HTTP app: streamed proxying is the ASGI handler's (http_apps.py)
@@ -352,12 +355,14 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             self._fail(cycle)
 
     def _url_response(self, cycle: _Cycle, response: HttpResponse, streamed: bool) -> None:
-        FunctionUrlGateway.finish(cycle.url_head.url if cycle.url_head else None, response, cycle.method,
-                                  cycle.headers)
-        self._send_url(cycle, response, streamed)
+        url = cycle.url_head.url if cycle.url_head else None
+        FunctionUrlGateway.finish(url, response, cycle.method, cycle.headers)
+        self._send_url(cycle, response, streamed, url is None or not url.cors)
 
-    def _send_url(self, cycle: _Cycle, response: HttpResponse, streamed: bool) -> None:
-        """As FunctionUrlGateway._send does through uvicorn: Content-Length, or chunked when streamed."""
+    def _send_url(self, cycle: _Cycle, response: HttpResponse, streamed: bool, checked: bool) -> None:
+        """As FunctionUrlGateway._send does through uvicorn: Content-Length, or chunked when streamed. `checked`:
+        no header needs uvicorn's check — the function's were checked as payload.py mapped them (the same
+        characters refused), the rest are Lamina's; a URL's CORS headers are checked here."""
         body = response.body
         status = response.status
         if status in (204, 304) or 100 <= status < 200:
@@ -365,15 +370,15 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         headers = response.headers
         if not streamed:
             headers.append((b"content-length", str(len(body)).encode()))
-            self._write(cycle, status, headers, body)
+            self._write(cycle, status, headers, body, checked)
         elif cycle.method == "HEAD" or status in (204, 304):
-            self._write(cycle, status, headers, b"")
+            self._write(cycle, status, headers, b"", checked)
         else:
             pieces = [b"%x\r\n%b\r\n" % (len(body[i : i + STREAM_CHUNK]), body[i : i + STREAM_CHUNK])
                       for i in range(0, len(body), STREAM_CHUNK)]
             pieces.append(b"0\r\n\r\n")
             headers.append((b"transfer-encoding", b"chunked"))
-            self._write(cycle, status, headers, b"".join(pieces))
+            self._write(cycle, status, headers, b"".join(pieces), checked)
 
     def _peer(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, int, str]:
         """(client address, server port, scheme) as uvicorn's proxy-headers middleware would give them to the
@@ -381,7 +386,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         client = self.client[0] if self.client else "127.0.0.1"
         server_port = self.server[1] if self.server and self.server[1] else self.config.port
         scheme = self.scheme or "http"
-        if self.config.proxy_headers and any(k in (b"x-forwarded-for", b"x-forwarded-proto") for k, _ in headers):
+        if self.config.proxy_headers and _forwarded(headers):
             trusted = type(self)._trusted
             if trusted is None:
                 trusted = type(self)._trusted = _TrustedHosts(self.config.forwarded_allow_ips)
@@ -408,9 +413,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         transport = self.transport
         if cycle.disconnected or transport.is_closing():
             return
-        out = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            out += (name, b": ", value, b"\r\n")
+        out = [STATUS_LINE[status], self._default_headers()]
         for name, value in headers:
             if not checked and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
                 # uvicorn refuses such a header with a 500 and a closed connection: so do we.
@@ -429,6 +432,15 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             transport.close()
         self.on_response_complete()
 
+    def _default_headers(self) -> bytes:
+        """uvicorn's default headers (server, date) as bytes: the server replaces the list once a second."""
+        cls = type(self)
+        current = self.server_state.default_headers
+        if cls._defaults_for is not current:
+            cls._defaults = b"".join(b"%b: %b\r\n" % (name, value) for name, value in current)
+            cls._defaults_for = current
+        return cls._defaults
+
     def _fail(self, cycle: _Cycle | None = None) -> None:
         """An unexpected error: 500 and close, as uvicorn does when an ASGI app raises."""
         if cycle is not None:
@@ -438,6 +450,13 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(_SERVER_ERROR)
             self.transport.close()
+
+
+def _forwarded(headers: list[tuple[bytes, bytes]]) -> bool:  # a loop, not any(): no generator per request
+    for name, _ in headers:  # noqa: SIM110
+        if name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+            return True
+    return False
 
 
 def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:

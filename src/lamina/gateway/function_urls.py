@@ -27,10 +27,9 @@ from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.gateway.http_apps import HttpAppProxy
 from lamina.gateway.payload import (
     BadResponse,
-    HttpRequest,
     HttpResponse,
+    build_event,
     map_response,
-    request_event,
     stream_response,
 )
 
@@ -44,6 +43,7 @@ log = logging.getLogger("lamina.gateway")
 PATH_PREFIX = b"/lamina/v1/url/"
 HOST_MARK = b".lambda-url."
 LIMIT = 6 * 1024 * 1024
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 STREAM_CHUNK = 64 * 1024
 
 
@@ -170,14 +170,10 @@ class FunctionUrlGateway:
                    client_ip: str, server_port: int, scheme: str, http_version: str) -> Invocation | HttpResponse:
         """The payload 2.0 invocation for a handler function (not submitted yet), or the response that refuses it."""
         url = head.url
-        req = HttpRequest(method, head.path.decode("latin-1"), query.decode("latin-1"), headers, body, client_ip,
-                          f"HTTP/{http_version}",
-                          {"x-forwarded-for": client_ip, "x-forwarded-proto": scheme,
-                           "x-forwarded-port": str(server_port)})
+        extra = {"x-forwarded-for": client_ip, "x-forwarded-proto": scheme, "x-forwarded-port": str(server_port)}
         trace_id = _find(headers, b"x-amzn-trace-id")
         if trace_id is None:
-            trace_id = ids.trace_id()
-            req.extra_headers["x-amzn-trace-id"] = trace_id
+            trace_id = extra["x-amzn-trace-id"] = ids.trace_id()
         domain = head.host
         if domain is None:
             domain = self._domains.get(url.url_id)
@@ -185,8 +181,9 @@ class FunctionUrlGateway:
                 if len(self._domains) > 4096:
                     self._domains.clear()
                 domain = self._domains[url.url_id] = self.urls.domain(url.url_id)
-        event = request_event(req, url_id=url.url_id, domain=domain,
-                              account="anonymous", request_id=head.request_id)
+        event = build_event(method, head.path.decode("latin-1"), query.decode("latin-1"), headers, body, client_ip,
+                            _PROTOCOLS.get(http_version) or f"HTTP/{http_version}", extra, url.url_id, domain,
+                            "anonymous", head.request_id)
         payload = orjson.dumps(event)
         if len(payload) > LIMIT:
             return _too_large(head.request_id)

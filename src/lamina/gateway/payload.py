@@ -20,7 +20,9 @@ import orjson
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+# Control characters other than tab (CR, LF and NUL among them): what uvicorn refuses in a header value, so a
+# response mapped here needs no second check when the HTTP hot path writes it (gateway/fast_http.py).
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Set by Lamina, never passed through from the function.
 _DROPPED = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"}
 STREAM_DELIMITER = b"\x00" * 8
@@ -70,10 +72,18 @@ class HttpRequest:
 
 def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, request_id: str,
                   now: float | None = None) -> dict:
+    return build_event(req.method, req.raw_path, req.raw_query, req.headers, req.body, req.source_ip, req.protocol,
+                       req.extra_headers, url_id, domain, account, request_id, now)
+
+
+def build_event(method: str, raw_path: str, raw_query: str, raw_headers: list[tuple[bytes, bytes]], body: bytes,
+                source_ip: str, protocol: str, extra_headers: dict[str, str], url_id: str, domain: str, account: str,
+                request_id: str, now: float | None = None) -> dict:
+    """request_event() from the request's parts (the function-URL hot path builds no HttpRequest)."""
     now = time.time() if now is None else now
     headers: dict[str, str] = {}
     cookies: list[str] = []
-    for raw_name, raw_value in req.headers:
+    for raw_name, raw_value in raw_headers:
         name = raw_name.decode("latin-1").lower()
         try:  # _text(), inlined: this runs for every header of every function-URL request
             value = raw_value.decode()
@@ -83,16 +93,16 @@ def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, r
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue
         headers[name] = f"{headers[name]},{value}" if name in headers else value
-    for name, value in req.extra_headers.items():
+    for name, value in extra_headers.items():
         headers[name] = f"{headers[name]},{value}" if name in headers and name == "x-forwarded-for" else value
-    event: dict = {"version": "2.0", "routeKey": "$default", "rawPath": req.raw_path,
-                   "rawQueryString": req.raw_query}
+    event: dict = {"version": "2.0", "routeKey": "$default", "rawPath": raw_path,
+                   "rawQueryString": raw_query}
     if cookies:
         event["cookies"] = cookies
     event["headers"] = headers
-    if req.raw_query:
+    if raw_query:
         params: dict[str, str] = {}
-        for key, value in parse_qsl(req.raw_query, keep_blank_values=True, errors="replace"):
+        for key, value in parse_qsl(raw_query, keep_blank_values=True, errors="replace"):
             params[key] = f"{params[key]},{value}" if key in params else value
         event["queryStringParameters"] = params
     event["requestContext"] = {
@@ -100,7 +110,7 @@ def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, r
         "apiId": url_id,
         "domainName": domain,
         "domainPrefix": url_id,
-        "http": {"method": req.method, "path": req.raw_path, "protocol": req.protocol, "sourceIp": req.source_ip,
+        "http": {"method": method, "path": raw_path, "protocol": protocol, "sourceIp": source_ip,
                  "userAgent": headers.get("user-agent", "")},
         "requestId": request_id,
         "routeKey": "$default",
@@ -108,15 +118,15 @@ def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, r
         "time": clf_time(now),
         "timeEpoch": int(now * 1000),
     }
-    if req.body:
+    if body:
         if is_text(headers.get("content-type")):
             try:
-                event["body"] = req.body.decode()
+                event["body"] = body.decode()
                 event["isBase64Encoded"] = False
                 return event
             except UnicodeDecodeError:
                 pass
-        event["body"] = base64.b64encode(req.body).decode()
+        event["body"] = base64.b64encode(body).decode()
         event["isBase64Encoded"] = True
     else:
         event["isBase64Encoded"] = False
@@ -144,7 +154,7 @@ def _header_value(value: object) -> bytes:
     else:
         raise BadResponse(f"header value {value!r} is not a string")
     if _BAD_VALUE.search(raw):
-        raise BadResponse("header value contains CR, LF or NUL")
+        raise BadResponse("header value contains a control character (CR, LF, NUL or another)")
     return raw
 
 

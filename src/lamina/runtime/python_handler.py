@@ -94,7 +94,7 @@ class _Channel:
         import socket
 
         self._sock = socket.socket(fileno=fd)
-        self._rfile = self._sock.makefile("rb", buffering=1 << 16)
+        self._buf = bytearray()  # the start of a frame that has not all arrived yet
         # The runtime's own descriptor of its log pipe (fd 1 and 2 are the handler's to redirect): asked
         # whether the pipe is empty before a result goes out, see quiet(). -1: unknown, never quiet.
         self.log_fd = log_fd
@@ -126,26 +126,77 @@ class _Channel:
     def send_result(self, kind: int, request_id: str, rss_kb: int, body: bytes) -> None:
         """RESULT or ERROR (the hot path): the header written by hand, marked quiet when the pipe is empty."""
         self.flush_output()
-        head = b'{"id":%b,"rss_kb":%d%b}' % (_json_str(request_id), rss_kb, b',"q":1' if self.quiet() else b"")
+        head = b'{"id":%b,"rss_kb":%d%b}' % (_json_str(request_id).encode(), rss_kb, b',"q":1' if self.quiet() else b"")
         self._sock.sendall(_PREFIX.pack(5 + len(head) + len(body), kind, len(head)) + head + body)
 
     def close(self) -> None:
-        self._rfile.close()
         self._sock.close()
 
     def recv(self) -> tuple[int, dict, bytes] | None:
-        prefix = self._rfile.read(9)
-        if len(prefix) < 9:
-            return None
-        total, kind, hlen = _PREFIX.unpack(prefix)
-        rest = self._rfile.read(total - 5)
-        if len(rest) < total - 5:
-            return None
-        return kind, (json.loads(rest[:hlen]) if hlen else {}), rest[hlen:]
+        """The next frame; None at EOF. The server sends one INVOKE at a time and waits for its result, so a
+        frame usually arrives whole in one recv(2) and is parsed straight from it (no buffered reader)."""
+        buf = self._buf
+        if not buf:
+            data = self._sock.recv(1 << 16)
+            if len(data) >= 9:
+                total, kind, hlen = _PREFIX.unpack_from(data)
+                if len(data) == 4 + total:
+                    return kind, (_loads(data[9 : 9 + hlen]) if hlen else {}), data[9 + hlen :]
+            if not data:
+                return None
+            buf += data
+        while True:  # a frame in several pieces (or, never from this server, more than one)
+            need = 9  # the prefix first
+            if len(buf) >= 9:
+                total, kind, hlen = _PREFIX.unpack_from(buf)
+                need = 4 + total
+            if len(buf) >= need:
+                frame = bytes(buf[:need])
+                del buf[:need]
+                return kind, (_loads(frame[9 : 9 + hlen]) if hlen else {}), frame[9 + hlen :]
+            data = self._sock.recv(max(1 << 16, need - len(buf)))
+            if not data:
+                return None
+            buf += data
 
 
-def _json_str(text: str) -> bytes:
-    return json.dumps(text).encode()
+_json_str = json.encoder.encode_basestring_ascii  # a str as a JSON string (json.dumps without its overhead)
+_scan = json.JSONDecoder().scan_once
+
+
+def _loads(data: bytes):  # noqa: ANN202 - any JSON value
+    """json.loads for the hot path: a UTF-8 document without surrounding whitespace (what the server sends, and
+    nearly every payload) is scanned directly; anything else, errors included, goes through json.loads."""
+    try:
+        text = data.decode()
+        value, end = _scan(text, 0)
+    except (UnicodeDecodeError, StopIteration, ValueError):
+        return json.loads(data)
+    if end != len(text):
+        return json.loads(data)
+    return value
+
+
+class _Dumps:
+    """json.dumps(value) with the default settings, reusing one C encoder (json.dumps builds one per call)."""
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder()
+        self._new()
+
+    def _new(self) -> None:
+        enc = self._encoder
+        self._c = json.encoder.c_make_encoder({}, enc.default, json.encoder.encode_basestring_ascii, None,
+                                              enc.key_separator, enc.item_separator, False, False, True)
+
+    def __call__(self, value) -> str:  # noqa: ANN001 - any value the handler returned
+        if value.__class__ is str:
+            return json.encoder.encode_basestring_ascii(value)
+        try:
+            return "".join(self._c(value, 0))
+        except BaseException:
+            self._new()  # an error can leave the encoder's cycle markers behind
+            raise
 
 
 class _Obj:
@@ -317,7 +368,8 @@ def _die_with_parent() -> None:
 def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's callable
     """Invocation loop: one at a time, result and next-pull in one frame."""
     LambdaContext._static = _context_static()
-    loads, dumps, environ, recv, send = json.loads, json.dumps, os.environ, channel.recv, channel.send_result
+    loads, dumps, environ, recv, send = _loads, json.dumps, os.environ, channel.recv, channel.send_result
+    dump_result = _Dumps() if json.encoder.c_make_encoder is not None else json.dumps
     while True:
         frame = recv()
         if frame is None:
@@ -346,7 +398,7 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
             send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
         try:
-            out = dumps(result).encode()
+            out = dump_result(result).encode()
         except (TypeError, ValueError) as exc:
             err = {"errorMessage": f"Unable to marshal response: {exc}", "errorType": "Runtime.MarshalError",
                    "requestId": request_id, "stackTrace": []}

@@ -45,23 +45,29 @@ class FunctionLog:
         self._stream_json: dict[str, bytes] = {}
 
     def append(self, stream: str, message: str, timestamp_ms: int | None = None) -> None:
+        self.append_lines(stream, ((timestamp_ms or int(time.time() * 1000), message),))
+
+    def append_lines(self, stream: str, lines: tuple[tuple[int, str], ...]) -> None:
+        """Append (timestamp ms, message) records of one stream in one write: an invocation's START, END and
+        REPORT lines cost one call on the invoke hot path."""
         if self._fh.closed:
             return  # the function was deleted while an environment was still finishing
-        ts = timestamp_ms or int(time.time() * 1000)
-        # The record's line is put together around the JSON of the message alone (no dict to build and encode
-        # per line on the invoke hot path); the stream's JSON is the same for all of an environment's lines.
+        # Each record's line is put together around the JSON of the message alone (no dict to build and encode
+        # per line); the stream's JSON is the same for all of an environment's lines.
         stream_json = self._stream_json.get(stream)
         if stream_json is None:
             if len(self._stream_json) > 256:
                 self._stream_json.clear()
             stream_json = self._stream_json[stream] = _dumps(stream)
-        line = b'{"timestamp":%d,"message":%b,"logStreamName":%b}\n' % (ts, _dumps(message), stream_json)
-        self._fh.write(line)
-        self._size += len(line)
+        data = b"".join([b'{"timestamp":%d,"message":%b,"logStreamName":%b}\n' % (ts, _dumps(message), stream_json)
+                         for ts, message in lines])
+        self._fh.write(data)
+        self._size += len(data)
         if self.followers:
-            record = {"timestamp": ts, "message": message, "logStreamName": stream}
-            for queue in self.followers:
-                queue.put_nowait(record)
+            for ts, message in lines:
+                record = {"timestamp": ts, "message": message, "logStreamName": stream}
+                for queue in self.followers:
+                    queue.put_nowait(record)
         if self._size > ROTATE_BYTES:
             self._rotate()
 
