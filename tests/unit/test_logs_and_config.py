@@ -53,3 +53,25 @@ def test_unknown_setting_is_an_error(tmp_path):
     cfg.write_text("prot = 1\n")
     with pytest.raises(ValueError, match="prot"):
         Settings.load(config_file=cfg)
+
+
+def test_invocation_records_template_matches_append_lines(tmp_path):
+    """The hot path writes an invocation's START/END/REPORT from a template: the same bytes append_lines writes,
+    with a stream name that needs escaping (and a '%', which the template must not take for a placeholder)."""
+    from types import SimpleNamespace
+
+    from lamina.dispatch.environment import Environment
+
+    env = Environment.__new__(Environment)
+    env.stream, env.spec, env._records = '2026/11/21/[$LATEST]a"b%d\\', SimpleNamespace(version="7", memory_mb=1769), None
+    rid = "30cd3863-9b1f-41aa-8b1f-0123456789ab"
+    got = env._records_template() % (1, rid.encode(), 2, rid.encode(), 2, rid.encode(), 12.345, 13, 42)
+
+    store = LogStore(tmp_path)
+    log = store.for_function("f")
+    log.append_lines(env.stream, ((1, f"START RequestId: {rid} Version: 7"), (2, f"END RequestId: {rid}"),
+                                  (2, f"REPORT RequestId: {rid}\tDuration: 12.35 ms\tBilled Duration: 13 ms\t"
+                                      "Memory Size: 1769 MB\tMax Memory Used: 42 MB")))
+    log.flush()
+    assert got == (tmp_path / "f.ndjson").read_bytes()
+    store.close()

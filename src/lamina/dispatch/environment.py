@@ -163,7 +163,14 @@ class _ChannelProtocol(asyncio.Protocol):
         self.env._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        for frame in self.decoder.feed(data):
+        decoder = self.decoder
+        if not decoder._buf and len(data) >= 9:
+            # The usual read: exactly one whole frame (a result), handled without the decoder's list.
+            total, kind, hlen = _FRAME_PREFIX.unpack_from(data)
+            if len(data) == 4 + total:
+                self.env.on_frame(kind, orjson.loads(data[9 : 9 + hlen]) if hlen else {}, data[9 + hlen :])
+                return
+        for frame in decoder.feed(data):
             self.env.on_frame(*frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -202,6 +209,7 @@ class Environment:
         self.frozen = False
         self._freeze_timer: asyncio.TimerHandle | None = None
         self._start: tuple[int, str] | None = None  # the invocation's START line, until it is written
+        self._records: bytes | None = None  # see _records_template
         self._logs: LogPipe | None = None
         self._api = None  # RuntimeApiServer for custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
@@ -373,6 +381,21 @@ class Environment:
         self.pool.ewma.record(duration_ms)
         for line in extra_lines:
             self._emit(line)
+        start = self._start
+        log = self.log
+        if start is not None and not (inv.sync and inv.keep_log) and self.invocations > 1 and not log.followers \
+                and inv.id.replace("-", "").isalnum():
+            # The steady state (START not written yet, no tail, no Init Duration): the three records from one
+            # template, no message text to build and encode (what append_lines would write, byte for byte).
+            self._start = None
+            now = int(time.time() * 1000)
+            rid = inv.id.encode()
+            log.write_encoded(self._records_template() % (
+                start[0], rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
+            log.flush_soon()
+            self.current = None
+            inv.finish(InvokeResult(body, error_type, "", self.spec.version))
+            return
         end = f"END RequestId: {inv.id}"
         report = self._report_line(inv.id, duration_ms, rss_kb)
         if inv.sync and inv.keep_log:
@@ -389,12 +412,31 @@ class Environment:
         self.current = None
         inv.finish(InvokeResult(body, error_type, log_text, self.spec.version))
 
-    def _report_line(self, request_id: str, duration_ms: float, rss_kb: int | None) -> str:
+    def _used_mb(self, rss_kb: int | None) -> int:
+        """Max Memory Used: the runtime's peak RSS (the last one it reported), else the sandbox's peak."""
         if rss_kb:
             self._last_rss_kb = rss_kb
         else:
             rss_kb = self._last_rss_kb
-        used_mb = (rss_kb + 1023) // 1024 if rss_kb else self._sandbox_memory_mb()
+        return (rss_kb + 1023) // 1024 if rss_kb else self._sandbox_memory_mb()
+
+    def _records_template(self) -> bytes:
+        """START, END and REPORT records of one invocation as NDJSON, for bytes %: (start ms, id, end ms, id, end
+        ms, id, duration ms, billed ms, used MB). The same lines FunctionLog.append_lines writes."""
+        template = self._records
+        if template is None:
+            stream = orjson.dumps(self.stream).replace(b"%", b"%%")
+            version = orjson.dumps(self.spec.version)[1:-1].replace(b"%", b"%%")
+            tail = b'","logStreamName":' + stream + b"}\n"
+            template = self._records = (
+                b'{"timestamp":%d,"message":"START RequestId: %b Version: ' + version + tail
+                + b'{"timestamp":%d,"message":"END RequestId: %b' + tail
+                + b'{"timestamp":%d,"message":"REPORT RequestId: %b\\tDuration: %.2f ms\\tBilled Duration: %d ms'
+                + b"\\tMemory Size: " + str(self.spec.memory_mb).encode() + b" MB\\tMax Memory Used: %d MB" + tail)
+        return template
+
+    def _report_line(self, request_id: str, duration_ms: float, rss_kb: int | None) -> str:
+        used_mb = self._used_mb(rss_kb)
         line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
                 f"Billed Duration: {max(1, math.ceil(duration_ms))}{self._memory_size}{used_mb} MB")
         if self.invocations == 1 and self.restore_ms is not None:

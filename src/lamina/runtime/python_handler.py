@@ -91,10 +91,17 @@ _NO_BYTES = b"\0\0\0\0"
 
 class _Channel:
     def __init__(self, fd: int, log_fd: int = -1) -> None:
+        import select
         import socket
 
         self._sock = socket.socket(fileno=fd)
         self._buf = bytearray()  # the start of a frame that has not all arrived yet
+        # The runtime waits for its next frame in poll(2) for input only, then reads: a task blocked in recv(2) on
+        # a unix socket is also woken whenever the peer reads what it sent (the kernel's unix_write_space wakes
+        # the socket's waiters for "writable"), so every result the server read would wake the idle runtime for
+        # nothing, a context switch on its CPU and a cross-CPU wakeup on the server's. poll's wait filters by event.
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
         # The runtime's own descriptor of its log pipe (fd 1 and 2 are the handler's to redirect): asked
         # whether the pipe is empty before a result goes out, see quiet(). -1: unknown, never quiet.
         self.log_fd = log_fd
@@ -137,6 +144,7 @@ class _Channel:
         frame usually arrives whole in one recv(2) and is parsed straight from it (no buffered reader)."""
         buf = self._buf
         if not buf:
+            self._poll.poll()
             data = self._sock.recv(1 << 16)
             if len(data) >= 9:
                 total, kind, hlen = _PREFIX.unpack_from(data)

@@ -71,6 +71,16 @@ class FunctionLog:
         if self._size > ROTATE_BYTES:
             self._rotate()
 
+    def write_encoded(self, data: bytes) -> None:
+        """Append records already encoded as NDJSON lines (only while nothing follows the log: followers get
+        records from append_lines)."""
+        if self._fh.closed:
+            return
+        self._fh.write(data)
+        self._size += len(data)
+        if self._size > ROTATE_BYTES:
+            self._rotate()
+
     def flush(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
