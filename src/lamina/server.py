@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -72,6 +73,10 @@ class Server:
         if self.settings.example:
             await self._deploy_example()
         self._banner()
+        # Everything loaded so far lives as long as the server: keep the cyclic GC's full collections from
+        # walking it again and again under load (they would scan every module, route and function object).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

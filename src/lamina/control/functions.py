@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -84,9 +85,9 @@ class Function:
     def updating(self) -> bool:
         return self.config.get("LastUpdateStatus") == "InProgress"
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The dispatcher pool that runs this version."""
+        """The dispatcher pool that runs this version (name and version never change)."""
         return pool_key(self.name, self.version)
 
     def digest(self) -> str:

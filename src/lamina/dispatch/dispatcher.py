@@ -223,7 +223,7 @@ class Dispatcher:
             pool = self.tenant_pool(pool, inv.tenant_id)
         self.inflight[name] = self.inflight.get(name, 0) + 1
         self.total_inflight += 1
-        inv.release = lambda: self._release(name)
+        inv.release, inv.counted_as = self._release, name
         pool.submit(inv)
 
     def _release(self, name: str) -> None:

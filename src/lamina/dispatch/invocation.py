@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Throttled(Exception):
@@ -40,9 +39,9 @@ class Invocation:
     # answers from here without a task or a loop iteration (gateway/fast_http.py).
     on_done: Callable[[InvokeResult | BaseException], None] | None = None
     keep_log: bool = True                            # collect the log for X-Amz-Log-Result (sync only)
-    enqueued_at: float = field(default_factory=time.monotonic)
     done: bool = False
-    release: Callable[[], None] | None = None        # the dispatcher's in-flight count
+    release: Callable[[str], None] | None = None     # the dispatcher's in-flight count: release(counted_as)
+    counted_as: str = ""
     expiry: asyncio.TimerHandle | None = None        # the deadline while queued
 
     def _close(self) -> None:
@@ -52,7 +51,7 @@ class Invocation:
             self.expiry = None
         if self.release is not None:
             release, self.release = self.release, None
-            release()
+            release(self.counted_as)
 
     def finish(self, result: InvokeResult) -> bool:
         """Resolve once; later outcomes (a crash after a timeout, say) are ignored."""

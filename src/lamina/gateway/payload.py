@@ -145,7 +145,9 @@ class BadResponse(ValueError):
 
 
 def _header_value(value: object) -> bytes:
-    if isinstance(value, bool):
+    if value.__class__ is str:  # nearly always
+        raw = value.encode()
+    elif isinstance(value, bool):
         raw = b"true" if value else b"false"
     elif isinstance(value, (int, float)):
         raw = str(value).encode()
