@@ -25,8 +25,11 @@ import orjson
 
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
+from lamina.gateway.payload import header_block_ok
 from lamina.runtime.python_handler import (
+    HTTP_PREFIX,
     KIND_ERROR,
+    KIND_HTTP_RESULT,
     KIND_INIT_ERROR,
     KIND_INVOKE,
     KIND_READY,
@@ -364,6 +367,8 @@ class Environment:
             header["trace_id"] = inv.trace_id
         if inv.tenant_id is not None:
             header["tenant_id"] = inv.tenant_id  # context.tenant_id; Lambda-Runtime-Aws-Tenant-Id
+        if inv.http:
+            header["http"] = 1  # a BUFFERED function URL: the runtime may answer with the mapped response
         self._started_ns = time.perf_counter_ns()
         self._deadline = time.monotonic() + timeout
         if self._deadline_timer is None:
@@ -374,7 +379,7 @@ class Environment:
             self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
 
     def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None,
-                  extra_lines: tuple[str, ...] = ()) -> None:
+                  extra_lines: tuple[str, ...] = (), http: tuple[int, bytes] | None = None) -> None:
         inv = self.current
         assert inv is not None
         duration_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
@@ -394,7 +399,7 @@ class Environment:
                 start[0], rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
             log.flush_soon()
             self.current = None
-            inv.finish(InvokeResult(body, error_type, "", self.spec.version))
+            inv.finish(InvokeResult(body, error_type, "", self.spec.version, http))
             return
         end = f"END RequestId: {inv.id}"
         report = self._report_line(inv.id, duration_ms, rss_kb)
@@ -410,7 +415,7 @@ class Environment:
             log_text = ""
         self.log.flush_soon()
         self.current = None
-        inv.finish(InvokeResult(body, error_type, log_text, self.spec.version))
+        inv.finish(InvokeResult(body, error_type, log_text, self.spec.version, http))
 
     def _used_mb(self, rss_kb: int | None) -> int:
         """Max Memory Used: the runtime's peak RSS (the last one it reported), else the sandbox's peak."""
@@ -492,9 +497,15 @@ class Environment:
             if not self.ready.done():
                 self.ready.set_result(None)
             self.pool.env_ready(self, fresh=True)
-        elif kind in (KIND_RESULT, KIND_ERROR) and self.state is State.BUSY and self.current is not None:
+        elif kind in (KIND_RESULT, KIND_ERROR, KIND_HTTP_RESULT) and self.state is State.BUSY \
+                and self.current is not None:
             if header.get("id") != self.current.id:
                 return
+            http = None
+            if kind == KIND_HTTP_RESULT:
+                http, body = _http_result(body)
+                if http is None:
+                    kind = KIND_ERROR
             error_type = None
             if kind == KIND_ERROR:
                 # The Runtime API reports the type apart from the body (a header, or its default).
@@ -504,7 +515,7 @@ class Environment:
                                    f"allowed payload size (6291556 bytes).",
                                    "errorType": "Function.ResponseSizeTooLarge"}).encode()
                 error_type = "Function.ResponseSizeTooLarge"
-            self._complete(body, error_type, header.get("rss_kb"))
+            self._complete(body, error_type, header.get("rss_kb"), http=http)
             self.state = State.IDLE
             self.idle_since = time.monotonic()
             self.pool.env_ready(self, fresh=False)
@@ -687,6 +698,24 @@ class Environment:
         if self._logs is not None:
             self._logs.close()  # after the processes are gone: their last words are logged
         self.log.flush()
+
+
+_BAD_HTTP_RESULT = json.dumps({"errorMessage": "The runtime sent a function URL response Lamina cannot send.",
+                               "errorType": "Runtime.InvalidResponse"}).encode()
+
+
+def _http_result(body: bytes) -> tuple[tuple[int, bytes] | None, bytes]:
+    """A KIND_HTTP_RESULT body: ((status, header block), response body), or (None, an error body) if it is not
+    one Lamina may send as it is (the runtime is the function's own process)."""
+    try:
+        status, length = HTTP_PREFIX.unpack_from(body)
+    except struct.error:
+        return None, _BAD_HTTP_RESULT
+    start = HTTP_PREFIX.size
+    block = body[start : start + length]
+    if not 100 <= status <= 599 or len(block) != length or not header_block_ok(block):
+        return None, _BAD_HTTP_RESULT
+    return (status, block), body[start + length :]
 
 
 def _error_type(body: bytes) -> str:

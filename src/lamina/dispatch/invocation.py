@@ -23,6 +23,9 @@ class InvokeResult:
     error_type: str | None = None     # set: the caller sees X-Amz-Function-Error: Unhandled
     log: str = ""                     # this invocation's log, START to REPORT
     executed_version: str = "$LATEST"
+    # A function-URL response the runtime mapped (Invocation.http): (status, checked header block); body is the
+    # response body then. None: body is the function's JSON result.
+    http: tuple[int, bytes] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +42,7 @@ class Invocation:
     # answers from here without a task or a loop iteration (gateway/fast_http.py).
     on_done: Callable[[InvokeResult | BaseException], None] | None = None
     keep_log: bool = True                            # collect the log for X-Amz-Log-Result (sync only)
+    http: bool = False                               # a Python runtime may answer with the mapped HTTP response
     done: bool = False
     release: Callable[[str], None] | None = None     # the dispatcher's in-flight count: release(counted_as)
     counted_as: str = ""

@@ -336,12 +336,19 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 self._url_response(cycle, inv, False)
                 return
             inv.on_done = lambda outcome: self._url_done(cycle, outcome)
+            url = head.url
+            # BUFFERED, no CORS to apply: a Python runtime may send the response mapped (see _url_done).
+            inv.http = url.invoke_mode != "RESPONSE_STREAM" and not url.cors
             submit(gateway.dispatcher, head.target.key, inv)
         except AwsError as err:
             self._url_response(cycle, _message(err.status, err.message, cycle.request_id), False)
 
     def _url_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
         try:
+            if outcome.__class__ is InvokeResult and outcome.http is not None and outcome.error_type is None \
+                    and len(outcome.body) <= LIMIT:
+                self._write_block(cycle, outcome.http[0], outcome.http[1], outcome.body)
+                return
             if isinstance(outcome, InvokeResult):
                 response, streamed = FunctionUrlGateway.respond(cycle.url_head, outcome)  # type: ignore[arg-type]
             elif isinstance(outcome, Throttled):
@@ -428,6 +435,27 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         if cycle.method != "HEAD":
             out.append(body)
         transport.write(b"".join(out))
+        if not cycle.keep_alive:
+            transport.close()
+        self.on_response_complete()
+
+    def _write_block(self, cycle: _Cycle, status: int, block: bytes, body: bytes) -> None:
+        """_write for a response whose headers are one checked block already (a runtime-mapped function-URL
+        response, see InvokeResult.http), with Lamina's own request id and length."""
+        if cycle.response_complete:
+            return
+        cycle.response_complete = True
+        transport = self.transport
+        if cycle.disconnected or transport.is_closing():
+            return
+        if status in (204, 304) or status < 200 or cycle.method == "HEAD":
+            length = 0 if status in (204, 304) or status < 200 else len(body)
+            body = b""
+        else:
+            length = len(body)
+        transport.write(b"%b%b%bx-amzn-requestid: %b\r\ncontent-length: %d\r\n%b\r\n%b" % (
+            STATUS_LINE[status], self._default_headers(), block, cycle.request_id.encode(), length,
+            b"" if cycle.keep_alive else b"connection: close\r\n", body))
         if not cycle.keep_alive:
             transport.close()
         self.on_response_complete()

@@ -178,6 +178,18 @@ def _header_name(name: object) -> bytes:
     return raw
 
 
+# A header block as the Python runtime sends a mapped function-URL response (KIND_HTTP_RESULT): lower-case token
+# names, none of the headers Lamina sets itself, values without control characters but tab. The runtime is the
+# function's own process, so the server checks the block before it goes out.
+_BLOCK = re.compile(rb"(?:(?!(?:content-length|transfer-encoding|connection|keep-alive|upgrade):)"
+                    rb"[!#$%&'*+\-.^_`|~0-9a-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+
+
+def header_block_ok(block: bytes) -> bool:
+    """Whether a mapped response's header block may be written as it is (see _BLOCK)."""
+    return _BLOCK.fullmatch(block) is not None
+
+
 def _status(value: object) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)

@@ -29,11 +29,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
 import time
 from fcntl import ioctl
 from resource import RUSAGE_SELF, getrusage
+
+# ru_maxrss is the process's peak RSS (its memory map's high-water mark) either way; asked per thread the kernel
+# skips summing every thread's CPU time under the run queue's lock, which RUSAGE_SELF does on each invocation.
+try:
+    from resource import RUSAGE_THREAD as _RUSAGE_MAXRSS
+except ImportError:  # not Linux
+    _RUSAGE_MAXRSS = RUSAGE_SELF
 
 try:
     from termios import FIONREAD
@@ -48,12 +56,15 @@ KIND_INIT_ERROR = 5
 KIND_FORK = 6      # server -> zygote: {env, stream, init_type, tmp_mb, isolate, nfds}; fds: channel, log, cgroup.procs
 KIND_FORKED = 7    # zygote -> server: {env, pid}
 KIND_EXITED = 8    # zygote -> server: {env, status} (negative: killed by that signal)
+KIND_HTTP_RESULT = 9  # environment -> server: a function-URL response, mapped here (see http_response)
 
 CHANNEL_FD_ENV = "_LAMINA_CHANNEL_FD"
 ZYGOTE_ENV = "_LAMINA_ZYGOTE"
 SECCOMP_ENV = "_LAMINA_ENV_SECCOMP"
 
 _PREFIX = struct.Struct(">IBI")
+# A KIND_HTTP_RESULT body: >H status | >I header block length | header block ("name: value\r\n"...) | body
+HTTP_PREFIX = struct.Struct(">HI")
 
 
 def encode_frame(kind: int, header: dict, body: bytes = b"") -> bytes:
@@ -356,7 +367,7 @@ def load_handler(spec: str):  # noqa: ANN201 - returns the user's callable
 
 
 def _max_rss_kb() -> int:
-    return getrusage(RUSAGE_SELF).ru_maxrss
+    return getrusage(_RUSAGE_MAXRSS).ru_maxrss
 
 
 def _die_with_parent() -> None:
@@ -371,6 +382,129 @@ def _die_with_parent() -> None:
             os._exit(1)
     except Exception:  # noqa: BLE001 - best effort on non-Linux hosts
         pass
+
+
+# ---------------------------------------------------------------------------------------------- function URLs
+# An INVOKE whose header says "http" comes from a BUFFERED function URL: the server wants the handler's result as
+# the HTTP response payload format 2.0 makes of it (lamina.gateway.payload.map_response), so it need not decode
+# and map it itself. http_response() maps the results that are plainly valid — a dict of statusCode, headers,
+# multiValueHeaders, cookies, body and isBase64Encoded with simple values — to exactly what map_response would
+# give for their JSON; for anything else it returns None and the result goes back as JSON (RESULT), mapped by
+# the server as before, errors and all. The server checks the header block it gets either way.
+
+_HTTP_KEYS = frozenset(("statusCode", "headers", "multiValueHeaders", "cookies", "body", "isBase64Encoded"))
+_HTTP_DROPPED = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"))
+_HTTP_LIMIT = 6 * 1024 * 1024
+_http_names: dict[str, str] = {}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class _NotMapped(Exception):
+    pass
+
+
+def _http_name(name: object) -> str:
+    if name.__class__ is not str:
+        raise _NotMapped
+    raw = _http_names.get(name)
+    if raw is None:
+        raw = name.lower()
+        if not raw.isascii() or not _TOKEN.fullmatch(raw):
+            raise _NotMapped
+        if len(_http_names) >= 4096:
+            _http_names.clear()
+        _http_names[name] = raw
+    return raw
+
+
+def _http_value(value: object) -> str:
+    cls = value.__class__
+    if cls is str:
+        text = value
+    elif cls is bool:
+        text = "true" if value else "false"
+    elif cls is int and -(1 << 63) <= value < (1 << 64):
+        text = str(value)
+    else:
+        raise _NotMapped  # floats (NaN, exponents) and everything else: the server's mapping decides
+    if _CONTROL.search(text):  # a control character but tab: what uvicorn refuses
+        raise _NotMapped
+    return text
+
+
+def http_response(result: object) -> tuple[int, bytes, bytes] | None:
+    """(status, header block, body) for a plainly valid {statusCode, ...} result, else None (see above)."""
+    if result.__class__ is not dict or "statusCode" not in result or not result.keys() <= _HTTP_KEYS:
+        return None
+    try:
+        status = result["statusCode"]
+        if status.__class__ is str and status.isdigit():
+            status = int(status)
+        if status.__class__ is not int or not 100 <= status <= 599:
+            return None
+        lines = []
+        typed = False
+        headers = result.get("headers")
+        if headers is None:
+            headers = {}
+        elif headers.__class__ is not dict:
+            return None
+        for name, value in headers.items():
+            if value is None:
+                if name.__class__ is not str:
+                    return None
+                continue
+            raw = _http_name(name)
+            if raw not in _HTTP_DROPPED:
+                lines.append(f"{raw}: {_http_value(value)}\r\n")
+                if raw == "content-type":
+                    typed = True
+        multi = result.get("multiValueHeaders")
+        if multi is not None:
+            if multi.__class__ is not dict:
+                return None
+            for name, values in multi.items():
+                raw = _http_name(name)
+                if values.__class__ is not list:
+                    return None
+                checked = [_http_value(v) for v in values if v is not None]
+                if raw in _HTTP_DROPPED or name in headers:
+                    continue
+                lines.extend(f"{raw}: {v}\r\n" for v in checked)
+                if raw == "content-type" and checked:
+                    typed = True
+        cookies = result.get("cookies")
+        if cookies is not None:
+            if cookies.__class__ is not list:
+                return None
+            lines.extend(f"set-cookie: {_http_value(c)}\r\n" for c in cookies)
+        if not typed:
+            lines.append("content-type: application/json\r\n")
+        base64_flag = result.get("isBase64Encoded")
+        if base64_flag is not None and base64_flag.__class__ not in (bool, str, int):
+            return None
+        body = result.get("body")
+        if body is None:
+            raw_body = b""
+        elif body.__class__ is str:
+            if base64_flag is True:
+                import base64
+                import binascii
+
+                try:
+                    raw_body = base64.b64decode(body, validate=True)
+                except (binascii.Error, ValueError):
+                    return None
+            else:
+                raw_body = body.encode()
+        else:
+            return None
+        if len(raw_body) > _HTTP_LIMIT:
+            return None
+        return status, "".join(lines).encode(), raw_body
+    except (_NotMapped, UnicodeEncodeError, ValueError):  # ValueError: int() of a digit string it cannot read
+        return None
 
 
 class _TraceVariable:
@@ -416,6 +550,7 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
     LambdaContext._static = _context_static()
     loads, dumps, recv, send = _loads, json.dumps, channel.recv, channel.send_result
     set_trace = _TraceVariable().set
+    pack_http = HTTP_PREFIX.pack
     dump_result = _Dumps() if json.encoder.c_make_encoder is not None else json.dumps
     while True:
         frame = recv()
@@ -444,6 +579,13 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
             _log_error(err)
             send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
+        if "http" in header:
+            mapped = http_response(result)
+            if mapped is not None:
+                status, block, raw_body = mapped
+                send(KIND_HTTP_RESULT, request_id, getrusage(_RUSAGE_MAXRSS).ru_maxrss,
+                     pack_http(status, len(block)) + block + raw_body)
+                continue
         try:
             out = dump_result(result).encode()
         except (TypeError, ValueError) as exc:
@@ -452,7 +594,7 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
             _log_error(err)
             send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
-        send(KIND_RESULT, request_id, getrusage(RUSAGE_SELF).ru_maxrss, out)
+        send(KIND_RESULT, request_id, getrusage(_RUSAGE_MAXRSS).ru_maxrss, out)
 
 
 def _prepare_process() -> tuple[str, float]:
