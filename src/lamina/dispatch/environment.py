@@ -388,10 +388,10 @@ class Environment:
             self._emit(line)
         start = self._start
         log = self.log
-        if start is not None and not (inv.sync and inv.keep_log) and self.invocations > 1 and not log.followers \
-                and inv.id.replace("-", "").isalnum():
+        if start is not None and not (inv.sync and inv.keep_log) and self.invocations > 1 and not log.followers:
             # The steady state (START not written yet, no tail, no Init Duration): the three records from one
-            # template, no message text to build and encode (what append_lines would write, byte for byte).
+            # template, no message text to build and encode (what append_lines would write, byte for byte; the
+            # request id is a UUID Lamina made, which needs no JSON escaping).
             self._start = None
             now = int(time.time() * 1000)
             rid = inv.id.encode()
@@ -704,6 +704,9 @@ _BAD_HTTP_RESULT = json.dumps({"errorMessage": "The runtime sent a function URL 
                                "errorType": "Runtime.InvalidResponse"}).encode()
 
 
+_checked_blocks: dict[bytes, bool] = {}  # a function sends the same few header blocks again and again
+
+
 def _http_result(body: bytes) -> tuple[tuple[int, bytes] | None, bytes]:
     """A KIND_HTTP_RESULT body: ((status, header block), response body), or (None, an error body) if it is not
     one Lamina may send as it is (the runtime is the function's own process)."""
@@ -713,7 +716,16 @@ def _http_result(body: bytes) -> tuple[tuple[int, bytes] | None, bytes]:
         return None, _BAD_HTTP_RESULT
     start = HTTP_PREFIX.size
     block = body[start : start + length]
-    if not 100 <= status <= 599 or len(block) != length or not header_block_ok(block):
+    if len(block) != length or not 100 <= status <= 599:
+        return None, _BAD_HTTP_RESULT
+    ok = _checked_blocks.get(block)
+    if ok is None:
+        ok = header_block_ok(block)
+        if len(block) <= 1024:
+            if len(_checked_blocks) >= 1024:
+                _checked_blocks.clear()
+            _checked_blocks[block] = ok
+    if not ok:
         return None, _BAD_HTTP_RESULT
     return (status, block), body[start + length :]
 

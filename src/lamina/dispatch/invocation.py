@@ -30,7 +30,7 @@ class InvokeResult:
 
 @dataclass(slots=True, eq=False)
 class Invocation:
-    id: str
+    id: str                                          # a UUID Lamina made, never a caller's (logs rely on it)
     payload: bytes
     invoked_arn: str
     sync: bool = True

@@ -48,6 +48,7 @@ log = logging.getLogger("lamina.gateway")
 _INVOKE_PREFIX = invoke_path.PREFIX.encode()
 _INVOKE_SUFFIX = invoke_path.SUFFIX.encode()
 _URL_MARKS = (b".lambda-url.", b"/lamina/v1/url/")
+_MICROVM_HOST, _MICROVM_PATH = microvm_proxy.HOST_MARK, microvm_proxy.PATH_PREFIX
 _SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
                  b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error")
 
@@ -222,7 +223,8 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             if name == b"host":
                 host = value  # the first one, as the routers read it
                 break
-        if self._routed_first(method, path, query, headers, host):
+        if (_MICROVM_HOST in host or path.startswith(_MICROVM_PATH)) and self._routed_first(method, path, query,
+                                                                                           headers):
             return False
         if method == b"POST" and path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX):
             raw_name = invoke_path.match(path.decode("latin-1"))
@@ -269,15 +271,12 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         cycle.limit = LIMIT
         return True
 
-    def _routed_first(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
-                      host: bytes) -> bool:
+    def _routed_first(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether the ASGI app routes this request somewhere before Invoke and function URLs (the MicroVM
-        endpoint proxy takes any path on its hosts and its own path prefix)."""
-        proxy = getattr(self.lamina, "microvm_proxy", None)
-        if proxy is None:
+        endpoint proxy takes any path on its hosts and its own path prefix: the caller checked that the request
+        has one of these, what match() needs)."""
+        if getattr(self.lamina, "microvm_proxy", None) is None:
             return False
-        if microvm_proxy.HOST_MARK not in host and not path.startswith(microvm_proxy.PATH_PREFIX):
-            return False  # the cheap test first: match() needs one of these
         scope = {"type": "http", "method": method.decode("ascii"), "raw_path": path, "path": path.decode("latin-1"),
                  "query_string": query, "headers": headers}
         return microvm_proxy.match(scope) is not None
