@@ -397,23 +397,21 @@ class Environment:
             rid = inv.id.encode()
             log.write_encoded(self._records_template() % (
                 start[0], rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
-            log.flush_soon()
-            self.current = None
-            inv.finish(InvokeResult(body, error_type, "", self.spec.version, http))
-            return
-        end = f"END RequestId: {inv.id}"
-        report = self._report_line(inv.id, duration_ms, rss_kb)
-        if inv.sync and inv.keep_log:
-            self._emit(end)
-            self._emit(report)
-            log_text = "\n".join(self._tail) + "\n"
-        else:  # no tail to keep: straight to the function's log, START (if not written yet) included
-            now = int(time.time() * 1000)
-            start, self._start = self._start, None
-            lines = ((now, end), (now, report)) if start is None else (start, (now, end), (now, report))
-            self.log.append_lines(self.stream, lines)
             log_text = ""
-        self.log.flush_soon()
+        else:
+            end = f"END RequestId: {inv.id}"
+            report = self._report_line(inv.id, duration_ms, rss_kb)
+            if inv.sync and inv.keep_log:
+                self._emit(end)
+                self._emit(report)
+                log_text = "\n".join(self._tail) + "\n"
+            else:  # no tail to keep: straight to the function's log, START (if not written yet) included
+                now = int(time.time() * 1000)
+                self._start = None
+                lines = ((now, end), (now, report)) if start is None else (start, (now, end), (now, report))
+                log.append_lines(self.stream, lines)
+                log_text = ""
+        log.flush_soon()
         self.current = None
         inv.finish(InvokeResult(body, error_type, log_text, self.spec.version, http))
 
