@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
 
 from lamina.control.invoke import run_sync
+from lamina.dispatch import ids
 from lamina.dispatch.http_app import HOP_BY_HOP, AppConnection, AppError, HttpAppPool, Lease, SlotRequest
 from lamina.gateway.payload import HttpResponse, clf_time
 from lamina.gateway.upstream_head import add_forwarded, connection_listed, request_head
@@ -68,7 +68,7 @@ class HttpAppProxy:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         trace_id = next((v.decode("latin-1") for k, v in headers if k == b"x-amzn-trace-id"), None)
         inv = SlotRequest(request_id, b"", arn, sync=True,
-                          trace_id=trace_id or f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}")
+                          trace_id=trace_id or ids.trace_id())
         granted = await run_sync(self.dispatcher, key, inv)  # waits for a free slot; 429 when throttled
         if not isinstance(granted, Lease):
             # The function cannot run (its init failed, or it was deleted meanwhile).
