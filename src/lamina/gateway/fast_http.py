@@ -413,12 +413,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                checked: bool = False) -> None:
         """Write the whole response in one go and finish the cycle as uvicorn's would. `checked`: headers
         Lamina made itself (Invoke's), which need no validation; a function URL's come from the function."""
-        if cycle.response_complete:
+        if not self._claim(cycle):
             return
-        cycle.response_complete = True
         transport = self.transport
-        if cycle.disconnected or transport.is_closing():
-            return
         out = [STATUS_LINE[status], self._default_headers()]
         for name, value in headers:
             if not checked and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
@@ -434,29 +431,35 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         if cycle.method != "HEAD":
             out.append(body)
         transport.write(b"".join(out))
-        if not cycle.keep_alive:
-            transport.close()
-        self.on_response_complete()
+        self._sent(cycle)
 
     def _write_block(self, cycle: _Cycle, status: int, block: bytes, body: bytes) -> None:
         """_write for a response whose headers are one checked block already (a runtime-mapped function-URL
         response, see InvokeResult.http), with Lamina's own request id and length."""
-        if cycle.response_complete:
-            return
-        cycle.response_complete = True
-        transport = self.transport
-        if cycle.disconnected or transport.is_closing():
+        if not self._claim(cycle):
             return
         if status in (204, 304) or status < 200 or cycle.method == "HEAD":
             length = 0 if status in (204, 304) or status < 200 else len(body)
             body = b""
         else:
             length = len(body)
-        transport.write(b"%b%b%bx-amzn-requestid: %b\r\ncontent-length: %d\r\n%b\r\n%b" % (
+        self.transport.write(b"%b%b%bx-amzn-requestid: %b\r\ncontent-length: %d\r\n%b\r\n%b" % (
             STATUS_LINE[status], self._default_headers(), block, cycle.request_id.encode(), length,
             b"" if cycle.keep_alive else b"connection: close\r\n", body))
+        self._sent(cycle)
+
+    def _claim(self, cycle: _Cycle) -> bool:
+        """Mark the cycle answered; whether its response is still to be written (not answered already, the
+        client still there)."""
+        if cycle.response_complete:
+            return False
+        cycle.response_complete = True
+        return not (cycle.disconnected or self.transport.is_closing())
+
+    def _sent(self, cycle: _Cycle) -> None:
+        """A response is written: close or keep alive, as uvicorn's cycle would."""
         if not cycle.keep_alive:
-            transport.close()
+            self.transport.close()
         self.on_response_complete()
 
     def _default_headers(self) -> bytes:
