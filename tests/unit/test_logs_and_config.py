@@ -63,7 +63,8 @@ def test_invocation_records_template_matches_append_lines(tmp_path):
     from lamina.dispatch.environment import Environment
 
     env = Environment.__new__(Environment)
-    env.stream, env.spec, env._records = '2026/11/21/[$LATEST]a"b%d\\', SimpleNamespace(version="7", memory_mb=1769), None
+    env.stream, env._records = '2026/11/21/[$LATEST]a"b%d\\', None
+    env.spec = SimpleNamespace(version="7", memory_mb=1769)
     rid = "30cd3863-9b1f-41aa-8b1f-0123456789ab"
     got = env._records_template() % (1, rid.encode(), 2, rid.encode(), 2, rid.encode(), 12.345, 13, 42)
 
