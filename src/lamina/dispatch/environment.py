@@ -356,9 +356,12 @@ class Environment:
             self._tail.clear()
             self._tail_len = 0
         # START is written with END and REPORT in one go (_complete), or before the first line the
-        # invocation logs (_emit): one log write per invocation on the hot path.
+        # invocation logs (_emit): one log write per invocation on the hot path. Someone following the log
+        # live gets it at once.
         now = time.time()
         self._start = (int(now * 1000), f"START RequestId: {inv.id} Version: {self.spec.version}")
+        if self.log.followers:
+            self._emit_start()
         timeout = self.spec.timeout_s
         header = {"id": inv.id, "deadline_ms": int((now + timeout) * 1000), "arn": inv.invoked_arn}
         if inv.client_context is not None:
@@ -537,9 +540,12 @@ class Environment:
 
     def _emit(self, text: str) -> None:
         if self._start is not None:
-            start, self._start = self._start, None
-            self._emit_line(start[1], start[0])
+            self._emit_start()
         self._emit_line(text)
+
+    def _emit_start(self) -> None:
+        start, self._start = self._start, None
+        self._emit_line(start[1], start[0])
 
     def _emit_line(self, text: str, timestamp_ms: int | None = None) -> None:
         self.log.append(self.stream, text, timestamp_ms)
