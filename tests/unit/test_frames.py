@@ -19,3 +19,37 @@ def test_partial_frame_waits_for_rest():
     data = encode_frame(KIND_RESULT, {"id": "b"}, b"body")
     assert dec.feed(data[:-1]) == []
     assert dec.feed(data[-1:]) == [(KIND_RESULT, {"id": "b"}, b"body")]
+
+
+def test_channel_receives_whole_split_and_back_to_back_frames():
+    """The runtime's _Channel.recv: one frame per recv (the usual case), a frame in pieces (a large payload) and
+    two frames in one read, then EOF."""
+    import socket
+    import threading
+
+    from lamina.runtime.python_handler import _Channel
+
+    ours, theirs = socket.socketpair()
+    channel = _Channel(theirs.detach())
+    big = encode_frame(KIND_INVOKE, {"id": "big"}, b"x" * 300_000)
+    pair = encode_frame(KIND_INVOKE, {"id": "p1"}, b"1") + encode_frame(KIND_INVOKE, {"id": "p2"}, b"2")
+
+    def send() -> None:
+        ours.sendall(encode_frame(KIND_INVOKE, {"id": "one"}, b'{"a": 1}'))
+        for i in range(0, len(big), 50_000):
+            ours.sendall(big[i : i + 50_000])
+        ours.sendall(pair)
+        ours.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert channel.recv() == (KIND_INVOKE, {"id": "one"}, b'{"a": 1}')
+        kind, header, body = channel.recv()
+        assert (kind, header, body) == (KIND_INVOKE, {"id": "big"}, b"x" * 300_000)
+        assert channel.recv() == (KIND_INVOKE, {"id": "p1"}, b"1")
+        assert channel.recv() == (KIND_INVOKE, {"id": "p2"}, b"2")
+        assert channel.recv() is None
+    finally:
+        sender.join(10)
+        channel.close()

@@ -78,6 +78,11 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    @property
+    def partial(self) -> bool:
+        """Whether the start of a frame is waiting for the rest."""
+        return bool(self._buf)
+
     def feed(self, data: bytes) -> list[tuple[int, dict, bytes]]:
         buf = self._buf
         buf += data
@@ -106,7 +111,8 @@ class _Channel:
         import socket
 
         self._sock = socket.socket(fileno=fd)
-        self._buf = bytearray()  # the start of a frame that has not all arrived yet
+        self._decoder = FrameDecoder()  # frames that came in pieces
+        self._frames: list[tuple[int, dict, bytes]] = []
         # The runtime waits for its next frame in poll(2) for input only, then reads: a task blocked in recv(2) on
         # a unix socket is also woken whenever the peer reads what it sent (the kernel's unix_write_space wakes
         # the socket's waiters for "writable"), so every result the server read would wake the idle runtime for
@@ -152,31 +158,20 @@ class _Channel:
 
     def recv(self) -> tuple[int, dict, bytes] | None:
         """The next frame; None at EOF. The server sends one INVOKE at a time and waits for its result, so a
-        frame usually arrives whole in one recv(2) and is parsed straight from it (no buffered reader)."""
-        buf = self._buf
-        if not buf:
+        frame usually arrives whole in one recv(2) and is parsed straight from it; anything else goes through
+        the decoder."""
+        frames, decoder = self._frames, self._decoder
+        while not frames:
             self._poll.poll()
             data = self._sock.recv(1 << 16)
-            if len(data) >= 9:
+            if not data:
+                return None
+            if not decoder.partial and len(data) >= 9:
                 total, kind, hlen = _PREFIX.unpack_from(data)
                 if len(data) == 4 + total:
                     return kind, (_loads(data[9 : 9 + hlen]) if hlen else {}), data[9 + hlen :]
-            if not data:
-                return None
-            buf += data
-        while True:  # a frame in several pieces (or, never from this server, more than one)
-            need = 9  # the prefix first
-            if len(buf) >= 9:
-                total, kind, hlen = _PREFIX.unpack_from(buf)
-                need = 4 + total
-            if len(buf) >= need:
-                frame = bytes(buf[:need])
-                del buf[:need]
-                return kind, (_loads(frame[9 : 9 + hlen]) if hlen else {}), frame[9 + hlen :]
-            data = self._sock.recv(max(1 << 16, need - len(buf)))
-            if not data:
-                return None
-            buf += data
+            frames.extend(decoder.feed(data))
+        return frames.pop(0)
 
 
 _json_str = json.encoder.encode_basestring_ascii  # a str as a JSON string (json.dumps without its overhead)
@@ -210,7 +205,7 @@ class _Dumps:
 
     def __call__(self, value) -> str:  # noqa: ANN001 - any value the handler returned
         if value.__class__ is str:
-            return json.encoder.encode_basestring_ascii(value)
+            return _json_str(value)
         try:
             return "".join(self._c(value, 0))
         except BaseException:
@@ -583,8 +578,7 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
             mapped = http_response(result)
             if mapped is not None:
                 status, block, raw_body = mapped
-                send(KIND_HTTP_RESULT, request_id, getrusage(_RUSAGE_MAXRSS).ru_maxrss,
-                     pack_http(status, len(block)) + block + raw_body)
+                send(KIND_HTTP_RESULT, request_id, _max_rss_kb(), pack_http(status, len(block)) + block + raw_body)
                 continue
         try:
             out = dump_result(result).encode()
@@ -594,7 +588,7 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
             _log_error(err)
             send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
             continue
-        send(KIND_RESULT, request_id, getrusage(_RUSAGE_MAXRSS).ru_maxrss, out)
+        send(KIND_RESULT, request_id, _max_rss_kb(), out)
 
 
 def _prepare_process() -> tuple[str, float]:
