@@ -170,14 +170,6 @@ class Dispatcher:
     def unreserved_limit(self) -> int:
         return self.max_environments - self._reserved_total
 
-    @property
-    def max_environments(self) -> int:
-        return self._max_environments
-
-    @max_environments.setter
-    def max_environments(self, value: int) -> None:
-        self._max_environments = value
-
     def _recount_claims(self) -> None:
         self._reserved_total = sum(self.reserved.values())
         claims: dict[str, int] = {}

@@ -18,13 +18,16 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from lamina.runtime.python_handler import HTTP_DROPPED
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Control characters other than tab (CR, LF and NUL among them): what uvicorn refuses in a header value, so a
 # response mapped here needs no second check when the HTTP hot path writes it (gateway/fast_http.py).
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = rb"\x00-\x08\x0a-\x1f\x7f"
+_BAD_VALUE = re.compile(rb"[" + _CONTROL + rb"]")
 # Set by Lamina, never passed through from the function.
-_DROPPED = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"}
+_DROPPED = {name.encode() for name in HTTP_DROPPED}
 STREAM_DELIMITER = b"\x00" * 8
 
 
@@ -181,8 +184,8 @@ def _header_name(name: object) -> bytes:
 # A header block as the Python runtime sends a mapped function-URL response (KIND_HTTP_RESULT): lower-case token
 # names, none of the headers Lamina sets itself, values without control characters but tab. The runtime is the
 # function's own process, so the server checks the block before it goes out.
-_BLOCK = re.compile(rb"(?:(?!(?:content-length|transfer-encoding|connection|keep-alive|upgrade):)"
-                    rb"[!#$%&'*+\-.^_`|~0-9a-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_BLOCK = re.compile(rb"(?:(?!(?:" + b"|".join(re.escape(name) for name in sorted(_DROPPED)) + rb"):)"
+                    rb"[!#$%&'*+\-.^_`|~0-9a-z]+: [^" + _CONTROL + rb"]*\r\n)*")
 
 
 def header_block_ok(block: bytes) -> bool:

@@ -388,7 +388,8 @@ def _die_with_parent() -> None:
 # the server as before, errors and all. The server checks the header block it gets either way.
 
 _HTTP_KEYS = frozenset(("statusCode", "headers", "multiValueHeaders", "cookies", "body", "isBase64Encoded"))
-_HTTP_DROPPED = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"))
+# Set by Lamina, never passed through from the function (lamina.gateway.payload uses this set too).
+HTTP_DROPPED = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"))
 _HTTP_LIMIT = 6 * 1024 * 1024
 _http_names: dict[str, str] = {}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
@@ -451,7 +452,7 @@ def http_response(result: object) -> tuple[int, bytes, bytes] | None:
                     return None
                 continue
             raw = _http_name(name)
-            if raw not in _HTTP_DROPPED:
+            if raw not in HTTP_DROPPED:
                 lines.append(f"{raw}: {_http_value(value)}\r\n")
                 if raw == "content-type":
                     typed = True
@@ -464,7 +465,7 @@ def http_response(result: object) -> tuple[int, bytes, bytes] | None:
                 if values.__class__ is not list:
                     return None
                 checked = [_http_value(v) for v in values if v is not None]
-                if raw in _HTTP_DROPPED or name in headers:
+                if raw in HTTP_DROPPED or name in headers:
                     continue
                 lines.extend(f"{raw}: {v}\r\n" for v in checked)
                 if raw == "content-type" and checked:
