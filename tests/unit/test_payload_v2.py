@@ -8,19 +8,18 @@ import pytest
 
 from lamina.gateway.payload import (
     BadResponse,
-    HttpRequest,
+    build_event,
     clf_time,
     is_text,
     map_response,
-    request_event,
     stream_response,
 )
 
 
 def _event(**kwargs) -> dict:
-    req = HttpRequest(**{"method": "GET", "raw_path": "/", "raw_query": "", "headers": [], "body": b"",
-                         "source_ip": "10.0.0.1", **kwargs})
-    return request_event(req, url_id="u" * 32, domain="d.example", account="anonymous", request_id="rid", now=0.5)
+    req = {"method": "GET", "raw_path": "/", "raw_query": "", "raw_headers": [], "body": b"",
+           "source_ip": "10.0.0.1", "protocol": "HTTP/1.1", "extra_headers": {}, **kwargs}
+    return build_event(**req, url_id="u" * 32, domain="d.example", account="anonymous", request_id="rid", now=0.5)
 
 
 def test_minimal_event():
@@ -37,7 +36,7 @@ def test_minimal_event():
 
 
 def test_headers_cookies_query():
-    event = _event(raw_query="x=1&x=2&y=%26&z", headers=[
+    event = _event(raw_query="x=1&x=2&y=%26&z", raw_headers=[
         (b"X-A", b"1"), (b"x-a", b"2"), (b"cookie", b"a=1; b=2"), (b"Cookie", b"c=3"), (b"user-agent", b"ua")],
         extra_headers={"x-forwarded-for": "10.0.0.1"})
     assert event["headers"] == {"x-a": "1,2", "user-agent": "ua", "x-forwarded-for": "10.0.0.1"}
@@ -45,7 +44,7 @@ def test_headers_cookies_query():
     assert event["queryStringParameters"] == {"x": "1,2", "y": "&", "z": ""}
     assert event["rawQueryString"] == "x=1&x=2&y=%26&z"
     assert event["requestContext"]["http"]["userAgent"] == "ua"
-    proxied = _event(headers=[(b"x-forwarded-for", b"1.2.3.4")], extra_headers={"x-forwarded-for": "10.0.0.1"})
+    proxied = _event(raw_headers=[(b"x-forwarded-for", b"1.2.3.4")], extra_headers={"x-forwarded-for": "10.0.0.1"})
     assert proxied["headers"]["x-forwarded-for"] == "1.2.3.4,10.0.0.1"
 
 
@@ -56,14 +55,14 @@ def test_headers_cookies_query():
 ])
 def test_body_encoding(content_type, text):
     headers = [(b"content-type", content_type.encode())] if content_type else []
-    event = _event(method="POST", headers=headers, body=b"hello")
+    event = _event(method="POST", raw_headers=headers, body=b"hello")
     assert event["isBase64Encoded"] is (not text)
     assert event["body"] == ("hello" if text else base64.b64encode(b"hello").decode())
     assert is_text(content_type) is text
 
 
 def test_text_type_with_invalid_utf8_falls_back_to_base64():
-    event = _event(method="POST", headers=[(b"content-type", b"text/plain")], body=b"\xff\xfe")
+    event = _event(method="POST", raw_headers=[(b"content-type", b"text/plain")], body=b"\xff\xfe")
     assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\xff\xfe"
 
 

@@ -1,6 +1,6 @@
 """API Gateway HTTP API payload format 2.0, as Lambda function URLs use it.
 
-`request_event` turns an HTTP request into the 2.0 event; `map_response` turns what the function
+`build_event` turns an HTTP request into the 2.0 event; `map_response` turns what the function
 returned into status, headers and body (the "inferred response" rules for anything that is not a
 {statusCode, ...} object); `stream_response` does the same for RESPONSE_STREAM, where a function
 may also send an HTTP-integration prelude (JSON, then eight NUL bytes, then the body).
@@ -13,7 +13,7 @@ import base64
 import binascii
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import orjson
@@ -61,28 +61,10 @@ def clf_time(now: float) -> str:
     return text
 
 
-@dataclass
-class HttpRequest:
-    method: str
-    raw_path: str                  # as received, percent-encoding kept
-    raw_query: str                 # as received, without '?'
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    source_ip: str
-    protocol: str = "HTTP/1.1"
-    extra_headers: dict[str, str] = field(default_factory=dict)   # x-forwarded-*, added by the gateway
-
-
-def request_event(req: HttpRequest, *, url_id: str, domain: str, account: str, request_id: str,
-                  now: float | None = None) -> dict:
-    return build_event(req.method, req.raw_path, req.raw_query, req.headers, req.body, req.source_ip, req.protocol,
-                       req.extra_headers, url_id, domain, account, request_id, now)
-
-
 def build_event(method: str, raw_path: str, raw_query: str, raw_headers: list[tuple[bytes, bytes]], body: bytes,
                 source_ip: str, protocol: str, extra_headers: dict[str, str], url_id: str, domain: str, account: str,
                 request_id: str, now: float | None = None) -> dict:
-    """request_event() from the request's parts (the function-URL hot path builds no HttpRequest)."""
+    """The payload 2.0 event of one function-URL request (headers as the HTTP parser gives them)."""
     now = time.time() if now is None else now
     headers: dict[str, str] = {}
     cookies: list[str] = []
