@@ -44,7 +44,7 @@ class _FakeEnv:
 
 
 def _burst(tmp_path: Path, start_ms: float | None, recent_ms: float | None) -> int:
-    """One busy environment, then 199 invocations arriving one by one within a pacing interval (the last
+    """One busy environment, then 199 invocations arriving at once, within a pacing interval (the last
     scale-out is pinned to 'just now' so no real clock matters); returns how many starts were made."""
     async def run() -> int:
         dispatcher = Dispatcher(_NoBackend(), LogStore(tmp_path / "logs"))  # type: ignore[arg-type]
@@ -67,6 +67,7 @@ def _burst(tmp_path: Path, start_ms: float | None, recent_ms: float | None) -> i
         pool._last_scale_out = time.monotonic() + 3600
         for i in range(199):
             pool._enqueue(Invocation(str(i), b"{}", "arn", sync=False))
+        await asyncio.sleep(0.01)  # arrivals after the first are looked at together, a millisecond later
         if pool._scale_timer is not None:
             pool._scale_timer.cancel()
         return len(started)

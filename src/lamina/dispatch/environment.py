@@ -344,9 +344,6 @@ class Environment:
 
     def deliver(self, inv: Invocation) -> None:
         """Run one invocation (the pool calls this only when the environment is IDLE)."""
-        if inv.expiry is not None:  # it is no longer waiting
-            inv.expiry.cancel()
-            inv.expiry = None
         if self.frozen:
             self._unfreeze(keep_timer=True)
         self.state = State.BUSY

@@ -578,9 +578,6 @@ class HttpAppEnvironment(Environment):
 
     def take(self, inv: Invocation) -> None:
         """Serve inv in one of this environment's free slots (the pool checked there is one)."""
-        if inv.expiry is not None:
-            inv.expiry.cancel()
-            inv.expiry = None
         if isinstance(inv, SlotRequest):
             lease = Lease(self, inv)
             if not inv.grant(lease):

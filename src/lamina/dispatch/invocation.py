@@ -46,13 +46,10 @@ class Invocation:
     done: bool = False
     release: Callable[[str], None] | None = None     # the dispatcher's in-flight count: release(counted_as)
     counted_as: str = ""
-    expiry: asyncio.TimerHandle | None = None        # the deadline while queued
+    queued_at: float = 0.0                           # loop time it was queued at (a sync one's deadline runs from it)
 
     def _close(self) -> None:
         self.done = True
-        if self.expiry is not None:
-            self.expiry.cancel()
-            self.expiry = None
         if self.release is not None:
             release, self.release = self.release, None
             release(self.counted_as)

@@ -24,6 +24,9 @@ from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.dispatch.scaler import Ewma, constrain, drain_desired, ewma_desired, simple_desired, start_is_cheap
 from lamina.dispatch.zygote import Zygote
 
+# Scaling is looked at on each arrival to an empty queue, and at most this often while the queue stays non-empty.
+SCALE_RECHECK_S = 0.001
+
 if TYPE_CHECKING:
     from lamina.dispatch.dispatcher import Dispatcher
     from lamina.dispatch.spec import FunctionSpec
@@ -48,6 +51,9 @@ class FunctionPool:
         self.start_ms: float | None = None    # how long an environment start takes here (recent average)
         self._last_scale_out = -1e9
         self._scale_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._scaled_at = -1e9  # loop time of the last look at scaling on an arrival (_enqueue)
+        self._recheck_timer: asyncio.TimerHandle | None = None
         # Init failures: how many in a row, when the next start may be tried, the error to answer with.
         self.init_failures = 0
         self.backoff_until = 0.0
@@ -102,22 +108,54 @@ class FunctionPool:
             env, failure = self._failed
             env.fail_with_init_error(inv, failure)
             return
+        loop = asyncio.get_running_loop()
+        now = inv.queued_at = loop.time()
         self.queue.append(inv)
-        if inv.sync:
-            inv.expiry = asyncio.get_running_loop().call_later(self.dispatcher.queue_timeout_s, self._expire, inv)
+        if inv.sync and self._expiry_timer is None:
+            self._expiry_timer = loop.call_at(now + self.dispatcher.queue_timeout_s, self._expire_due)
+        # Under sustained load a queue stays: looking again at every arrival would cost more than the look is
+        # worth. While something was already waiting, once a millisecond is enough: the arrivals meanwhile are
+        # looked at together, a millisecond after the last look. Lambda's per-request mode starts an environment
+        # for each arrival.
+        if len(self.queue) == 1 or now - self._scaled_at >= SCALE_RECHECK_S or self.dispatcher.per_request_environments:
+            self._scaled_at = now
+            self._scale()
+        elif self._recheck_timer is None:
+            self._recheck_timer = loop.call_at(self._scaled_at + SCALE_RECHECK_S, self._recheck)
+
+    def _recheck(self) -> None:
+        self._recheck_timer = None
+        self._scaled_at = asyncio.get_running_loop().time()
         self._scale()
 
-    def _expire(self, inv: Invocation) -> None:
-        inv.expiry = None
-        if inv.done:
-            return
-        try:
-            self.queue.remove(inv)
-        except ValueError:
-            return
-        waited = self.dispatcher.queue_timeout_s
-        inv.fail(Throttled("ConcurrentInvocationLimitExceeded",
-                           f"Rate Exceeded. The invocation waited {waited:g} s for a free execution environment."))
+    def _expire_due(self) -> None:
+        """Fail the synchronous invocations that have waited queue_timeout_s; re-arm for the next one due. One
+        timer per pool, not one per queued invocation: it is not cancelled when the invocation it was armed
+        for leaves the queue, and sync deadlines come in queue order (all are queued_at + the same timeout)."""
+        self._expiry_timer = None
+        loop = asyncio.get_running_loop()
+        timeout = self.dispatcher.queue_timeout_s
+        now = loop.time()
+        expired: list[Invocation] = []
+        keep: list[Invocation] = []
+        due = None
+        for inv in self.queue:
+            if inv.done:
+                continue
+            if inv.sync and due is None:
+                if inv.queued_at + timeout <= now:
+                    expired.append(inv)
+                    continue
+                due = inv.queued_at + timeout
+            keep.append(inv)
+        if expired:
+            self.queue.clear()
+            self.queue.extend(keep)
+        if due is not None:
+            self._expiry_timer = loop.call_at(due, self._expire_due)
+        for inv in expired:
+            inv.fail(Throttled("ConcurrentInvocationLimitExceeded",
+                               f"Rate Exceeded. The invocation waited {timeout:g} s for a free execution environment."))
 
     @property
     def busy(self) -> int:
@@ -154,6 +192,15 @@ class FunctionPool:
         return max(self.busy, drain_desired(len(self.queue), self.max_concurrency, self.ewma.recent_ms,
                                             self.start_ms))
 
+    def _queue_stalled(self) -> bool:
+        """Whether the queue is not draining as drain_cap expects: its oldest invocation has waited longer than an
+        environment start takes (a new one would have served it by now: the running invocations may be taking
+        much longer than the recent ones did), or there are no timings to expect anything from."""
+        if self.ewma.recent_ms is None or self.start_ms is None:
+            return True
+        waited_ms = (asyncio.get_running_loop().time() - self.queue[0].queued_at) * 1000
+        return waited_ms > self.start_ms
+
     def _scale(self) -> None:
         """Start environments while invocations wait: toward the desired count, paced."""
         if self.retired or not self.queue or self.dispatcher.closing:
@@ -185,7 +232,7 @@ class FunctionPool:
                 step = max(step, target - current)
             target = constrain(target, current, step)
             want = target - current
-            if want <= 0 and not self.starting and not self.idle:
+            if want <= 0 and not self.starting and not self.idle and self._queue_stalled():
                 want = 1  # something waits and nothing will free up soon enough: at least one start
         started = 0
         want = min(want, self.dispatcher.env_cap(self.spec.name) - len(self.envs))
