@@ -20,7 +20,7 @@ import pytest
 import uvloop
 
 from lamina.dispatch.runtime_api import MAX_PAYLOAD_BYTES, RuntimeApiServer
-from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT
+from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT, KIND_STREAM
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -307,6 +307,31 @@ def test_rapi_streaming_trailer_error(rapi: Rapi) -> None:
     header, body = rapi.host.wait(KIND_ERROR)
     assert header == {"id": "s1", "error_type": "Stream.Failed"}
     assert json.loads(body) == {"errorMessage": "x"}
+
+
+def test_rapi_streamed_response_passes_pieces_on_as_they_come(rapi: Rapi) -> None:
+    rapi.ready()
+    rapi.deliver("s2")
+    with socket.create_connection(("127.0.0.1", rapi.port), timeout=5) as s:
+        s.sendall(b"POST " + _response("s2").encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Lambda-Runtime-Function-Response-Mode: streaming\r\n\r\n5\r\nhello\r\n")
+        assert rapi.host.wait(KIND_STREAM) == ({"id": "s2"}, b"hello")  # before the rest is even sent
+        s.sendall(b"6\r\n world\r\n0\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 202 ")
+    assert rapi.host.wait(KIND_STREAM) == ({"id": "s2"}, b" world")
+    assert rapi.host.wait(KIND_RESULT) == ({"id": "s2"}, b"")  # the pieces were the response
+
+
+def test_rapi_stream_cut_short_by_a_hang_up_ends_the_invocation(rapi: Rapi) -> None:
+    rapi.ready()
+    rapi.deliver("s3")
+    with socket.create_connection(("127.0.0.1", rapi.port), timeout=5) as s:
+        s.sendall(b"POST " + _response("s3").encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Lambda-Runtime-Function-Response-Mode: streaming\r\n\r\n5\r\nhello\r\n")
+        rapi.host.wait(KIND_STREAM)
+    header, body = rapi.host.wait(KIND_ERROR)  # not offered again: part of it is out already
+    assert header == {"id": "s3", "error_type": "Runtime.TruncatedResponse"}
+    assert json.loads(body)["errorType"] == "Runtime.TruncatedResponse"
 
 
 def test_rapi_disconnect_while_polling_keeps_invocation(rapi: Rapi) -> None:

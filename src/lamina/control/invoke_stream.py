@@ -3,11 +3,13 @@
 The same validation as Invoke, then a 200 whose body is an AWS event stream: PayloadChunk events
 carrying the function's response, and a final InvokeComplete (ErrorCode and ErrorDetails when the
 function failed, LogResult with X-Amz-Log-Type: Tail). A Python handler returns its result in one
-piece, so today that is one chunk (split only if large); a runtime that streams can feed more.
+piece, so that is one chunk (split only if large); a custom runtime that streams its response (the Runtime
+API's streaming response mode) has each piece sent on as a PayloadChunk as it arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
@@ -36,6 +38,8 @@ class StreamInvokeHandler(InvokeHandler):
     async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
         request_id = str(uuid.uuid4())
         rid = request_id.encode()
+        head_sent = False
+        running: asyncio.Future | None = None
         try:
             p = await self.prepare(scope, receive, raw_name, STREAM_TYPES, "InvokeWithResponseStream")
             if p.invocation_type == "DryRun":
@@ -44,17 +48,32 @@ class StreamInvokeHandler(InvokeHandler):
                                         (b"x-amzn-requestid", rid)]})
                 await send({"type": "http.response.body", "body": b""})
                 return
-            result = await run_sync(self.dispatcher, p.target.key, p.invocation(request_id))
+            # Pieces of a streamed response arrive on `pieces` while the invocation runs; None: it has ended.
+            pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+            inv = p.invocation(request_id)
+            inv.stream = pieces.put_nowait
+            running = asyncio.ensure_future(run_sync(self.dispatcher, p.target.key, inv))
+            running.add_done_callback(lambda _: pieces.put_nowait(None))
+            while (piece := await pieces.get()) is not None:
+                if not head_sent:
+                    await send(_head(p.target.version, rid))
+                    head_sent = True
+                await send({"type": "http.response.body", "more_body": True, "body": eventstream.payload_chunk(piece)})
+            result = running.result()
         except AwsError as err:
+            if head_sent:  # not raised once the function has run; never leave the stream open
+                await send({"type": "http.response.body", "body": eventstream.invoke_complete(
+                    err.code, orjson.dumps({"errorMessage": err.message}).decode())})
+                return
             status, headers, body = err.render(request_id)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", eventstream.CONTENT_TYPE.encode()),
-            (b"x-amz-executed-version", result.executed_version.encode()),
-            (b"x-amzn-requestid", rid),
-        ]})
+        finally:
+            if running is not None and not running.done():
+                running.cancel()  # our caller went away (shutdown): the invocation itself runs on
+        if not head_sent:
+            await send(_head(result.executed_version, rid))
         log_result = tail_log(result.log) if p.log_type == "Tail" else None
         if result.error_type is None:
             body = result.body
@@ -65,6 +84,14 @@ class StreamInvokeHandler(InvokeHandler):
         else:
             complete = eventstream.invoke_complete(result.error_type, _error_details(result.body), log_result)
         await send({"type": "http.response.body", "body": complete})
+
+
+def _head(version: str, rid: bytes) -> dict:
+    return {"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", eventstream.CONTENT_TYPE.encode()),
+        (b"x-amz-executed-version", version.encode()),
+        (b"x-amzn-requestid", rid),
+    ]}
 
 
 def _error_details(body: bytes) -> str:

@@ -34,6 +34,7 @@ from lamina.runtime.python_handler import (
     KIND_INVOKE,
     KIND_READY,
     KIND_RESULT,
+    KIND_STREAM,
 )
 from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 
@@ -48,6 +49,7 @@ STOP_GRACE_S = 2.0
 EXIT_REPORT_GRACE_S = 0.2
 TAIL_BYTES = 4096
 MAX_RESPONSE_BYTES = 6291556  # AWS's synchronous response limit
+STREAM_LIMIT_BYTES = 20 * 1024 * 1024  # AWS's limit for a streamed response
 
 
 class State(enum.Enum):
@@ -213,6 +215,8 @@ class Environment:
         self._freeze_timer: asyncio.TimerHandle | None = None
         self._start: tuple[int, str] | None = None  # the invocation's START line, until it is written
         self._records: bytes | None = None  # see _records_template
+        self._streamed = 0  # bytes of the current invocation's response streamed so far (KIND_STREAM)
+        self._stream_parts: list[bytes] = []  # those bytes, when the invocation has no stream to take them
         self._logs: LogPipe | None = None
         self._api = None  # RuntimeApiServer for custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
@@ -349,6 +353,9 @@ class Environment:
         self.state = State.BUSY
         self.current = inv
         self.invocations += 1
+        if self._streamed:
+            self._streamed = 0
+            self._stream_parts = []
         if self._tail:
             self._tail.clear()
             self._tail_len = 0
@@ -378,8 +385,38 @@ class Environment:
         else:
             self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
 
+    def _stream_piece(self, piece: bytes) -> None:
+        """A piece of the response a Runtime API runtime streams: to the invocation's stream as it comes, else
+        kept for the result (a plain Invoke gets the whole response, within the synchronous limit)."""
+        before = self._streamed
+        self._streamed = before + len(piece)
+        if self._streamed > STREAM_LIMIT_BYTES:
+            return  # the result says so (_streamed_result)
+        stream = self.current.stream  # type: ignore[union-attr]
+        if stream is not None:
+            stream(piece)
+        elif self._streamed <= MAX_RESPONSE_BYTES:
+            self._stream_parts.append(piece)
+        elif before <= MAX_RESPONSE_BYTES:
+            self._stream_parts = [b"x" * (MAX_RESPONSE_BYTES + 1)]  # over the limit: only the size still matters
+
+    def _streamed_result(self, body: bytes, error_type: str | None) -> tuple[bytes, str | None, bool]:
+        """(body, error type, whether the response went to the invocation's stream) at the end of a streamed
+        response; the body of the final frame is what came after the pieces (nothing, from the Runtime API)."""
+        size, parts = self._streamed, self._stream_parts
+        self._streamed, self._stream_parts = 0, []
+        to_stream = self.current is not None and self.current.stream is not None
+        if size > STREAM_LIMIT_BYTES:
+            return (json.dumps({"errorMessage": f"Response payload size exceeded maximum allowed payload size "
+                                f"({STREAM_LIMIT_BYTES} bytes).", "errorType": "Function.ResponseSizeTooLarge"}
+                               ).encode(), "Function.ResponseSizeTooLarge", to_stream)
+        if error_type is not None or to_stream:
+            return body, error_type, to_stream
+        return b"".join(parts) + body, None, False
+
     def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None,
-                  extra_lines: tuple[str, ...] = (), http: tuple[int, bytes] | None = None) -> None:
+                  extra_lines: tuple[str, ...] = (), http: tuple[int, bytes] | None = None,
+                  streamed: bool = False) -> None:
         inv = self.current
         assert inv is not None
         duration_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
@@ -413,7 +450,7 @@ class Environment:
                 log_text = ""
         log.flush_soon()
         self.current = None
-        inv.finish(InvokeResult(body, error_type, log_text, self.spec.version, http))
+        inv.finish(InvokeResult(body, error_type, log_text, self.spec.version, http, streamed))
 
     def _used_mb(self, rss_kb: int | None) -> int:
         """Max Memory Used: the runtime's peak RSS (the last one it reported), else the sandbox's peak."""
@@ -508,15 +545,21 @@ class Environment:
             if kind == KIND_ERROR:
                 # The Runtime API reports the type apart from the body (a header, or its default).
                 error_type = header.get("error_type") or _error_type(body)
+            streamed = False
+            if self._streamed:
+                body, error_type, streamed = self._streamed_result(body, error_type)
             if len(body) > MAX_RESPONSE_BYTES:
                 body = json.dumps({"errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum "
                                    f"allowed payload size (6291556 bytes).",
                                    "errorType": "Function.ResponseSizeTooLarge"}).encode()
                 error_type = "Function.ResponseSizeTooLarge"
-            self._complete(body, error_type, header.get("rss_kb"), http=http)
+            self._complete(body, error_type, header.get("rss_kb"), http=http, streamed=streamed)
             self.state = State.IDLE
             self.idle_since = time.monotonic()
             self.pool.env_ready(self, fresh=False)
+        elif kind == KIND_STREAM and self.state is State.BUSY and self.current is not None:
+            if header.get("id") == self.current.id:
+                self._stream_piece(body)
         elif kind == KIND_INIT_ERROR:
             try:
                 err = json.loads(body)

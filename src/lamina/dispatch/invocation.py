@@ -26,6 +26,8 @@ class InvokeResult:
     # A function-URL response the runtime mapped (Invocation.http): (status, checked header block); body is the
     # response body then. None: body is the function's JSON result.
     http: tuple[int, bytes] | None = None
+    # The runtime streamed the response and it went to Invocation.stream as it came: body holds nothing of it.
+    streamed: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -43,6 +45,9 @@ class Invocation:
     on_done: Callable[[InvokeResult | BaseException], None] | None = None
     keep_log: bool = True                            # collect the log for X-Amz-Log-Result (sync only)
     http: bool = False                               # a Python runtime may answer with the mapped HTTP response
+    # Where a response the runtime streams goes, piece by piece as it arrives (InvokeWithResponseStream,
+    # RESPONSE_STREAM function URLs); None: the pieces are joined into the result's body.
+    stream: Callable[[bytes], None] | None = None
     done: bool = False
     release: Callable[[str], None] | None = None     # the dispatcher's in-flight count: release(counted_as)
     counted_as: str = ""

@@ -35,7 +35,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT
+from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT, KIND_STREAM
 
 __all__ = ["MAX_PAYLOAD_BYTES", "RuntimeApiHost", "RuntimeApiServer"]
 
@@ -99,7 +99,7 @@ def _header(name: bytes, value: object) -> bytes:
 
 
 class _Request:
-    __slots__ = ("method", "url", "headers", "chunks", "size", "keep_alive")
+    __slots__ = ("method", "url", "headers", "chunks", "size", "keep_alive", "streamed")
 
     def __init__(self) -> None:
         self.method = b""
@@ -108,10 +108,13 @@ class _Request:
         self.chunks: list[bytes] = []
         self.size = 0
         self.keep_alive = True
+        # A streamed response (Lambda-Runtime-Function-Response-Mode: streaming) being passed on as it
+        # arrives: the invocation's id. Its body is not kept, and AWS's streaming limit applies (environment.py).
+        self.streamed: str | None = None
 
     @property
     def too_large(self) -> bool:
-        return self.size > MAX_PAYLOAD_BYTES
+        return self.size > MAX_PAYLOAD_BYTES and self.streamed is None
 
     def body(self) -> bytes:
         return b"".join(self.chunks)
@@ -170,6 +173,9 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         self._queue.clear()
         self._server._conns.discard(self)
+        req = self._req
+        if req is not None and req.streamed is not None:
+            self._server._stream_broken(req.streamed)
         self._server._conn_lost(self)
 
     def data_received(self, data: bytes) -> None:
@@ -212,11 +218,17 @@ class _Conn(asyncio.Protocol):
         if (req.headers.get("expect", "").lower() == "100-continue" and self.parked is None
                 and not self._queue and self.transport is not None):
             self.transport.write(_CONTINUE)
+        if (req.method == b"POST" and self.parked is None and not self._queue
+                and req.headers.get("lambda-runtime-function-response-mode", "").lower() == "streaming"):
+            # Not behind another request of this connection: its pieces can go on as they come.
+            req.streamed = self._server._stream_start(req.url)
 
     def on_body(self, data: bytes) -> None:
         req = self._req
         req.size += len(data)
-        if req.size <= MAX_PAYLOAD_BYTES:
+        if req.streamed is not None:
+            self._server._stream_piece(req.streamed, data)
+        elif req.size <= MAX_PAYLOAD_BYTES:
             req.chunks.append(data)
         elif req.chunks:
             req.chunks = []  # over the limit: drain the rest without keeping it
@@ -460,6 +472,30 @@ class RuntimeApiServer:
         if requeue:
             self._pump()
 
+    def _stream_start(self, url: bytes) -> str | None:
+        """The invocation id, if url is the response of one the runtime has (then it can be streamed)."""
+        try:
+            path = httptools.parse_url(url).path or b""
+        except httptools.HttpParserInvalidURLError:
+            return None
+        if not path.startswith(_RUNTIME_INVOCATION) or not path.endswith(b"/response"):
+            return None
+        rid = unquote(path[len(_RUNTIME_INVOCATION) : -len(b"/response")].decode("latin-1"))
+        inv = self._invocations.get(rid)
+        return rid if inv is not None and inv.sent and "/" not in rid else None
+
+    def _stream_piece(self, rid: str, data: bytes) -> None:
+        if rid in self._invocations and data:
+            self._frame(KIND_STREAM, {"id": rid}, data)
+
+    def _stream_broken(self, rid: str) -> None:
+        """The runtime hung up in the middle of streaming a response: part of it is out, so the invocation cannot
+        be offered again; it ends with an error."""
+        if self._take_invocation(rid) is not None:
+            self._frame(KIND_ERROR, {"id": rid, "error_type": "Runtime.TruncatedResponse"},
+                        _err("Runtime.TruncatedResponse", "The runtime closed its connection before the end of "
+                             "the response it was streaming."))
+
     def _take_invocation(self, rid: str) -> _Invocation | None:
         inv = self._invocations.get(rid)
         if inv is None or not inv.sent:
@@ -543,7 +579,7 @@ class RuntimeApiServer:
             self._frame(KIND_ERROR, {"id": rid, "error_type": error_type}, body)
             return
         conn.respond(req, 202, _ACCEPTED)
-        self._frame(KIND_RESULT, {"id": rid}, req.body())
+        self._frame(KIND_RESULT, {"id": rid}, b"" if req.streamed is not None else req.body())
 
     def _invocation_error(self, conn: _Conn, req: _Request, rid: str) -> None:
         inv = self._take_invocation(rid)

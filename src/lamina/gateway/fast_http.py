@@ -38,7 +38,7 @@ from lamina.gateway.function_urls import (
     _too_large,
     match_parts,
 )
-from lamina.gateway.payload import HttpResponse
+from lamina.gateway.payload import BadResponse, HttpResponse, WholeResponse, stream_head
 
 if TYPE_CHECKING:
     from lamina.control.app import LaminaApp
@@ -58,7 +58,7 @@ class _Cycle:
     protocol reads from its current cycle (response_complete, keep_alive, disconnected, message_event)."""
 
     __slots__ = ("proto", "method", "headers", "query", "request_id", "keep_alive", "response_complete",
-                 "disconnected", "parts", "size", "limit", "head", "prepared", "url_head")
+                 "disconnected", "parts", "size", "limit", "head", "prepared", "url_head", "stream")
 
     def __init__(self, proto: LaminaHttpProtocol, method: str, headers: list[tuple[bytes, bytes]], query: bytes,
                  keep_alive: bool, request_id: str) -> None:
@@ -76,6 +76,7 @@ class _Cycle:
         self.head: Head | None = None              # Invoke
         self.prepared: Prepared | None = None
         self.url_head: UrlHead | None = None       # function URL
+        self.stream: _UrlStream | None = None      # a RESPONSE_STREAM function URL's response
 
     @property
     def message_event(self) -> _Cycle:
@@ -83,6 +84,51 @@ class _Cycle:
 
     def set(self) -> None:
         pass
+
+
+class _UrlStream:
+    """The response of a RESPONSE_STREAM function URL while a custom runtime streams it (Invocation.stream): held
+    until payload.stream_head can tell its head, then written out piece by piece (chunked) as it comes. When only
+    the whole response can tell (JSON without a prelude), or there is to be no body (HEAD, 204, 304), it is kept
+    and answered at the end like a buffered one."""
+
+    __slots__ = ("proto", "cycle", "start", "parts", "sending", "whole")
+
+    def __init__(self, proto: LaminaHttpProtocol, cycle: _Cycle) -> None:
+        self.proto = proto
+        self.cycle = cycle
+        self.start = b""           # the first bytes, until the head is known
+        self.parts: list[bytes] = []
+        self.sending = False       # the head is out: pieces go straight to the client
+        self.whole = False         # answered at the end from everything kept
+
+    def piece(self, data: bytes) -> None:
+        if self.sending:
+            self.proto._write_chunk(self.cycle, data)
+            return
+        if self.whole:
+            self.parts.append(data)
+            return
+        self.start += data
+        try:
+            head = stream_head(self.start)
+        except (WholeResponse, BadResponse):  # BadResponse: the end answers it (a 502)
+            head = False
+        if head is None:
+            return
+        if head is False or not self.proto._stream_head(self.cycle, head[0]):
+            self.whole = True
+            self.parts.append(self.start)
+            self.start = b""
+            return
+        self.sending = True
+        rest, self.start = self.start[head[1]:], b""
+        if rest:
+            self.proto._write_chunk(self.cycle, rest)
+
+    def payload(self) -> bytes:
+        """Everything kept: the whole response, when it was not sent as it came."""
+        return b"".join(self.parts) if self.whole else self.start
 
 
 class LaminaHttpProtocol(HttpToolsProtocol):
@@ -336,14 +382,25 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 return
             inv.on_done = lambda outcome: self._url_done(cycle, outcome)
             url = head.url
+            if url.invoke_mode == "RESPONSE_STREAM":
+                cycle.stream = _UrlStream(self, cycle)
+                inv.stream = cycle.stream.piece  # what a custom runtime streams goes out as it comes
             # BUFFERED, no CORS to apply: a Python runtime may send the response mapped (see _url_done).
-            inv.http = url.invoke_mode != "RESPONSE_STREAM" and not url.cors
+            inv.http = cycle.stream is None and not url.cors
             submit(gateway.dispatcher, head.target.key, inv)
         except AwsError as err:
             self._url_response(cycle, _message(err.status, err.message, cycle.request_id), False)
 
     def _url_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
         try:
+            stream = cycle.stream
+            if stream is not None:
+                if stream.sending:  # the head and some of the body are out: end the stream
+                    self._stream_end(cycle, outcome.__class__ is InvokeResult and outcome.error_type is None)
+                    return
+                if outcome.__class__ is InvokeResult and outcome.streamed:  # answered whole after all
+                    outcome = InvokeResult(stream.payload(), outcome.error_type, outcome.log,
+                                           outcome.executed_version)
             if outcome.__class__ is InvokeResult and outcome.http is not None and outcome.error_type is None \
                     and len(outcome.body) <= LIMIT:
                 self._write_block(cycle, outcome.http[0], outcome.http[1], outcome.body)
@@ -447,6 +504,42 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             STATUS_LINE[status], self._default_headers(), block, cycle.request_id.encode(), length,
             b"" if cycle.keep_alive else b"connection: close\r\n", body))
         self._sent(cycle)
+
+    def _stream_head(self, cycle: _Cycle, response: HttpResponse) -> bool:
+        """Write the head of a streamed function-URL response (chunked); False if it is not to be streamed (no
+        body to send, the client is gone, a header cannot be sent): then it is answered whole at the end."""
+        status = response.status
+        if cycle.method == "HEAD" or status in (204, 304) or status < 200 or cycle.response_complete \
+                or cycle.disconnected or self.transport.is_closing():
+            return False
+        url = cycle.url_head.url  # type: ignore[union-attr]
+        FunctionUrlGateway.finish(url, response, cycle.method, cycle.headers)
+        out = [STATUS_LINE[status], self._default_headers()]
+        for name, value in response.headers:
+            if url.cors and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
+                return False  # the function's own were checked as stream_head mapped them; CORS's are checked here
+            out += (name, b": ", value, b"\r\n")
+        out.append(b"x-amzn-requestid: %b\r\ntransfer-encoding: chunked\r\n" % cycle.request_id.encode())
+        if not cycle.keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        self.transport.write(b"".join(out))
+        return True
+
+    def _write_chunk(self, cycle: _Cycle, data: bytes) -> None:
+        if not (cycle.response_complete or cycle.disconnected or self.transport.is_closing()):
+            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def _stream_end(self, cycle: _Cycle, ok: bool) -> None:
+        """The end of a streamed response: the last chunk, or (the function failed part way) a closed connection,
+        so that the client cannot take what it got for the whole response."""
+        if not self._claim(cycle):
+            return
+        if ok:
+            self.transport.write(b"0\r\n\r\n")
+            self._sent(cycle)
+        else:
+            self.transport.close()
 
     def _claim(self, cycle: _Cycle) -> bool:
         """Mark the cycle answered; whether its response is still to be written (not answered already, the

@@ -252,6 +252,41 @@ def map_response(payload: bytes) -> HttpResponse:
     return HttpResponse(200, [(b"content-type", b"application/json")], payload)
 
 
+# A streamed response that starts like JSON but shows no prelude within this many bytes is mapped whole.
+PRELUDE_MAX = 64 * 1024
+_JSON_START = frozenset(b'{["-0123456789tfn')
+
+
+class WholeResponse(Exception):
+    """Only the whole streamed response can say how it maps to HTTP (stream_response)."""
+
+
+def stream_head(start: bytes) -> tuple[HttpResponse, int] | None:
+    """RESPONSE_STREAM mode while the response streams in: from its first bytes, the head stream_response would
+    give the whole response (with an empty body) and where the body begins in `start`, or None while these bytes
+    cannot tell yet. A prelude gives the head; bytes that cannot be JSON are application/octet-stream. Raises
+    WholeResponse when only the end can tell (JSON without a prelude), and BadResponse for a prelude that cannot
+    be sent."""
+    first = start.lstrip()[:1]
+    if not first or (first == b"{" and start[:1] == b"{"):
+        cut = start.find(STREAM_DELIMITER) if first else -1
+        if cut < 0:
+            if len(start) > PRELUDE_MAX:
+                raise WholeResponse
+            return None
+        try:
+            prelude = orjson.loads(start[:cut])
+        except orjson.JSONDecodeError:
+            raise WholeResponse from None
+        if not isinstance(prelude, dict):
+            raise WholeResponse
+        status = _status(prelude.get("statusCode", 200))
+        return HttpResponse(status, _prelude_headers(prelude), b""), cut + len(STREAM_DELIMITER)
+    if first[0] in _JSON_START:
+        raise WholeResponse
+    return HttpResponse(200, [(b"content-type", b"application/octet-stream")], b""), 0
+
+
 def stream_response(payload: bytes) -> HttpResponse:
     """RESPONSE_STREAM mode: an HTTP-integration prelude, a {statusCode, ...} result, inferred JSON,
     or (not JSON at all) the raw bytes as application/octet-stream."""

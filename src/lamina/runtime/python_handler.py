@@ -57,6 +57,7 @@ KIND_FORK = 6      # server -> zygote: {env, stream, init_type, tmp_mb, isolate,
 KIND_FORKED = 7    # zygote -> server: {env, pid}
 KIND_EXITED = 8    # zygote -> server: {env, status} (negative: killed by that signal)
 KIND_HTTP_RESULT = 9  # environment -> server: a function-URL response, mapped here (see http_response)
+KIND_STREAM = 10  # Runtime API -> environment, in the server: a piece of a streamed response (runtime_api.py)
 
 CHANNEL_FD_ENV = "_LAMINA_CHANNEL_FD"
 ZYGOTE_ENV = "_LAMINA_ZYGOTE"
