@@ -430,6 +430,21 @@ def test_max_concurrency_per_environment(make_app):
     assert len({d["env"] for d in docs}) >= 2  # the queue waited for free slots and the scaler added environments
 
 
+def test_client_leaving_mid_response_frees_the_slot(make_app):
+    _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health",
+                                                "AWS_LAMBDA_MAX_CONCURRENCY": "1"})
+    env = json.loads(url.get("/stats")[2])["env"]
+    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
+    conn.putrequest("GET", "/chunked-response?delay_ms=20000", skip_host=True)
+    conn.putheader("Host", url.host)
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.read1(65536).startswith(b"INITIAL")
+    conn.close()  # gone long before the app's last chunk
+    status, _, body = url.get("/stats", timeout=15)
+    assert status == 200 and json.loads(body)["env"] == env  # the one slot was free again, not a new environment
+
+
 def test_app_crash_fails_its_requests_and_is_replaced(make_app):
     _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health"})
     before = json.loads(url.get("/stats")[2])["env"]

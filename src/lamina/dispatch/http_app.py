@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import httptools
+import orjson
 
 from lamina.dispatch.environment import (
     MAX_RESPONSE_BYTES,
@@ -643,9 +644,9 @@ class HttpAppEnvironment(Environment):
             self._context_base = {"function_name": self.spec.name, "memory": self.spec.memory_mb,
                                   "version": self.spec.version, "log_stream": self.stream,
                                   "log_group": self.spec.log_group}
-        return json.dumps({"request_id": request_id, "deadline": deadline_ms, "invoked_function_arn": arn,
-                           "xray_trace_id": trace_id, "client_context": None, "identity": None,
-                           "env_config": self._context_base}, separators=(",", ":")).encode()
+        return orjson.dumps({"request_id": request_id, "deadline": deadline_ms, "invoked_function_arn": arn,
+                             "xray_trace_id": trace_id, "client_context": None, "identity": None,
+                             "env_config": self._context_base})
 
     async def _invoke(self, inv: Invocation) -> None:
         started = time.perf_counter()

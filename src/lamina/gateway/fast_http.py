@@ -17,6 +17,7 @@ its response is written (uvicorn waits for connections), with keep-alive turned 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 
 from lamina.control import invoke as invoke_path
 from lamina.control.errors import AwsError
-from lamina.control.invoke import Head, InvokeHandler, Prepared, submit, throttled
+from lamina.control.invoke import Head, InvokeHandler, Prepared, ensure_invokable, submit, throttled
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import InvokeResult, Throttled
 from lamina.gateway import microvm_proxy
@@ -36,6 +37,7 @@ from lamina.gateway.function_urls import (
     UrlHead,
     _message,
     _too_large,
+    cors_decorator,
     match_parts,
 )
 from lamina.gateway.payload import BadResponse, HttpResponse, WholeResponse, stream_head
@@ -58,7 +60,8 @@ class _Cycle:
     protocol reads from its current cycle (response_complete, keep_alive, disconnected, message_event)."""
 
     __slots__ = ("proto", "method", "headers", "query", "request_id", "keep_alive", "response_complete",
-                 "disconnected", "parts", "size", "limit", "head", "prepared", "url_head", "stream")
+                 "disconnected", "parts", "size", "limit", "head", "prepared", "url_head", "stream", "app",
+                 "waiter")
 
     def __init__(self, proto: LaminaHttpProtocol, method: str, headers: list[tuple[bytes, bytes]], query: bytes,
                  keep_alive: bool, request_id: str) -> None:
@@ -77,13 +80,18 @@ class _Cycle:
         self.prepared: Prepared | None = None
         self.url_head: UrlHead | None = None       # function URL
         self.stream: _UrlStream | None = None      # a RESPONSE_STREAM function URL's response
+        self.app: _AppExchange | None = None       # an HTTP-app function's request, proxied
+        self.waiter: asyncio.Future | None = None  # _AppExchange.receive, waiting for the client to go away
 
     @property
     def message_event(self) -> _Cycle:
         return self  # connection_lost() calls message_event.set()
 
     def set(self) -> None:
-        pass
+        # The client went away (uvicorn's connection_lost), or the response is complete.
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class _UrlStream:
@@ -129,6 +137,96 @@ class _UrlStream:
     def payload(self) -> bytes:
         """Everything kept: the whole response, when it was not sent as it came."""
         return b"".join(self.parts) if self.whole else self.start
+
+
+class _AppExchange:
+    """An HTTP-app function's request with no body, proxied from the hot path: HttpAppProxy.serve (http_apps.py)
+    runs as a task with an ASGI receive and send written against this connection rather than uvicorn's request
+    cycle (no scope, middleware or app routing per request), and the response head goes out together with the
+    first piece of the body when that is already there (one write, not two)."""
+
+    __slots__ = ("proto", "cycle", "received", "started", "pending", "flush", "chunked", "bodiless")
+
+    def __init__(self, proto: LaminaHttpProtocol, cycle: _Cycle) -> None:
+        self.proto = proto
+        self.cycle = cycle
+        self.received = False
+        self.started = False       # the response head is written, or waits in `pending` to be
+        self.pending = b""         # the head, until the first piece of body (or the next loop turn)
+        self.flush: asyncio.Handle | None = None
+        self.chunked = False
+        self.bodiless = False
+
+    async def receive(self) -> dict:
+        cycle = self.cycle
+        if not self.received:
+            self.received = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not (cycle.disconnected or cycle.response_complete):
+            cycle.waiter = asyncio.get_running_loop().create_future()
+            await cycle.waiter
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        proto, cycle = self.proto, self.cycle
+        if proto.flow.write_paused and not cycle.disconnected:
+            await proto.flow.drain()  # back-pressure: the client reads slower than the app writes
+        if cycle.disconnected or cycle.response_complete:
+            return
+        if message["type"] == "http.response.start":
+            self.pending = self._head(message["status"], message.get("headers", []))
+            self.started = True
+            self.flush = proto.loop.call_soon(self._flush)
+            return
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self.bodiless:
+            body = b""
+        elif body and self.chunked:
+            body = b"%x\r\n%b\r\n" % (len(body), body)
+        if not more and self.chunked:
+            body += b"0\r\n\r\n"
+        if self.pending:
+            body = self.pending + body
+            self.pending = b""
+            self.flush.cancel()  # type: ignore[union-attr]
+            self.flush = None
+        if body:
+            proto.transport.write(body)
+        if not more and proto._claim(cycle):
+            proto._sent(cycle)
+            cycle.set()
+
+    def _flush(self) -> None:
+        """The head alone, when no body followed it at once (the app is still producing it)."""
+        self.flush = None
+        if self.pending and not (self.cycle.disconnected or self.cycle.response_complete):
+            self.proto.transport.write(self.pending)
+        self.pending = b""
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The response head as uvicorn would write it; a header it would refuse fails the request (500)."""
+        cycle = self.cycle
+        out = [STATUS_LINE[status], self.proto._default_headers()]
+        length = False
+        for name, value in headers:
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                raise ValueError(f"invalid response header {name!r}")
+            name = name.lower()
+            if name == b"content-length":
+                length = True
+            elif name == b"connection" and b"close" in value.lower():
+                cycle.keep_alive = False
+                continue
+            out += (name, b": ", value, b"\r\n")
+        self.bodiless = cycle.method == "HEAD" or status in (204, 304)
+        if not length and not self.bodiless:
+            self.chunked = True
+            out.append(b"transfer-encoding: chunked\r\n")
+        if not cycle.keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
 
 
 class LaminaHttpProtocol(HttpToolsProtocol):
@@ -248,6 +346,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         try:
             if cycle.head is not None:
                 self._invoke_body(cycle, body)
+            elif cycle.app is not None:
+                task = self.loop.create_task(self._app_proxy(cycle, cycle.app))
+                self.tasks.add(task)  # uvicorn's shutdown waits for these, as for its own request tasks
+                task.add_done_callback(self.tasks.discard)
             else:
                 self._url_body(cycle, body)
         except Exception:  # noqa: BLE001 - never drop a connection without an answer
@@ -311,7 +413,12 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             self._send_url(cycle, head, False, url_obj is None or not url_obj.cors)
             return True
         if head.pool is not None and head.pool.http_app is not None:
-            return False  # an HTTP app: streamed proxying is the ASGI handler's (http_apps.py)
+            if not _bodiless(headers):
+                return False  # a request body streams to the app through the ASGI handler (http_apps.py)
+            cycle = self._new_cycle(method_name, query, request_id)
+            cycle.url_head = head
+            cycle.app = _AppExchange(self, cycle)
+            return True
         cycle = self._new_cycle(method_name, query, request_id)
         cycle.url_head = head
         cycle.limit = LIMIT
@@ -390,6 +497,36 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             submit(gateway.dispatcher, head.target.key, inv)
         except AwsError as err:
             self._url_response(cycle, _message(err.status, err.message, cycle.request_id), False)
+
+    async def _app_proxy(self, cycle: _Cycle, exchange: _AppExchange) -> None:
+        """Proxy an HTTP-app request (see _AppExchange), answering errors as the ASGI handler does."""
+        head: UrlHead = cycle.url_head  # type: ignore[assignment]
+        gateway: FunctionUrlGateway = self.lamina.gateway  # type: ignore[assignment]
+        client, server_port, scheme = self._peer(cycle.headers)
+        scope = {"method": cycle.method, "headers": cycle.headers, "query_string": cycle.query,
+                 "client": (client, 0), "server": ("", server_port), "scheme": scheme,
+                 "http_version": self.parser.get_http_version()}
+        try:
+            ensure_invokable(head.target, gateway.dispatcher)
+            error = await gateway.http_apps.serve(
+                scope, exchange.receive, exchange.send, pool=head.pool, key=head.target.key,  # type: ignore[arg-type]
+                path=head.path, url_id=head.url.url_id, domain=gateway.domain(head), arn=gateway.arn(head.url),
+                request_id=cycle.request_id, decorate=cors_decorator(scope, head.url))
+        except AwsError as err:
+            error = _message(err.status, err.message, cycle.request_id)
+        except Exception:  # noqa: BLE001 - a client always gets an answer, or a cut connection
+            log.exception("proxying an HTTP-app request failed")
+            error = _message(500, "Internal Server Error", cycle.request_id)
+        if exchange.flush is not None:
+            exchange.flush.cancel()
+            exchange._flush()
+        if error is not None and not exchange.started:
+            self._url_response(cycle, error, False)
+        elif not cycle.response_complete:
+            # The response stopped part way (the app failed or timed out): a cut connection says so.
+            cycle.response_complete = True
+            cycle.set()
+            self.transport.close()
 
     def _url_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
         try:
@@ -573,6 +710,14 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(_SERVER_ERROR)
             self.transport.close()
+
+
+def _bodiless(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request says it has no body (no Transfer-Encoding, no Content-Length other than 0)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
 
 
 def _forwarded(headers: list[tuple[bytes, bytes]]) -> bool:  # a loop, not any(): no generator per request

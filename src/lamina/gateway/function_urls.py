@@ -125,8 +125,8 @@ class FunctionUrlGateway:
             ensure_invokable(head.target, self.dispatcher)
             return await self.http_apps.serve(
                 scope, receive, send, pool=head.pool, key=head.target.key, path=path, url_id=head.url.url_id,
-                domain=host or self.urls.domain(head.url.url_id), arn=self.urls.function_arn(head.url),
-                request_id=request_id, decorate=_cors_decorator(scope, head.url)), False
+                domain=self.domain(head), arn=self.arn(head.url),
+                request_id=request_id, decorate=cors_decorator(scope, head.url)), False
         body = await read_body(receive, LIMIT)
         if body is None:
             return _too_large(request_id), False
@@ -174,13 +174,7 @@ class FunctionUrlGateway:
         trace_id = _find(headers, b"x-amzn-trace-id")
         if trace_id is None:
             trace_id = extra["x-amzn-trace-id"] = ids.trace_id()
-        domain = head.host
-        if domain is None:
-            domain = self._domains.get(url.url_id)
-            if domain is None:
-                if len(self._domains) > 4096:
-                    self._domains.clear()
-                domain = self._domains[url.url_id] = self.urls.domain(url.url_id)
+        domain = self.domain(head)
         event = build_event(method, head.path.decode("latin-1"), query.decode("latin-1"), headers, body, client_ip,
                             _PROTOCOLS.get(http_version) or f"HTTP/{http_version}", extra, url.url_id, domain,
                             "anonymous", head.request_id)
@@ -188,13 +182,29 @@ class FunctionUrlGateway:
         if len(payload) > LIMIT:
             return _too_large(head.request_id)
         ensure_invokable(head.target, self.dispatcher)
+        return Invocation(head.request_id, payload, self.arn(url), sync=True, trace_id=trace_id,
+                          tenant_id=head.tenant_id, keep_log=False)
+
+    def domain(self, head: UrlHead) -> str:
+        """The request's domain name: the Host it was routed by, else the URL's own."""
+        domain = head.host
+        if domain is None:
+            url_id = head.url.url_id
+            domain = self._domains.get(url_id)
+            if domain is None:
+                if len(self._domains) > 4096:
+                    self._domains.clear()
+                domain = self._domains[url_id] = self.urls.domain(url_id)
+        return domain
+
+    def arn(self, url: FunctionUrl) -> str:
+        """The ARN invocations through the URL carry."""
         arn = self._arns.get((url.function_name, url.qualifier))
         if arn is None:
             if len(self._arns) > 4096:
                 self._arns.clear()
             arn = self._arns[(url.function_name, url.qualifier)] = self.urls.function_arn(url)
-        return Invocation(head.request_id, payload, arn, sync=True, trace_id=trace_id, tenant_id=head.tenant_id,
-                          keep_log=False)
+        return arn
 
     @staticmethod
     def respond(head: UrlHead, result: InvokeResult) -> tuple[HttpResponse, bool]:
@@ -241,7 +251,7 @@ def _too_large(request_id: str) -> HttpResponse:
     return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation", request_id)
 
 
-def _cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
+def cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
     """For a proxied response's headers: the URL's CORS configuration replaces the app's CORS headers."""
     def decorate(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if not url.cors:
