@@ -266,7 +266,7 @@ def _header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
 # The demo app: bodies, streaming, status, headers, query strings
 
 
-@pytest.mark.parametrize("size", [0, 1024, 10 * 1024, 9 * MB])
+@pytest.mark.parametrize("size", [0, 1024, 10 * 1024, 64 * 1024, 64 * 1024 + 1, 9 * MB])  # both sides of APP_BODY_MAX
 def test_echo_is_byte_exact(demo, size):
     _, url = demo
     status, headers, total, sent, got = url.duplex("/echo", size, chunked=False)

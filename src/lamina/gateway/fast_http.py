@@ -51,6 +51,8 @@ _INVOKE_PREFIX = invoke_path.PREFIX.encode()
 _INVOKE_SUFFIX = invoke_path.SUFFIX.encode()
 _URL_MARKS = (b".lambda-url.", b"/lamina/v1/url/")
 _MICROVM_HOST, _MICROVM_PATH = microvm_proxy.HOST_MARK, microvm_proxy.PATH_PREFIX
+# HTTP-app requests with a body up to this size are proxied from the hot path, once the body is in (_AppExchange).
+APP_BODY_MAX = 64 * 1024
 _SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
                  b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error")
 
@@ -140,16 +142,18 @@ class _UrlStream:
 
 
 class _AppExchange:
-    """An HTTP-app function's request with no body, proxied from the hot path: HttpAppProxy.serve (http_apps.py)
+    """An HTTP-app function's request with at most a small body (APP_BODY_MAX, Content-Length), proxied from the hot
+    path once it has arrived whole: HttpAppProxy.serve (http_apps.py)
     runs as a task with an ASGI receive and send written against this connection rather than uvicorn's request
     cycle (no scope, middleware or app routing per request), and the response head goes out together with the
     first piece of the body when that is already there (one write, not two)."""
 
-    __slots__ = ("proto", "cycle", "received", "started", "pending", "flush", "chunked", "bodiless")
+    __slots__ = ("proto", "cycle", "body", "received", "started", "pending", "flush", "chunked", "bodiless")
 
     def __init__(self, proto: LaminaHttpProtocol, cycle: _Cycle) -> None:
         self.proto = proto
         self.cycle = cycle
+        self.body = b""
         self.received = False
         self.started = False       # the response head is written, or waits in `pending` to be
         self.pending = b""         # the head, until the first piece of body (or the next loop turn)
@@ -161,7 +165,7 @@ class _AppExchange:
         cycle = self.cycle
         if not self.received:
             self.received = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": self.body, "more_body": False}
         if not (cycle.disconnected or cycle.response_complete):
             cycle.waiter = asyncio.get_running_loop().create_future()
             await cycle.waiter
@@ -347,6 +351,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             if cycle.head is not None:
                 self._invoke_body(cycle, body)
             elif cycle.app is not None:
+                cycle.app.body = body
                 task = self.loop.create_task(self._app_proxy(cycle, cycle.app))
                 self.tasks.add(task)  # uvicorn's shutdown waits for these, as for its own request tasks
                 task.add_done_callback(self.tasks.discard)
@@ -413,11 +418,12 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             self._send_url(cycle, head, False, url_obj is None or not url_obj.cors)
             return True
         if head.pool is not None and head.pool.http_app is not None:
-            if not _bodiless(headers):
-                return False  # a request body streams to the app through the ASGI handler (http_apps.py)
+            if not _small_body(headers):
+                return False  # a larger body streams to the app through the ASGI handler (http_apps.py)
             cycle = self._new_cycle(method_name, query, request_id)
             cycle.url_head = head
             cycle.app = _AppExchange(self, cycle)
+            cycle.limit = APP_BODY_MAX
             return True
         cycle = self._new_cycle(method_name, query, request_id)
         cycle.url_head = head
@@ -712,11 +718,15 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def _bodiless(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a request says it has no body (no Transfer-Encoding, no Content-Length other than 0)."""
+def _small_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's body is announced, with no Transfer-Encoding, as at most APP_BODY_MAX bytes (or none)."""
     for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+        if name == b"transfer-encoding":
             return False
+        if name == b"content-length":
+            value = value.strip()
+            if not value.isdigit() or len(value) > 9 or int(value) > APP_BODY_MAX:
+                return False
     return True
 
 
