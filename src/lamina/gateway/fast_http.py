@@ -6,11 +6,16 @@ function URL of a handler function — it is served without an ASGI scope, task,
 middleware: the body is collected in on_body, the invocation is submitted in on_message_complete, and the
 response is written by the invocation's on_done callback, in the same loop iteration that delivered the
 result. The steps themselves (validation, payload 2.0, error shapes, CORS) are the ones the ASGI handlers
-use (control/invoke.py, gateway/function_urls.py), so both paths answer alike.
+use (control/invoke.py, gateway/function_urls.py), so both paths answer alike. A RESPONSE_STREAM URL's
+response that a custom runtime streams goes out chunked as it comes (_UrlStream). A function URL of an
+HTTP-app function, when the request's body is small (none, or a Content-Length up to APP_BODY_MAX), runs the
+same proxy as the ASGI handler (http_apps.py) as a task, with a receive and send on this connection
+(_AppExchange).
 
 Everything else goes through uvicorn's own RequestResponseCycle to the ASGI app, unchanged: the control
-plane, streaming invokes, HTTP-app function URLs (streamed proxying), WebSocket upgrades, requests with
-`Expect: 100-continue`, requests pipelined behind an unfinished one, and anything that is not origin-form.
+plane, streaming invokes, HTTP-app requests with a larger or chunked body (streamed to the app), WebSocket
+upgrades, requests with `Expect: 100-continue`, requests pipelined behind an unfinished one, and anything that
+is not origin-form.
 Graceful shutdown works as for ASGI requests: a hot-path request in flight holds its connection open until
 its response is written (uvicorn waits for connections), with keep-alive turned off.
 """
@@ -209,7 +214,8 @@ class _AppExchange:
         self.pending = b""
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """The response head as uvicorn would write it; a header it would refuse fails the request (500)."""
+        """The response head as uvicorn would write it; a header it would refuse fails the request (a 502, as
+        the proxy answers any response from the app it cannot pass on)."""
         cycle = self.cycle
         out = [STATUS_LINE[status], self.proto._default_headers()]
         length = False
