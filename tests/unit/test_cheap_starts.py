@@ -9,14 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pool_fake import pool_with_a_busy_environment
 
-from lamina.dispatch.dispatcher import Dispatcher
-from lamina.dispatch.environment import State
 from lamina.dispatch.invocation import Invocation
-from lamina.dispatch.pool import FunctionPool
-from lamina.dispatch.scaler import TokenBucket, start_is_cheap
-from lamina.dispatch.spec import FunctionSpec
-from lamina.store.logs import LogStore
+from lamina.dispatch.scaler import start_is_cheap
 
 
 @pytest.mark.parametrize(("start_ms", "invocation_ms", "want"), [
@@ -32,36 +28,11 @@ def test_start_is_cheap_vectors(start_ms, invocation_ms, want):
     assert start_is_cheap(start_ms, invocation_ms, 100.0) is want
 
 
-class _NoBackend:
-    name = "none"
-    isolated = False
-
-
-class _FakeEnv:
-    def __init__(self, state: State) -> None:
-        self.state = state
-        self.provisioned = False
-
-
 def _burst(tmp_path: Path, start_ms: float | None, recent_ms: float | None) -> int:
     """One busy environment, then 199 invocations arriving at once, within a pacing interval (the last
     scale-out is pinned to 'just now' so no real clock matters); returns how many starts were made."""
     async def run() -> int:
-        dispatcher = Dispatcher(_NoBackend(), LogStore(tmp_path / "logs"))  # type: ignore[arg-type]
-        dispatcher.starter = TokenBucket(1000, 1.0)  # the rule under test, not the starter's rate
-        spec = FunctionSpec("f", "arn:aws:lambda:us-east-1:000000000000:function:f", "$LATEST", "python3.11",
-                            "app.handler", 128, 3, tmp_path, "sha")
-        pool = FunctionPool(dispatcher, spec)
-        pool.envs.add(_FakeEnv(State.BUSY))  # type: ignore[arg-type]
-        started: list[object] = []
-
-        def start_environment(provisioned: bool = False) -> None:
-            env = _FakeEnv(State.STARTING)
-            pool.envs.add(env)  # type: ignore[arg-type]
-            pool.starting.add(env)  # type: ignore[arg-type]
-            started.append(env)
-
-        pool.start_environment = start_environment  # type: ignore[method-assign]
+        pool, started = pool_with_a_busy_environment(tmp_path)
         pool.start_ms = start_ms
         pool.ewma.recent_ms = recent_ms
         pool._last_scale_out = time.monotonic() + 3600

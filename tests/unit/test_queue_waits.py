@@ -6,46 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
-from lamina.dispatch.dispatcher import Dispatcher
-from lamina.dispatch.environment import State
+from pool_fake import pool_with_a_busy_environment
+
 from lamina.dispatch.invocation import Invocation, Throttled
-from lamina.dispatch.pool import FunctionPool
-from lamina.dispatch.scaler import TokenBucket
-from lamina.dispatch.spec import FunctionSpec
-from lamina.store.logs import LogStore
-
-
-class _NoBackend:
-    name = "none"
-    isolated = False
-
-
-class _FakeEnv:
-    def __init__(self, state: State) -> None:
-        self.state = state
-        self.provisioned = False
-
-
-def _pool(tmp_path: Path, queue_timeout_s: float = 60.0) -> tuple[FunctionPool, list[object]]:
-    """A pool with one busy environment whose starts are recorded, not made."""
-    dispatcher = Dispatcher(_NoBackend(), LogStore(tmp_path / "logs"), queue_timeout_s=queue_timeout_s)  # type: ignore[arg-type]
-    dispatcher.starter = TokenBucket(1000, 1.0)
-    spec = FunctionSpec("f", "arn:aws:lambda:us-east-1:000000000000:function:f", "$LATEST", "python3.11",
-                        "app.handler", 128, 3, tmp_path, "sha")
-    pool = FunctionPool(dispatcher, spec)
-    pool.envs.add(_FakeEnv(State.BUSY))  # type: ignore[arg-type]
-    started: list[object] = []
-
-    def start_environment(provisioned: bool = False) -> None:
-        env = _FakeEnv(State.STARTING)
-        pool.envs.add(env)  # type: ignore[arg-type]
-        pool.starting.add(env)  # type: ignore[arg-type]
-        started.append(env)
-
-    pool.start_environment = start_environment  # type: ignore[method-assign]
-    return pool, started
 
 
 def _invocation(name: str, sync: bool, outcomes: dict[str, object]) -> Invocation:
@@ -56,7 +20,7 @@ def _invocation(name: str, sync: bool, outcomes: dict[str, object]) -> Invocatio
 
 def test_queued_sync_invocations_fail_after_the_timeout(tmp_path):
     async def run() -> None:
-        pool, _ = _pool(tmp_path, queue_timeout_s=0.05)
+        pool, _ = pool_with_a_busy_environment(tmp_path, queue_timeout_s=0.05)
         pool.start_ms = 1000.0  # slow, measured starts: nothing is started at once for them
         pool._last_scale_out = time.monotonic() + 3600
         outcomes: dict[str, object] = {}
@@ -86,7 +50,7 @@ def test_queued_sync_invocations_fail_after_the_timeout(tmp_path):
 
 def test_a_draining_queue_starts_nothing_until_it_stalls(tmp_path):
     async def run() -> None:
-        pool, started = _pool(tmp_path)
+        pool, started = pool_with_a_busy_environment(tmp_path)
         pool.start_ms = 20.0      # a start takes 20 ms here
         pool.ewma.recent_ms = 1.0  # and an invocation 1 ms: the busy environment drains one queued soon enough
         pool._enqueue(Invocation("q1", b"{}", "arn", sync=False))
@@ -102,7 +66,7 @@ def test_a_draining_queue_starts_nothing_until_it_stalls(tmp_path):
 
 def test_arrivals_to_a_waiting_queue_are_looked_at_together(tmp_path):
     async def run() -> None:
-        pool, _ = _pool(tmp_path)
+        pool, _ = pool_with_a_busy_environment(tmp_path)
         looks: list[int] = []
         scale = pool._scale
         pool._scale = lambda: (looks.append(len(pool.queue)), scale())[1]  # type: ignore[method-assign]

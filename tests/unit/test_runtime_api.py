@@ -309,12 +309,18 @@ def test_rapi_streaming_trailer_error(rapi: Rapi) -> None:
     assert json.loads(body) == {"errorMessage": "x"}
 
 
+def _streaming(rid: str, rapi: Rapi) -> socket.socket:
+    """A connection that has started streaming rid's response: the head and a first piece, b"hello"."""
+    s = socket.create_connection(("127.0.0.1", rapi.port), timeout=5)
+    s.sendall(b"POST " + _response(rid).encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+              b"Lambda-Runtime-Function-Response-Mode: streaming\r\n\r\n5\r\nhello\r\n")
+    return s
+
+
 def test_rapi_streamed_response_passes_pieces_on_as_they_come(rapi: Rapi) -> None:
     rapi.ready()
     rapi.deliver("s2")
-    with socket.create_connection(("127.0.0.1", rapi.port), timeout=5) as s:
-        s.sendall(b"POST " + _response("s2").encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                  b"Lambda-Runtime-Function-Response-Mode: streaming\r\n\r\n5\r\nhello\r\n")
+    with _streaming("s2", rapi) as s:
         assert rapi.host.wait(KIND_STREAM) == ({"id": "s2"}, b"hello")  # before the rest is even sent
         s.sendall(b"6\r\n world\r\n0\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 202 ")
@@ -325,9 +331,7 @@ def test_rapi_streamed_response_passes_pieces_on_as_they_come(rapi: Rapi) -> Non
 def test_rapi_stream_cut_short_by_a_hang_up_ends_the_invocation(rapi: Rapi) -> None:
     rapi.ready()
     rapi.deliver("s3")
-    with socket.create_connection(("127.0.0.1", rapi.port), timeout=5) as s:
-        s.sendall(b"POST " + _response("s3").encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                  b"Lambda-Runtime-Function-Response-Mode: streaming\r\n\r\n5\r\nhello\r\n")
+    with _streaming("s3", rapi):
         rapi.host.wait(KIND_STREAM)
     header, body = rapi.host.wait(KIND_ERROR)  # not offered again: part of it is out already
     assert header == {"id": "s3", "error_type": "Runtime.TruncatedResponse"}
