@@ -213,7 +213,7 @@ class Environment:
         self.restore_ms: float | None = None
         self.frozen = False
         self._freeze_timer: asyncio.TimerHandle | None = None
-        self._start: tuple[int, str] | None = None  # the invocation's START line, until it is written
+        self._start: int | None = None  # when the invocation started (ms), until its START line is written
         self._records: bytes | None = None  # see _records_template
         self._streamed = 0  # bytes of the current invocation's response streamed so far (KIND_STREAM)
         self._stream_parts: list[bytes] = []  # those bytes, when the invocation has no stream to take them
@@ -363,7 +363,7 @@ class Environment:
         # invocation logs (_emit): one log write per invocation on the hot path. Someone following the log
         # live gets it at once.
         now = time.time()
-        self._start = (int(now * 1000), f"START RequestId: {inv.id} Version: {self.spec.version}")
+        self._start = int(now * 1000)
         if self.log.followers:
             self._emit_start()
         timeout = self.spec.timeout_s
@@ -433,7 +433,7 @@ class Environment:
             now = int(time.time() * 1000)
             rid = inv.id.encode()
             log.write_encoded(self._records_template() % (
-                start[0], rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
+                start, rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
             log_text = ""
         else:
             end = f"END RequestId: {inv.id}"
@@ -445,7 +445,8 @@ class Environment:
             else:  # no tail to keep: straight to the function's log, START (if not written yet) included
                 now = int(time.time() * 1000)
                 self._start = None
-                lines = ((now, end), (now, report)) if start is None else (start, (now, end), (now, report))
+                lines = ((now, end), (now, report)) if start is None else (
+                    (start, self._start_line(inv)), (now, end), (now, report))
                 log.append_lines(self.stream, lines)
                 log_text = ""
         log.flush_soon()
@@ -585,7 +586,10 @@ class Environment:
 
     def _emit_start(self) -> None:
         start, self._start = self._start, None
-        self._emit_line(start[1], start[0])
+        self._emit_line(self._start_line(self.current), start)  # type: ignore[arg-type]
+
+    def _start_line(self, inv: Invocation) -> str:
+        return f"START RequestId: {inv.id} Version: {self.spec.version}"
 
     def _emit_line(self, text: str, timestamp_ms: int | None = None) -> None:
         self.log.append(self.stream, text, timestamp_ms)
