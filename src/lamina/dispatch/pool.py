@@ -24,7 +24,7 @@ from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.dispatch.scaler import Ewma, constrain, drain_desired, ewma_desired, simple_desired, start_is_cheap
 from lamina.dispatch.zygote import Zygote
 
-# Scaling is looked at on each arrival to an empty queue, and at most this often while the queue stays non-empty.
+# Scaling is looked at on an arrival to the queue at most this often (the arrivals meanwhile, together, after it).
 SCALE_RECHECK_S = 0.001
 
 if TYPE_CHECKING:
@@ -113,11 +113,11 @@ class FunctionPool:
         self.queue.append(inv)
         if inv.sync and self._expiry_timer is None:
             self._expiry_timer = loop.call_at(now + self.dispatcher.queue_timeout_s, self._expire_due)
-        # Under sustained load a queue stays: looking again at every arrival would cost more than the look is
-        # worth. While something was already waiting, once a millisecond is enough: the arrivals meanwhile are
-        # looked at together, a millisecond after the last look. Lambda's per-request mode starts an environment
-        # for each arrival.
-        if len(self.queue) == 1 or now - self._scaled_at >= SCALE_RECHECK_S or self.dispatcher.per_request_environments:
+        # Under sustained load invocations queue many times a millisecond: looking at scaling on every arrival
+        # would cost more than the look is worth. Once a millisecond is enough: the first arrival is looked at
+        # at once, those within the millisecond after it together, a millisecond after. Lambda's per-request
+        # mode starts an environment for each arrival.
+        if now - self._scaled_at >= SCALE_RECHECK_S or self.dispatcher.per_request_environments:
             self._scaled_at = now
             self._scale()
         elif self._recheck_timer is None:
