@@ -181,6 +181,18 @@ class Handler(BaseHTTPRequestHandler):
     def r_half_echo(self, query) -> None:  # noqa: ANN001
         self._echo(lambda data: data[: len(data) // 2])
 
+    def r_bytes(self, query) -> None:  # noqa: ANN001
+        """`size` bytes of a repeating pattern, with a Content-Length, written 1 MiB at a time."""
+        size = int(query.get("size", ["0"])[0])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        block = bytes(range(256)) * 4096
+        while size > 0:
+            self.wfile.write(block[: min(size, len(block))])
+            size -= len(block)
+
     def r_odd_status(self, query) -> None:  # noqa: ANN001
         self.reply(519, b"I'm a teapot", reason="I'm a teapot")
 

@@ -284,6 +284,27 @@ def test_echo_100_mb_streams_both_ways(demo, lamina_server):
     assert _server_peak_rss(lamina_server) - before < 40 * MB
 
 
+def test_large_download_streams_without_the_server_holding_it(demo, lamina_server):
+    """A GET (the hot path's proxy) of 64 MB: every byte, read slowly, and the server does not keep it."""
+    _, url = demo
+    before = _server_peak_rss(lamina_server)
+    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=60)
+    conn.putrequest("GET", f"/bytes?size={64 * MB}", skip_host=True)
+    conn.putheader("Host", url.host)
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-length") == str(64 * MB)
+    block = bytes(range(256)) * 4096
+    total = 0
+    while piece := resp.read(1 << 20):
+        assert piece == block[: len(piece)]  # 1 MiB reads line up with the app's 1 MiB pattern
+        total += len(piece)
+        time.sleep(0.002)  # a slower reader than the app: back-pressure, not buffering
+    conn.close()
+    assert total == 64 * MB
+    assert _server_peak_rss(lamina_server) - before < 40 * MB
+
+
 def test_double_and_half_echo(demo):
     _, url = demo
     data = bytes(range(256)) * 1000
