@@ -137,6 +137,26 @@ def test_function_url_streams_raw_bytes_as_octet_stream(lamina_server, streamer)
         conn.close()
 
 
+def test_function_url_streams_on_the_asgi_path_too(lamina_server, streamer):
+    # curl sends `Expect: 100-continue` with a body over 1 KB: such requests take the ASGI path, not the hot path.
+    _, path = streamer
+    conn = http.client.HTTPConnection("127.0.0.1", lamina_server.port, timeout=60)
+    try:
+        conn.request("POST", f"{path}?mode=raw&pause={PAUSE_S}", b"x" * 2048, {"Expect": "100-continue"})
+        resp = conn.getresponse()
+        head_at = time.monotonic()
+        assert resp.status == 200 and resp.getheader("content-type") == "application/octet-stream"
+        assert resp.read() == b"First\nLast\n"
+        assert time.monotonic() - head_at > PAUSE_S / 2
+        conn.request("POST", f"{path}?mode=fail", b"x" * 2048, {"Expect": "100-continue"})
+        resp = conn.getresponse()
+        with pytest.raises(http.client.IncompleteRead) as info:
+            resp.read()
+        assert info.value.partial == b"First\n"
+    finally:
+        conn.close()
+
+
 def test_function_url_stream_cut_short_when_the_function_fails(lamina_server, streamer):
     _, path = streamer
     resp, conn, _ = _url_get(lamina_server.port, "mode=fail", path)

@@ -7,7 +7,7 @@ middleware: the body is collected in on_body, the invocation is submitted in on_
 response is written by the invocation's on_done callback, in the same loop iteration that delivered the
 result. The steps themselves (validation, payload 2.0, error shapes, CORS) are the ones the ASGI handlers
 use (control/invoke.py, gateway/function_urls.py), so both paths answer alike. A RESPONSE_STREAM URL's
-response that a custom runtime streams goes out chunked as it comes (_UrlStream). A function URL of an
+response that a custom runtime streams goes out chunked as it comes (_UrlStream; the ASGI handler streams it too). A function URL of an
 HTTP-app function, when the request's body is small (none, or a Content-Length up to APP_BODY_MAX), runs the
 same proxy as the ASGI handler (http_apps.py) as a task, with a receive and send on this connection
 (_AppExchange).
@@ -45,7 +45,7 @@ from lamina.gateway.function_urls import (
     cors_decorator,
     match_parts,
 )
-from lamina.gateway.payload import BadResponse, HttpResponse, WholeResponse, stream_head
+from lamina.gateway.payload import HttpResponse, StreamStart
 
 if TYPE_CHECKING:
     from lamina.control.app import LaminaApp
@@ -103,47 +103,35 @@ class _Cycle:
 
 class _UrlStream:
     """The response of a RESPONSE_STREAM function URL while a custom runtime streams it (Invocation.stream): held
-    until payload.stream_head can tell its head, then written out piece by piece (chunked) as it comes. When only
+    until its head is known (payload.StreamStart), then written out piece by piece (chunked) as it comes. When only
     the whole response can tell (JSON without a prelude), or there is to be no body (HEAD, 204, 304), it is kept
     and answered at the end like a buffered one."""
 
-    __slots__ = ("proto", "cycle", "start", "parts", "sending", "whole")
+    __slots__ = ("proto", "cycle", "kept", "sending")
 
     def __init__(self, proto: LaminaHttpProtocol, cycle: _Cycle) -> None:
         self.proto = proto
         self.cycle = cycle
-        self.start = b""           # the first bytes, until the head is known
-        self.parts: list[bytes] = []
+        self.kept = StreamStart()
         self.sending = False       # the head is out: pieces go straight to the client
-        self.whole = False         # answered at the end from everything kept
 
     def piece(self, data: bytes) -> None:
         if self.sending:
             self.proto._write_chunk(self.cycle, data)
             return
-        if self.whole:
-            self.parts.append(data)
+        kept = self.kept
+        if not kept.feed(data):
             return
-        self.start += data
-        try:
-            head = stream_head(self.start)
-        except (WholeResponse, BadResponse):  # BadResponse: the end answers it (a 502)
-            head = False
-        if head is None:
-            return
-        if head is False or not self.proto._stream_head(self.cycle, head[0]):
-            self.whole = True
-            self.parts.append(self.start)
-            self.start = b""
+        if not self.proto._stream_head(self.cycle, kept.head):  # type: ignore[arg-type]
+            kept.keep_whole()
             return
         self.sending = True
-        rest, self.start = self.start[head[1]:], b""
+        rest = kept.rest()
         if rest:
             self.proto._write_chunk(self.cycle, rest)
 
     def payload(self) -> bytes:
-        """Everything kept: the whole response, when it was not sent as it came."""
-        return b"".join(self.parts) if self.whole else self.start
+        return self.kept.payload()
 
 
 class _AppExchange:

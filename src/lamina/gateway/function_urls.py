@@ -11,6 +11,7 @@ AuthType AWS_IAM URLs answer 403: Lamina does not verify SigV4 signatures on fun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from lamina.gateway.http_apps import HttpAppProxy
 from lamina.gateway.payload import (
     BadResponse,
     HttpResponse,
+    StreamStart,
     build_event,
     map_response,
     stream_response,
@@ -136,7 +138,50 @@ class FunctionUrlGateway:
                               client[0], server[1], scope.get("scheme", "http"), scope.get("http_version", "1.1"))
         if isinstance(inv, HttpResponse):
             return inv, False
+        if head.url.invoke_mode == "RESPONSE_STREAM":
+            return await self._streamed(scope, send, head, inv)
         result = await run_sync(self.dispatcher, head.target.key, inv)
+        return self.respond(head, result)
+
+    async def _streamed(self, scope: dict, send, head: UrlHead, inv: Invocation  # noqa: ANN001 - ASGI send
+                        ) -> tuple[HttpResponse | None, bool]:
+        """A RESPONSE_STREAM invocation: what a custom runtime streams goes out as it comes once its head is known
+        (payload.StreamStart; None: answered); anything else is answered whole, as respond() maps it."""
+        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+        inv.stream = pieces.put_nowait
+        running = asyncio.ensure_future(run_sync(self.dispatcher, head.target.key, inv))
+        running.add_done_callback(lambda _: pieces.put_nowait(None))
+        kept = StreamStart()
+        sending = False
+        try:
+            while (piece := await pieces.get()) is not None:
+                if sending:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    continue
+                if not kept.feed(piece):
+                    continue
+                response: HttpResponse = kept.head  # type: ignore[assignment]
+                if scope["method"] == "HEAD" or response.status in (204, 304) or response.status < 200:
+                    kept.keep_whole()  # no body to stream
+                    continue
+                response.headers.append((b"x-amzn-requestid", head.request_id.encode()))
+                self.finish(head.url, response, scope["method"], scope["headers"])
+                await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+                sending = True
+                rest = kept.rest()
+                if rest:
+                    await send({"type": "http.response.body", "body": rest, "more_body": True})
+            result = running.result()
+        finally:
+            if not running.done():
+                running.cancel()  # our caller went away (shutdown): the invocation itself runs on
+        if sending:
+            if result.error_type is None:
+                await send({"type": "http.response.body", "body": b""})
+            # else: the response stays incomplete, and the server cuts the connection (the function failed part way)
+            return None, False
+        if result.streamed:
+            result = InvokeResult(kept.payload(), result.error_type, result.log, result.executed_version)
         return self.respond(head, result)
 
     def head(self, method: str, headers: list[tuple[bytes, bytes]], url: FunctionUrl | None, path: bytes,

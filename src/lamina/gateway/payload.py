@@ -287,6 +287,51 @@ def stream_head(start: bytes) -> tuple[HttpResponse, int] | None:
     return HttpResponse(200, [(b"content-type", b"application/octet-stream")], b""), 0
 
 
+class StreamStart:
+    """A RESPONSE_STREAM response as its pieces arrive: kept until stream_head can tell its head (`head`, and
+    rest() the body seen so far), or kept whole when only the end can tell (payload() at the end)."""
+
+    __slots__ = ("start", "parts", "head", "offset", "whole")
+
+    def __init__(self) -> None:
+        self.start = b""
+        self.parts: list[bytes] = []
+        self.head: HttpResponse | None = None
+        self.offset = 0
+        self.whole = False
+
+    def feed(self, piece: bytes) -> bool:
+        """Keep a piece; True when it made the head known."""
+        if self.whole or self.head is not None:
+            self.parts.append(piece)
+            return False
+        self.start += piece
+        try:
+            told = stream_head(self.start)
+        except (WholeResponse, BadResponse):  # BadResponse: the end answers it (a 502)
+            self.keep_whole()
+            return False
+        if told is None:
+            return False
+        self.head, self.offset = told
+        return True
+
+    def rest(self) -> bytes:
+        """The body bytes that came with the head (once)."""
+        rest, self.start = self.start[self.offset :], b""
+        return rest
+
+    def keep_whole(self) -> None:
+        """Not to be streamed after all: keep everything for payload()."""
+        self.whole = True
+        self.parts.insert(0, self.start)
+        self.start = b""
+
+    def payload(self) -> bytes:
+        """Everything kept: the whole response, when it was not sent as it came."""
+        return b"".join(self.parts) if self.whole else self.start
+
+
 def stream_response(payload: bytes) -> HttpResponse:
     """RESPONSE_STREAM mode: an HTTP-integration prelude, a {statusCode, ...} result, inferred JSON,
     or (not JSON at all) the raw bytes as application/octet-stream."""
