@@ -7,7 +7,8 @@ middleware: the body is collected in on_body, the invocation is submitted in on_
 response is written by the invocation's on_done callback, in the same loop iteration that delivered the
 result. The steps themselves (validation, payload 2.0, error shapes, CORS) are the ones the ASGI handlers
 use (control/invoke.py, gateway/function_urls.py), so both paths answer alike. A RESPONSE_STREAM URL's
-response that a custom runtime streams goes out chunked as it comes (_UrlStream; the ASGI handler streams it too). A function URL of an
+response that a custom runtime streams goes out chunked as it comes (_UrlStream; the ASGI handler streams it
+too). A function URL of an
 HTTP-app function, when the request's body is small (none, or a Content-Length up to APP_BODY_MAX), runs the
 same proxy as the ASGI handler (http_apps.py) as a task, with a receive and send on this connection
 (_AppExchange).
