@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gzip
 import hashlib
 import http.client
 import importlib.metadata
@@ -22,6 +23,7 @@ import socket
 import threading
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -464,6 +466,43 @@ def test_client_leaving_mid_response_frees_the_slot(make_app):
     conn.close()  # gone long before the app's last chunk
     status, _, body = url.get("/stats", timeout=15)
     assert status == 200 and json.loads(body)["env"] == env  # the one slot was free again, not a new environment
+
+
+def test_lwa_compression(make_app):
+    _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health",
+                                                "AWS_LWA_ENABLE_COMPRESSION": "true"})
+    text = b"the same words again and again " * 400
+    status, headers, body = url.request("POST", "/echo", text, headers=[("Content-Type", "text/plain"),
+                                                                        ("Accept-Encoding", "br, gzip")])
+    assert status == 200 and dict(headers).get("content-encoding") == "gzip"
+    assert "content-length" not in dict(headers) and "accept-encoding" in _header_values(headers, "vary")
+    assert len(body) < len(text) // 10 and gzip.decompress(body) == text
+    # Not asked for, or not worth it (an image): as the app sent it.
+    status, headers, body = url.request("POST", "/echo", text, headers=[("Content-Type", "text/plain")])
+    assert "content-encoding" not in dict(headers) and body == text
+    status, headers, body = url.request("POST", "/echo", text, headers=[("Content-Type", "image/png"),
+                                                                        ("Accept-Encoding", "gzip")])
+    assert "content-encoding" not in dict(headers) and body == text
+    status, headers, body = url.request("POST", "/echo", text, headers=[("Content-Type", "text/plain"),
+                                                                        ("Accept-Encoding", "gzip;q=0")])
+    assert "content-encoding" not in dict(headers) and body == text
+    # A streamed response still streams, piece by piece.
+    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
+    conn.putrequest("GET", "/chunked-response?delay_ms=2000", skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", url.host)
+    conn.putheader("Accept-Encoding", "gzip")
+    conn.endheaders()
+    start = time.monotonic()
+    resp = conn.getresponse()
+    assert resp.getheader("content-encoding") == "gzip"
+    inflate = zlib.decompressobj(31)
+    arrivals, text = [], b""
+    while piece := resp.read1(65536):
+        arrivals.append(time.monotonic() - start)
+        text += inflate.decompress(piece)
+    conn.close()
+    assert text == b"INITIAL PAYLOAD RESPONSE\nFINAL PAYLOAD RESPONSE\n"
+    assert arrivals[0] < 1.0 and arrivals[-1] - arrivals[0] > 1.5, arrivals
 
 
 def test_app_crash_fails_its_requests_and_is_replaced(make_app):

@@ -7,7 +7,8 @@ Python runtime the script the handler names (`run.sh`, run as `$LAMBDA_TASK_ROOT
 adapter layer's wrapper does). It is configured with the adapter's own variables (spec/dispatch.md
 §2.6): AWS_LWA_PORT (else PORT, else 8080), AWS_LWA_READINESS_CHECK_PORT / _PATH / _PROTOCOL /
 _HEALTHY_STATUS, AWS_LWA_ASYNC_INIT, AWS_LWA_REMOVE_BASE_PATH, AWS_LWA_INVOKE_MODE,
-AWS_LWA_PASS_THROUGH_PATH, AWS_LWA_AUTHORIZATION_SOURCE, AWS_LWA_ERROR_STATUS_CODES; and
+AWS_LWA_PASS_THROUGH_PATH, AWS_LWA_AUTHORIZATION_SOURCE, AWS_LWA_ERROR_STATUS_CODES,
+AWS_LWA_ENABLE_COMPRESSION (gzip, function URLs in buffered mode: gateway/http_apps.py); and
 `AWS_LAMBDA_MAX_CONCURRENCY` (default 10) requests at once per environment.
 
 Lifecycle: the environment polls the readiness check every 10 ms within the init budget and is
@@ -124,6 +125,7 @@ class HttpAppConfig:
     authorization_source: str = ""
     error_statuses: tuple[tuple[int, int], ...] = ()
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    compression: bool = False                  # AWS_LWA_ENABLE_COMPRESSION (gzip; buffered mode only, as LWA)
     error: str | None = None                   # a configuration problem, reported as the init error
 
     def is_healthy(self, status: int) -> bool:
@@ -177,7 +179,9 @@ class HttpAppConfig:
                        async_init=(get("ASYNC_INIT") or "").lower() == "true", base_path=base.rstrip("/"),
                        invoke_mode=mode, pass_through_path=env.get("AWS_LWA_PASS_THROUGH_PATH") or "/events",
                        authorization_source=(env.get("AWS_LWA_AUTHORIZATION_SOURCE") or "").lower(),
-                       error_statuses=error_statuses, max_concurrency=int(conc_text))
+                       error_statuses=error_statuses, max_concurrency=int(conc_text),
+                       # LWA turns compression off in response_stream mode (with a warning).
+                       compression=(get("ENABLE_COMPRESSION") or "").lower() == "true" and mode == "buffered")
         except ValueError as exc:
             return cls(command=command, error=str(exc))
 

@@ -9,6 +9,11 @@ hop-by-hop headers are dropped and the framing is Lamina's own on each side. Lik
 Adapter, the app also gets `x-amzn-request-context` (the function URL's request context; a client's
 own value is dropped) and `x-amzn-lambda-context`.
 
+With AWS_LWA_ENABLE_COMPRESSION=true (buffered mode, as LWA) a response goes out gzipped, as it streams (each
+piece flushed), when the client accepts gzip and the app did not encode it itself: not for images (SVG aside),
+gRPC, server-sent events, HEAD requests, bodiless statuses, or a Content-Length under 32 bytes (LWA's
+tower-http defaults). Content-Length is then dropped and `Vary: accept-encoding` added.
+
 Failures: an app that cannot be reached or breaks the connection before answering gives 502, one
 that exceeds the function's timeout 504; after the response has started the client connection is
 cut, which is how HTTP says the body is incomplete. The client going away closes the app connection.
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -177,17 +183,24 @@ class HttpAppProxy:
             if any(k == b"transfer-encoding" for k, _ in resp.headers):
                 out = [(k, v) for k, v in out if k != b"content-length"]
             out.append((b"x-amzn-requestid", request_id.encode()))
+            gzip = None
+            if pool.http_app.compression and not head_only and _gzip_wanted(scope["headers"], resp.status, out):
+                out = [(k, v) for k, v in out if k != b"content-length"]
+                out += ((b"content-encoding", b"gzip"), (b"vary", b"accept-encoding"))
+                gzip = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: the gzip format
             out = decorate(resp.status, out)
             await send({"type": "http.response.start", "status": resp.status, "headers": out})
             state.started = True
             try:
                 while (chunk := await resp.next_chunk()) is not None:
+                    if gzip is not None:  # flushed per piece, so that a streamed response still streams
+                        chunk = gzip.compress(chunk) + gzip.flush(zlib.Z_SYNC_FLUSH)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except AppError as exc:
                 if not state.client_gone:
                     lease.env.note(f"request {request_id}: {exc}; the client's connection was cut")
                 return None  # the response stays incomplete: the server closes the client connection
-            await send({"type": "http.response.body", "body": b""})
+            await send({"type": "http.response.body", "body": gzip.flush() if gzip is not None else b""})
             lease.done_with(conn, resp.keep_alive and state.request_sent and not conn.closed)
             state.conn = None
             return None
@@ -196,6 +209,38 @@ class HttpAppProxy:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
+
+
+_NOT_GZIPPED = (b"image/", b"application/grpc", b"text/event-stream")
+
+
+def _gzip_wanted(request_headers: list[tuple[bytes, bytes]], status: int,
+                 response_headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether AWS_LWA_ENABLE_COMPRESSION gzips this response (LWA's tower-http defaults; see the module doc)."""
+    if status < 200 or status in (204, 304) or not _accepts_gzip(request_headers):
+        return False
+    for name, value in response_headers:
+        if name == b"content-encoding":
+            return False
+        if name == b"content-length" and value.strip().isdigit() and int(value) < 32:
+            return False
+        if name == b"content-type":
+            ctype = value.split(b";", 1)[0].strip().lower()
+            if ctype.startswith(_NOT_GZIPPED) and ctype != b"image/svg+xml":
+                return False
+    return True
+
+
+def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name != b"accept-encoding":
+            continue
+        for item in value.lower().split(b","):
+            coding, _, params = item.partition(b";")
+            if coding.strip() in (b"gzip", b"x-gzip"):
+                q = params.strip()
+                return not (q.startswith(b"q=") and q[2:].strip().rstrip(b"0").rstrip(b".") in (b"", b"0"))
+    return False
 
 
 async def _pump(receive, state: _State, has_body: bool, chunked: bool) -> None:  # noqa: ANN001 - ASGI
