@@ -67,6 +67,14 @@ def test_stream_large_result_spans_chunks(lambda_client, stream_fn):
     assert "InvokeComplete" in events[-1]
 
 
+def test_result_over_the_synchronous_limit(lambda_client, stream_fn):
+    resp = lambda_client.invoke(FunctionName=stream_fn, Payload=json.dumps({"big": 7 * 1024 * 1024}))
+    assert resp["FunctionError"] == "Unhandled"
+    err = json.loads(resp["Payload"].read())
+    assert err["errorType"] == "Function.ResponseSizeTooLarge"
+    assert err["errorMessage"].endswith("exceeded maximum allowed payload size (6291556 bytes).")
+
+
 def test_stream_function_error(lambda_client, stream_fn):
     resp = lambda_client.invoke_with_response_stream(FunctionName=stream_fn, Payload=json.dumps({"raise": "kaput"}))
     assert resp["StatusCode"] == 200

@@ -45,9 +45,11 @@ def test_over_the_synchronous_limit_without_a_stream() -> None:
     piece = b"x" * (1024 * 1024)
     for _ in range(7):
         env._stream_piece(piece)
-    body, error_type, _ = env._streamed_result(b"", None)
-    assert error_type is None and len(body) > MAX_RESPONSE_BYTES  # the caller answers ResponseSizeTooLarge
-    assert sum(len(p) for p in env._stream_parts) == 0
+    assert env._stream_parts == []  # past the limit nothing more is kept
+    body, error_type, streamed = env._streamed_result(b"", None)
+    assert error_type == "Function.ResponseSizeTooLarge" and not streamed
+    assert json.loads(body)["errorMessage"].startswith(f"Response payload size ({7 * len(piece)} bytes) exceeded")
+    assert str(MAX_RESPONSE_BYTES) in json.loads(body)["errorMessage"]
 
 
 def test_over_the_streaming_limit() -> None:

@@ -398,7 +398,7 @@ class Environment:
         elif self._streamed <= MAX_RESPONSE_BYTES:
             self._stream_parts.append(piece)
         elif before <= MAX_RESPONSE_BYTES:
-            self._stream_parts = [b"x" * (MAX_RESPONSE_BYTES + 1)]  # over the limit: only the size still matters
+            self._stream_parts = []  # over the synchronous limit: only the size still matters
 
     def _streamed_result(self, body: bytes, error_type: str | None) -> tuple[bytes, str | None, bool]:
         """(body, error type, whether the response went to the invocation's stream) at the end of a streamed
@@ -412,6 +412,8 @@ class Environment:
                                ).encode(), "Function.ResponseSizeTooLarge", to_stream)
         if error_type is not None or to_stream:
             return body, error_type, to_stream
+        if size > MAX_RESPONSE_BYTES:
+            return _too_large_body(size), "Function.ResponseSizeTooLarge", False
         return b"".join(parts) + body, None, False
 
     def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None,
@@ -550,10 +552,7 @@ class Environment:
             if self._streamed:
                 body, error_type, streamed = self._streamed_result(body, error_type)
             if len(body) > MAX_RESPONSE_BYTES:
-                body = json.dumps({"errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum "
-                                   f"allowed payload size (6291556 bytes).",
-                                   "errorType": "Function.ResponseSizeTooLarge"}).encode()
-                error_type = "Function.ResponseSizeTooLarge"
+                body, error_type = _too_large_body(len(body)), "Function.ResponseSizeTooLarge"
             self._complete(body, error_type, header.get("rss_kb"), http=http, streamed=streamed)
             self.state = State.IDLE
             self.idle_since = time.monotonic()
@@ -753,6 +752,11 @@ _BAD_HTTP_RESULT = json.dumps({"errorMessage": "The runtime sent a function URL 
 
 
 _checked_blocks: dict[bytes, bool] = {}  # a function sends the same few header blocks again and again
+
+
+def _too_large_body(size: int) -> bytes:
+    return json.dumps({"errorMessage": f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
+                       f"({MAX_RESPONSE_BYTES} bytes).", "errorType": "Function.ResponseSizeTooLarge"}).encode()
 
 
 def _http_result(body: bytes) -> tuple[tuple[int, bytes] | None, bytes]:
