@@ -252,6 +252,35 @@ async def run_sync(dispatcher: Dispatcher, key: str, inv: Invocation) -> InvokeR
         raise throttled(exc) from None
 
 
+class StreamedRun:
+    """run_sync for an invocation whose runtime may stream its response: `async for piece in run` gives the pieces
+    as they arrive (Invocation.stream), then `run.result()` the outcome (raising AwsError as run_sync does).
+    cancel() when the caller goes away first: the invocation itself runs on."""
+
+    def __init__(self, dispatcher: Dispatcher, key: str, inv: Invocation) -> None:
+        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+        inv.stream = pieces.put_nowait
+        self._pieces = pieces
+        self._running = asyncio.ensure_future(run_sync(dispatcher, key, inv))
+        self._running.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece: the end
+
+    def __aiter__(self) -> StreamedRun:
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self._pieces.get()
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
+
+    def result(self) -> InvokeResult:
+        return self._running.result()
+
+    def cancel(self) -> None:
+        if not self._running.done():
+            self._running.cancel()
+
+
 def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 

@@ -9,14 +9,13 @@ API's streaming response mode) has each piece sent on as a PayloadChunk as it ar
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import orjson
 
 from lamina.control import eventstream
 from lamina.control.errors import AwsError
-from lamina.control.invoke import InvokeHandler, run_sync
+from lamina.control.invoke import InvokeHandler, StreamedRun
 from lamina.dispatch.environment import tail_log
 
 PREFIX = "/2021-11-15/functions/"
@@ -39,7 +38,7 @@ class StreamInvokeHandler(InvokeHandler):
         request_id = str(uuid.uuid4())
         rid = request_id.encode()
         head_sent = False
-        running: asyncio.Future | None = None
+        run: StreamedRun | None = None
         try:
             p = await self.prepare(scope, receive, raw_name, STREAM_TYPES, "InvokeWithResponseStream")
             if p.invocation_type == "DryRun":
@@ -48,18 +47,13 @@ class StreamInvokeHandler(InvokeHandler):
                                         (b"x-amzn-requestid", rid)]})
                 await send({"type": "http.response.body", "body": b""})
                 return
-            # Pieces of a streamed response arrive on `pieces` while the invocation runs; None: it has ended.
-            pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
-            inv = p.invocation(request_id)
-            inv.stream = pieces.put_nowait
-            running = asyncio.ensure_future(run_sync(self.dispatcher, p.target.key, inv))
-            running.add_done_callback(lambda _: pieces.put_nowait(None))
-            while (piece := await pieces.get()) is not None:
+            run = StreamedRun(self.dispatcher, p.target.key, p.invocation(request_id))
+            async for piece in run:
                 if not head_sent:
                     await send(_head(p.target.version, rid))
                     head_sent = True
                 await send({"type": "http.response.body", "more_body": True, "body": eventstream.payload_chunk(piece)})
-            result = running.result()
+            result = run.result()
         except AwsError as err:
             if head_sent:  # not raised once the function has run; never leave the stream open
                 await send({"type": "http.response.body", "body": eventstream.invoke_complete(
@@ -70,8 +64,8 @@ class StreamInvokeHandler(InvokeHandler):
             await send({"type": "http.response.body", "body": body})
             return
         finally:
-            if running is not None and not running.done():
-                running.cancel()  # our caller went away (shutdown): the invocation itself runs on
+            if run is not None:
+                run.cancel()  # our caller went away (shutdown), if it is still running
         if not head_sent:
             await send(_head(result.executed_version, rid))
         log_result = tail_log(result.log) if p.log_type == "Tail" else None

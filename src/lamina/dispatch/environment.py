@@ -407,13 +407,11 @@ class Environment:
         self._streamed, self._stream_parts = 0, []
         to_stream = self.current is not None and self.current.stream is not None
         if size > STREAM_LIMIT_BYTES:
-            return (json.dumps({"errorMessage": f"Response payload size exceeded maximum allowed payload size "
-                                f"({STREAM_LIMIT_BYTES} bytes).", "errorType": "Function.ResponseSizeTooLarge"}
-                               ).encode(), "Function.ResponseSizeTooLarge", to_stream)
+            return _too_large_body(STREAM_LIMIT_BYTES), "Function.ResponseSizeTooLarge", to_stream
         if error_type is not None or to_stream:
             return body, error_type, to_stream
         if size > MAX_RESPONSE_BYTES:
-            return _too_large_body(size), "Function.ResponseSizeTooLarge", False
+            return _too_large_body(MAX_RESPONSE_BYTES, size), "Function.ResponseSizeTooLarge", False
         return b"".join(parts) + body, None, False
 
     def _complete(self, body: bytes, error_type: str | None, rss_kb: int | None,
@@ -552,7 +550,7 @@ class Environment:
             if self._streamed:
                 body, error_type, streamed = self._streamed_result(body, error_type)
             if len(body) > MAX_RESPONSE_BYTES:
-                body, error_type = _too_large_body(len(body)), "Function.ResponseSizeTooLarge"
+                body, error_type = _too_large_body(MAX_RESPONSE_BYTES, len(body)), "Function.ResponseSizeTooLarge"
             self._complete(body, error_type, header.get("rss_kb"), http=http, streamed=streamed)
             self.state = State.IDLE
             self.idle_since = time.monotonic()
@@ -754,9 +752,11 @@ _BAD_HTTP_RESULT = json.dumps({"errorMessage": "The runtime sent a function URL 
 _checked_blocks: dict[bytes, bool] = {}  # a function sends the same few header blocks again and again
 
 
-def _too_large_body(size: int) -> bytes:
-    return json.dumps({"errorMessage": f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
-                       f"({MAX_RESPONSE_BYTES} bytes).", "errorType": "Function.ResponseSizeTooLarge"}).encode()
+def _too_large_body(limit: int, size: int | None = None) -> bytes:
+    """Function.ResponseSizeTooLarge's error body (AWS names the size when it knows it)."""
+    of = "" if size is None else f" ({size} bytes)"
+    return json.dumps({"errorMessage": f"Response payload size{of} exceeded maximum allowed payload size ({limit} "
+                       "bytes).", "errorType": "Function.ResponseSizeTooLarge"}).encode()
 
 
 def _http_result(body: bytes) -> tuple[tuple[int, bytes] | None, bytes]:

@@ -8,10 +8,9 @@ response is written by the invocation's on_done callback, in the same loop itera
 result. The steps themselves (validation, payload 2.0, error shapes, CORS) are the ones the ASGI handlers
 use (control/invoke.py, gateway/function_urls.py), so both paths answer alike. A RESPONSE_STREAM URL's
 response that a custom runtime streams goes out chunked as it comes (_UrlStream; the ASGI handler streams it
-too). A function URL of an
-HTTP-app function, when the request's body is small (none, or a Content-Length up to APP_BODY_MAX), runs the
-same proxy as the ASGI handler (http_apps.py) as a task, with a receive and send on this connection
-(_AppExchange).
+too). A function URL of an HTTP-app function, when the request's body is small (none, or a Content-Length up
+to APP_BODY_MAX), runs the same proxy as the ASGI handler (FunctionUrlGateway.proxy) as a task, with a receive
+and send on this connection (_AppExchange).
 
 Everything else goes through uvicorn's own RequestResponseCycle to the ASGI app, unchanged: the control
 plane, streaming invokes, HTTP-app requests with a larger or chunked body (streamed to the app), WebSocket
@@ -32,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 
 from lamina.control import invoke as invoke_path
 from lamina.control.errors import AwsError
-from lamina.control.invoke import Head, InvokeHandler, Prepared, ensure_invokable, submit, throttled
+from lamina.control.invoke import Head, InvokeHandler, Prepared, submit, throttled
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import InvokeResult, Throttled
 from lamina.gateway import microvm_proxy
@@ -43,10 +42,9 @@ from lamina.gateway.function_urls import (
     UrlHead,
     _message,
     _too_large,
-    cors_decorator,
     match_parts,
 )
-from lamina.gateway.payload import HttpResponse, StreamStart
+from lamina.gateway.payload import HttpResponse, StreamStart, bodiless
 
 if TYPE_CHECKING:
     from lamina.control.app import LaminaApp
@@ -137,10 +135,10 @@ class _UrlStream:
 
 class _AppExchange:
     """An HTTP-app function's request with at most a small body (APP_BODY_MAX, Content-Length), proxied from the hot
-    path once it has arrived whole: HttpAppProxy.serve (http_apps.py)
-    runs as a task with an ASGI receive and send written against this connection rather than uvicorn's request
-    cycle (no scope, middleware or app routing per request), and the response head goes out together with the
-    first piece of the body when that is already there (one write, not two)."""
+    path once it has arrived whole: FunctionUrlGateway.proxy runs as a task with an ASGI receive and send written
+    against this connection rather than uvicorn's request cycle (no scope, middleware or app routing per request),
+    and the response head goes out together with the first piece of the body when that is already there (one
+    write, not two)."""
 
     __slots__ = ("proto", "cycle", "body", "received", "started", "pending", "flush", "chunked", "bodiless")
 
@@ -508,11 +506,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                  "client": (client, 0), "server": ("", server_port), "scheme": scheme,
                  "http_version": self.parser.get_http_version()}
         try:
-            ensure_invokable(head.target, gateway.dispatcher)
-            error = await gateway.http_apps.serve(
-                scope, exchange.receive, exchange.send, pool=head.pool, key=head.target.key,  # type: ignore[arg-type]
-                path=head.path, url_id=head.url.url_id, domain=gateway.domain(head), arn=gateway.arn(head.url),
-                request_id=cycle.request_id, decorate=cors_decorator(scope, head.url))
+            error = await gateway.proxy(head, scope, exchange.receive, exchange.send)
         except AwsError as err:
             error = _message(err.status, err.message, cycle.request_id)
         except Exception:  # noqa: BLE001 - a client always gets an answer, or a cut connection
@@ -611,22 +605,31 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         if not self._claim(cycle):
             return
         transport = self.transport
-        out = [STATUS_LINE[status], self._default_headers()]
-        for name, value in headers:
-            if not checked and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
-                # uvicorn refuses such a header with a 500 and a closed connection: so do we.
-                log.error("hot-path response has an invalid header %r", name)
-                transport.write(_SERVER_ERROR)
-                transport.close()
-                return
-            out += (name, b": ", value, b"\r\n")
-        if not cycle.keep_alive:
-            out.append(b"connection: close\r\n")
-        out.append(b"\r\n")
+        out = self._head(cycle, status, headers, checked)
+        if out is None:
+            # uvicorn refuses such a header with a 500 and a closed connection: so do we.
+            transport.write(_SERVER_ERROR)
+            transport.close()
+            return
         if cycle.method != "HEAD":
             out.append(body)
         transport.write(b"".join(out))
         self._sent(cycle)
+
+    def _head(self, cycle: _Cycle, status: int, headers: list[tuple[bytes, bytes]], checked: bool
+              ) -> list[bytes] | None:
+        """A response head's pieces (status line to the blank line); None if a header is one uvicorn refuses.
+        `checked`: the headers need no validation (see _write)."""
+        out = [STATUS_LINE[status], self._default_headers()]
+        for name, value in headers:
+            if not checked and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
+                log.error("hot-path response has an invalid header %r", name)
+                return None
+            out += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        return out
 
     def _write_block(self, cycle: _Cycle, status: int, block: bytes, body: bytes) -> None:
         """_write for a response whose headers are one checked block already (a runtime-mapped function-URL
@@ -646,21 +649,16 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     def _stream_head(self, cycle: _Cycle, response: HttpResponse) -> bool:
         """Write the head of a streamed function-URL response (chunked); False if it is not to be streamed (no
         body to send, the client is gone, a header cannot be sent): then it is answered whole at the end."""
-        status = response.status
-        if cycle.method == "HEAD" or status in (204, 304) or status < 200 or cycle.response_complete \
-                or cycle.disconnected or self.transport.is_closing():
+        if bodiless(cycle.method, response.status) or cycle.response_complete or cycle.disconnected \
+                or self.transport.is_closing():
             return False
         url = cycle.url_head.url  # type: ignore[union-attr]
         FunctionUrlGateway.finish(url, response, cycle.method, cycle.headers)
-        out = [STATUS_LINE[status], self._default_headers()]
-        for name, value in response.headers:
-            if url.cors and (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value)):
-                return False  # the function's own were checked as stream_head mapped them; CORS's are checked here
-            out += (name, b": ", value, b"\r\n")
-        out.append(b"x-amzn-requestid: %b\r\ntransfer-encoding: chunked\r\n" % cycle.request_id.encode())
-        if not cycle.keep_alive:
-            out.append(b"connection: close\r\n")
-        out.append(b"\r\n")
+        response.headers += ((b"x-amzn-requestid", cycle.request_id.encode()), (b"transfer-encoding", b"chunked"))
+        # The function's headers were checked as stream_head mapped them; a URL's CORS headers are checked here.
+        out = self._head(cycle, response.status, response.headers, not url.cors)
+        if out is None:
+            return False
         self.transport.write(b"".join(out))
         return True
 

@@ -11,7 +11,6 @@ AuthType AWS_IAM URLs answer 403: Lamina does not verify SigV4 signatures on fun
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ import orjson
 
 from lamina.control.errors import AwsError
 from lamina.control.functions import LATEST, is_per_tenant
-from lamina.control.invoke import check_tenant, ensure_invokable, read_body, run_sync
+from lamina.control.invoke import StreamedRun, check_tenant, ensure_invokable, read_body, run_sync
 from lamina.control.names import FunctionRef
 from lamina.control.validation import tenant_id as tenant_id_header
 from lamina.dispatch import ids
@@ -30,6 +29,7 @@ from lamina.gateway.payload import (
     BadResponse,
     HttpResponse,
     StreamStart,
+    bodiless,
     build_event,
     map_response,
     stream_response,
@@ -123,12 +123,7 @@ class FunctionUrlGateway:
         if isinstance(head, HttpResponse):
             return head, False
         if head.pool is not None and head.pool.http_app is not None:
-            # An HTTP app: the request goes to its web server as is (http_apps.py), no payload 2.0.
-            ensure_invokable(head.target, self.dispatcher)
-            return await self.http_apps.serve(
-                scope, receive, send, pool=head.pool, key=head.target.key, path=path, url_id=head.url.url_id,
-                domain=self.domain(head), arn=self.arn(head.url),
-                request_id=request_id, decorate=cors_decorator(scope, head.url)), False
+            return await self.proxy(head, scope, receive, send), False
         body = await read_body(receive, LIMIT)
         if body is None:
             return _too_large(request_id), False
@@ -143,25 +138,31 @@ class FunctionUrlGateway:
         result = await run_sync(self.dispatcher, head.target.key, inv)
         return self.respond(head, result)
 
+    async def proxy(self, head: UrlHead, scope: dict, receive, send) -> HttpResponse | None:  # noqa: ANN001 - ASGI
+        """An HTTP app's request: to its web server as is (http_apps.py), no payload 2.0; returns an error response
+        still to be sent, or None when it answered. Also run from the HTTP hot path (fast_http._AppExchange)."""
+        ensure_invokable(head.target, self.dispatcher)
+        return await self.http_apps.serve(
+            scope, receive, send, pool=head.pool, key=head.target.key, path=head.path,  # type: ignore[arg-type]
+            url_id=head.url.url_id, domain=self.domain(head), arn=self.arn(head.url), request_id=head.request_id,
+            decorate=_cors_decorator(scope, head.url))
+
     async def _streamed(self, scope: dict, send, head: UrlHead, inv: Invocation  # noqa: ANN001 - ASGI send
                         ) -> tuple[HttpResponse | None, bool]:
         """A RESPONSE_STREAM invocation: what a custom runtime streams goes out as it comes once its head is known
         (payload.StreamStart; None: answered); anything else is answered whole, as respond() maps it."""
-        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
-        inv.stream = pieces.put_nowait
-        running = asyncio.ensure_future(run_sync(self.dispatcher, head.target.key, inv))
-        running.add_done_callback(lambda _: pieces.put_nowait(None))
+        run = StreamedRun(self.dispatcher, head.target.key, inv)
         kept = StreamStart()
         sending = False
         try:
-            while (piece := await pieces.get()) is not None:
+            async for piece in run:
                 if sending:
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
                     continue
                 if not kept.feed(piece):
                     continue
                 response: HttpResponse = kept.head  # type: ignore[assignment]
-                if scope["method"] == "HEAD" or response.status in (204, 304) or response.status < 200:
+                if bodiless(scope["method"], response.status):
                     kept.keep_whole()  # no body to stream
                     continue
                 response.headers.append((b"x-amzn-requestid", head.request_id.encode()))
@@ -171,10 +172,9 @@ class FunctionUrlGateway:
                 rest = kept.rest()
                 if rest:
                     await send({"type": "http.response.body", "body": rest, "more_body": True})
-            result = running.result()
+            result = run.result()
         finally:
-            if not running.done():
-                running.cancel()  # our caller went away (shutdown): the invocation itself runs on
+            run.cancel()  # our caller went away (shutdown), if it is still running
         if sending:
             if result.error_type is None:
                 await send({"type": "http.response.body", "body": b""})
@@ -296,7 +296,7 @@ def _too_large(request_id: str) -> HttpResponse:
     return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation", request_id)
 
 
-def cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
+def _cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
     """For a proxied response's headers: the URL's CORS configuration replaces the app's CORS headers."""
     def decorate(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if not url.cors:

@@ -287,6 +287,11 @@ def stream_head(start: bytes) -> tuple[HttpResponse, int] | None:
     return HttpResponse(200, [(b"content-type", b"application/octet-stream")], b""), 0
 
 
+def bodiless(method: str, status: int) -> bool:
+    """Whether a response has no body to send (a HEAD request's, or a 1xx, 204 or 304)."""
+    return method == "HEAD" or status in (204, 304) or status < 200
+
+
 class StreamStart:
     """A RESPONSE_STREAM response as its pieces arrive: kept until stream_head can tell its head (`head`, and
     rest() the body seen so far), or kept whole when only the end can tell (payload() at the end)."""

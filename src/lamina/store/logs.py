@@ -59,17 +59,13 @@ class FunctionLog:
             if len(self._stream_json) > 256:
                 self._stream_json.clear()
             stream_json = self._stream_json[stream] = _dumps(stream)
-        data = b"".join([b'{"timestamp":%d,"message":%b,"logStreamName":%b}\n' % (ts, _dumps(message), stream_json)
-                         for ts, message in lines])
-        self._fh.write(data)
-        self._size += len(data)
+        self.write_encoded(b"".join([b'{"timestamp":%d,"message":%b,"logStreamName":%b}\n'
+                                     % (ts, _dumps(message), stream_json) for ts, message in lines]))
         if self.followers:
             for ts, message in lines:
                 record = {"timestamp": ts, "message": message, "logStreamName": stream}
                 for queue in self.followers:
                     queue.put_nowait(record)
-        if self._size > ROTATE_BYTES:
-            self._rotate()
 
     def write_encoded(self, data: bytes) -> None:
         """Append records already encoded as NDJSON lines (only while nothing follows the log: followers get
