@@ -383,7 +383,8 @@ def print_report(s: dict[str, Any]) -> None:
     srv = s["server"]
     print(
         f"server: lamina {srv.get('version', '?')}, sandbox {srv.get('sandbox', '?')} "
-        f"(isolated: {srv.get('isolated', '?')}); host: {s['env']['cpus']} CPUs, Python {s['env']['python']}"
+        f"(isolated: {srv.get('isolated', '?')}, scheduling: {srv.get('scheduling', '?')}); "
+        f"host: {s['env']['cpus']} CPUs, Python {s['env']['python']}"
     )
     print("us/req: CPU time (utime + stime) per request; core ratio: baseline server us/req / this server us/req")
     if s["rounds"] > 1:

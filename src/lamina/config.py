@@ -32,6 +32,10 @@ class Settings:
     account_concurrency: int = 1000
     # Sandbox backend: "auto" picks linux when root, else process.
     sandbox: str = "auto"
+    # CPU scheduling of sandboxed processes (function environments, MicroVM instances): "batch"
+    # (SCHED_BATCH: a sandbox woken by a request does not preempt what runs on its CPU, such as the
+    # server's own front door; it runs at the next switch or tick) or "normal" (SCHED_OTHER).
+    sandbox_scheduling: str = "batch"
     # How long SIGTERM waits for in-flight invocations before stopping environments.
     drain_seconds: float = 30.0
     # Idle environments are stopped after this long.

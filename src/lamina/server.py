@@ -46,7 +46,7 @@ class Server:
         self.db = Database(data / "lamina.db")
         self.code = CodeStore(data)
         self.logs = LogStore(data / "logs")
-        self.backend = get_backend(settings.sandbox)
+        self.backend = get_backend(settings.sandbox, settings.sandbox_scheduling)
         self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
                                      scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
                                      queue_timeout_s=settings.queue_timeout_seconds)

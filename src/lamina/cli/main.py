@@ -123,6 +123,11 @@ def serve(
     # Values from the environment or a file bypass the flag choices above, so check them here.
     if settings.sandbox not in {k.value for k in SandboxKind}:
         fail(f"Error: bad setting: sandbox={settings.sandbox!r} (choose auto, linux or process)", EXIT_USAGE)
+    from lamina.sandbox.base import SCHEDULING
+
+    if settings.sandbox_scheduling not in SCHEDULING:
+        fail(f"Error: bad setting: sandbox_scheduling={settings.sandbox_scheduling!r} (choose batch or normal)",
+             EXIT_USAGE)
     if not 0 < settings.port < 65536:
         fail(f"Error: bad setting: port={settings.port} (choose 1-65535)", EXIT_USAGE)
 

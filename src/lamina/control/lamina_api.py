@@ -20,7 +20,8 @@ def routes(functions: FunctionService) -> list[Route]:
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "version": __version__, "sandbox": backend.name,
-                              "isolated": backend.isolated, "functions": len(functions.functions),
+                              "isolated": backend.isolated, "scheduling": backend.scheduling,
+                              "functions": len(functions.functions),
                               "environments": functions.dispatcher.environments})
 
     async def logs(request: Request) -> Response:

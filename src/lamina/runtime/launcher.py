@@ -243,6 +243,9 @@ def _load_config(arg: str) -> dict:
 def main() -> None:
     cfg = _load_config(sys.argv[1])
     ss.die_with_parent()
+    if cfg.get("sched_batch"):
+        # Inherited by everything the sandbox runs (fork and exec keep the policy).
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     for path in cfg.get("cgroup_procs", ()):
         ss.write_file(path, "0")
     mapper = _IdMapper(int(cfg["uid_base"]))

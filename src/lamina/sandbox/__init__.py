@@ -6,15 +6,24 @@ import logging
 import os
 import sys
 
-from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox.base import SCHEDULING, Sandbox, SandboxBackend, SandboxError, SandboxSpec
 
 log = logging.getLogger("lamina.sandbox")
 
 __all__ = ["Sandbox", "SandboxBackend", "SandboxError", "SandboxSpec", "get_backend"]
 
 
-def get_backend(name: str = "auto") -> SandboxBackend:
-    """The backend for a setting: linux, process, or auto (linux when root and available)."""
+def get_backend(name: str = "auto", scheduling: str = "normal") -> SandboxBackend:
+    """The backend for a setting: linux, process, or auto (linux when root and available); `scheduling`
+    is the CPU policy of the sandboxes it starts (batch or normal)."""
+    if scheduling not in SCHEDULING:
+        raise SandboxError(f"unknown sandbox scheduling {scheduling!r}: use batch or normal")
+    backend = _backend(name)
+    backend.scheduling = scheduling
+    return backend
+
+
+def _backend(name: str) -> SandboxBackend:
     from lamina.sandbox.process import ProcessBackend
 
     if name == "process":

@@ -126,11 +126,16 @@ class ForkedSandbox(Sandbox):
         self.fds = ()
 
 
+SCHEDULING = ("batch", "normal")
+
+
 class SandboxBackend(abc.ABC):
     name: str = ""
     isolated: bool = False
     # Each sandbox has a loopback of its own, so servers in different sandboxes may use the same port.
     private_network: bool = False
+    # "batch": every process of a sandbox runs under SCHED_BATCH (Settings.sandbox_scheduling says why).
+    scheduling: str = "normal"
 
     @abc.abstractmethod
     def task_root(self, spec: SandboxSpec) -> str:

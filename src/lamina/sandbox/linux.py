@@ -266,6 +266,7 @@ class LinuxBackend(SandboxBackend):
             "etc_files": _ETC_FILES,
             "etc_binds": _ETC_BINDS,
             "mode": "zygote" if spec.zygote else "exec",
+            "sched_batch": self.scheduling == "batch",
             "seccomp": self._zygote_filter if spec.zygote else self._env_filter,
             "runtime_api": spec.runtime_api,
             "netns": spec.network_handle,

@@ -117,6 +117,11 @@ class ProcessBackend(SandboxBackend):
             if api_socket is not None:
                 api_socket.close()
             raise SandboxError(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from exc
+        if self.scheduling == "batch":
+            # Set from here, without a launcher of its own: what the child forks from now on inherits
+            # it (a runtime forks nothing in the milliseconds before this).
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(transport.get_pid(), os.SCHED_BATCH, os.sched_param(0))
         return ProcessSandbox(transport, api_socket)
 
     def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
