@@ -441,3 +441,29 @@ def handler(event, context):
 
 def probe_code(version: str = "v1") -> dict[str, str]:
     return {"app.py": f"VERSION = {version!r}\n" + PROBE_HANDLER}
+
+
+# A bootstrap in "any language": here a stdlib Python script speaking the Runtime API by hand.
+HANDWRITTEN_BOOTSTRAP = '''#!/usr/bin/python3
+import http.client, json, os
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+conn = http.client.HTTPConnection(host, int(port))
+print("bootstrap starting", flush=True)
+while True:
+    conn.request("GET", "/2018-06-01/runtime/invocation/next")
+    resp = conn.getresponse()
+    event = json.loads(resp.read())
+    rid = resp.getheader("Lambda-Runtime-Aws-Request-Id")
+    if event.get("fail"):
+        body = json.dumps({"errorMessage": "asked to fail", "errorType": "Custom.Failure"})
+        conn.request("POST", f"/2018-06-01/runtime/invocation/{rid}/error", body,
+                     {"Lambda-Runtime-Function-Error-Type": "Custom.Failure"})
+    else:
+        print("handling", rid, flush=True)
+        body = json.dumps({"echo": event, "rid": rid, "arn": resp.getheader("Lambda-Runtime-Invoked-Function-Arn"),
+                           "deadline": int(resp.getheader("Lambda-Runtime-Deadline-Ms")),
+                           "uid": os.getuid(), "cwd": os.getcwd(),
+                           "sched": os.sched_getscheduler(0)})
+        conn.request("POST", f"/2018-06-01/runtime/invocation/{rid}/response", body)
+    conn.getresponse().read()
+'''

@@ -8,31 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import invoke, wait_settled
-
-# A bootstrap in "any language": here a stdlib Python script speaking the Runtime API by hand.
-HANDWRITTEN = '''#!/usr/bin/python3
-import http.client, json, os
-host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
-conn = http.client.HTTPConnection(host, int(port))
-print("bootstrap starting", flush=True)
-while True:
-    conn.request("GET", "/2018-06-01/runtime/invocation/next")
-    resp = conn.getresponse()
-    event = json.loads(resp.read())
-    rid = resp.getheader("Lambda-Runtime-Aws-Request-Id")
-    if event.get("fail"):
-        body = json.dumps({"errorMessage": "asked to fail", "errorType": "Custom.Failure"})
-        conn.request("POST", f"/2018-06-01/runtime/invocation/{rid}/error", body,
-                     {"Lambda-Runtime-Function-Error-Type": "Custom.Failure"})
-    else:
-        print("handling", rid, flush=True)
-        body = json.dumps({"echo": event, "rid": rid, "arn": resp.getheader("Lambda-Runtime-Invoked-Function-Arn"),
-                           "deadline": int(resp.getheader("Lambda-Runtime-Deadline-Ms")),
-                           "uid": os.getuid(), "cwd": os.getcwd()})
-        conn.request("POST", f"/2018-06-01/runtime/invocation/{rid}/response", body)
-    conn.getresponse().read()
-'''
+from helpers import HANDWRITTEN_BOOTSTRAP, invoke, wait_settled
 
 INIT_FAILS = '''#!/usr/bin/python3
 import http.client, json, os
@@ -74,7 +50,7 @@ def _installed_files(*dists: str) -> dict[str, bytes]:
 
 
 def test_handwritten_bootstrap(lambda_client, functions):
-    name = functions({"bootstrap": HANDWRITTEN}, Runtime="provided.al2023", handler="unused")
+    name = functions({"bootstrap": HANDWRITTEN_BOOTSTRAP}, Runtime="provided.al2023", handler="unused")
     resp, body = invoke(lambda_client, name, {"a": 1}, LogType="Tail")
     assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
     assert body["echo"] == {"a": 1}
