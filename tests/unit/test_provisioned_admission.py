@@ -1,6 +1,7 @@
-"""Provisioned concurrency at admission (Dispatcher._admit): a function without a reservation runs up to its
-provisioned concurrency on its own, and that much is taken out of the unreserved pool the other functions share;
-a function with a reservation has its provisioned concurrency inside the reservation."""
+"""Provisioned concurrency at admission (Dispatcher._admit): a version of a function without a reservation runs up
+to its provisioned concurrency on its own, and that much is taken out of the unreserved pool everything else shares
+(the function's other versions too); a function with a reservation has its provisioned concurrency inside the
+reservation."""
 
 from __future__ import annotations
 
@@ -15,29 +16,47 @@ def _dispatcher(account: int) -> Dispatcher:
     return Dispatcher(backend=None, logs=None, max_environments=account)  # type: ignore[arg-type]
 
 
-def _run(d: Dispatcher, name: str, n: int = 1) -> None:
-    """Admit n invocations of name and count them in flight, as submit() does."""
+def _run(d: Dispatcher, name: str, n: int = 1, version: str = "1") -> None:
+    """Admit n invocations of a version and count them in flight, as submit() does."""
+    key = pool_key(name, version)
     for _ in range(n):
-        d._admit(name)
+        d._admit(name, key)
         d.inflight[name] = d.inflight.get(name, 0) + 1
+        d.key_inflight[key] = d.key_inflight.get(key, 0) + 1
         d.total_inflight += 1
 
 
-def _throttled(d: Dispatcher, name: str) -> str:
+def _throttled(d: Dispatcher, name: str, version: str = "1") -> str:
     with pytest.raises(Throttled) as info:
-        d._admit(name)
+        d._admit(name, pool_key(name, version))
     return info.value.reason
 
 
 def test_provisioned_concurrency_is_taken_out_of_the_shared_pool():
     d = _dispatcher(10)
     d.set_provisioned(pool_key("prov", "1"), 3)
-    d.set_provisioned(pool_key("prov", "2"), 1)  # all versions of a function together: 4
-    assert d.claims == {"prov": 4}
+    d.set_provisioned(pool_key("prov", "2"), 1)
+    assert d.claims == {"prov:1": 3, "prov:2": 1}
     _run(d, "other", 6)  # 10 - 4 provisioned
     assert _throttled(d, "other") == "ConcurrentInvocationLimitExceeded"
-    _run(d, "prov", 4)  # its own provisioned concurrency is there whatever the others use
-    assert _throttled(d, "prov") == "ConcurrentInvocationLimitExceeded"  # and the shared pool is full
+    _run(d, "prov", 3, "1")  # each version's provisioned concurrency is there whatever the others use
+    _run(d, "prov", 1, "2")
+    assert _throttled(d, "prov", "1") == "ConcurrentInvocationLimitExceeded"  # and the shared pool is full
+    assert _throttled(d, "prov", "2") == "ConcurrentInvocationLimitExceeded"
+
+
+def test_provisioned_concurrency_serves_only_its_own_version():
+    d = _dispatcher(10)
+    d.set_provisioned(pool_key("prov", "1"), 3)
+    _run(d, "other", 7)  # the shared pool (10 - 3) is full
+    assert _throttled(d, "prov", "$LATEST") == "ConcurrentInvocationLimitExceeded"
+    assert _throttled(d, "prov", "2") == "ConcurrentInvocationLimitExceeded"
+    _run(d, "prov", 3, "1")
+    assert _throttled(d, "prov", "1") == "ConcurrentInvocationLimitExceeded"
+    d._release(pool_key("prov", "1"))  # a provisioned slot frees: for version 1 only
+    assert _throttled(d, "prov", "$LATEST") == "ConcurrentInvocationLimitExceeded"
+    _run(d, "prov", 1, "1")
+    assert d.inflight == {"other": 7, "prov": 3} and d.key_inflight["prov:1"] == 3
 
 
 def test_spillover_beyond_provisioned_uses_the_shared_pool():
@@ -47,7 +66,7 @@ def test_spillover_beyond_provisioned_uses_the_shared_pool():
     _run(d, "other", 5)
     assert _throttled(d, "other") == "ConcurrentInvocationLimitExceeded"
     assert _throttled(d, "prov") == "ConcurrentInvocationLimitExceeded"
-    d._release("prov")  # one spillover ends: room for one more of either
+    d._release(pool_key("prov", "1"))  # one spillover ends: room for one more of either
     _run(d, "other")
     assert _throttled(d, "prov") == "ConcurrentInvocationLimitExceeded"
 
@@ -62,7 +81,7 @@ def test_reserved_function_keeps_provisioned_inside_its_reservation():
     _run(d, "res", 3)
     assert _throttled(d, "res") == "ReservedFunctionConcurrentInvocationLimitExceeded"
     d.set_reserved("res", None)  # the reservation goes: its provisioned concurrency now comes from the pool
-    assert d.claims == {"res": 2}
+    assert d.claims == {"res:1": 2}
 
 
 def test_claims_follow_removal():
@@ -70,7 +89,7 @@ def test_claims_follow_removal():
     d.set_provisioned(pool_key("prov", "1"), 4)
     d.set_provisioned(pool_key("prov", "2"), 1)
     d.remove_version("prov", "2")
-    assert d.claims == {"prov": 4}
+    assert d.claims == {"prov:1": 4}
     d.set_provisioned(pool_key("prov", "1"), 0)
     assert d.claims == {}
     d.set_provisioned(pool_key("prov", "1"), 4)

@@ -10,7 +10,8 @@ number of environments started, never reaped, replaced when they die. An alias w
 versions by weight, as AWS does, and re-spreads them when the weights change; a new configuration cannot be
 put on an alias while its routing is in place (AWS refuses that too). Provisioned concurrency comes out of the
 function's reservation if it has one, else out of the account's unreserved pool (GetAccountSettings shows it
-taken out). Functions with tenant isolation (PER_TENANT) cannot have any: their environments belong to tenants.
+taken out), and admits only the invocations of the version it is on (Dispatcher._admit). Functions with tenant
+isolation (PER_TENANT) cannot have any: their environments belong to tenants.
 """
 
 from __future__ import annotations

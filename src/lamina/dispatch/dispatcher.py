@@ -49,10 +49,12 @@ class Dispatcher:
         self._reserved_total = 0  # sum(reserved.values()), kept by _recount_claims: _admit runs per invocation
         # Provisioned concurrency per function version (pool key): environments its pool keeps started.
         self.provisioned: dict[str, int] = {}
-        # Provisioned concurrency of functions without a reservation, per function (all versions): taken out of
-        # the unreserved pool the other functions share, as on AWS (_admit). Kept by _recount_claims.
+        # Provisioned concurrency of functions without a reservation, per version (pool key): taken out of the
+        # unreserved pool the other functions share, and there for that version's invocations only, as on AWS
+        # (_admit). Kept by _recount_claims.
         self.claims: dict[str, int] = {}
-        self.inflight: dict[str, int] = {}
+        self.inflight: dict[str, int] = {}       # per function, all versions together (reservations)
+        self.key_inflight: dict[str, int] = {}   # per function version (provisioned concurrency)
         self.total_inflight = 0
         self._waiting: list[FunctionPool] = []
         self.pools: dict[str, FunctionPool] = {}
@@ -172,16 +174,15 @@ class Dispatcher:
 
     def _recount_claims(self) -> None:
         self._reserved_total = sum(self.reserved.values())
-        claims: dict[str, int] = {}
-        for key, count in self.provisioned.items():
-            name = key.partition(":")[0]  # pool_key(name, version); a function name has no ':'
-            if name not in self.reserved:  # a reservation's provisioned concurrency comes out of the reservation
-                claims[name] = claims.get(name, 0) + count
-        self.claims = claims
+        # pool_key(name, version), and a function name has no ':'. A reservation's provisioned concurrency comes
+        # out of the reservation.
+        self.claims = {key: count for key, count in self.provisioned.items()
+                       if key.partition(":")[0] not in self.reserved}
 
-    def _admit(self, name: str) -> None:
-        """AWS's order: the function's reservation (which holds its provisioned concurrency), else its provisioned
-        concurrency, else the account's unreserved pool, less what other functions have provisioned from it."""
+    def _admit(self, name: str, key: str) -> None:
+        """AWS's order: the function's reservation (which holds its provisioned concurrency), else the provisioned
+        concurrency of the version invoked (key), else the account's unreserved pool, less what is provisioned
+        from it."""
         reserved = self.reserved.get(name)
         if reserved is not None:
             if self.inflight.get(name, 0) >= reserved:
@@ -193,33 +194,41 @@ class Dispatcher:
         limit = self.unreserved_limit
         claims = self.claims
         if claims:
-            inflight = self.inflight
-            mine = claims.get(name, 0)
-            if mine and inflight.get(name, 0) < mine:
-                return  # within its own provisioned concurrency
-            for n, claim in claims.items():
-                # A function's invocations up to its provisioned concurrency use that, not the shared pool.
-                unreserved -= min(inflight.get(n, 0), claim)
+            inflight = self.key_inflight
+            mine = claims.get(key, 0)
+            if mine and inflight.get(key, 0) < mine:
+                return  # within the version's own provisioned concurrency
+            for k, claim in claims.items():
+                # A version's invocations up to its provisioned concurrency use that, not the shared pool.
+                unreserved -= min(inflight.get(k, 0), claim)
                 limit -= claim
         if unreserved >= limit:
             raise Throttled("ConcurrentInvocationLimitExceeded")
 
     def submit(self, key: str, inv: Invocation) -> None:
         """Queue an invocation for one function version (FunctionSpec.key); a synchronous one over a
-        concurrency limit raises Throttled. Limits count per function, all versions together."""
+        concurrency limit raises Throttled. A reservation counts per function, all versions together; provisioned
+        concurrency per version."""
         pool = self.pools[key]
         name = pool.spec.name
         if inv.sync:
-            self._admit(name)
+            self._admit(name, key)
         if inv.tenant_id is not None and pool.spec.per_tenant:
             pool = self.tenant_pool(pool, inv.tenant_id)
         self.inflight[name] = self.inflight.get(name, 0) + 1
+        self.key_inflight[key] = self.key_inflight.get(key, 0) + 1
         self.total_inflight += 1
-        inv.release, inv.counted_as = self._release, name
+        inv.release, inv.counted_as = self._release, key
         pool.submit(inv)
 
-    def _release(self, name: str) -> None:
+    def _release(self, key: str) -> None:
         self.total_inflight -= 1
+        left = self.key_inflight.get(key, 1) - 1
+        if left:
+            self.key_inflight[key] = left
+        else:
+            self.key_inflight.pop(key, None)
+        name = key.partition(":")[0]
         left = self.inflight.get(name, 1) - 1
         if left:
             self.inflight[name] = left
