@@ -174,6 +174,11 @@ def _read(path: str) -> bytes:
         return b""
 
 
+def cmdline(pid: int) -> bytes:
+    """The NUL-separated argv of a live pid (b"" once it is gone)."""
+    return _read(f"/proc/{pid}/cmdline")
+
+
 def proc_stat(pid: int) -> tuple[int, str, int] | None:
     """(ppid, state, starttime) of a live pid, or None."""
     raw = _read(f"/proc/{pid}/stat").decode(errors="replace")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import descendants, invoke, skip_unless_linux_sandbox, unique_name
+from helpers import cmdline, descendants, invoke, skip_unless_linux_sandbox, unique_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,13 +19,6 @@ def _linux_sandbox(endpoint):
 
 
 APP = "def handler(event, context):\n    return 'ok'\n"
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _state_and_parent(pid: int) -> tuple[str, int]:
@@ -49,9 +42,9 @@ def test_secrets_stay_out_of_argv_and_no_zombies(lamina_server, lambda_client, f
     assert invoke(lambda_client, name)[1] == "ok"  # a zygote and an environment are alive now
     tree = descendants(lamina_server.pid)
     assert tree, "the server has no sandbox processes"
-    leaked = [pid for pid in tree if secret.encode() in _cmdline(pid)]
+    leaked = [pid for pid in tree if secret.encode() in cmdline(pid)]
     assert not leaked, f"the function's environment is readable in the argv of {leaked}"
-    assert not any(b'"seccomp"' in _cmdline(pid) for pid in tree), "a launcher still carries its config in argv"
+    assert not any(b'"seccomp"' in cmdline(pid) for pid in tree), "a launcher still carries its config in argv"
     # Only this function's sandboxes (other tests share the server): a zombie has left its cgroup, so it
     # is found by its parent.
     ours = {pid for pid in tree if _in_cgroup_of(pid, name)}

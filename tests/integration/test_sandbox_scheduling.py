@@ -1,6 +1,7 @@
-"""Sandboxed processes run under SCHED_BATCH by default (`sandbox_scheduling`), the server itself does not,
-and `sandbox_scheduling = normal` leaves sandboxes as they were (SCHED_OTHER). Checked from inside: what the
-handler's own process reports, for a zygote fork and for a custom runtime's bootstrap."""
+"""Sandboxed processes run under SCHED_BATCH by default (`sandbox_scheduling`), the server itself does not, nor
+does a Python function's zygote (it forks on the server's request), and `sandbox_scheduling = normal` leaves
+sandboxes as they were (SCHED_OTHER). Checked from inside (what the handler's own process reports, for a zygote
+fork and for a custom runtime's bootstrap) and, for the zygote, from the host."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import os
 
 import pytest
 
-from helpers import HANDWRITTEN_BOOTSTRAP, create_function, invoke, raw_request, unique_name
+from helpers import (
+    HANDWRITTEN_BOOTSTRAP,
+    cmdline,
+    create_function,
+    descendants,
+    invoke,
+    proc_stat,
+    raw_request,
+    unique_name,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -26,6 +36,15 @@ def test_environments_run_under_sched_batch(lamina_server, lambda_client, functi
     assert os.sched_getscheduler(lamina_server.pid) == os.SCHED_OTHER
     health = json.loads(raw_request(lamina_server.endpoint, "GET", "/lamina/v1/health").body)
     assert health["scheduling"] == "batch"
+    # A zygote: a Python runtime process with Python runtime processes (its forks) below it.
+    runtimes = {pid for pid in descendants(lamina_server.pid) if b"python_handler.py" in cmdline(pid)}
+    parents = {pid: stat[0] for pid in runtimes if (stat := proc_stat(pid)) is not None}
+    zygotes = {parent for parent in parents.values() if parent in runtimes}
+    assert zygotes, "no zygote with environments found"
+    for zygote in zygotes:
+        assert os.sched_getscheduler(zygote) == os.SCHED_OTHER
+        forks = [pid for pid, parent in parents.items() if parent == zygote]
+        assert all(os.sched_getscheduler(pid) == os.SCHED_BATCH for pid in forks), forks
 
 
 def test_normal_scheduling_leaves_sandboxes_alone(lamina_factory):

@@ -107,7 +107,7 @@ class Zygote:
             memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb))
         fds = [channel.fileno(), log_fd, *forked.fds]
         header = {"env": env.id, "stream": env.stream, "init_type": env.init_type, "tmp_mb": self.spec.ephemeral_mb,
-                  "nfds": len(fds)}
+                  "nfds": len(fds), "batch": int(self.backend.scheduling == "batch")}
         self.forks[env.id] = env
         try:
             data = encode_frame(KIND_FORK, header)

@@ -243,8 +243,10 @@ def _load_config(arg: str) -> dict:
 def main() -> None:
     cfg = _load_config(sys.argv[1])
     ss.die_with_parent()
-    if cfg.get("sched_batch"):
-        # Inherited by everything the sandbox runs (fork and exec keep the policy).
+    if cfg.get("sched_batch") and cfg.get("mode") != "zygote":
+        # Inherited by everything the sandbox runs (fork and exec keep the policy). A zygote keeps the ordinary
+        # policy, as it forks environments on the server's request (a cold start waits for it); each fork sets
+        # SCHED_BATCH for itself (python_handler._become_environment).
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     for path in cfg.get("cgroup_procs", ()):
         ss.write_file(path, "0")

@@ -757,6 +757,8 @@ def _copy_tree(src_fd: int, dst: str, uid: int) -> None:
 def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_hex: str) -> None:  # noqa: ANN001
     """In a fresh fork of the zygote: become one environment, then serve invocations."""
     started = time.monotonic()
+    if header.get("batch"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # the server's sandbox_scheduling
     channel_fd, log_fd, *procs = fds
     if setup is not None:
         try:
