@@ -134,7 +134,8 @@ class SandboxBackend(abc.ABC):
     isolated: bool = False
     # Each sandbox has a loopback of its own, so servers in different sandboxes may use the same port.
     private_network: bool = False
-    # "batch": every process of a sandbox runs under SCHED_BATCH (Settings.sandbox_scheduling says why).
+    # "batch": sandboxes run under SCHED_BATCH (Settings.sandbox_scheduling says why), all but a Python zygote,
+    # whose forks set it themselves.
     scheduling: str = "normal"
 
     @abc.abstractmethod
