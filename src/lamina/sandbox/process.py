@@ -117,7 +117,8 @@ class ProcessBackend(SandboxBackend):
             if api_socket is not None:
                 api_socket.close()
             raise SandboxError(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from exc
-        if self.scheduling == "batch" and not spec.zygote:  # a zygote's forks set it themselves (see launcher.py)
+        # A zygote's forks set it themselves (python_handler._become_environment).
+        if self.scheduling == "batch" and not spec.zygote:
             # Set from here, without a launcher of its own: what the child forks from now on inherits
             # it (a runtime forks nothing in the milliseconds before this).
             with contextlib.suppress(OSError):
