@@ -20,14 +20,14 @@ import uvicorn
 import uvloop
 
 from lamina import __version__
+from lamina.api.app import LaminaApp
+from lamina.api.concurrency import ConcurrencyService
+from lamina.api.function_urls import FunctionUrlService
+from lamina.api.permissions import PolicyService
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
-from lamina.control.app import LaminaApp
-from lamina.control.concurrency import ConcurrencyService
-from lamina.control.function_urls import FunctionUrlService
-from lamina.control.functions import FunctionService
-from lamina.control.permissions import PolicyService
 from lamina.dispatch.dispatcher import Dispatcher
-from lamina.gateway.fast_http import protocol_for
+from lamina.functions.registry import FunctionService
+from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.sandbox import get_backend

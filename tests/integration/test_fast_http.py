@@ -1,4 +1,4 @@
-"""The HTTP hot path (gateway/fast_http.py) at the connection level: keep-alive and pipelining mixed with
+"""The HTTP hot path (gateway/http/fast_http.py) at the connection level: keep-alive and pipelining mixed with
 requests the ASGI app serves, HTTP/1.0, Expect: 100-continue, early errors while a body is still coming,
 chunked bodies, HEAD, clients that go away mid-invocation, and a graceful stop with a request in flight."""
 

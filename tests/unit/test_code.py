@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from lamina.control.code import decode_zip, unpack
-from lamina.control.errors import AwsError
+from lamina.functions.code import decode_zip, unpack
+from lamina.functions.errors import AwsError
 from lamina.store.blobs import CodeStore
 
 

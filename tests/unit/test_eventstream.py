@@ -7,7 +7,7 @@ import json
 import pytest
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
-from lamina.control import eventstream
+from lamina.api import eventstream
 
 
 def _decode(data: bytes, step: int | None = None) -> list:

@@ -1,4 +1,4 @@
-"""The hot-path protocol's routing (gateway/fast_http.py), against a fake transport: Invoke requests are served
+"""The hot-path protocol's routing (gateway/http/fast_http.py), against a fake transport: Invoke requests are served
 from the parser callbacks without reaching the ASGI app, everything else reaches the app, pipelined requests
 answer in order, errors in the head answer before the body, and a body over the limit is refused."""
 
@@ -9,10 +9,10 @@ import asyncio
 import uvicorn
 from uvicorn.server import ServerState
 
-from lamina.control.errors import AwsError
-from lamina.control.invoke import Head, InvokeHandler, Prepared
 from lamina.dispatch.invocation import InvokeResult, Throttled
-from lamina.gateway.fast_http import protocol_for
+from lamina.functions.errors import AwsError
+from lamina.functions.invoke import Head, InvokeHandler, Prepared
+from lamina.gateway.http.fast_http import protocol_for
 
 
 class FakeTransport(asyncio.Transport):
@@ -181,7 +181,7 @@ def test_disconnect_before_the_result_writes_nothing() -> None:
 
 def test_microvm_endpoint_requests_go_to_the_asgi_app() -> None:
     """The MicroVM endpoint proxy takes any path on its hosts, an Invoke path included."""
-    from lamina.gateway import microvm_proxy
+    from lamina.gateway.http import microvm_proxy
 
     async def run() -> None:
         app = StubApp()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lamina.dispatch.environment import _http_result
-from lamina.gateway.payload import BadResponse, header_block_ok, map_response
+from lamina.gateway.http.payload import BadResponse, header_block_ok, map_response
 from lamina.runtime.python_handler import HTTP_PREFIX, http_response
 
 

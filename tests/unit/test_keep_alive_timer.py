@@ -1,4 +1,4 @@
-"""The hot-path protocol's keep-alive timeout (gateway/fast_http.py): one re-arming timer per connection instead of
+"""The hot-path protocol's keep-alive timeout (gateway/http/fast_http.py): one re-arming timer per connection instead of
 uvicorn's timer per response, with the same behaviour: an idle keep-alive connection closes after
 timeout_keep_alive, a busy one (a request in flight, however long) never does, and a connection kept busy by
 back-to-back requests keeps the one timer it has. Time is a fake clock driven by the test."""
@@ -12,7 +12,7 @@ from test_hot_path_protocol import FakeTransport, StubApp, _invoke, _settle
 from uvicorn.server import ServerState
 
 from lamina.dispatch.invocation import InvokeResult
-from lamina.gateway.fast_http import protocol_for
+from lamina.gateway.http.fast_http import protocol_for
 
 TIMEOUT = 5.0
 

@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from helpers import free_port
 from lamina.config import Settings
-from lamina.gateway.microvm_proxy import MicrovmProxy, match
+from lamina.gateway.http.microvm_proxy import MicrovmProxy, match
 from lamina.microvm.manager import MicrovmManager
 from lamina.microvm.tokens import port_ranges
 from lamina.store.db import Database

@@ -1,7 +1,7 @@
 import pytest
 
-from lamina.control.errors import AwsError
-from lamina.control.names import parse_function_name, resolve_qualifier
+from lamina.functions.errors import AwsError
+from lamina.functions.names import parse_function_name, resolve_qualifier
 
 
 @pytest.mark.parametrize("raw,name,qualifier", [

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from lamina.gateway.payload import (
+from lamina.gateway.http.payload import (
     BadResponse,
     build_event,
     clf_time,

@@ -1,11 +1,11 @@
-"""How a weighted alias's provisioned concurrency is spread over its two versions (control/concurrency.py)."""
+"""How a weighted alias's provisioned concurrency is spread over its two versions (api/concurrency.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.control.concurrency import split_by_weight
+from lamina.api.concurrency import split_by_weight
 
 
 def test_no_weights_keeps_everything_on_the_primary_version():

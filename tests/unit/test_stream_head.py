@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.gateway.payload import (
+from lamina.gateway.http.payload import (
     PRELUDE_MAX,
     STREAM_DELIMITER,
     BadResponse,

@@ -12,8 +12,8 @@ import time
 import orjson
 import pytest
 
-from lamina.control.errors import not_found
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
+from lamina.functions.errors import not_found
 from lamina.gateway.udp.config import parse_listener
 from lamina.gateway.udp.function_destination import FunctionDestination
 from lamina.gateway.udp.sinks import LogSink

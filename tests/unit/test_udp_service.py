@@ -11,7 +11,7 @@ import uvloop
 from test_udp_batching import FakeFunctions
 
 from lamina.config import Settings
-from lamina.control.errors import AwsError
+from lamina.functions.errors import AwsError
 from lamina.gateway.udp.service import UdpGateway
 from lamina.store.db import Database
 

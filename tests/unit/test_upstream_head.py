@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lamina.gateway.upstream_head import add_forwarded, connection_listed, request_head
+from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
 
 
 def test_connection_listed_names_are_lowercased_and_trimmed() -> None:

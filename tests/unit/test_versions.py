@@ -7,9 +7,9 @@ import asyncio
 import random
 from pathlib import Path
 
-from lamina.control.functions import Alias, Function
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.spec import FunctionSpec, pool_key
+from lamina.functions.registry import Alias, Function
 from lamina.store.db import Database
 from lamina.store.functions import FunctionRepo
 from lamina.store.logs import LogStore

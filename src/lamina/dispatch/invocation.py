@@ -41,7 +41,7 @@ class Invocation:
     tenant_id: str | None = None                     # X-Amz-Tenant-Id (PER_TENANT functions)
     future: asyncio.Future | None = None
     # Called with the result (or the exception) instead of resolving a future: the HTTP hot path
-    # answers from here without a task or a loop iteration (gateway/fast_http.py).
+    # answers from here without a task or a loop iteration (gateway/http/fast_http.py).
     on_done: Callable[[InvokeResult | BaseException], None] | None = None
     keep_log: bool = True                            # collect the log for X-Amz-Log-Result (sync only)
     http: bool = False                               # a Python runtime may answer with the mapped HTTP response

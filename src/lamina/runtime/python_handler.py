@@ -382,14 +382,14 @@ def _die_with_parent() -> None:
 
 # ---------------------------------------------------------------------------------------------- function URLs
 # An INVOKE whose header says "http" comes from a BUFFERED function URL: the server wants the handler's result as
-# the HTTP response payload format 2.0 makes of it (lamina.gateway.payload.map_response), so it need not decode
+# the HTTP response payload format 2.0 makes of it (lamina.gateway.http.payload.map_response), so it need not decode
 # and map it itself. http_response() maps the results that are plainly valid — a dict of statusCode, headers,
 # multiValueHeaders, cookies, body and isBase64Encoded with simple values — to exactly what map_response would
 # give for their JSON; for anything else it returns None and the result goes back as JSON (RESULT), mapped by
 # the server as before, errors and all. The server checks the header block it gets either way.
 
 _HTTP_KEYS = frozenset(("statusCode", "headers", "multiValueHeaders", "cookies", "body", "isBase64Encoded"))
-# Set by Lamina, never passed through from the function (lamina.gateway.payload uses this set too).
+# Set by Lamina, never passed through from the function (lamina.gateway.http.payload uses this set too).
 HTTP_DROPPED = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"))
 _HTTP_LIMIT = 6 * 1024 * 1024
 _http_names: dict[str, str] = {}

@@ -44,8 +44,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lamina.control import validation
-from lamina.control.errors import AwsError
+from lamina.functions import validation
+from lamina.functions.errors import AwsError
 from lamina.gateway.udp import brex
 from lamina.gateway.udp.formatters import FORMATTERS
 
@@ -380,7 +380,7 @@ def _batching(raw: object, where: str, kind: str) -> Batching:
 
 
 def valid_tenant_id(value: str) -> bool:
-    """The rule X-Amz-Tenant-Id follows (control/validation.py), as a yes/no."""
+    """The rule X-Amz-Tenant-Id follows (api/validation.py), as a yes/no."""
     try:
         validation.tenant_id(value)
     except AwsError:

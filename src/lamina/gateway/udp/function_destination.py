@@ -40,10 +40,10 @@ from functools import partial
 
 import orjson
 
-from lamina.control.errors import AwsError
-from lamina.control.functions import FunctionService
-from lamina.control.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_invokable
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
+from lamina.functions.errors import AwsError
+from lamina.functions.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_invokable
+from lamina.functions.registry import FunctionService
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
 from lamina.gateway.udp.destination import TAGS, Complaints, Destination, IsoClock, Packet, ReplyChannel, send_replies

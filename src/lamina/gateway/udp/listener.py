@@ -18,7 +18,7 @@ import logging
 import socket
 import time
 
-from lamina.control.functions import FunctionService
+from lamina.functions.registry import FunctionService
 from lamina.gateway.udp.config import DestinationConfig, ListenerConfig
 from lamina.gateway.udp.destination import Destination
 from lamina.gateway.udp.function_destination import FunctionDestination

@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 from lamina.config import Settings
-from lamina.control.errors import AwsError
-from lamina.control.functions import FunctionService
+from lamina.functions.errors import AwsError
+from lamina.functions.registry import FunctionService
 from lamina.gateway.udp.config import ConfigError, ListenerConfig, parse_listener
 from lamina.gateway.udp.listener import BindError, UdpListener
 from lamina.store.db import Database

@@ -23,7 +23,7 @@ from lamina.runtime.python_handler import HTTP_DROPPED
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Control characters other than tab (CR, LF and NUL among them): what uvicorn refuses in a header value, so a
-# response mapped here needs no second check when the HTTP hot path writes it (gateway/fast_http.py).
+# response mapped here needs no second check when the HTTP hot path writes it (gateway/http/fast_http.py).
 _CONTROL = rb"\x00-\x08\x0a-\x1f\x7f"
 _BAD_VALUE = re.compile(rb"[" + _CONTROL + rb"]")
 # Set by Lamina, never passed through from the function.

@@ -9,24 +9,24 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina.control import concurrency, function_urls, lambda_api, lamina_api, microvms_api, permissions, versions
-from lamina.control import invoke as invoke_path
-from lamina.control import invoke_stream as stream_path
-from lamina.control.concurrency import ConcurrencyService
-from lamina.control.errors import AwsError
-from lamina.control.function_urls import FunctionUrlService
-from lamina.control.functions import FunctionService
-from lamina.control.invoke import InvokeHandler
-from lamina.control.invoke_stream import StreamInvokeHandler
-from lamina.control.permissions import PolicyService
-from lamina.gateway import function_urls as url_gateway
-from lamina.gateway import microvm_proxy
-from lamina.gateway.function_urls import FunctionUrlGateway
+from lamina.api import concurrency, function_urls, lambda_api, lamina_api, microvms_api, permissions, versions
+from lamina.api import invoke_stream as stream_path
+from lamina.api.concurrency import ConcurrencyService
+from lamina.api.function_urls import FunctionUrlService
+from lamina.api.invoke_stream import StreamInvokeHandler
+from lamina.api.permissions import PolicyService
+from lamina.functions import invoke as invoke_path
+from lamina.functions.errors import AwsError
+from lamina.functions.invoke import InvokeHandler
+from lamina.functions.registry import FunctionService
+from lamina.gateway.http import function_urls as url_gateway
+from lamina.gateway.http import microvm_proxy
+from lamina.gateway.http.function_urls import FunctionUrlGateway
 from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager
 
-log = logging.getLogger("lamina.control")
+log = logging.getLogger("lamina.api")
 
 
 def _error_response(err: AwsError) -> Response:
@@ -88,7 +88,7 @@ class LaminaApp:
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
         # Under `lamina serve`, Invoke and handler-function URL requests are answered before they get here
-        # (gateway/fast_http.py); a route that must take precedence over them belongs in its _routed_first too.
+        # (gateway/http/fast_http.py); a route that must take precedence over them belongs in its _routed_first too.
         if (self.microvm_proxy is not None and scope["type"] in ("http", "websocket")
                 and (target := microvm_proxy.match(scope)) is not None):
             await self.microvm_proxy(scope, receive, send, *target)

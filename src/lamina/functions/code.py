@@ -10,7 +10,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from lamina.control.errors import AwsError
+from lamina.functions.errors import AwsError
 from lamina.store.blobs import CodeStore
 
 MAX_ZIPPED = 50 * 1024 * 1024           # AWS's limit for a direct upload

@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.control import validation as v
-from lamina.control.errors import AwsError, not_found, validation
-from lamina.control.functions import LATEST, STATUS_KEYS, Alias, Function, FunctionService, publish_to
-from lamina.control.lambda_api import json_response, max_items_param, read_json
-from lamina.control.names import parse_function_name
+from lamina.api.lambda_api import json_response, max_items_param, read_json
+from lamina.functions import validation as v
+from lamina.functions.errors import AwsError, not_found, validation
+from lamina.functions.names import parse_function_name
+from lamina.functions.registry import LATEST, STATUS_KEYS, Alias, Function, FunctionService, publish_to
 
 ALIAS_RE = re.compile(r"(?!^[0-9]+$)([a-zA-Z0-9-_]+)")
 FUNCTION_VERSION_RE = re.compile(r"(\$LATEST(\.PUBLISHED)?|[0-9]+)")

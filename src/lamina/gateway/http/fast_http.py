@@ -6,7 +6,7 @@ function URL of a handler function — it is served without an ASGI scope, task,
 middleware: the body is collected in on_body, the invocation is submitted in on_message_complete, and the
 response is written by the invocation's on_done callback, in the same loop iteration that delivered the
 result. The steps themselves (validation, payload 2.0, error shapes, CORS) are the ones the ASGI handlers
-use (control/invoke.py, gateway/function_urls.py), so both paths answer alike. A RESPONSE_STREAM URL's
+use (api/invoke.py, gateway/http/function_urls.py), so both paths answer alike. A RESPONSE_STREAM URL's
 response that a custom runtime streams goes out chunked as it comes (_UrlStream; the ASGI handler streams it
 too). A function URL of an HTTP-app function, when the request's body is small (none, or a Content-Length up
 to APP_BODY_MAX), runs the same proxy as the ASGI handler (FunctionUrlGateway.proxy) as a task, with a receive
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
-from lamina.control import invoke as invoke_path
-from lamina.control.errors import AwsError
-from lamina.control.invoke import Head, InvokeHandler, Prepared, submit, throttled
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import InvokeResult, Throttled
-from lamina.gateway import microvm_proxy
-from lamina.gateway.function_urls import (
+from lamina.functions import invoke as invoke_path
+from lamina.functions.errors import AwsError
+from lamina.functions.invoke import Head, InvokeHandler, Prepared, submit, throttled
+from lamina.gateway.http import microvm_proxy
+from lamina.gateway.http.function_urls import (
     LIMIT,
     STREAM_CHUNK,
     FunctionUrlGateway,
@@ -44,10 +44,10 @@ from lamina.gateway.function_urls import (
     _too_large,
     match_parts,
 )
-from lamina.gateway.payload import HttpResponse, StreamStart, bodiless
+from lamina.gateway.http.payload import HttpResponse, StreamStart, bodiless
 
 if TYPE_CHECKING:
-    from lamina.control.app import LaminaApp
+    from lamina.api.app import LaminaApp
 
 log = logging.getLogger("lamina.gateway")
 

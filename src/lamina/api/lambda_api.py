@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.control.errors import AwsError
-from lamina.control.functions import FunctionService
-from lamina.control.validation import integer
+from lamina.functions.errors import AwsError
+from lamina.functions.registry import FunctionService
+from lamina.functions.validation import integer
 
 
 def json_response(data: object, status: int = 200) -> Response:

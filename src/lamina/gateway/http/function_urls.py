@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from lamina.control.errors import AwsError
-from lamina.control.functions import LATEST, is_per_tenant
-from lamina.control.invoke import StreamedRun, check_tenant, ensure_invokable, read_body, run_sync
-from lamina.control.names import FunctionRef
-from lamina.control.validation import tenant_id as tenant_id_header
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import Invocation, InvokeResult
-from lamina.gateway.http_apps import HttpAppProxy
-from lamina.gateway.payload import (
+from lamina.functions.errors import AwsError
+from lamina.functions.invoke import StreamedRun, check_tenant, ensure_invokable, read_body, run_sync
+from lamina.functions.names import FunctionRef
+from lamina.functions.registry import LATEST, is_per_tenant
+from lamina.functions.validation import tenant_id as tenant_id_header
+from lamina.gateway.http.http_apps import HttpAppProxy
+from lamina.gateway.http.payload import (
     BadResponse,
     HttpResponse,
     StreamStart,
@@ -36,9 +36,9 @@ from lamina.gateway.payload import (
 )
 
 if TYPE_CHECKING:
-    from lamina.control.function_urls import FunctionUrl, FunctionUrlService
-    from lamina.control.functions import Function, FunctionService
+    from lamina.api.function_urls import FunctionUrl, FunctionUrlService
     from lamina.dispatch.pool import FunctionPool
+    from lamina.functions.registry import Function, FunctionService
 
 log = logging.getLogger("lamina.gateway")
 
@@ -89,7 +89,7 @@ class UrlHead:
 
 class FunctionUrlGateway:
     """Function URLs as a bare ASGI callable, built from synchronous steps (head, invocation, respond,
-    finish) that the HTTP hot path (gateway/fast_http.py) also calls directly from its parser callbacks."""
+    finish) that the HTTP hot path (gateway/http/fast_http.py) also calls directly from its parser callbacks."""
 
     def __init__(self, urls: FunctionUrlService, functions: FunctionService) -> None:
         self.urls = urls

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from lamina.control.invoke import run_sync
 from lamina.dispatch import ids
 from lamina.dispatch.http_app import HOP_BY_HOP, AppConnection, AppError, HttpAppPool, Lease, SlotRequest
-from lamina.gateway.payload import HttpResponse, clf_time
-from lamina.gateway.upstream_head import add_forwarded, connection_listed, request_head
+from lamina.functions.invoke import run_sync
+from lamina.gateway.http.payload import HttpResponse, clf_time
+from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
 
 if TYPE_CHECKING:
     from lamina.dispatch.dispatcher import Dispatcher

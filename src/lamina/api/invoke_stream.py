@@ -13,10 +13,10 @@ import uuid
 
 import orjson
 
-from lamina.control import eventstream
-from lamina.control.errors import AwsError
-from lamina.control.invoke import InvokeHandler, StreamedRun
+from lamina.api import eventstream
 from lamina.dispatch.environment import tail_log
+from lamina.functions.errors import AwsError
+from lamina.functions.invoke import InvokeHandler, StreamedRun
 
 PREFIX = "/2021-11-15/functions/"
 SUFFIX = "/response-streaming-invocations"

@@ -16,14 +16,14 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from lamina.control.errors import AwsError
-from lamina.control.functions import Function, FunctionService, is_per_tenant
-from lamina.control.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
-from lamina.control.validation import tenant_id as valid_tenant_id
 from lamina.dispatch import ids
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
+from lamina.functions.errors import AwsError
+from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
+from lamina.functions.registry import Function, FunctionService, is_per_tenant
+from lamina.functions.validation import tenant_id as valid_tenant_id
 
 SYNC_LIMIT = 6 * 1024 * 1024
 ASYNC_LIMIT = 1024 * 1024
@@ -44,7 +44,7 @@ def match(path: str) -> str | None:
 
 class InvokeHandler:
     """Invoke as a bare ASGI callable, built from synchronous steps (head, body, start, respond) that the
-    HTTP hot path (gateway/fast_http.py) calls directly from its parser callbacks."""
+    HTTP hot path (gateway/http/fast_http.py) calls directly from its parser callbacks."""
 
     def __init__(self, functions: FunctionService) -> None:
         self.functions = functions

@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.control import validation as v
-from lamina.control.errors import AwsError, validation
-from lamina.control.function_urls import AUTH_TYPES, NOT_FOUND
-from lamina.control.functions import Function, FunctionService
-from lamina.control.lambda_api import json_response, read_json
-from lamina.control.names import parse_function_name, resolve_qualifier
+from lamina.api.function_urls import AUTH_TYPES, NOT_FOUND
+from lamina.api.lambda_api import json_response, read_json
+from lamina.functions import validation as v
+from lamina.functions.errors import AwsError, validation
+from lamina.functions.names import parse_function_name, resolve_qualifier
+from lamina.functions.registry import Function, FunctionService
 from lamina.store.db import Database
 from lamina.store.function_urls import PermissionRepo, StatementRow
 

@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.control import validation as v
-from lamina.control.errors import AwsError, not_found
-from lamina.control.functions import LATEST, FunctionService, is_per_tenant
-from lamina.control.lambda_api import json_response, read_json
-from lamina.control.names import check_qualifier, parse_function_name, resolve_qualifier
+from lamina.api.lambda_api import json_response, read_json
 from lamina.dispatch.spec import pool_key
+from lamina.functions import validation as v
+from lamina.functions.errors import AwsError, not_found
+from lamina.functions.names import check_qualifier, parse_function_name, resolve_qualifier
+from lamina.functions.registry import LATEST, FunctionService, is_per_tenant
 from lamina.store.db import Database
 
 MIN_UNRESERVED = 100  # AWS keeps at least this many for functions without a reservation

@@ -30,20 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.config import Settings
-from lamina.control import validation as v
-from lamina.control.code import code_sha256_b64, decode_zip, unpack
-from lamina.control.errors import AwsError, not_found
-from lamina.control.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import InitFailure
 from lamina.dispatch.spec import FunctionSpec, pool_key
+from lamina.functions import validation as v
+from lamina.functions.code import code_sha256_b64, decode_zip, unpack
+from lamina.functions.errors import AwsError, not_found
+from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
 from lamina.store.functions import FunctionRepo
 from lamina.store.logs import LogStore
 from lamina.store.versions import AliasRepo, AliasRow, VersionRepo, VersionRow
 
-log = logging.getLogger("lamina.control")
+log = logging.getLogger("lamina.api")
 
 LATEST = "$LATEST"
 DEFAULT_TIMEOUT = 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lamina.control.errors import AwsError, validation
+from lamina.functions.errors import AwsError, validation
 
 MIN_MEMORY, MAX_MEMORY = 128, 10240
 MAX_TIMEOUT = 900

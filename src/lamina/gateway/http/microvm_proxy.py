@@ -35,7 +35,7 @@ from websockets.http11 import Response as WsResponse
 from websockets.uri import parse_uri
 
 from lamina.dispatch.http_app import HOP_BY_HOP
-from lamina.gateway.upstream_head import add_forwarded, connection_listed, request_head
+from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
 from lamina.microvm.engine import DEFAULT_PORT
 from lamina.microvm.ids import ENDPOINT_MARK
 from lamina.microvm.manager import Microvm, MicrovmManager, ProxyRefused
