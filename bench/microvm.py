@@ -187,7 +187,7 @@ def bare_uvicorn() -> contextlib.AbstractContextManager[int]:
     return serving([sys.executable, "-c", BARE_UVICORN], "the bare uvicorn app")
 
 
-def keep_alive_get(port: int):  # noqa: ANN201 - a zero-argument request function
+def keep_alive_get(port: int):
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
 
     def get() -> None:
@@ -231,7 +231,7 @@ def ms(samples: list[float]) -> dict[str, float]:
             "p90_ms": round(s[max(0, int(len(s) * 0.9) - 1)] * 1000, 3), "n": len(s)}
 
 
-def throughput(fn, n: int) -> Stats:  # noqa: ANN001 - a zero-argument request function
+def throughput(fn, n: int) -> Stats:
     samples: list[int] = []
     start = time.perf_counter_ns()
     for _ in range(n):

@@ -33,13 +33,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
-    def log_message(self, fmt, *args):  # noqa: ANN001, ANN002 - the access log goes to the function's log
+    def log_message(self, fmt, *args):
         if os.environ.get("ACCESS_LOG"):
             print(fmt % args, flush=True)
 
     # ------------------------------------------------------------------ helpers
 
-    def body_chunks(self):  # noqa: ANN201
+    def body_chunks(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
@@ -63,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
             left -= len(data)
             yield data
 
-    def reply(self, status: int, body: bytes, ctype: str = "text/plain", headers=(), reason=None) -> None:  # noqa: ANN001
+    def reply(self, status: int, body: bytes, ctype: str = "text/plain", headers=(), reason=None) -> None:
         self.send_response(status, reason)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -86,7 +86,7 @@ class Handler(BaseHTTPRequestHandler):
     def end_chunks(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
 
-    def json(self, doc, status: int = 200) -> None:  # noqa: ANN001
+    def json(self, doc, status: int = 200) -> None:
         self.reply(status, json.dumps(doc).encode(), "application/json")
 
     # ------------------------------------------------------------------ routes
@@ -119,27 +119,27 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = route
 
-    def r_not_found(self, query) -> None:  # noqa: ANN001
+    def r_not_found(self, query) -> None:
         for _ in self.body_chunks():
             pass
         self.reply(404, b"no such route")
 
-    def r_ping(self, query) -> None:  # noqa: ANN001
+    def r_ping(self, query) -> None:
         self.reply(200, b"pong")
 
-    def r_headers(self, query) -> None:  # noqa: ANN001
+    def r_headers(self, query) -> None:
         self.json([[k.lower(), v] for k, v in self.headers.items()])
 
-    def r_debug(self, query) -> None:  # noqa: ANN001
+    def r_debug(self, query) -> None:
         size = sum(len(c) for c in self.body_chunks())
         self.json({"method": self.command, "target": self.path, "body_len": size,
                    "headers": [[k.lower(), v] for k, v in self.headers.items()]})
 
-    def r_stats(self, query) -> None:  # noqa: ANN001
+    def r_stats(self, query) -> None:
         with LOCK:
             self.json(dict(STATS, env=ENV_ID, pid=os.getpid()))
 
-    def r_delay(self, query) -> None:  # noqa: ANN001
+    def r_delay(self, query) -> None:
         delay = int(query.get("delay", ["20"])[0])
         start = time.time()
         time.sleep(delay / 1000)
@@ -148,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
         self.json({"message": f"Delayed for {delay} ms", "env": ENV_ID, "start": start, "end": time.time(),
                    "max_in_flight": peak})
 
-    def r_chunked_response(self, query) -> None:  # noqa: ANN001
+    def r_chunked_response(self, query) -> None:
         delay = int(query.get("delay_ms", ["5000"])[0])
         self.start_chunked(ctype="text/plain")
         self.chunk(b"INITIAL PAYLOAD RESPONSE\n")
@@ -156,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
         self.chunk(b"FINAL PAYLOAD RESPONSE\n")
         self.end_chunks()
 
-    def _echo(self, transform) -> None:  # noqa: ANN001
+    def _echo(self, transform) -> None:
         ctype = self.headers.get("Content-Type", "application/octet-stream")
         length = self.headers.get("Content-Length")
         if length is not None and transform is None:
@@ -172,16 +172,16 @@ class Handler(BaseHTTPRequestHandler):
             self.chunk(transform(data) if transform else data)
         self.end_chunks()
 
-    def r_echo(self, query) -> None:  # noqa: ANN001
+    def r_echo(self, query) -> None:
         self._echo(None)
 
-    def r_double_echo(self, query) -> None:  # noqa: ANN001
+    def r_double_echo(self, query) -> None:
         self._echo(lambda data: data + data)
 
-    def r_half_echo(self, query) -> None:  # noqa: ANN001
+    def r_half_echo(self, query) -> None:
         self._echo(lambda data: data[: len(data) // 2])
 
-    def r_bytes(self, query) -> None:  # noqa: ANN001
+    def r_bytes(self, query) -> None:
         """`size` bytes of a repeating pattern, with a Content-Length, written 1 MiB at a time."""
         size = int(query.get("size", ["0"])[0])
         self.send_response(200)
@@ -193,19 +193,19 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(block[: min(size, len(block))])
             size -= len(block)
 
-    def r_odd_status(self, query) -> None:  # noqa: ANN001
+    def r_odd_status(self, query) -> None:
         self.reply(519, b"I'm a teapot", reason="I'm a teapot")
 
-    def r_cookies(self, query) -> None:  # noqa: ANN001
+    def r_cookies(self, query) -> None:
         self.reply(200, b"cookies", headers=[("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; HttpOnly"),
                                              ("Set-Cookie", "c=3; Max-Age=60"), ("X-Multi", "one"),
                                              ("X-Multi", "two")])
 
-    def r_crash(self, query) -> None:  # noqa: ANN001
+    def r_crash(self, query) -> None:
         time.sleep(int(query.get("after_ms", ["0"])[0]) / 1000)
         os._exit(3)
 
-    def r_events(self, query) -> None:  # noqa: ANN001
+    def r_events(self, query) -> None:
         body = b"".join(self.body_chunks())
         self.json({"passthrough": json.loads(body or b"null"), "content_type": self.headers.get("Content-Type")})
 

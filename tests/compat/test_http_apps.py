@@ -196,7 +196,7 @@ class Url:
                     sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
                 if chunked:
                     sock.sendall(b"0\r\n\r\n")
-            except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            except BaseException as exc:
                 errors.append(exc)
 
         thread = threading.Thread(target=sender, daemon=True)

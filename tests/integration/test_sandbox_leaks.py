@@ -186,7 +186,7 @@ def _health(endpoint: str) -> dict:
         return json.load(resp)
 
 
-def _wait_for(check, timeout: float):  # noqa: ANN001, ANN202 - a predicate returning a falsy "done" value
+def _wait_for(check, timeout: float):
     """Poll check() until it returns a falsy value or time runs out; return its last value."""
     deadline = time.monotonic() + timeout
     while True:

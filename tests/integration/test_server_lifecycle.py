@@ -95,7 +95,7 @@ def test_sigterm_drains_in_flight_invoke(lamina_factory):
             t0 = time.monotonic()
             result["resp"], result["body"] = invoke(client, name, {"sleep": 2})
             result["elapsed"] = time.monotonic() - t0
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             result["error"] = exc
 
     thread = threading.Thread(target=slow_invoke, daemon=True)
@@ -149,7 +149,7 @@ def test_delete_during_invocation_then_clean_stop(lamina_factory, invocation_typ
     def run() -> None:
         try:
             result["resp"], result["body"] = invoke(client, name, {"sleep": 1}, InvocationType=invocation_type)
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        except Exception as exc:
             result["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)

@@ -105,7 +105,7 @@ def metrics(endpoint: str, ref: str) -> tuple[dict, dict]:
     return doc["Metrics"], doc["Destinations"][0]["Metrics"]
 
 
-def wait_for(check, timeout: float = 10.0):  # noqa: ANN001, ANN201
+def wait_for(check, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while True:
         value = check()

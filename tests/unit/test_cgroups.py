@@ -33,7 +33,7 @@ def _fork(body: Callable[[], int | None]) -> int:
         code = 1
         try:
             code = body() or 0
-        except BaseException:  # noqa: BLE001 - anything escaping would run pytest twice
+        except BaseException:
             code = 99
         finally:
             os._exit(code)

@@ -51,7 +51,7 @@ class StubInvoke:
         self.pending: list = []
         self.bodies: list[bytes] = []
 
-    def head(self, method, path, headers, query, raw_name, *args):  # noqa: ANN001, ANN201
+    def head(self, method, path, headers, query, raw_name, *args):
         if raw_name == "missing":
             raise AwsError("ResourceNotFoundException", "Function not found: missing")
         return Head(None, None, None, headers, "RequestResponse", "None", None, 64, "Invoke")  # type: ignore[arg-type]
@@ -60,7 +60,7 @@ class StubInvoke:
         self.bodies.append(payload)
         return Prepared(None, None, None, payload, head.headers, "RequestResponse", "None", None)  # type: ignore[arg-type]
 
-    def start(self, p: Prepared, request_id: str, on_done=None):  # noqa: ANN001, ANN201
+    def start(self, p: Prepared, request_id: str, on_done=None):
         self.pending.append(on_done)
         return object()
 
@@ -73,7 +73,7 @@ class StubApp:
         self.gateway = None
         self.calls: list[str] = []
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
         self.calls.append(scope["path"])
@@ -83,7 +83,7 @@ class StubApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _protocol(app: StubApp):  # noqa: ANN202
+def _protocol(app: StubApp):
     config = uvicorn.Config(app, http=protocol_for(app), lifespan="off", proxy_headers=False)  # type: ignore[arg-type]
     config.load()
     proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})

@@ -18,7 +18,7 @@ TIMEOUT = 5.0
 
 
 class _Timer:
-    def __init__(self, when: float, callback) -> None:  # noqa: ANN001
+    def __init__(self, when: float, callback) -> None:
         self.when, self.callback, self.cancelled = when, callback, False
 
     def cancel(self) -> None:
@@ -34,13 +34,13 @@ class FakeClockLoop:
         self.timers: list[_Timer] = []
         self.calls = 0
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._loop, name)
 
     def time(self) -> float:
         return self.now
 
-    def call_later(self, delay: float, callback, *args):  # noqa: ANN001, ANN201
+    def call_later(self, delay: float, callback, *args):
         self.calls += 1
         timer = _Timer(self.now + delay, lambda: callback(*args))
         self.timers.append(timer)
@@ -61,7 +61,7 @@ class FakeClockLoop:
         return sum(1 for t in self.timers if not t.cancelled)
 
 
-def _protocol(app: StubApp):  # noqa: ANN202
+def _protocol(app: StubApp):
     config = uvicorn.Config(app, http=protocol_for(app), lifespan="off", proxy_headers=False,  # type: ignore[arg-type]
                             timeout_keep_alive=TIMEOUT)  # type: ignore[arg-type]
     config.load()

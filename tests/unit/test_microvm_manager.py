@@ -318,7 +318,7 @@ def test_restart_terminates_instances_and_keeps_images(tmp_path: Path) -> None:
     scenario(tmp_path, second)
 
 
-def _no_cleanup(mgr: MicrovmManager):  # noqa: ANN202
+def _no_cleanup(mgr: MicrovmManager):
     async def close() -> None:
         for inst in mgr.engine.instances:  # type: ignore[union-attr]
             await inst.terminate()

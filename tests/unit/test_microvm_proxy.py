@@ -58,7 +58,7 @@ def serve(tmp: Path, body: Callable[[Harness], Awaitable[None]], engine: FakeEng
         mgr.start()
         proxy = MicrovmProxy(mgr)
 
-        async def app(scope, receive, send) -> None:  # noqa: ANN001 - ASGI
+        async def app(scope, receive, send) -> None:
             target = match(scope)
             assert target is not None, scope["path"]
             await proxy(scope, receive, send, *target)

@@ -102,7 +102,7 @@ class Rapi:
         def run() -> None:
             try:
                 done.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the test thread
+            except BaseException as exc:
                 done.set_exception(exc)
 
         self.loop.call_soon_threadsafe(run)

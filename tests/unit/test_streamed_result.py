@@ -9,7 +9,7 @@ from lamina.dispatch.environment import MAX_RESPONSE_BYTES, STREAM_LIMIT_BYTES, 
 from lamina.dispatch.invocation import Invocation
 
 
-def _env(stream=None) -> Environment:  # noqa: ANN001
+def _env(stream=None) -> Environment:
     env = Environment.__new__(Environment)  # only the streaming state is used here
     env.current = Invocation("rid", b"{}", "arn", stream=stream)
     env._streamed = 0

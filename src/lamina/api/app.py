@@ -59,7 +59,7 @@ class LaminaApp:
     """ASGI app: function URLs and the invoke hot paths skip framework routing; lifespan hooks
     start/stop the server."""
 
-    def __init__(self, functions: FunctionService, lifespan,  # noqa: ANN001 - a lifespan context
+    def __init__(self, functions: FunctionService, lifespan,
                  urls: FunctionUrlService | None = None, policies: PolicyService | None = None,
                  concurrency_service: ConcurrencyService | None = None, udp: UdpGateway | None = None,
                  microvms: MicrovmManager | None = None) -> None:
@@ -86,7 +86,7 @@ class LaminaApp:
             lifespan=lifespan,
         )
 
-    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
+    async def __call__(self, scope: dict, receive, send) -> None:
         # Under `lamina serve`, Invoke and handler-function URL requests are answered before they get here
         # (gateway/http/fast_http.py); a route that must take precedence over them belongs in its _routed_first too.
         if (self.microvm_proxy is not None and scope["type"] in ("http", "websocket")
@@ -106,7 +106,7 @@ class LaminaApp:
             if name is not None:
                 try:
                     await handler(scope, receive, send, name)
-                except Exception as exc:  # noqa: BLE001 - never drop a connection without an answer
+                except Exception as exc:
                     log.exception("invoke failed")
                     status, headers, body = AwsError("ServiceException", f"Internal error: {exc}").render()
                     await send({"type": "http.response.start", "status": status, "headers": headers})

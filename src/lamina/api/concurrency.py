@@ -398,7 +398,7 @@ def routes(service: ConcurrencyService) -> list[Route]:
     ]
 
 
-def _max_items(q) -> int | None:  # noqa: ANN001 - Starlette QueryParams
+def _max_items(q) -> int | None:
     """ListProvisionedConcurrencyConfigs' MaxItems: 1-50."""
     if "MaxItems" not in q:
         return None

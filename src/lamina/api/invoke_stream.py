@@ -34,7 +34,7 @@ def match(path: str) -> str | None:
 
 
 class StreamInvokeHandler(InvokeHandler):
-    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
+    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:
         request_id = str(uuid.uuid4())
         rid = request_id.encode()
         head_sent = False

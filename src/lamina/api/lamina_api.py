@@ -33,7 +33,7 @@ def routes(functions: FunctionService) -> list[Route]:
         except ValueError:
             raise AwsError("InvalidParameterValueException", "start_time and limit must be integers.") from None
         if q.get("follow", "false").lower() in ("1", "true", "yes"):
-            async def stream():  # noqa: ANN202
+            async def stream():
                 async for record in functions.logs.follow(fn.name, start):
                     yield orjson.dumps(record) + b"\n"
             return StreamingResponse(stream(), media_type="application/x-ndjson")

@@ -45,7 +45,7 @@ def _client(ctx: typer.Context, endpoint: str | None) -> Client:
     return make_client(ctx.find_root(), endpoint)
 
 
-def _consoles():  # noqa: ANN202
+def _consoles():
     from lamina.cli.main import err, out
 
     return out, err

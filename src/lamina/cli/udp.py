@@ -87,14 +87,14 @@ def build_request(*, port: int, host: str | None, name: str | None, destinations
     return body
 
 
-def _client(ctx: typer.Context, endpoint: str | None):  # noqa: ANN202 - lamina.cli.client.Client
+def _client(ctx: typer.Context, endpoint: str | None):
     from lamina.cli.main import make_client  # here: main imports this module to register the commands
 
     root = ctx.find_root()
     return make_client(root, endpoint)
 
 
-def _out():  # noqa: ANN202
+def _out():
     from lamina.cli.main import out
 
     return out

@@ -465,7 +465,7 @@ class Lease:
 
 
 class HttpAppEnvironment(Environment):
-    def __init__(self, pool: HttpAppPool, spec: FunctionSpec, backend, log) -> None:  # noqa: ANN001
+    def __init__(self, pool: HttpAppPool, spec: FunctionSpec, backend, log) -> None:
         super().__init__(pool, spec, backend, log)
         self.app: HttpAppConfig = pool.http_app
         self.active = 0
@@ -671,7 +671,7 @@ class HttpAppEnvironment(Environment):
             body = json.dumps({"errorMessage": f"RequestId: {inv.id} Error: {reason}",
                                "errorType": "Runtime.ExitError"}).encode()
             error_type = "Runtime.ExitError"
-        except Exception as exc:  # noqa: BLE001 - a bug here must not leak the slot
+        except Exception as exc:
             body = json.dumps({"errorMessage": f"RequestId: {inv.id} Error: {exc}",
                                "errorType": "Runtime.Unknown"}).encode()
             error_type = "Runtime.Unknown"

@@ -53,7 +53,7 @@ def constrain(proposed: int, current: int, max_step: int = 5, out_fraction: floa
 class TokenBucket:
     """`capacity` tokens, one more every `interval_s`."""
 
-    def __init__(self, capacity: int, interval_s: float, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, capacity: int, interval_s: float, clock=time.monotonic) -> None:
         self.capacity = capacity
         self.interval_s = interval_s
         self._clock = clock

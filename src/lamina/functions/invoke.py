@@ -51,7 +51,7 @@ class InvokeHandler:
         self.dispatcher = functions.dispatcher
         self._refs: dict[str, FunctionRef] = {}
 
-    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:  # noqa: ANN001 - ASGI
+    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:
         request_id = ids.request_id()
         try:
             p = await self.prepare(scope, receive, raw_name)
@@ -70,7 +70,7 @@ class InvokeHandler:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def prepare(self, scope: dict, receive, raw_name: str,  # noqa: ANN001 - ASGI receive
+    async def prepare(self, scope: dict, receive, raw_name: str,
                       types: tuple[str, ...] = INVOCATION_TYPES, operation: str = "Invoke") -> Prepared:
         """Validate the request, find the function and read the payload (shared with the streaming invoke)."""
         head = self.head(scope["method"], scope["path"], _headers(scope), scope.get("query_string", b""), raw_name,
@@ -285,7 +285,7 @@ def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive, limit: int) -> bytes | None:  # noqa: ANN001 - ASGI receive
+async def read_body(receive, limit: int) -> bytes | None:
     """The whole request body, or None once it exceeds limit bytes."""
     chunks = []
     size = 0
@@ -302,7 +302,7 @@ async def read_body(receive, limit: int) -> bytes | None:  # noqa: ANN001 - ASGI
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
-async def _read_body(receive, limit: int, operation: str) -> bytes:  # noqa: ANN001 - ASGI receive
+async def _read_body(receive, limit: int, operation: str) -> bytes:
     body = await read_body(receive, limit)
     if body is None:
         raise AwsError("RequestTooLargeException",

@@ -653,7 +653,7 @@ class FunctionService:
             raise
         except InitFailure as failure:
             self._activation_failed(fn, kind, failure.body)
-        except Exception as exc:  # noqa: BLE001 - reported on the function, not lost in a task
+        except Exception as exc:
             log.exception("activating %s failed", fn.name)
             self._activation_failed(fn, kind, {"errorType": "InternalError", "errorMessage": str(exc)})
         else:

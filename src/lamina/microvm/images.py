@@ -100,7 +100,7 @@ class ImageService:
         self.builds: dict[str, BuildRow] = {}
         self._tasks: set[asyncio.Task] = set()
         # Returns the ids of the instances of an image that are not TERMINATED (set by the manager).
-        self.active_instances = lambda name, version=None: []  # noqa: E731
+        self.active_instances = lambda name, version=None: []
 
     # -- persistence ------------------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class ImageService:
             if vrow.built is not None:
                 try:
                     ver.built = built_from_dict(vrow.built)
-                except Exception as exc:  # noqa: BLE001 - one unreadable version must not stop the server
+                except Exception as exc:
                     log.warning("image %s version %s cannot be restored: %s", row.name, vrow.version, exc)
             if ver.config["state"] in ("PENDING", "IN_PROGRESS"):
                 ver.config.update(state="FAILED", stateReason=RESTART_REASON, updatedAt=ids.now())
@@ -337,7 +337,7 @@ class ImageService:
                 image_name=image.name, version=ver.version, context_dir=context, layer_dir=layer, hooks=hooks,
                 env=dict(ver.config.get("environmentVariables") or {}), memory_mib=v.memory_mib(ver.config),
                 log=emit))
-        except Exception as exc:  # noqa: BLE001 - any failure is the build's outcome, shown to the user
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, BuildError) else f"Internal error: {type(exc).__name__}: {exc}"
             if not isinstance(exc, BuildError):
                 log.exception("building %s %s failed", image.name, ver.version)
@@ -449,7 +449,7 @@ class ImageService:
         if ver.built is not None and self.engine is not None:
             try:
                 self.engine.forget(ver.built)
-            except Exception:  # noqa: BLE001 - the version goes regardless
+            except Exception:
                 log.exception("engine.forget(%s %s) failed", ver.image_name, ver.version)
         shutil.rmtree(self.root / "images" / ver.image_name / str(ver.seq), ignore_errors=True)
 

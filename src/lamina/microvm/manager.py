@@ -144,7 +144,7 @@ class MicrovmManager:
         if self.engine is not None:
             await self.engine.close()
 
-    def _spawn(self, coro) -> asyncio.Task:  # noqa: ANN001 - a coroutine
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -295,7 +295,7 @@ class MicrovmManager:
             status = await asyncio.wait_for(mvm.handle.hook(name, body), limit)
         except TimeoutError:
             return f"The /{name} hook did not answer within its timeout."
-        except Exception as exc:  # noqa: BLE001 - any failure of the hook is the instance's problem
+        except Exception as exc:
             return f"The /{name} hook failed: {exc or type(exc).__name__}."
         if status is None or status == 200:
             return None
@@ -308,7 +308,7 @@ class MicrovmManager:
             assert self.engine is not None and mvm.version is not None and mvm.version.built is not None
             try:
                 mvm.handle = await self.engine.launch(mvm.version.built, mvm.microvm_id)
-            except Exception as exc:  # noqa: BLE001 - reported in stateReason
+            except Exception as exc:
                 log.warning("microvm %s: launch failed: %s", mvm.microvm_id, exc)
                 self._set(mvm, "TERMINATED", f"The MicroVM could not start: {exc}", terminated=True)
                 return
@@ -332,7 +332,7 @@ class MicrovmManager:
         try:
             if mvm.handle is not None:
                 await mvm.handle.suspend()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             await self._terminate_locked(mvm, f"The MicroVM could not be suspended: {exc}", hook=False)
             return
         mvm.suspended_since = time.monotonic()
@@ -345,7 +345,7 @@ class MicrovmManager:
         try:
             if mvm.handle is not None:
                 await mvm.handle.resume()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             await self._terminate_locked(mvm, f"The MicroVM could not be resumed: {exc}", hook=False)
             return
         # The state stays SUSPENDED while /resume runs, as on AWS.
@@ -369,7 +369,7 @@ class MicrovmManager:
                     log.info("microvm %s: %s (terminating anyway)", mvm.microvm_id, failure)
             try:
                 await mvm.handle.terminate()
-            except Exception:  # noqa: BLE001 - the instance is gone for the API either way
+            except Exception:
                 log.exception("microvm %s: terminate failed", mvm.microvm_id)
         self._set(mvm, "TERMINATED", reason, terminated=True)
 
@@ -392,7 +392,7 @@ class MicrovmManager:
             await asyncio.sleep(TICK_S)
             try:
                 self._check_timers(time.monotonic())
-            except Exception:  # noqa: BLE001 - the timer loop must survive anything
+            except Exception:
                 log.exception("microvm timers failed")
 
     def _check_timers(self, now: float) -> None:
@@ -413,7 +413,7 @@ class MicrovmManager:
                 self._timed(mvm, self.terminate(
                     mvm.microvm_id, f"Suspended for {policy['suspendedDurationSeconds']} s (idlePolicy)."))
 
-    def _timed(self, mvm: Microvm, coro) -> None:  # noqa: ANN001 - a coroutine
+    def _timed(self, mvm: Microvm, coro) -> None:
         mvm.busy = True
 
         async def run() -> None:

@@ -197,7 +197,7 @@ class Disk:
 
     def remove(self) -> None:
         """Delete it; the overlay work dirs hold root-only 000 directories, hence the chmod on error."""
-        def onerror(func, path, _exc):  # noqa: ANN001 - shutil's callback signature
+        def onerror(func, path, _exc):
             with contextlib.suppress(OSError):
                 os.chmod(os.path.dirname(path), stat.S_IRWXU)
                 func(path)

@@ -32,7 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import sandbox_setup as ss  # noqa: E402 - this directory is not a package when run as a script
+import sandbox_setup as ss
 
 SANDBOX_UID = 1000  # inside the namespace; the host sees uid_base + 1000
 

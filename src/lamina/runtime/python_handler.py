@@ -130,7 +130,7 @@ class _Channel:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001, SIM105 - a handler may have closed or replaced its streams
+            except Exception:
                 continue
 
     def quiet(self) -> bool:
@@ -179,7 +179,7 @@ _json_str = json.encoder.encode_basestring_ascii  # a str as a JSON string (json
 _scan = json.JSONDecoder().scan_once
 
 
-def _loads(data: bytes):  # noqa: ANN202 - any JSON value
+def _loads(data: bytes):
     """json.loads for the hot path: a UTF-8 document without surrounding whitespace (what the server sends, and
     nearly every payload) is scanned directly; anything else, errors included, goes through json.loads."""
     try:
@@ -204,7 +204,7 @@ class _Dumps:
         self._c = json.encoder.c_make_encoder({}, enc.default, json.encoder.encode_basestring_ascii, None,
                                               enc.key_separator, enc.item_separator, False, False, True)
 
-    def __call__(self, value) -> str:  # noqa: ANN001 - any value the handler returned
+    def __call__(self, value) -> str:
         if value.__class__ is str:
             return _json_str(value)
         try:
@@ -284,7 +284,7 @@ def _context_static() -> dict:
 class _RequestIdFilter:
     request_id = ""
 
-    def filter(self, record) -> bool:  # noqa: ANN001 - logging.LogRecord, imported lazily
+    def filter(self, record) -> bool:
         record.aws_request_id = _RequestIdFilter.request_id
         return True
 
@@ -333,7 +333,7 @@ class InitError(Exception):
         self.body = body
 
 
-def load_handler(spec: str):  # noqa: ANN201 - returns the user's callable
+def load_handler(spec: str):
     """Import `module.function` the way AWS's runtime does, with its error types."""
     import importlib
 
@@ -353,7 +353,7 @@ def load_handler(spec: str):  # noqa: ANN201 - returns the user's callable
     except SyntaxError as exc:
         raise InitError({"errorMessage": f"Syntax error in module '{modname}': {exc}",
                          "errorType": "Runtime.UserCodeSyntaxError", "requestId": "", "stackTrace": []}) from None
-    except Exception as exc:  # noqa: BLE001 - any exception in the user's init code
+    except Exception as exc:
         raise InitError(_error_body(exc)) from None
     func = getattr(module, funcname, None)
     if func is None or not callable(func):
@@ -376,7 +376,7 @@ def _die_with_parent() -> None:
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() == 1:
             os._exit(1)
-    except Exception:  # noqa: BLE001 - best effort on non-Linux hosts
+    except Exception:
         pass
 
 
@@ -542,7 +542,7 @@ class _TraceVariable:
         os.environ._data[self._key] = raw[len(self.NAME) + 1 :]
 
 
-def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's callable
+def serve(channel: _Channel, handler) -> None:
     """Invocation loop: one at a time, result and next-pull in one frame."""
     LambdaContext._static = _context_static()
     loads, dumps, recv, send = _loads, json.dumps, channel.recv, channel.send_result
@@ -571,7 +571,7 @@ def serve(channel: _Channel, handler) -> None:  # noqa: ANN001 - the user's call
             continue
         try:
             result = handler(event, context)
-        except Exception as exc:  # noqa: BLE001 - report the handler's error to the caller
+        except Exception as exc:
             err = _error_body(exc, request_id)
             _log_error(err)
             send(KIND_ERROR, request_id, _max_rss_kb(), dumps(err).encode())
@@ -609,7 +609,7 @@ def _prepare_process() -> tuple[str, float]:
     return task_root, time.monotonic()
 
 
-def _init(channel: _Channel, started: float):  # noqa: ANN202 - the user's callable
+def _init(channel: _Channel, started: float):
     try:
         return load_handler(os.environ["_HANDLER"])
     except InitError as exc:
@@ -754,7 +754,7 @@ def _copy_tree(src_fd: int, dst: str, uid: int) -> None:
         os.chown(target, uid, uid, follow_symlinks=False)
 
 
-def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_hex: str) -> None:  # noqa: ANN001
+def _become_environment(header: dict, fds: list[int], handler, setup, seccomp_hex: str) -> None:
     """In a fresh fork of the zygote: become one environment, then serve invocations."""
     started = time.monotonic()
     if header.get("batch"):

@@ -63,7 +63,7 @@ class CodeStore:
 
 def _rmtree_writable(path: Path) -> None:
     # Unpacked code is made read-only; restore write permission on directories so rmtree works.
-    def onerror(func, p, _exc):  # noqa: ANN001
+    def onerror(func, p, _exc):
         os.chmod(os.path.dirname(p), 0o755)
         func(p)
 

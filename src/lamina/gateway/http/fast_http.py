@@ -303,7 +303,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             try:
                 if self._hot_start():
                     return
-            except Exception:  # noqa: BLE001 - never drop a connection without an answer
+            except Exception:
                 log.exception("hot-path request failed")
                 self._fail()
                 return
@@ -350,7 +350,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 task.add_done_callback(self.tasks.discard)
             else:
                 self._url_body(cycle, body)
-        except Exception:  # noqa: BLE001 - never drop a connection without an answer
+        except Exception:
             log.exception("hot-path request failed")
             self._fail(cycle)
 
@@ -461,7 +461,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 self._send_error(cycle, throttled(outcome))
             else:
                 self._send_error(cycle, AwsError("ServiceException", f"Internal error: {outcome}"))
-        except Exception:  # noqa: BLE001 - called by the dispatcher: never let it break an environment
+        except Exception:
             log.exception("hot-path response failed")
             self._fail(cycle)
 
@@ -509,7 +509,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             error = await gateway.proxy(head, scope, exchange.receive, exchange.send)
         except AwsError as err:
             error = _message(err.status, err.message, cycle.request_id)
-        except Exception:  # noqa: BLE001 - a client always gets an answer, or a cut connection
+        except Exception:
             log.exception("proxying an HTTP-app request failed")
             error = _message(500, "Internal Server Error", cycle.request_id)
         if exchange.flush is not None:
@@ -545,7 +545,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             else:
                 response, streamed = _message(500, "Internal Server Error", cycle.request_id), False
             self._url_response(cycle, response, streamed)
-        except Exception:  # noqa: BLE001 - called by the dispatcher: never let it break an environment
+        except Exception:
             log.exception("hot-path response failed")
             self._fail(cycle)
 

@@ -101,7 +101,7 @@ class FunctionUrlGateway:
         self._arns: dict[tuple[str, str | None], str] = {}  # (function, qualifier) -> ARN
         self._domains: dict[str, str] = {}                   # url id -> its domain name
 
-    async def __call__(self, scope: dict, receive, send, url_id: str, path: bytes,  # noqa: ANN001 - ASGI
+    async def __call__(self, scope: dict, receive, send, url_id: str, path: bytes,
                        host: str | None) -> None:
         request_id = ids.request_id()
         url = self.urls.by_id.get(url_id)
@@ -109,7 +109,7 @@ class FunctionUrlGateway:
             response, streamed = await self._handle(scope, receive, send, url, path, host, request_id)
         except AwsError as err:
             response, streamed = _message(err.status, err.message, request_id), False
-        except Exception:  # noqa: BLE001 - a client always gets an answer
+        except Exception:
             log.exception("function URL request failed")
             response, streamed = _message(500, "Internal Server Error", request_id), False
         if response is None:
@@ -117,7 +117,7 @@ class FunctionUrlGateway:
         self.finish(url, response, scope["method"], scope["headers"])
         await self._send(send, response, streamed)
 
-    async def _handle(self, scope: dict, receive, send, url: FunctionUrl | None, path: bytes,  # noqa: ANN001
+    async def _handle(self, scope: dict, receive, send, url: FunctionUrl | None, path: bytes,
                       host: str | None, request_id: str) -> tuple[HttpResponse | None, bool]:
         head = self.head(scope["method"], scope["headers"], url, path, host, request_id)
         if isinstance(head, HttpResponse):
@@ -138,7 +138,7 @@ class FunctionUrlGateway:
         result = await run_sync(self.dispatcher, head.target.key, inv)
         return self.respond(head, result)
 
-    async def proxy(self, head: UrlHead, scope: dict, receive, send) -> HttpResponse | None:  # noqa: ANN001 - ASGI
+    async def proxy(self, head: UrlHead, scope: dict, receive, send) -> HttpResponse | None:
         """An HTTP app's request: to its web server as is (http_apps.py), no payload 2.0; returns an error response
         still to be sent, or None when it answered. Also run from the HTTP hot path (fast_http._AppExchange)."""
         ensure_invokable(head.target, self.dispatcher)
@@ -147,7 +147,7 @@ class FunctionUrlGateway:
             url_id=head.url.url_id, domain=self.domain(head), arn=self.arn(head.url), request_id=head.request_id,
             decorate=_cors_decorator(scope, head.url))
 
-    async def _streamed(self, scope: dict, send, head: UrlHead, inv: Invocation  # noqa: ANN001 - ASGI send
+    async def _streamed(self, scope: dict, send, head: UrlHead, inv: Invocation
                         ) -> tuple[HttpResponse | None, bool]:
         """A RESPONSE_STREAM invocation: what a custom runtime streams goes out as it comes once its head is known
         (payload.StreamStart; None: answered); anything else is answered whole, as respond() maps it."""
@@ -275,7 +275,7 @@ class FunctionUrlGateway:
         if url is not None and url.cors:
             _apply_cors(response, url.cors, _find(headers, b"origin"), _is_preflight(method, headers))
 
-    async def _send(self, send, response: HttpResponse, streamed: bool) -> None:  # noqa: ANN001 - ASGI send
+    async def _send(self, send, response: HttpResponse, streamed: bool) -> None:
         headers = response.headers
         body = response.body
         if response.status in (204, 304) or 100 <= response.status < 200:
@@ -296,7 +296,7 @@ def _too_large(request_id: str) -> HttpResponse:
     return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation", request_id)
 
 
-def _cors_decorator(scope: dict, url: FunctionUrl):  # noqa: ANN202
+def _cors_decorator(scope: dict, url: FunctionUrl):
     """For a proxied response's headers: the URL's CORS configuration replaces the app's CORS headers."""
     def decorate(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if not url.cors:

@@ -67,7 +67,7 @@ class HttpAppProxy:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    async def serve(self, scope: dict, receive, send, *, pool: HttpAppPool, key: str,  # noqa: ANN001 - ASGI
+    async def serve(self, scope: dict, receive, send, *, pool: HttpAppPool, key: str,
                     path: bytes, url_id: str, domain: str, arn: str, request_id: str,
                     decorate: Decorate) -> HttpResponse | None:
         """Proxy one request; returns an error response still to be sent, or None when it answered."""
@@ -90,7 +90,7 @@ class HttpAppProxy:
             lease.env.note(f"request {request_id} took longer than the function's timeout "
                            f"({pool.spec.timeout_s} s); its connection to the app was closed")
             return None if state.started else _message(504, "Gateway Timeout", request_id)
-        except Exception:  # noqa: BLE001 - a client always gets an answer, or a cut connection
+        except Exception:
             log.exception("proxying a function URL request to %s failed", pool.spec.name)
             return None if state.started else _message(502, "Internal Server Error", request_id)
         finally:
@@ -152,7 +152,7 @@ class HttpAppProxy:
         head, has_body = request_head(method, path, scope.get("query_string") or b"", out, length, chunked)
         return head, has_body, chunked
 
-    async def _exchange(self, scope: dict, receive, send, pool: HttpAppPool, lease: Lease,  # noqa: ANN001
+    async def _exchange(self, scope: dict, receive, send, pool: HttpAppPool, lease: Lease,
                         state: _State, path: bytes, url_id: str, domain: str, trace_id: str, request_id: str,
                         decorate: Decorate) -> HttpResponse | None:
         head, has_body, chunked = self._request_head(scope, pool, lease, path, url_id, domain, trace_id, request_id)
@@ -243,7 +243,7 @@ def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-async def _pump(receive, state: _State, has_body: bool, chunked: bool) -> None:  # noqa: ANN001 - ASGI
+async def _pump(receive, state: _State, has_body: bool, chunked: bool) -> None:
     """The client's body to the app as it arrives; then watch for the client going away."""
     try:
         while True:

@@ -212,7 +212,7 @@ class MicrovmProxy:
 
     # -- HTTP -------------------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive, send, mid: str, path: bytes) -> None:  # noqa: ANN001 - ASGI
+    async def __call__(self, scope: dict, receive, send, mid: str, path: bytes) -> None:
         if scope["type"] == "websocket":
             await self.websocket(scope, receive, send, mid, path)
             return
@@ -230,7 +230,7 @@ class MicrovmProxy:
             log.info("microvm %s: %s %s: %s", mid, scope["method"], path.decode("latin-1"), exc)
             if not started[0]:
                 await _error(send, 502, "BadGateway", f"The MicroVM did not answer: {exc}")
-        except Exception:  # noqa: BLE001 - a client always gets an answer, or a cut connection
+        except Exception:
             log.exception("proxying to microvm %s failed", mid)
             if not started[0]:
                 await _error(send, 502, "BadGateway", "Internal error in the MicroVM proxy.")
@@ -256,7 +256,7 @@ class MicrovmProxy:
         head, has_body = request_head(scope["method"], path, scope.get("query_string") or b"", out, length, chunked)
         return head, has_body, chunked
 
-    async def _exchange(self, scope: dict, receive, send, mvm: Microvm, port: int,  # noqa: ANN001 - ASGI
+    async def _exchange(self, scope: dict, receive, send, mvm: Microvm, port: int,
                         path: bytes, started: list[bool]) -> None:
         head, has_body, chunked = self._head(scope, path)
         head_only = scope["method"] == "HEAD"
@@ -331,7 +331,7 @@ class MicrovmProxy:
 
     # -- WebSocket --------------------------------------------------------------------------------
 
-    async def websocket(self, scope: dict, receive, send, mid: str, path: bytes) -> None:  # noqa: ANN001 - ASGI
+    async def websocket(self, scope: dict, receive, send, mid: str, path: bytes) -> None:
         offered: list[str] = list(scope.get("subprotocols") or [])
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -348,7 +348,7 @@ class MicrovmProxy:
         finally:
             self.mgr.leave(mvm)
 
-    async def _ws_session(self, scope: dict, receive, send, mvm: Microvm, port: int,  # noqa: ANN001 - ASGI
+    async def _ws_session(self, scope: dict, receive, send, mvm: Microvm, port: int,
                           path: bytes, offered: list[str]) -> None:
         app_protocols = [p for p in offered if p != WS_PROTOCOL and not p.startswith(WS_PROTOCOL + ".")]
         query: bytes = scope.get("query_string") or b""
@@ -406,7 +406,7 @@ class MicrovmProxy:
         finally:
             up.close()
 
-    async def _ws_from_client(self, proto: ClientProtocol, writer: asyncio.StreamWriter, receive,  # noqa: ANN001
+    async def _ws_from_client(self, proto: ClientProtocol, writer: asyncio.StreamWriter, receive,
                               to_client: asyncio.Task, mvm: Microvm) -> None:
         recv_task: asyncio.Task | None = None
         while True:
@@ -436,7 +436,7 @@ class MicrovmProxy:
                 await writer.drain()
 
     async def _ws_from_app(self, proto: ClientProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           send, pending: list[Frame], mvm: Microvm) -> None:  # noqa: ANN001 - ASGI
+                           send, pending: list[Frame], mvm: Microvm) -> None:
         parts: list[bytes] = []
         kind: Opcode | None = None
         events: list = list(pending)
@@ -491,7 +491,7 @@ async def _read_head(up: _Upstream, resp: _Response) -> None:
         resp.feed(data)
 
 
-async def _pump(receive, up: _Upstream, state: dict, has_body: bool, chunked: bool, touch) -> None:  # noqa: ANN001
+async def _pump(receive, up: _Upstream, state: dict, has_body: bool, chunked: bool, touch) -> None:
     """The client's body to the app as it arrives; then watch for the client going away."""
     try:
         while True:
@@ -526,7 +526,7 @@ def _port_hint(mvm: Microvm, port: int) -> str:
             f"(lamina microvm request ID / --port {others[0]}) with a token that allows that port")
 
 
-async def _error(send, status: int, code: str, message: str,  # noqa: ANN001 - ASGI
+async def _error(send, status: int, code: str, message: str,
                  request_id: str | None = None) -> None:
     request_id = request_id or str(uuid.uuid4())
     body = orjson.dumps({"message": message})
@@ -537,7 +537,7 @@ async def _error(send, status: int, code: str, message: str,  # noqa: ANN001 - A
     await send({"type": "http.response.body", "body": body})
 
 
-async def _ws_deny(send, status: int, code: str, message: str, scope: dict) -> None:  # noqa: ANN001 - ASGI
+async def _ws_deny(send, status: int, code: str, message: str, scope: dict) -> None:
     """Refuse the WebSocket handshake with an HTTP status (the ASGI denial extension when the server has it)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
         body = orjson.dumps({"message": message})

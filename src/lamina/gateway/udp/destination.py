@@ -44,7 +44,7 @@ class Destination:
     def close(self) -> None:
         """Stop taking packets: batches not yet sent are dropped (in-flight invocations finish)."""
 
-    def server_stopping(self) -> None:  # noqa: B027 - optional hook
+    def server_stopping(self) -> None:
         """Called before close() when the whole server stops (not when the listener is removed): a destination
         that cleans up on removal (the MicroVM destination terminates its instances) leaves that to its owner."""
 

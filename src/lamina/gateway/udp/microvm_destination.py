@@ -324,7 +324,7 @@ class MicrovmDestination(Destination):
         except asyncio.CancelledError:
             self._drop_held(t)
             raise
-        except Exception as exc:  # noqa: BLE001 - the gateway must keep running
+        except Exception as exc:
             log.exception("UDP destination %s: tenant %r failed", self.config.name, t.tenant)
             self._give_up(t, f"{type(exc).__name__}: {exc}")
         finally:

@@ -117,7 +117,7 @@ class UdpGateway:
                                "MicroVM engine); use a function destination")
             try:
                 self.microvms.images.image(d.image)
-            except Exception as exc:  # noqa: BLE001 - the MicroVMs API's not-found / invalid ARN
+            except Exception as exc:
                 raise AwsError("ValidationException", f"{where}.Image: {getattr(exc, 'message', exc)} (create it "
                                "with CreateMicrovmImage or `lamina microvm`, then the listener)") from None
             least = self.settings.microvm_min_idle_seconds
