@@ -78,13 +78,14 @@ class Client:
             raise ValueError(f"bad endpoint {endpoint!r}: expected e.g. http://127.0.0.1:8800")
         self.endpoint = endpoint.rstrip("/")
         self._parts = parts
+        self._host: str = parts.hostname  # checked above
         self._prefix = parts.path.rstrip("/")  # a server mounted under a path behind a proxy
 
     # -- transport -------------------------------------------------------------------------------
 
     def _connect(self, read_timeout: float | None) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._parts.hostname, self._parts.port, timeout=CONNECT_TIMEOUT)
+        conn = cls(self._host, self._parts.port, timeout=CONNECT_TIMEOUT)
         try:
             conn.connect()
         except ConnectionRefusedError:

@@ -78,7 +78,8 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 def make_client(ctx: typer.Context, endpoint: str | None) -> Client:
     """The command's own --endpoint wins over the global one, which wins over the default."""
-    chosen = endpoint or (ctx.obj or {}).get("endpoint") or default_endpoint()
+    # The global option sits on the root context (a subcommand of `microvm image` is two levels down).
+    chosen = endpoint or (ctx.find_root().obj or {}).get("endpoint") or default_endpoint()
     try:
         return Client(chosen)
     except ValueError as exc:

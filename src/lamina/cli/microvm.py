@@ -42,7 +42,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSO
 def _client(ctx: typer.Context, endpoint: str | None) -> Client:
     from lamina.cli.main import make_client  # here: main imports this module to register the commands
 
-    return make_client(ctx.find_root(), endpoint)
+    return make_client(ctx, endpoint)
 
 
 def _consoles():

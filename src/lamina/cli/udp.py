@@ -87,11 +87,10 @@ def build_request(*, port: int, host: str | None, name: str | None, destinations
     return body
 
 
-def _client(ctx: typer.Context, endpoint: str | None):
+def _client(ctx: typer.Context, endpoint: str | None) -> Client:
     from lamina.cli.main import make_client  # here: main imports this module to register the commands
 
-    root = ctx.find_root()
-    return make_client(root, endpoint)
+    return make_client(ctx, endpoint)
 
 
 def _out():
