@@ -40,8 +40,7 @@ from lamina.microvm import dockerfile, rootfs
 from lamina.microvm.dockerfile import Instruction
 from lamina.microvm.engine import BuildError, BuildRequest, ImageConfig
 from lamina.microvm.instance import DEFAULT_PATH, NOFILE, PIDS_MAX
-from lamina.sandbox.base import SandboxBackend, SandboxError, SandboxSpec
-from lamina.sandbox.linux import UID_BASE
+from lamina.sandbox.base import UID_BASE, SandboxBackend, SandboxError, SandboxSpec
 
 RUN_TIMEOUT_S = 1800.0
 BUILD_MEMORY_MB = 2048

@@ -18,7 +18,7 @@ is invisible to other instances and is removed on terminate. A build uses the la
 upper dirs, so what RUN writes *is* the layer. Measured cost of unshare + the three mounts on
 this project's 2-vCPU machine: ~0.6-0.8 ms (median, 20 runs), far below the 50 ms budget.
 
-Ownership: in-sandbox uids 0..65535 are host uids UID_BASE.. (sandbox/linux.py). Files owned by an
+Ownership: in-sandbox uids 0..65535 are host uids UID_BASE.. (sandbox/base.py). Files owned by an
 unmapped host uid (host root's /usr) are read-only even to the in-sandbox root, so every place an
 app may write (/, /app, /etc, /usr/local, /root, /tmp, /var, /home, /opt, /srv, ...) comes from the
 layer, the base or an upper dir, all owned by the uid the sandbox's root maps to.
@@ -32,7 +32,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from lamina.sandbox.linux import UID_BASE
+from lamina.sandbox.base import UID_BASE
 
 # Root skeleton: (path, mode). Writable places an app expects, owned by the in-sandbox root.
 _SKELETON = (

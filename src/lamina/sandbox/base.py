@@ -44,6 +44,25 @@ class SandboxSpec:
 
 ExitCallback = Callable[[int], None]
 
+# An isolated backend maps in-sandbox uids and gids 0..65535 to host ids UID_BASE.. (a user namespace;
+# owned by nobody on the host): a file the sandbox's root should own is owned by UID_BASE on the host.
+UID_BASE = 200_000_000
+
+
+class ExitProtocol(asyncio.SubprocessProtocol):
+    """Reports a sandbox's main process's exit status to its ExitCallback, once (-1 if unknown)."""
+
+    def __init__(self, on_exit: ExitCallback) -> None:
+        self.on_exit = on_exit
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def process_exited(self) -> None:
+        code = self.transport.get_returncode() if self.transport else -1
+        self.on_exit(code if code is not None else -1)
+
 
 class Sandbox(abc.ABC):
     """A started sandbox: one process tree."""

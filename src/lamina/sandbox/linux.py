@@ -27,13 +27,21 @@ from pathlib import Path
 
 from lamina.runtime.python_handler import SECCOMP_ENV
 from lamina.sandbox import hostguard, netns, seccomp
-from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox.base import (
+    UID_BASE,
+    ExitCallback,
+    ExitProtocol,
+    ForkedSandbox,
+    Sandbox,
+    SandboxBackend,
+    SandboxError,
+    SandboxSpec,
+)
 from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
 
 log = logging.getLogger("lamina.sandbox")
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-UID_BASE = 200_000_000  # in-sandbox uids 0..65535 are host uids UID_BASE.. (owned by nobody on the host)
 RUNTIME_API_TIMEOUT_S = 10.0
 FORK_CHARGE_MB = 3  # kernel memory a live fork leaves charged to its zygote (measured ~1.7 MB)
 
@@ -70,7 +78,7 @@ class LinuxSandbox(_Freezable, Sandbox):
     def __init__(self, transport: asyncio.SubprocessTransport, cgroup: Cgroup,
                  api_socket: socket.socket | None = None, netns_fd: int | None = None) -> None:
         self.transport = transport
-        self.pid = transport.get_pid()
+        self.pid: int = transport.get_pid()
         self.cgroup = cgroup
         self.runtime_api_socket = api_socket
         self.netns_fd = netns_fd
@@ -280,8 +288,6 @@ class LinuxBackend(SandboxBackend):
         return json.dumps(config)
 
     async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:
-        from lamina.sandbox.process import _ExitProtocol
-
         loop = asyncio.get_running_loop()
         try:
             # A zygote's init runs once for every environment after it, so it is not held to the
@@ -307,7 +313,7 @@ class LinuxBackend(SandboxBackend):
         out = spec.log_fd if spec.log_fd is not None else asyncio.subprocess.DEVNULL
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: _ExitProtocol(on_exit), self.host_python, "-I", "-S", str(RUNTIME_DIR / "launcher.py"),
+                lambda: ExitProtocol(on_exit), self.host_python, "-I", "-S", str(RUNTIME_DIR / "launcher.py"),
                 f"fd:{config_fd}", stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env={}, cwd="/",
                 pass_fds=tuple(pass_fds), start_new_session=True)
         except OSError as exc:

@@ -15,22 +15,17 @@ import socket
 import sys
 from pathlib import Path
 
-from lamina.sandbox.base import ExitCallback, ForkedSandbox, Sandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox.base import (
+    ExitCallback,
+    ExitProtocol,
+    ForkedSandbox,
+    Sandbox,
+    SandboxBackend,
+    SandboxError,
+    SandboxSpec,
+)
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-
-
-class _ExitProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, on_exit: ExitCallback) -> None:
-        self.on_exit = on_exit
-        self.transport: asyncio.SubprocessTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def process_exited(self) -> None:
-        code = self.transport.get_returncode() if self.transport else -1
-        self.on_exit(code if code is not None else -1)
 
 
 def _killpg(pid: int | None, sig: int) -> None:
@@ -109,7 +104,7 @@ class ProcessBackend(SandboxBackend):
         out = spec.log_fd if spec.log_fd is not None else asyncio.subprocess.DEVNULL
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: _ExitProtocol(on_exit), *spec.argv,
+                lambda: ExitProtocol(on_exit), *spec.argv,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=str(spec.code_dir),
                 pass_fds=spec.pass_fds, start_new_session=True,
             )
