@@ -21,12 +21,12 @@ import uvloop
 
 from lamina import __version__
 from lamina.api.app import LaminaApp
-from lamina.api.concurrency import ConcurrencyService
-from lamina.api.function_urls import FunctionUrlService
-from lamina.api.permissions import PolicyService
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
+from lamina.functions.concurrency import ConcurrencyService
+from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
+from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.api.concurrency import split_by_weight
+from lamina.functions.concurrency import split_by_weight
 
 
 def test_no_weights_keeps_everything_on_the_primary_version():

@@ -4,44 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-import orjson
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina.functions.errors import AwsError
 from lamina.functions.registry import FunctionService
-from lamina.functions.validation import integer
-
-
-def json_response(data: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def read_json(request: Request) -> dict:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise AwsError("SerializationException", f"Could not parse the request body as JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise AwsError("SerializationException", "The request body must be a JSON object.")
-    return body
-
-
-def max_items_param(q: QueryParams) -> int | None:
-    """The MaxItems query parameter of the list operations (1-10000)."""
-    if "MaxItems" not in q:
-        return None
-    try:
-        value = int(q["MaxItems"])
-    except ValueError:
-        raise AwsError("ValidationException", f"1 validation error detected: Value '{q['MaxItems']}' at "
-                       "'maxItems' failed to satisfy constraint: Member must be an integer") from None
-    return integer({"MaxItems": value}, "MaxItems", "maxItems", 1, 10000)
+from lamina.functions.rest import json_response, max_items_param, read_json
 
 
 def base_url(request: Request) -> str:

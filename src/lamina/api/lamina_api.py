@@ -10,9 +10,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from lamina import __version__
-from lamina.api.lambda_api import json_response
 from lamina.functions.errors import AwsError
 from lamina.functions.registry import FunctionService
+from lamina.functions.rest import json_response
 
 
 def routes(functions: FunctionService) -> list[Route]:

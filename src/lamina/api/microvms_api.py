@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from lamina.api.lambda_api import json_response, read_json
 from lamina.functions.errors import AwsError
+from lamina.functions.rest import json_response, read_json
 from lamina.microvm import ids
 from lamina.microvm.errors import ApiError
 from lamina.microvm.images import UPLOAD_PATH

@@ -43,7 +43,7 @@ from lamina.store.functions import FunctionRepo
 from lamina.store.logs import LogStore
 from lamina.store.versions import AliasRepo, AliasRow, VersionRepo, VersionRow
 
-log = logging.getLogger("lamina.api")
+log = logging.getLogger("lamina.functions")
 
 LATEST = "$LATEST"
 DEFAULT_TIMEOUT = 3

@@ -36,9 +36,9 @@ from lamina.gateway.http.payload import (
 )
 
 if TYPE_CHECKING:
-    from lamina.api.function_urls import FunctionUrl, FunctionUrlService
     from lamina.dispatch.pool import FunctionPool
     from lamina.functions.registry import Function, FunctionService
+    from lamina.functions.urls import FunctionUrl, FunctionUrlService
 
 log = logging.getLogger("lamina.gateway")
 

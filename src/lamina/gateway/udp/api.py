@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.api.lambda_api import json_response, read_json
+from lamina.functions.rest import json_response, read_json
 from lamina.gateway.udp.service import UdpGateway
 
 PREFIX = "/lamina/v1/udp/listeners"

@@ -1,0 +1,141 @@
+"""Resource-based policies: AddPermission, RemovePermission, GetPolicy.
+
+Statements are stored and returned in AWS's policy-document shape so tools that add, for example,
+`lambda:InvokeFunctionUrl` for `Principal: *` (boto3 scripts, Terraform, CDK) work unchanged. Lamina
+does not evaluate them: there is no IAM here, and every caller is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from lamina.functions import validation as v
+from lamina.functions.errors import AwsError, validation
+from lamina.functions.names import parse_function_name, resolve_qualifier
+from lamina.functions.registry import Function, FunctionService
+from lamina.functions.urls import AUTH_TYPES, NOT_FOUND
+from lamina.store.db import Database
+from lamina.store.function_urls import PermissionRepo, StatementRow
+
+_STATEMENT_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_ACTION = re.compile(r"lambda:[*]|lambda:[a-zA-Z]+|[*]")
+_PRINCIPAL = re.compile(r"[^\s]+")
+_ACCOUNT = re.compile(r"\d{12}")
+
+
+class PolicyService:
+    def __init__(self, functions: FunctionService, db: Database) -> None:
+        self.functions = functions
+        self.repo = PermissionRepo(db)
+        # (function, qualifier or '') -> {statement id: statement}, in insertion order
+        self.policies: dict[tuple[str, str], dict[str, dict]] = {}
+        self.revisions: dict[tuple[str, str], str] = {}
+        functions.delete_hooks.append(self._function_deleted)
+        functions.qualifier_hooks.append(self._qualifier_deleted)
+
+    def load(self) -> None:
+        for row in self.repo.all():
+            key = (row.function_name, row.qualifier)
+            self.policies.setdefault(key, {})[row.statement_id] = row.statement
+            self.revisions.setdefault(key, str(uuid.uuid4()))
+
+    def _function_deleted(self, name: str) -> None:
+        for key in [k for k in self.policies if k[0] == name]:
+            del self.policies[key]
+            self.revisions.pop(key, None)
+
+    def _qualifier_deleted(self, name: str, qualifier: str) -> None:
+        # A deleted version's or alias's policy goes with it.
+        if self.policies.pop((name, qualifier), None) is not None:
+            self.repo.delete_qualifier(name, qualifier)
+        self.revisions.pop((name, qualifier), None)
+
+    def _target(self, raw_name: str, query_qualifier: str | None) -> tuple[Function, str]:
+        ref = parse_function_name(raw_name, max_len=256)
+        qualifier = resolve_qualifier(ref, query_qualifier)
+        return self.functions.get(ref, qualifier), qualifier or ""
+
+    def _check_revision(self, key: tuple[str, str], revision: str | None) -> None:
+        if revision is not None and revision != self.revisions.get(key):
+            raise AwsError("PreconditionFailedException", "The Revision Id provided does not match the latest "
+                           "Revision Id. Call the GetPolicy API to retrieve the latest Revision Id")
+
+    def add(self, raw_name: str, query_qualifier: str | None, body: dict) -> dict:
+        body = v.require_object(body)
+        for key, member in (("StatementId", "statementId"), ("Action", "action"), ("Principal", "principal")):
+            v.required(body, key, member)
+        sid = v.string(body, "StatementId", "statementId", 100, _STATEMENT_ID)
+        action = v.string(body, "Action", "action", 10000, _ACTION)
+        principal = v.string(body, "Principal", "principal", 2048, _PRINCIPAL)
+        source_arn = v.string(body, "SourceArn", "sourceArn", 10000)
+        source_account = v.string(body, "SourceAccount", "sourceAccount", 12, _ACCOUNT)
+        token = v.string(body, "EventSourceToken", "eventSourceToken", 256)
+        org = v.string(body, "PrincipalOrgID", "principalOrgID", 34)
+        auth_type = body.get("FunctionUrlAuthType")
+        if auth_type is not None and auth_type not in AUTH_TYPES:
+            raise validation(auth_type, "functionUrlAuthType", "Member must satisfy enum value set: [AWS_IAM, NONE]")
+        via_url = v.boolean(body, "InvokedViaFunctionUrl", "invokedViaFunctionUrl")
+        fn, qualifier = self._target(raw_name, query_qualifier)
+        key = (fn.name, qualifier)
+        self._check_revision(key, body.get("RevisionId"))
+        statements = self.policies.get(key, {})
+        if sid in statements:
+            raise AwsError("ResourceConflictException", f"The statement id ({sid}) provided already exists. Please "
+                           "provide a new statement id, or remove the existing statement.")
+        statement: dict = {"Sid": sid, "Effect": "Allow", "Principal": _principal(principal or ""),
+                           "Action": action, "Resource": self.functions.arn(fn.name, qualifier or None)}
+        condition: dict[str, dict[str, str]] = {}
+        if source_arn is not None:
+            condition.setdefault("ArnLike", {})["AWS:SourceArn"] = source_arn
+        if source_account is not None:
+            condition.setdefault("StringEquals", {})["AWS:SourceAccount"] = source_account
+        if token is not None:
+            condition.setdefault("StringEquals", {})["lambda:EventSourceToken"] = token
+        if org is not None:
+            condition.setdefault("StringEquals", {})["aws:PrincipalOrgID"] = org
+        if auth_type is not None:
+            condition.setdefault("StringEquals", {})["lambda:FunctionUrlAuthType"] = auth_type
+        if via_url:
+            condition.setdefault("Bool", {})["lambda:InvokedViaFunctionUrl"] = "true"
+        if condition:
+            statement["Condition"] = condition
+        self.repo.insert(StatementRow(fn.name, qualifier, sid or "", statement))
+        self.policies.setdefault(key, {})[sid or ""] = statement
+        self.revisions[key] = str(uuid.uuid4())
+        return {"Statement": json.dumps(statement, separators=(",", ":"))}
+
+    def remove(self, raw_name: str, query_qualifier: str | None, sid: str, revision: str | None) -> None:
+        fn, qualifier = self._target(raw_name, query_qualifier)
+        key = (fn.name, qualifier)
+        self._check_revision(key, revision)
+        statements = self.policies.get(key, {})
+        if sid not in statements:
+            raise AwsError("ResourceNotFoundException", f"Statement {sid} is not found in resource policy.")
+        self.repo.delete(fn.name, qualifier, sid)
+        del statements[sid]
+        if not statements:
+            del self.policies[key]
+        self.revisions[key] = str(uuid.uuid4())
+
+    def get(self, raw_name: str, query_qualifier: str | None) -> dict:
+        fn, qualifier = self._target(raw_name, query_qualifier)
+        key = (fn.name, qualifier)
+        statements = self.policies.get(key)
+        if not statements:
+            raise AwsError("ResourceNotFoundException", NOT_FOUND)
+        policy = {"Version": "2012-10-17", "Id": "default", "Statement": list(statements.values())}
+        return {"Policy": json.dumps(policy, separators=(",", ":")), "RevisionId": self.revisions[key]}
+
+
+def _principal(principal: str) -> str | dict[str, str]:
+    if principal == "*":
+        return "*"
+    if _ACCOUNT.fullmatch(principal):
+        return {"AWS": f"arn:aws:iam::{principal}:root"}
+    if principal.startswith("arn:"):
+        return {"AWS": principal}
+    if "." in principal:
+        return {"Service": principal}
+    return {"AWS": principal}
