@@ -196,17 +196,17 @@ class Builder:
         words = [dockerfile.substitute(w, values) for w in ins.args]
         sources, dest = words[:-1], words[-1]
         matches: list[Path] = []
-        for src in sources:
-            pattern = src.lstrip("/") or "."
+        for source in sources:
+            pattern = source.lstrip("/") or "."
             found = sorted(glob.glob(pattern, root_dir=context)) if glob.has_magic(pattern) else [pattern]
             if not found:
-                raise ins.error(f"no file in the code artifact matches {src!r}")
+                raise ins.error(f"no file in the code artifact matches {source!r}")
             for rel in found:
                 real = Path(os.path.realpath(context / rel))
                 if real != context and context not in real.parents:
-                    raise ins.error(f"{src!r} is outside the build context (the code artifact)")
+                    raise ins.error(f"{source!r} is outside the build context (the code artifact)")
                 if not real.exists():
-                    raise ins.error(f"{src!r} is not in the code artifact")
+                    raise ins.error(f"{source!r} is not in the code artifact")
                 matches.append(real)
         into_dir = dest.endswith("/") or len(matches) > 1 or dest in (".", "./")
         dest_path = os.path.normpath(os.path.join(state.workdir, dest))
@@ -296,7 +296,11 @@ class Builder:
             self._check_packages(ins, req, request)
         if requests and rest is None:
             return
-        argv = [*dockerfile.SHELL, rest] if ins.shell else list(ins.argv or [])
+        if ins.shell:
+            assert rest is not None  # split_run leaves nothing to run only when it found package-manager calls
+            argv = [*dockerfile.SHELL, rest]
+        else:
+            argv = list(ins.argv or [])
         uid, gid, home = self._user(ins, request.layer_dir, state.user)
         env = {"PATH": DEFAULT_PATH, "HOME": home, "HOSTNAME": "build", "LANG": "C.UTF-8", **_BUILD_ENV,
                **state.env}

@@ -14,6 +14,7 @@ Images and their built versions survive a restart; a build the restart interrupt
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import hashlib
@@ -23,6 +24,7 @@ import platform
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,8 +101,9 @@ class ImageService:
         self.images: dict[str, Image] = {}
         self.builds: dict[str, BuildRow] = {}
         self._tasks: set[asyncio.Task] = set()
-        # Returns the ids of the instances of an image that are not TERMINATED (set by the manager).
-        self.active_instances = lambda name, version=None: []
+        # (image name, version or None for all) -> the ids of its instances that are not TERMINATED;
+        # set by the manager.
+        self.active_instances: Callable[[str, str | None], list[str]] = lambda name, version: []
 
     # -- persistence ------------------------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class ImageService:
                 try:
                     ver.built = built_from_dict(vrow.built)
                 except Exception as exc:
-                    log.warning("image %s version %s cannot be restored: %s", row.name, vrow.version, exc)
+                    log.warning("image %s version %s cannot be restored: %s", vrow.image_name, vrow.version, exc)
             if ver.config["state"] in ("PENDING", "IN_PROGRESS"):
                 ver.config.update(state="FAILED", stateReason=RESTART_REASON, updatedAt=ids.now())
                 self._save_version(ver)
@@ -126,9 +129,9 @@ class ImageService:
                 brow.config.update(buildState="FAILED", stateReason=RESTART_REASON)
                 self.repo.save_build(brow)
             self.builds[brow.build_id] = brow
-            ver = self._maybe_version(brow.image_name, brow.version)
-            if ver is not None:
-                ver.build_id = brow.build_id
+            built_version = self._maybe_version(brow.image_name, brow.version)
+            if built_version is not None:
+                built_version.build_id = brow.build_id
         for image in self.images.values():
             if image.config["state"] in ("CREATING", "UPDATING"):
                 image.config["state"] = "CREATE_FAILED" if image.config["state"] == "CREATING" else "UPDATE_FAILED"
@@ -180,11 +183,11 @@ class ImageService:
                 raise conflict(f"Image {image.name} version {version} is INACTIVE; make it ACTIVE with "
                                "UpdateMicrovmImageVersion first.", VERSION, f"{image.name}:{version}")
             return ver
-        ver = self.latest(image, usable=True)
-        if ver is None:
+        newest = self.latest(image, usable=True)
+        if newest is None:
             raise conflict(f"Image {image.name} has no SUCCESSFUL, ACTIVE version to run (image state "
                            f"{image.config['state']}); wait for its build or check its build log.", IMAGE, image.name)
-        return ver
+        return newest
 
     # -- documents --------------------------------------------------------------------------------
 
@@ -378,7 +381,8 @@ class ImageService:
         chunk, token = ids.page(versions, max_results, next_token)
         return _listing([self.describe_version(ver) for ver in chunk], token)
 
-    def _build_of(self, ver: ImageVersion) -> list[BuildRow]:
+    # builtins.list: in this class, `list` is the ListMicrovmImages method.
+    def _build_of(self, ver: ImageVersion) -> builtins.list[BuildRow]:
         return [b for b in self.builds.values() if b.image_name == ver.image_name and b.version == ver.version]
 
     def get_build(self, identifier: str, version: str, build_id: str) -> BuildRow:
@@ -432,7 +436,7 @@ class ImageService:
         if image.config["state"] in ("CREATING", "UPDATING"):
             raise conflict(f"Image {image.name} is {image.config['state']}; delete it when its build is done.",
                            IMAGE, image.name)
-        live = self.active_instances(image.name)
+        live = self.active_instances(image.name, None)
         if live:
             raise conflict(f"{len(live)} MicroVM(s) of image {image.name} are not TERMINATED "
                            f"({', '.join(live[:3])}); terminate them first.", IMAGE, image.name)
@@ -463,7 +467,7 @@ class ImageService:
         image.config["tags"] = {**(image.config.get("tags") or {}), **v.tags(tags)}
         self._save_image(image)
 
-    def untag(self, arn: str, keys: list[str]) -> None:
+    def untag(self, arn: str, keys: builtins.list[str]) -> None:
         image = self.image(arn)
         image.config["tags"] = {k: val for k, val in (image.config.get("tags") or {}).items() if k not in keys}
         self._save_image(image)

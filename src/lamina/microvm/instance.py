@@ -227,6 +227,7 @@ class SandboxInstance:
         assert self.sandbox is not None
         cgroup = getattr(self.sandbox, "cgroup", None)
         if cgroup is None:  # process backend: the whole session
+            assert self.sandbox.pid is not None  # a started (not forked) sandbox knows its pid
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.sandbox.pid, signal.SIGSTOP)
             return
@@ -245,6 +246,7 @@ class SandboxInstance:
         assert self.sandbox is not None
         cgroup = getattr(self.sandbox, "cgroup", None)
         if cgroup is None:
+            assert self.sandbox.pid is not None
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.sandbox.pid, signal.SIGCONT)
             return

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
 import time
@@ -42,6 +43,7 @@ from lamina.store.microvms import InstanceRow, MicrovmRepo
 
 if TYPE_CHECKING:
     from lamina.config import Settings
+    from lamina.sandbox.base import SandboxBackend
 
 log = logging.getLogger("lamina.microvm")
 
@@ -312,7 +314,7 @@ class MicrovmManager:
                 log.warning("microvm %s: launch failed: %s", mvm.microvm_id, exc)
                 self._set(mvm, "TERMINATED", f"The MicroVM could not start: {exc}", terminated=True)
                 return
-            mvm.handle.exited.add_done_callback(lambda fut, m=mvm: self._exited(m, fut))
+            mvm.handle.exited.add_done_callback(functools.partial(self._exited, mvm))
             body = orjson.dumps({"microvmId": mvm.microvm_id, "runHookPayload": mvm.payload or ""})
             failure = await self._hook(mvm, "run", body)
             if failure is not None:
@@ -475,7 +477,7 @@ class MicrovmManager:
         mvm.last_activity = time.monotonic()
 
 
-def load_engine(backend: object, settings: Settings) -> Engine | None:
+def load_engine(backend: SandboxBackend, settings: Settings) -> Engine | None:
     """The sandbox engine (microvm/sandbox_engine.py), or None while this build has none."""
     if importlib.util.find_spec("lamina.microvm.sandbox_engine") is None:
         log.warning("no MicroVM engine in this build: the MicroVMs API cannot build or run images")
