@@ -20,14 +20,21 @@ import uvicorn
 import uvloop
 
 from lamina import __version__
-from lamina.api.app import LaminaApp
+from lamina.api import app as api_app
+from lamina.api import invoke_stream
+from lamina.api.invoke import InvokeEndpoint
+from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
+from lamina.functions import invoke as invoke_path
 from lamina.functions.concurrency import ConcurrencyService
+from lamina.functions.invoke import InvokeHandler
 from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http.fast_http import protocol_for
+from lamina.gateway.http.front_door import FrontDoor
+from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.sandbox import get_backend
@@ -57,8 +64,17 @@ class Server:
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
-        self.app = LaminaApp(self.functions, self.lifespan, self.urls, self.policies, self.concurrency,
-                             udp=self.udp, microvms=self.microvms)
+        self.app = self._front_door()
+
+    def _front_door(self) -> FrontDoor:
+        """The front ends, composed: the REST APIs (api/ and the UDP gateway's own) behind the HTTP front door,
+        which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
+        routes = api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
+        control = api_app.control_app(routes + udp_api.routes(self.udp), self.lifespan)
+        invoke = InvokeHandler(self.functions)
+        invoke_routes = [(invoke_path.match, InvokeEndpoint(invoke)),
+                         (invoke_stream.match, StreamInvokeHandler(self.functions))]
+        return FrontDoor(control, self.functions, invoke, invoke_routes, urls=self.urls, microvms=self.microvms)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:

@@ -1,8 +1,7 @@
-"""Invoke: POST /2015-03-31/functions/{FunctionName}/invocations, on the hot path.
-
-This handler is a bare ASGI callable (no framework routing or request objects): it reads the
-body, checks limits, hands an Invocation to the dispatcher and writes the result. It never touches
-the database.
+"""The one invoke path every front end calls: check an Invoke request (POST
+/2015-03-31/functions/{FunctionName}/invocations and the front ends that invoke like it), find the version to
+run, submit the Invocation to its pool and shape the result. Synchronous, streamed (StreamedRun) and
+asynchronous submissions start here. It never touches the database.
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from lamina.dispatch import ids
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.functions.errors import AwsError
 from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.functions.registry import Function, FunctionService, is_per_tenant
+from lamina.functions.rest import Receive, read_body
 from lamina.functions.validation import tenant_id as valid_tenant_id
 
 SYNC_LIMIT = 6 * 1024 * 1024
@@ -51,26 +50,7 @@ class InvokeHandler:
         self.dispatcher = functions.dispatcher
         self._refs: dict[str, FunctionRef] = {}
 
-    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:
-        request_id = ids.request_id()
-        try:
-            p = await self.prepare(scope, receive, raw_name)
-            started = self.start(p, request_id)
-            if isinstance(started, Invocation):
-                status, headers, body = self.respond(p, await wait(started))
-            else:
-                status, headers, body = started
-        except AwsError as err:
-            status, headers, body = err.render(request_id)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        headers.append((b"x-amzn-requestid", request_id.encode()))
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def prepare(self, scope: dict, receive, raw_name: str,
+    async def prepare(self, scope: dict, receive: Receive, raw_name: str,
                       types: tuple[str, ...] = INVOCATION_TYPES, operation: str = "Invoke") -> Prepared:
         """Validate the request, find the function and read the payload (shared with the streaming invoke)."""
         head = self.head(scope["method"], scope["path"], _headers(scope), scope.get("query_string", b""), raw_name,
@@ -285,24 +265,7 @@ def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive, limit: int) -> bytes | None:
-    """The whole request body, or None once it exceeds limit bytes."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise AwsError("InvalidRequestContentException", "The client closed the connection.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
-
-
-async def _read_body(receive, limit: int, operation: str) -> bytes:
+async def _read_body(receive: Receive, limit: int, operation: str) -> bytes:
     body = await read_body(receive, limit)
     if body is None:
         raise AwsError("RequestTooLargeException",

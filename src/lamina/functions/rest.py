@@ -14,7 +14,8 @@ from starlette.responses import Response
 from lamina.functions.errors import AwsError
 from lamina.functions.validation import integer
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]   # ASGI
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def json_response(data: object, status: int = 200) -> Response:
@@ -46,3 +47,18 @@ def max_items_param(q: QueryParams) -> int | None:
     return integer({"MaxItems": value}, "MaxItems", "maxItems", 1, 10000)
 
 
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it exceeds limit bytes."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AwsError("InvalidRequestContentException", "The client closed the connection.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks) if len(chunks) != 1 else chunks[0]

@@ -47,7 +47,7 @@ from lamina.gateway.http.function_urls import (
 from lamina.gateway.http.payload import HttpResponse, StreamStart, bodiless
 
 if TYPE_CHECKING:
-    from lamina.api.app import LaminaApp
+    from lamina.gateway.http.front_door import FrontDoor
 
 log = logging.getLogger("lamina.gateway")
 
@@ -230,7 +230,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with Lamina's hot path in front of the ASGI app (see the module docstring).
     Subclassed per server by protocol_for(app), which sets `lamina`."""
 
-    lamina: LaminaApp
+    lamina: FrontDoor
     _trusted: _TrustedHosts | None = None
     # When this idle keep-alive connection is to be closed (loop time); 0.0 while a request is arriving or in
     # flight. See _keep_alive_check.
@@ -734,6 +734,6 @@ def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
 
 
-def protocol_for(app: LaminaApp) -> type[LaminaHttpProtocol]:
+def protocol_for(app: FrontDoor) -> type[LaminaHttpProtocol]:
     """The protocol class uvicorn should use for this app (`uvicorn.Config(http=protocol_for(app))`)."""
     return type("LaminaHttpProtocol", (LaminaHttpProtocol,), {"lamina": app})

@@ -20,9 +20,10 @@ import orjson
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.functions.errors import AwsError
-from lamina.functions.invoke import StreamedRun, check_tenant, ensure_invokable, read_body, run_sync
+from lamina.functions.invoke import StreamedRun, check_tenant, ensure_invokable, run_sync
 from lamina.functions.names import FunctionRef
 from lamina.functions.registry import LATEST, is_per_tenant
+from lamina.functions.rest import read_body
 from lamina.functions.validation import tenant_id as tenant_id_header
 from lamina.gateway.http.http_apps import HttpAppProxy
 from lamina.gateway.http.payload import (
