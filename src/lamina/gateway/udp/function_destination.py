@@ -43,7 +43,7 @@ import orjson
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_invokable
-from lamina.functions.registry import FunctionService
+from lamina.functions.registry import Function, FunctionService
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
 from lamina.gateway.udp.destination import TAGS, Complaints, Destination, IsoClock, Packet, ReplyChannel, send_replies
@@ -62,9 +62,6 @@ GROWTH = {"base64": 4 / 3 + 0.01, "hex": 2.0, "ascii": 6.0, "utf8": 6.0}
 MAX_OPEN_BATCHES = 4096
 # Closed batches that may wait for a free invocation slot: MaxInFlightBatches, but at least this many.
 MIN_WAITING = 4
-# Nobody reads a batch invocation's log tail (X-Amz-Log-Result): do not collect it, where the dispatcher
-# offers that.
-_NO_LOG_TAIL = {"keep_log": False} if "keep_log" in getattr(Invocation, "__dataclass_fields__", {}) else {}
 
 
 class _Batch:
@@ -82,7 +79,10 @@ class _Batch:
 class FunctionDestination(Destination):
     def __init__(self, config: DestinationConfig, channel: ReplyChannel, functions: FunctionService,
                  *, asynchronous: bool = False) -> None:
+        if config.function is None:
+            raise ValueError("a function destination needs a Function")
         self.config = config
+        self.function = config.function
         self.metrics = DestinationMetrics()
         self.channel = channel
         self.functions = functions
@@ -200,8 +200,9 @@ class FunctionDestination(Destination):
         m.batches += 1
         try:
             target, arn = self._resolve(batch.tenant)
+            # keep_log: nobody reads a batch invocation's log tail (X-Amz-Log-Result), so it is not collected.
             inv = Invocation(str(uuid.uuid4()), payload, arn, sync=not self.asynchronous, tenant_id=batch.tenant,
-                             **_NO_LOG_TAIL)
+                             keep_log=False)
             inv.future = future = self.loop.create_future()
             self.dispatcher.submit(target.key, inv)
         except Throttled as exc:
@@ -215,10 +216,10 @@ class FunctionDestination(Destination):
         m.in_flight += 1
         future.add_done_callback(partial(self._done, batch))
 
-    def _resolve(self, tenant: str | None) -> tuple[object, str]:
+    def _resolve(self, tenant: str | None) -> tuple[Function, str]:
         """The version to run and the ARN the function sees as invoked (checked per batch: the function
         may be created, updated or deleted while the listener lives)."""
-        fn, qualifier = self.functions.target(self.config.function)
+        fn, qualifier = self.functions.target(self.function)
         target = self.functions.pick(fn, qualifier)
         try:
             check_tenant(target, tenant)

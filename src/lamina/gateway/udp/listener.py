@@ -65,8 +65,9 @@ class _Protocol(asyncio.DatagramProtocol):
             deliver(packet)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.listener._closed.done():
-            self.listener._closed.set_result(None)
+        closed = self.listener._closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (port unreachable: the client left). Nothing to do but count.
@@ -136,7 +137,8 @@ class UdpListener:
         """Send a reply from the listener's socket; False (and counted) when it cannot go now."""
         t = self.transport
         m = self.metrics
-        if t is None or t.is_closing() or t.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+        # typeshed's DatagramTransport lacks get_write_buffer_size; asyncio's and uvloop's UDP transports have it.
+        if t is None or t.is_closing() or t.get_write_buffer_size() > SEND_BUFFER_LIMIT:  # type: ignore[attr-defined]
             m.dropped_send += 1
             return False
         t.sendto(data, addr)
@@ -151,9 +153,11 @@ class UdpListener:
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.close()
+            closed = self._closed
+            assert closed is not None  # start() made it before the transport
             # The transport closes its socket on a later loop iteration: wait for that (connection_lost).
             try:
-                await asyncio.wait_for(asyncio.shield(self._closed), timeout=2.0)
+                await asyncio.wait_for(asyncio.shield(closed), timeout=2.0)
             except TimeoutError:
                 log.warning("UDP listener %s: socket not closed after 2 s", self.config.name)
         if self.state == "Listening":

@@ -173,6 +173,8 @@ class _Tenant:
 
 
 class MicrovmDestination(Destination):
+    metrics: MicrovmMetrics
+
     def __init__(self, config: DestinationConfig, channel: ReplyChannel, manager: Any, listener_id: str) -> None:
         if manager is None:
             raise ValueError("this server has no MicroVM manager")
