@@ -161,7 +161,8 @@ def unsupported(body: dict) -> None:
 
 
 TENANT_ISOLATION_MODES = ("PER_TENANT",)
-_TENANT_ID = re.compile(r"[a-zA-Z0-9\._:\/=+\-@ ]+")
+# The Lambda model's TenantId pattern (X-Amz-Tenant-Id; the UDP gateway checks its TenantId arguments with it too).
+TENANT_ID = re.compile(r"[a-zA-Z0-9\._:\/=+\-@ ]+")
 
 
 def tenancy_config(body: dict) -> dict | None:
@@ -188,6 +189,6 @@ def tenant_id(value: str | None) -> str | None:
         raise validation(value, "tenantId", "Member must have length greater than or equal to 1")
     if len(value) > 256:
         raise validation(value, "tenantId", "Member must have length less than or equal to 256")
-    if not _TENANT_ID.fullmatch(value):
-        raise validation(value, "tenantId", f"Member must satisfy regular expression pattern: {_TENANT_ID.pattern}")
+    if not TENANT_ID.fullmatch(value):
+        raise validation(value, "tenantId", f"Member must satisfy regular expression pattern: {TENANT_ID.pattern}")
     return value

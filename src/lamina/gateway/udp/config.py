@@ -66,7 +66,7 @@ MICROVM_ARGUMENTS = {"TenantId", "TenantIdExpression", "TenantIdFormatter", "Por
 MAX_DESTINATIONS = 10
 MAX_NETWORKS = 1000
 _NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
-TENANT_ID_PATTERN = validation._TENANT_ID.pattern
+TENANT_ID_PATTERN = validation.TENANT_ID.pattern
 
 
 class ConfigError(ValueError):
