@@ -56,6 +56,14 @@ class Settings:
     microvm_memory_quota_mib: int = 65536
     # Started, ready and frozen instances kept per MicroVM image version, so RunMicrovm only thaws one.
     microvm_standby: int = 1
+    # Asynchronous invocation (events/): every retry wait, backoff and maximum event age is multiplied by
+    # this (1.0 = AWS's minutes; tests use 0.01 to run a schedule in seconds).
+    async_wait_scale: float = 1.0
+    # When an accepted Event invoke is durable before its 202: "fsync" (the queue's WAL is fsynced: survives
+    # power loss) or "os" (written to the OS: survives the server being killed, not a power loss).
+    async_durability: str = "fsync"
+    # Async events handled at once (running, or about to run); more wait in the queue.
+    async_max_in_flight: int = 1000
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:
