@@ -35,8 +35,11 @@ $(AWSCLI_VENV)/.installed:
 run: system-deps install
 	$(VENV)/bin/lamina serve --port $(PORT) --data-dir $(DATA_DIR) --example
 
+# Static checks: ruff, the import-layer contracts in pyproject.toml (../shared/DESIGN.md's layering), mypy on src.
 lint: install
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test: system-deps install $(AWSCLI_VENV)/.installed lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
