@@ -4,6 +4,8 @@
 - `lamina_factory`: start extra servers (restart, SIGTERM tests); each is stopped at teardown.
 - `functions`: create functions (unique names, waits for Active) and delete them at teardown.
 - `assert_serving`: proves the session server still answers a real invoke.
+- `linux_sandbox`: skips the module unless the session server runs the linux sandbox (root); use it with
+  `pytestmark = pytest.mark.usefixtures("linux_sandbox")`.
 When a test fails, the server output written during that test is attached to its report.
 """
 
@@ -22,6 +24,7 @@ from helpers import (
     describe_pids,
     invoke,
     probe_code,
+    skip_unless_linux_sandbox,
     unique_name,
 )
 
@@ -97,6 +100,11 @@ def lamina_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaminaSe
 @pytest.fixture(scope="session")
 def endpoint(lamina_server: LaminaServer) -> str:
     return lamina_server.endpoint
+
+
+@pytest.fixture(scope="module")
+def linux_sandbox(endpoint: str) -> None:
+    skip_unless_linux_sandbox(endpoint)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import hashlib
 import http.client
+import importlib.metadata
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
@@ -53,12 +55,14 @@ def unique_name(prefix: str = "t") -> str:
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
-    """An in-memory zip with the given {path: content}: regular 0644 files, except `bootstrap` (0755)."""
+    """An in-memory zip with the given {path: content}: regular 0644 files, except `bootstrap` and `*.sh`
+    (0755, as a user's build would make them)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, content in files.items():
             info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
-            info.external_attr = (0o100755 if path.rsplit("/", 1)[-1] == "bootstrap" else 0o100644) << 16
+            executable = path.rsplit("/", 1)[-1] == "bootstrap" or path.endswith(".sh")
+            info.external_attr = (0o100755 if executable else 0o100644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             data = content.encode() if isinstance(content, str) else content
             zf.writestr(info, data)
@@ -69,12 +73,24 @@ def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def installed_files(*dists: str) -> dict[str, bytes]:
+    """The installed files of these distributions, to ship inside a function zip (as pip --target would):
+    no metadata, bytecode or scripts."""
+    files: dict[str, bytes] = {}
+    for name in dists:
+        dist = importlib.metadata.distribution(name)
+        for rel in dist.files or []:
+            path = str(rel)
+            if path.startswith(("..", "bin/")) or ".dist-info/" in path or "__pycache__" in path:
+                continue
+            files[path] = Path(dist.locate_file(rel)).read_bytes()
+    return files
+
+
 def skip_unless_linux_sandbox(endpoint: str) -> None:
     """Skip (the calling test, or module from a module fixture) unless the server runs the linux sandbox
     backend, which needs root."""
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        health = json.load(resp)
-    if health.get("sandbox") != "linux":
+    if health(endpoint).get("sandbox") != "linux":
         pytest.skip("needs root: the linux sandbox backend")
 
 
@@ -82,6 +98,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_lamina(endpoint: str, *args: str, cwd: Path | None = None, columns: str | None = "250",
+               timeout: float = 90) -> subprocess.CompletedProcess:
+    """`python -m lamina ARGS` against endpoint, as a user's terminal would run it but without colour;
+    columns=None leaves COLUMNS unset (rich's default width for piped output)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_") and k != "COLUMNS"}
+    env.update(LAMINA_ENDPOINT=endpoint, NO_COLOR="1", TERM="dumb")
+    if columns is not None:
+        env["COLUMNS"] = columns
+    return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
 
 
 def lambda_client(endpoint: str, read_timeout: int = 65):
@@ -142,6 +170,19 @@ def raw_request(endpoint: str, method: str, path: str, body: bytes = b"",
         conn.close()
 
 
+def client_error(exc: pytest.ExceptionInfo[ClientError] | ClientError) -> tuple[int, str, str]:
+    """(HTTP status, error code, message) of an error boto3 raised."""
+    err = (exc.value if isinstance(exc, pytest.ExceptionInfo) else exc).response
+    return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err["Error"].get("Message", "")
+
+
+def failure(call, *args, **kwargs) -> tuple[int, str, str]:
+    """Call a boto3 method that must fail; returns client_error() of what it raised."""
+    with pytest.raises(ClientError) as exc:
+        call(*args, **kwargs)
+    return client_error(exc)
+
+
 def assert_aws_error(resp: RawResponse, status: int | tuple[int, ...], types: str | tuple[str, ...],
                      message_contains: str | None = None) -> str:
     """Assert an AWS-shaped error (status, x-amzn-ErrorType, JSON message/Message); return the message."""
@@ -160,6 +201,36 @@ def assert_aws_error(resp: RawResponse, status: int | tuple[int, ...], types: st
     if message_contains is not None:
         assert message_contains.lower() in message.lower(), resp.describe()
     return message
+
+
+# --------------------------------------------------------------------------------------------------
+# The server's own state (Lamina's /lamina/v1 API)
+
+
+def health(endpoint: str) -> dict:
+    """The server's /lamina/v1/health document (sandbox backend, environment count, ...)."""
+    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=10) as resp:
+        return json.load(resp)
+
+
+def environments(endpoint: str) -> int:
+    """How many environments the server runs now."""
+    return health(endpoint)["environments"]
+
+
+def wait_environments(endpoint: str, count: int, timeout: float = 20.0) -> None:
+    """Poll until the server runs exactly `count` environments; fail if it does not within timeout."""
+    deadline = time.monotonic() + timeout
+    while environments(endpoint) != count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert environments(endpoint) == count
+
+
+def recycle(endpoint: str, name: str) -> int:
+    """Stop the function's idle environments (DELETE /lamina/v1/functions/NAME/environments); returns how many."""
+    resp = raw_request(endpoint, "DELETE", f"/lamina/v1/functions/{name}/environments", timeout=30)
+    assert resp.status == 200, resp.describe()
+    return resp.json()["stopped"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,6 +468,26 @@ def invoke(client, name: str, payload=None, **kwargs) -> tuple[dict, object]:
     resp = client.invoke(FunctionName=name, **kwargs)
     body = resp["Payload"].read()
     return resp, (json.loads(body) if body else None)
+
+
+def invoke_ok(client, name: str, payload=None, **kwargs):
+    """Invoke, assert it succeeded (200, no FunctionError) and return the decoded payload."""
+    resp, body = invoke(client, name, payload, **kwargs)
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+    return body
+
+
+def wait_provisioned(client, name: str, qualifier: str, status: str = "READY", timeout: float = 30.0) -> dict:
+    """Poll GetProvisionedConcurrencyConfig until it reports status (passing only through IN_PROGRESS);
+    returns the configuration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cfg = client.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+        if cfg["Status"] == status or time.monotonic() > deadline:
+            assert cfg["Status"] == status, cfg
+            return cfg
+        assert cfg["Status"] == "IN_PROGRESS", cfg
+        time.sleep(0.05)
 
 
 def decode_log(resp: dict) -> str:

@@ -8,20 +8,13 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import assert_aws_error, fn_arn, probe_code, raw_request, unique_name
+from helpers import assert_aws_error, fn_arn, probe_code, raw_request, unique_name, wait_provisioned
 
 
 def _settings(client) -> tuple[int, int, int, int]:
     s = client.get_account_settings()
     return (s["AccountLimit"]["ConcurrentExecutions"], s["AccountLimit"]["UnreservedConcurrentExecutions"],
             s["AccountUsage"]["FunctionCount"], s["AccountUsage"]["TotalCodeSize"])
-
-
-def _wait_ready(client, name: str, qualifier: str) -> None:
-    deadline = time.monotonic() + 30
-    while client.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)["Status"] != "READY":
-        assert time.monotonic() < deadline, "provisioned concurrency never became READY"
-        time.sleep(0.05)
 
 
 def test_account_settings_account_for_reserved_and_provisioned_concurrency(lambda_client, functions):
@@ -49,8 +42,8 @@ def test_account_settings_account_for_reserved_and_provisioned_concurrency(lambd
     lambda_client.put_provisioned_concurrency_config(FunctionName=reserved_fn, Qualifier="1",
                                                      ProvisionedConcurrentExecutions=3)
     assert _settings(lambda_client)[1] == unreserved0 - 12
-    _wait_ready(lambda_client, free_fn, "1")
-    _wait_ready(lambda_client, reserved_fn, "1")
+    wait_provisioned(lambda_client, free_fn, "1")
+    wait_provisioned(lambda_client, reserved_fn, "1")
     # Reserving for the provisioned function moves its provisioned concurrency inside the reservation.
     lambda_client.put_function_concurrency(FunctionName=free_fn, ReservedConcurrentExecutions=4)
     assert _settings(lambda_client)[1] == unreserved0 - 14

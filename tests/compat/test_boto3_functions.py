@@ -12,6 +12,7 @@ from helpers import (
     ROLE,
     RUNTIME,
     WAIT,
+    client_error,
     create_function,
     decode_log,
     fn_arn,
@@ -26,11 +27,6 @@ from helpers import (
 pytestmark = pytest.mark.timeout(90)
 
 LAST_MODIFIED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}[+-]\d{4}$")
-
-
-def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    err = exc.value.response
-    return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err["Error"].get("Message", "")
 
 
 def test_create_wait_active_and_get(lambda_client):
@@ -250,7 +246,7 @@ def test_unknown_function_is_404(lambda_client, op):
         kwargs["ZipFile"] = make_zip(probe_code())
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException) as exc:
         getattr(lambda_client, op)(**kwargs)
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert status == 404
     assert code == "ResourceNotFoundException"
     assert name in message, message
@@ -260,7 +256,7 @@ def test_create_existing_is_409(lambda_client, functions):
     name = functions(probe_code())
     with pytest.raises(lambda_client.exceptions.ResourceConflictException) as exc:
         create_function(lambda_client, name, probe_code("other"), wait=False)
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert status == 409 and code == "ResourceConflictException"
     assert name in message, message
     _, body = invoke(lambda_client, name, {})
@@ -271,7 +267,7 @@ def test_create_not_a_zip_is_400(lambda_client):
     name = unique_name("nozip")
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as exc:
         create_function(lambda_client, name, b"this is not a zip file", wait=False)
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert status == 400 and code == "InvalidParameterValueException"
     assert "Could not unzip uploaded file" in message, message
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
@@ -282,7 +278,7 @@ def test_update_code_not_a_zip_is_400(lambda_client, functions):
     name = functions(probe_code())
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as exc:
         lambda_client.update_function_code(FunctionName=name, ZipFile=b"PK\x03\x04 truncated")
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert status == 400 and "Could not unzip uploaded file" in message, message
     _, body = invoke(lambda_client, name, {})
     assert body["version"] == "v1"
@@ -294,7 +290,7 @@ def test_reserved_environment_keys_are_400(lambda_client, key):
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as exc:
         create_function(lambda_client, name, probe_code(), wait=False,
                         Environment={"Variables": {"OK_VAR": "1", key: "x"}})
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert status == 400 and code == "InvalidParameterValueException"
     assert key in message, message
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
@@ -306,7 +302,7 @@ def test_reserved_environment_key_on_update_is_400(lambda_client, functions):
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as exc:
         lambda_client.update_function_configuration(FunctionName=name,
                                                     Environment={"Variables": {"AWS_REGION": "eu-west-1"}})
-    assert "AWS_REGION" in _error(exc)[2]
+    assert "AWS_REGION" in client_error(exc)[2]
 
 
 def test_error_responses_carry_request_id(lambda_client):

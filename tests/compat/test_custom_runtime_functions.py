@@ -3,12 +3,9 @@ AWS_LAMBDA_RUNTIME_API, a hand-written bootstrap, and awslambdaric run unchanged
 
 from __future__ import annotations
 
-import importlib.metadata
-from pathlib import Path
-
 import pytest
 
-from helpers import HANDWRITTEN_BOOTSTRAP, invoke, wait_settled
+from helpers import HANDWRITTEN_BOOTSTRAP, installed_files, invoke, wait_settled
 
 INIT_FAILS = '''#!/usr/bin/python3
 import http.client, json, os
@@ -36,19 +33,6 @@ exec python3 -m awslambdaric app.handler
 '''
 
 
-def _installed_files(*dists: str) -> dict[str, bytes]:
-    """The installed files of these distributions, to ship inside a function zip (as pip --target would)."""
-    files: dict[str, bytes] = {}
-    for name in dists:
-        dist = importlib.metadata.distribution(name)
-        for rel in dist.files or []:
-            path = str(rel)
-            if path.startswith("..") or ".dist-info/" in path or "__pycache__" in path:
-                continue
-            files[path] = Path(dist.locate_file(rel)).read_bytes()
-    return files
-
-
 def test_handwritten_bootstrap(lambda_client, functions):
     name = functions({"bootstrap": HANDWRITTEN_BOOTSTRAP}, Runtime="provided.al2023", handler="unused")
     resp, body = invoke(lambda_client, name, {"a": 1}, LogType="Tail")
@@ -74,7 +58,7 @@ def test_custom_runtime_init_error_fails_the_function(lambda_client, functions):
 
 @pytest.fixture(scope="module")
 def ric_zip() -> dict[str, bytes]:
-    files = _installed_files("awslambdaric", "simplejson", "snapshot-restore-py")
+    files = installed_files("awslambdaric", "simplejson", "snapshot-restore-py")
     files["app.py"] = RIC_APP.encode()
     files["bootstrap"] = RIC_BOOTSTRAP.encode()
     return files

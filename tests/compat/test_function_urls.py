@@ -13,7 +13,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import WAIT, create_function, fn_arn, unique_name
+from helpers import WAIT, client_error, create_function, fn_arn, unique_name
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -55,11 +55,6 @@ def handler(event, context):
         raise ValueError("boom from the handler")
     return event
 '''
-
-
-def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    err = exc.value.response
-    return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err["Error"].get("Message", "")
 
 
 def _url_id(function_url: str) -> str:
@@ -144,7 +139,7 @@ def test_url_config_crud(lambda_client, functions, endpoint):
 
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert (status, code) == (409, "ResourceConflictException") and "exists" in message
 
     cors = {"AllowOrigins": ["https://example.com"], "AllowMethods": ["GET", "POST"], "MaxAge": 300,
@@ -166,13 +161,13 @@ def test_url_config_crud(lambda_client, functions, endpoint):
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204
     with pytest.raises(ClientError) as exc:
         lambda_client.get_function_url_config(FunctionName=name)
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+    assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
     with pytest.raises(ClientError) as exc:
         lambda_client.delete_function_url_config(FunctionName=name)
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+    assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
     with pytest.raises(ClientError) as exc:
         lambda_client.update_function_url_config(FunctionName=name, AuthType="NONE")
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+    assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
     assert lambda_client.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"] == []
 
     # a deleted URL no longer answers; a new one gets a new id
@@ -190,29 +185,29 @@ def test_url_config_errors(lambda_client, functions):
                  lambda: lambda_client.list_function_url_configs(FunctionName=missing)):
         with pytest.raises(ClientError) as exc:
             call()
-        assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+        assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
 
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, AuthType="OPEN")
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert (status, code) == (400, "ValidationException") and "authType" in message and "AWS_IAM" in message
 
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="STREAMING")
-    status, code, message = _error(exc)
+    status, code, message = client_error(exc)
     assert (status, code) == (400, "ValidationException") and "invokeMode" in message
 
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE", Cors={"MaxAge": 90000})
-    assert _error(exc)[:2] == (400, "ValidationException")
+    assert client_error(exc)[:2] == (400, "ValidationException")
 
     # no aliases exist: a qualifier names nothing
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="NONE")
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+    assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, Qualifier="$LATEST", AuthType="NONE")
-    assert _error(exc)[:2] == (400, "ValidationException")
+    assert client_error(exc)[:2] == (400, "ValidationException")
 
     # nothing was created by the failed calls
     assert lambda_client.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"] == []
@@ -232,10 +227,10 @@ def test_url_deleted_with_function(lambda_client, endpoint):
     try:
         with pytest.raises(ClientError) as exc:
             lambda_client.get_function_url_config(FunctionName=name)
-        assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+        assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
         with pytest.raises(ClientError) as exc:
             lambda_client.get_policy(FunctionName=name)
-        assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+        assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
     finally:
         lambda_client.delete_function(FunctionName=name)
 
@@ -244,7 +239,7 @@ def test_permissions_for_function_urls(lambda_client, functions):
     name = functions({"app.py": URL_HANDLER})
     with pytest.raises(ClientError) as exc:
         lambda_client.get_policy(FunctionName=name)
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+    assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
 
     resp = lambda_client.add_permission(FunctionName=name, StatementId="FunctionURLAllowPublicAccess",
                                         Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")
@@ -271,20 +266,20 @@ def test_permissions_for_function_urls(lambda_client, functions):
     with pytest.raises(ClientError) as exc:
         lambda_client.add_permission(FunctionName=name, StatementId="sns", Action="lambda:InvokeFunction",
                                      Principal="*")
-    assert _error(exc)[:2] == (409, "ResourceConflictException")
+    assert client_error(exc)[:2] == (409, "ResourceConflictException")
     with pytest.raises(ClientError) as exc:
         lambda_client.add_permission(FunctionName=name, StatementId="bad", Action="s3:GetObject", Principal="*")
-    assert _error(exc)[:2] == (400, "ValidationException")
+    assert client_error(exc)[:2] == (400, "ValidationException")
     with pytest.raises(ClientError) as exc:
         lambda_client.add_permission(FunctionName=name, StatementId="rev", Action="lambda:InvokeFunction",
                                      Principal="*", RevisionId="not-the-revision")
-    assert _error(exc)[:2] == (412, "PreconditionFailedException")
+    assert client_error(exc)[:2] == (412, "PreconditionFailedException")
 
     assert lambda_client.remove_permission(FunctionName=name, StatementId="sns")[
         "ResponseMetadata"]["HTTPStatusCode"] == 204
     with pytest.raises(ClientError) as exc:
         lambda_client.remove_permission(FunctionName=name, StatementId="sns")
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
+    assert client_error(exc)[:2] == (404, "ResourceNotFoundException")
     doc = json.loads(lambda_client.get_policy(FunctionName=name)["Policy"])
     assert [s["Sid"] for s in doc["Statement"]] == ["FunctionURLAllowPublicAccess"]
 

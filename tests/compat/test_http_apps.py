@@ -14,21 +14,18 @@ import contextlib
 import gzip
 import hashlib
 import http.client
-import importlib.metadata
-import io
 import json
 import random
 import re
 import socket
 import threading
 import time
-import zipfile
 import zlib
 from pathlib import Path
 
 import pytest
 
-from helpers import ROLE, WAIT, create_function, raw_request, unique_name
+from helpers import ROLE, WAIT, create_function, installed_files, make_zip, raw_request, unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,32 +113,6 @@ exec python3 -m uvicorn --host 127.0.0.1 --port "$AWS_LWA_PORT" --no-access-log 
 # Packaging and plumbing
 
 
-def _zip(files: dict[str, str | bytes]) -> bytes:
-    """A zip whose `bootstrap` and `*.sh` are executable (as a user's build would make them)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, content in files.items():
-            info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
-            executable = path == "bootstrap" or path.endswith(".sh")
-            info.external_attr = (0o100755 if executable else 0o100644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, content.encode() if isinstance(content, str) else content)
-    return buf.getvalue()
-
-
-def _installed_files(*dists: str) -> dict[str, bytes]:
-    """The installed files of these distributions, to ship in a function zip (as pip --target would)."""
-    files: dict[str, bytes] = {}
-    for name in dists:
-        dist = importlib.metadata.distribution(name)
-        for rel in dist.files or []:
-            path = str(rel)
-            if path.startswith("..") or ".dist-info/" in path or "__pycache__" in path or path.startswith("bin/"):
-                continue
-            files[path] = Path(dist.locate_file(rel)).read_bytes()
-    return files
-
-
 class Url:
     """A function URL reached the way curl would (Host: <id>.lambda-url...), over 127.0.0.1."""
 
@@ -222,7 +193,7 @@ def _make_http_app(client, endpoint: str, files: dict[str, str | bytes], *, runt
                    handler: str = "bootstrap", env: dict[str, str] | None = None, memory: int = 1769,
                    timeout: int = 60, wait: bool = True) -> tuple[str, Url]:
     name = unique_name("http")
-    create_function(client, name, _zip(files), handler=handler, wait=wait, Runtime=runtime, Role=ROLE,
+    create_function(client, name, make_zip(files), handler=handler, wait=wait, Runtime=runtime, Role=ROLE,
                     MemorySize=memory, Timeout=timeout, Environment={"Variables": env or {}})
     resp = client.create_function_url_config(FunctionName=name, AuthType="NONE")
     return name, Url(endpoint, resp["FunctionUrl"])
@@ -564,7 +535,7 @@ def test_bad_configuration_fails_the_function(lambda_client, make_app):
 
 
 def test_flask_under_gunicorn(make_app):
-    files = _installed_files("flask", "werkzeug", "jinja2", "itsdangerous", "click", "blinker", "markupsafe",
+    files = installed_files("flask", "werkzeug", "jinja2", "itsdangerous", "click", "blinker", "markupsafe",
                              "gunicorn", "packaging")
     files.update({"app.py": FLASK_APP, "run.sh": RUN_SH})
     _, url = make_app(files, runtime="python3.11", handler="run.sh",
@@ -583,7 +554,7 @@ def test_flask_under_gunicorn(make_app):
 
 
 def test_asgi_under_uvicorn(make_app):
-    files = _installed_files("uvicorn", "h11", "click")
+    files = installed_files("uvicorn", "h11", "click")
     files.update({"app.py": ASGI_APP, "bootstrap": UVICORN_BOOTSTRAP})
     _, url = make_app(files, env={"AWS_LWA_PORT": "8000", "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
                                   "AWS_LWA_REMOVE_BASE_PATH": "/api"})

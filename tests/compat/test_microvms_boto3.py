@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from microvm_support import BASE, ROLE, build, client, needs_root, proxy, token, wait_image, wait_state, write_app
 
-from helpers import ACCOUNT, REGION, REPO_ROOT, assert_aws_error, make_zip, raw_request, unique_name
+from helpers import ACCOUNT, REGION, REPO_ROOT, assert_aws_error, make_zip, raw_request, run_lamina, unique_name
 
 pytestmark = needs_root
 
@@ -301,13 +300,11 @@ def test_restart_terminates_instances_keeps_images(lamina_factory, tmp_path: Pat
 
 def test_cli(lamina_server, tmp_path: Path) -> None:
     folder = write_app(tmp_path / "cliapp", {"app.py": APP, "Dockerfile": DOCKERFILE})
-    # No COLUMNS: piped output gets rich's default 80 columns, which must not break ids or endpoints.
-    env = {**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, "LAMINA_ENDPOINT": lamina_server.endpoint}
     name = unique_name("cli")
 
     def lamina(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "lamina", "microvm", *args], capture_output=True, text=True,
-                              env=env, timeout=300)
+        # No COLUMNS: piped output gets rich's default 80 columns, which must not break ids or endpoints.
+        proc = run_lamina(lamina_server.endpoint, "microvm", *args, columns=None, timeout=300)
         assert (proc.returncode == 0) == ok, (args, proc.stdout, proc.stderr)
         return proc
 

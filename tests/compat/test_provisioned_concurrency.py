@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import pytest
 
-from helpers import assert_aws_error, create_function, invoke, raw_request, unique_name
+from helpers import (
+    assert_aws_error,
+    create_function,
+    environments,
+    invoke,
+    raw_request,
+    unique_name,
+    wait_environments,
+    wait_provisioned,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,29 +30,6 @@ def handler(event, context):
     return {"init_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
             "version": os.environ.get("AWS_LAMBDA_FUNCTION_VERSION"), "color": os.environ.get("COLOR")}
 '''
-
-
-def _environments(endpoint: str) -> int:
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        return json.loads(resp.read())["environments"]
-
-
-def _wait_ready(client, name: str, qualifier: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        cfg = client.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
-        if cfg["Status"] == "READY" or time.monotonic() > deadline:
-            assert cfg["Status"] == "READY", cfg
-            return cfg
-        assert cfg["Status"] == "IN_PROGRESS", cfg
-        time.sleep(0.05)
-
-
-def _wait_environments(endpoint: str, count: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _environments(endpoint) != count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _environments(endpoint) == count
 
 
 def test_provisioned_on_version_and_alias(lambda_client, functions):
@@ -61,7 +46,7 @@ def test_provisioned_on_version_and_alias(lambda_client, functions):
     assert resp["RequestedProvisionedConcurrentExecutions"] == 2
     assert resp["Status"] in ("IN_PROGRESS", "READY")
     assert resp["LastModified"]
-    cfg = _wait_ready(lambda_client, name, "1")
+    cfg = wait_provisioned(lambda_client, name, "1")
     assert (cfg["AllocatedProvisionedConcurrentExecutions"], cfg["AvailableProvisionedConcurrentExecutions"]) == (2, 2)
 
     resp, body = invoke(lambda_client, name, {}, Qualifier="1")
@@ -71,7 +56,7 @@ def test_provisioned_on_version_and_alias(lambda_client, functions):
 
     lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live",
                                                      ProvisionedConcurrentExecutions=1)
-    cfg = _wait_ready(lambda_client, name, "live")
+    cfg = wait_provisioned(lambda_client, name, "live")
     assert cfg["AvailableProvisionedConcurrentExecutions"] == 1
     resp, body = invoke(lambda_client, name, {}, Qualifier="live")
     assert resp["ExecutedVersion"] == "2"
@@ -138,7 +123,7 @@ def test_provisioned_errors(endpoint, lambda_client, functions):
                                                      ProvisionedConcurrentExecutions=1)
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException):
         lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
-    _wait_ready(lambda_client, name, "1")
+    wait_provisioned(lambda_client, name, "1")
     lambda_client.delete_function(FunctionName=name)
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
         lambda_client.list_provisioned_concurrency_configs(FunctionName=name)
@@ -150,12 +135,12 @@ def test_provisioned_environments_survive_keep_warm_and_restart(lamina_factory):
     name = unique_name("prov")
     create_function(client, name, {"app.py": HANDLER})
     client.publish_version(FunctionName=name)
-    _wait_environments(first.endpoint, 0)  # $LATEST's warm environment is reaped after a second
+    wait_environments(first.endpoint, 0)  # $LATEST's warm environment is reaped after a second
     client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=3)
-    _wait_ready(client, name, "1")
-    assert _environments(first.endpoint) == 3
+    wait_provisioned(client, name, "1")
+    assert environments(first.endpoint) == 3
     time.sleep(3)  # keep-warm is 1 s: on-demand environments would be gone by now
-    assert _environments(first.endpoint) == 3
+    assert environments(first.endpoint) == 3
     assert client.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")["Status"] == "READY"
     _, body = invoke(client, name, {}, Qualifier="1")
     assert body["init_type"] == "provisioned-concurrency"
@@ -163,10 +148,10 @@ def test_provisioned_environments_survive_keep_warm_and_restart(lamina_factory):
 
     second = lamina_factory(first.data_dir, env={"LAMINA_KEEP_WARM_SECONDS": "1"})
     client = second.client()
-    cfg = _wait_ready(client, name, "1")
+    cfg = wait_provisioned(client, name, "1")
     assert cfg["RequestedProvisionedConcurrentExecutions"] == 3
-    _wait_environments(second.endpoint, 3)
+    wait_environments(second.endpoint, 3)
     _, body = invoke(client, name, {}, Qualifier="1")
     assert body["init_type"] == "provisioned-concurrency"
     client.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
-    _wait_environments(second.endpoint, 0)  # ordinary environments now: reaped after keep-warm
+    wait_environments(second.endpoint, 0)  # ordinary environments now: reaped after keep-warm

@@ -5,14 +5,12 @@ StatusReason, and a provisioned environment that dies is replaced without any in
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import create_function, invoke, unique_name
+from helpers import create_function, invoke, unique_name, wait_environments, wait_provisioned
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,28 +27,6 @@ def handler(event, context):
     return {"init_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
             "version": os.environ.get("AWS_LAMBDA_FUNCTION_VERSION"), "stream": context.log_stream_name}
 '''
-
-
-def _environments(endpoint: str) -> int:
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        return json.loads(resp.read())["environments"]
-
-
-def _wait_status(client, name: str, qualifier: str, status: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        cfg = client.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
-        if cfg["Status"] == status or time.monotonic() > deadline:
-            assert cfg["Status"] == status, cfg
-            return cfg
-        time.sleep(0.05)
-
-
-def _wait_environments(endpoint: str, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _environments(endpoint) != count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _environments(endpoint) == count
 
 
 def _publish_two_versions(client, name: str) -> None:
@@ -74,18 +50,18 @@ def test_weighted_alias_spreads_provisioned_environments(lamina_factory):
     _publish_two_versions(client, name)
     client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=4)
-    cfg = _wait_status(client, name, "live", "READY")
+    cfg = wait_provisioned(client, name, "live", "READY")
     assert cfg["AllocatedProvisionedConcurrentExecutions"] == 4
-    _wait_environments(server.endpoint, 4)  # $LATEST's warm environment is reaped; the four stay
+    wait_environments(server.endpoint, 4)  # $LATEST's warm environment is reaped; the four stay
     assert _init_type(client, name, "1") == "provisioned-concurrency"
     assert _init_type(client, name, "2") == "on-demand"
 
     # A canary: half the traffic to version 2. The four environments are spread 2 + 2 (AWS moves provisioned
     # concurrency with the weights, so neither version's share of invocations cold-starts).
     client.update_alias(FunctionName=name, Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
-    cfg = _wait_status(client, name, "live", "READY")
+    cfg = wait_provisioned(client, name, "live", "READY")
     assert (cfg["RequestedProvisionedConcurrentExecutions"], cfg["AllocatedProvisionedConcurrentExecutions"]) == (4, 4)
-    _wait_environments(server.endpoint, 4)  # version 1's surplus two became ordinary and were reaped
+    wait_environments(server.endpoint, 4)  # version 1's surplus two became ordinary and were reaped
     assert _init_type(client, name, "2") == "provisioned-concurrency"
     assert _init_type(client, name, "1") == "provisioned-concurrency"
     seen = {invoke(client, name, {}, Qualifier="live")[0]["ExecutedVersion"] for _ in range(40)}
@@ -101,22 +77,22 @@ def test_weighted_alias_spreads_provisioned_environments(lamina_factory):
 
     # Less weight: 3 + 1. Then promotion (version 2, no routing): all four on version 2.
     client.update_alias(FunctionName=name, Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.25}})
-    _wait_status(client, name, "live", "READY")
-    _wait_environments(server.endpoint, 4)
+    wait_provisioned(client, name, "live", "READY")
+    wait_environments(server.endpoint, 4)
     client.update_alias(FunctionName=name, Name="live", FunctionVersion="2",
                         RoutingConfig={"AdditionalVersionWeights": {}})
-    cfg = _wait_status(client, name, "live", "READY")
+    cfg = wait_provisioned(client, name, "live", "READY")
     assert cfg["AvailableProvisionedConcurrentExecutions"] == 4
-    _wait_environments(server.endpoint, 4)
+    wait_environments(server.endpoint, 4)
     streams = {invoke(client, name, {}, Qualifier="2")[1]["stream"] for _ in range(8)}
     assert len(streams) == 1  # sequential invocations reuse one warm environment...
     assert _init_type(client, name, "2") == "provisioned-concurrency"
     # ... and the configuration can be managed again now that the routing is gone.
     client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=2)
-    _wait_status(client, name, "live", "READY")
-    _wait_environments(server.endpoint, 2)
+    wait_provisioned(client, name, "live", "READY")
+    wait_environments(server.endpoint, 2)
     client.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
-    _wait_environments(server.endpoint, 0)
+    wait_environments(server.endpoint, 0)
 
 
 def test_weighted_spread_survives_a_restart(lamina_factory):
@@ -127,14 +103,14 @@ def test_weighted_spread_survives_a_restart(lamina_factory):
     client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=2)
     client.update_alias(FunctionName=name, Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
-    _wait_status(client, name, "live", "READY")
+    wait_provisioned(client, name, "live", "READY")
     assert first.stop() == 0
 
     second = lamina_factory(first.data_dir, env={"LAMINA_KEEP_WARM_SECONDS": "1"})
     client = second.client()
-    cfg = _wait_status(client, name, "live", "READY")
+    cfg = wait_provisioned(client, name, "live", "READY")
     assert (cfg["RequestedProvisionedConcurrentExecutions"], cfg["AllocatedProvisionedConcurrentExecutions"]) == (2, 2)
-    _wait_environments(second.endpoint, 2)  # one per version, nothing else
+    wait_environments(second.endpoint, 2)  # one per version, nothing else
     assert _init_type(client, name, "1") == "provisioned-concurrency"
     assert _init_type(client, name, "2") == "provisioned-concurrency"
 
@@ -161,7 +137,7 @@ def test_failing_init_reports_failed_with_a_reason(lambda_client, functions):
     resp = lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
                                                             ProvisionedConcurrentExecutions=2)
     assert resp["Status"] == "IN_PROGRESS"
-    cfg = _wait_status(lambda_client, name, "1", "FAILED")
+    cfg = wait_provisioned(lambda_client, name, "1", "FAILED")
     assert cfg["StatusReason"].startswith("FUNCTION_ERROR_INIT_FAILURE"), cfg
     assert "refuses to run published versions" in cfg["StatusReason"], cfg
     assert (cfg["AllocatedProvisionedConcurrentExecutions"], cfg["AvailableProvisionedConcurrentExecutions"]) == (0, 0)
@@ -179,7 +155,7 @@ def test_a_provisioned_environment_that_dies_is_replaced(lambda_client, function
     lambda_client.publish_version(FunctionName=name)
     lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
                                                      ProvisionedConcurrentExecutions=1)
-    _wait_status(lambda_client, name, "1", "READY")
+    wait_provisioned(lambda_client, name, "1", "READY")
     _, before = invoke(lambda_client, name, {}, Qualifier="1")
     assert before["init_type"] == "provisioned-concurrency"
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 import base64
 import json
 
-import pytest
-from botocore.exceptions import ClientError
-
-from helpers import ROLE, RUNTIME, assert_aws_error, make_zip, raw_request, unique_name
+from helpers import ROLE, RUNTIME, assert_aws_error, failure, make_zip, raw_request, unique_name
 
 APP = '''
 def handler(event, context):
@@ -23,27 +20,20 @@ UNWANTED = ("The invoked function is not enabled with tenancy configuration. Rem
             "and try again.")
 
 
-def _error(call, **kwargs) -> tuple[int, str, str]:
-    with pytest.raises(ClientError) as err:
-        call(**kwargs)
-    resp = err.value.response
-    return resp["ResponseMetadata"]["HTTPStatusCode"], resp["Error"]["Code"], resp["Error"]["Message"]
-
-
 def test_invoke_tenant_errors_match_aws(lambda_client, endpoint, functions):
     isolated = functions({"app.py": APP}, TenancyConfig=PER_TENANT)
     shared = functions({"app.py": APP})
-    assert _error(lambda_client.invoke, FunctionName=isolated, Payload=b"{}") == \
+    assert failure(lambda_client.invoke, FunctionName=isolated, Payload=b"{}") == \
         (400, "InvalidParameterValueException", MISSING)
-    assert _error(lambda_client.invoke, FunctionName=shared, Payload=b"{}", TenantId="blue") == \
+    assert failure(lambda_client.invoke, FunctionName=shared, Payload=b"{}", TenantId="blue") == \
         (400, "InvalidParameterValueException", UNWANTED)
     for invocation_type in ("Event", "DryRun"):
-        assert _error(lambda_client.invoke, FunctionName=isolated, Payload=b"{}", InvocationType=invocation_type) \
+        assert failure(lambda_client.invoke, FunctionName=isolated, Payload=b"{}", InvocationType=invocation_type) \
             == (400, "InvalidParameterValueException", MISSING)
-        assert _error(lambda_client.invoke, FunctionName=shared, Payload=b"{}", TenantId="blue",
-                      InvocationType=invocation_type) == (400, "InvalidParameterValueException", UNWANTED)
-    assert _error(lambda_client.invoke_with_response_stream, FunctionName=shared, Payload=b"{}",
-                  TenantId="blue") == (400, "InvalidParameterValueException", UNWANTED)
+        assert failure(lambda_client.invoke, FunctionName=shared, Payload=b"{}", TenantId="blue",
+                       InvocationType=invocation_type) == (400, "InvalidParameterValueException", UNWANTED)
+    assert failure(lambda_client.invoke_with_response_stream, FunctionName=shared, Payload=b"{}",
+                   TenantId="blue") == (400, "InvalidParameterValueException", UNWANTED)
 
     # The header is checked against the model (TenantId: 1-256 characters of [a-zA-Z0-9._:/=+-@ ]) first,
     # whatever the function.

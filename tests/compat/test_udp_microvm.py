@@ -7,10 +7,7 @@ the listener terminates its instances. Every packet goes to and from 127.0.0.1 o
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +22,7 @@ from microvm_support import (
     write_app,
 )
 
-from helpers import LaminaServer, raw_request, unique_name
+from helpers import LaminaServer, raw_request, run_lamina, unique_name
 
 pytestmark = [needs_root, pytest.mark.timeout(600)]
 
@@ -310,12 +307,8 @@ def test_restart_gives_each_tenant_one_new_instance(lamina_factory, tmp_path) ->
 
 
 def test_cli_creates_a_microvm_destination(server: LaminaServer, image: str, mvm) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
-    env.update(LAMINA_ENDPOINT=server.endpoint, COLUMNS="250", NO_COLOR="1", TERM="dumb")
-
     def lamina(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, env=env,
-                              timeout=60)
+        done = run_lamina(server.endpoint, *args, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

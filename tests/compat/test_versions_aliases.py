@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-import urllib.request
 from collections import Counter
 
 import pytest
-from botocore.exceptions import ClientError
 
 from helpers import (
     ROLE,
@@ -19,11 +16,14 @@ from helpers import (
     WAIT,
     create_function,
     decode_log,
+    environments,
+    failure,
     fn_arn,
     invoke,
     make_zip,
     sha256_b64,
     unique_name,
+    wait_environments,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,17 +46,6 @@ def handler(event, context):
 
 def code(version: str) -> dict[str, str]:
     return {"app.py": f"VERSION = {version!r}\n" + HANDLER}
-
-
-def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
-    err = exc.value.response
-    return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err["Error"].get("Message", "")
-
-
-def _raises(call, *args, **kwargs) -> tuple[int, str, str]:
-    with pytest.raises(ClientError) as exc:
-        call(*args, **kwargs)
-    return _error(exc)
 
 
 def _update_code(client, name: str, version: str, **kwargs) -> dict:
@@ -93,11 +82,11 @@ def test_publish_and_list_versions(lambda_client, fn):
     assert (again["Version"], again["RevisionId"], again["Description"]) == ("1", v1["RevisionId"], "first")
 
     # Preconditions on $LATEST: its code hash and revision.
-    status, err, message = _raises(lambda_client.publish_version, FunctionName=fn, CodeSha256="bogus")
+    status, err, message = failure(lambda_client.publish_version, FunctionName=fn, CodeSha256="bogus")
     assert (status, err) == (400, "InvalidParameterValueException"), message
     assert message == (f"CodeSHA256 (bogus) is different from current CodeSHA256 in $LATEST "
                        f"({latest['CodeSha256']}). Please try again with the CodeSHA256 in $LATEST.")
-    status, err, message = _raises(lambda_client.publish_version, FunctionName=fn, RevisionId="nope")
+    status, err, message = failure(lambda_client.publish_version, FunctionName=fn, RevisionId="nope")
     assert (status, err) == (412, "PreconditionFailedException") and "Revision Id" in message
 
     _update_code(lambda_client, fn, "v2")
@@ -154,19 +143,19 @@ def test_invoke_versions(lambda_client, fn):
 
 def test_version_and_qualifier_errors(lambda_client, fn):
     lambda_client.publish_version(FunctionName=fn)
-    status, err, message = _raises(lambda_client.get_function, FunctionName=fn, Qualifier="9")
+    status, err, message = failure(lambda_client.get_function, FunctionName=fn, Qualifier="9")
     assert (status, err, message) == (404, "ResourceNotFoundException", f"Function not found: {fn_arn(fn)}:9")
-    status, err, message = _raises(lambda_client.invoke, FunctionName=fn, Qualifier="9")
+    status, err, message = failure(lambda_client.invoke, FunctionName=fn, Qualifier="9")
     assert (status, err) == (404, "ResourceNotFoundException") and message.endswith(":9")
-    status, err, message = _raises(lambda_client.invoke, FunctionName=fn, Qualifier="nosuchalias")
+    status, err, message = failure(lambda_client.invoke, FunctionName=fn, Qualifier="nosuchalias")
     assert (status, err) == (404, "ResourceNotFoundException") and message.endswith(":nosuchalias")
-    status, err, message = _raises(lambda_client.get_function_configuration, FunctionName=f"{fn}:1", Qualifier="2")
+    status, err, message = failure(lambda_client.get_function_configuration, FunctionName=f"{fn}:1", Qualifier="2")
     assert (status, err) == (400, "InvalidParameterValueException") and "derived qualifier" in message
-    status, err, _ = _raises(lambda_client.update_function_configuration, FunctionName=f"{fn}:1", Timeout=5)
+    status, err, _ = failure(lambda_client.update_function_configuration, FunctionName=f"{fn}:1", Timeout=5)
     assert (status, err) == (400, "InvalidParameterValueException")
-    status, err, message = _raises(lambda_client.delete_function, FunctionName=fn, Qualifier="$LATEST")
+    status, err, message = failure(lambda_client.delete_function, FunctionName=fn, Qualifier="$LATEST")
     assert (status, err) == (400, "InvalidParameterValueException") and "$LATEST" in message
-    status, err, _ = _raises(lambda_client.publish_version, FunctionName=unique_name("missing"))
+    status, err, _ = failure(lambda_client.publish_version, FunctionName=unique_name("missing"))
     assert (status, err) == (404, "ResourceNotFoundException")
 
 
@@ -188,7 +177,7 @@ def test_aliases_lifecycle(lambda_client, fn):
     assert conf["FunctionArn"] == fn_arn(fn) + ":live" and conf["Version"] == "1"
     assert lambda_client.get_function(FunctionName=fn_arn(fn) + ":live")["Configuration"]["Version"] == "1"
 
-    status, err, message = _raises(lambda_client.update_alias, FunctionName=fn, Name="live", FunctionVersion="2",
+    status, err, message = failure(lambda_client.update_alias, FunctionName=fn, Name="live", FunctionVersion="2",
                                    RevisionId="stale")
     assert (status, err) == (412, "PreconditionFailedException") and "GetFunction/GetAlias" in message
     updated = lambda_client.update_alias(FunctionName=fn, Name="live", FunctionVersion="2",
@@ -213,11 +202,11 @@ def test_aliases_lifecycle(lambda_client, fn):
 
     assert lambda_client.delete_alias(FunctionName=fn, Name="beta")["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert lambda_client.delete_alias(FunctionName=fn, Name="beta")["ResponseMetadata"]["HTTPStatusCode"] == 204
-    status, err, message = _raises(lambda_client.get_alias, FunctionName=fn, Name="beta")
+    status, err, message = failure(lambda_client.get_alias, FunctionName=fn, Name="beta")
     assert (status, err, message) == (404, "ResourceNotFoundException", f"Cannot find alias arn: {fn_arn(fn)}:beta")
-    status, err, message = _raises(lambda_client.update_alias, FunctionName=fn, Name="beta", FunctionVersion="1")
+    status, err, message = failure(lambda_client.update_alias, FunctionName=fn, Name="beta", FunctionVersion="1")
     assert (status, err, message) == (404, "ResourceNotFoundException", f"Alias not found: {fn_arn(fn)}:beta")
-    status, err, _ = _raises(lambda_client.invoke, FunctionName=fn, Qualifier="beta")
+    status, err, _ = failure(lambda_client.invoke, FunctionName=fn, Qualifier="beta")
     assert (status, err) == (404, "ResourceNotFoundException")
 
 
@@ -251,11 +240,11 @@ def test_alias_validation_errors(lambda_client, fn):
          404, "ResourceNotFoundException", f"Function not found: {fn_arn(fn)}:10"),
     ]
     for kwargs, status, code_, message in cases:
-        got = _raises(lambda_client.create_alias, FunctionName=fn, **kwargs)
+        got = failure(lambda_client.create_alias, FunctionName=fn, **kwargs)
         assert got[:2] == (status, code_), (kwargs, got)
         if message is not None:
             assert got[2] == message, (kwargs, got)
-    status, err, message = _raises(lambda_client.create_alias, FunctionName=unique_name("missing"), Name="a",
+    status, err, message = failure(lambda_client.create_alias, FunctionName=unique_name("missing"), Name="a",
                                    FunctionVersion="1")
     assert (status, err) == (404, "ResourceNotFoundException") and message.endswith(":1")
     # Nothing was created by the failed calls.
@@ -294,12 +283,12 @@ def test_delete_version(lambda_client, fn):
     lambda_client.create_alias(FunctionName=fn, Name="live", FunctionVersion="1")
     lambda_client.create_alias(FunctionName=fn, Name="canary", FunctionVersion="1",
                                RoutingConfig={"AdditionalVersionWeights": {"2": 0.1}})
-    status, err, message = _raises(lambda_client.delete_function, FunctionName=fn, Qualifier="1")
+    status, err, message = failure(lambda_client.delete_function, FunctionName=fn, Qualifier="1")
     assert (status, err, message) == (409, "ResourceConflictException", "Unable to delete version because the "
                                       "following aliases reference it: [canary, live]")
-    status, err, message = _raises(lambda_client.delete_function, FunctionName=fn, Qualifier="2")
+    status, err, message = failure(lambda_client.delete_function, FunctionName=fn, Qualifier="2")
     assert (status, err) == (409, "ResourceConflictException") and message.endswith("[canary]")
-    status, err, message = _raises(lambda_client.delete_function, FunctionName=fn, Qualifier="live")
+    status, err, message = failure(lambda_client.delete_function, FunctionName=fn, Qualifier="live")
     assert (status, err) == (400, "InvalidParameterValueException")
 
     lambda_client.delete_alias(FunctionName=fn, Name="canary")
@@ -308,7 +297,7 @@ def test_delete_version(lambda_client, fn):
     assert resp["ResponseMetadata"]["HTTPStatusCode"] in (200, 204)
     assert [v["Version"] for v in lambda_client.list_versions_by_function(FunctionName=fn)["Versions"]] == \
         ["$LATEST", "1"]
-    status, err, _ = _raises(lambda_client.invoke, FunctionName=fn, Qualifier="2")
+    status, err, _ = failure(lambda_client.invoke, FunctionName=fn, Qualifier="2")
     assert (status, err) == (404, "ResourceNotFoundException")
     lambda_client.delete_function(FunctionName=fn, Qualifier="2")  # already gone: still a success
     # Numbers are never reused; the function and the other version still run.
@@ -349,7 +338,7 @@ def test_delete_function_takes_versions_and_aliases(lambda_client):
     lambda_client.publish_version(FunctionName=name)
     lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     lambda_client.delete_function(FunctionName=name)
-    status, err, _ = _raises(lambda_client.get_function, FunctionName=name, Qualifier="1")
+    status, err, _ = failure(lambda_client.get_function, FunctionName=name, Qualifier="1")
     assert (status, err) == (404, "ResourceNotFoundException")
     create_function(lambda_client, name, code("again"))
     try:
@@ -391,13 +380,10 @@ def test_versions_and_aliases_survive_restart(lamina_factory):
     assert client.publish_version(FunctionName=name)["Version"] == "3"
 
     # Deleting a version stops its (warm) environment; the others keep theirs.
-    running = _environments(second.endpoint)
+    running = environments(second.endpoint)
     client.delete_alias(FunctionName=name, Name="live")
     client.delete_function(FunctionName=name, Qualifier="1")
-    deadline = time.monotonic() + 10
-    while _environments(second.endpoint) > running - 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _environments(second.endpoint) == running - 1
+    wait_environments(second.endpoint, running - 1)
     assert invoke(client, name, {}, Qualifier="2")[1]["code"] == "v2"
     assert second.stop() == 0
     third = lamina_factory(first.data_dir)
@@ -405,11 +391,6 @@ def test_versions_and_aliases_survive_restart(lamina_factory):
     assert [v["Version"] for v in client.list_versions_by_function(FunctionName=name)["Versions"]] == \
         ["$LATEST", "2", "3"]
     assert client.list_aliases(FunctionName=name)["Aliases"] == []
-
-
-def _environments(endpoint: str) -> int:
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=5) as resp:
-        return json.loads(resp.read())["environments"]
 
 
 def _url_get(endpoint: str, url_id: str) -> tuple[int, bytes]:
@@ -451,11 +432,11 @@ def test_function_url_on_alias(lambda_client, endpoint, fn):
     lambda_client.delete_alias(FunctionName=fn, Name="live")
     status, _ = _url_get(endpoint, url_id)
     assert status == 404
-    got = _raises(lambda_client.get_function_url_config, FunctionName=fn, Qualifier="live")
+    got = failure(lambda_client.get_function_url_config, FunctionName=fn, Qualifier="live")
     assert got[:2] == (404, "ResourceNotFoundException")
     lambda_client.create_alias(FunctionName=fn, Name="live", FunctionVersion="1")
-    got = _raises(lambda_client.get_function_url_config, FunctionName=fn, Qualifier="live")
+    got = failure(lambda_client.get_function_url_config, FunctionName=fn, Qualifier="live")
     assert got[:2] == (404, "ResourceNotFoundException")
-    got = _raises(lambda_client.get_policy, FunctionName=fn, Qualifier="live")
+    got = failure(lambda_client.get_policy, FunctionName=fn, Qualifier="live")
     assert got[:2] == (404, "ResourceNotFoundException")
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import WAIT, free_port, unique_name
+from helpers import WAIT, free_port, run_lamina, unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,13 +25,6 @@ def handler(event, context):
 '''
 
 
-def _lamina(endpoint: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
-    env.update(LAMINA_ENDPOINT=endpoint, COLUMNS="250", NO_COLOR="1", TERM="dumb")
-    return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=90)
-
-
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     d = tmp_path / "fn"
@@ -45,7 +36,7 @@ def app_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(endpoint: str, tmp_path: Path):
     def run(*args: str) -> subprocess.CompletedProcess:
-        return _lamina(endpoint, *args, cwd=tmp_path)
+        return run_lamina(endpoint, *args, cwd=tmp_path)
 
     return run
 
@@ -128,7 +119,7 @@ def test_invoke_bad_payload_is_a_usage_error(cli, assert_serving):
 
 def test_no_server_says_how_to_start_one(tmp_path: Path):
     endpoint = f"http://127.0.0.1:{free_port()}"
-    proc = _lamina(endpoint, "ls", cwd=tmp_path)
+    proc = run_lamina(endpoint, "ls", cwd=tmp_path)
     assert proc.returncode != 0
     assert endpoint in proc.stderr and "lamina serve" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

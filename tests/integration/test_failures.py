@@ -10,19 +10,14 @@ import zipfile
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from helpers import WAIT, decode_log, invoke, make_zip, probe_code, request_id, wait_settled
+from helpers import WAIT, decode_log, invoke, invoke_ok, make_zip, probe_code, request_id, wait_settled
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def _ok(resp: dict, body) -> None:
-    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
-
-
 def test_timeout_then_fresh_environment(lambda_client, functions):
     name = functions(probe_code(), Timeout=1)
-    resp, before = invoke(lambda_client, name, {})
-    _ok(resp, before)
+    before = invoke_ok(lambda_client, name, {})
 
     t0 = time.monotonic()
     resp, body = invoke(lambda_client, name, {"sleep": 10}, LogType="Tail")
@@ -32,8 +27,7 @@ def test_timeout_then_fresh_environment(lambda_client, functions):
     assert "Task timed out after 1.00 seconds" in body["errorMessage"], body
     assert elapsed < 5, f"the timed-out invoke took {elapsed:.1f}s with Timeout=1"
 
-    resp, after = invoke(lambda_client, name, {"n": 2})
-    _ok(resp, after)
+    after = invoke_ok(lambda_client, name, {"n": 2})
     assert after["echo"] == {"n": 2}
     assert after["env_id"] != before["env_id"], "the environment that timed out was reused"
     assert after["calls"] == 1
@@ -50,8 +44,7 @@ def test_timeout_is_logged(lambda_client, functions):
 
 def test_process_exit_then_fresh_environment(lambda_client, functions):
     name = functions(probe_code())
-    resp, before = invoke(lambda_client, name, {})
-    _ok(resp, before)
+    before = invoke_ok(lambda_client, name, {})
 
     resp, body = invoke(lambda_client, name, {"exit": 3})
     assert resp["StatusCode"] == 200
@@ -59,8 +52,7 @@ def test_process_exit_then_fresh_environment(lambda_client, functions):
     assert body["errorType"] == "Runtime.ExitError", body
     assert "exit status 3" in body["errorMessage"], body
 
-    resp, after = invoke(lambda_client, name, {"n": 3})
-    _ok(resp, after)
+    after = invoke_ok(lambda_client, name, {"n": 3})
     assert after["echo"] == {"n": 3}
     assert after["env_id"] != before["env_id"]
 
@@ -70,8 +62,7 @@ def test_exit_zero_is_also_an_error(lambda_client, functions):
     resp, body = invoke(lambda_client, name, {"exit": 0})
     assert resp["FunctionError"] == "Unhandled", body
     assert body["errorType"] == "Runtime.ExitError", body
-    resp, body = invoke(lambda_client, name, {})
-    _ok(resp, body)
+    body = invoke_ok(lambda_client, name, {})
 
 
 OK_APP = {"app.py": "def handler(e, c):\n    return 1\n"}
@@ -112,8 +103,7 @@ def test_failed_function_recovers_after_code_update(lambda_client, functions):
     lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(probe_code("fixed")))
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
-    resp, body = invoke(lambda_client, name, {})
-    _ok(resp, body)
+    body = invoke_ok(lambda_client, name, {})
     assert body["version"] == "fixed"
 
 

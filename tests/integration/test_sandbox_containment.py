@@ -21,22 +21,17 @@ from helpers import (
     create_function,
     descendants,
     invoke,
-    raw_request,
-    skip_unless_linux_sandbox,
+    invoke_ok,
+    recycle,
     unique_name,
     wait_settled,
 )
 from lamina.sandbox.linux import UID_BASE
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("linux_sandbox")]
 
 # Everything the sandbox's root may hold (launcher._build_root); lib32/lib64/sbin only if the host has them.
 MINIMAL_ROOT = {"usr", "lib", "lib32", "lib64", "bin", "sbin", "etc", "var", "tmp", "proc", "dev", "opt"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _linux_sandbox(endpoint):
-    skip_unless_linux_sandbox(endpoint)
 
 
 # One function for the probes that only look around or try forbidden syscalls: each op returns what
@@ -154,24 +149,9 @@ def probe_fn(lambda_client):
     lambda_client.delete_function(FunctionName=name)
 
 
-def _ok(resp: dict, body) -> None:
-    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
-
-
-def _run(client, name: str, event: dict):
-    resp, body = invoke(client, name, event)
-    _ok(resp, body)
-    return body
-
-
 def _denied(result: dict, *types: str) -> None:
     assert not result["ok"], f"the sandbox could reach it: {result}"
     assert result["type"] in types, result
-
-
-def _recycle(endpoint: str, name: str) -> None:
-    resp = raw_request(endpoint, "DELETE", f"/lamina/v1/functions/{name}/environments")
-    assert resp.status == 200, resp.describe()
 
 
 ENV_HOST_UID = UID_BASE + 1000  # an environment's processes run as in-sandbox uid 1000
@@ -211,8 +191,8 @@ def _wait_no_environment_processes(server_pid: int, name: str, within: float = 5
 
 
 def test_host_secrets_are_not_in_the_sandbox_root(lambda_client, probe_fn, assert_serving):
-    body = _run(lambda_client, probe_fn, {"op": "files", "paths": ["/etc/shadow", "/etc/gshadow", "/root",
-                                                                    "/home", "/etc/sudoers", "/etc"]})
+    body = invoke_ok(lambda_client, probe_fn, {"op": "files", "paths": ["/etc/shadow", "/etc/gshadow", "/root",
+                                                                        "/home", "/etc/sudoers", "/etc"]})
     _denied(body["/etc/shadow"], "FileNotFoundError")
     _denied(body["/etc/gshadow"], "FileNotFoundError")
     _denied(body["/etc/sudoers"], "FileNotFoundError")
@@ -235,14 +215,14 @@ def test_lamina_data_dir_code_and_home_are_not_visible(lambda_client, lamina_ser
     for path in host_files + host_dirs[:5]:
         assert os.path.exists(path), f"test setup: {path} should exist on the host"
 
-    body = _run(lambda_client, probe_fn, {"op": "files", "paths": host_files + host_dirs})
+    body = invoke_ok(lambda_client, probe_fn, {"op": "files", "paths": host_files + host_dirs})
     for path in host_files + host_dirs:
         _denied(body[path], "FileNotFoundError", "PermissionError")
     assert_serving()
 
 
 def test_root_directory_is_minimal(lambda_client, probe_fn, assert_serving):
-    body = _run(lambda_client, probe_fn, {"op": "files", "paths": ["/", "/var", "/dev"]})
+    body = invoke_ok(lambda_client, probe_fn, {"op": "files", "paths": ["/", "/var", "/dev"]})
     root = set(body["/"]["value"])
     assert root <= MINIMAL_ROOT, f"unexpected entries in the sandbox's /: {sorted(root - MINIMAL_ROOT)}"
     assert {"usr", "etc", "var", "tmp", "proc", "dev"} <= root, root
@@ -256,9 +236,9 @@ def test_root_directory_is_minimal(lambda_client, probe_fn, assert_serving):
 
 
 def test_network_is_loopback_only(lambda_client, lamina_server, probe_fn, assert_serving):
-    assert _run(lambda_client, probe_fn, {"op": "interfaces"}) == ["lo"]
-    body = _run(lambda_client, probe_fn, {"op": "connect", "timeout": 1,
-                                          "addresses": [["127.0.0.1", lamina_server.port], ["10.255.255.1", 80]]})
+    assert invoke_ok(lambda_client, probe_fn, {"op": "interfaces"}) == ["lo"]
+    body = invoke_ok(lambda_client, probe_fn, {"op": "connect", "timeout": 1,
+                                               "addresses": [["127.0.0.1", lamina_server.port], ["10.255.255.1", 80]]})
     own, outside = body
     # lamina serve listens on 127.0.0.1 of the host's network namespace, not the sandbox's.
     _denied(own, "ConnectionRefusedError")
@@ -271,19 +251,19 @@ def test_network_is_loopback_only(lambda_client, lamina_server, probe_fn, assert
 
 
 def test_ptrace_mount_unshare_are_denied(lambda_client, probe_fn, assert_serving):
-    body = _run(lambda_client, probe_fn, {"op": "syscalls"})
+    body = invoke_ok(lambda_client, probe_fn, {"op": "syscalls"})
     for call, result in body.items():
         assert result["rc"] == -1 and result["errno"] == errno.EPERM, f"{call}: {result} (expected EPERM)"
     assert_serving()
     # The environment that tried them still works.
-    assert _run(lambda_client, probe_fn, {"op": "ok"})["ok"] is True
+    assert invoke_ok(lambda_client, probe_fn, {"op": "ok"})["ok"] is True
 
 
 # -------------------------------------------------------------------------------------------------- 8. identity
 
 
 def test_runs_unprivileged_and_sees_only_its_own_processes(lambda_client, probe_fn, assert_serving):
-    body = _run(lambda_client, probe_fn, {"op": "identity"})
+    body = invoke_ok(lambda_client, probe_fn, {"op": "identity"})
     assert body["uid"] != 0 and body["euid"] != 0 and body["gid"] != 0, body
     assert 0 not in body["resuid"], body
     assert body["groups"] in ([], [body["gid"]]), body
@@ -332,14 +312,14 @@ def handler(event, context):
 
 def test_fork_bomb_hits_the_pids_limit(lambda_client, lamina_server, endpoint, functions, assert_serving):
     name = functions({"app.py": FORK_BOMB_APP}, MemorySize=1024, Timeout=30)
-    body = _run(lambda_client, name, {"limit": 5000})
+    body = invoke_ok(lambda_client, name, {"limit": 5000})
     assert body["failure"] is not None, f"forked {body['forked']} processes without hitting a limit"
     assert body["failure"]["errno"] == errno.EAGAIN, body
     assert 100 <= body["forked"] < 1024, body
     assert_serving()
-    after = _run(lambda_client, name, {"ok": True})
+    after = invoke_ok(lambda_client, name, {"ok": True})
     assert after["pids"] == [1], after
-    _recycle(endpoint, name)
+    recycle(endpoint, name)
     left = _wait_no_environment_processes(lamina_server.pid, name)
     assert not left, f"processes of recycled environments still running: {left}"
 
@@ -361,13 +341,13 @@ def handler(event, context):
 
 def test_out_of_memory_is_reported_and_environment_replaced(lambda_client, functions, assert_serving):
     name = functions({"app.py": MEMORY_APP}, MemorySize=128, Timeout=30)
-    before = _run(lambda_client, name, {})
+    before = invoke_ok(lambda_client, name, {})
     resp, body = invoke(lambda_client, name, {"alloc_mb": 256})
     assert resp["StatusCode"] == 200, body
     assert resp.get("FunctionError") == "Unhandled", body
     assert body["errorType"] == "Runtime.OutOfMemory", body
     assert_serving()
-    after = _run(lambda_client, name, {})
+    after = invoke_ok(lambda_client, name, {})
     assert after["ok"] is True
     assert after["stream"] != before["stream"], "the environment that ran out of memory was reused"
 
@@ -413,8 +393,7 @@ def handler(event, context):
 def test_tmp_is_bounded_and_private(lambda_client, endpoint, functions, assert_serving, memory_mb):
     name = functions({"app.py": TMP_FILL_APP}, MemorySize=memory_mb, Timeout=30, EphemeralStorage={"Size": 512})
     marker = f"marker-{uuid.uuid4().hex}"
-    resp, body = invoke(lambda_client, name, {"fill_mb": 1024, "marker": marker})
-    _ok(resp, body)
+    body = invoke_ok(lambda_client, name, {"fill_mb": 1024, "marker": marker})
     assert body["tmp_size"] == 512 << 20, body
     assert body["failure"] is not None, f"wrote {body['written']} bytes to a 512 MB /tmp"
     assert body["failure"]["errno"] == errno.ENOSPC, body
@@ -422,8 +401,8 @@ def test_tmp_is_bounded_and_private(lambda_client, endpoint, functions, assert_s
     assert not os.path.exists(f"/tmp/{marker}"), "the function's /tmp is the host's /tmp"
     assert_serving()
 
-    _recycle(endpoint, name)
-    second = _run(lambda_client, name, {})
+    recycle(endpoint, name)
+    second = invoke_ok(lambda_client, name, {})
     assert second["stream"] != body["stream"], "DELETE .../environments did not replace the environment"
     assert marker not in second["found"], second
     assert "fill" not in second["found"], second
@@ -445,7 +424,7 @@ def handler(event, context):
 
 def test_cpu_spin_times_out_and_environment_replaced(lambda_client, lamina_server, functions, assert_serving):
     name = functions({"app.py": SPIN_APP}, Timeout=2)
-    before = _run(lambda_client, name, {})
+    before = invoke_ok(lambda_client, name, {})
     resp, body = invoke(lambda_client, name, {"spin": True})
     assert resp["StatusCode"] == 200, body
     assert resp.get("FunctionError") == "Unhandled", body
@@ -454,7 +433,7 @@ def test_cpu_spin_times_out_and_environment_replaced(lambda_client, lamina_serve
     left = _wait_no_environment_processes(lamina_server.pid, name)
     assert not left, f"the timed-out environment is still running: {left}"
     assert_serving()
-    after = _run(lambda_client, name, {})
+    after = invoke_ok(lambda_client, name, {})
     assert after["ok"] is True
     assert after["stream"] != before["stream"], "the environment that timed out was reused"
 
@@ -502,7 +481,7 @@ def test_init_code_runs_unprivileged(lambda_client, functions, assert_serving):
     """Init runs as the same unprivileged user as the handler, with no capabilities. (It may create an
     unprivileged user namespace, as any Linux user can: that is how the zygote's forks get theirs.)"""
     name = functions({"app.py": INIT_PRIVILEGE_APP})
-    body = _run(lambda_client, name, {"op": "init"})
+    body = invoke_ok(lambda_client, name, {"op": "init"})
     assert_serving()
     assert body["uid"] != 0, body
     assert int(body["status"]["CapEff"], 16) == 0, body

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cmdline, descendants, invoke, skip_unless_linux_sandbox, unique_name
+from helpers import cmdline, descendants, invoke, unique_name
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _linux_sandbox(endpoint):
-    skip_unless_linux_sandbox(endpoint)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("linux_sandbox")]
 
 
 APP = "def handler(event, context):\n    return 'ok'\n"

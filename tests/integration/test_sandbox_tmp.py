@@ -7,14 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import invoke, raw_request, skip_unless_linux_sandbox
+from helpers import invoke_ok, recycle
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _linux_sandbox(endpoint):
-    skip_unless_linux_sandbox(endpoint)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("linux_sandbox")]
 
 
 # Marks the first run of its environment in /tmp/first with the environment's log stream.
@@ -43,31 +38,19 @@ def handler(event, context):
 '''
 
 
-def _run(client, name: str, event: dict) -> dict:
-    resp, body = invoke(client, name, event)
-    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
-    return body
-
-
-def _recycle(endpoint: str, name: str) -> int:
-    resp = raw_request(endpoint, "DELETE", f"/lamina/v1/functions/{name}/environments")
-    assert resp.status == 200, resp.describe()
-    return resp.json()["stopped"]
-
-
 def test_tmp_persists_while_warm_and_is_fresh_in_a_new_environment(lambda_client, endpoint, functions):
     name = functions({"app.py": MARK_APP})
-    first = _run(lambda_client, name, {})
+    first = invoke_ok(lambda_client, name, {})
     assert first["stream"] and first["stream"] == first["context_stream"], first
     assert first["mark"] is None, f"a new environment's /tmp already had a mark: {first}"
     assert first["tmp"] == ["first"], first
 
-    warm = _run(lambda_client, name, {})
+    warm = invoke_ok(lambda_client, name, {})
     assert warm["stream"] == first["stream"], "the second invoke did not reuse the warm environment"
     assert warm["mark"] == first["stream"], f"/tmp did not persist across warm invokes: {warm}"
 
-    assert _recycle(endpoint, name) >= 1
-    fresh = _run(lambda_client, name, {})
+    assert recycle(endpoint, name) >= 1
+    fresh = invoke_ok(lambda_client, name, {})
     assert fresh["stream"] != first["stream"], "DELETE .../environments did not replace the environment"
     assert fresh["mark"] is None, f"a new environment saw the old one's /tmp: {fresh}"
     assert fresh["tmp"] == ["first"], fresh
@@ -77,7 +60,7 @@ def test_concurrent_environments_have_separate_tmp(lambda_client, functions):
     name = functions({"app.py": MARK_APP}, Timeout=10)
     # Each invoke marks /tmp, then holds its environment long enough that the other needs one of its own.
     with ThreadPoolExecutor(2) as pool:
-        bodies = list(pool.map(lambda _: _run(lambda_client, name, {"sleep": 1.5}), range(2)))
+        bodies = list(pool.map(lambda _: invoke_ok(lambda_client, name, {"sleep": 1.5}), range(2)))
     a, b = bodies
     assert a["stream"] != b["stream"], f"both invokes ran in one environment: {bodies}"
     for body in bodies:
@@ -104,11 +87,11 @@ def handler(event, context):
 def test_dev_shm_is_private_to_each_environment(lambda_client, endpoint, functions):
     name = functions({"app.py": SHM_APP}, Timeout=10)
     with ThreadPoolExecutor(2) as pool:
-        bodies = list(pool.map(lambda _: _run(lambda_client, name, {"sleep": 1.5}), range(2)))
+        bodies = list(pool.map(lambda _: invoke_ok(lambda_client, name, {"sleep": 1.5}), range(2)))
     assert bodies[0]["stream"] != bodies[1]["stream"], f"both invokes ran in one environment: {bodies}"
     for body in bodies:
         assert body["before"] == [], f"a new environment's /dev/shm was not empty: {bodies}"
         assert len(body["after"]) == 1, f"another environment's file is in this one's /dev/shm: {bodies}"
-    _recycle(endpoint, name)
-    fresh = _run(lambda_client, name, {})
+    recycle(endpoint, name)
+    fresh = invoke_ok(lambda_client, name, {})
     assert fresh["before"] == [], f"a new environment saw old environments' /dev/shm files: {fresh}"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import urllib.request
 
-from helpers import invoke
+from helpers import invoke, recycle
 
 SNAPSHOT_APP = '''
 import os, time, random
@@ -27,12 +26,6 @@ def handler(event, context):
 '''
 
 
-def _recycle(endpoint: str, name: str) -> None:
-    req = urllib.request.Request(f"{endpoint}/lamina/v1/functions/{name}/environments", method="DELETE")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        assert resp.status == 200
-
-
 def test_init_runs_once_and_environments_are_forks(endpoint, lambda_client, functions):
     name = functions({"app.py": SNAPSHOT_APP}, Environment={"Variables": {"SETTING": "one"}})
     try:
@@ -45,7 +38,7 @@ def test_init_runs_once_and_environments_are_forks(endpoint, lambda_client, func
         assert len(streams) == 2, "two concurrent invokes should run in two environments"
         assert {r["token"] for r in results} == {first["token"]}, "init ran again instead of forking the zygote"
         # A fresh environment after recycling: still the same snapshot, and it sees init's /tmp file.
-        _recycle(endpoint, name)
+        recycle(endpoint, name)
         _, fresh = invoke(lambda_client, name, {})
         assert fresh["stream"] not in streams | {first["stream"]}
         assert fresh["token"] == first["token"] and fresh["mark"] == "written by init"

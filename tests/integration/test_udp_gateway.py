@@ -7,10 +7,7 @@ Every packet goes to and from 127.0.0.1 only.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import create_function, raw_request, unique_name
+from helpers import create_function, raw_request, run_lamina, unique_name
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -221,47 +218,38 @@ def test_api_errors(endpoint, cleanup):
     assert "already in use" in resp.json()["message"]
 
 
-def _lamina(endpoint: str, *args: str, columns: str | None = "250") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_") and k != "COLUMNS"}
-    env.update(LAMINA_ENDPOINT=endpoint, NO_COLOR="1", TERM="dumb")
-    if columns is not None:
-        env["COLUMNS"] = columns
-    return subprocess.run([sys.executable, "-m", "lamina", *args], capture_output=True, text=True, env=env,
-                          timeout=60)
-
-
 def test_cli_create_ls_get_rm_frees_the_port(endpoint, functions):
     fn = functions({"app.py": ECHO}, prefix="udp-cli")
     name = unique_name("cli")
-    proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{fn}",
-                   "--batch-count", "10", "--batch-timeout", "0.05", "--allow", "127.0.0.0/8")
+    proc = run_lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{fn}",
+                       "--batch-count", "10", "--batch-timeout", "0.05", "--allow", "127.0.0.0/8")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert name in proc.stdout and f"function:{fn}" in proc.stdout
     port = get_listener(endpoint, name)["Port"]
     with udp_socket() as sock:
         sock.sendto(b"via cli", ("127.0.0.1", port))
         assert [d for d, _ in receive(sock, 1)] == [b"echo:via cli"]
-    proc = _lamina(endpoint, "udp", "listener", "ls")
+    proc = run_lamina(endpoint, "udp", "listener", "ls")
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if name in line)
     assert f"127.0.0.1:{port}" in row and "Listening" in row and f"function:{fn}" in row
     # Piped without COLUMNS (rich's default is 80): ids and endpoints must still come out whole, on one row.
-    proc = _lamina(endpoint, "udp", "listener", "ls", columns=None)
+    proc = run_lamina(endpoint, "udp", "listener", "ls", columns=None)
     listener_id = get_listener(endpoint, name)["Id"]
     row = next(line for line in proc.stdout.splitlines() if name in line)
     assert listener_id in row and f"127.0.0.1:{port}" in row and f"function:{fn}" in row, proc.stdout
-    proc = _lamina(endpoint, "udp", "listener", "get", name)
+    proc = run_lamina(endpoint, "udp", "listener", "get", name)
     assert proc.returncode == 0 and "PacketsIn=1" in proc.stdout and "Replies=1" in proc.stdout, proc.stdout
-    proc = _lamina(endpoint, "udp", "listener", "create", "--destination", "queue:x")
+    proc = run_lamina(endpoint, "udp", "listener", "create", "--destination", "queue:x")
     assert proc.returncode != 0 and "function:NAME" in proc.stderr
-    proc = _lamina(endpoint, "udp", "listener", "create", "--destination", "log", "--port", str(port))
+    proc = run_lamina(endpoint, "udp", "listener", "create", "--destination", "log", "--port", str(port))
     assert proc.returncode == 1 and "already in use" in proc.stderr
-    proc = _lamina(endpoint, "udp", "listener", "rm", name)
+    proc = run_lamina(endpoint, "udp", "listener", "rm", name)
     assert proc.returncode == 0, proc.stderr
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))          # the port is ours again
     assert api(endpoint, "GET", f"{LISTENERS}/{name}").status == 404
-    proc = _lamina(endpoint, "udp", "listener", "rm", name)
+    proc = run_lamina(endpoint, "udp", "listener", "rm", name)
     assert proc.returncode == 1 and "not found" in proc.stderr
 
 
@@ -269,29 +257,29 @@ def test_cli_warns_about_function_destinations_that_would_always_fail(endpoint, 
     # Accepted (the function may be deployed later), but a typo must not show up only as an error count.
     fn = functions({"app.py": ECHO}, prefix="udp-warn")
     name = unique_name("warn")
-    proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{fn}-typo",
-                   "--destination", f"function:{fn}", "--destination", f"function:{fn}:nope")
+    proc = run_lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{fn}-typo",
+                       "--destination", f"function:{fn}", "--destination", f"function:{fn}:nope")
     try:
         assert proc.returncode == 0, proc.stderr
         assert f"function {fn}-typo does not exist" in proc.stderr, proc.stderr
         assert f"function {fn} has no version or alias nope" in proc.stderr, proc.stderr
         assert f"function {fn} does not" not in proc.stderr, proc.stderr
     finally:
-        _lamina(endpoint, "udp", "listener", "rm", name)
+        run_lamina(endpoint, "udp", "listener", "rm", name)
     # Tenant ids for a function without tenancy, and none for a PER_TENANT one: every invoke would fail.
     tenanted = functions({"app.py": ECHO}, prefix="udp-warn-pt", TenancyConfig={"TenantIsolationMode": "PER_TENANT"})
     for destination, tenant_args, warning in (
             (fn, ["--tenant-expression", "[0:2]"], f"function {fn} is not PER_TENANT"),
             (tenanted, [], f"function {tenanted} is PER_TENANT and needs a tenant id")):
-        proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination",
-                       f"function:{destination}", *tenant_args)
+        proc = run_lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination",
+                           f"function:{destination}", *tenant_args)
         try:
             assert proc.returncode == 0 and warning in proc.stderr, proc.stderr
         finally:
-            _lamina(endpoint, "udp", "listener", "rm", name)
-    proc = _lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{tenanted}",
-                   "--tenant-id", "t1")
-    _lamina(endpoint, "udp", "listener", "rm", name)
+            run_lamina(endpoint, "udp", "listener", "rm", name)
+    proc = run_lamina(endpoint, "udp", "listener", "create", "--name", name, "--destination", f"function:{tenanted}",
+                       "--tenant-id", "t1")
+    run_lamina(endpoint, "udp", "listener", "rm", name)
     assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
 
 
