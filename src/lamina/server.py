@@ -21,13 +21,15 @@ import uvloop
 
 from lamina import __version__
 from lamina.api import app as api_app
-from lamina.api import invoke_stream
+from lamina.api import async_invoke, event_invoke_config, invoke_stream
 from lamina.api.invoke import InvokeEndpoint
 from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
+from lamina.events.delivery import AsyncInvoker
 from lamina.functions import invoke as invoke_path
 from lamina.functions.concurrency import ConcurrencyService
+from lamina.functions.event_invoke_config import EventInvokeConfigService
 from lamina.functions.invoke import InvokeHandler
 from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
@@ -38,6 +40,7 @@ from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.sandbox import get_backend
+from lamina.store.async_events import SqliteEventQueue
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
 from lamina.store.logs import LogStore
@@ -61,6 +64,11 @@ class Server:
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
         self.concurrency = ConcurrencyService(self.functions, self.db)
+        # Asynchronous invocation: the events/ front end's durable queue is where the core hands Event invokes.
+        self.event_configs = EventInvokeConfigService(self.functions, self.db)
+        self.events = AsyncInvoker(self.functions, self.event_configs,
+                                   SqliteEventQueue(self.db.path, settings.async_durability), settings)
+        self.functions.event_sink = self.events
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
@@ -70,6 +78,7 @@ class Server:
         """The front ends, composed: the REST APIs (api/ and the UDP gateway's own) behind the HTTP front door,
         which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
         routes = api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
+        routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
         control = api_app.control_app(routes + udp_api.routes(self.udp), self.lifespan)
         invoke = InvokeHandler(self.functions)
         invoke_routes = [(invoke_path.match, InvokeEndpoint(invoke)),
@@ -83,9 +92,11 @@ class Server:
         self.urls.load()
         self.policies.load()
         self.concurrency.load()
+        self.event_configs.load()
         self.microvms.load()   # before the UDP listeners: their microvm destinations need its images
         await self.udp.load()
         self.microvms.start()
+        self.events.start()   # after the functions: queued events run as soon as their versions are there
         if self.settings.example:
             await self._deploy_example()
         self._banner()
@@ -99,10 +110,13 @@ class Server:
             # uvicorn has stopped accepting and waited for in-flight HTTP requests (sync invokes);
             # now finish async invocations, then stop every environment.
             # No new UDP packets from here on; batches already invoked finish with the drain below.
+            # Async events: no new attempts; running ones finish in the drain and are recorded, the rest stay queued.
+            self.events.stop()
             await self.udp.close()
             log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
             await self.functions.close()
             await self.dispatcher.shutdown(self.settings.drain_seconds)
+            await self.events.close()
             await self.microvms.close()
             self.backend.close()
             self.logs.close()

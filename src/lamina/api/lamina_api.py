@@ -22,7 +22,9 @@ def routes(functions: FunctionService) -> list[Route]:
         return json_response({"status": "ok", "version": __version__, "sandbox": backend.name,
                               "isolated": backend.isolated, "scheduling": backend.scheduling,
                               "functions": len(functions.functions),
-                              "environments": functions.dispatcher.environments})
+                              "environments": functions.dispatcher.environments,
+                              # The async event queue: depth, oldest event's age, redelivered events, ...
+                              "async": functions.event_sink.stats() if functions.event_sink is not None else None})
 
     async def logs(request: Request) -> Response:
         fn = functions.lookup(unquote(request.path_params["name"]))

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import parse_qs, unquote
 
 import orjson
@@ -18,6 +20,7 @@ import orjson
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
+from lamina.functions.async_queue import AsyncEvent, no_sink
 from lamina.functions.errors import AwsError
 from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.functions.registry import Function, FunctionService, is_per_tenant
@@ -119,19 +122,25 @@ class InvokeHandler:
         if p.invocation_type == "DryRun":
             return 204, [(b"x-amz-executed-version", p.target.version.encode())], b""
         inv = p.invocation(request_id)
-        if p.invocation_type == "Event":
-            # Runs in the background; durable queueing and retries are the events/ part's job.
-            self.dispatcher.submit(p.target.key, inv)
-            return 202, [], b""
         if on_done is None:
             inv.future = asyncio.get_running_loop().create_future()
         else:
             inv.on_done = on_done
+        if p.invocation_type == "Event":
+            # Into the durable queue (events/): `inv` stands for the acceptance, done once the event is committed
+            # (respond() then answers 202); the queue runs, retries and routes it from there.
+            sink = self.functions.event_sink
+            if sink is None:
+                raise no_sink()
+            sink.accept(p.async_event(request_id), partial(_accepted, inv))
+            return inv
         submit(self.dispatcher, p.target.key, inv)
         return inv
 
     @staticmethod
     def respond(p: Prepared, result: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if p.invocation_type == "Event":
+            return 202, [], b""  # accepted: the event is durable
         out = [(b"content-type", b"application/json"), (b"x-amz-executed-version", result.executed_version.encode())]
         if result.error_type is not None:
             out.append((b"x-amz-function-error", b"Unhandled"))
@@ -174,6 +183,26 @@ class Prepared:
         return Invocation(request_id, self.payload, arn, sync=self.invocation_type == "RequestResponse",
                           client_context=self.client_context, trace_id=self.headers.get("x-amzn-trace-id"),
                           tenant_id=self.tenant_id, keep_log=self.log_type == "Tail")
+
+
+    def async_event(self, request_id: str) -> AsyncEvent:
+        """This request as an event for the async queue: the version picked now runs every attempt of it."""
+        arn = self.fn.config["FunctionArn"] + (f":{self.qualifier}" if self.qualifier else "")
+        now = time.time()
+        return AsyncEvent(request_id, self.fn.name, self.target.version, self.qualifier, arn, self.payload,
+                          orjson.dumps(self.client_context) if self.client_context is not None else None,
+                          self.headers.get("x-amzn-trace-id"), self.tenant_id, created=now, due=now)
+
+
+_ACCEPTED = InvokeResult(b"")
+
+
+def _accepted(inv: Invocation, error: BaseException | None) -> None:
+    """The async queue's answer for an Event invoke: committed (202), or why not."""
+    if error is None:
+        inv.finish(_ACCEPTED)
+    else:
+        inv.fail(error if isinstance(error, Exception) else AwsError("ServiceException", str(error), 500))
 
 
 def check_tenant(fn: Function, tenant_id: str | None) -> None:

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.config import Settings
 from lamina.dispatch.dispatcher import Dispatcher
@@ -42,6 +43,9 @@ from lamina.store.db import Database
 from lamina.store.functions import FunctionRepo
 from lamina.store.logs import LogStore
 from lamina.store.versions import AliasRepo, AliasRow, VersionRepo, VersionRow
+
+if TYPE_CHECKING:
+    from lamina.functions.async_queue import EventSink
 
 log = logging.getLogger("lamina.functions")
 
@@ -149,6 +153,11 @@ class FunctionService:
         # Concurrency taken out of the account's unreserved pool besides reservations (provisioned concurrency of
         # functions without a reservation): GetAccountSettings' UnreservedConcurrentExecutions leaves it out.
         self.unreserved_claims: list[Callable[[], int]] = []
+        # Where Event invocations go: the durable async queue (events/), set by the server that composes them.
+        self.event_sink: EventSink | None = None
+        # Dead-letter queue kinds by ARN service ('sqs', 'sns'), each with whether an ARN names one that exists;
+        # the parts that provide queues or topics register theirs. A DeadLetterConfig of another kind is refused.
+        self.dead_letter_targets: dict[str, Callable[[str], bool]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,6 +302,7 @@ class FunctionService:
         ephemeral = v.ephemeral_storage(body) or 512
         tags = v.tags(body)
         tenancy = v.tenancy_config(body)
+        dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
         role = v.string(body, "Role", "role", 2048) or ""
         code = body.get("Code")
         if not isinstance(code, dict):
@@ -338,6 +348,8 @@ class FunctionService:
             config["Environment"] = {"Variables": env}
         if tenancy is not None:
             config["TenancyConfig"] = tenancy  # immutable from now on
+        if dead_letter:
+            config["DeadLetterConfig"] = {"TargetArn": dead_letter}
         fn = Function(ref.name, config, tags, code_hex)
         self.functions[fn.name] = fn
         self._persist(fn, new=True)
@@ -401,6 +413,7 @@ class FunctionService:
         if (ephemeral := v.ephemeral_storage(body)) is not None:
             changes["EphemeralStorage"] = {"Size": ephemeral}
         env = v.environment(body)
+        dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
         if body.get("TenancyConfig") is not None and v.tenancy_config(body) != fn.config.get("TenancyConfig"):
             raise AwsError("InvalidParameterValueException", "Tenancy configuration cannot be modified after "
                            "function creation.")
@@ -411,6 +424,11 @@ class FunctionService:
                 fn.config["Environment"] = {"Variables": env}
             else:
                 fn.config.pop("Environment", None)
+        if dead_letter is not None:
+            if dead_letter:
+                fn.config["DeadLetterConfig"] = {"TargetArn": dead_letter}
+            else:
+                fn.config.pop("DeadLetterConfig", None)
         self._begin_update(fn)
         return dict(fn.config)
 

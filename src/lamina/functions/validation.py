@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from lamina.functions.errors import AwsError, validation
 
@@ -192,3 +193,34 @@ def tenant_id(value: str | None) -> str | None:
     if not TENANT_ID.fullmatch(value):
         raise validation(value, "tenantId", f"Member must satisfy regular expression pattern: {TENANT_ID.pattern}")
     return value
+
+
+DEAD_LETTER_ARN = re.compile(r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()")
+
+
+def dead_letter_config(body: dict, targets: dict[str, Callable[[str], bool]]) -> str | None:
+    """DeadLetterConfig.TargetArn: None when not given, '' to remove it, else an ARN of a queue or topic this
+    server has (`targets`: by ARN service, whether one exists). Lamina cannot deliver to any other: refused."""
+    value = body.get("DeadLetterConfig")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "deadLetterConfig", "Member must be a structure")
+    arn = value.get("TargetArn")
+    if arn is None or arn == "":
+        return ""
+    if not isinstance(arn, str):
+        raise validation(arn, "deadLetterConfig.targetArn", "Member must be a string")
+    if not DEAD_LETTER_ARN.fullmatch(arn):
+        raise validation(arn, "deadLetterConfig.targetArn",
+                         f"Member must satisfy regular expression pattern: {DEAD_LETTER_ARN.pattern}")
+    service = arn.split(":", 3)[2]
+    exists = targets.get(service)
+    if exists is None:
+        have = " or ".join(sorted(targets)) or "none yet"
+        raise AwsError("InvalidParameterValueException",
+                       f"The provided target ARN {arn} is invalid: a dead-letter queue must be an SQS queue or SNS "
+                       f"topic of this server (kinds Lamina has: {have}).")
+    if not exists(arn):
+        raise AwsError("InvalidParameterValueException", f"The provided target ARN {arn} does not exist.")
+    return arn
