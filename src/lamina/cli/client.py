@@ -164,6 +164,20 @@ class Client:
         finally:
             conn.close()
 
+    @contextmanager
+    def passthrough(
+        self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[http.client.HTTPResponse]:
+        """Send exactly the given headers and yield the open response whatever its status: an app's own
+        answer through the server (a MicroVM's endpoint), not an AWS API call."""
+        conn = self._connect(timeout)
+        try:
+            conn.request(method, self._prefix + path, body=body, headers=headers or {})
+            yield conn.getresponse()
+        finally:
+            conn.close()
+
     # -- Lambda operations -----------------------------------------------------------------------
 
     @staticmethod

@@ -429,16 +429,11 @@ def request(
     if data is not None:
         body = open(data[1:], "rb").read() if data.startswith("@") else data.encode()  # noqa: SIM115
     target = f"/lamina/v1/microvm/{_q(microvm_id)}/{path.lstrip('/')}"
-    conn = client._connect(300.0)
-    try:
-        conn.request(method.upper(), client._prefix + target, body=body, headers=headers)
-        resp = conn.getresponse()
+    with client.passthrough(method.upper(), target, body=body, headers=headers, timeout=300.0) as resp:
         if resp.status >= 300:
             err.print(f"HTTP {resp.status} {resp.reason}", markup=False)
         while chunk := resp.read1(65536):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-    finally:
-        conn.close()
     if resp.status >= 400:
         raise typer.Exit(1)
