@@ -27,7 +27,7 @@ at once and as many closed batches (at least MIN_WAITING) wait; beyond that batc
 (DroppedOverload), so a slow function costs packets, never unbounded memory.
 
 The `function-async` sink is this class with asynchronous=True: Event invocations (1 MB payload
-limit), no replies.
+limit) through the durable async queue (a batch counts as done once it is committed there), no replies.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from functools import partial
 import orjson
 
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
+from lamina.functions.async_queue import event_for, no_sink
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_invokable
 from lamina.functions.registry import Function, FunctionService
@@ -200,11 +201,13 @@ class FunctionDestination(Destination):
         m.batches += 1
         try:
             target, arn = self._resolve(batch.tenant)
-            # keep_log: nobody reads a batch invocation's log tail (X-Amz-Log-Result), so it is not collected.
-            inv = Invocation(str(uuid.uuid4()), payload, arn, sync=not self.asynchronous, tenant_id=batch.tenant,
-                             keep_log=False)
-            inv.future = future = self.loop.create_future()
-            self.dispatcher.submit(target.key, inv)
+            if self.asynchronous:
+                future = self._queue(payload, batch.tenant)
+            else:
+                # keep_log: nobody reads a batch invocation's log tail (X-Amz-Log-Result), so it is not collected.
+                inv = Invocation(str(uuid.uuid4()), payload, arn, tenant_id=batch.tenant, keep_log=False)
+                inv.future = future = self.loop.create_future()
+                self.dispatcher.submit(target.key, inv)
         except Throttled as exc:
             m.throttles += 1
             self.complain(f"throttled ({exc.reason}): {exc.message}")
@@ -215,6 +218,24 @@ class FunctionDestination(Destination):
             return
         m.in_flight += 1
         future.add_done_callback(partial(self._done, batch))
+
+    def _queue(self, payload: bytes, tenant: str | None) -> asyncio.Future:
+        """function-async: the batch as an Event invoke into the durable async queue (retries, destinations and
+        DLQ as configured for the function); the future is done once the event is committed."""
+        sink = self.functions.event_sink
+        if sink is None:
+            raise no_sink()
+        future = self.loop.create_future()
+
+        def accepted(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(InvokeResult(b""))
+            else:
+                future.set_exception(error)
+        sink.accept(event_for(self.functions, self.config.function or "", payload, tenant), accepted)
+        return future
 
     def _resolve(self, tenant: str | None) -> tuple[Function, str]:
         """The version to run and the ARN the function sees as invoked (checked per batch: the function
