@@ -471,3 +471,8 @@ app.add_typer(_udp_app, name="udp")
 from lamina.cli.microvm import app as _microvm_app  # noqa: E402
 
 app.add_typer(_microvm_app, name="microvm")
+
+# `lamina events ...` likewise (cli/events.py).
+from lamina.cli.events import app as _events_app  # noqa: E402
+
+app.add_typer(_events_app, name="events")
