@@ -93,6 +93,11 @@ class SandboxInstance:
     def isolated(self) -> bool:
         return self.backend.isolated
 
+    @property
+    def terminated(self) -> bool:
+        """terminate() has begun: the instance takes no more traffic."""
+        return self._terminated
+
     def _on_exit(self, code: int) -> None:
         self._reaped.set()
         if self._terminating or self.exited.done():

@@ -193,7 +193,7 @@ class SandboxEngine:
             return
         port = instances.ready_port(image)
         holder = next((_holder(i.microvm_id) for i in self._live.values()
-                       if not i._terminated and instances.ready_port(i.image) == port), None)
+                       if not i.terminated and instances.ready_port(i.image) == port), None)
         if holder is None:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
@@ -294,7 +294,7 @@ class SandboxEngine:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _prune(self) -> None:
-        for name in [n for n, i in self._live.items() if i._terminated]:
+        for name in [n for n, i in self._live.items() if i.terminated]:
             del self._live[name]
 
     async def close(self) -> None:
