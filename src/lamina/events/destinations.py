@@ -16,8 +16,9 @@ import asyncio
 from typing import Protocol
 
 from lamina.events.records import Outcome
-from lamina.functions.async_queue import EventSink, event_for
+from lamina.functions.async_queue import EventSink
 from lamina.functions.event_invoke_config import arn_service
+from lamina.functions.invoke import event_for
 from lamina.functions.registry import FunctionService
 
 

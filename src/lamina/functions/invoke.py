@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -215,6 +216,19 @@ def check_tenant(fn: Function, tenant_id: str | None) -> None:
     elif tenant_id is not None:
         raise AwsError("InvalidParameterValueException", "The invoked function is not enabled with tenancy "
                        "configuration. Remove the tenant ID from your request and try again.")
+
+
+def event_for(functions: FunctionService, raw_name: str, payload: bytes, tenant_id: str | None = None,
+              request_id: str | None = None) -> AsyncEvent:
+    """An Event invocation of a function named in any accepted form (name, name:qualifier, ARN), for a caller
+    inside Lamina (a destination, the UDP gateway); raises AwsError when it cannot be invoked that way."""
+    fn, qualifier = functions.target(raw_name)
+    target = functions.pick(fn, qualifier)
+    check_tenant(target, tenant_id)
+    arn = fn.config["FunctionArn"] + (f":{qualifier}" if qualifier else "")
+    now = time.time()
+    return AsyncEvent(request_id or str(uuid.uuid4()), fn.name, target.version, qualifier, arn, payload,
+                      tenant_id=tenant_id, created=now, due=now)
 
 
 def ensure_invokable(fn: Function, dispatcher: Dispatcher) -> None:

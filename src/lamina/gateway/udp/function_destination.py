@@ -41,9 +41,9 @@ from functools import partial
 import orjson
 
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
-from lamina.functions.async_queue import event_for, no_sink
+from lamina.functions.async_queue import no_sink
 from lamina.functions.errors import AwsError
-from lamina.functions.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_invokable
+from lamina.functions.invoke import ASYNC_LIMIT, SYNC_LIMIT, check_tenant, ensure_invokable, event_for
 from lamina.functions.registry import Function, FunctionService
 from lamina.gateway.udp import brex, formatters
 from lamina.gateway.udp.config import MAX_BATCH_COUNT, DestinationConfig, valid_tenant_id
