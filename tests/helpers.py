@@ -13,6 +13,7 @@ import importlib.metadata
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -201,6 +202,64 @@ def assert_aws_error(resp: RawResponse, status: int | tuple[int, ...], types: st
     if message_contains is not None:
         assert message_contains.lower() in message.lower(), resp.describe()
     return message
+
+
+# --------------------------------------------------------------------------------------------------
+# Function URLs
+
+FUNCTION_URL = re.compile(rf"^http://([a-z0-9]{{32}})\.lambda-url\.{REGION}\.localhost:(\d+)/$")
+
+
+def url_id_of(function_url: str) -> str:
+    """The url id in a FunctionUrl as the API returns it (http://<id>.lambda-url.us-east-1.localhost:<port>/)."""
+    m = FUNCTION_URL.match(function_url)
+    assert m, function_url
+    return m.group(1)
+
+
+class FunctionUrl:
+    """A function URL reached over 127.0.0.1 the way curl would: by its host name (form="host": Host:
+    <id>.lambda-url.us-east-1.localhost:PORT) or by the server's path form (form="path": /lamina/v1/url/<id>/...).
+    `url` is a FunctionUrl as the API returns it, or a bare url id."""
+
+    def __init__(self, endpoint: str, url: str) -> None:
+        self.url_id = url_id_of(url) if url.startswith("http") else url
+        self.port = int(endpoint.rsplit(":", 1)[1])
+        self.host = f"{self.url_id}.lambda-url.{REGION}.localhost:{self.port}"
+
+    def send(self, method: str, target: str, body: bytes | None = None, headers: list[tuple[str, str]] | None = None,
+             form: str = "host", timeout: float = 60) -> http.client.HTTPConnection:
+        """Send the request; the caller reads conn.getresponse() (e.g. piece by piece) and closes conn."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        path = target if form == "host" else f"/lamina/v1/url/{self.url_id}{target}"
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", self.host if form == "host" else f"127.0.0.1:{self.port}")
+        for name, value in headers or []:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        return conn
+
+    def request(self, method: str, target: str, body: bytes | None = None,
+                headers: list[tuple[str, str]] | None = None, form: str = "host",
+                timeout: float = 60) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, [(lower-cased name, value)], body)."""
+        conn = self.send(method, target, body, headers, form, timeout)
+        try:
+            resp = conn.getresponse()
+            return resp.status, [(k.lower(), v) for k, v in resp.getheaders()], resp.read()
+        finally:
+            conn.close()
+
+    def get(self, target: str, **kwargs) -> tuple[int, list[tuple[str, str]], bytes]:
+        return self.request("GET", target, **kwargs)
+
+    def json(self, method: str, target: str, **kwargs):
+        """The decoded JSON body of a request that must answer 200."""
+        status, headers, body = self.request(method, target, **kwargs)
+        assert status == 200, (status, headers, body)
+        return json.loads(body)
 
 
 # --------------------------------------------------------------------------------------------------

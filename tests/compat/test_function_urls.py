@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import time
@@ -13,11 +12,10 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import WAIT, client_error, create_function, fn_arn, unique_name
+from helpers import WAIT, FunctionUrl, client_error, create_function, fn_arn, unique_name, url_id_of
 
 pytestmark = pytest.mark.timeout(90)
 
-URL_RE = re.compile(r"^http://([a-z0-9]{32})\.lambda-url\.us-east-1\.localhost:(\d+)/$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 CLF_RE = re.compile(r"^\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000$")
 
@@ -57,44 +55,6 @@ def handler(event, context):
 '''
 
 
-def _url_id(function_url: str) -> str:
-    m = URL_RE.match(function_url)
-    assert m, function_url
-    return m.group(1)
-
-
-class Http:
-    """Requests to a running server the way curl would send them (http.client, 127.0.0.1)."""
-
-    def __init__(self, endpoint: str, url_id: str) -> None:
-        host, port = endpoint.split("://", 1)[1].rsplit(":", 1)
-        self.host, self.port, self.url_id = host, int(port), url_id
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: list[tuple[str, str]] | None = None,
-                form: str = "host") -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            target = path if form == "host" else f"/lamina/v1/url/{self.url_id}{path}"
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-            host = (f"{self.url_id}.lambda-url.us-east-1.localhost:{self.port}" if form == "host"
-                    else f"{self.host}:{self.port}")
-            conn.putheader("Host", host)
-            for name, value in headers or []:
-                conn.putheader(name, value)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            resp = conn.getresponse()
-            return resp.status, [(k.lower(), v) for k, v in resp.getheaders()], resp.read()
-        finally:
-            conn.close()
-
-    def json(self, method: str, path: str, **kwargs) -> dict:
-        status, headers, body = self.request(method, path, **kwargs)
-        assert status == 200, (status, headers, body)
-        return json.loads(body)
-
-
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k == name), None)
 
@@ -105,13 +65,13 @@ def url_function(lambda_client):
     name = unique_name("furl")
     create_function(lambda_client, name, {"app.py": URL_HANDLER})
     resp = lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")
-    yield name, _url_id(resp["FunctionUrl"])
+    yield name, url_id_of(resp["FunctionUrl"])
     lambda_client.delete_function(FunctionName=name)
 
 
 @pytest.fixture(scope="module")
-def web(url_function, endpoint) -> Http:
-    return Http(endpoint, url_function[1])
+def web(url_function, endpoint) -> FunctionUrl:
+    return FunctionUrl(endpoint, url_function[1])
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -123,7 +83,7 @@ def test_url_config_crud(lambda_client, functions, endpoint):
 
     created = lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")
     assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
-    url_id = _url_id(created["FunctionUrl"])
+    url_id = url_id_of(created["FunctionUrl"])
     assert created["FunctionUrl"].endswith(f":{port}/")
     assert created["FunctionArn"] == fn_arn(name)
     assert created["AuthType"] == "NONE" and created["InvokeMode"] == "BUFFERED"
@@ -171,10 +131,10 @@ def test_url_config_crud(lambda_client, functions, endpoint):
     assert lambda_client.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"] == []
 
     # a deleted URL no longer answers; a new one gets a new id
-    status, _, body = Http(endpoint, url_id).request("GET", "/")
+    status, _, body = FunctionUrl(endpoint, url_id).request("GET", "/")
     assert status == 404, body
     again = lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")
-    assert _url_id(again["FunctionUrl"]) != url_id
+    assert url_id_of(again["FunctionUrl"]) != url_id
 
 
 def test_url_config_errors(lambda_client, functions):
@@ -216,12 +176,12 @@ def test_url_config_errors(lambda_client, functions):
 def test_url_deleted_with_function(lambda_client, endpoint):
     name = unique_name("furl-del")
     create_function(lambda_client, name, {"app.py": URL_HANDLER})
-    url_id = _url_id(lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"])
+    url_id = url_id_of(lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"])
     lambda_client.add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
                                  Principal="*", FunctionUrlAuthType="NONE")
-    assert Http(endpoint, url_id).request("GET", "/string")[0] == 200
+    assert FunctionUrl(endpoint, url_id).request("GET", "/string")[0] == 200
     lambda_client.delete_function(FunctionName=name)
-    assert Http(endpoint, url_id).request("GET", "/string")[0] == 404
+    assert FunctionUrl(endpoint, url_id).request("GET", "/string")[0] == 404
 
     create_function(lambda_client, name, {"app.py": URL_HANDLER})
     try:
@@ -291,7 +251,7 @@ def test_url_and_policy_survive_restart(lamina_factory):
     create_function(client, name, {"app.py": URL_HANDLER})
     created = client.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM",
                                                 Cors={"AllowOrigins": ["*"]})
-    url_id = _url_id(created["FunctionUrl"])
+    url_id = url_id_of(created["FunctionUrl"])
     client.add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
                           Principal="*", FunctionUrlAuthType="NONE")
     assert first.stop() == 0
@@ -300,12 +260,12 @@ def test_url_and_policy_survive_restart(lamina_factory):
     client = second.client()
     client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     got = client.get_function_url_config(FunctionName=name)
-    assert _url_id(got["FunctionUrl"]) == url_id
+    assert url_id_of(got["FunctionUrl"]) == url_id
     assert got["FunctionUrl"].endswith(f":{second.port}/"), "the address follows the server's port"
     assert (got["CreationTime"], got["InvokeMode"], got["Cors"]) == (
         created["CreationTime"], "RESPONSE_STREAM", {"AllowOrigins": ["*"]})
     assert [s["Sid"] for s in json.loads(client.get_policy(FunctionName=name)["Policy"])["Statement"]] == ["public"]
-    status, _, body = Http(second.endpoint, url_id).request("GET", "/string")
+    status, _, body = FunctionUrl(second.endpoint, url_id).request("GET", "/string")
     assert (status, body) == (200, b'"Hello, world!"')
 
 
@@ -415,7 +375,7 @@ def test_function_error_is_502(web, path):
 
 def test_unknown_url_is_404(endpoint):
     for form in ("host", "path"):
-        status, _, body = Http(endpoint, "0" * 32).request("GET", "/", form=form)
+        status, _, body = FunctionUrl(endpoint, "0" * 32).request("GET", "/", form=form)
         assert status == 404 and json.loads(body) == {"Message": "Not Found"}
 
 
@@ -432,7 +392,7 @@ def test_request_over_6mb_is_413(web):
 def test_aws_iam_url_is_forbidden(lambda_client, functions, endpoint):
     name = functions({"app.py": URL_HANDLER})
     url = lambda_client.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
-    client = Http(endpoint, _url_id(url))
+    client = FunctionUrl(endpoint, url)
     for form in ("host", "path"):
         status, headers, body = client.request("GET", "/string", form=form)
         assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
@@ -444,7 +404,7 @@ def test_response_stream_mode(lambda_client, functions, endpoint):
     name = functions({"app.py": URL_HANDLER})
     url = lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE",
                                                    InvokeMode="RESPONSE_STREAM")["FunctionUrl"]
-    client = Http(endpoint, _url_id(url))
+    client = FunctionUrl(endpoint, url)
     status, headers, body = client.request("GET", "/custom")
     assert (status, body) == (201, b"created")
     assert _header(headers, "transfer-encoding") == "chunked" and _header(headers, "content-length") is None
@@ -461,7 +421,7 @@ def test_cors(lambda_client, functions, endpoint):
         FunctionName=name, AuthType="NONE",
         Cors={"AllowOrigins": ["https://app.example"], "AllowMethods": ["GET", "POST"], "AllowHeaders": ["x-token"],
               "ExposeHeaders": ["x-custom"], "MaxAge": 600, "AllowCredentials": True})["FunctionUrl"]
-    client = Http(endpoint, _url_id(url))
+    client = FunctionUrl(endpoint, url)
     status, headers, body = client.request("OPTIONS", "/anything", headers=[
         ("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")])
     assert (status, body) == (200, b""), "the preflight is answered without invoking the function"

@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import json
 import random
-import re
 import socket
 import threading
 import time
@@ -25,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROLE, WAIT, create_function, installed_files, make_zip, raw_request, unique_name
+from helpers import ROLE, WAIT, FunctionUrl, create_function, installed_files, make_zip, raw_request, unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
 DEMO = (Path(__file__).parent / "http_app_demo.py").read_text()
-URL_RE = re.compile(r"^http://([a-z0-9]{32})\.lambda-url\.[a-z0-9-]+\.localhost:(\d+)/$")
 MB = 1024 * 1024
 
 FLASK_APP = '''
@@ -113,90 +111,60 @@ exec python3 -m uvicorn --host 127.0.0.1 --port "$AWS_LWA_PORT" --no-access-log 
 # Packaging and plumbing
 
 
-class Url:
-    """A function URL reached the way curl would (Host: <id>.lambda-url...), over 127.0.0.1."""
+def duplex(url: FunctionUrl, target: str, size: int, chunked: bool, block: int = 256 * 1024,
+           ctype: str = "application/octet-stream") -> tuple[int, dict[str, str], int, str, str]:
+    """POST `size` pseudo-random bytes while reading the response at the same time (a streaming
+    echo would deadlock a client that sends everything first). Returns (status, headers,
+    response size, sha256 sent, sha256 received); the body is never held whole in memory."""
+    sock = socket.create_connection(("127.0.0.1", url.port), timeout=60)
+    sent = hashlib.sha256()
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    head = (f"POST {target} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: {ctype}\r\n{framing}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    rng = random.Random(size)
+    errors: list[BaseException] = []
 
-    def __init__(self, endpoint: str, function_url: str) -> None:
-        m = URL_RE.match(function_url)
-        assert m, function_url
-        self.url_id = m.group(1)
-        self.port = int(endpoint.rsplit(":", 1)[1])
-        self.host = f"{self.url_id}.lambda-url.us-east-1.localhost:{self.port}"
-
-    def request(self, method: str, target: str, body: bytes | None = None,
-                headers: list[tuple[str, str]] | None = None,
-                timeout: float = 60) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def sender() -> None:
         try:
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", self.host)
-            for name, value in headers or []:
-                conn.putheader(name, value)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            resp = conn.getresponse()
-            return resp.status, [(k.lower(), v) for k, v in resp.getheaders()], resp.read()
-        finally:
-            conn.close()
+            sock.sendall(head)
+            left = size
+            while left:
+                piece = rng.randbytes(min(block, left))
+                left -= len(piece)
+                sent.update(piece)
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except BaseException as exc:
+            errors.append(exc)
 
-    def get(self, target: str, **kwargs) -> tuple[int, list[tuple[str, str]], bytes]:
-        return self.request("GET", target, **kwargs)
-
-    def duplex(self, target: str, size: int, chunked: bool, block: int = 256 * 1024,
-               ctype: str = "application/octet-stream") -> tuple[int, dict[str, str], int, str, str]:
-        """POST `size` pseudo-random bytes while reading the response at the same time (a streaming
-        echo would deadlock a client that sends everything first). Returns (status, headers,
-        response size, sha256 sent, sha256 received); the body is never held whole in memory."""
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
-        sent = hashlib.sha256()
-        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
-        head = (f"POST {target} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {ctype}\r\n{framing}\r\n"
-                f"Connection: close\r\n\r\n").encode()
-        rng = random.Random(size)
-        errors: list[BaseException] = []
-
-        def sender() -> None:
-            try:
-                sock.sendall(head)
-                left = size
-                while left:
-                    piece = rng.randbytes(min(block, left))
-                    left -= len(piece)
-                    sent.update(piece)
-                    sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-                if chunked:
-                    sock.sendall(b"0\r\n\r\n")
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=sender, daemon=True)
-        thread.start()
-        resp = http.client.HTTPResponse(sock, method="POST")
-        try:
-            resp.begin()
-            got = hashlib.sha256()
-            total = 0
-            while chunk := resp.read(1 << 20):
-                got.update(chunk)
-                total += len(chunk)
-            thread.join(60)
-            assert not errors, errors
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, total, sent.hexdigest(), \
-                got.hexdigest()
-        finally:
-            resp.close()
-            sock.close()
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    resp = http.client.HTTPResponse(sock, method="POST")
+    try:
+        resp.begin()
+        got = hashlib.sha256()
+        total = 0
+        while chunk := resp.read(1 << 20):
+            got.update(chunk)
+            total += len(chunk)
+        thread.join(60)
+        assert not errors, errors
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, total, sent.hexdigest(), \
+            got.hexdigest()
+    finally:
+        resp.close()
+        sock.close()
 
 
 def _make_http_app(client, endpoint: str, files: dict[str, str | bytes], *, runtime: str = "provided.al2023",
                    handler: str = "bootstrap", env: dict[str, str] | None = None, memory: int = 1769,
-                   timeout: int = 60, wait: bool = True) -> tuple[str, Url]:
+                   timeout: int = 60, wait: bool = True) -> tuple[str, FunctionUrl]:
     name = unique_name("http")
     create_function(client, name, make_zip(files), handler=handler, wait=wait, Runtime=runtime, Role=ROLE,
                     MemorySize=memory, Timeout=timeout, Environment={"Variables": env or {}})
     resp = client.create_function_url_config(FunctionName=name, AuthType="NONE")
-    return name, Url(endpoint, resp["FunctionUrl"])
+    return name, FunctionUrl(endpoint, resp["FunctionUrl"])
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +180,7 @@ def demo(lambda_client, endpoint):
 def make_app(lambda_client, endpoint):
     created: list[str] = []
 
-    def make(files: dict[str, str | bytes], **kwargs) -> tuple[str, Url]:
+    def make(files: dict[str, str | bytes], **kwargs) -> tuple[str, FunctionUrl]:
         name, url = _make_http_app(lambda_client, endpoint, files, **kwargs)
         created.append(name)
         return name, url
@@ -242,7 +210,7 @@ def _header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
 @pytest.mark.parametrize("size", [0, 1024, 10 * 1024, 64 * 1024, 64 * 1024 + 1, 9 * MB])  # both sides of APP_BODY_MAX
 def test_echo_is_byte_exact(demo, size):
     _, url = demo
-    status, headers, total, sent, got = url.duplex("/echo", size, chunked=False)
+    status, headers, total, sent, got = duplex(url, "/echo", size, chunked=False)
     assert status == 200 and total == size and got == sent
     assert headers.get("content-length") == str(size) and headers["content-type"] == "application/octet-stream"
 
@@ -251,7 +219,7 @@ def test_echo_100_mb_streams_both_ways(demo, lamina_server):
     """100 MB in, 100 MB out, chunked both ways, with no payload limit and without the server holding it."""
     _, url = demo
     before = _server_peak_rss(lamina_server)
-    status, headers, total, sent, got = url.duplex("/echo", 100 * MB, chunked=True, block=1 << 20)
+    status, headers, total, sent, got = duplex(url, "/echo", 100 * MB, chunked=True, block=1 << 20)
     assert status == 200 and total == 100 * MB and got == sent
     assert headers.get("transfer-encoding") == "chunked"
     assert _server_peak_rss(lamina_server) - before < 40 * MB
@@ -261,10 +229,7 @@ def test_large_download_streams_without_the_server_holding_it(demo, lamina_serve
     """A GET (the hot path's proxy) of 64 MB: every byte, read slowly, and the server does not keep it."""
     _, url = demo
     before = _server_peak_rss(lamina_server)
-    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=60)
-    conn.putrequest("GET", f"/bytes?size={64 * MB}", skip_host=True)
-    conn.putheader("Host", url.host)
-    conn.endheaders()
+    conn = url.send("GET", f"/bytes?size={64 * MB}")
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("content-length") == str(64 * MB)
     block = bytes(range(256)) * 4096
@@ -288,10 +253,7 @@ def test_double_and_half_echo(demo):
 
 def test_chunked_response_arrives_as_it_is_written(demo):
     _, url = demo
-    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
-    conn.putrequest("GET", "/chunked-response?delay_ms=2000", skip_host=True)
-    conn.putheader("Host", url.host)
-    conn.endheaders()
+    conn = url.send("GET", "/chunked-response?delay_ms=2000", timeout=30)
     start = time.monotonic()
     resp = conn.getresponse()
     arrivals = []
@@ -428,10 +390,7 @@ def test_client_leaving_mid_response_frees_the_slot(make_app):
     _, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health",
                                                 "AWS_LAMBDA_MAX_CONCURRENCY": "1"})
     env = json.loads(url.get("/stats")[2])["env"]
-    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
-    conn.putrequest("GET", "/chunked-response?delay_ms=20000", skip_host=True)
-    conn.putheader("Host", url.host)
-    conn.endheaders()
+    conn = url.send("GET", "/chunked-response?delay_ms=20000", timeout=30)
     resp = conn.getresponse()
     assert resp.read1(65536).startswith(b"INITIAL")
     conn.close()  # gone long before the app's last chunk
@@ -458,11 +417,7 @@ def test_lwa_compression(make_app):
                                                                         ("Accept-Encoding", "gzip;q=0")])
     assert "content-encoding" not in dict(headers) and body == text
     # A streamed response still streams, piece by piece.
-    conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=30)
-    conn.putrequest("GET", "/chunked-response?delay_ms=2000", skip_host=True, skip_accept_encoding=True)
-    conn.putheader("Host", url.host)
-    conn.putheader("Accept-Encoding", "gzip")
-    conn.endheaders()
+    conn = url.send("GET", "/chunked-response?delay_ms=2000", headers=[("Accept-Encoding", "gzip")], timeout=30)
     start = time.monotonic()
     resp = conn.getresponse()
     assert resp.getheader("content-encoding") == "gzip"
@@ -563,5 +518,5 @@ def test_asgi_under_uvicorn(make_app):
     assert status == 200 and doc["server"] == "uvicorn"
     assert doc["raw_path"] == "/items/a%20b" and doc["query"] == "q=%2F&q=2"
     assert _header_values(headers, "set-cookie") == ["x=1", "y=2"]
-    status, _, total, sent, got = url.duplex("/api/echo", 5 * MB, chunked=False)
+    status, _, total, sent, got = duplex(url, "/api/echo", 5 * MB, chunked=False)
     assert status == 200 and total == 5 * MB and got == sent

@@ -4,7 +4,6 @@ AWS's error types and messages, persistence across a restart, and a function URL
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections import Counter
 
@@ -14,6 +13,7 @@ from helpers import (
     ROLE,
     RUNTIME,
     WAIT,
+    FunctionUrl,
     create_function,
     decode_log,
     environments,
@@ -393,34 +393,22 @@ def test_versions_and_aliases_survive_restart(lamina_factory):
     assert client.list_aliases(FunctionName=name)["Aliases"] == []
 
 
-def _url_get(endpoint: str, url_id: str) -> tuple[int, bytes]:
-    host, port = endpoint.split("://", 1)[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request("GET", f"/lamina/v1/url/{url_id}/")
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def test_function_url_on_alias(lambda_client, endpoint, fn):
     _two_versions(lambda_client, fn)
     lambda_client.create_alias(FunctionName=fn, Name="live", FunctionVersion="1")
     url = lambda_client.create_function_url_config(FunctionName=fn, Qualifier="live", AuthType="NONE")
     assert url["FunctionArn"] == fn_arn(fn) + ":live"
-    assert url["FunctionUrl"].startswith("http://") and ".lambda-url." in url["FunctionUrl"]
-    url_id = url["FunctionUrl"].split("://", 1)[1].split(".", 1)[0]
+    web = FunctionUrl(endpoint, url["FunctionUrl"])  # also checks the URL's form
     assert lambda_client.get_function_url_config(FunctionName=fn, Qualifier="live")["FunctionUrl"] == \
         url["FunctionUrl"]
 
-    status, body = _url_get(endpoint, url_id)
+    status, _, body = web.get("/", form="path")
     assert status == 200, body
     out = json.loads(body)
     assert (out["code"], out["fn_version"], out["arn"]) == ("v1", "1", fn_arn(fn) + ":live"), out
 
     lambda_client.update_alias(FunctionName=fn, Name="live", FunctionVersion="2")
-    status, body = _url_get(endpoint, url_id)
+    status, _, body = web.get("/", form="path")
     assert status == 200 and json.loads(body)["code"] == "v2", body
 
     lambda_client.add_permission(FunctionName=fn, Qualifier="live", StatementId="public", Principal="*",
@@ -430,7 +418,7 @@ def test_function_url_on_alias(lambda_client, endpoint, fn):
 
     # The alias's URL and policy go with it: a new alias of the same name starts without them.
     lambda_client.delete_alias(FunctionName=fn, Name="live")
-    status, _ = _url_get(endpoint, url_id)
+    status, _, _ = web.get("/", form="path")
     assert status == 404
     got = failure(lambda_client.get_function_url_config, FunctionName=fn, Qualifier="live")
     assert got[:2] == (404, "ResourceNotFoundException")
