@@ -21,7 +21,7 @@ import pytest
 import uvloop
 
 from lamina.dispatch.runtime_api import RuntimeApiServer
-from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT
+from lamina.runtime.wire import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT
 
 pytest.importorskip("awslambdaric")
 pytestmark = pytest.mark.timeout(20)

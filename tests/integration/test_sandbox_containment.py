@@ -490,21 +490,23 @@ def test_init_code_runs_unprivileged(lambda_client, functions, assert_serving):
 
 
 # The init replaces the runtime's own "become an environment" step with one that never joins the
-# environment's cgroups (the zygote runs the runtime as __main__, in the same interpreter as the init).
+# environment's cgroups (the zygote runs the runtime in the same interpreter as the init).
 ESCAPE_CGROUPS_APP = r'''
 import os
-import __main__
+import sys
 
-_become = __main__._become_environment
+# The zygote's fork server (lamina/runtime/zygote_server.py), as the function's init code can reach it.
+_server = sys.modules["_lamina_runtime.zygote_server"]
+_become = _server._become_environment
 
 
-def _without_cgroups(header, fds, handler, setup, seccomp_hex):
+def _without_cgroups(header, fds, handler, ids, seccomp):
     for fd in fds[2:]:  # channel, log, then the environment's cgroup.procs files
         os.close(fd)
-    return _become(header, fds[:2], handler, setup, seccomp_hex)
+    return _become(header, fds[:2], handler, ids, seccomp)
 
 
-__main__._become_environment = _without_cgroups
+_server._become_environment = _without_cgroups
 
 
 def handler(event, context):

@@ -1,4 +1,4 @@
-from lamina.runtime.python_handler import KIND_INVOKE, KIND_RESULT, FrameDecoder, encode_frame
+from lamina.runtime.wire import KIND_INVOKE, KIND_RESULT, FrameDecoder, encode_frame
 
 
 def test_round_trip_split_at_every_byte():
@@ -22,15 +22,15 @@ def test_partial_frame_waits_for_rest():
 
 
 def test_channel_receives_whole_split_and_back_to_back_frames():
-    """The runtime's _Channel.recv: one frame per recv (the usual case), a frame in pieces (a large payload) and
+    """The runtime's Channel.recv: one frame per recv (the usual case), a frame in pieces (a large payload) and
     two frames in one read, then EOF."""
     import socket
     import threading
 
-    from lamina.runtime.python_handler import _Channel
+    from lamina.runtime.channel import Channel
 
     ours, theirs = socket.socketpair()
-    channel = _Channel(theirs.detach())
+    channel = Channel(theirs.detach())
     big = encode_frame(KIND_INVOKE, {"id": "big"}, b"x" * 300_000)
     pair = encode_frame(KIND_INVOKE, {"id": "p1"}, b"1") + encode_frame(KIND_INVOKE, {"id": "p2"}, b"2")
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from lamina.dispatch.environment import _http_result
 from lamina.gateway.http.payload import BadResponse, header_block_ok, map_response
-from lamina.runtime.python_handler import HTTP_PREFIX, http_response
+from lamina.runtime.http_result import http_response
+from lamina.runtime.wire import HTTP_PREFIX
 
 
 def server_view(result):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import socket
 
-from lamina.dispatch.environment import FrameDecoder
-from lamina.runtime.python_handler import KIND_ERROR, KIND_RESULT, _Channel
+from lamina.runtime.channel import Channel
+from lamina.runtime.wire import KIND_ERROR, KIND_RESULT, FrameDecoder
 
 
-def _channel() -> tuple[_Channel, socket.socket, int, int]:
+def _channel() -> tuple[Channel, socket.socket, int, int]:
     ours, theirs = socket.socketpair()
     r, w = os.pipe()
-    return _Channel(theirs.detach(), w), ours, r, w
+    return Channel(theirs.detach(), w), ours, r, w
 
 
 def _frame(sock: socket.socket) -> tuple[int, dict, bytes]:
@@ -59,7 +59,7 @@ def test_a_partial_unread_byte_is_not_quiet():
 
 def test_unknown_or_closed_log_fd_is_never_quiet():
     ours, theirs = socket.socketpair()
-    ch = _Channel(theirs.detach())  # no log fd (e.g. a runtime started without a zygote)
+    ch = Channel(theirs.detach())  # no log fd (e.g. a runtime started without a zygote)
     try:
         assert ch.quiet() is False
         ch.send_result(KIND_RESULT, "rid", 1, b"{}")

@@ -20,7 +20,7 @@ import pytest
 import uvloop
 
 from lamina.dispatch.runtime_api import MAX_PAYLOAD_BYTES, RuntimeApiServer
-from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT, KIND_STREAM
+from lamina.runtime.wire import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT, KIND_STREAM
 
 pytestmark = pytest.mark.timeout(30)
 

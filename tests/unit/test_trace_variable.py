@@ -1,15 +1,15 @@
-"""_X_AMZN_TRACE_ID per invocation without glibc's setenv keeping every value (the runtime's _TraceVariable)."""
+"""_X_AMZN_TRACE_ID per invocation without glibc's setenv keeping every value (the runtime's TraceVariable)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import lamina.runtime.python_handler as runtime
+import lamina.runtime.trace_variable as runtime
 
 SCRIPT = r"""
 import os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-import python_handler
+import trace_variable
 
 def rss_kb():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
@@ -17,7 +17,7 @@ def rss_kb():
 def child_sees():
     return subprocess.run(["sh", "-c", 'printf %s "$_X_AMZN_TRACE_ID"'], capture_output=True, text=True).stdout
 
-trace = python_handler._TraceVariable()
+trace = trace_variable.TraceVariable()
 trace.set("Root=1-first")
 assert os.environ["_X_AMZN_TRACE_ID"] == "Root=1-first" == child_sees()
 before = rss_kb()

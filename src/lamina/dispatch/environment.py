@@ -1,7 +1,7 @@
 """One execution environment: a sandboxed runtime process that pulls invocations from its pool.
 
 The environment owns the server's end of the runtime's channel (frames, see
-lamina.runtime.python_handler) and the runtime's log pipe. It writes the START / END / REPORT
+lamina.runtime.wire) and the runtime's log pipe. It writes the START / END / REPORT
 lines, enforces the function's timeout, and turns a crash into Runtime.ExitError for the one
 invocation it was running. It never picks work itself: when it is ready it tells its pool, and the
 pool hands it the next queued invocation (reverse routing).
@@ -26,7 +26,7 @@ import orjson
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
 from lamina.gateway.http.payload import header_block_ok
-from lamina.runtime.python_handler import (
+from lamina.runtime.wire import (
     HTTP_PREFIX,
     KIND_ERROR,
     KIND_HTTP_RESULT,
@@ -35,6 +35,9 @@ from lamina.runtime.python_handler import (
     KIND_READY,
     KIND_RESULT,
     KIND_STREAM,
+    PREFIX,
+    FrameDecoder,
+    encode_frame,
 )
 from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 
@@ -105,62 +108,13 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
     return env
 
 
-# The channel's framing (lamina.runtime.python_handler's, which the runtime uses): >I length of the rest,
-# B kind, >I header length, JSON header, body. The server's side encodes and decodes the JSON header
-# with orjson (the runtime, stdlib-only, uses json): the hot path does this twice per invocation.
-_FRAME_PREFIX = struct.Struct(">IBI")
-
-
-def encode_frame(kind: int, header: dict, body: bytes = b"") -> bytes:
-    head = orjson.dumps(header)
-    return _FRAME_PREFIX.pack(5 + len(head) + len(body), kind, len(head)) + head + body
-
-
-class FrameDecoder:
-    """Incremental decoder: feed bytes, get (kind, header, body) tuples.
-
-    The common case, whole frames in one read, parses the received bytes in place; a partial frame
-    is kept in a bytearray until the length its prefix announced has arrived (no quadratic copying
-    of a large result that comes in many reads)."""
-
-    __slots__ = ("_buf", "_need")
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._need = 9
-
-    def feed(self, data: bytes) -> list[tuple[int, dict, bytes]]:
-        if self._buf:
-            self._buf += data
-            if len(self._buf) < self._need:
-                return []
-            buf = bytes(self._buf)
-            self._buf = bytearray()
-        else:
-            buf = data
-        frames = []
-        pos, end = 0, len(buf)
-        unpack = _FRAME_PREFIX.unpack_from
-        need = 9
-        while end - pos >= 9:
-            total, kind, hlen = unpack(buf, pos)
-            stop = pos + 4 + total
-            if end < stop:
-                need = 4 + total
-                break
-            header = orjson.loads(buf[pos + 9 : pos + 9 + hlen]) if hlen else {}
-            frames.append((kind, header, buf[pos + 9 + hlen : stop]))
-            pos = stop
-        if pos < end:
-            self._buf = bytearray(buf[pos:])
-            self._need = need
-        return frames
-
-
 class _ChannelProtocol(asyncio.Protocol):
+    """The server's end of a Python runtime's channel (frames: lamina.runtime.wire). The JSON headers are orjson's
+    to encode and decode here (the runtime, stdlib-only, uses json): the hot path does this twice per invocation."""
+
     def __init__(self, env: Environment) -> None:
         self.env = env
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(orjson.loads)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Set here, not after create_unix_connection returns: a fast fork's READY can be read (and
@@ -169,9 +123,9 @@ class _ChannelProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         decoder = self.decoder
-        if not decoder._buf and len(data) >= 9:
+        if not decoder.pending and len(data) >= 9:  # 9: wire.PREFIX_SIZE
             # The usual read: exactly one whole frame (a result), handled without the decoder's list.
-            total, kind, hlen = _FRAME_PREFIX.unpack_from(data)
+            total, kind, hlen = PREFIX.unpack_from(data)
             if len(data) == 4 + total:
                 self.env.on_frame(kind, orjson.loads(data[9 : 9 + hlen]) if hlen else {}, data[9 + hlen :])
                 return
@@ -383,7 +337,7 @@ class Environment:
         if self._api is not None:
             self._api.deliver(header, inv.payload)
         else:
-            self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload))
+            self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload, orjson.dumps))
 
     def _stream_piece(self, piece: bytes) -> None:
         """A piece of the response a Runtime API runtime streams: to the invocation's stream as it comes, else

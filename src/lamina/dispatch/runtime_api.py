@@ -4,7 +4,7 @@ A custom runtime (`provided.al2023`: any `bootstrap`, or `python -m awslambdaric
 HTTP/1.1 to 127.0.0.1:9001 inside its sandbox. Lamina creates that listening socket in the sandbox's
 network namespace and hands it to `RuntimeApiServer`, which serves it on the server's event loop and
 translates HTTP into the same (kind, header, body) frames the Python runtime sends on its channel
-(see lamina.runtime.python_handler): READY, RESULT, ERROR, INIT_ERROR. The environment pushes work
+(see lamina.runtime.wire): READY, RESULT, ERROR, INIT_ERROR. The environment pushes work
 with `deliver()`, the counterpart of an INVOKE frame.
 
 This is a hot path (one request per invocation in each direction), so it is a bare asyncio.Protocol
@@ -35,7 +35,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from lamina.runtime.python_handler import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT, KIND_STREAM
+from lamina.runtime.wire import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT, KIND_STREAM
 
 __all__ = ["MAX_PAYLOAD_BYTES", "RuntimeApiHost", "RuntimeApiServer"]
 

@@ -1,10 +1,10 @@
 """A Python function version's zygote: its handler imported and its init run once, forked per environment.
 
-This is Lamina's pre-initialized snapshot. The zygote runs lamina.runtime.python_handler in zygote
-mode inside the backend's sandbox; each new environment is a FORK frame carrying the environment's
-channel, its log pipe and whatever the backend prepared (cgroup.procs files to join), and the fork
-enters its own namespaces and drops every privilege before it says READY. The zygote reports each
-fork's pid and exit status on its channel, which is how environments learn they died.
+This is Lamina's pre-initialized snapshot. The zygote runs lamina.runtime.python_handler in zygote mode
+(lamina.runtime.zygote_server) inside the backend's sandbox; each new environment is a FORK frame carrying the
+environment's channel, its log pipe and whatever the backend prepared (cgroup.procs files to join), and the fork
+enters its own namespaces and drops every privilege before it says READY. The zygote reports each fork's pid and
+exit status on its channel, which is how environments learn they died.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import uuid
 from typing import TYPE_CHECKING
 
 from lamina.dispatch.logpipe import LogPipe
-from lamina.runtime.python_handler import (
-    CHANNEL_FD_ENV,
+from lamina.runtime.python_handler import CHANNEL_FD_ENV, ZYGOTE_ENV
+from lamina.runtime.wire import (
     KIND_EXITED,
     KIND_FORK,
     KIND_FORKED,
     KIND_INIT_ERROR,
     KIND_READY,
-    ZYGOTE_ENV,
     FrameDecoder,
     encode_frame,
 )

@@ -192,8 +192,12 @@ def _send_handles(channel_fd: int, runtime_api: bool, netns: bool) -> None:
 
 def _relay_exit(pid: int) -> None:
     """Outermost process: mirror pid 1's fate so the server sees one exit status."""
+
+    def relay(signum: int, _frame: object) -> None:
+        os.kill(pid, signal.SIGKILL if signum != signal.SIGTERM else signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f, child=pid: os.kill(child, signal.SIGKILL if s != signal.SIGTERM else s))
+        signal.signal(sig, relay)
     while True:
         try:
             # Any child: the id-map helper exits early and must be reaped, or it stays a zombie as long
@@ -204,11 +208,11 @@ def _relay_exit(pid: int) -> None:
         if done == pid:
             break
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig != signal.SIGKILL:  # SIGKILL (the OOM killer's, a kill -9) has no handler to reset: EINVAL
-            signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
+        killed_by = os.WTERMSIG(status)
+        if killed_by != signal.SIGKILL:  # SIGKILL (the OOM killer's, a kill -9) has no handler to reset: EINVAL
+            signal.signal(killed_by, signal.SIG_DFL)
+        os.kill(os.getpid(), killed_by)
+        os._exit(128 + killed_by)
     os._exit(os.WEXITSTATUS(status))
 
 
@@ -246,7 +250,7 @@ def main() -> None:
     if cfg.get("sched_batch") and cfg.get("mode") != "zygote":
         # Inherited by everything the sandbox runs (fork and exec keep the policy). A zygote keeps the ordinary
         # policy, as it forks environments on the server's request (a cold start waits for it); each fork sets
-        # SCHED_BATCH for itself (python_handler._become_environment).
+        # SCHED_BATCH for itself (zygote_server._become_environment).
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     for path in cfg.get("cgroup_procs", ()):
         ss.write_file(path, "0")

@@ -5,7 +5,7 @@ never in argv, which every user can read), a fresh single-threaded process that 
 cgroups, builds and pivots into its root, enters new user / pid / net / ipc / uts / cgroup
 namespaces and execs the runtime (see launcher.py for the order). A Python
 function's zygote is started that way too, and each environment forked from it joins cgroups of its
-own and enters its own namespaces (python_handler._become_environment). Kill and clean-up go
+own and enters its own namespaces (runtime/zygote_server.py). Kill and clean-up go
 through the cgroup, so nothing a function starts can outlive its environment.
 """
 

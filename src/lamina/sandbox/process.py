@@ -112,7 +112,7 @@ class ProcessBackend(SandboxBackend):
             if api_socket is not None:
                 api_socket.close()
             raise SandboxError(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from exc
-        # A zygote's forks set it themselves (python_handler._become_environment).
+        # A zygote's forks set it themselves (runtime/zygote_server.py).
         if self.scheduling == "batch" and not spec.zygote:
             # Set from here, without a launcher of its own: what the child forks from now on inherits
             # it (a runtime forks nothing in the milliseconds before this).

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from lamina.runtime.python_handler import HTTP_DROPPED
+from lamina.runtime.http_result import HTTP_DROPPED
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
