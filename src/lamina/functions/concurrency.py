@@ -50,8 +50,7 @@ class ConcurrencyService:
 
     def put(self, raw_name: str, body: dict) -> dict:
         fn = self.functions.lookup(raw_name)
-        v.required(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions")
-        value = v.integer(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions", 0, INT_MAX)
+        value = v.required_integer(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions", 0, INT_MAX)
         provisioned = self.provisioned.total(fn.name)
         if value < provisioned:
             raise AwsError("InvalidParameterValueException",
@@ -265,8 +264,8 @@ class ProvisionedConcurrencyService:
 
     def put(self, raw_name: str, qualifier: str | None, body: dict) -> dict:
         name, q = self._target(raw_name, qualifier, put=True)
-        v.required(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions")
-        value = v.integer(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions", 1, INT_MAX)
+        value = v.required_integer(body, "ProvisionedConcurrentExecutions", "provisionedConcurrentExecutions",
+                                   1, INT_MAX)
         fn = self.functions.functions[name]
         if is_per_tenant(fn.config):
             raise AwsError("InvalidParameterValueException",
@@ -345,7 +344,7 @@ class ProvisionedConcurrencyService:
 
     def _function_deleted(self, name: str) -> None:
         # The rows went with the function (ON DELETE CASCADE); the dispatcher dropped its pools.
-        for key in [k for k in self.configs if k[0] == name]:
-            del self.configs[key]
-        for key in self._applied.pop(name, {}):
-            self.dispatcher.set_provisioned(key, 0)
+        for config_key in [k for k in self.configs if k[0] == name]:
+            del self.configs[config_key]
+        for pool in self._applied.pop(name, {}):
+            self.dispatcher.set_provisioned(pool, 0)

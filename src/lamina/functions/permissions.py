@@ -64,8 +64,8 @@ class PolicyService:
 
     def add(self, raw_name: str, query_qualifier: str | None, body: dict) -> dict:
         body = v.require_object(body)
-        for key, member in (("StatementId", "statementId"), ("Action", "action"), ("Principal", "principal")):
-            v.required(body, key, member)
+        for field_name, member in (("StatementId", "statementId"), ("Action", "action"), ("Principal", "principal")):
+            v.required(body, field_name, member)
         sid = v.string(body, "StatementId", "statementId", 100, _STATEMENT_ID)
         action = v.string(body, "Action", "action", 10000, _ACTION)
         principal = v.string(body, "Principal", "principal", 2048, _PRINCIPAL)

@@ -168,15 +168,16 @@ class FunctionService:
                           next_version=row.config.get("NextVersion", 1))
             self.functions[fn.name] = fn
         for vrow in self.version_repo.all():
-            if (fn := self.functions.get(vrow.function_name)) is None:
+            if (owner := self.functions.get(vrow.function_name)) is None:
                 continue
             number = str(vrow.version)
-            fn.versions[number] = Function(fn.name, vrow.config["Configuration"], fn.tags, vrow.config["CodeHex"],
-                                           version=number, source_digest=vrow.config.get("SourceDigest", ""))
-            fn.next_version = max(fn.next_version, vrow.version + 1)
+            owner.versions[number] = Function(owner.name, vrow.config["Configuration"], owner.tags,
+                                              vrow.config["CodeHex"], version=number,
+                                              source_digest=vrow.config.get("SourceDigest", ""))
+            owner.next_version = max(owner.next_version, vrow.version + 1)
         for arow in self.alias_repo.all():
-            if (fn := self.functions.get(arow.function_name)) is not None:
-                fn.aliases[arow.name] = Alias.from_stored(arow.name, arow.config)
+            if (owner := self.functions.get(arow.function_name)) is not None:
+                owner.aliases[arow.name] = Alias.from_stored(arow.name, arow.config)
         for fn in self.functions.values():
             if fn.state == "Pending" or fn.updating:
                 self._start_activation(fn, "create" if fn.state == "Pending" else "update")

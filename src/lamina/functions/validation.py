@@ -53,6 +53,14 @@ def integer(body: dict, key: str, member: str, low: int, high: int) -> int | Non
     return value
 
 
+def required_integer(body: dict, key: str, member: str, low: int, high: int) -> int:
+    """A member that must be present: `integer`'s checks after `required`'s."""
+    required(body, key, member)
+    value = integer(body, key, member, low, high)
+    assert value is not None  # required() refused a missing or null member
+    return value
+
+
 def string(body: dict, key: str, member: str, max_len: int, pattern: re.Pattern | None = None) -> str | None:
     value = body.get(key)
     if value is None:
