@@ -32,6 +32,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response as WsResponse
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from lamina.dispatch.http_app import HOP_BY_HOP
@@ -354,8 +355,8 @@ class MicrovmProxy:
         query: bytes = scope.get("query_string") or b""
         host = (_header(scope["headers"], b"host") or b"localhost").decode("latin-1")
         target = (path + (b"?" + query if query else b"")).decode("latin-1")
-        proto = ClientProtocol(parse_uri(f"ws://{host}{target}"), subprotocols=app_protocols or None,
-                               max_size=None)
+        proto = ClientProtocol(parse_uri(f"ws://{host}{target}"),
+                               subprotocols=[Subprotocol(p) for p in app_protocols] or None, max_size=None)
         request = proto.connect()
         for name, value in scope["headers"]:
             if name in (b"cookie", b"authorization", b"origin", b"user-agent") or name.startswith(b"x-") \
@@ -383,7 +384,7 @@ class MicrovmProxy:
                 for event in proto.events_received():
                     if isinstance(event, WsResponse):
                         response = event
-                    else:
+                    elif isinstance(event, Frame):
                         pending.append(event)
                 if proto.handshake_exc is not None:
                     status = response.status_code if response is not None else 502
@@ -437,7 +438,7 @@ class MicrovmProxy:
 
     async def _ws_from_app(self, proto: ClientProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                            send, pending: list[Frame], mvm: Microvm) -> None:
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray | memoryview] = []  # a frame's data (websockets' BytesLike)
         kind: Opcode | None = None
         events: list = list(pending)
         while True:
