@@ -40,9 +40,9 @@ from lamina.gateway.http.function_urls import (
     STREAM_CHUNK,
     FunctionUrlGateway,
     UrlHead,
-    _message,
-    _too_large,
     match_parts,
+    message_response,
+    too_large_response,
 )
 from lamina.gateway.http.payload import HttpResponse, StreamStart, bodiless
 
@@ -326,7 +326,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                                "operation")
                 self._send_error(cycle, err)
             else:
-                self._url_response(cycle, _too_large(cycle.request_id), False)
+                self._url_response(cycle, too_large_response(cycle.request_id), False)
             return
         cycle.parts.append(body)
 
@@ -404,7 +404,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         try:
             head = gateway.head(method_name, headers, url_obj, fn_path, host, request_id)
         except AwsError as err:
-            head = _message(err.status, err.message, request_id)
+            head = message_response(err.status, err.message, request_id)
         if isinstance(head, HttpResponse):
             cycle = self._new_cycle(method_name, query, request_id)
             FunctionUrlGateway.finish(url_obj, head, method_name, headers)
@@ -495,7 +495,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             inv.http = cycle.stream is None and not url.cors
             submit(gateway.dispatcher, head.target.key, inv)
         except AwsError as err:
-            self._url_response(cycle, _message(err.status, err.message, cycle.request_id), False)
+            self._url_response(cycle, message_response(err.status, err.message, cycle.request_id), False)
 
     async def _app_proxy(self, cycle: _Cycle, exchange: _AppExchange) -> None:
         """Proxy an HTTP-app request (see _AppExchange), answering errors as the ASGI handler does."""
@@ -508,10 +508,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         try:
             error = await gateway.proxy(head, scope, exchange.receive, exchange.send)
         except AwsError as err:
-            error = _message(err.status, err.message, cycle.request_id)
+            error = message_response(err.status, err.message, cycle.request_id)
         except Exception:
             log.exception("proxying an HTTP-app request failed")
-            error = _message(500, "Internal Server Error", cycle.request_id)
+            error = message_response(500, "Internal Server Error", cycle.request_id)
         if exchange.flush is not None:
             exchange.flush.cancel()
             exchange._flush()
@@ -541,9 +541,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 response, streamed = FunctionUrlGateway.respond(cycle.url_head, outcome)  # type: ignore[arg-type]
             elif isinstance(outcome, Throttled):
                 err = throttled(outcome)
-                response, streamed = _message(err.status, err.message, cycle.request_id), False
+                response, streamed = message_response(err.status, err.message, cycle.request_id), False
             else:
-                response, streamed = _message(500, "Internal Server Error", cycle.request_id), False
+                response, streamed = message_response(500, "Internal Server Error", cycle.request_id), False
             self._url_response(cycle, response, streamed)
         except Exception:
             log.exception("hot-path response failed")

@@ -69,7 +69,8 @@ def match_parts(raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[st
     return None
 
 
-def _message(status: int, message: str, request_id: str) -> HttpResponse:
+def message_response(status: int, message: str, request_id: str) -> HttpResponse:
+    """A function URL's own answer (not the function's): AWS's {"Message"} JSON with the request id."""
     return HttpResponse(status, [(b"content-type", b"application/json"), (b"x-amzn-requestid", request_id.encode())],
                         orjson.dumps({"Message": message}))
 
@@ -109,10 +110,10 @@ class FunctionUrlGateway:
         try:
             response, streamed = await self._handle(scope, receive, send, url, path, host, request_id)
         except AwsError as err:
-            response, streamed = _message(err.status, err.message, request_id), False
+            response, streamed = message_response(err.status, err.message, request_id), False
         except Exception:
             log.exception("function URL request failed")
-            response, streamed = _message(500, "Internal Server Error", request_id), False
+            response, streamed = message_response(500, "Internal Server Error", request_id), False
         if response is None:
             return  # proxied to an HTTP app, which answered
         self.finish(url, response, scope["method"], scope["headers"])
@@ -127,7 +128,7 @@ class FunctionUrlGateway:
             return await self.proxy(head, scope, receive, send), False
         body = await read_body(receive, LIMIT)
         if body is None:
-            return _too_large(request_id), False
+            return too_large_response(request_id), False
         client = scope.get("client") or ("127.0.0.1", 0)
         server = scope.get("server") or ("127.0.0.1", self.settings.port)
         inv = self.invocation(head, scope["method"], scope.get("query_string", b""), scope["headers"], body,
@@ -190,10 +191,10 @@ class FunctionUrlGateway:
         """Everything checked before the body arrives: a response already, or the request to run; raises
         AwsError (answered as {"Message"} with its status)."""
         if url is None:
-            return _message(404, "Not Found", request_id)
+            return message_response(404, "Not Found", request_id)
         if url.auth_type == "AWS_IAM":
             # No SigV4 verification on function URLs yet: refuse rather than serve unauthenticated.
-            return _message(403, "Forbidden", request_id)
+            return message_response(403, "Forbidden", request_id)
         if url.cors and _is_preflight(method, headers):
             # The URL answers CORS preflights itself when it has a CORS configuration, as on AWS.
             return HttpResponse(200, [(b"x-amzn-requestid", request_id.encode())], b"")
@@ -226,7 +227,7 @@ class FunctionUrlGateway:
                             "anonymous", head.request_id)
         payload = orjson.dumps(event)
         if len(payload) > LIMIT:
-            return _too_large(head.request_id)
+            return too_large_response(head.request_id)
         ensure_invokable(head.target, self.dispatcher)
         return Invocation(head.request_id, payload, self.arn(url), sync=True, trace_id=trace_id,
                           tenant_id=head.tenant_id, keep_log=False)
@@ -257,15 +258,15 @@ class FunctionUrlGateway:
         """(the HTTP response for the function's result, whether it is streamed)."""
         request_id = head.request_id
         if result.error_type is not None:
-            return _message(502, "Internal Server Error", request_id), False
+            return message_response(502, "Internal Server Error", request_id), False
         streamed = head.url.invoke_mode == "RESPONSE_STREAM"
         try:
             response = stream_response(result.body) if streamed else map_response(result.body)
         except BadResponse as exc:
             log.info("function %s returned a response a function URL cannot send: %s", head.fn.name, exc)
-            return _message(502, "Internal Server Error", request_id), False
+            return message_response(502, "Internal Server Error", request_id), False
         if not streamed and len(response.body) > LIMIT:
-            return _message(502, "Internal Server Error", request_id), False
+            return message_response(502, "Internal Server Error", request_id), False
         response.headers.append((b"x-amzn-requestid", request_id.encode()))
         return response, streamed
 
@@ -293,8 +294,10 @@ class FunctionUrlGateway:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _too_large(request_id: str) -> HttpResponse:
-    return _message(413, "Request must be smaller than 6291456 bytes for the InvokeFunctionUrl operation", request_id)
+def too_large_response(request_id: str) -> HttpResponse:
+    """413: the request (or the event made of it) is over the 6 MB a function URL takes."""
+    return message_response(413, f"Request must be smaller than {LIMIT} bytes for the InvokeFunctionUrl operation",
+                            request_id)
 
 
 def _cors_decorator(scope: dict, url: FunctionUrl):
