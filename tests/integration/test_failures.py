@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import uuid
 import zipfile
 
@@ -19,13 +18,12 @@ def test_timeout_then_fresh_environment(lambda_client, functions):
     name = functions(probe_code(), Timeout=1)
     before = invoke_ok(lambda_client, name, {})
 
-    t0 = time.monotonic()
-    resp, body = invoke(lambda_client, name, {"sleep": 10}, LogType="Tail")
-    elapsed = time.monotonic() - t0
+    # The handler would sleep far longer than the client waits (boto3 gives up after 65 s): only the
+    # server's own timeout can answer this invoke.
+    resp, body = invoke(lambda_client, name, {"sleep": 3600}, LogType="Tail")
     assert resp["StatusCode"] == 200
     assert resp["FunctionError"] == "Unhandled", body
     assert "Task timed out after 1.00 seconds" in body["errorMessage"], body
-    assert elapsed < 5, f"the timed-out invoke took {elapsed:.1f}s with Timeout=1"
 
     after = invoke_ok(lambda_client, name, {"n": 2})
     assert after["echo"] == {"n": 2}

@@ -92,23 +92,22 @@ def test_sigterm_drains_in_flight_invoke(lamina_factory):
 
     def slow_invoke() -> None:
         try:
-            t0 = time.monotonic()
             result["resp"], result["body"] = invoke(client, name, {"sleep": 2})
-            result["elapsed"] = time.monotonic() - t0
         except BaseException as exc:
             result["error"] = exc
 
     thread = threading.Thread(target=slow_invoke, daemon=True)
     thread.start()
     time.sleep(0.5)
+    assert thread.is_alive(), f"the 2 s invoke returned before SIGTERM: {result}"
     server.terminate()
     thread.join(30)
     assert not thread.is_alive(), "the in-flight invoke did not return within 30 s of SIGTERM"
     assert "error" not in result, f"in-flight invoke failed during drain: {result.get('error')!r}"
     resp, body = result["resp"], result["body"]
     assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+    # The handler returns only after its whole sleep: the invoke that was in flight at SIGTERM ran to its end.
     assert body["echo"] == {"sleep": 2} and body["env_id"] == warm["env_id"]
-    assert result["elapsed"] >= 1.9
 
     rc = _wait_exit(server)
     assert rc == 0, f"lamina serve exited {rc} after draining (None: still running 30 s after SIGTERM)"
@@ -118,19 +117,22 @@ def test_sigterm_drains_in_flight_invoke(lamina_factory):
     assert stray == [], f"processes still using the data dir: {describe_pids(stray)}"
 
 
-def test_sigterm_with_idle_warm_environments_exits_quickly(lamina_factory):
-    """After SIGTERM, the server finishes what it has and stops; it does not hang on idle environments."""
-    server = lamina_factory()
+# A drain deadline no test waits for: a server that waits on anything but its invocations in flight
+# (an idle environment, a stranded invocation) is still running when _wait_exit gives up after 30 s.
+NO_DRAIN_DEADLINE = {"LAMINA_DRAIN_SECONDS": "3600"}
+
+
+def test_sigterm_does_not_wait_on_idle_warm_environments(lamina_factory):
+    """After SIGTERM, the server finishes what it has and stops; it does not wait on idle environments."""
+    server = lamina_factory(env=NO_DRAIN_DEADLINE)
     client = server.client()
     names = [unique_name("idle") for _ in range(3)]
     for name in names:
         create_function(client, name, probe_code())
         invoke(client, name, {})
     envs = descendants(server.pid)
-    t0 = time.monotonic()
     server.terminate()
-    assert _wait_exit(server) == 0, "lamina serve did not exit 0 within 30 s of SIGTERM"
-    assert time.monotonic() - t0 < 10, "stopping an idle server with warm environments took over 10 s"
+    assert _wait_exit(server) == 0, "lamina serve did not exit 0 on SIGTERM: it waited on its drain deadline"
     left = _wait_gone(envs)
     assert left == [], describe_pids(left)
 
@@ -138,7 +140,7 @@ def test_sigterm_with_idle_warm_environments_exits_quickly(lamina_factory):
 @pytest.mark.parametrize("invocation_type", ["RequestResponse", "Event"])
 def test_delete_during_invocation_then_clean_stop(lamina_factory, invocation_type):
     """Deleting a function while it runs must not strand the invocation (and with it the SIGTERM drain)."""
-    server = lamina_factory()
+    server = lamina_factory(env=NO_DRAIN_DEADLINE)
     client = server.client()
     name = unique_name("delrun")
     create_function(client, name, probe_code(), Timeout=10)
@@ -163,11 +165,10 @@ def test_delete_during_invocation_then_clean_stop(lamina_factory, invocation_typ
     time.sleep(1.5)  # let the 1 s handler finish on the deleted function
     assert server.healthy()
 
-    t0 = time.monotonic()
     server.terminate()
     rc = _wait_exit(server)
-    assert rc == 0, f"lamina serve exited {rc} (None: still running 30 s after SIGTERM)"
-    assert time.monotonic() - t0 < 10, "SIGTERM drain waited on an invocation of a deleted function"
+    assert rc == 0, (f"lamina serve exited {rc} (None: still running 30 s after SIGTERM: the drain waited on an "
+                     f"invocation of the deleted function)")
     left = _wait_gone(envs)
     assert left == [], describe_pids(left)
     assert "I/O operation on closed file" not in server.output()

@@ -44,7 +44,7 @@ from lamina.gateway.http.function_urls import (
     message_response,
     too_large_response,
 )
-from lamina.gateway.http.payload import HttpResponse, StreamStart, bodiless
+from lamina.httpevent.response import HttpResponse, StreamStart, bodiless
 
 if TYPE_CHECKING:
     from lamina.gateway.http.front_door import FrontDoor
@@ -102,9 +102,9 @@ class _Cycle:
 
 class _UrlStream:
     """The response of a RESPONSE_STREAM function URL while a custom runtime streams it (Invocation.stream): held
-    until its head is known (payload.StreamStart), then written out piece by piece (chunked) as it comes. When only
-    the whole response can tell (JSON without a prelude), or there is to be no body (HEAD, 204, 304), it is kept
-    and answered at the end like a buffered one."""
+    until its head is known (httpevent.response.StreamStart), then written out piece by piece (chunked) as it
+    comes. When only the whole response can tell (JSON without a prelude), or there is to be no body (HEAD, 204,
+    304), it is kept and answered at the end like a buffered one."""
 
     __slots__ = ("proto", "cycle", "kept", "sending")
 
@@ -556,7 +556,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
 
     def _send_url(self, cycle: _Cycle, response: HttpResponse, streamed: bool, checked: bool) -> None:
         """As FunctionUrlGateway._send does through uvicorn: Content-Length, or chunked when streamed. `checked`:
-        no header needs uvicorn's check — the function's were checked as payload.py mapped them (the same
+        no header needs uvicorn's check — the function's were checked as httpevent/response.py mapped them (the same
         characters refused), the rest are Lamina's; a URL's CORS headers are checked here."""
         body = response.body
         status = response.status

@@ -26,15 +26,8 @@ from lamina.functions.registry import LATEST, is_per_tenant
 from lamina.functions.rest import read_body
 from lamina.functions.validation import tenant_id as tenant_id_header
 from lamina.gateway.http.http_apps import HttpAppProxy
-from lamina.gateway.http.payload import (
-    BadResponse,
-    HttpResponse,
-    StreamStart,
-    bodiless,
-    build_event,
-    map_response,
-    stream_response,
-)
+from lamina.httpevent.event import build_event
+from lamina.httpevent.response import BadResponse, HttpResponse, StreamStart, bodiless, map_response, stream_response
 
 if TYPE_CHECKING:
     from lamina.dispatch.pool import FunctionPool
@@ -152,7 +145,7 @@ class FunctionUrlGateway:
     async def _streamed(self, scope: dict, send, head: UrlHead, inv: Invocation
                         ) -> tuple[HttpResponse | None, bool]:
         """A RESPONSE_STREAM invocation: what a custom runtime streams goes out as it comes once its head is known
-        (payload.StreamStart; None: answered); anything else is answered whole, as respond() maps it."""
+        (httpevent.response.StreamStart; None: answered); anything else is answered whole, as respond() maps it."""
         run = StreamedRun(self.dispatcher, head.target.key, inv)
         kept = StreamStart()
         sending = False

@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING
 import orjson
 
 from lamina.dispatch import ids
-from lamina.dispatch.http_app import HOP_BY_HOP, AppConnection, AppError, HttpAppPool, Lease, SlotRequest
+from lamina.dispatch.http_app import AppConnection, AppError, HttpAppPool, Lease, SlotRequest
 from lamina.functions.invoke import run_sync
-from lamina.gateway.http.payload import HttpResponse, clf_time
 from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
+from lamina.httpevent.event import clf_time
+from lamina.httpevent.headers import HOP_BY_HOP
+from lamina.httpevent.response import HttpResponse
 
 if TYPE_CHECKING:
     from lamina.dispatch.dispatcher import Dispatcher

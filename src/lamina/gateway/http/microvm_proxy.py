@@ -35,8 +35,8 @@ from websockets.http11 import Response as WsResponse
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from lamina.dispatch.http_app import HOP_BY_HOP
 from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
+from lamina.httpevent.headers import HOP_BY_HOP
 from lamina.microvm.engine import DEFAULT_PORT
 from lamina.microvm.ids import ENDPOINT_MARK
 from lamina.microvm.manager import Microvm, MicrovmManager, ProxyRefused
