@@ -73,6 +73,9 @@ class AsyncInvoker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._tasks: set[asyncio.Task] = set()
+        self._completing: list[str] = []           # done this loop turn: removed once their logs are written
+        self._dirty_logs: set[str] = set()
+        self._completion_scheduled = False
         # Counters since start (health); redelivered is kept by the store across restarts.
         self.accepted = 0
         self.succeeded = 0
@@ -107,6 +110,8 @@ class AsyncInvoker:
         self.stopping = True
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+        if self._completion_scheduled:
+            self._complete_now()
         for event in list(self.claimed.values()):
             # Still claimed (its attempt did not end in the drain): leave it queued for the next start.
             self._release(event)
@@ -322,9 +327,25 @@ class AsyncInvoker:
     # ------------------------------------------------------------------ the queue
 
     def _complete(self, event: AsyncEvent) -> None:
+        """The event is done. It leaves the queue only after its function's log lines are written out (once per
+        loop turn for all completions): after a crash, an event gone from the queue has its attempts in the log."""
         self.claimed.pop(event.id, None)
-        self.store.complete(event.id)
+        self._completing.append(event.id)
+        self._dirty_logs.add(event.function)
+        if not self._completion_scheduled:
+            self._completion_scheduled = True
+            asyncio.get_running_loop().call_soon(self._complete_now)
         self._pump()
+
+    def _complete_now(self) -> None:
+        self._completion_scheduled = False
+        for name in self._dirty_logs:
+            if name in self.functions.functions:
+                self.functions.logs.for_function(name).flush()
+        self._dirty_logs.clear()
+        ids, self._completing = self._completing, []
+        for event_id in ids:
+            self.store.complete(event_id)
 
     def _release(self, event: AsyncEvent) -> None:
         self.claimed.pop(event.id, None)
