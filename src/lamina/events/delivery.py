@@ -166,6 +166,9 @@ class AsyncInvoker:
             "redelivered_at_start": self.redelivered_at_start,
             "wait_scale": self.scale,
             "durability": getattr(self.store, "durability", None),
+            # Group commit: transactions (one fsync each) and the queue operations they carried.
+            "commits": getattr(self.store, "commits", None),
+            "committed_operations": getattr(self.store, "committed_ops", None),
         }
 
     def pending(self, function: str, limit: int = 100) -> list[dict]:
