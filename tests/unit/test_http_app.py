@@ -1,5 +1,5 @@
 """HTTP-app functions: configuration from the Web Adapter's variables, response parsing, and the
-Invoke API's event <-> HTTP conversion (dispatch/http_app.py, no server)."""
+Invoke API's event <-> HTTP conversion (dispatch/http_app/, httpevent/adapter.py; no server)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lamina.dispatch.http_app import (
-    AppError,
-    AppResponse,
-    HttpAppConfig,
-    event_request,
-    is_http_app,
-    parse_statuses,
-    response_payload,
-)
+from lamina.dispatch.http_app import AppError, AppResponse, HttpAppConfig, is_http_app, parse_statuses
 from lamina.dispatch.spec import FunctionSpec
+from lamina.httpevent.adapter import event_request, response_payload
 
 
 def _spec(env: dict[str, str] | None = None, runtime: str = "provided.al2023", handler: str = "bootstrap"):

@@ -1,5 +1,6 @@
 """The Python runtime maps a BUFFERED function URL's result itself (KIND_HTTP_RESULT): what it maps must be what
-the server's payload.map_response makes of the same result's JSON, and what it cannot map it leaves to the server."""
+the server's httpevent.response.map_response makes of the same result's JSON, and what it cannot map it leaves to
+the server."""
 
 import base64
 import json
@@ -9,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lamina.dispatch.environment import _http_result
-from lamina.gateway.http.payload import BadResponse, header_block_ok, map_response
-from lamina.runtime.http_result import http_response
+from lamina.httpevent.headers import DROPPED, header_block_ok
+from lamina.httpevent.response import BadResponse, map_response
+from lamina.runtime.http_result import HTTP_DROPPED, http_response
 from lamina.runtime.wire import HTTP_PREFIX
 
 
@@ -109,3 +111,8 @@ def test_server_sends_only_checked_blocks():
     assert _http_result(frame(99, b""))[0] is None
     assert _http_result(b"\x00")[0] is None
     assert _http_result(HTTP_PREFIX.pack(200, 50) + b"short")[0] is None
+
+
+def test_runtime_drops_the_headers_the_server_drops():
+    """The runtime keeps its own copy of the headers Lamina sets itself (it cannot import lamina.httpevent)."""
+    assert {name.encode() for name in HTTP_DROPPED} == DROPPED

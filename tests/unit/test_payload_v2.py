@@ -6,14 +6,8 @@ import base64
 
 import pytest
 
-from lamina.gateway.http.payload import (
-    BadResponse,
-    build_event,
-    clf_time,
-    is_text,
-    map_response,
-    stream_response,
-)
+from lamina.httpevent.event import build_event, clf_time, is_text
+from lamina.httpevent.response import BadResponse, map_response, stream_response
 
 
 def _event(**kwargs) -> dict:

@@ -1,5 +1,5 @@
-"""payload.stream_head: the head of a RESPONSE_STREAM function-URL response, told from its first bytes, is the one
-stream_response gives the whole response, and the body starts where it says."""
+"""httpevent.response.stream_head: the head of a RESPONSE_STREAM function-URL response, told from its first bytes,
+is the one stream_response gives the whole response, and the body starts where it says."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.gateway.http.payload import (
+from lamina.httpevent.response import (
     PRELUDE_MAX,
     STREAM_DELIMITER,
     BadResponse,

@@ -25,7 +25,7 @@ import orjson
 
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
-from lamina.gateway.http.payload import header_block_ok
+from lamina.httpevent.headers import header_block_ok
 from lamina.runtime.wire import (
     HTTP_PREFIX,
     KIND_ERROR,
