@@ -4,6 +4,9 @@
 Shipped as the `bootstrap` of HTTP-app test functions: it listens on 127.0.0.1:$AWS_LWA_PORT (else
 $PORT, else 8080), serves HTTP/1.1 keep-alive with a thread per connection, and answers 503 on every
 route until its simulated init (INIT_SLEEP_MS) is over, counting the requests that came too early.
+Beyond the demo's contract, for tests that check order rather than time: /stats says when /health
+first answered 200 (`ready_at`, wall clock), and a request may wait on a named gate that another
+request to the same environment opens (/open-gate?gate=NAME).
 """
 
 import json
@@ -20,8 +23,15 @@ INIT_SLEEP_MS = int(os.environ.get("INIT_SLEEP_MS") or 0)
 ENV_ID = os.urandom(8).hex()
 READY = threading.Event()
 LOCK = threading.Lock()
-STATS = {"early": 0, "in_flight": 0, "max_in_flight": 0, "requests": 0}
+STATS = {"early": 0, "in_flight": 0, "max_in_flight": 0, "requests": 0, "ready_at": None}
+GATES: dict = {}
+GATE_WAIT_S = 30
 CHUNK = 64 * 1024
+
+
+def _gate(name: str) -> threading.Event:
+    with LOCK:
+        return GATES.setdefault(name, threading.Event())
 
 
 def _init() -> None:
@@ -96,7 +106,12 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         path = url.path
         if path == "/health":
-            self.reply(200, b"OK") if READY.is_set() else self.reply(503, b"initialising")
+            if READY.is_set():
+                with LOCK:
+                    STATS["ready_at"] = STATS["ready_at"] or time.time()
+                self.reply(200, b"OK")
+            else:
+                self.reply(503, b"initialising")
             return
         if path == "/health-quick":
             self.reply(200, b"OK")
@@ -149,12 +164,21 @@ class Handler(BaseHTTPRequestHandler):
                    "max_in_flight": peak})
 
     def r_chunked_response(self, query) -> None:
-        delay = int(query.get("delay_ms", ["5000"])[0])
+        """The first chunk, then after delay_ms (or once gate=NAME is opened) the last one; a gate that is
+        not opened within GATE_WAIT_S ends the response with GATE NEVER OPENED instead."""
         self.start_chunked(ctype="text/plain")
         self.chunk(b"INITIAL PAYLOAD RESPONSE\n")
-        time.sleep(delay / 1000)
-        self.chunk(b"FINAL PAYLOAD RESPONSE\n")
+        if "gate" in query:
+            opened = _gate(query["gate"][0]).wait(GATE_WAIT_S)
+            self.chunk(b"FINAL PAYLOAD RESPONSE\n" if opened else b"GATE NEVER OPENED\n")
+        else:
+            time.sleep(int(query.get("delay_ms", ["5000"])[0]) / 1000)
+            self.chunk(b"FINAL PAYLOAD RESPONSE\n")
         self.end_chunks()
+
+    def r_open_gate(self, query) -> None:
+        _gate(query["gate"][0]).set()
+        self.reply(200, b"opened")
 
     def _echo(self, transform) -> None:
         ctype = self.headers.get("Content-Type", "application/octet-stream")
