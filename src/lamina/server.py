@@ -15,6 +15,7 @@ import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
+from types import FrameType
 
 import uvicorn
 import uvloop
@@ -35,7 +36,7 @@ from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http.fast_http import protocol_for
-from lamina.gateway.http.front_door import FrontDoor
+from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
 from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
@@ -79,10 +80,11 @@ class Server:
         which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
         routes = api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
         routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
-        control = api_app.control_app(routes + udp_api.routes(self.udp), self.lifespan)
+        routes += udp_api.routes(self.udp)
+        control = api_app.control_app(routes, self.lifespan)
         invoke = InvokeHandler(self.functions)
-        invoke_routes = [(invoke_path.match, InvokeEndpoint(invoke)),
-                         (invoke_stream.match, StreamInvokeHandler(self.functions))]
+        invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
+                                            (invoke_stream.match, StreamInvokeHandler(self.functions))]
         return FrontDoor(control, self.functions, invoke, invoke_routes, urls=self.urls, microvms=self.microvms)
 
     @contextlib.asynccontextmanager
@@ -189,8 +191,8 @@ class _UvicornServer(uvicorn.Server):
         super().__init__(config)
         self.lamina = lamina
 
-    def handle_exit(self, sig: int, frame: object) -> None:
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
         self.lamina.logs.end_followers()
 
     @contextlib.contextmanager

@@ -52,17 +52,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(AwsError("ServiceException", f"Internal error: {type(exc).__name__}: {exc}"))
 
 
-
-
 def routes(functions: FunctionService, urls: FunctionUrlService, policies: PolicyService,
            concurrency_service: ConcurrencyService, microvms: MicrovmManager | None) -> list[BaseRoute]:
     """Every route of the Lambda and MicroVMs APIs and of Lamina's own API."""
-    out: list[BaseRoute] = (lambda_api.routes(functions) + versions.routes(VersionService(functions))
-                            + lamina_api.routes(functions) + function_urls.routes(urls) + permissions.routes(policies)
-                            + concurrency.routes(concurrency_service))
+    out: list[BaseRoute] = [*lambda_api.routes(functions), *versions.routes(VersionService(functions)),
+                            *lamina_api.routes(functions), *function_urls.routes(urls), *permissions.routes(policies),
+                            *concurrency.routes(concurrency_service)]
     if microvms is not None:
         # MicroVM routes first: they take the microvm-image ARNs of Lambda's shared /tags/ path.
-        out = microvms_api.routes(microvms) + out
+        out[:0] = microvms_api.routes(microvms)
     return out
 
 

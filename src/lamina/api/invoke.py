@@ -4,18 +4,19 @@ ASGI messages."""
 
 from __future__ import annotations
 
+from starlette.types import Receive, Scope, Send
+
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import Invocation
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import InvokeHandler, wait
-from lamina.functions.rest import Receive, Send
 
 
 class InvokeEndpoint:
     def __init__(self, handler: InvokeHandler) -> None:
         self.handler = handler
 
-    async def __call__(self, scope: dict, receive: Receive, send: Send, raw_name: str) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, raw_name: str) -> None:
         handler = self.handler
         request_id = ids.request_id()
         try:

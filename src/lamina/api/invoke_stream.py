@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from lamina.api import eventstream
 from lamina.dispatch.environment import tail_log
@@ -34,7 +35,7 @@ def match(path: str) -> str | None:
 
 
 class StreamInvokeHandler(InvokeHandler):
-    async def __call__(self, scope: dict, receive, send, raw_name: str) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, raw_name: str) -> None:
         request_id = str(uuid.uuid4())
         rid = request_id.encode()
         head_sent = False

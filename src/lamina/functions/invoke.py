@@ -17,6 +17,7 @@ from functools import partial
 from urllib.parse import parse_qs, unquote
 
 import orjson
+from starlette.types import Receive, Scope
 
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
@@ -25,7 +26,7 @@ from lamina.functions.async_queue import AsyncEvent, no_sink
 from lamina.functions.errors import AwsError
 from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.functions.registry import Function, FunctionService, is_per_tenant
-from lamina.functions.rest import Receive, read_body
+from lamina.functions.rest import read_body
 from lamina.functions.validation import tenant_id as valid_tenant_id
 
 SYNC_LIMIT = 6 * 1024 * 1024
@@ -54,7 +55,7 @@ class InvokeHandler:
         self.dispatcher = functions.dispatcher
         self._refs: dict[str, FunctionRef] = {}
 
-    async def prepare(self, scope: dict, receive: Receive, raw_name: str,
+    async def prepare(self, scope: Scope, receive: Receive, raw_name: str,
                       types: tuple[str, ...] = INVOCATION_TYPES, operation: str = "Invoke") -> Prepared:
         """Validate the request, find the function and read the payload (shared with the streaming invoke)."""
         head = self.head(scope["method"], scope["path"], _headers(scope), scope.get("query_string", b""), raw_name,
@@ -304,7 +305,7 @@ class StreamedRun:
             self._running.cancel()
 
 
-def _headers(scope: dict) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 

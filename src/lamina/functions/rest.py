@@ -3,19 +3,14 @@ errors), and the ASGI request body read with a size limit."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from lamina.functions.errors import AwsError
 from lamina.functions.validation import integer
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]   # ASGI
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def json_response(data: object, status: int = 200) -> Response:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import InvokeHandler
 from lamina.functions.registry import FunctionService
-from lamina.functions.rest import Receive, Send
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import function_urls as url_gateway
 from lamina.gateway.http import microvm_proxy
@@ -24,9 +24,11 @@ from lamina.microvm.manager import MicrovmManager
 
 log = logging.getLogger("lamina.gateway")
 
-ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
-# An invoke path's matcher (the raw, still percent-encoded function name, or None) and its ASGI handler.
-NamedEndpoint = Callable[[dict[str, Any], Receive, Send, str], Awaitable[None]]
+# ASGI callables are typed as Starlette types them (starlette.types: scope and messages are MutableMappings), so
+# that the REST APIs' Starlette app and Lamina's own endpoints fit the same signatures.
+# An invoke path's matcher (the raw, still percent-encoded function name, or None) and its ASGI handler, which
+# also takes that name.
+NamedEndpoint = Callable[[Scope, Receive, Send, str], Awaitable[None]]
 InvokeRoute = tuple[Callable[[str], str | None], NamedEndpoint]
 
 
@@ -42,7 +44,7 @@ class FrontDoor:
         self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
         self.microvm_proxy = microvm_proxy.MicrovmProxy(microvms) if microvms is not None else None
 
-    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A route that must take precedence over the hot path's belongs in fast_http's _routed_first too.
         if (self.microvm_proxy is not None and scope["type"] in ("http", "websocket")
                 and (target := microvm_proxy.match(scope)) is not None):

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from lamina.dispatch import ids
+from lamina.dispatch.http_app import HttpAppPool
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import StreamedRun, check_tenant, ensure_invokable, run_sync
@@ -25,7 +27,7 @@ from lamina.functions.names import FunctionRef
 from lamina.functions.registry import LATEST, is_per_tenant
 from lamina.functions.rest import read_body
 from lamina.functions.validation import tenant_id as tenant_id_header
-from lamina.gateway.http.http_apps import HttpAppProxy
+from lamina.gateway.http.http_apps import Decorate, HttpAppProxy
 from lamina.httpevent.event import build_event
 from lamina.httpevent.response import BadResponse, HttpResponse, StreamStart, bodiless, map_response, stream_response
 
@@ -43,7 +45,7 @@ _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 STREAM_CHUNK = 64 * 1024
 
 
-def match(scope: dict) -> tuple[str, bytes, str | None] | None:
+def match(scope: Scope) -> tuple[str, bytes, str | None] | None:
     """(url id, the path the function sees, the Host's name if routed by host) for a function-URL request."""
     return match_parts(scope.get("raw_path") or scope["path"].encode(), scope["headers"])
 
@@ -96,7 +98,7 @@ class FunctionUrlGateway:
         self._arns: dict[tuple[str, str | None], str] = {}  # (function, qualifier) -> ARN
         self._domains: dict[str, str] = {}                   # url id -> its domain name
 
-    async def __call__(self, scope: dict, receive, send, url_id: str, path: bytes,
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, url_id: str, path: bytes,
                        host: str | None) -> None:
         request_id = ids.request_id()
         url = self.urls.by_id.get(url_id)
@@ -112,7 +114,7 @@ class FunctionUrlGateway:
         self.finish(url, response, scope["method"], scope["headers"])
         await self._send(send, response, streamed)
 
-    async def _handle(self, scope: dict, receive, send, url: FunctionUrl | None, path: bytes,
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, url: FunctionUrl | None, path: bytes,
                       host: str | None, request_id: str) -> tuple[HttpResponse | None, bool]:
         head = self.head(scope["method"], scope["headers"], url, path, host, request_id)
         if isinstance(head, HttpResponse):
@@ -133,16 +135,18 @@ class FunctionUrlGateway:
         result = await run_sync(self.dispatcher, head.target.key, inv)
         return self.respond(head, result)
 
-    async def proxy(self, head: UrlHead, scope: dict, receive, send) -> HttpResponse | None:
+    async def proxy(self, head: UrlHead, scope: Scope, receive: Receive, send: Send) -> HttpResponse | None:
         """An HTTP app's request: to its web server as is (http_apps.py), no payload 2.0; returns an error response
         still to be sent, or None when it answered. Also run from the HTTP hot path (fast_http._AppExchange)."""
         ensure_invokable(head.target, self.dispatcher)
+        pool = head.pool
+        assert isinstance(pool, HttpAppPool)  # the callers checked that it is an HTTP app's (pool.http_app)
         return await self.http_apps.serve(
-            scope, receive, send, pool=head.pool, key=head.target.key, path=head.path,  # type: ignore[arg-type]
+            scope, receive, send, pool=pool, key=head.target.key, path=head.path,
             url_id=head.url.url_id, domain=self.domain(head), arn=self.arn(head.url), request_id=head.request_id,
             decorate=_cors_decorator(scope, head.url))
 
-    async def _streamed(self, scope: dict, send, head: UrlHead, inv: Invocation
+    async def _streamed(self, scope: Scope, send: Send, head: UrlHead, inv: Invocation
                         ) -> tuple[HttpResponse | None, bool]:
         """A RESPONSE_STREAM invocation: what a custom runtime streams goes out as it comes once its head is known
         (httpevent.response.StreamStart; None: answered); anything else is answered whole, as respond() maps it."""
@@ -156,7 +160,8 @@ class FunctionUrlGateway:
                     continue
                 if not kept.feed(piece):
                     continue
-                response: HttpResponse = kept.head  # type: ignore[assignment]
+                response = kept.head
+                assert response is not None  # feed() said the head is known
                 if bodiless(scope["method"], response.status):
                     kept.keep_whole()  # no body to stream
                     continue
@@ -270,7 +275,7 @@ class FunctionUrlGateway:
         if url is not None and url.cors:
             _apply_cors(response, url.cors, _find(headers, b"origin"), _is_preflight(method, headers))
 
-    async def _send(self, send, response: HttpResponse, streamed: bool) -> None:
+    async def _send(self, send: Send, response: HttpResponse, streamed: bool) -> None:
         headers = response.headers
         body = response.body
         if response.status in (204, 304) or 100 <= response.status < 200:
@@ -293,7 +298,7 @@ def too_large_response(request_id: str) -> HttpResponse:
                             request_id)
 
 
-def _cors_decorator(scope: dict, url: FunctionUrl):
+def _cors_decorator(scope: Scope, url: FunctionUrl) -> Decorate:
     """For a proxied response's headers: the URL's CORS configuration replaces the app's CORS headers."""
     def decorate(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if not url.cors:

@@ -30,9 +30,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from lamina.dispatch import ids
 from lamina.dispatch.http_app import AppConnection, AppError, HttpAppPool, Lease, SlotRequest
+from lamina.dispatch.invocation import InvokeResult
 from lamina.functions.invoke import run_sync
 from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
 from lamina.httpevent.event import clf_time
@@ -69,7 +71,7 @@ class HttpAppProxy:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    async def serve(self, scope: dict, receive, send, *, pool: HttpAppPool, key: str,
+    async def serve(self, scope: Scope, receive: Receive, send: Send, *, pool: HttpAppPool, key: str,
                     path: bytes, url_id: str, domain: str, arn: str, request_id: str,
                     decorate: Decorate) -> HttpResponse | None:
         """Proxy one request; returns an error response still to be sent, or None when it answered."""
@@ -77,7 +79,9 @@ class HttpAppProxy:
         trace_id = next((v.decode("latin-1") for k, v in headers if k == b"x-amzn-trace-id"), None)
         inv = SlotRequest(request_id, b"", arn, sync=True,
                           trace_id=trace_id or ids.trace_id())
-        granted = await run_sync(self.dispatcher, key, inv)  # waits for a free slot; 429 when throttled
+        # Waits for a free slot (429 when throttled): a SlotRequest resolves to a Lease, or to the InvokeResult of
+        # a function that cannot run.
+        granted: Lease | InvokeResult = await run_sync(self.dispatcher, key, inv)
         if not isinstance(granted, Lease):
             # The function cannot run (its init failed, or it was deleted meanwhile).
             log.info("function URL request for %s not served: %s", pool.spec.name, granted.body[:300])
@@ -98,7 +102,7 @@ class HttpAppProxy:
         finally:
             lease.release()
 
-    def _request_head(self, scope: dict, pool: HttpAppPool, lease: Lease, path: bytes, url_id: str,
+    def _request_head(self, scope: Scope, pool: HttpAppPool, lease: Lease, path: bytes, url_id: str,
                       domain: str, trace_id: str, request_id: str) -> tuple[bytes, bool, bool]:
         """(request head, has a body, body is chunked)."""
         app = pool.http_app
@@ -154,7 +158,7 @@ class HttpAppProxy:
         head, has_body = request_head(method, path, scope.get("query_string") or b"", out, length, chunked)
         return head, has_body, chunked
 
-    async def _exchange(self, scope: dict, receive, send, pool: HttpAppPool, lease: Lease,
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, pool: HttpAppPool, lease: Lease,
                         state: _State, path: bytes, url_id: str, domain: str, trace_id: str, request_id: str,
                         decorate: Decorate) -> HttpResponse | None:
         head, has_body, chunked = self._request_head(scope, pool, lease, path, url_id, domain, trace_id, request_id)
@@ -180,6 +184,7 @@ class HttpAppProxy:
                         return None
                     lease.env.note(f"request {request_id}: {exc}")
                     return _message(502, "Internal Server Error", request_id)
+            assert resp is not None  # the loop ends (break) once the response head is in
             listed = connection_listed(resp.headers)
             out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k not in listed]
             if any(k == b"transfer-encoding" for k, _ in resp.headers):
@@ -245,7 +250,7 @@ def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-async def _pump(receive, state: _State, has_body: bool, chunked: bool) -> None:
+async def _pump(receive: Receive, state: _State, has_body: bool, chunked: bool) -> None:
     """The client's body to the app as it arrives; then watch for the client going away."""
     try:
         while True:

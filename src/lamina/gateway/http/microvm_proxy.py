@@ -28,6 +28,7 @@ from collections import deque
 
 import httptools
 import orjson
+from starlette.types import Receive, Scope, Send
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
@@ -56,7 +57,7 @@ MAX_IDLE_CONNECTIONS = 16
 _NOT_FORWARDED = HOP_BY_HOP | {b"content-length", b"expect", b"host"}
 
 
-def match(scope: dict) -> tuple[str, bytes] | None:
+def match(scope: Scope) -> tuple[str, bytes] | None:
     """(microvm id, the path the app sees) for a request to a MicroVM endpoint."""
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     for name, value in scope["headers"]:
@@ -213,7 +214,7 @@ class MicrovmProxy:
 
     # -- HTTP -------------------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive, send, mid: str, path: bytes) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, mid: str, path: bytes) -> None:
         if scope["type"] == "websocket":
             await self.websocket(scope, receive, send, mid, path)
             return
@@ -236,7 +237,7 @@ class MicrovmProxy:
             if not started[0]:
                 await _error(send, 502, "BadGateway", "Internal error in the MicroVM proxy.")
 
-    def _head(self, scope: dict, path: bytes) -> tuple[bytes, bool, bool]:
+    def _head(self, scope: Scope, path: bytes) -> tuple[bytes, bool, bool]:
         """(request head, has a body, body is chunked)."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         listed = connection_listed(headers)
@@ -257,7 +258,7 @@ class MicrovmProxy:
         head, has_body = request_head(scope["method"], path, scope.get("query_string") or b"", out, length, chunked)
         return head, has_body, chunked
 
-    async def _exchange(self, scope: dict, receive, send, mvm: Microvm, port: int,
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, mvm: Microvm, port: int,
                         path: bytes, started: list[bool]) -> None:
         head, has_body, chunked = self._head(scope, path)
         head_only = scope["method"] == "HEAD"
@@ -332,7 +333,7 @@ class MicrovmProxy:
 
     # -- WebSocket --------------------------------------------------------------------------------
 
-    async def websocket(self, scope: dict, receive, send, mid: str, path: bytes) -> None:
+    async def websocket(self, scope: Scope, receive: Receive, send: Send, mid: str, path: bytes) -> None:
         offered: list[str] = list(scope.get("subprotocols") or [])
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -349,7 +350,7 @@ class MicrovmProxy:
         finally:
             self.mgr.leave(mvm)
 
-    async def _ws_session(self, scope: dict, receive, send, mvm: Microvm, port: int,
+    async def _ws_session(self, scope: Scope, receive: Receive, send: Send, mvm: Microvm, port: int,
                           path: bytes, offered: list[str]) -> None:
         app_protocols = [p for p in offered if p != WS_PROTOCOL and not p.startswith(WS_PROTOCOL + ".")]
         query: bytes = scope.get("query_string") or b""
@@ -407,7 +408,7 @@ class MicrovmProxy:
         finally:
             up.close()
 
-    async def _ws_from_client(self, proto: ClientProtocol, writer: asyncio.StreamWriter, receive,
+    async def _ws_from_client(self, proto: ClientProtocol, writer: asyncio.StreamWriter, receive: Receive,
                               to_client: asyncio.Task, mvm: Microvm) -> None:
         recv_task: asyncio.Task | None = None
         while True:
@@ -437,7 +438,7 @@ class MicrovmProxy:
                 await writer.drain()
 
     async def _ws_from_app(self, proto: ClientProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           send, pending: list[Frame], mvm: Microvm) -> None:
+                           send: Send, pending: list[Frame], mvm: Microvm) -> None:
         parts: list[bytes | bytearray | memoryview] = []  # a frame's data (websockets' BytesLike)
         kind: Opcode | None = None
         events: list = list(pending)
@@ -492,7 +493,7 @@ async def _read_head(up: _Upstream, resp: _Response) -> None:
         resp.feed(data)
 
 
-async def _pump(receive, up: _Upstream, state: dict, has_body: bool, chunked: bool, touch) -> None:
+async def _pump(receive: Receive, up: _Upstream, state: dict, has_body: bool, chunked: bool, touch) -> None:
     """The client's body to the app as it arrives; then watch for the client going away."""
     try:
         while True:
@@ -527,7 +528,7 @@ def _port_hint(mvm: Microvm, port: int) -> str:
             f"(lamina microvm request ID / --port {others[0]}) with a token that allows that port")
 
 
-async def _error(send, status: int, code: str, message: str,
+async def _error(send: Send, status: int, code: str, message: str,
                  request_id: str | None = None) -> None:
     request_id = request_id or str(uuid.uuid4())
     body = orjson.dumps({"message": message})
@@ -538,7 +539,7 @@ async def _error(send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
-async def _ws_deny(send, status: int, code: str, message: str, scope: dict) -> None:
+async def _ws_deny(send: Send, status: int, code: str, message: str, scope: Scope) -> None:
     """Refuse the WebSocket handshake with an HTTP status (the ASGI denial extension when the server has it)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
         body = orjson.dumps({"message": message})
