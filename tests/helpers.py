@@ -309,6 +309,11 @@ def cmdline(pid: int) -> bytes:
     return _read(f"/proc/{pid}/cmdline")
 
 
+def environ(pid: int) -> bytes:
+    """The NUL-separated environment a live pid started with (b"" once it is gone or unreadable)."""
+    return _read(f"/proc/{pid}/environ")
+
+
 def proc_stat(pid: int) -> tuple[int, str, int] | None:
     """(ppid, state, starttime) of a live pid, or None."""
     raw = _read(f"/proc/{pid}/stat").decode(errors="replace")
