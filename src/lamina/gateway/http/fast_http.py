@@ -26,8 +26,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from starlette.types import Message
 from uvicorn.middleware.proxy_headers import _TrustedHosts
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import InvokeResult, Throttled
@@ -47,6 +54,7 @@ from lamina.gateway.http.function_urls import (
 from lamina.httpevent.response import HttpResponse, StreamStart, bodiless
 
 if TYPE_CHECKING:
+    from lamina.functions.urls import FunctionUrl
     from lamina.gateway.http.front_door import FrontDoor
 
 log = logging.getLogger("lamina.gateway")
@@ -66,7 +74,7 @@ class _Cycle:
     protocol reads from its current cycle (response_complete, keep_alive, disconnected, message_event)."""
 
     __slots__ = ("proto", "method", "headers", "query", "request_id", "keep_alive", "response_complete",
-                 "disconnected", "parts", "size", "limit", "head", "prepared", "url_head", "stream", "app",
+                 "disconnected", "parts", "size", "limit", "head", "url_head", "stream", "app",
                  "waiter")
 
     def __init__(self, proto: LaminaHttpProtocol, method: str, headers: list[tuple[bytes, bytes]], query: bytes,
@@ -83,7 +91,6 @@ class _Cycle:
         self.size = 0
         self.limit = 0
         self.head: Head | None = None              # Invoke
-        self.prepared: Prepared | None = None
         self.url_head: UrlHead | None = None       # function URL
         self.stream: _UrlStream | None = None      # a RESPONSE_STREAM function URL's response
         self.app: _AppExchange | None = None       # an HTTP-app function's request, proxied
@@ -106,11 +113,12 @@ class _UrlStream:
     comes. When only the whole response can tell (JSON without a prelude), or there is to be no body (HEAD, 204,
     304), it is kept and answered at the end like a buffered one."""
 
-    __slots__ = ("proto", "cycle", "kept", "sending")
+    __slots__ = ("proto", "cycle", "url", "kept", "sending")
 
-    def __init__(self, proto: LaminaHttpProtocol, cycle: _Cycle) -> None:
+    def __init__(self, proto: LaminaHttpProtocol, cycle: _Cycle, url: FunctionUrl) -> None:
         self.proto = proto
         self.cycle = cycle
+        self.url = url
         self.kept = StreamStart()
         self.sending = False       # the head is out: pieces go straight to the client
 
@@ -121,7 +129,9 @@ class _UrlStream:
         kept = self.kept
         if not kept.feed(data):
             return
-        if not self.proto._stream_head(self.cycle, kept.head):  # type: ignore[arg-type]
+        head = kept.head
+        assert head is not None  # feed() said the head is known
+        if not self.proto._stream_head(self.cycle, self.url, head):
             kept.keep_whole()
             return
         self.sending = True
@@ -153,7 +163,7 @@ class _AppExchange:
         self.chunked = False
         self.bodiless = False
 
-    async def receive(self) -> dict:
+    async def receive(self) -> Message:
         cycle = self.cycle
         if not self.received:
             self.received = True
@@ -163,7 +173,7 @@ class _AppExchange:
             await cycle.waiter
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: Message) -> None:
         proto, cycle = self.proto, self.cycle
         if proto.flow.write_paused and not cycle.disconnected:
             await proto.flow.drain()  # back-pressure: the client reads slower than the app writes
@@ -182,11 +192,12 @@ class _AppExchange:
             body = b"%x\r\n%b\r\n" % (len(body), body)
         if not more and self.chunked:
             body += b"0\r\n\r\n"
-        if self.pending:
+        flush = self.flush
+        if flush is not None:  # the head waits in `pending`: it goes out with this piece, in one write
+            flush.cancel()
+            self.flush = None
             body = self.pending + body
             self.pending = b""
-            self.flush.cancel()  # type: ignore[union-attr]
-            self.flush = None
         if body:
             proto.transport.write(body)
         if not more and proto._claim(cycle):
@@ -231,6 +242,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     Subclassed per server by protocol_for(app), which sets `lamina`."""
 
     lamina: FrontDoor
+    # uvicorn declares its current cycle as a RequestResponseCycle, but holds None until the first request (its
+    # own __init__ ignores that); a hot-path request's cycle is a _Cycle, standing in for uvicorn's.
+    cycle: RequestResponseCycle | _Cycle | None  # type: ignore[assignment]
     _trusted: _TrustedHosts | None = None
     # When this idle keep-alive connection is to be closed (loop time); 0.0 while a request is arriving or in
     # flight. See _keep_alive_check.
@@ -289,6 +303,8 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        # No scope until _asgi_scope builds one; uvicorn's HTTPScope annotation leaves out the None its own
+        # __init__ stores too.
         self.scope = None  # type: ignore[assignment]
 
     def _asgi_scope(self) -> None:
@@ -342,14 +358,17 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         cycle.parts = []
         try:
             if cycle.head is not None:
-                self._invoke_body(cycle, body)
-            elif cycle.app is not None:
+                self._invoke_body(cycle, cycle.head, body)
+                return
+            url_head = cycle.url_head
+            assert url_head is not None  # a hot-path request is an Invoke or a function URL's
+            if cycle.app is not None:
                 cycle.app.body = body
-                task = self.loop.create_task(self._app_proxy(cycle, cycle.app))
+                task = self.loop.create_task(self._app_proxy(cycle, url_head, cycle.app))
                 self.tasks.add(task)  # uvicorn's shutdown waits for these, as for its own request tasks
                 task.add_done_callback(self.tasks.discard)
             else:
-                self._url_body(cycle, body)
+                self._url_body(cycle, url_head, body)
         except Exception:
             log.exception("hot-path request failed")
             self._fail(cycle)
@@ -378,48 +397,49 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 return False
             cycle = self._new_cycle("POST", query)
             try:
-                head = self.lamina.invoke.head("POST", "", _header_dict(headers), query, raw_name)
+                invoke_head = self.lamina.invoke.head("POST", "", _header_dict(headers), query, raw_name)
             except AwsError as err:
                 self._send_error(cycle, err)
                 return True
-            cycle.head = head
-            cycle.limit = head.limit
+            cycle.head = invoke_head
+            cycle.limit = invoke_head.limit
             return True
         gateway = self.lamina.gateway
         if gateway is None:
             return False
+        url_host: str | None  # the Host's name when routed by host
         if _URL_MARKS[0] in host:
             matched = match_parts(path, headers)  # routed by host (the rarer form): its parsing
             if matched is None:
                 return False
-            url_id, fn_path, host = matched
+            url_id, fn_path, url_host = matched
         elif path.startswith(_URL_MARKS[1]):
             url_id_raw, _, rest = path[len(_URL_MARKS[1]) :].partition(b"/")
-            url_id, fn_path, host = url_id_raw.decode("latin-1"), b"/" + rest, None
+            url_id, fn_path, url_host = url_id_raw.decode("latin-1"), b"/" + rest, None
         else:
             return False
         method_name = method.decode("ascii")
         request_id = ids.request_id()
         url_obj = gateway.urls.by_id.get(url_id)
         try:
-            head = gateway.head(method_name, headers, url_obj, fn_path, host, request_id)
+            url_head = gateway.head(method_name, headers, url_obj, fn_path, url_host, request_id)
         except AwsError as err:
-            head = message_response(err.status, err.message, request_id)
-        if isinstance(head, HttpResponse):
+            url_head = message_response(err.status, err.message, request_id)
+        if isinstance(url_head, HttpResponse):
             cycle = self._new_cycle(method_name, query, request_id)
-            FunctionUrlGateway.finish(url_obj, head, method_name, headers)
-            self._send_url(cycle, head, False, url_obj is None or not url_obj.cors)
+            FunctionUrlGateway.finish(url_obj, url_head, method_name, headers)
+            self._send_url(cycle, url_head, False, url_obj is None or not url_obj.cors)
             return True
-        if head.pool is not None and head.pool.http_app is not None:
+        if url_head.pool is not None and url_head.pool.http_app is not None:
             if not _small_body(headers):
                 return False  # a larger body streams to the app through the ASGI handler (http_apps.py)
             cycle = self._new_cycle(method_name, query, request_id)
-            cycle.url_head = head
+            cycle.url_head = url_head
             cycle.app = _AppExchange(self, cycle)
             cycle.limit = APP_BODY_MAX
             return True
         cycle = self._new_cycle(method_name, query, request_id)
-        cycle.url_head = head
+        cycle.url_head = url_head
         cycle.limit = LIMIT
         return True
 
@@ -436,27 +456,26 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     def _new_cycle(self, method: str, query: bytes, request_id: str | None = None) -> _Cycle:
         keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
         cycle = _Cycle(self, method, self.headers, query, keep_alive, request_id or ids.request_id())
-        self.cycle = cycle  # type: ignore[assignment]
+        self.cycle = cycle
         return cycle
 
     # ------------------------------------------------------------------ Invoke
 
-    def _invoke_body(self, cycle: _Cycle, body: bytes) -> None:
+    def _invoke_body(self, cycle: _Cycle, head: Head, body: bytes) -> None:
         handler: InvokeHandler = self.lamina.invoke
         try:
-            p = handler.body(cycle.head, body)  # type: ignore[arg-type]
-            cycle.prepared = p
-            started = handler.start(p, cycle.request_id, lambda outcome: self._invoke_done(cycle, outcome))
+            p = handler.body(head, body)
+            started = handler.start(p, cycle.request_id, lambda outcome: self._invoke_done(cycle, p, outcome))
         except AwsError as err:
             self._send_error(cycle, err)
             return
         if isinstance(started, tuple):
             self._send_invoke(cycle, *started)
 
-    def _invoke_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
+    def _invoke_done(self, cycle: _Cycle, p: Prepared, outcome: InvokeResult | BaseException) -> None:
         try:
             if isinstance(outcome, InvokeResult):
-                self._send_invoke(cycle, *InvokeHandler.respond(cycle.prepared, outcome))  # type: ignore[arg-type]
+                self._send_invoke(cycle, *InvokeHandler.respond(p, outcome))
             elif isinstance(outcome, Throttled):
                 self._send_error(cycle, throttled(outcome))
             else:
@@ -476,9 +495,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------------ function URLs
 
-    def _url_body(self, cycle: _Cycle, body: bytes) -> None:
-        head: UrlHead = cycle.url_head  # type: ignore[assignment]
-        gateway: FunctionUrlGateway = self.lamina.gateway  # type: ignore[assignment]
+    def _url_body(self, cycle: _Cycle, head: UrlHead, body: bytes) -> None:
+        gateway = self.lamina.gateway
+        assert gateway is not None  # it made the UrlHead (_hot_start)
         client, server, scheme = self._peer(cycle.headers)
         try:
             inv = gateway.invocation(head, cycle.method, cycle.query, cycle.headers, body, client, server, scheme,
@@ -486,10 +505,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             if isinstance(inv, HttpResponse):
                 self._url_response(cycle, inv, False)
                 return
-            inv.on_done = lambda outcome: self._url_done(cycle, outcome)
+            inv.on_done = lambda outcome: self._url_done(cycle, head, outcome)
             url = head.url
             if url.invoke_mode == "RESPONSE_STREAM":
-                cycle.stream = _UrlStream(self, cycle)
+                cycle.stream = _UrlStream(self, cycle, url)
                 inv.stream = cycle.stream.piece  # what a custom runtime streams goes out as it comes
             # BUFFERED, no CORS to apply: a Python runtime may send the response mapped (see _url_done).
             inv.http = cycle.stream is None and not url.cors
@@ -497,10 +516,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         except AwsError as err:
             self._url_response(cycle, message_response(err.status, err.message, cycle.request_id), False)
 
-    async def _app_proxy(self, cycle: _Cycle, exchange: _AppExchange) -> None:
+    async def _app_proxy(self, cycle: _Cycle, head: UrlHead, exchange: _AppExchange) -> None:
         """Proxy an HTTP-app request (see _AppExchange), answering errors as the ASGI handler does."""
-        head: UrlHead = cycle.url_head  # type: ignore[assignment]
-        gateway: FunctionUrlGateway = self.lamina.gateway  # type: ignore[assignment]
+        gateway = self.lamina.gateway
+        assert gateway is not None  # it made the UrlHead (_hot_start)
         client, server_port, scheme = self._peer(cycle.headers)
         scope = {"method": cycle.method, "headers": cycle.headers, "query_string": cycle.query,
                  "client": (client, 0), "server": ("", server_port), "scheme": scheme,
@@ -523,7 +542,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             cycle.set()
             self.transport.close()
 
-    def _url_done(self, cycle: _Cycle, outcome: InvokeResult | BaseException) -> None:
+    def _url_done(self, cycle: _Cycle, head: UrlHead, outcome: InvokeResult | BaseException) -> None:
         try:
             stream = cycle.stream
             if stream is not None:
@@ -538,7 +557,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 self._write_block(cycle, outcome.http[0], outcome.http[1], outcome.body)
                 return
             if isinstance(outcome, InvokeResult):
-                response, streamed = FunctionUrlGateway.respond(cycle.url_head, outcome)  # type: ignore[arg-type]
+                response, streamed = FunctionUrlGateway.respond(head, outcome)
             elif isinstance(outcome, Throttled):
                 err = throttled(outcome)
                 response, streamed = message_response(err.status, err.message, cycle.request_id), False
@@ -580,7 +599,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         ASGI app (X-Forwarded-For / -Proto from a trusted client)."""
         client = self.client[0] if self.client else "127.0.0.1"
         server_port = self.server[1] if self.server and self.server[1] else self.config.port
-        scheme = self.scheme or "http"
+        scheme: str = self.scheme or "http"  # X-Forwarded-Proto may also give "ws" or "wss"
         if self.config.proxy_headers and _forwarded(headers):
             trusted = type(self)._trusted
             if trusted is None:
@@ -646,13 +665,12 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             b"" if cycle.keep_alive else b"connection: close\r\n", body))
         self._sent(cycle)
 
-    def _stream_head(self, cycle: _Cycle, response: HttpResponse) -> bool:
+    def _stream_head(self, cycle: _Cycle, url: FunctionUrl, response: HttpResponse) -> bool:
         """Write the head of a streamed function-URL response (chunked); False if it is not to be streamed (no
         body to send, the client is gone, a header cannot be sent): then it is answered whole at the end."""
         if bodiless(cycle.method, response.status) or cycle.response_complete or cycle.disconnected \
                 or self.transport.is_closing():
             return False
-        url = cycle.url_head.url  # type: ignore[union-attr]
         FunctionUrlGateway.finish(url, response, cycle.method, cycle.headers)
         response.headers += ((b"x-amzn-requestid", cycle.request_id.encode()), (b"transfer-encoding", b"chunked"))
         # The function's headers were checked as stream_head mapped them; a URL's CORS headers are checked here.
