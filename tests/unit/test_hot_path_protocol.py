@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
 from lamina.dispatch.invocation import InvokeResult, Throttled
@@ -83,8 +85,9 @@ class StubApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _protocol(app: StubApp):
-    config = uvicorn.Config(app, http=protocol_for(app), lifespan="off", proxy_headers=False)  # type: ignore[arg-type]
+def _protocol(app: StubApp, **options):
+    options.setdefault("proxy_headers", False)
+    config = uvicorn.Config(app, http=protocol_for(app), lifespan="off", **options)  # type: ignore[arg-type]
     config.load()
     proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = FakeTransport()
@@ -195,5 +198,44 @@ def test_microvm_endpoint_requests_go_to_the_asgi_app() -> None:
         proto.data_received(_invoke("fn", b"{}"))  # the same request on Lamina's own host: the hot path
         await _settle()
         assert app.invoke.bodies == [b"{}"] and len(app.calls) == 1
+
+    asyncio.run(run())
+
+
+async def _asgi_peer(trusted: str, headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """(client host, scheme) as uvicorn's proxy-headers middleware gives them to the ASGI app (the transport's peer
+    is 127.0.0.1)."""
+    seen: dict = {}
+
+    async def app(scope, receive, send) -> None:
+        seen.update(scope)
+
+    scope = {"type": "http", "client": ("127.0.0.1", 50000), "scheme": "http", "headers": headers}
+    await ProxyHeadersMiddleware(app, trusted)(scope, None, None)  # type: ignore[arg-type]
+    return seen["client"][0], seen["scheme"]
+
+
+@pytest.mark.parametrize(("trusted", "forwarded_for", "proto"), [
+    ("127.0.0.1", b"203.0.113.7", b"https"),
+    ("127.0.0.1", b"203.0.113.7, 10.0.0.2", None),           # the right-most untrusted hop
+    ("127.0.0.1,10.0.0.0/8", b"203.0.113.7, 10.0.0.2", b"http"),
+    ("10.0.0.1", b"203.0.113.7", b"https"),                  # the peer is not trusted: nothing taken
+    ("*", b"[2001:db8::1]:443, 10.0.0.2", b"wss"),
+    ("127.0.0.1", None, b"bogus"),
+])
+def test_hot_path_reads_forwarded_headers_as_the_asgi_path_does(trusted: str, forwarded_for: bytes | None,
+                                                                 proto: bytes | None) -> None:
+    """fast_http's _peer uses uvicorn's trusted-hosts check (a private name, pinned by pyproject's uvicorn range):
+    it must give a function URL the client and scheme that uvicorn's middleware gives the ASGI handler."""
+    headers = [(b"host", b"x")]
+    if forwarded_for is not None:
+        headers.append((b"x-forwarded-for", forwarded_for))
+    if proto is not None:
+        headers.append((b"x-forwarded-proto", proto))
+
+    async def run() -> None:
+        proto_, _ = _protocol(StubApp(), proxy_headers=True, forwarded_allow_ips=trusted)
+        client, _port, scheme = proto_._peer(headers)
+        assert (client, scheme) == await _asgi_peer(trusted, headers)
 
     asyncio.run(run())

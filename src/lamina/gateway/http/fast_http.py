@@ -245,6 +245,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     # uvicorn declares its current cycle as a RequestResponseCycle, but holds None until the first request (its
     # own __init__ ignores that); a hot-path request's cycle is a _Cycle, standing in for uvicorn's.
     cycle: RequestResponseCycle | _Cycle | None  # type: ignore[assignment]
+    # uvicorn's own check of who may send X-Forwarded-* (its proxy-headers middleware's), so that the hot path and
+    # the ASGI path read them alike (_peer). A private name, as is much of what this class uses of uvicorn's:
+    # pyproject.toml holds uvicorn to the range tested (tests/unit/test_hot_path_protocol.py compares the paths).
     _trusted: _TrustedHosts | None = None
     # When this idle keep-alive connection is to be closed (loop time); 0.0 while a request is arriving or in
     # flight. See _keep_alive_check.
