@@ -1,4 +1,7 @@
-"""`lamina serve`: one process, one uvloop event loop, control plane + dispatcher + environments."""
+"""`lamina serve`: one process, one uvloop event loop. Composes the parts: the function core (functions/) over the
+dispatcher and its environments, and the front ends over it — the REST APIs (api/) and the invoke endpoints behind
+the HTTP front door (gateway/http/), the UDP gateway, asynchronous event delivery (events/) — and runs them under
+uvicorn until a signal, then drains."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Reserved concurrency (Put/Get/DeleteFunctionConcurrency) and provisioned concurrency
-(Put/Get/Delete/ListProvisionedConcurrencyConfig), persisted and applied by the dispatcher.
+"""Reserved concurrency (ConcurrencyService: Put/Get/DeleteFunctionConcurrency) and provisioned concurrency
+(ProvisionedConcurrencyService: Put/Get/Delete/ListProvisionedConcurrencyConfig): the operations, their
+validation and limits, the settings persisted and handed to the dispatcher, which applies them. Their HTTP
+routes are api/concurrency.py.
 
 A reservation is both a cap (the function never has more invocations in flight; 0 throttles every
 invoke) and a guarantee (it is taken out of the account's unreserved pool), as on AWS.

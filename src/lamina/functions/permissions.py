@@ -1,4 +1,5 @@
-"""Resource-based policies: AddPermission, RemovePermission, GetPolicy.
+"""Resource-based policies (PolicyService): AddPermission, RemovePermission, GetPolicy — validation, the
+statements and their revision ids, stored. Their HTTP routes are api/permissions.py.
 
 Statements are stored and returned in AWS's policy-document shape so tools that add, for example,
 `lambda:InvokeFunctionUrl` for `Principal: *` (boto3 scripts, Terraform, CDK) work unchanged. Lamina

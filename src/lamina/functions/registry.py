@@ -1,4 +1,4 @@
-"""The function registry: create, update, delete and look up functions; Pending → Active.
+"""The function registry (FunctionService): create, update, delete and look up functions; Pending → Active.
 
 Configurations live in memory (the invoke path reads them) and in SQLite (they survive a
 restart). A create or update returns at once with State Pending / LastUpdateStatus InProgress;
@@ -9,7 +9,9 @@ and tools built on them (Terraform, CDK) behave as they do against AWS.
 A function is its $LATEST plus published versions ("1", "2", ...: immutable snapshots of
 $LATEST's code and configuration, each run by its own pool in the dispatcher) and aliases (a
 name for a version, optionally sending a weighted share of invocations to a second version).
-The version and alias API operations are in versions.py; resolving a qualifier is here.
+Resolving a qualifier (`get`, `resolve`, `pick`) and the spec the dispatcher runs a version by are here,
+for every front end; the version and alias operations are in versions.py. The Lambda API's routes over
+this service are api/lambda_api.py.
 """
 
 from __future__ import annotations

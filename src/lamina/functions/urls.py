@@ -1,4 +1,6 @@
-"""Function URL configurations: Create/Get/Update/Delete/ListFunctionUrlConfigs.
+"""Function URL configurations (FunctionUrlService): Create/Get/Update/Delete/ListFunctionUrlConfigs, their
+validation and storage. Their HTTP routes are api/function_urls.py; the requests to the URLs themselves are
+served by the HTTP front door (gateway/http/function_urls.py), which reads the configurations here.
 
 Each function, and each of its aliases, can have one URL (an alias's URL invokes through the
 alias). Its id is 32 random lowercase alphanumerics, as on AWS, and its address is

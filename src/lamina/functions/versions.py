@@ -1,11 +1,12 @@
-"""Versions and aliases: PublishVersion, ListVersionsByFunction, Create/Get/Update/Delete/ListAliases.
+"""Versions and aliases (VersionService): PublishVersion, ListVersionsByFunction, Create/Get/Update/Delete/ListAliases.
 
 A published version is an immutable snapshot of $LATEST's code and configuration, numbered
 1, 2, ... per function (numbers are never reused); the dispatcher runs each version in its own
 pool. An alias names a version and may send a weighted share of its invocations to one more
 published version (RoutingConfig.AdditionalVersionWeights); the choice is made per invocation.
-The records and qualifier resolution live in functions.py; this module is the API surface, with
-AWS's validation order, error types and messages.
+The records and qualifier resolution live in registry.py; this module owns the operations: their
+validation in AWS's order, error types and messages, and what they change in the registry. Their HTTP
+routes are api/versions.py.
 """
 
 from __future__ import annotations

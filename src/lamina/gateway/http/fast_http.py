@@ -12,8 +12,8 @@ too). A function URL of an HTTP-app function, when the request's body is small (
 to APP_BODY_MAX), runs the same proxy as the ASGI handler (FunctionUrlGateway.proxy) as a task, with a receive
 and send on this connection (_AppExchange).
 
-Everything else goes through uvicorn's own RequestResponseCycle to the ASGI app, unchanged: the control
-plane, streaming invokes, HTTP-app requests with a larger or chunked body (streamed to the app), WebSocket
+Everything else goes through uvicorn's own RequestResponseCycle to the ASGI app (front_door.py), unchanged: the
+REST APIs, streaming invokes, HTTP-app requests with a larger or chunked body (streamed to the app), WebSocket
 upgrades, requests with `Expect: 100-continue`, requests pipelined behind an unfinished one, and anything that
 is not origin-form.
 Graceful shutdown works as for ASGI requests: a hot-path request in flight holds its connection open until

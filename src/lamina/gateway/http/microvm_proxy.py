@@ -2,7 +2,8 @@
 
 A request is for a MicroVM when its Host is `<microvm-id>.lambda-microvm.<anything>` (the endpoint
 GetMicrovm returns) or its path starts with `/lamina/v1/microvm/<microvm-id>/` (plain curl; the app
-sees the rest of the path). Like function URLs, it runs as bare ASGI in front of the control plane.
+sees the rest of the path). Like function URLs, it runs as bare ASGI, routed by the front door (front_door.py)
+before the REST APIs.
 
 Every request needs `X-aws-proxy-auth` with a token from CreateMicrovmAuthToken for this instance
 that allows the port asked for (`X-aws-proxy-port`, default 8080); otherwise 403. Browsers' WebSockets
