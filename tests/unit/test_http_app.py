@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lamina.dispatch.http_app import AppError, AppResponse, HttpAppConfig, is_http_app, parse_statuses
+from lamina.dispatch.http_app.client import AppError, AppResponse
+from lamina.dispatch.http_app.config import HttpAppConfig, is_http_app, parse_statuses
 from lamina.dispatch.spec import FunctionSpec
 from lamina.httpevent.adapter import event_request, response_payload
 

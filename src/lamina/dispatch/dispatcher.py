@@ -8,7 +8,8 @@ import logging
 import time
 
 from lamina.dispatch.environment import InitFailure
-from lamina.dispatch.http_app import HttpAppPool, is_http_app
+from lamina.dispatch.http_app.config import is_http_app
+from lamina.dispatch.http_app.pool import HttpAppPool
 from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
@@ -137,8 +138,9 @@ class Dispatcher:
     def _drop_tenant_pool(self, key: str, tpool: FunctionPool) -> None:
         del self.pools[key]
         tpool.retired = True
-        if tpool.parent is not None and tpool.parent.tenants.get(tpool.tenant_id) is tpool:
-            del tpool.parent.tenants[tpool.tenant_id]
+        parent, tenant_id = tpool.parent, tpool.tenant_id
+        if parent is not None and tenant_id is not None and parent.tenants.get(tenant_id) is tpool:
+            del parent.tenants[tenant_id]
 
     def recycle(self, name: str) -> int:
         """Stop the idle environments of every version of a function; returns how many."""

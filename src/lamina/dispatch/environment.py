@@ -19,12 +19,15 @@ import socket
 import struct
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
+from lamina.dispatch.runtime_api import RuntimeApiServer
+from lamina.dispatch.scaler import Ewma
+from lamina.dispatch.spec import FunctionSpec
 from lamina.httpevent.headers import header_block_ok
 from lamina.runtime.wire import (
     HTTP_PREFIX,
@@ -40,11 +43,8 @@ from lamina.runtime.wire import (
     encode_frame,
 )
 from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
-
-if TYPE_CHECKING:
-    from lamina.dispatch.pool import FunctionPool
-    from lamina.dispatch.spec import FunctionSpec
-    from lamina.store.logs import FunctionLog
+from lamina.sandbox.base import ForkedSandbox
+from lamina.store.logs import FunctionLog
 
 # AWS gives init 10 s on demand; we allow that plus the function's timeout before giving up.
 INIT_GRACE_S = 10.0
@@ -70,6 +70,45 @@ class InitFailure(Exception):
         super().__init__(body.get("errorMessage", "init failed"))
         self.body = body
         self.init_ms = init_ms
+
+
+class ForkServer(Protocol):
+    """Where a Python environment comes from: its function version's zygote (zygote.py)."""
+
+    async def fork(self, env: Environment, channel: socket.socket, log_fd: int) -> ForkedSandbox: ...
+
+
+class EnvironmentDispatcher(Protocol):
+    """What an environment asks of the dispatcher (through its pool)."""
+
+    freeze_idle_s: float | None
+
+    def track(self, task: asyncio.Task) -> None: ...
+
+
+class EnvironmentPool(Protocol):
+    """What an environment asks of the pool that started it (pool.FunctionPool): the pool hands out the work and
+    the environment only reports how it is doing (ready for more, failed to start, gone)."""
+
+    @property
+    def dispatcher(self) -> EnvironmentDispatcher: ...
+
+    @property
+    def ewma(self) -> Ewma: ...
+
+    async def zygote_for(self) -> ForkServer:
+        """The function version's zygote, started if need be; raises InitFailure if its init fails."""
+        ...
+
+    def zygote_breached(self) -> None:
+        """A fork of the zygote did not enter its sandbox: stop the zygote."""
+
+    def env_ready(self, env: Environment, fresh: bool) -> None:
+        """env is free for an invocation (fresh: it has just started)."""
+
+    def env_init_failed(self, env: Environment, failure: InitFailure) -> None: ...
+
+    def env_gone(self, env: Environment) -> None: ...
 
 
 def exit_status_text(code: int) -> str:
@@ -137,7 +176,7 @@ class _ChannelProtocol(asyncio.Protocol):
 
 
 class Environment:
-    def __init__(self, pool: FunctionPool, spec: FunctionSpec, backend: SandboxBackend, log: FunctionLog) -> None:
+    def __init__(self, pool: EnvironmentPool, spec: FunctionSpec, backend: SandboxBackend, log: FunctionLog) -> None:
         self.pool = pool
         self.spec = spec
         self.backend = backend
@@ -172,7 +211,7 @@ class Environment:
         self._streamed = 0  # bytes of the current invocation's response streamed so far (KIND_STREAM)
         self._stream_parts: list[bytes] = []  # those bytes, when the invocation has no stream to take them
         self._logs: LogPipe | None = None
-        self._api = None  # RuntimeApiServer for custom runtimes
+        self._api: RuntimeApiServer | None = None  # custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
         self.provisioned = False
         self._memory_size = f" ms\tMemory Size: {spec.memory_mb} MB\tMax Memory Used: "  # the REPORT line's middle
@@ -214,6 +253,11 @@ class Environment:
     def _launched(self) -> None:
         """The sandbox is up and the init clock runs (a hook for subclasses)."""
 
+    def _log_write_fd(self) -> int:
+        """The log pipe's write end (start() made the pipe): the runtime's stdout and stderr."""
+        assert self._logs is not None
+        return self._logs.write_fd
+
     async def _start_forked(self) -> None:
         """Python handlers: a fork of the function's zygote (its pre-initialized snapshot)."""
         zygote = await self.pool.zygote_for()
@@ -222,7 +266,7 @@ class Environment:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._started_ns = time.perf_counter_ns()
         try:
-            self.sandbox = await zygote.fork(self, child, self._logs.write_fd)
+            self.sandbox = await zygote.fork(self, child, self._log_write_fd())
         except SandboxError:
             parent.close()
             raise
@@ -232,13 +276,11 @@ class Environment:
 
     async def _start_runtime_api(self) -> None:
         """Custom runtimes: the zip's bootstrap, talking to the Runtime API served for this sandbox."""
-        from lamina.dispatch.runtime_api import RuntimeApiServer
-
         task_root = self.backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir))
         env = build_environment(self.spec, self.backend, self.stream, self.init_type)
         spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/bootstrap"], env=env,
                            code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
-                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._logs.write_fd, runtime_api=True)
+                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), runtime_api=True)
         self._started_ns = time.perf_counter_ns()
         self.sandbox = await self.backend.start(spec, self.on_exit)
         if self.sandbox.runtime_api_socket is None:
@@ -298,7 +340,8 @@ class Environment:
             self._freeze_timer = None
         if self.frozen:
             self.frozen = False
-            self.sandbox.thaw()
+            if self.sandbox is not None:  # frozen: it had one
+                self.sandbox.thaw()
 
     def deliver(self, inv: Invocation) -> None:
         """Run one invocation (the pool calls this only when the environment is IDLE)."""
@@ -337,7 +380,9 @@ class Environment:
         if self._api is not None:
             self._api.deliver(header, inv.payload)
         else:
-            self._transport.write(encode_frame(KIND_INVOKE, header, inv.payload, orjson.dumps))
+            transport = self._transport
+            assert transport is not None  # connected before the runtime could say READY
+            transport.write(encode_frame(KIND_INVOKE, header, inv.payload, orjson.dumps))
 
     def _stream_piece(self, piece: bytes) -> None:
         """A piece of the response a Runtime API runtime streams: to the invocation's stream as it comes, else

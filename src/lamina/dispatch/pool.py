@@ -17,26 +17,60 @@ import asyncio
 import json
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from lamina.dispatch.environment import Environment, InitFailure, State
+from lamina.dispatch.environment import Environment, EnvironmentDispatcher, InitFailure, State
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
-from lamina.dispatch.scaler import Ewma, constrain, drain_desired, ewma_desired, simple_desired, start_is_cheap
-from lamina.dispatch.zygote import Zygote
+from lamina.dispatch.scaler import (
+    Ewma,
+    TokenBucket,
+    constrain,
+    drain_desired,
+    ewma_desired,
+    simple_desired,
+    start_is_cheap,
+)
+from lamina.dispatch.spec import FunctionSpec
+from lamina.dispatch.zygote import Zygote, ZygoteDispatcher
+from lamina.store.logs import LogStore
 
 # Scaling is looked at on an arrival to the queue at most this often (the arrivals meanwhile, together, after it).
 SCALE_RECHECK_S = 0.001
 
-if TYPE_CHECKING:
-    from lamina.dispatch.dispatcher import Dispatcher
-    from lamina.dispatch.spec import FunctionSpec
+
+class PoolDispatcher(EnvironmentDispatcher, ZygoteDispatcher, Protocol):
+    """What a pool (and the environments and zygote it owns) asks of the dispatcher (dispatcher.Dispatcher): its
+    settings, the account-wide environment budget and the starter every start goes through."""
+
+    logs: LogStore
+    closing: bool
+    scaler: str
+    instance_multiplier: float
+    scale_out_interval_s: float
+    scale_out_step: int
+    per_request_environments: bool
+    starter: TokenBucket
+    init_backoff_s: float
+    init_backoff_max_s: float
+    queue_timeout_s: float
+
+    def can_start(self) -> bool: ...
+
+    def make_room(self, pool: FunctionPool) -> None: ...
+
+    def env_started(self) -> None: ...
+
+    def env_stopped(self) -> None: ...
+
+    def pool_changed(self, pool: FunctionPool) -> None: ...
 
 
 class FunctionPool:
-    env_factory = Environment          # HTTP-app functions: HttpAppEnvironment (http_app.py)
-    http_app = None                    # HTTP-app functions: their HttpAppConfig
+    # An HTTP-app function's pool (http_app/pool.py) has its HttpAppConfig here; the front door tells such a pool by
+    # this. Typed loosely on purpose: this module does not depend on http_app/, which builds on it.
+    http_app: object | None = None
 
-    def __init__(self, dispatcher: Dispatcher, spec: FunctionSpec) -> None:
+    def __init__(self, dispatcher: PoolDispatcher, spec: FunctionSpec) -> None:
         self.dispatcher = dispatcher
         self.spec = spec
         self.log = dispatcher.logs.for_function(spec.name)
@@ -259,8 +293,12 @@ class FunctionPool:
                 self._scale()
             self._scale_timer = asyncio.get_running_loop().call_later(max(0.001, delay), fire)
 
+    def new_environment(self) -> Environment:
+        """A new environment of this pool's kind, not started yet."""
+        return Environment(self, self.spec, self.dispatcher.backend, self.log)
+
     def start_environment(self, provisioned: bool = False) -> Environment:
-        env = self.env_factory(self, self.spec, self.dispatcher.backend, self.log)
+        env = self.new_environment()
         if provisioned:
             env.provisioned = True
             self.provisioned.add(env)

@@ -203,16 +203,23 @@ class _Conn(asyncio.Protocol):
         self._req = _Request()
         self._header_bytes = 0
 
+    # The callbacks below run between on_message_begin and on_message_complete: a request is being read.
+
     def on_url(self, url: bytes) -> None:
         self._count_header(len(url))
-        self._req.url += url
+        req = self._req
+        assert req is not None
+        req.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_header(len(name) + len(value))
-        self._req.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        req = self._req
+        assert req is not None
+        req.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         req = self._req
+        assert req is not None
         req.method = self._parser.get_method()
         # curl (the C runtime clients) waits up to 1 s for this before sending a large body.
         if (req.headers.get("expect", "").lower() == "100-continue" and self.parked is None
@@ -225,6 +232,7 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, data: bytes) -> None:
         req = self._req
+        assert req is not None
         req.size += len(data)
         if req.streamed is not None:
             self._server._stream_piece(req.streamed, data)
@@ -235,6 +243,7 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         req = self._req
+        assert req is not None
         self._req = None
         req.keep_alive = self._parser.should_keep_alive()
         self._queue.append(req)
@@ -266,7 +275,8 @@ class _Conn(asyncio.Protocol):
                     self._fatal(500, _err("InternalError", "Internal error"))
         finally:
             self._processing = False
-        if self._paused and len(self._queue) < MAX_QUEUED_REQUESTS // 2 and not self.closed:
+        if self._paused and len(self._queue) < MAX_QUEUED_REQUESTS // 2 and not self.closed \
+                and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
 
@@ -300,8 +310,10 @@ class _Conn(asyncio.Protocol):
         self.respond(req, status, body, extra)
         if self._queue and not self._scheduled and not self.closed:
             # Not inline: the server may be in the middle of its own bookkeeping when it answers.
+            loop = self._server._loop
+            assert loop is not None  # the server was started: it serves this connection
             self._scheduled = True
-            self._server._loop.call_soon(self._scheduled_process)
+            loop.call_soon(self._scheduled_process)
 
     def _fatal(self, status: int, body: bytes) -> None:
         if self.closed or self.transport is None:

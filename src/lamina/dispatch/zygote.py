@@ -15,9 +15,11 @@ import json
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from lamina.dispatch.environment import Environment, InitFailure, build_environment, exit_status_text
 from lamina.dispatch.logpipe import LogPipe
+from lamina.dispatch.spec import FunctionSpec
 from lamina.runtime.python_handler import CHANNEL_FD_ENV, ZYGOTE_ENV
 from lamina.runtime.wire import (
     KIND_EXITED,
@@ -28,21 +30,41 @@ from lamina.runtime.wire import (
     FrameDecoder,
     encode_frame,
 )
-from lamina.sandbox import SandboxError, SandboxSpec
-
-if TYPE_CHECKING:
-    from lamina.dispatch.environment import Environment
-    from lamina.dispatch.pool import FunctionPool
-    from lamina.sandbox.base import ForkedSandbox, Sandbox
+from lamina.sandbox import SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox.base import ForkedSandbox, Sandbox
+from lamina.store.logs import FunctionLog
 
 INIT_GRACE_S = 10.0
 
 
-class Zygote:
-    def __init__(self, pool: FunctionPool) -> None:
-        from lamina.dispatch.environment import InitFailure
+class ZygoteDispatcher(Protocol):
+    """What a zygote asks of the dispatcher (through its pool)."""
 
-        self._InitFailure = InitFailure
+    backend: SandboxBackend
+
+    def env_cap(self, name: str) -> int: ...
+
+    def track(self, task: asyncio.Task) -> None: ...
+
+
+class ZygoteOwner(Protocol):
+    """What a zygote asks of the pool that owns it (pool.FunctionPool)."""
+
+    @property
+    def spec(self) -> FunctionSpec: ...
+
+    @property
+    def log(self) -> FunctionLog: ...
+
+    @property
+    def dispatcher(self) -> ZygoteDispatcher: ...
+
+    def zygote_gone(self, zygote: Zygote) -> None:
+        """The zygote stopped (its owner starts a new one when it next needs one)."""
+
+
+class Zygote:
+    def __init__(self, pool: ZygoteOwner) -> None:
         self.pool = pool
         self.spec = pool.spec
         self.backend = pool.dispatcher.backend
@@ -64,8 +86,6 @@ class Zygote:
         self.pool.log.append(self.stream, line)
 
     async def start(self) -> None:
-        from lamina.dispatch.environment import build_environment
-
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._logs = LogPipe(self._emit)
         env = build_environment(self.spec, self.backend, self.stream)
@@ -132,14 +152,17 @@ class Zygote:
     # ------------------------------------------------------------------ the channel
 
     def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:  # stopped (stop() removes the reader)
+            return
         try:
-            data = self._sock.recv(1 << 16)
+            data = sock.recv(1 << 16)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
-            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_reader(sock.fileno())
             if self.sandbox is not None:
                 self.sandbox.kill()
             return
@@ -164,7 +187,7 @@ class Zygote:
             self._fail(err, (time.perf_counter() - self._started) * 1000)
         elif kind == KIND_FORKED:
             env = self.forks.get(header.get("env", ""))
-            if env is not None and env.sandbox is not None:
+            if env is not None and isinstance(env.sandbox, ForkedSandbox):  # what fork() gave it
                 env.sandbox.bind(int(header["pid"]))
         elif kind == KIND_EXITED:
             env = self.forks.pop(header.get("env", ""), None)
@@ -192,13 +215,11 @@ class Zygote:
             status = "timeout" if body["errorType"] == "Sandbox.Timedout" else "error"
             if init_ms is not None:
                 self._emit(f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: {status}")
-            self.ready.set_exception(self._InitFailure(body, init_ms))
+            self.ready.set_exception(InitFailure(body, init_ms))
             self.ready.exception()
         self.stop()
 
     def _on_exit(self, code: int) -> None:
-        from lamina.dispatch.environment import exit_status_text
-
         if not self.ready.done():
             self._fail({"errorMessage": f"Runtime exited with error: {exit_status_text(code)}",
                         "errorType": "Runtime.ExitError"}, (time.perf_counter() - self._started) * 1000)

@@ -19,7 +19,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from lamina.dispatch import ids
-from lamina.dispatch.http_app import HttpAppPool
+from lamina.dispatch.http_app.pool import HttpAppPool
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import StreamedRun, check_tenant, ensure_invokable, run_sync

@@ -1,4 +1,4 @@
-"""Function-URL requests to HTTP-app functions: proxied to the app as raw HTTP/1.1 (dispatch/http_app.py).
+"""Function-URL requests to HTTP-app functions: proxied to the app as raw HTTP/1.1 (dispatch/http_app/).
 
 No payload 2.0 event, no base64 and no 6 MB limit: the request waits in the function's queue for a
 slot on any ready environment (a Lease), then its head and body go to the app over one of that
@@ -33,7 +33,9 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from lamina.dispatch import ids
-from lamina.dispatch.http_app import AppConnection, AppError, HttpAppPool, Lease, SlotRequest
+from lamina.dispatch.http_app.client import AppConnection, AppError
+from lamina.dispatch.http_app.environment import Lease, SlotRequest
+from lamina.dispatch.http_app.pool import HttpAppPool
 from lamina.dispatch.invocation import InvokeResult
 from lamina.functions.invoke import run_sync
 from lamina.gateway.http.upstream_head import add_forwarded, connection_listed, request_head
