@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from lamina.cli.client import Client
+from lamina.cli.common import make_client, out
 from lamina.cli.tables import print_table
 
 app = typer.Typer(name="events", help="Asynchronous invocations: the durable event queue.", no_args_is_help=True)
@@ -21,7 +22,6 @@ EndpointOption = Annotated[
 
 
 def _client(ctx: typer.Context, endpoint: str | None) -> Client:
-    from lamina.cli.main import make_client  # here: main imports this module to register the commands
     return make_client(ctx, endpoint)
 
 
@@ -42,7 +42,6 @@ def list_events(
     endpoint: EndpointOption = None,
 ) -> None:
     """A function's pending async events: age, attempts, state and when the next attempt is due."""
-    from lamina.cli.main import out
     doc: dict[str, Any] = _client(ctx, endpoint).request(
         "GET", f"/lamina/v1/functions/{quote(name, safe='')}/events", query={"limit": str(limit)}).json()
     if as_json:

@@ -11,17 +11,16 @@ import time
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
 from lamina import __version__
 from lamina.cli.client import Client, LaminaError, ServerUnreachable
+from lamina.cli.common import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, EndpointOption, err, fail, make_client, out
 from lamina.cli.packaging import PackagingError, guess_handler, zip_directory
-from lamina.config import default_endpoint
 
 app = typer.Typer(
     name="lamina",
@@ -31,12 +30,6 @@ app = typer.Typer(
     # Locals would include whole zip archives and payloads; the traceback alone is enough.
     pretty_exceptions_show_locals=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-EXIT_ERROR = 1  # the server (or the function) said no
-EXIT_USAGE = 2  # bad flags or settings, as click uses for usage errors
-EXIT_UNREACHABLE = 3  # no server to talk to
 
 # The host's own Python: what the process sandbox runs a function with.
 DEFAULT_RUNTIME = f"python{sys.version_info[0]}.{sys.version_info[1]}"
@@ -57,33 +50,6 @@ class LogLevel(StrEnum):
     info = "info"
     debug = "debug"
     trace = "trace"
-
-
-# Accepted both before and after the command name. No envvar= here: default_endpoint() reads
-# LAMINA_ENDPOINT, so a flag anywhere on the line beats the environment.
-EndpointOption = Annotated[
-    str | None,
-    typer.Option(
-        "--endpoint",
-        help="Lamina server URL, or set LAMINA_ENDPOINT.",
-        show_default="http://127.0.0.1:8800",
-    ),
-]
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err.print(Text(message, style="red"), soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def make_client(ctx: typer.Context, endpoint: str | None) -> Client:
-    """The command's own --endpoint wins over the global one, which wins over the default."""
-    # The global option sits on the root context (a subcommand of `microvm image` is two levels down).
-    chosen = endpoint or (ctx.find_root().obj or {}).get("endpoint") or default_endpoint()
-    try:
-        return Client(chosen)
-    except ValueError as exc:
-        fail(f"Error: {exc}", EXIT_USAGE)
 
 
 @app.callback()

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lamina.cli.client import Client, LaminaError
+from lamina.cli.common import err, fail, make_client, out
 from lamina.cli.packaging import PackagingError, zip_directory
 from lamina.cli.tables import print_table
 from lamina.microvm.validation import IMAGE_NAME
@@ -40,19 +41,16 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSO
 
 
 def _client(ctx: typer.Context, endpoint: str | None) -> Client:
-    from lamina.cli.main import make_client  # here: main imports this module to register the commands
 
     return make_client(ctx, endpoint)
 
 
 def _consoles():
-    from lamina.cli.main import err, out
 
     return out, err
 
 
 def _fail(message: str) -> None:
-    from lamina.cli.main import fail
 
     fail(message)
 

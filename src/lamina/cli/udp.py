@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lamina.cli.client import Client, LaminaError
+from lamina.cli.common import err, make_client, out
 from lamina.cli.tables import print_table
 
 app = typer.Typer(name="udp", help="The UDP gateway: listeners and their destinations.", no_args_is_help=True)
@@ -88,19 +89,16 @@ def build_request(*, port: int, host: str | None, name: str | None, destinations
 
 
 def _client(ctx: typer.Context, endpoint: str | None) -> Client:
-    from lamina.cli.main import make_client  # here: main imports this module to register the commands
 
     return make_client(ctx, endpoint)
 
 
 def _out():
-    from lamina.cli.main import out
 
     return out
 
 
 def _warn(message: str) -> None:
-    from lamina.cli.main import err
 
     err.print(message, markup=False, style="yellow")
 
