@@ -3,8 +3,8 @@
 
 A request is a function-URL request when its Host is `<url-id>.lambda-url.<anything>` or its path
 starts with `/lamina/v1/url/<url-id>/` (the function then sees the rest of the path). Like Invoke,
-this runs as a bare ASGI callable in front of the control plane's router and never touches the
-database.
+this runs as a bare ASGI callable, routed by the front door (front_door.py) before the REST APIs, and
+never touches the database: the URL configurations are functions/urls.py's, read from memory.
 
 AuthType AWS_IAM URLs answer 403: Lamina does not verify SigV4 signatures on function URLs yet.
 """
