@@ -6,6 +6,7 @@ environment forked from the zygote; DELETE /lamina/v1/functions/NAME/environment
 Every other invoke also leaves a stray process behind in its environment, which the teardown has to
 kill. Then the functions are deleted (their zygotes stop) and everything is compared with a baseline
 taken before the first function existed; last, the server is stopped and its cgroup subtree must go.
+Every start must succeed, however long they take (bench/churn.py measures how fast they go).
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ import os
 import re
 import threading
 import time
-import urllib.request
 
 import pytest
 
-from helpers import all_pids, create_function, descendants, describe_pids, processes_referencing, unique_name
+from helpers import (
+    all_pids,
+    create_function,
+    descendants,
+    describe_pids,
+    environments,
+    health,
+    processes_referencing,
+    unique_name,
+)
 
 STARTS = int(os.environ.get("LAMINA_LEAK_STARTS", "10000"))
 THREADS = 8
@@ -152,7 +161,6 @@ class Worker(threading.Thread):
         self.port, self.function, self.count = port, name, count
         self.done = 0
         self.failures: list[str] = []
-        self.stop_flag = threading.Event()
 
     def _request(self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes = b"") -> tuple:
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
@@ -165,7 +173,7 @@ class Worker(threading.Thread):
         recycle = f"/lamina/v1/functions/{self.function}/environments"
         try:
             for i in range(self.count):
-                if self.stop_flag.is_set() or len(self.failures) >= self.MAX_FAILURES:
+                if len(self.failures) >= self.MAX_FAILURES:
                     return
                 status, err, body = self._request(conn, "POST", invoke, json.dumps({"stray": i % 2 == 0}).encode())
                 ok = status == 200 and not err and json.loads(body).get("calls") == 1
@@ -181,10 +189,6 @@ class Worker(threading.Thread):
             conn.close()
 
 
-def _health(endpoint: str) -> dict:
-    with urllib.request.urlopen(f"{endpoint}/lamina/v1/health", timeout=10) as resp:
-        return json.load(resp)
-
 
 def _wait_for(check, timeout: float):
     """Poll check() until it returns a falsy value or time runs out; return its last value."""
@@ -199,10 +203,10 @@ def _wait_for(check, timeout: float):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1800)  # a hang guard: 10,000 starts take 400 s or so on a 2-core VM
 def test_no_leaks_after_cold_starts_and_teardowns(lamina_factory):
     server = lamina_factory()
-    if _health(server.endpoint).get("sandbox") != "linux":
+    if health(server.endpoint).get("sandbox") != "linux":
         pytest.skip("needs root: the linux sandbox backend")
     client = server.client()
 
@@ -219,28 +223,18 @@ def test_no_leaks_after_cold_starts_and_teardowns(lamina_factory):
     per_thread = [STARTS // THREADS + (1 if i < STARTS % THREADS else 0) for i in range(THREADS)]
     workers = [Worker(server.port, name, n) for name, n in zip(names, per_thread, strict=True)]
 
-    t0 = time.monotonic()
     for w in workers:
         w.start()
-    deadline = t0 + 400  # leaves time for the checks below within the 600 s timeout
     for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
-    elapsed = time.monotonic() - t0
-    for w in workers:
-        w.stop_flag.set()
-    for w in workers:
-        w.join(70)
+        w.join()
     done = sum(w.done for w in workers)
-    rate = done / elapsed if elapsed else 0.0
-    print(f"\n{done} cold starts + teardowns in {elapsed:.1f} s ({rate:.0f}/s, {THREADS} threads), "
-          f"{sum(len(w.failures) for w in workers)} failed")
     failures = [f"{w.function}: {f}" for w in workers for f in w.failures]
 
     for name in names:
         client.delete_function(FunctionName=name)
 
     # Everything the starts made goes away: environments, zygotes, their cgroups and processes.
-    left_envs = _wait_for(lambda: _health(server.endpoint)["environments"], SETTLE_S)
+    left_envs = _wait_for(lambda: environments(server.endpoint), SETTLE_S)
     assert left_envs == 0, f"{left_envs} environments still counted {SETTLE_S:.0f} s after the functions were deleted"
     extra_cgroups = _wait_for(lambda: sorted(cgroup_dirs(server.pid) - base_cgroups), SETTLE_S)
     extra_procs = _wait_for(lambda: sorted(set(descendants(server.pid)) - base_procs), SETTLE_S)
@@ -263,4 +257,4 @@ def test_no_leaks_after_cold_starts_and_teardowns(lamina_factory):
 
     # Last, so that a failed invoke does not hide the leak checks above.
     assert not failures, f"{len(failures)} of {done} cold starts failed:\n" + "\n".join(failures[:20])
-    assert done == STARTS, f"only {done} of {STARTS} cold starts in {elapsed:.0f} s ({rate:.0f}/s)"
+    assert done == STARTS, f"only {done} of {STARTS} cold starts were made"

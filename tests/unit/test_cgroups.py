@@ -242,10 +242,8 @@ def test_kill_wait_remove_leaves_nothing(tree: CgroupTree) -> None:
         os.write(go_w, b"x")
         assert os.read(res_r, 10) == b"forked"
         assert len(g.pids()) == 4
-        started = time.monotonic()
-        g.kill()
+        g.kill()  # one call: nothing signals the family again (bench/cgroup_kill.py times it)
         assert _wait_empty(g)
-        assert time.monotonic() - started < 1.0
         assert g.pids() == []
     finally:
         for fd in (go_r, go_w, res_r, res_w):
