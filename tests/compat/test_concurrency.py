@@ -21,9 +21,11 @@ def handler(event, context):
 '''
 
 
-def _throttle(exc: ClientError) -> tuple[str, str, str]:
+def _throttle(exc: ClientError) -> tuple[int, str, str, str]:
+    """(HTTP status, error code, Reason, Retry-After) of a throttled call."""
     err = exc.response
-    return err["Error"]["Code"], err.get("Reason", ""), err["ResponseMetadata"]["HTTPHeaders"].get("retry-after", "")
+    return (err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err.get("Reason", ""),
+            err["ResponseMetadata"]["HTTPHeaders"].get("retry-after", ""))
 
 
 def test_put_get_delete_function_concurrency(lambda_client, functions):
@@ -59,10 +61,8 @@ def test_reserved_zero_throttles_every_invoke(lambda_client, functions):
     lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     with pytest.raises(lambda_client.exceptions.TooManyRequestsException) as info:
         invoke(lambda_client, name, {})
-    code, reason, retry_after = _throttle(info.value)
-    assert code == "TooManyRequestsException"
-    assert reason == "ReservedFunctionConcurrentInvocationLimitExceeded"
-    assert retry_after == "1"
+    assert _throttle(info.value) == (429, "TooManyRequestsException",
+                                     "ReservedFunctionConcurrentInvocationLimitExceeded", "1")
     lambda_client.delete_function_concurrency(FunctionName=name)
     resp, body = invoke(lambda_client, name, {})
     assert body == {"slept": 0}
@@ -77,12 +77,13 @@ def test_reserved_concurrency_caps_in_flight_invocations(lambda_client, function
             invoke(lambda_client, name, {"sleep": 1})
             return "ok"
         except lambda_client.exceptions.TooManyRequestsException as exc:
-            return _throttle(exc)[1]
+            status, _, reason, _ = _throttle(exc)
+            return f"{status} {reason}"
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         outcomes = list(pool.map(call, range(3)))
     assert outcomes.count("ok") == 1, outcomes
-    assert outcomes.count("ReservedFunctionConcurrentInvocationLimitExceeded") == 2, outcomes
+    assert outcomes.count("429 ReservedFunctionConcurrentInvocationLimitExceeded") == 2, outcomes
 
 
 def test_account_limit_and_queue_deadline(lamina_factory):
@@ -96,13 +97,14 @@ def test_account_limit_and_queue_deadline(lamina_factory):
             invoke(client, name, {"sleep": sleep})
             return "ok"
         except client.exceptions.TooManyRequestsException as exc:
-            return _throttle(exc)[1]
+            status, _, reason, _ = _throttle(exc)
+            return f"{status} {reason}"
 
     # Two in flight fill the account's pool of 2: a third is throttled at once.
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         slow = [pool.submit(call, 1.5) for _ in range(2)]
         time.sleep(0.5)
-        assert call(0) == "ConcurrentInvocationLimitExceeded"
+        assert call(0) == "429 ConcurrentInvocationLimitExceeded"
         assert [f.result() for f in slow] == ["ok", "ok"]
     assert call(0) == "ok"
 
@@ -119,7 +121,8 @@ def test_queued_invocation_deadline(lamina_factory):
     urllib.request.urlopen(req, timeout=10).close()
     with pytest.raises(client.exceptions.TooManyRequestsException) as info:
         invoke(client, name, {})  # a cold start takes longer than 1 ms
-    assert "waited" in str(info.value) and _throttle(info.value)[1] == "ConcurrentInvocationLimitExceeded"
+    assert "waited" in str(info.value)
+    assert _throttle(info.value)[:3] == (429, "TooManyRequestsException", "ConcurrentInvocationLimitExceeded")
     for _ in range(100):  # the environment started for it becomes idle and serves the next one
         try:
             assert invoke(client, name, {})[1] == {"slept": 0}
