@@ -113,6 +113,10 @@ class EventQueueStore(Protocol):
     def close(self) -> None: ...
 
 
+# Operations nobody waits for: committed with the next commit someone does wait for, or after LAZY_S.
+_LAZY = frozenset({"complete", "release", "count"})
+LAZY_S = 0.05
+
 _COLUMNS = ("id", "function_name", "version", "qualifier", "invoked_arn", "payload", "client_context", "trace_id",
             "tenant_id", "created", "attempts", "throttles", "due", "claimed", "last_error")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
@@ -174,6 +178,7 @@ class SqliteEventQueue:
         self._cv = threading.Condition()
         self._ops: deque[tuple[str, Any, Any]] = deque()
         self._busy = False               # the writer is applying a batch (guarded by _cv)
+        self._urgent = False             # an operation someone waits for is queued (guarded by _cv)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -213,6 +218,8 @@ class SqliteEventQueue:
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cv:
+            self._urgent = True
+            self._cv.notify_all()
             while self._ops or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None or not self._thread.is_alive():
@@ -234,8 +241,12 @@ class SqliteEventQueue:
     def _put(self, kind: str, arg: Any, done: Any) -> None:
         with self._cv:
             self._ops.append((kind, arg, done))
-            if not self._busy:
-                self._cv.notify()
+            if kind not in _LAZY:
+                self._urgent = True
+                if not self._busy:
+                    self._cv.notify()
+            elif len(self._ops) == 1 and not self._busy:
+                self._cv.notify()   # the writer starts the LAZY_S clock
 
     def append(self, event: AsyncEvent, done: Done) -> None:
         self._put("append", event, done)
@@ -277,12 +288,24 @@ class SqliteEventQueue:
             with cv:
                 self._busy = False
                 cv.notify_all()                  # flush() waiters
-                while not self._ops and not self._stopping:
-                    cv.wait()
+                # Removals of done events wait (up to LAZY_S) for a commit someone waits for, and ride along: an
+                # accept's fsync then carries them. Lost in a crash, such an event only runs once more.
+                deadline = None
+                while not self._urgent and not self._stopping:
+                    if not self._ops:
+                        deadline = None
+                        cv.wait()
+                        continue
+                    deadline = deadline or time.monotonic() + LAZY_S
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    cv.wait(left)
                 if not self._ops:
                     return
                 batch = list(self._ops)
                 self._ops.clear()
+                self._urgent = False
                 self._busy = True
             try:
                 results = self._apply(batch)
