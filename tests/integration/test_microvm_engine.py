@@ -4,11 +4,16 @@ builds, instance sandboxes with private disks, suspend/resume, isolation, standb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -411,25 +416,74 @@ def test_unsupported_instruction_fails_the_build_naming_its_line(loop, engine, d
     assert "app: boom" in log
 
 
-def test_build_steps_reach_the_internet_but_not_the_host(loop, engine, data_dir, tmp_path):
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    probe = ("import socket\n"
-             f"for host in ('127.0.0.1', '0.0.0.0'):\n"
-             f"    try:\n"
-             f"        socket.create_connection((host, {port}), timeout=3)\n"
-             f"        print('reached', host)\n"
-             f"    except OSError as exc:\n"
-             f"        print('refused', host, exc.errno)\n")
-    ctx = _context(tmp_path / "net", {"Dockerfile": "FROM lamina/base\nCOPY probe.py /\nRUN python3 /probe.py\n"
-                                                    "CMD [\"python3\", \"-m\", \"http.server\", \"8080\"]\n",
-                                      "probe.py": probe})
-    log = Log()
+NS_LISTENER = """
+import socket, sys
+srv = socket.create_server((sys.argv[1], 0))
+print(srv.getsockname()[1], flush=True)
+while True:
+    srv.accept()[0].close()
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@contextlib.contextmanager
+def _network_beside_the_host() -> Iterator[tuple[str, str, int]]:
+    """A network namespace of the test's own, joined to the host's by a veth pair, with a TCP listener on
+    its side: a stand-in for the internet (an address that is not the host's, on the other end of a link)
+    that keeps all traffic on this machine. Yields (the host's end of the link, the listener's address and
+    port); removes the namespace, the link and the listener."""
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if, ns_if = f"lamina-t-{tag}", f"lt{tag}h", f"lt{tag}n"
+    net = f"198.18.{int(tag[:2], 16)}"  # RFC 2544's benchmarking range: never a real network's
+    _ip("netns", "add", ns)
+    listener = None
     try:
-        _build(loop, engine, data_dir, ctx, "net", log=log)
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", ns)
+        _ip("addr", "add", f"{net}.1/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("-n", ns, "addr", "add", f"{net}.2/30", "dev", ns_if)
+        _ip("-n", ns, "link", "set", ns_if, "up")
+        listener = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", NS_LISTENER, f"{net}.2"],
+                                    stdout=subprocess.PIPE, text=True)
+        assert listener.stdout is not None
+        yield f"{net}.1", f"{net}.2", int(listener.stdout.readline())
     finally:
-        listener.close()
-    assert "refused 127.0.0.1 1" in log and "refused 0.0.0.0 1" in log, log.text()  # EPERM: host loopback
+        if listener is not None:
+            listener.kill()
+            listener.wait(10)
+        _ip("netns", "del", ns)  # takes the veth pair with it
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip to make a network namespace")
+def test_build_steps_reach_other_networks_but_not_the_host(loop, engine, data_dir, tmp_path):
+    host_listener = socket.create_server(("127.0.0.1", 0))
+    port = host_listener.getsockname()[1]
+    with _network_beside_the_host() as (host_end, outside, outside_port):
+        targets = [("127.0.0.1", port), ("0.0.0.0", port), (host_end, port), (outside, outside_port)]
+        probe = ("import socket\n"
+                 f"for host, port in {targets!r}:\n"
+                 f"    try:\n"
+                 f"        socket.create_connection((host, port), timeout=3).close()\n"
+                 f"        print('reached', host)\n"
+                 f"    except OSError as exc:\n"
+                 f"        print('refused', host, exc.errno)\n")
+        ctx = _context(tmp_path / "net", {"Dockerfile": "FROM lamina/base\nCOPY probe.py /\nRUN python3 /probe.py\n"
+                                                        "CMD [\"python3\", \"-m\", \"http.server\", \"8080\"]\n",
+                                          "probe.py": probe})
+        log = Log()
+        try:
+            _build(loop, engine, data_dir, ctx, "net", log=log)
+        finally:
+            host_listener.close()
+    # EPERM (1) from the host guard for the host's loopback and its own addresses; the address past the
+    # link, which stands for the internet, answers.
+    for host in ("127.0.0.1", "0.0.0.0", host_end):
+        assert f"refused {host} 1" in log, log.text()
+    assert f"reached {outside}" in log, log.text()
 
 
 HOOKED_APP = r'''
