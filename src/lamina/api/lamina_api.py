@@ -1,4 +1,4 @@
-"""Lamina's own endpoints under /lamina/v1: health, function logs, code download, recycling environments."""
+"""Routes of Lamina's own API under /lamina/v1: health, function logs, code download, recycling environments."""
 
 from __future__ import annotations
 
