@@ -112,8 +112,8 @@ def test_invoke_unknown_function(cli):
 
 def test_invoke_bad_payload_is_a_usage_error(cli, assert_serving):
     proc = cli("invoke", unique_name("any"), "-p", "{x")
-    assert proc.returncode != 0
-    assert "JSON" in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # click's exit status for a usage error
+    assert "JSON" in proc.stderr and "Usage:" in proc.stderr, proc.stderr
     assert_serving()
 
 

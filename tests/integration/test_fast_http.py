@@ -246,6 +246,7 @@ def test_graceful_stop_answers_the_request_in_flight(lamina_factory):
     t = threading.Thread(target=call)
     t.start()
     time.sleep(0.4)
+    assert t.is_alive(), f"the 1 s invoke was answered before SIGTERM: {result}"
     server.proc.send_signal(signal.SIGTERM)
     t.join(20)
     status, headers, body = result["response"]

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,9 +345,13 @@ def test_launch_takes_a_ready_standby(loop, engine, image):
             await asyncio.sleep(0.05)
     _run(loop, settle())
     assert engine.standbys(built) == 1
+    launched_at = time.clock_gettime(time.CLOCK_BOOTTIME)
     inst = _run(loop, engine.launch(built, "mvm-fast"))
     try:
-        # Started before the launch: the app answers at once, and its count starts fresh.
+        # Started before the launch (the kernel's start time of its sandbox, in ticks since boot), the app
+        # answers at once, and its count starts fresh.
+        started_at = int(Path(f"/proc/{inst.sandbox.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        assert started_at / os.sysconf("SC_CLK_TCK") < launched_at, "the launch started a new instance"
         assert _run(loop, _get(inst, "/count"))["count"] == 1
         _run(loop, settle())
         assert engine.standbys(built) == 1, "a replacement standby should be started in the background"

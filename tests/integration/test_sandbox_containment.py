@@ -252,6 +252,8 @@ def test_network_is_loopback_only(lambda_client, lamina_server, probe_fn, assert
 
 def test_ptrace_mount_unshare_are_denied(lambda_client, probe_fn, assert_serving):
     body = invoke_ok(lambda_client, probe_fn, {"op": "syscalls"})
+    assert set(body) == {"ptrace_attach_child", "ptrace_attach_pid1", "ptrace_traceme", "mount_tmpfs", "umount_tmp",
+                         "unshare_user", "unshare_net", "unshare_mount", "setns_net", "chroot", "sethostname"}, body
     for call, result in body.items():
         assert result["rc"] == -1 and result["errno"] == errno.EPERM, f"{call}: {result} (expected EPERM)"
     assert_serving()
