@@ -24,6 +24,7 @@ ARN = "arn:aws:lambda:us-east-1:000000000000:function:f"
 class FakeFunction:
     def __init__(self, per_tenant: bool = False) -> None:
         self.name = "f"
+        self.version = "$LATEST"
         self.key = "f:$LATEST"
         self.state = "Active"
         self.config: dict = {"FunctionArn": ARN}
@@ -45,10 +46,21 @@ class FakeDispatcher:
         self.invocations.append(inv)
 
 
+class FakeSink:
+    """The async queue (events/): records accepted events; the test commits them (or not)."""
+
+    def __init__(self) -> None:
+        self.accepted: list = []
+
+    def accept(self, event, done) -> None:
+        self.accepted.append((event, done))
+
+
 class FakeFunctions:
     def __init__(self, per_tenant: bool = False) -> None:
         self.dispatcher = FakeDispatcher()
         self.fn = FakeFunction(per_tenant)
+        self.event_sink = FakeSink()
 
     def target(self, name: str, qualifier: str | None = None):
         if name != "f":
@@ -335,16 +347,20 @@ def test_static_tenant_and_tenancy_mismatch():
     run(scenario())
 
 
-def test_async_sink_invokes_as_event_and_sends_nothing():
+def test_async_sink_queues_events_and_sends_nothing():
     async def scenario():
-        d, disp, channel = destination(Type="function-async")
+        functions = FakeFunctions()
+        d, disp, channel = destination(functions, Type="function-async")
         d.deliver(packet(b"x"))
         await ticks()
-        (inv,) = disp.invocations
-        assert not inv.sync
-        inv.finish(InvokeResult(b'{"Replies": [{"Tag": "0", "Data": "eA=="}]}'))
+        assert disp.invocations == []                      # not run here: handed to the durable async queue
+        ((event, done),) = functions.event_sink.accepted
+        assert (event.function, event.version, event.invoked_arn) == ("f", "$LATEST", ARN)
+        assert [base64.b64decode(m["Data"]) for m in orjson.loads(event.payload)["Messages"]] == [b"x"]
+        assert d.metrics.in_flight == 1                    # until the queue has committed it
+        done(None)
         await ticks()
-        assert channel.sent == [] and d.metrics.invocations_ok == 1
+        assert channel.sent == [] and d.metrics.invocations_ok == 1 and d.metrics.in_flight == 0
         d.close()
     run(scenario())
 
