@@ -15,7 +15,8 @@ An attempt goes through the dispatcher like a synchronous invoke, admission incl
 - reserved concurrency 0: failure handling at once (ZeroReservedConcurrency, approximateInvokeCount 0).
 Failure handling sends AWS's record to the on-failure destination and the event to the version's
 dead-letter queue, then the event is done. The event leaves the queue only once all that is durable
-elsewhere: at least once, never lost. An event that was running when the server died runs again after
+elsewhere and its attempt's log lines are written: at least once, never lost, and the function's log
+holds every run that finished before a crash. An event that was running when the server died runs again after
 the restart; how many did is counted (`redelivered`, in health and `lamina events ls`).
 
 Every wait is multiplied by `async_wait_scale` (1.0 = AWS's; tests use 0.01), the maximum event age too.
