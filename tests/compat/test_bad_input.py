@@ -248,6 +248,7 @@ def test_empty_payload_is_allowed(endpoint, echo_fn):
     resp = _invoke_raw(endpoint, echo_fn, b"")
     assert resp.status == 200, resp.describe()
     assert "x-amz-function-error" not in resp.headers, resp.describe()
+    assert resp.json() == {"n": len(str({}))}, resp.describe()  # the handler got {}
 
 
 def test_unknown_invocation_type_is_400(endpoint, echo_fn, assert_serving):
@@ -259,7 +260,8 @@ def test_unknown_invocation_type_is_400(endpoint, echo_fn, assert_serving):
 def test_unknown_path_is_aws_shaped(endpoint, assert_serving):
     resp = raw_request(endpoint, "GET", "/2015-03-31/no-such-thing")
     assert 400 <= resp.status < 500, resp.describe()
-    assert resp.headers.get("x-amzn-errortype"), resp.describe()
+    assert resp.error_type, resp.describe()
+    assert_aws_error(resp, resp.status, resp.error_type)  # and a JSON body with a message
     assert_serving()
 
 

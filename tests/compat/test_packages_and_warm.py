@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jmespath
 import pytest
 
-from helpers import invoke, make_zip, probe_code
+from helpers import installed_files, invoke, make_zip, probe_code
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -16,15 +14,8 @@ MARK = "LAMINA_BUNDLED_COPY = True\n"
 
 def _vendored_jmespath() -> dict[str, bytes]:
     """The test venv's jmespath package, copied to the zip root, with a marker in the copy."""
-    pkg = Path(jmespath.__file__).resolve().parent
-    files: dict[str, bytes] = {}
-    for path in sorted(pkg.rglob("*.py")):
-        rel = path.relative_to(pkg.parent).as_posix()
-        data = path.read_bytes()
-        if rel == "jmespath/__init__.py":
-            data += b"\n" + MARK.encode()
-        files[rel] = data
-    assert "jmespath/__init__.py" in files and len(files) > 3, files.keys()
+    files = installed_files("jmespath")
+    files["jmespath/__init__.py"] += b"\n" + MARK.encode()
     return files
 
 

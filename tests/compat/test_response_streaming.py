@@ -7,9 +7,8 @@ import json
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
-from botocore.exceptions import ClientError
 
-from helpers import create_function, raw_request, unique_name
+from helpers import create_function, failure, raw_request, unique_name
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -87,15 +86,11 @@ def test_stream_function_error(lambda_client, stream_fn):
 
 
 def test_stream_request_errors(lambda_client, stream_fn):
-    with pytest.raises(ClientError) as exc:
-        lambda_client.invoke_with_response_stream(FunctionName=unique_name("nope"), Payload=b"{}")
-    assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
-    with pytest.raises(ClientError) as exc:
-        lambda_client.invoke_with_response_stream(FunctionName=stream_fn, Payload=b"{not json")
-    assert exc.value.response["Error"]["Code"] == "InvalidRequestContentException"
-    with pytest.raises(ClientError) as exc:
-        lambda_client.invoke_with_response_stream(FunctionName=stream_fn, Payload=b"{}", InvocationType="Event")
-    assert exc.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    stream = lambda_client.invoke_with_response_stream
+    assert failure(stream, FunctionName=unique_name("nope"), Payload=b"{}")[:2] == (404, "ResourceNotFoundException")
+    assert failure(stream, FunctionName=stream_fn, Payload=b"{not json")[:2] == (400, "InvalidRequestContentException")
+    assert failure(stream, FunctionName=stream_fn, Payload=b"{}", InvocationType="Event")[:2] == \
+        (400, "InvalidParameterValueException")
 
 
 def test_stream_dry_run(lambda_client, stream_fn):

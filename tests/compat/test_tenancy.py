@@ -6,14 +6,23 @@ environments only ever serves one tenant, and the handler sees the tenant as con
 
 from __future__ import annotations
 
-import http.client
 import json
-import time
 
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from helpers import ROLE, RUNTIME, assert_aws_error, invoke, make_zip, raw_request, unique_name
+from helpers import (
+    ROLE,
+    RUNTIME,
+    FunctionUrl,
+    assert_aws_error,
+    create_function,
+    invoke,
+    make_zip,
+    raw_request,
+    unique_name,
+    wait_environments,
+)
 
 APP = '''
 import os
@@ -43,18 +52,10 @@ while True:
 PER_TENANT = {"TenantIsolationMode": "PER_TENANT"}
 
 
-def _create(client, name: str, files: dict, **kwargs) -> dict:
-    params = {"Runtime": RUNTIME, "Role": ROLE, "Handler": "app.handler", "Code": {"ZipFile": make_zip(files)}}
-    params.update(kwargs)
-    resp = client.create_function(FunctionName=name, **params)
-    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
-    return resp
-
-
 @pytest.fixture
 def tenant_fn(lambda_client):
     name = unique_name("tenancy")
-    created = _create(lambda_client, name, {"app.py": APP}, TenancyConfig=PER_TENANT)
+    created = create_function(lambda_client, name, {"app.py": APP}, TenancyConfig=PER_TENANT)
     assert created["TenancyConfig"] == PER_TENANT
     yield name
     lambda_client.delete_function(FunctionName=name)
@@ -155,8 +156,8 @@ def test_tenancy_config_is_validated_shown_and_immutable(lambda_client, endpoint
 
 def test_custom_runtime_gets_the_tenant_header(lambda_client):
     name = unique_name("tenancy-rt")
-    _create(lambda_client, name, {"bootstrap": BOOTSTRAP}, Runtime="provided.al2023", Handler="unused",
-            TenancyConfig=PER_TENANT)
+    create_function(lambda_client, name, {"bootstrap": BOOTSTRAP}, handler="unused", Runtime="provided.al2023",
+                    TenancyConfig=PER_TENANT)
     try:
         for tenant in ("red", "amber", "red"):
             resp, body = invoke(lambda_client, name, {}, TenantId=tenant)
@@ -172,7 +173,7 @@ def test_tenancy_survives_a_restart(lamina_factory, tmp_path):
     server = lamina_factory(data_dir=data)
     client = server.client()
     name = unique_name("tenancy-restart")
-    _create(client, name, {"app.py": APP}, TenancyConfig=PER_TENANT)
+    create_function(client, name, {"app.py": APP}, TenancyConfig=PER_TENANT)
     resp, body = invoke(client, name, {}, TenantId="before")
     assert body["tenant"] == "before"
     server.stop()
@@ -189,33 +190,23 @@ def test_tenancy_survives_a_restart(lamina_factory, tmp_path):
 
 def test_function_url_takes_the_tenant_header(lambda_client, endpoint, tenant_fn):
     url = lambda_client.create_function_url_config(FunctionName=tenant_fn, AuthType="NONE")["FunctionUrl"]
-    url_id = url.split("://", 1)[1].split(".", 1)[0]
-    host, port = endpoint.split("://", 1)[1].rsplit(":", 1)
-
-    def get(headers: dict[str, str]) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        try:
-            conn.request("GET", f"/lamina/v1/url/{url_id}/x", headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    status, body = get({})
+    web = FunctionUrl(endpoint, url)
+    status, _, body = web.get("/x", form="path")
     assert status == 400, body
-    status, body = get({"X-Amz-Tenant-Id": "url-tenant"})
+    status, _, body = web.get("/x", headers=[("X-Amz-Tenant-Id", "url-tenant")], form="path")
     assert status == 200, body
     out = json.loads(body)
     assert out["tenant"] == "url-tenant" and out["seen"] == ["url-tenant"]
 
 
 def test_idle_tenant_environments_are_reaped(lamina_factory):
-    client = lamina_factory(env={"LAMINA_KEEP_WARM_SECONDS": "1"}).client()
+    server = lamina_factory(env={"LAMINA_KEEP_WARM_SECONDS": "1"})
+    client = server.client()
     name = unique_name("tenancy-reap")
-    _create(client, name, {"app.py": APP}, TenancyConfig=PER_TENANT)
+    create_function(client, name, {"app.py": APP}, TenancyConfig=PER_TENANT)
     _, first = invoke(client, name, {}, TenantId="sleepy")
     _, again = invoke(client, name, {}, TenantId="sleepy")
     assert again["stream"] == first["stream"] and again["seen"] == ["sleepy", "sleepy"]
-    time.sleep(3)
+    wait_environments(server.endpoint, 0)  # the tenant's idle environment is stopped after keep-warm
     _, later = invoke(client, name, {}, TenantId="sleepy")
     assert later["stream"] != first["stream"] and later["seen"] == ["sleepy"]

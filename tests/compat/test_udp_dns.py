@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
-import dnslib
 import pytest
 
-from helpers import raw_request
+from helpers import installed_files, raw_request
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("dig") is None, reason="needs dig (apt-get install dnsutils)")]
@@ -36,11 +34,6 @@ def handler(event, context):
 '''
 
 
-def dnslib_files() -> dict[str, bytes]:
-    """The installed dnslib package, copied into the function's zip (as `pip install -t` would)."""
-    root = Path(dnslib.__file__).parent
-    return {f"dnslib/{p.relative_to(root)}": p.read_bytes() for p in root.rglob("*.py")}
-
 
 def dig(port: int, *args: str) -> str:
     proc = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=10", *args],
@@ -50,7 +43,7 @@ def dig(port: int, *args: str) -> str:
 
 
 def test_dig_gets_answers_from_a_dns_function(endpoint, functions):
-    fn = functions({"app.py": DNS_APP, **dnslib_files()}, prefix="udp-dns")
+    fn = functions({"app.py": DNS_APP, **installed_files("dnslib")}, prefix="udp-dns")
     body = b'{"Destinations": [{"Function": "%s", "Batching": {"Count": 50, "TimeoutInSeconds": 0.02}}]}' % (
         fn.encode())
     resp = raw_request(endpoint, "POST", "/lamina/v1/udp/listeners", body, {"content-type": "application/json"},
