@@ -302,7 +302,8 @@ def test_reserved_environment_key_on_update_is_400(lambda_client, functions):
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as exc:
         lambda_client.update_function_configuration(FunctionName=name,
                                                     Environment={"Variables": {"AWS_REGION": "eu-west-1"}})
-    assert "AWS_REGION" in client_error(exc)[2]
+    status, code, message = client_error(exc)
+    assert (status, code) == (400, "InvalidParameterValueException") and "AWS_REGION" in message, message
 
 
 def test_error_responses_carry_request_id(lambda_client):

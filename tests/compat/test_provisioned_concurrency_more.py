@@ -5,12 +5,10 @@ StatusReason, and a provisioned environment that dies is replaced without any in
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import create_function, invoke, unique_name, wait_environments, wait_provisioned
+from helpers import create_function, failure, invoke, unique_name, wait_environments, wait_provisioned
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -162,14 +160,8 @@ def test_a_provisioned_environment_that_dies_is_replaced(lambda_client, function
     resp, body = invoke(lambda_client, name, {"exit": 3}, Qualifier="1")  # the environment's process dies
     assert resp.get("FunctionError") == "Unhandled", body
     # A replacement starts on its own (no invocation asks for it): the configuration is READY again ...
-    deadline = time.monotonic() + 30
-    while True:
-        cfg = lambda_client.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
-        if cfg["Status"] == "READY" or time.monotonic() > deadline:
-            break
-        assert cfg["Status"] == "IN_PROGRESS", cfg
-        time.sleep(0.05)
-    assert cfg["Status"] == "READY" and cfg["AvailableProvisionedConcurrentExecutions"] == 1, cfg
+    cfg = wait_provisioned(lambda_client, name, "1")
+    assert cfg["AvailableProvisionedConcurrentExecutions"] == 1, cfg
     # ... and it is a new, provisioned environment.
     _, after = invoke(lambda_client, name, {}, Qualifier="1")
     assert after["init_type"] == "provisioned-concurrency" and after["stream"] != before["stream"], (before, after)
@@ -183,29 +175,23 @@ def test_provisioned_errors_match_aws(lambda_client, functions):
     lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     arn = f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
 
-    def error(call, **kwargs) -> tuple[int, str, str]:
-        with pytest.raises(ClientError) as err:
-            call(**kwargs)
-        resp = err.value.response
-        return resp["ResponseMetadata"]["HTTPStatusCode"], resp["Error"]["Code"], resp["Error"]["Message"]
-
     get, put = lambda_client.get_provisioned_concurrency_config, lambda_client.put_provisioned_concurrency_config
     delete = lambda_client.delete_provisioned_concurrency_config
     for call in (get, delete):
-        assert error(call, FunctionName=name, Qualifier="$LATEST") == (
+        assert failure(call, FunctionName=name, Qualifier="$LATEST") == (
             400, "InvalidParameterValueException", "The function resource provided must be an alias or a published "
             "version.")
-        assert error(call, FunctionName=name, Qualifier="noalias") == (
+        assert failure(call, FunctionName=name, Qualifier="noalias") == (
             404, "ResourceNotFoundException", f"Cannot find alias arn: {arn}:noalias")
-        assert error(call, FunctionName=name, Qualifier="10") == (
+        assert failure(call, FunctionName=name, Qualifier="10") == (
             404, "ResourceNotFoundException", f"Function not found: {arn}:10")
-    assert error(put, FunctionName=name, Qualifier="$LATEST", ProvisionedConcurrentExecutions=1) == (
+    assert failure(put, FunctionName=name, Qualifier="$LATEST", ProvisionedConcurrentExecutions=1) == (
         400, "InvalidParameterValueException", "Provisioned Concurrency Configs cannot be applied to unpublished "
         "function versions.")
-    assert error(put, FunctionName="doesnotexist", Qualifier="noalias", ProvisionedConcurrentExecutions=1) == (
+    assert failure(put, FunctionName="doesnotexist", Qualifier="noalias", ProvisionedConcurrentExecutions=1) == (
         404, "ResourceNotFoundException", "Cannot find alias arn: "
         "arn:aws:lambda:us-east-1:000000000000:function:doesnotexist:noalias")
-    assert error(put, FunctionName="doesnotexist", Qualifier="1", ProvisionedConcurrentExecutions=1) == (
+    assert failure(put, FunctionName="doesnotexist", Qualifier="1", ProvisionedConcurrentExecutions=1) == (
         404, "ResourceNotFoundException", "Function not found: "
         "arn:aws:lambda:us-east-1:000000000000:function:doesnotexist:1")
     # Deleting a configuration that is not there is a 204.
@@ -214,25 +200,25 @@ def test_provisioned_errors_match_aws(lambda_client, functions):
 
     # One configuration per version, directly or through an alias.
     put(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
-    assert error(put, FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1) == (
+    assert failure(put, FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1) == (
         409, "ResourceConflictException", "Alias can't be used for Provisioned Concurrency configuration on an "
         "already Provisioned version")
     delete(FunctionName=name, Qualifier="1")
     put(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1)
-    assert error(put, FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1) == (
+    assert failure(put, FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1) == (
         409, "ResourceConflictException", "Version is pointed by a Provisioned Concurrency alias")
     delete(FunctionName=name, Qualifier="live")
 
     # Limits: over the account's limit, or leaving less than 100 unreserved, for either kind of concurrency.
     limit = lambda_client.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"]
-    assert error(put, FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=limit + 1) == (
+    assert failure(put, FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=limit + 1) == (
         400, "InvalidParameterValueException", "Specified ConcurrentExecutions for function is greater than "
         f"account's unreserved concurrency [{limit}].")
-    assert error(put, FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=limit) == (
+    assert failure(put, FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=limit) == (
         400, "InvalidParameterValueException", "Specified ConcurrentExecutions for function decreases account's "
         "UnreservedConcurrentExecution below its minimum value of [100].")
     for value in (limit + 1, limit):
-        assert error(lambda_client.put_function_concurrency, FunctionName=name,
+        assert failure(lambda_client.put_function_concurrency, FunctionName=name,
                      ReservedConcurrentExecutions=value) == (
             400, "InvalidParameterValueException", "Specified ReservedConcurrentExecutions for function decreases "
             "account's UnreservedConcurrentExecution below its minimum value of [100].")
