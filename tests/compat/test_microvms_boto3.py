@@ -332,7 +332,7 @@ def test_cli(lamina_server, tmp_path: Path) -> None:
     assert mid not in lamina("ls").stdout and mid in lamina("ls", "--all").stdout
     assert lamina("logs", mid).stdout == ""  # the log went with the instance
     assert "ResourceNotFoundException" in lamina("logs", "mvm-nope", ok=False).stderr
-    lamina("image", "rm", name)
+    lamina("image", "rm", name, "--yes")
 
 
 def test_aws_cli(image: str, lamina_server, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ DEFAULT_TIMEOUT = 60.0
 INVOKE_TIMEOUT = 15 * 60 + 30.0
 # CreateFunction needs a role; Lamina ignores it, so a fixed placeholder in the local account.
 PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/lamina"
+# A query string: a mapping, or pairs where a name repeats (UntagResource's tagKeys).
+Query = dict[str, str] | list[tuple[str, str]]
 
 
 class LaminaError(Exception):
@@ -105,7 +107,7 @@ class Client:
         conn: http.client.HTTPConnection,
         method: str,
         path: str,
-        query: dict[str, str] | None,
+        query: Query | None,
         body: bytes | None,
         headers: dict[str, str] | None,
     ) -> http.client.HTTPResponse:
@@ -126,7 +128,7 @@ class Client:
         method: str,
         path: str,
         *,
-        query: dict[str, str] | None = None,
+        query: Query | None = None,
         json_body: Any = None,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,

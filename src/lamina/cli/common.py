@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, NoReturn
 
 import typer
@@ -34,6 +35,15 @@ EndpointOption = Annotated[
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err.print(Text(message, style="red"), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before something destructive unless --yes was given; without a terminal to ask on, say to pass --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail("Error: not a terminal, so cannot ask — pass --yes to confirm", EXIT_USAGE)
+    typer.confirm(question, abort=True)
 
 
 def make_client(ctx: typer.Context, endpoint: str | None) -> Client:

@@ -19,7 +19,17 @@ from rich.text import Text
 
 from lamina import __version__
 from lamina.cli.client import Client, LaminaError, ServerUnreachable
-from lamina.cli.common import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, EndpointOption, err, fail, make_client, out
+from lamina.cli.common import (
+    EXIT_ERROR,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    EndpointOption,
+    confirm,
+    err,
+    fail,
+    make_client,
+    out,
+)
 from lamina.cli.packaging import PackagingError, guess_handler, zip_directory
 
 app = typer.Typer(
@@ -251,16 +261,16 @@ def read_payload(payload: str) -> bytes:
 
 
 def write_payload(data: bytes) -> None:
-    """Pretty JSON for people, the exact bytes for pipes."""
+    """Pretty JSON for people, the exact bytes (and a newline) for pipes."""
     if out.is_terminal:
         try:
             out.print_json(data.decode())
             return
         except ValueError:  # includes UnicodeDecodeError
             pass
-        sys.stdout.buffer.write(data + (b"" if data.endswith(b"\n") else b"\n"))
-    else:
-        sys.stdout.buffer.write(data)
+    # Newline-terminated for pipes too (a shell prompt or `wc -l` would otherwise join the next line); JSON
+    # readers ignore it.
+    sys.stdout.buffer.write(data + (b"" if data.endswith(b"\n") else b"\n"))
     sys.stdout.flush()
 
 
@@ -398,10 +408,7 @@ def rm(
 ) -> None:
     """Delete a function."""
     client = make_client(ctx, endpoint)
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("Error: not a terminal, so cannot ask — pass --yes to delete", EXIT_USAGE)
-        typer.confirm(f"Delete function {name}?", abort=True)
+    confirm(f"Delete function {name}?", yes)
     client.delete_function(name)
     out.print(f"Deleted {name}", markup=False)
 
@@ -442,3 +449,15 @@ app.add_typer(_microvm_app, name="microvm")
 from lamina.cli.events import app as _events_app  # noqa: E402
 
 app.add_typer(_events_app, name="events")
+
+# Versions, aliases, function URLs, concurrency and tags (cli/versions.py, urls.py, concurrency.py, tags.py).
+from lamina.cli import versions as _versions  # noqa: E402
+from lamina.cli.concurrency import app as _concurrency_app  # noqa: E402
+from lamina.cli.tags import app as _tag_app  # noqa: E402
+from lamina.cli.urls import app as _url_app  # noqa: E402
+
+_versions.register(app)
+app.add_typer(_versions.alias_app, name="alias")
+app.add_typer(_url_app, name="url")
+app.add_typer(_concurrency_app, name="concurrency")
+app.add_typer(_tag_app, name="tag")

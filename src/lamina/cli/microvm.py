@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lamina.cli.client import Client, LaminaError
-from lamina.cli.common import err, fail, make_client, out
+from lamina.cli.common import confirm, err, fail, make_client, out
 from lamina.cli.packaging import PackagingError, zip_directory
 from lamina.cli.tables import print_table
 from lamina.microvm.validation import IMAGE_NAME
@@ -234,10 +234,13 @@ def image_get(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Imag
 
 @image_app.command("rm")
 def image_rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Image name or ARN.")],
+             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
              endpoint: EndpointOption = None) -> None:
     """Delete an image and all its versions (its MicroVMs must be terminated)."""
     out, _ = _consoles()
-    _client(ctx, endpoint).request("DELETE", f"{API}/microvm-images/{_q(name)}")
+    client = _client(ctx, endpoint)
+    confirm(f"Delete MicroVM image {name} and all its versions?", yes)
+    client.request("DELETE", f"{API}/microvm-images/{_q(name)}")
     out.print(f"Deleted image {name}", markup=False)
 
 
