@@ -64,6 +64,9 @@ class Settings:
     async_durability: str = "fsync"
     # Async events handled at once (running, or about to run); more wait in the queue.
     async_max_in_flight: int = 1000
+    # Interpreters for language runtimes, where Lamina would not find them itself (sandbox/interpreters.py):
+    # "python3.12=/opt/py312/bin/python3.12,nodejs22.x=/opt/node22/bin/node".
+    runtime_paths: str = ""
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:

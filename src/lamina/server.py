@@ -44,6 +44,7 @@ from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.sandbox import get_backend
+from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
 from lamina.store.async_events import SqliteEventQueue
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
@@ -61,9 +62,11 @@ class Server:
         self.code = CodeStore(data)
         self.logs = LogStore(data / "logs")
         self.backend = get_backend(settings.sandbox, settings.sandbox_scheduling)
+        # The interpreters of python3.X and nodejsN.x on this host (the banner and health list them).
+        self.runtimes = HostRuntimes.discover(parse_runtime_paths(settings.runtime_paths))
         self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
                                      scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
-                                     queue_timeout_s=settings.queue_timeout_seconds)
+                                     queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes)
         self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
@@ -148,6 +151,7 @@ class Server:
             f"Lamina {__version__} listening on {s.endpoint}",
             f"  data:    {s.data_dir}",
             f"  sandbox: {self.backend.describe()}",
+            f"  runtimes: {self.runtimes.summary()}",
             f"  functions: {len(self.functions.functions)}",
         ]
         if self.udp.listeners:

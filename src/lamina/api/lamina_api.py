@@ -22,6 +22,8 @@ def routes(functions: FunctionService) -> list[Route]:
         return json_response({"status": "ok", "version": __version__, "sandbox": backend.name,
                               "isolated": backend.isolated, "scheduling": backend.scheduling,
                               "functions": len(functions.functions),
+                              # Language runtimes: each one's interpreter on this host, or why there is none.
+                              "runtimes": functions.dispatcher.runtimes.as_dict(),
                               "environments": functions.dispatcher.environments,
                               # The async event queue: depth, oldest event's age, redelivered events, ...
                               "async": functions.event_sink.stats() if functions.event_sink is not None else None})

@@ -450,6 +450,11 @@ from lamina.cli.events import app as _events_app  # noqa: E402
 
 app.add_typer(_events_app, name="events")
 
+# `lamina runtimes` (cli/runtimes.py).
+from lamina.cli.runtimes import runtimes as _runtimes  # noqa: E402
+
+app.command("runtimes")(_runtimes)
+
 # Versions, aliases, function URLs, concurrency and tags (cli/versions.py, urls.py, concurrency.py, tags.py).
 from lamina.cli import versions as _versions  # noqa: E402
 from lamina.cli.concurrency import app as _concurrency_app  # noqa: E402

@@ -15,6 +15,7 @@ from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
 from lamina.dispatch.spec import FunctionSpec, pool_key, tenant_key
 from lamina.sandbox import SandboxBackend
+from lamina.sandbox.interpreters import HostRuntimes
 from lamina.store.logs import LogStore
 
 log = logging.getLogger("lamina.dispatch")
@@ -23,8 +24,11 @@ log = logging.getLogger("lamina.dispatch")
 class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
                  keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue",
-                 queue_timeout_s: float = 60.0, freeze_idle_s: float | None = 0.1) -> None:
+                 queue_timeout_s: float = 60.0, freeze_idle_s: float | None = 0.1,
+                 runtimes: HostRuntimes | None = None) -> None:
         self.backend = backend
+        # The interpreter of each language runtime on this host (found on first use unless given).
+        self._runtimes = runtimes
         self.logs = logs
         self.max_environments = max_environments
         self.keep_warm_s = keep_warm_s
@@ -66,6 +70,12 @@ class Dispatcher:
         self._reaper: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
         self._changed = asyncio.Event()
+
+    @property
+    def runtimes(self) -> HostRuntimes:
+        if self._runtimes is None:
+            self._runtimes = HostRuntimes.discover()
+        return self._runtimes
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())

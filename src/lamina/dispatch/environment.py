@@ -44,6 +44,7 @@ from lamina.runtime.wire import (
 )
 from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.base import ForkedSandbox
+from lamina.sandbox.interpreters import LANGUAGE_RUNTIMES, HostRuntimes, Interpreter
 from lamina.store.logs import FunctionLog
 
 # AWS gives init 10 s on demand; we allow that plus the function's timeout before giving up.
@@ -83,6 +84,9 @@ class EnvironmentDispatcher(Protocol):
 
     freeze_idle_s: float | None
 
+    @property
+    def runtimes(self) -> HostRuntimes: ...
+
     def track(self, task: asyncio.Task) -> None: ...
 
 
@@ -120,13 +124,30 @@ def exit_status_text(code: int) -> str:
     return f"exit status {code}"
 
 
+def language_of(spec: FunctionSpec, runtimes: HostRuntimes) -> Interpreter | None:
+    """The interpreter the function's runtime runs on (None for provided.*: the package brings its own); an
+    InitFailure (InvalidRuntime) saying how to install one if this host has none."""
+    if spec.runtime not in LANGUAGE_RUNTIMES:
+        return None
+    lang = runtimes.get(spec.runtime)
+    if lang is None:
+        reason = runtimes.check(spec.runtime)  # looks again: one may have been installed since
+        lang = runtimes.get(spec.runtime)
+        if lang is None:
+            raise InitFailure({"errorType": "InvalidRuntime", "requestId": "", "stackTrace": [],
+                               "errorMessage": reason or f"{spec.runtime} cannot run on this host."}, None)
+    return lang
+
+
 def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
-                      init_type: str = "on-demand") -> dict[str, str]:
-    """The reserved Lambda variables plus the function's own, as the runtime sees them."""
+                      init_type: str = "on-demand", lang: Interpreter | None = None) -> dict[str, str]:
+    """The reserved Lambda variables plus the function's own, as the runtime sees them; `lang`: the interpreter
+    it runs on, first on PATH as /var/lang/bin is on AWS."""
     task_root = backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=spec.code_dir))
     env = dict(spec.environment)
+    path = "/usr/local/bin:/usr/bin:/bin:/opt/bin"
     env.update({
-        "PATH": "/usr/local/bin:/usr/bin:/bin:/opt/bin",
+        "PATH": f"{backend.lang_bin_dir(lang)}:{path}" if lang is not None else path,
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
         "_HANDLER": spec.handler,

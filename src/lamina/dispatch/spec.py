@@ -22,7 +22,7 @@ class FunctionSpec:
     name: str
     arn: str                       # unqualified function ARN
     version: str                   # "$LATEST" or a published version's number
-    runtime: str                   # python3.x or provided.*
+    runtime: str                   # python3.x, nodejsN.x or provided.*
     handler: str
     memory_mb: int
     timeout_s: int
@@ -45,3 +45,7 @@ class FunctionSpec:
     @property
     def is_python(self) -> bool:
         return self.runtime.startswith("python")
+
+    @property
+    def is_node(self) -> bool:
+        return self.runtime.startswith("nodejs")

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Protocol
 
-from lamina.dispatch.environment import Environment, InitFailure, build_environment, exit_status_text
+from lamina.dispatch.environment import Environment, InitFailure, build_environment, exit_status_text, language_of
 from lamina.dispatch.logpipe import LogPipe
 from lamina.dispatch.spec import FunctionSpec
 from lamina.runtime.python_handler import CHANNEL_FD_ENV, ZYGOTE_ENV
@@ -32,6 +32,7 @@ from lamina.runtime.wire import (
 )
 from lamina.sandbox import SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.base import ForkedSandbox, Sandbox
+from lamina.sandbox.interpreters import HostRuntimes
 from lamina.store.logs import FunctionLog
 
 INIT_GRACE_S = 10.0
@@ -41,6 +42,9 @@ class ZygoteDispatcher(Protocol):
     """What a zygote asks of the dispatcher (through its pool)."""
 
     backend: SandboxBackend
+
+    @property
+    def runtimes(self) -> HostRuntimes: ...
 
     def env_cap(self, name: str) -> int: ...
 
@@ -86,16 +90,23 @@ class Zygote:
         self.pool.log.append(self.stream, line)
 
     async def start(self) -> None:
+        try:
+            # The interpreter of the function's runtime (python3.12 runs on Python 3.12).
+            lang = language_of(self.spec, self.pool.dispatcher.runtimes)
+        except InitFailure as exc:
+            self._fail(exc.body, None)
+            return
+        assert lang is not None  # a Python runtime has one
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._logs = LogPipe(self._emit)
-        env = build_environment(self.spec, self.backend, self.stream)
+        env = build_environment(self.spec, self.backend, self.stream, lang=lang)
         env[CHANNEL_FD_ENV] = str(child.fileno())
         env[ZYGOTE_ENV] = "1"
         env.update(self.backend.zygote_env())
-        argv = [self.backend.python(), "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
+        argv = [lang.executable, "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
         spec = SandboxSpec(name=f"{self.spec.name}-z{self.id[:10]}", argv=argv, env=env, code_dir=self.spec.code_dir,
                            memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
-                           pass_fds=(child.fileno(),), log_fd=self._logs.write_fd, zygote=True)
+                           pass_fds=(child.fileno(),), log_fd=self._logs.write_fd, zygote=True, lang=lang)
         self._started = time.perf_counter()
         try:
             self.sandbox = await self.backend.start(spec, self._on_exit)

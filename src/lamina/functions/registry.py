@@ -293,6 +293,7 @@ class FunctionService:
         if runtime is None:
             raise AwsError("InvalidParameterValueException", "Runtime and Handler are mandatory parameters "
                            "for functions created with deployment packages.")
+        self._check_host_runtime(runtime)
         if handler is None:
             if not runtime.startswith("provided"):
                 raise AwsError("InvalidParameterValueException", "Runtime and Handler are mandatory parameters "
@@ -363,6 +364,13 @@ class FunctionService:
             return dict(self.publish(fn, None, pending=True).config, FunctionArn=config["FunctionArn"])
         return dict(config)
 
+    def _check_host_runtime(self, runtime: str) -> None:
+        """A runtime this host has no interpreter for is refused up front, saying how to install one."""
+        problem = self.dispatcher.runtimes.check(runtime)
+        if problem is not None:
+            raise AwsError("InvalidParameterValueException",
+                           f"The runtime {runtime} is not available on this Lamina host. {problem}")
+
     def check_updatable(self, fn: Function, body: dict) -> None:
         if fn.updating or fn.state == "Pending":
             raise AwsError("ResourceConflictException", "The operation cannot be performed at this time. An update "
@@ -402,6 +410,7 @@ class FunctionService:
         v.unsupported(body)
         changes: dict = {}
         if (runtime := v.runtime(body)) is not None:
+            self._check_host_runtime(runtime)
             changes["Runtime"] = runtime
         if (handler := v.handler(body)) is not None:
             changes["Handler"] = handler

@@ -6,18 +6,19 @@ import re
 from collections.abc import Callable
 
 from lamina.functions.errors import AwsError, validation
+from lamina.sandbox.interpreters import LANGUAGE_RUNTIMES
 
 MIN_MEMORY, MAX_MEMORY = 128, 10240
 MAX_TIMEOUT = 900
 MAX_ENV_BYTES = 4096
 
-RUNNABLE_RUNTIMES = {f"python3.{minor}" for minor in range(8, 16)} | {"provided", "provided.al2", "provided.al2023"}
-DEPRECATED_RUNTIMES = {"python2.7", "python3.6", "python3.7", "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10",
-                       "nodejs10.x", "nodejs12.x", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "go1.x",
-                       "ruby2.5", "java8", "nodejs4.3-edge"}
+# python3.9+ and nodejs18.x+ (each on an interpreter of its version found on the host: sandbox/interpreters.py).
+RUNNABLE_RUNTIMES = set(LANGUAGE_RUNTIMES) | {"provided", "provided.al2", "provided.al2023"}
+DEPRECATED_RUNTIMES = {"python2.7", "python3.6", "python3.7", "python3.8", "nodejs", "nodejs4.3", "nodejs6.10",
+                       "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x", "dotnetcore1.0",
+                       "dotnetcore2.0", "dotnetcore2.1", "go1.x", "ruby2.5", "java8", "nodejs4.3-edge"}
 # The rest of botocore's Runtime enum: valid on AWS, but not something Lamina can run (yet).
 KNOWN_RUNTIMES = {
-    "nodejs14.x", "nodejs16.x", "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "nodejs26.x",
     "java8.al2", "java11", "java17", "java21", "java25", "java8.al2023", "java11.al2023", "java17.al2023",
     "dotnetcore3.1", "dotnet6", "dotnet8", "dotnet10", "ruby2.7", "ruby3.2", "ruby3.3", "ruby3.4", "ruby4.0",
     "custom",
@@ -103,8 +104,8 @@ def runtime(body: dict) -> str | None:
                        "functions.")
     if value not in RUNNABLE_RUNTIMES:
         raise AwsError("InvalidParameterValueException",
-                       f"The runtime {value} is not supported by Lamina. Use python3.8 to python3.15, or "
-                       "provided.al2023 with a bootstrap executable in the package.")
+                       f"The runtime {value} is not supported by Lamina. Use python3.9 to python3.15, nodejs18.x "
+                       "to nodejs26.x, or provided.al2023 with a bootstrap executable in the package.")
     return value
 
 

@@ -76,14 +76,15 @@ def _build_root(cfg: dict) -> None:
         os.symlink(target, f"{root}/dev/{name}")
     ss.bind(cfg["code_dir"], f"{root}/var/task")
     ss.bind(cfg["runtime_dir"], f"{root}/var/runtime")
-    if cfg.get("lang_dir"):
-        os.mkdir(f"{root}/var/lang")
-        ss.bind(cfg["lang_dir"], f"{root}/var/lang")
-    elif cfg.get("python"):
-        # The host's python3 where AWS's Python runtimes have theirs: `python` and `python3` in /var/lang/bin.
-        os.makedirs(f"{root}/var/lang/bin")
-        for name in ("python", "python3"):
-            os.symlink(cfg["python"], f"{root}/var/lang/bin/{name}")
+    if cfg.get("lang_home"):
+        # The function's interpreter (pyenv, uv, nvm...): its installation read-only at the same path, where its
+        # absolute RUNPATH and compiled-in prefix point.
+        os.makedirs(f"{root}{cfg['lang_home']}")
+        ss.bind(cfg["lang_home"], f"{root}{cfg['lang_home']}")
+    # Its usual names where AWS's runtimes have them: python, python3, python3.X or node in /var/lang/bin.
+    os.makedirs(f"{root}/var/lang/bin")
+    for name, target in cfg.get("lang_bin", {}).items():
+        os.symlink(target, f"{root}/var/lang/bin/{name}")
     tmp_opts = f"size={int(cfg['tmp_mb'])}m,mode=1777"
     ss.mount("tmpfs", f"{root}/tmp", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, tmp_opts)
     ss.mount("tmpfs", f"{root}/dev/shm", "tmpfs", ss.MS_NOSUID | ss.MS_NODEV, "size=64m,mode=1777")

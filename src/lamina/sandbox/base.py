@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.sandbox.interpreters import Interpreter
+
 
 @dataclass
 class SandboxSpec:
@@ -40,6 +42,9 @@ class SandboxSpec:
     cpu_vcpus: float | None = None  # CPU quota; None: proportional to memory_mb (Lambda's ratio)
     pids_max: int = 1024
     guard_host: bool = False       # with layered["share_net"]: no connections to the host's own addresses
+    # The function's language runtime (python3.12, nodejs22.x): the backend makes it visible, with its usual names
+    # in /var/lang/bin as on AWS (linux), or leaves it where it is (process). argv[0] may be lang.executable.
+    lang: Interpreter | None = None
 
 
 ExitCallback = Callable[[int], None]
@@ -165,13 +170,10 @@ class SandboxBackend(abc.ABC):
     def runtime_dir(self) -> str:
         """Where Lamina's runtime files (lamina/runtime/) appear inside the sandbox."""
 
-    @abc.abstractmethod
-    def python(self) -> str:
-        """The Python interpreter to run Python runtimes with, as seen inside the sandbox."""
-
-    def python_bin_dir(self) -> str:
-        """A directory with `python` and `python3` in it, as seen inside the sandbox (for PATH)."""
-        return os.path.dirname(self.python())
+    def lang_bin_dir(self, lang: Interpreter) -> str:
+        """A directory with the interpreter's usual names in it (python, python3, python3.X; node), as seen inside a
+        sandbox started with it (for PATH)."""
+        return os.path.dirname(lang.executable)
 
     @abc.abstractmethod
     async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:

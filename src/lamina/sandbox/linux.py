@@ -38,6 +38,7 @@ from lamina.sandbox.base import (
     SandboxSpec,
 )
 from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
+from lamina.sandbox.interpreters import Interpreter
 
 log = logging.getLogger("lamina.sandbox")
 
@@ -153,6 +154,31 @@ def _has_members(procs_file: str) -> bool:
         return bool(fh.read().strip())
 
 
+# Host directories every sandbox shows already (launcher.py binds them); an interpreter installed under one needs
+# no mount of its own.
+_VISIBLE_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin")
+# Paths the sandbox's root makes for itself: an interpreter cannot be shown there.
+_SANDBOX_DIRS = ("/var/task", "/var/runtime", "/var/lang", "/tmp", "/proc", "/dev", "/etc")
+
+
+def _under(path: str, dirs: tuple[str, ...]) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in dirs)
+
+
+def _lang_home(lang: Interpreter | None) -> str | None:
+    """The interpreter's installation root to bind read-only at the same path (where its absolute RUNPATH and
+    sys.prefix point), or None when the sandbox shows it already. SandboxError for a root that would show more
+    of the host than one installation."""
+    if lang is None or _under(lang.home, _VISIBLE_DIRS):
+        return None
+    home = os.path.normpath(lang.home)
+    if home.count("/") < 2 or _under(home, _SANDBOX_DIRS):
+        raise SandboxError(f"{lang.runtime}'s interpreter {lang.executable} is installed in {home}, which the "
+                           "sandbox cannot show on its own: install it in a directory of its own (such as "
+                           "/opt/python3.12 or ~/.pyenv/versions/3.12.1)")
+    return home
+
+
 def _root_mountpoint(parent: str) -> str:
     """An empty directory each sandbox mounts its root on (in its own mount namespace), named after
     this server's pid; those of servers that died without cleaning up are removed here."""
@@ -230,15 +256,8 @@ class LinuxBackend(SandboxBackend):
         _favor_dynamic_cgroups()
         base = "/run" if os.path.isdir("/run") else None
         self.root_dir = _root_mountpoint(base or tempfile.gettempdir())
+        # The launcher runs on the host (it builds the sandbox): the server's own interpreter, outside its venv.
         self.host_python = getattr(sys, "_base_executable", None) or sys.executable
-        # Debian's /usr/bin/python3 is inside the sandbox's /usr; otherwise bring the server's own
-        # interpreter in read-only at /var/lang (where AWS keeps its Python too).
-        if os.path.exists("/usr/bin/python3"):
-            self.lang_dir = None
-            self._python = "/usr/bin/python3"
-        else:
-            self.lang_dir = sys.base_prefix
-            self._python = f"/var/lang/bin/python{sys.version_info.major}.{sys.version_info.minor}"
         self._guard_warned = False
         self._env_filter = seccomp.environment_filter().hex()
         self._zygote_filter = seccomp.zygote_filter().hex()
@@ -252,10 +271,7 @@ class LinuxBackend(SandboxBackend):
     def runtime_dir(self) -> str:
         return "/var/runtime"
 
-    def python(self) -> str:
-        return self._python
-
-    def python_bin_dir(self) -> str:
+    def lang_bin_dir(self, lang: Interpreter) -> str:
         return "/var/lang/bin"
 
     def zygote_env(self) -> dict[str, str]:
@@ -266,8 +282,8 @@ class LinuxBackend(SandboxBackend):
             "root": self.root_dir,
             "code_dir": str(spec.code_dir),
             "runtime_dir": str(RUNTIME_DIR),
-            "lang_dir": self.lang_dir,
-            "python": self._python,
+            "lang_home": _lang_home(spec.lang),
+            "lang_bin": {name: spec.lang.executable for name in spec.lang.command_names} if spec.lang else {},
             "tmp_mb": spec.ephemeral_mb,
             "uid_base": UID_BASE,
             "cgroup_procs": cgroup.procs_files(),

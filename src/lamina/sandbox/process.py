@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 from lamina.sandbox.base import (
@@ -88,10 +87,6 @@ class ProcessBackend(SandboxBackend):
 
     def runtime_dir(self) -> str:
         return str(RUNTIME_DIR)
-
-    def python(self) -> str:
-        # The base interpreter, not the venv's: the function must not see Lamina's packages.
-        return getattr(sys, "_base_executable", None) or sys.executable
 
     async def start(self, spec: SandboxSpec, on_exit: ExitCallback) -> Sandbox:
         loop = asyncio.get_running_loop()

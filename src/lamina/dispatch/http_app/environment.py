@@ -24,6 +24,7 @@ from lamina.dispatch.environment import (
     State,
     build_environment,
     exit_status_text,
+    language_of,
 )
 from lamina.dispatch.http_app.client import AppConnection, AppError
 from lamina.dispatch.http_app.config import HttpAppConfig
@@ -154,10 +155,9 @@ class HttpAppEnvironment(Environment):
                 msg = "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
             raise InitFailure({"errorType": "Runtime.InvalidEntrypoint", "errorMessage": msg, "requestId": "",
                                "stackTrace": []}, None)
-        env = build_environment(self.spec, self.backend, self.stream, self.init_type)
-        if self.spec.is_python:
-            # As in AWS's Python runtimes: `python` and `python3` first on PATH (run.sh scripts use them).
-            env["PATH"] = f"{self.backend.python_bin_dir()}:{env['PATH']}"
+        # As in AWS's runtimes, the runtime's interpreter first on PATH (run.sh scripts use python3 or node).
+        lang = language_of(self.spec, self.pool.dispatcher.runtimes)
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang)
         if not self.backend.private_network:
             # One loopback for every environment: each app gets a port of its own (it must read
             # AWS_LWA_PORT or PORT, as LWA apps do).
@@ -170,7 +170,8 @@ class HttpAppEnvironment(Environment):
         self._started_ns = time.perf_counter_ns()
         return SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/{self.app.command}"],
                            env=env, code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
-                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), network_handle=True)
+                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), network_handle=True,
+                           lang=lang)
 
     async def _await_ready(self) -> None:
         """Poll the readiness check every 10 ms until the app is healthy (the init timer bounds it)."""
