@@ -92,6 +92,7 @@ class _State:
         self.workdir = "/"
         self.user = "root"
         self.expose: list[int] = []
+        self.expose_udp: list[int] = []
         self.cmd: Instruction | None = None
         self.entrypoint: Instruction | None = None
 
@@ -133,7 +134,8 @@ class Builder:
         env = dict(state.env)
         env.update(request.env)
         return ImageConfig(cmd=argv, env=env, workdir=state.workdir, user=state.user,
-                           expose=list(dict.fromkeys(state.expose)))
+                           expose=list(dict.fromkeys(state.expose)),
+                           expose_udp=list(dict.fromkeys(state.expose_udp)))
 
     # -- steps --
 
@@ -158,6 +160,7 @@ class Builder:
             self._user(ins, request.layer_dir, state.user)
         elif k == "EXPOSE":
             state.expose.extend(dockerfile.expose_ports(ins, values))
+            state.expose_udp.extend(dockerfile.expose_ports(ins, values, "udp"))
         elif k == "CMD":
             state.cmd = ins
         elif k == "ENTRYPOINT":

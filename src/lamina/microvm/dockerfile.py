@@ -286,8 +286,9 @@ def _parse_args(ins: Instruction) -> None:
         raise ins.error("needs a value")
 
 
-def expose_ports(ins: Instruction, values: dict[str, str]) -> list[int]:
-    """TCP ports of an EXPOSE line (`5000`, `5000/tcp`, `8000-8002`); UDP ports are skipped."""
+def expose_ports(ins: Instruction, values: dict[str, str], protocol: str = "tcp") -> list[int]:
+    """The TCP (or, with protocol="udp", UDP) ports of an EXPOSE line (`5000`, `5000/tcp`, `7000/udp`,
+    `8000-8002`); a port without a protocol is TCP, as in Docker."""
     ports: list[int] = []
     for word in ins.args:
         spec = substitute(word, values)
@@ -301,7 +302,7 @@ def expose_ports(ins: Instruction, values: dict[str, str]) -> list[int]:
             raise ins.error(f"{spec!r} is not a port") from None
         if not (1 <= first <= last <= 65535):
             raise ins.error(f"{spec!r} is not a port between 1 and 65535")
-        if proto.lower() != "udp":
+        if (proto.lower() or "tcp") == protocol:
             ports.extend(range(first, last + 1))
     return ports
 

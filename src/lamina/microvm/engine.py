@@ -36,6 +36,10 @@ class Hooks:
         default = 30.0 if name in ("ready", "validate") else 1.0
         return self.timeouts.get(name, default)
 
+    def target(self, name: str) -> str:
+        """Where the hook is called, for messages: an app that answers elsewhere learns what to serve."""
+        return f"POST {HOOK_PATH}{name} on port {self.port} inside the MicroVM"
+
 
 @dataclass
 class ImageConfig:
@@ -45,7 +49,8 @@ class ImageConfig:
     env: dict[str, str] = field(default_factory=dict)  # ENV lines + the image's environmentVariables
     workdir: str = "/"
     user: str = "root"
-    expose: list[int] = field(default_factory=list)
+    expose: list[int] = field(default_factory=list)  # TCP ports
+    expose_udp: list[int] = field(default_factory=list)  # `EXPOSE n/udp`
 
 
 @dataclass
@@ -76,7 +81,8 @@ class BuiltImage:
         return {
             "image_name": self.image_name, "version": self.version, "layer_dir": str(self.layer_dir),
             "config": {"cmd": list(self.config.cmd), "env": dict(self.config.env), "workdir": self.config.workdir,
-                       "user": self.config.user, "expose": list(self.config.expose)},
+                       "user": self.config.user, "expose": list(self.config.expose),
+                       "expose_udp": list(self.config.expose_udp)},
             "hooks": {"port": self.hooks.port, "enabled": sorted(self.hooks.enabled),
                       "timeouts": dict(self.hooks.timeouts)},
             "memory_mib": self.memory_mib,
@@ -89,7 +95,8 @@ class BuiltImage:
             image_name=data["image_name"], version=str(data["version"]), layer_dir=Path(data["layer_dir"]),
             config=ImageConfig(cmd=list(config.get("cmd", [])), env=dict(config.get("env", {})),
                                workdir=config.get("workdir", "/"), user=config.get("user", "root"),
-                               expose=[int(p) for p in config.get("expose", [])]),
+                               expose=[int(p) for p in config.get("expose", [])],
+                               expose_udp=[int(p) for p in config.get("expose_udp", [])]),
             hooks=Hooks(port=int(hooks.get("port", 9000)), enabled=set(hooks.get("enabled", [])),
                         timeouts={k: float(v) for k, v in hooks.get("timeouts", {}).items()}),
             memory_mib=int(data["memory_mib"]),
@@ -122,8 +129,8 @@ class Instance(Protocol):
 class Engine(Protocol):
     async def build(self, request: BuildRequest) -> BuiltImage:
         """Run the Dockerfile into request.layer_dir, start the app once, wait for /ready (or the
-        first EXPOSEd port / 8080 to accept), call /validate when enabled, and keep what is needed
-        to launch instances fast. Raises BuildError."""
+        first EXPOSEd TCP port / 8080 to accept; a UDP-only app's first `EXPOSE n/udp` port to be bound),
+        call /validate when enabled, and keep what is needed to launch instances fast. Raises BuildError."""
 
     async def launch(self, image: BuiltImage, microvm_id: str) -> Instance:
         """An instance with its app started and ready (a pre-initialized standby when there is

@@ -63,8 +63,34 @@ def app_env(image: BuiltImage, home: str = "/root") -> dict[str, str]:
     return env
 
 
-def ready_port(image: BuiltImage) -> int:
-    return image.config.expose[0] if image.config.expose else DEFAULT_PORT
+def ready_port(image: BuiltImage) -> tuple[int, str]:
+    """The port that says the app is up, and its protocol: the first EXPOSEd TCP port (ready when it accepts a
+    connection); for an app that EXPOSEs only UDP ports, the first of those (ready when a socket is bound to it:
+    UDP has no handshake, the kernel's socket table tells); else 8080/tcp."""
+    if image.config.expose:
+        return image.config.expose[0], "tcp"
+    if image.config.expose_udp:
+        return image.config.expose_udp[0], "udp"
+    return DEFAULT_PORT, "tcp"
+
+
+def describe_readiness(image: BuiltImage) -> str:
+    """What wait_ready waits for, in the build log's words."""
+    if "ready" in image.hooks.enabled:
+        return "the /ready hook answered 200"
+    port, protocol = ready_port(image)
+    return f"UDP port {port} is bound" if protocol == "udp" else f"port {port} accepts connections"
+
+
+async def udp_port_bound(netns_fd: int | None, port: int) -> bool:
+    """Whether a UDP socket (IPv4 or IPv6) is bound to port in that network namespace (None: the host's)."""
+    for table in ("udp", "udp6"):
+        try:
+            if port in netns.bound_ports(await netns.read_net(netns_fd, table)):
+                return True
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+    return False
 
 
 class SandboxInstance:
@@ -145,7 +171,8 @@ class SandboxInstance:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"the /{name} hook did not succeed within {timeout:g}s ({last})")
+                raise TimeoutError(f"the /{name} hook ({hooks.target(name)}) did not succeed within {timeout:g}s "
+                                   f"({last})")
             try:
                 status = await asyncio.wait_for(self._post(hooks.port, HOOK_PATH + name, body), left)
             except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -184,33 +211,48 @@ class SandboxInstance:
         except TimeoutError as exc:
             raise RuntimeError(str(exc)) from None
         if status != 200:
-            raise RuntimeError(f"the /{name} hook answered HTTP {status} (200 means {meaning})")
+            raise RuntimeError(f"the /{name} hook ({self.image.hooks.target(name)}) answered HTTP {status} "
+                               f"(200 means {meaning})")
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """Until the app is ready: its /ready hook answers 200 when ENABLED, else its first EXPOSEd
-        port (8080 without EXPOSE) accepts a connection. RuntimeError on failure."""
+        """Until the app is ready: its /ready hook answers 200 when ENABLED, else its first EXPOSEd TCP
+        port (8080 without EXPOSE) accepts a connection, or for a UDP-only app (only `EXPOSE n/udp`) a
+        socket is bound to the first UDP port. RuntimeError on failure."""
         if "ready" in self.image.hooks.enabled:
             await self.require_hook("ready", "ready")
             return
-        port = ready_port(self.image)
+        port, protocol = ready_port(self.image)
         limit = timeout if timeout is not None else self.image.hooks.timeout("ready")
         deadline = time.monotonic() + limit
         delay = 0.002
         while True:
             if self.exited.done():
                 raise RuntimeError(self.exited.result())
-            try:
-                _reader, writer = await self.open_connection(port)
-            except (OSError, TimeoutError):
-                pass
+            if protocol == "udp":
+                if await self._udp_bound(port):
+                    return
             else:
-                writer.close()
-                return
+                try:
+                    _reader, writer = await self.open_connection(port)
+                except (OSError, TimeoutError):
+                    pass
+                else:
+                    writer.close()
+                    return
             if time.monotonic() >= deadline:
+                if protocol == "udp":
+                    raise RuntimeError(f"the application did not bind UDP port {port} within {limit:g}s (EXPOSE "
+                                       f"the port it receives on as {port}/udp, or enable the /ready hook)")
                 raise RuntimeError(f"the application did not accept connections on port {port} within "
-                                   f"{limit:g}s (EXPOSE the port it listens on, or enable the /ready hook)")
+                                   f"{limit:g}s (EXPOSE the port it listens on — n/udp for a UDP app — or enable "
+                                   f"the /ready hook)")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    async def _udp_bound(self, port: int) -> bool:
+        if self.sandbox is None or self._terminated:
+            raise RuntimeError(f"MicroVM {self.microvm_id} is not running")
+        return await udp_port_bound(self.sandbox.netns_fd, port)
 
     # -- lifecycle --
 

@@ -293,15 +293,16 @@ class MicrovmManager:
             return None
         hooks = mvm.version.built.hooks if mvm.version is not None and mvm.version.built is not None else None
         limit = (hooks.timeout(name) if hooks is not None else 1.0) + 1.0
+        where = f" ({hooks.target(name)})" if hooks is not None else ""
         try:
             status = await asyncio.wait_for(mvm.handle.hook(name, body), limit)
         except TimeoutError:
-            return f"The /{name} hook did not answer within its timeout."
+            return f"The /{name} hook did not answer within its timeout{where}."
         except Exception as exc:
-            return f"The /{name} hook failed: {exc or type(exc).__name__}."
+            return f"The /{name} hook failed{where}: {exc or type(exc).__name__}."
         if status is None or status == 200:
             return None
-        return f"The /{name} hook returned HTTP {status}."
+        return f"The /{name} hook returned HTTP {status}{where}; it must answer 200."
 
     async def _launch(self, mvm: Microvm) -> None:
         async with mvm.lock:

@@ -1,8 +1,9 @@
 """`SandboxEngine`: the MicroVM engine (engine.Engine) on a sandbox backend.
 
 build() runs the Dockerfile into the image's layer (builder.py), starts the app once in a regular
-instance, waits until it is ready (`/ready` when ENABLED, else its first EXPOSEd port or 8080
-accepts), calls `/validate` when ENABLED, then freezes that instance and keeps it.
+instance, waits until it is ready (`/ready` when ENABLED, else its first EXPOSEd TCP port or 8080
+accepts; an app that EXPOSEs only UDP ports, once the first is bound), calls `/validate` when ENABLED,
+then freezes that instance and keeps it.
 
 That frozen instance is the image's **pre-initialized snapshot**. Lamina keeps *standby instances*
 rather than a forkable zygote: a zygote cannot carry a started web server (listening sockets,
@@ -129,9 +130,7 @@ class SandboxEngine:
         except RuntimeError as exc:
             raise BuildError(str(exc)) from None
         try:
-            what = "the /ready hook answered 200" if "ready" in image.hooks.enabled else \
-                f"port {instances.ready_port(image)} accepts connections"
-            request.log(f"Waiting until {what} ...")
+            request.log(f"Waiting until {instances.describe_readiness(image)} ...")
             try:
                 await inst.wait_ready()
             except RuntimeError as exc:
@@ -191,17 +190,22 @@ class SandboxEngine:
         # bind it, yet the readiness check (and every request after it) would reach the first one instead.
         if self.backend.isolated:
             return
-        port = instances.ready_port(image)
+        port, protocol = instances.ready_port(image)
         holder = next((_holder(i.microvm_id) for i in self._live.values()
-                       if not i.terminated and instances.ready_port(i.image) == port), None)
+                       if not i.terminated and instances.ready_port(i.image) == (port, protocol)), None)
         if holder is None:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-            except (OSError, TimeoutError):
-                return
-            writer.close()
+            if protocol == "udp":
+                if not await instances.udp_port_bound(None, port):
+                    return
+            else:
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+                except (OSError, TimeoutError):
+                    return
+                writer.close()
             holder = "another program"
-        raise RuntimeError(f"port {port} on this host is already in use by {holder}: with the process sandbox "
+        where = f"UDP port {port}" if protocol == "udp" else f"port {port}"
+        raise RuntimeError(f"{where} on this host is already in use by {holder}: with the process sandbox "
                            f"backend (NOT isolated) instances share the host's network, so one instance per port "
                            f"can run; terminate the other, or run `lamina serve` as root (the linux sandbox gives "
                            f"every instance its own network)")

@@ -57,3 +57,36 @@ def _pool() -> ThreadPoolExecutor:
 async def socket_in(netns_fd: int, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A new socket that lives in the network namespace netns_fd refers to."""
     return await asyncio.get_running_loop().run_in_executor(_pool(), _create, netns_fd, family, kind)
+
+
+def _read_net(netns_fd: int | None, name: str) -> str:
+    if netns_fd is None:
+        with open(f"/proc/self/net/{name}") as fh:
+            return fh.read()
+    home = getattr(_home, "fd", None)
+    if home is None:
+        home = _home.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    _setns(netns_fd)
+    try:
+        # /proc/thread-self/net shows the calling thread's network namespace: now the sandbox's.
+        with open(f"/proc/thread-self/net/{name}") as fh:
+            return fh.read()
+    finally:
+        with contextlib.suppress(OSError):
+            _setns(home)
+
+
+async def read_net(netns_fd: int | None, name: str) -> str:
+    """A /proc/net table (`udp`, `udp6`, `tcp`, ...) as the namespace netns_fd refers to sees it (None: the
+    server's own namespace)."""
+    return await asyncio.get_running_loop().run_in_executor(_pool(), _read_net, netns_fd, name)
+
+
+def bound_ports(table: str) -> set[int]:
+    """The local ports in a /proc/net/udp or udp6 table (`local_address` is ADDRESS:PORT, the port in hex)."""
+    ports: set[int] = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 1 and ":" in fields[1]:
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
