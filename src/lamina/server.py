@@ -8,10 +8,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import importlib.util
 import io
 import logging
 import os
 import resource
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -156,20 +159,13 @@ class Server:
         ]
         if self.udp.listeners:
             lines.append(f"  udp listeners: {self.udp.summary()}")
-        cli = ".venv/bin/lamina" + ("" if s.port == DEFAULT_PORT and s.host == DEFAULT_HOST
-                                    else f" --endpoint {s.endpoint}")
+        cli = _own_command("lamina") + ("" if s.port == DEFAULT_PORT and s.host == DEFAULT_HOST
+                                        else f" --endpoint {s.endpoint}")
         if "hello" in self.functions.functions and self.settings.example:
-            lines += [
-                "",
-                "Try the example function:",
-                f"  {cli} invoke hello --payload '{{\"name\": \"Lamina\"}}' --log",
-                f"  aws lambda invoke --endpoint-url {s.endpoint} --function-name hello out.json",
-                f"  boto3.client('lambda', endpoint_url='{s.endpoint}').invoke(FunctionName='hello')",
-                "",
-                "MicroVMs and the UDP gateway (see README):",
-                f"  {cli} microvm image create DIR      # a directory with a Dockerfile",
-                f"  {cli} udp listener create --port 5353 --destination function:NAME",
-            ]
+            lines += ["", "Try the example function (each line works as pasted):", *_try_lines(cli, s), "",
+                      "MicroVMs and the UDP gateway (see README):",
+                      f"  {cli} microvm image create DIR      # a directory with a Dockerfile",
+                      f"  {cli} udp listener create --port 5353 --destination function:NAME"]
         if not self.backend.isolated:
             why = "this build has no linux sandbox yet" if os.geteuid() == 0 else "run as root for the linux sandbox"
             lines.append(f"  WARNING: functions are NOT isolated from this host (process backend; {why}).")
@@ -185,6 +181,32 @@ class Server:
             timeout_graceful_shutdown=int(self.settings.drain_seconds) or None,
             timeout_keep_alive=75, server_header=False, date_header=False,
         )
+
+
+def _own_command(name: str) -> str:
+    """A command of the environment this server runs in (its venv's bin), by a path that works from anywhere."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return shlex.quote(beside) if os.access(beside, os.X_OK) else name
+
+
+def _try_lines(cli: str, s: Settings) -> list[str]:
+    """Invokes of the example function with the CLI, the AWS CLI and boto3, that run as pasted on a fresh machine:
+    region and dummy credentials inline (a client without them stops at NoRegionError / NoCredentialsError)."""
+    creds = f"AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={s.region}"
+    # `make awscli` (and `make test`) put the AWS CLI in its own venv beside Lamina's: `make run` starts here.
+    local = os.path.abspath(".venv-awscli/bin/aws")
+    aws = local if os.access(local, os.X_OK) else shutil.which("aws")
+    lines = [f"  {cli} invoke hello --payload '{{\"name\": \"Lamina\"}}' --log"]
+    if aws:
+        lines.append(f"  {creds} {shlex.quote(aws)} lambda invoke --endpoint-url {s.endpoint} --function-name hello "
+                     f"out.json && cat out.json")
+    else:
+        lines.append("  (the AWS CLI: `make awscli` puts it in .venv-awscli/bin)")
+    boto3 = (f"import boto3; print(boto3.client('lambda', endpoint_url='{s.endpoint}', region_name='{s.region}', "
+             f"aws_access_key_id='test', aws_secret_access_key='test').invoke(FunctionName='hello')['Payload'].read())")
+    if importlib.util.find_spec("boto3") is not None:
+        lines.append(f"  {shlex.quote(sys.executable)} -c \"{boto3}\"")
+    return lines
 
 
 class _UvicornServer(uvicorn.Server):
