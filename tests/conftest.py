@@ -4,6 +4,7 @@
 - `lamina_factory`: start extra servers (restart, SIGTERM tests); each is stopped at teardown.
 - `functions`: create functions (unique names, waits for Active) and delete them at teardown.
 - `assert_serving`: proves the session server still answers a real invoke.
+- `cli`: runs `python -m lamina ARGS` against the session server (asserting exit 0 unless ok=False).
 - `linux_sandbox`: skips the module unless the session server runs the linux sandbox (root); use it with
   `pytestmark = pytest.mark.usefixtures("linux_sandbox")`.
 When a test fails, the server output written during that test is attached to its report.
@@ -12,6 +13,7 @@ When a test fails, the server output written during that test is attached to its
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from helpers import (
     describe_pids,
     invoke,
     probe_code,
+    run_lamina,
     skip_unless_linux_sandbox,
     unique_name,
 )
@@ -100,6 +103,20 @@ def lamina_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaminaSe
 @pytest.fixture(scope="session")
 def endpoint(lamina_server: LaminaServer) -> str:
     return lamina_server.endpoint
+
+
+@pytest.fixture
+def cli(endpoint: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """cli(*args, ok=True): `python -m lamina ARGS` against the session server, run in a temp dir; with ok,
+    the command must exit 0."""
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = run_lamina(endpoint, *args, cwd=tmp_path)
+        if ok:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,14 +32,6 @@ def app_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def cli(endpoint: str, tmp_path: Path):
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return run_lamina(endpoint, *args, cwd=tmp_path)
-
-    return run
-
-
 def test_deploy_invoke_ls_logs_rm(cli, lambda_client, app_dir: Path):
     name = unique_name("cli")
     proc = cli("deploy", str(app_dir), "--name", name, "-e", "STAGE=one", "--memory", "256", "--timeout", "5")
@@ -63,7 +54,7 @@ def test_deploy_invoke_ls_logs_rm(cli, lambda_client, app_dir: Path):
         assert "START RequestId:" in proc.stderr and "hello-log m2" in proc.stderr, proc.stderr
         assert "REPORT RequestId:" in proc.stderr
 
-        proc = cli("invoke", name, "-p", '{"fail": 1}')
+        proc = cli("invoke", name, "-p", '{"fail": 1}', ok=False)
         assert proc.returncode != 0, "a function error must give a non-zero exit code"
         assert "cli-fail" in proc.stdout + proc.stderr
 
@@ -104,14 +95,14 @@ def test_deploy_invoke_ls_logs_rm(cli, lambda_client, app_dir: Path):
 
 def test_invoke_unknown_function(cli):
     name = unique_name("missing")
-    proc = cli("invoke", name)
+    proc = cli("invoke", name, ok=False)
     assert proc.returncode != 0
     assert "ResourceNotFoundException" in proc.stderr or "not found" in proc.stderr.lower(), proc.stderr
     assert proc.stdout == ""
 
 
 def test_invoke_bad_payload_is_a_usage_error(cli, assert_serving):
-    proc = cli("invoke", unique_name("any"), "-p", "{x")
+    proc = cli("invoke", unique_name("any"), "-p", "{x", ok=False)
     assert proc.returncode == 2, proc.stderr  # click's exit status for a usage error
     assert "JSON" in proc.stderr and "Usage:" in proc.stderr, proc.stderr
     assert_serving()

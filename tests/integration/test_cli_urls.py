@@ -4,26 +4,12 @@ reaches it), and the configuration it sets is what the API holds."""
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from helpers import FunctionUrl, probe_code, run_lamina
+from helpers import FunctionUrl, probe_code
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def cli(endpoint: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        proc = run_lamina(endpoint, *args, cwd=tmp_path)
-        if ok:
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc
-
-    return run
 
 
 def test_url_create_get_update_ls_rm(cli, functions, lambda_client, endpoint: str) -> None:

@@ -4,26 +4,12 @@ that the server holds what they said (read back with boto3)."""
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from helpers import WAIT, invoke_ok, make_zip, probe_code, run_lamina
+from helpers import WAIT, invoke_ok, make_zip, probe_code
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def cli(endpoint: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        proc = run_lamina(endpoint, *args, cwd=tmp_path)
-        if ok:
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc
-
-    return run
 
 
 def _update_code(lambda_client, name: str, version_tag: str) -> None:
