@@ -262,8 +262,10 @@ def test_websocket(mvm, server: LaminaServer, running: str) -> None:
 
 
 def test_websocket_keeps_instance_awake(mvm, server: LaminaServer, flask_image: str) -> None:
-    """An open WebSocket counts as traffic: the idle policy does not suspend under it."""
+    """An open WebSocket counts as traffic: the idle policy does not suspend under it, while it suspends an
+    instance beside it that gets no traffic."""
     mid = mvm.run_microvm(imageIdentifier=flask_image, idlePolicy=IDLE)["microvmId"]
+    idle = mvm.run_microvm(imageIdentifier=flask_image, idlePolicy=IDLE)["microvmId"]
     wait_state(mvm, mid, "RUNNING")
     auth = token(mvm, mid, [{"port": 8765}])
     url = f"ws://{server.endpoint.split('://', 1)[1]}/lamina/v1/microvm/{mid}/echo"
@@ -279,12 +281,16 @@ def test_websocket_keeps_instance_awake(mvm, server: LaminaServer, flask_image: 
         async with ws_connect(url, additional_headers={"X-aws-proxy-auth": auth, "X-aws-proxy-port": "8765"}) as ws:
             watcher = threading.Thread(target=watch)
             watcher.start()
-            await asyncio.sleep(2.5)  # longer than maxIdleDurationSeconds
+            # The idle policy has had its chance: the instance without traffic was suspended meanwhile.
+            await asyncio.to_thread(wait_state, mvm, idle, "SUSPENDED", 30)
             await ws.send("still here")
             assert await ws.recv() == "still here"
             stop.set()
             watcher.join()
 
-    asyncio.run(session())
+    try:
+        asyncio.run(session())
+    finally:
+        mvm.terminate_microvm(microvmIdentifier=idle)
     assert states and set(states) == {"RUNNING"}, states
     mvm.terminate_microvm(microvmIdentifier=mid)
