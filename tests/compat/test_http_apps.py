@@ -210,6 +210,15 @@ def _server_peak_rss(lamina_server) -> int:
     raise AssertionError("no VmHWM")
 
 
+def _wait_in_the_app(url: FunctionUrl, requests: int) -> None:
+    """Return once the demo app runs `requests` requests besides the /stats that asks (polled, 20 s at most)."""
+    for _ in range(400):
+        if json.loads(url.get("/stats")[2])["in_flight"] >= requests + 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{requests} request(s) never reached the app")
+
+
 def _header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
     return [v for k, v in headers if k == name]
 
@@ -452,7 +461,7 @@ def test_app_crash_fails_its_requests_and_is_replaced(make_app):
     before = json.loads(url.get("/stats")[2])["env"]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         slow = pool.submit(url.get, "/delay?delay=5000")
-        time.sleep(0.3)
+        _wait_in_the_app(url, 1)
         crash = pool.submit(url.get, "/crash?after_ms=200")
         assert crash.result()[0] == 502
         status, _, body = slow.result()
@@ -473,15 +482,15 @@ def test_request_over_the_timeout_gets_504(make_app):
 def test_update_and_delete_let_requests_in_flight_finish(lambda_client, make_app):
     name, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_PORT": "3001", "AWS_LWA_READINESS_CHECK_PATH": "/health"})
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(url.get, "/delay?delay=1200")
-        time.sleep(0.3)
+        slow = pool.submit(url.get, "/delay?delay=1500")
+        _wait_in_the_app(url, 1)
         lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": {
             "AWS_LWA_PORT": "3002", "AWS_LWA_READINESS_CHECK_PATH": "/health"}})
         lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
         assert url.get("/ping")[:1] == (200,)  # the new configuration serves while the old request runs
         first_env = json.loads(slow.result()[2])["env"]
-        slow = pool.submit(url.get, "/delay?delay=1000")
-        time.sleep(0.3)
+        slow = pool.submit(url.get, "/delay?delay=1500")
+        _wait_in_the_app(url, 1)
         lambda_client.delete_function(FunctionName=name)
         status, _, body = slow.result()
     assert status == 200 and json.loads(body)["env"] != first_env
