@@ -29,6 +29,7 @@ import uvloop
 from lamina import __version__
 from lamina.api import app as api_app
 from lamina.api import async_invoke, event_invoke_config, invoke_stream
+from lamina.api import sqs as sqs_api
 from lamina.api.invoke import InvokeEndpoint
 from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
@@ -46,12 +47,14 @@ from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
 from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
+from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
 from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
 from lamina.store.async_events import SqliteEventQueue
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
 from lamina.store.logs import LogStore
+from lamina.store.messages import SqliteMessageStore
 
 log = logging.getLogger("lamina")
 
@@ -79,6 +82,9 @@ class Server:
         self.events = AsyncInvoker(self.functions, self.event_configs,
                                    SqliteEventQueue(self.db.path, settings.async_durability), settings)
         self.functions.event_sink = self.events
+        # Queues (SQS API) in the same store, with the same durability as async events.
+        self.queues = QueueService(SqliteMessageStore(self.db.path, settings.async_durability), settings.region,
+                                   settings.account_id)
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
@@ -87,7 +93,8 @@ class Server:
     def _front_door(self) -> FrontDoor:
         """The front ends, composed: the REST APIs (api/ and the UDP gateway's own) behind the HTTP front door,
         which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
-        routes = api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
+        routes = sqs_api.routes(self.queues)   # first: it claims only SQS requests (X-Amz-Target or form posts)
+        routes += api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
         routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
         routes += udp_api.routes(self.udp)
         control = api_app.control_app(routes, self.lifespan)
@@ -107,6 +114,8 @@ class Server:
         self.microvms.load()   # before the UDP listeners: their microvm destinations need its images
         await self.udp.load()
         self.microvms.start()
+        self.queues.load()
+        self.queues.start()
         self.events.start()   # after the functions: queued events run as soon as their versions are there
         if self.settings.example:
             await self._deploy_example()
@@ -128,6 +137,7 @@ class Server:
             await self.functions.close()
             await self.dispatcher.shutdown(self.settings.drain_seconds)
             await self.events.close()
+            await self.queues.close()
             await self.microvms.close()
             self.backend.close()
             self.logs.close()
@@ -223,6 +233,7 @@ class _UvicornServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self.lamina.logs.end_followers()
+        self.lamina.queues.stop_waiting()   # long polls answer now instead of holding the drain
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

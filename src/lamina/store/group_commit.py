@@ -1,0 +1,183 @@
+"""A SQLite writer thread with group commit, for stores whose writes must not block the event loop.
+
+The pattern of store/async_events.py, made generic: operations are handed in from the event loop, a writer
+thread with its own connection applies every operation that arrived while the previous commit was under way
+in one transaction (one fsync for all of them), and each operation's caller is told on the event loop once
+its transaction is committed. Consecutive operations of one kind are applied together (`Kind.apply` gets all
+their arguments: one multi-row statement where it can).
+
+Lazy kinds (removals, bookkeeping nobody waits for) ride along with the next commit someone does wait for, or
+go after LAZY_S: lost in a crash, such an operation's effect is only undone (a deleted message comes back,
+which at-least-once delivery allows).
+
+Durability is `async_durability`'s: "fsync" commits with synchronous=FULL (survives power loss), "os" with
+NORMAL (survives the process being killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lamina.store.async_events import connect
+
+log = logging.getLogger("lamina.store")
+
+LAZY_S = 0.05
+
+Done = Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Kind:
+    """A kind of write. apply(conn, args) runs inside the transaction for a run of consecutive operations of this
+    kind and returns one result per argument (or None: all None)."""
+
+    name: str
+    apply: Callable[[sqlite3.Connection, list[Any]], list[Any] | None]
+    lazy: bool = False
+
+
+class GroupCommitWriter:
+    def __init__(self, path: Path, durability: str = "fsync", name: str = "lamina-writer") -> None:
+        self.path = path
+        self.durability = durability
+        self.name = name
+        self.conn = connect(path, durability)
+        self._cv = threading.Condition()
+        self._ops: deque[tuple[Kind, Any, Done | None]] = deque()
+        self._busy = False
+        self._urgent = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.committed_ops = 0
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the writer thread; until then the connection may be used directly (loading, recovery)."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._writer, name=self.name, daemon=True)
+        self._thread.start()
+
+    def put(self, kind: Kind, arg: Any, done: Done | None = None) -> None:
+        """Queue one operation (event loop thread); done(result or exception) on the loop once committed."""
+        with self._cv:
+            self._ops.append((kind, arg, done))
+            if not kind.lazy:
+                self._urgent = True
+                if not self._busy:
+                    self._cv.notify()
+            elif len(self._ops) == 1 and not self._busy:
+                self._cv.notify()
+
+    async def commit(self, kind: Kind, arg: Any) -> Any:
+        """put() and wait for the commit; raises what the transaction raised."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.put(kind, arg, future.set_result)
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (blocking) until everything handed in so far is committed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            self._urgent = True
+            self._cv.notify_all()
+            while self._ops or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return not self._ops and not self._busy
+                self._cv.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(30.0)
+        elif self._ops:
+            self._run(list(self._ops))   # never opened: apply what was handed in, inline
+        self.conn.close()
+
+    def _writer(self) -> None:
+        cv = self._cv
+        while True:
+            with cv:
+                self._busy = False
+                cv.notify_all()
+                deadline = None
+                while not self._urgent and not self._stopping:
+                    if not self._ops:
+                        deadline = None
+                        cv.wait()
+                        continue
+                    deadline = deadline or time.monotonic() + LAZY_S
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    cv.wait(left)
+                if not self._ops:
+                    return
+                batch = list(self._ops)
+                self._ops.clear()
+                self._urgent = False
+                self._busy = True
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[Kind, Any, Done | None]]) -> None:
+        try:
+            results = self._apply(batch)
+        except Exception as exc:  # the whole transaction failed: every operation in it did
+            log.exception("%s: a commit of %d operation(s) failed", self.name, len(batch))
+            results = [exc] * len(batch)
+        self.commits += 1
+        self.committed_ops += len(batch)
+        if self._loop is not None and any(done is not None for _, _, done in batch):
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self._loop.call_soon_threadsafe(_deliver, batch, results)
+
+    def _apply(self, batch: list[tuple[Kind, Any, Done | None]]) -> list[Any]:
+        conn = self.conn
+        results: list[Any] = [None] * len(batch)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            i = 0
+            n = len(batch)
+            while i < n:
+                kind = batch[i][0]
+                j = i + 1
+                while j < n and batch[j][0] is kind:
+                    j += 1
+                out = kind.apply(conn, [op[1] for op in batch[i:j]])
+                if out is not None:
+                    results[i:j] = out
+                i = j
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+
+def _deliver(batch: list[tuple[Kind, Any, Done | None]], results: list[Any]) -> None:
+    for (kind, _, done), result in zip(batch, results, strict=True):
+        if done is None:
+            continue
+        try:
+            done(result)
+        except Exception:
+            log.exception("%s: a callback failed", kind.name)
