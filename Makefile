@@ -5,15 +5,17 @@ AWSCLI_VENV := .venv-awscli
 PORT ?= 8800
 DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: run test install lint bench clean system-deps
+.PHONY: run test install awscli lint bench clean system-deps
 
 # System packages the sandbox and the tests use: Debian's python3 (+ pip, for MicroVM image builds) is the interpreter inside the linux
-# sandbox, libseccomp2 compiles its seccomp filters, dig and wrk drive the UDP test and benches. Installed only when root with apt (CI is).
-SYSTEM_PACKAGES := python3 python3-venv python3-pip libseccomp2 make gcc dnsutils wrk
+# sandbox, libseccomp2 compiles its seccomp filters, dig and wrk drive the UDP test and benches, curl the README's examples and the
+# awslambdaric test, iproute2 (ip) the MicroVM build-network test. Installed only when root with apt (CI is), and said so first.
+SYSTEM_PACKAGES := python3 python3-venv python3-pip libseccomp2 make gcc dnsutils wrk curl iproute2
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 		if [ -n "$$missing" ]; then \
+			echo "Installing system packages as root with apt-get:" $$missing; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		fi; \
 	fi
@@ -31,6 +33,9 @@ $(AWSCLI_VENV)/.installed:
 	$(PYTHON) -m venv $(AWSCLI_VENV)
 	$(AWSCLI_VENV)/bin/pip install -q awscli
 	touch $@
+
+# The AWS CLI for your own use: .venv-awscli/bin/aws (README, "With the AWS CLI").
+awscli: $(AWSCLI_VENV)/.installed
 
 run: system-deps install
 	$(VENV)/bin/lamina serve --port $(PORT) --data-dir $(DATA_DIR) --example

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,6 +94,24 @@ def skip_unless_linux_sandbox(endpoint: str) -> None:
     backend, which needs root."""
     if health(endpoint).get("sandbox") != "linux":
         pytest.skip("needs root: the linux sandbox backend")
+
+
+AWS_CLI = REPO_ROOT / ".venv-awscli" / "bin" / "aws"
+
+
+def require_command(name: str, install: str) -> str:
+    """The path of a command a test needs. Missing, the test fails rather than skips: `make test` installs every
+    one (SYSTEM_PACKAGES, .venv-awscli), so a missing command means a machine set up some other way, and a quiet
+    skip would pass what was never run. `install` says how to get it."""
+    path = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
+    if path is None:
+        pytest.fail(f"{name} is missing: {install} (make test does)", pytrace=False)
+    return path
+
+
+def require_aws_cli() -> Path:
+    """The AWS CLI (v1, in its own venv: it pins its own botocore)."""
+    return Path(require_command(str(AWS_CLI), "make awscli"))
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """The AWS CLI (v1, from PyPI, in its own venv .venv-awscli) against a real `lamina serve`.
 
-Create the venv with: python3 -m venv .venv-awscli && .venv-awscli/bin/pip install awscli
+Create the venv with `make awscli` (make test does); without it these tests fail.
 """
 
 from __future__ import annotations
@@ -13,22 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REGION, REPO_ROOT, ROLE, RUNTIME, make_zip, probe_code, unique_name
+from helpers import REGION, ROLE, RUNTIME, make_zip, probe_code, require_aws_cli, unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
-AWS = REPO_ROOT / ".venv-awscli" / "bin" / "aws"
-
-
 @pytest.fixture(scope="module")
 def aws_bin() -> Path:
-    if not AWS.exists():
-        reason = (f"{AWS} is missing (make it: python3 -m venv .venv-awscli && "
-                  ".venv-awscli/bin/pip install awscli)")
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return AWS
+    return require_aws_cli()
 
 
 @pytest.fixture

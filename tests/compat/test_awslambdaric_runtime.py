@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from helpers import require_command
 from lamina.dispatch.runtime_api import RuntimeApiServer
 from lamina.runtime.wire import KIND_ERROR, KIND_INIT_ERROR, KIND_READY, KIND_RESULT
 
@@ -269,8 +269,8 @@ done
 """
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_curl_bootstrap_runtime(tmp_path: Path) -> None:
+    require_command("curl", "apt-get install curl")
     async def main() -> None:
         (tmp_path / "bootstrap").write_text(BOOTSTRAP)
         (tmp_path / "bootstrap").chmod(0o755)

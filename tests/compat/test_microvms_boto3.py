@@ -14,7 +14,16 @@ import pytest
 from botocore.exceptions import ClientError
 from microvm_support import BASE, ROLE, build, client, needs_root, proxy, token, wait_image, wait_state, write_app
 
-from helpers import ACCOUNT, REGION, REPO_ROOT, assert_aws_error, make_zip, raw_request, run_lamina, unique_name
+from helpers import (
+    ACCOUNT,
+    REGION,
+    assert_aws_error,
+    make_zip,
+    raw_request,
+    require_aws_cli,
+    run_lamina,
+    unique_name,
+)
 
 pytestmark = needs_root
 
@@ -337,9 +346,7 @@ def test_cli(lamina_server, tmp_path: Path) -> None:
 
 def test_aws_cli(image: str, lamina_server, tmp_path: Path) -> None:
     """The AWS CLI's lambda-microvms commands, as the launch guide writes them."""
-    aws_bin = REPO_ROOT / ".venv-awscli" / "bin" / "aws"
-    if not aws_bin.exists():
-        pytest.skip(f"{aws_bin} is missing (python3 -m venv .venv-awscli && .venv-awscli/bin/pip install awscli)")
+    aws_bin = require_aws_cli()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION=REGION,
                AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),

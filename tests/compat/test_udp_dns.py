@@ -3,15 +3,13 @@ zip) answers `dig` (Debian's dnsutils) on a listener's port, with batching on.""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
-from helpers import installed_files, raw_request
+from helpers import installed_files, raw_request, require_command
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(shutil.which("dig") is None, reason="needs dig (apt-get install dnsutils)")]
+pytestmark = pytest.mark.timeout(120)
 
 DNS_APP = '''
 import base64
@@ -36,7 +34,8 @@ def handler(event, context):
 
 
 def dig(port: int, *args: str) -> str:
-    proc = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+tries=1", "+time=10", *args],
+    binary = require_command("dig", "apt-get install dnsutils")
+    proc = subprocess.run([binary, "@127.0.0.1", "-p", str(port), "+tries=1", "+time=10", *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import require_command
 from lamina.microvm.engine import BuildError, BuildRequest, BuiltImage, Hooks
 
 pytestmark = pytest.mark.root
@@ -463,8 +463,8 @@ def _network_beside_the_host() -> Iterator[tuple[str, str, int]]:
         _ip("netns", "del", ns)  # takes the veth pair with it
 
 
-@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip to make a network namespace")
 def test_build_steps_reach_other_networks_but_not_the_host(loop, engine, data_dir, tmp_path):
+    require_command("ip", "apt-get install iproute2")
     host_listener = socket.create_server(("127.0.0.1", 0))
     port = host_listener.getsockname()[1]
     with _network_beside_the_host() as (host_end, outside, outside_port):

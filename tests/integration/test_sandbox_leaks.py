@@ -115,31 +115,27 @@ def lamina_instance(pid: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def other_servers_trees(server_pid: int) -> set[int]:
-    """Processes of other `lamina serve` instances on this host (other test sessions), with descendants."""
-    found: set[int] = set()
-    for pid in all_pids():
-        if pid == server_pid:
-            continue
-        argv = _read(f"/proc/{pid}/cmdline").split("\0")
-        if "lamina" in " ".join(argv) and "serve" in argv:
-            found.add(pid)
-            found.update(descendants(pid))
+def ours(server_pid: int) -> set[int]:
+    """Lamina's own processes: the server, its descendants, and whatever is in its cgroup subtree (a process that
+    left the tree, e.g. reparented after a double fork, is still in its environment's cgroup)."""
+    found = {server_pid, *descendants(server_pid)}
+    found.update(pid for pid in all_pids() if lamina_instance(pid) == server_pid)
     return found
 
 
 def leaked_namespaces(baseline: dict[str, set[int]], server_pid: int) -> dict[str, list[int]]:
-    """Namespaces in use now that were not at the baseline, unless only another Lamina server holds them."""
+    """Namespaces that were not in use at the baseline and are now held by one of this server's processes.
+    Namespaces other programs on the host made meanwhile (another test session, a container) are not Lamina's."""
     now = namespaces_in_use()
     new = {ns: pids for ns, pids in now.items() if ns not in baseline}
     if not new:
         return {}
-    foreign = other_servers_trees(server_pid)
+    mine = ours(server_pid)
     leaked = {}
     for ns, pids in new.items():
-        ours = [p for p in pids if p not in foreign and lamina_instance(p) in (None, server_pid)]
-        if ours:
-            leaked[ns] = sorted(ours)
+        held = sorted(p for p in pids if p in mine)
+        if held:
+            leaked[ns] = held
     return leaked
 
 
