@@ -2,6 +2,7 @@
 """Hello-world throughput through Lamina function URLs, against a bare uvicorn + httptools server.
 
     .venv/bin/python bench/throughput.py [--rounds 5] [--duration 5] [--connections 32] [--json]
+    .venv/bin/python bench/throughput.py --metrics-cost [--rounds 5] [--duration 5]
 
 Needs `wrk` (Debian/Ubuntu: `apt-get install -y wrk`) and `taskset`, and at least 2 CPUs. wrk runs
 pinned to CPU 1 (`wrk -t1 -cC -dDs`); every server process runs pinned to CPU 0, in the same run:
@@ -28,6 +29,11 @@ door's. So the handler is measured twice:
 The baseline and the handler row alternate --rounds times (both servers run throughout, each idle while the
 other is measured): each row is the median of its runs and the target is judged on the median of the
 round-by-round ratios, so a slow spell of the machine costs both sides of a ratio alike. The other rows run once.
+
+--metrics-cost measures what Prometheus metrics cost instead: two `lamina serve` processes with the same handler
+function, one with metrics on (LAMINA_METRICS=true, /metrics scraped every second while wrk runs: sixty times
+Prometheus's default rate) and one with them off (nothing counted per invocation), alternating --rounds times; the
+figure is the median of the round-by-round ratios of handler-URL req/s, off / on (the limit: at most 3 % lower).
 
 Each row also reports CPU time per request from /proc (utime + stime over the timed run, divided by
 wrk's request count): the server process alone and its descendants (zygote, environments). That figure
@@ -309,6 +315,117 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+@contextlib.contextmanager
+def lamina_with(env: dict[str, str], startup_timeout: float) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """lamina_server with these LAMINA_* settings in its environment."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with lamina_server(startup_timeout) as server:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def scraping(port: int, interval_s: float) -> Iterator[list[int]]:
+    """GET /metrics every interval_s in a thread for the block; yields the list of response sizes."""
+    import threading
+
+    sizes: list[int] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            conn = http.client.HTTPConnection(HOST, port, timeout=10)
+            try:
+                conn.request("GET", "/metrics")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise BenchError(f"/metrics: HTTP {resp.status}")
+                sizes.append(len(body))
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield sizes
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure_metrics_cost(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with pinned(SERVER_CPU), lamina_with({"LAMINA_METRICS": "true"}, args.startup_timeout) as (on, on_port, on_log), \
+            lamina_with({"LAMINA_METRICS": "false"}, args.startup_timeout) as (off, off_port, off_log), \
+            server_failures(on, lambda: read_log(on_log), BenchError), \
+            server_failures(off, lambda: read_log(off_log), BenchError):
+        results["server"] = server_info(on_port)
+        paths = {}
+        for what, port in (("on", on_port), ("off", off_port)):
+            log(f"metrics {what}: deploying the handler function ...")
+            paths[what] = deploy_url(boto3_client(port), "bench-hello", make_zip({"app.py": HANDLER_SRC}),
+                                     Runtime="python3.11", Handler="app.handler", MemorySize=128)
+        on_runs, off_runs, scrapes = [], [], []
+        for i in range(args.rounds):
+            what = f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else ""
+            # Which side goes first alternates too: a machine getting busier or quieter costs both alike.
+            for side in (("off", "on") if i % 2 == 0 else ("on", "off")):
+                if side == "off":
+                    off_runs.append(run_wrk("metrics off" + what, off_port, paths["off"], args, off.pid, WRK_CPU,
+                                            warm_up=i == 0))
+                    continue
+                with scraping(on_port, 1.0) as sizes:
+                    on_runs.append(run_wrk("metrics on, scraped every 1 s" + what, on_port, paths["on"], args,
+                                           on.pid, WRK_CPU, warm_up=i == 0))
+                scrapes.append(len(sizes))
+        results["metrics_on"] = median_run(on_runs)
+        results["metrics_off"] = median_run(off_runs)
+        results["round_ratios"] = [round(a["rps"] / b["rps"], 4) for a, b in zip(on_runs, off_runs, strict=True)]
+        # Server CPU per request, off / on: less sensitive to other load on the machine than req/s.
+        results["cpu_ratios"] = [round(b["server_us_per_request"] / a["server_us_per_request"], 4)
+                                 for a, b in zip(on_runs, off_runs, strict=True) if a["server_us_per_request"]]
+        results["scrapes_per_round"] = scrapes
+        results["scrape_bytes"] = sizes[-1] if sizes else None
+    return results
+
+
+def summarize_metrics_cost(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    ratio = statistics.median(results["round_ratios"])
+    results = {**results, "cpu_ratio": round(statistics.median(results["cpu_ratios"]), 4)}
+    return {**results, "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
+            "target": {"metric": "metrics-on rps / metrics-off rps (median over rounds)", "limit": 0.97,
+                       "value": round(ratio, 4), "pass": ratio >= 0.97}}
+
+
+def print_metrics_cost(s: dict[str, Any]) -> None:
+    print(f"Metrics cost — handler function URL, wrk -t1 -c{s['connections']} -d{s['duration_s']:g}s on CPU "
+          f"{WRK_CPU}, servers on CPU {SERVER_CPU}, environments on CPU {WRK_CPU}; medians of {s['rounds']} rounds")
+    for key, label in (("metrics_off", "metrics off"), ("metrics_on", "metrics on, /metrics scraped every 1 s")):
+        r = s[key]
+        print(f"  {label:40s} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+              f"server {r['server_us_per_request']:.1f} us/req  non-2xx {r['non_2xx']}")
+    print("on / off req/s, round by round: " + ", ".join(f"{x:.3f}" for x in s["round_ratios"]))
+    print("off / on server CPU per request, round by round: " + ", ".join(f"{x:.3f}" for x in s["cpu_ratios"])
+          + f" (median {s['cpu_ratio']:.3f})")
+    print(f"scrapes per round: {s['scrapes_per_round']}; last scrape {s['scrape_bytes']} bytes")
+    t = s["target"]
+    print(f"target: metrics cost at most 3 % of handler-URL req/s — {'PASS' if t['pass'] else 'FAIL'} "
+          f"({t['value']:.3f}x)")
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -407,6 +524,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     p.add_argument("--startup-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
     p.add_argument("--baseline-server", type=int, metavar="PORT", help="internal: run the baseline server")
+    p.add_argument("--metrics-cost", action="store_true",
+                   help="measure handler-URL req/s with metrics on (scraped) against off, instead")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.connections < 1 or args.rounds < 1:
         p.error("--duration must be > 0, --connections and --rounds >= 1")
@@ -426,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"benchmark failed: {why}")
         return 1
 
+    if args.metrics_cost:
+        return run_and_report(lambda: measure_metrics_cost(args), lambda results: summarize_metrics_cost(results, args),
+                              print_metrics_cost, args.json, log, BenchError)
     return run_and_report(lambda: measure(args), lambda results: summarize(results, args), print_report, args.json,
                           log, BenchError)
 

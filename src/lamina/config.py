@@ -67,6 +67,8 @@ class Settings:
     # Interpreters for language runtimes, where Lamina would not find them itself (sandbox/interpreters.py):
     # "python3.12=/opt/py312/bin/python3.12,nodejs22.x=/opt/node22/bin/node".
     runtime_paths: str = ""
+    # Prometheus metrics at /metrics; off: nothing is counted per invocation and /metrics answers 404.
+    metrics: bool = True
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:

@@ -25,6 +25,7 @@ from types import FrameType
 
 import uvicorn
 import uvloop
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from lamina import __version__
 from lamina.api import app as api_app
@@ -34,7 +35,9 @@ from lamina.api.invoke import InvokeEndpoint
 from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
+from lamina.dispatch.prometheus import DispatchCollector
 from lamina.events.delivery import AsyncInvoker
+from lamina.events.prometheus import AsyncEventsCollector
 from lamina.functions import invoke as invoke_path
 from lamina.functions.concurrency import ConcurrencyService
 from lamina.functions.event_invoke_config import EventInvokeConfigService
@@ -42,11 +45,14 @@ from lamina.functions.invoke import InvokeHandler
 from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
 from lamina.functions.urls import FunctionUrlService
+from lamina.gateway.http import metrics as metrics_endpoint
 from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
 from lamina.gateway.udp import api as udp_api
+from lamina.gateway.udp.prometheus import UdpCollector
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
+from lamina.microvm.prometheus import MicrovmCollector
 from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
 from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
@@ -72,7 +78,8 @@ class Server:
         self.runtimes = HostRuntimes.discover(parse_runtime_paths(settings.runtime_paths))
         self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
                                      scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
-                                     queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes)
+                                     queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes,
+                                     metrics=settings.metrics)
         self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
@@ -88,7 +95,18 @@ class Server:
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
+        self.metrics = self._metrics_registry() if settings.metrics else None
         self.app = self._front_door()
+
+    def _metrics_registry(self) -> CollectorRegistry:
+        """What /metrics exposes: each part's collector, read at scrape time (a part that adds metrics registers
+        its collector here), and the server process's own CPU, memory, fds and GC."""
+        registry = CollectorRegistry(auto_describe=True)
+        for collector in (DispatchCollector(self.dispatcher), AsyncEventsCollector(self.events),
+                          MicrovmCollector(self.microvms), UdpCollector(self.udp),
+                          PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
+        return registry
 
     def _front_door(self) -> FrontDoor:
         """The front ends, composed: the REST APIs (api/ and the UDP gateway's own) behind the HTTP front door,
@@ -97,6 +115,7 @@ class Server:
         routes += api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
         routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
         routes += udp_api.routes(self.udp)
+        routes.append(metrics_endpoint.route(self.metrics))
         control = api_app.control_app(routes, self.lifespan)
         invoke = InvokeHandler(self.functions)
         invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),

@@ -14,6 +14,7 @@ from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
 from lamina.dispatch.spec import FunctionSpec, pool_key, tenant_key
+from lamina.dispatch.stats import FunctionStats
 from lamina.sandbox import SandboxBackend
 from lamina.sandbox.interpreters import HostRuntimes
 from lamina.store.logs import LogStore
@@ -25,8 +26,10 @@ class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
                  keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue",
                  queue_timeout_s: float = 60.0, freeze_idle_s: float | None = 0.1,
-                 runtimes: HostRuntimes | None = None) -> None:
+                 runtimes: HostRuntimes | None = None, metrics: bool = True) -> None:
         self.backend = backend
+        # Counters for /metrics per function version (pool key); None: metrics are off and nothing is counted.
+        self.stats: dict[str, FunctionStats] | None = {} if metrics else None
         # The interpreter of each language runtime on this host (found on first use unless given).
         self._runtimes = runtimes
         self.logs = logs
@@ -106,8 +109,20 @@ class Dispatcher:
             pool.set_provisioned(self.provisioned[spec.key])
         return pool
 
+    def stats_for(self, key: str) -> FunctionStats | None:
+        """The counters of one function version (pool key), kept across its pools; None while metrics are off."""
+        if self.stats is None:
+            return None
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = FunctionStats()
+        return stats
+
     def remove_function(self, name: str) -> None:
         """Retire the pools of every version of a function (and their tenants' pools)."""
+        if self.stats is not None:
+            for key in [k for k in self.stats if k.startswith(pool_key(name, ""))]:
+                del self.stats[key]
         for key in [k for k, p in self.pools.items() if p.spec.name == name and p.parent is None]:
             self._retire(self.pools.pop(key), None)
         for key in [k for k in self.provisioned if k.startswith(pool_key(name, ""))]:
@@ -115,6 +130,8 @@ class Dispatcher:
         self._recount_claims()
 
     def remove_version(self, name: str, version: str) -> None:
+        if self.stats is not None:
+            self.stats.pop(pool_key(name, version), None)
         self.provisioned.pop(pool_key(name, version), None)
         self._recount_claims()
         pool = self.pools.pop(pool_key(name, version), None)
@@ -224,7 +241,12 @@ class Dispatcher:
         pool = self.pools[key]
         name = pool.spec.name
         if inv.sync:
-            self._admit(name, key)
+            try:
+                self._admit(name, key)
+            except Throttled as exc:
+                if pool.stats is not None:
+                    pool.stats.throttled(exc.reason)
+                raise
         if inv.tenant_id is not None and pool.spec.per_tenant:
             pool = self.tenant_pool(pool, inv.tenant_id)
         self.inflight[name] = self.inflight.get(name, 0) + 1

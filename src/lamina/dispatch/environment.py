@@ -100,6 +100,9 @@ class EnvironmentPool(Protocol):
     @property
     def ewma(self) -> Ewma: ...
 
+    def completed(self, duration_ms: float, error: bool) -> None:
+        """An invocation ended after duration_ms (error: with a function error)."""
+
     async def zygote_for(self) -> ForkServer:
         """The function version's zygote, started if need be; raises InitFailure if its init fails."""
         ...
@@ -440,7 +443,7 @@ class Environment:
         inv = self.current
         assert inv is not None
         duration_ms = (time.perf_counter_ns() - self._started_ns) / 1e6
-        self.pool.ewma.record(duration_ms)
+        self.pool.completed(duration_ms, error_type is not None)
         for line in extra_lines:
             self._emit(line)
         start = self._start

@@ -31,6 +31,7 @@ from lamina.dispatch.scaler import (
     start_is_cheap,
 )
 from lamina.dispatch.spec import FunctionSpec
+from lamina.dispatch.stats import FunctionStats
 from lamina.dispatch.zygote import Zygote, ZygoteDispatcher
 from lamina.store.logs import LogStore
 
@@ -64,6 +65,8 @@ class PoolDispatcher(EnvironmentDispatcher, ZygoteDispatcher, Protocol):
 
     def pool_changed(self, pool: FunctionPool) -> None: ...
 
+    def stats_for(self, key: str) -> FunctionStats | None: ...
+
 
 class FunctionPool:
     # An HTTP-app function's pool (http_app/pool.py) has its HttpAppConfig here; the front door tells such a pool by
@@ -82,6 +85,7 @@ class FunctionPool:
         self.zygote: Zygote | None = None
         self.max_concurrency = 1          # invocations per environment (handler functions: one at a time)
         self.ewma = Ewma()
+        self.stats = dispatcher.stats_for(spec.key)   # None: metrics are off
         self.start_ms: float | None = None    # how long an environment start takes here (recent average)
         self._last_scale_out = -1e9
         self._scale_timer: asyncio.TimerHandle | None = None
@@ -187,6 +191,9 @@ class FunctionPool:
             self.queue.extend(keep)
         if due is not None:
             self._expiry_timer = loop.call_at(due, self._expire_due)
+        if expired and self.stats is not None:
+            self.stats.throttles["ConcurrentInvocationLimitExceeded"] = \
+                self.stats.throttles.get("ConcurrentInvocationLimitExceeded", 0) + len(expired)
         for inv in expired:
             inv.fail(Throttled("ConcurrentInvocationLimitExceeded",
                                f"Rate Exceeded. The invocation waited {timeout:g} s for a free execution environment."))
@@ -308,11 +315,20 @@ class FunctionPool:
         self.dispatcher.track(env.ready.get_loop().create_task(env.start()))
         return env
 
+    def completed(self, duration_ms: float, error: bool) -> None:
+        """An environment finished an invocation: the scaler's timings and the counters /metrics reads."""
+        self.ewma.record(duration_ms)
+        stats = self.stats
+        if stats is not None:
+            stats.invoked(duration_ms, error)
+
     def env_ready(self, env: Environment, fresh: bool) -> None:
         """The environment pulls: hand it the oldest waiting invocation, or park it as idle."""
         self.starting.discard(env)
         if fresh:
             self.init_succeeded()
+            if self.stats is not None:
+                self.stats.started(env.restore_ms, env.init_ms)
             took = env.init_ms if env.init_ms is not None else env.restore_ms
             if took is not None:
                 self.start_ms = took if self.start_ms is None else self.start_ms + 0.3 * (took - self.start_ms)
@@ -338,6 +354,8 @@ class FunctionPool:
         """Everything queued gets the init error; further starts back off exponentially."""
         self.starting.discard(env)
         self.init_failures += 1
+        if self.stats is not None:
+            self.stats.start_failures += 1
         delay = min(self.dispatcher.init_backoff_max_s,
                     self.dispatcher.init_backoff_s * 2 ** (self.init_failures - 1))
         self.backoff_until = time.monotonic() + delay

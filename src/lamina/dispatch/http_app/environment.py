@@ -252,7 +252,8 @@ class HttpAppEnvironment(Environment):
     def slot_done(self, lease: Lease | None) -> None:
         if lease is not None:
             self.leases.discard(lease)
-            self.pool.ewma.record((time.perf_counter() - lease.granted_at) * 1000)
+            # A proxied request: its HTTP status is the app's answer, not a function error.
+            self.pool.completed((time.perf_counter() - lease.granted_at) * 1000, False)
         self.active -= 1
         self.pool.in_flight -= 1
         self.pool.slot_released(self)
@@ -338,7 +339,7 @@ class HttpAppEnvironment(Environment):
             lines.append(line)
         self.log.flush()
         inv.finish(InvokeResult(body, error_type, "\n".join(lines) + "\n" if inv.sync else "", self.spec.version))
-        self.pool.ewma.record(duration_ms)
+        self.pool.completed(duration_ms, error_type is not None)
         self.slot_done(None)
 
     async def _invoke_app(self, inv: Invocation) -> tuple[bytes, str | None]:
