@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from lamina.api import concurrency, function_urls, lambda_api, lamina_api, microvms_api, permissions, versions
+from lamina.api import concurrency, function_urls, lambda_api, lamina_api, layers, microvms_api, permissions, versions
 from lamina.functions.concurrency import ConcurrencyService
 from lamina.functions.errors import AwsError
 from lamina.functions.permissions import PolicyService
@@ -57,7 +57,7 @@ def routes(functions: FunctionService, urls: FunctionUrlService, policies: Polic
     """Every route of the Lambda and MicroVMs APIs and of Lamina's own API."""
     out: list[BaseRoute] = [*lambda_api.routes(functions), *versions.routes(VersionService(functions)),
                             *lamina_api.routes(functions), *function_urls.routes(urls), *permissions.routes(policies),
-                            *concurrency.routes(concurrency_service)]
+                            *concurrency.routes(concurrency_service), *layers.routes(functions.layers)]
     if microvms is not None:
         # MicroVM routes first: they take the microvm-image ARNs of Lambda's shared /tags/ path.
         out[:0] = microvms_api.routes(microvms)

@@ -29,6 +29,7 @@ from lamina.dispatch.runtime_api import RuntimeApiServer
 from lamina.dispatch.scaler import Ewma
 from lamina.dispatch.spec import FunctionSpec
 from lamina.httpevent.headers import header_block_ok
+from lamina.runtime.startup import OPT_ROOT_ENV
 from lamina.runtime.wire import (
     HTTP_PREFIX,
     KIND_ERROR,
@@ -146,9 +147,11 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
                       init_type: str = "on-demand", lang: Interpreter | None = None) -> dict[str, str]:
     """The reserved Lambda variables plus the function's own, as the runtime sees them; `lang`: the interpreter
     it runs on, first on PATH as /var/lang/bin is on AWS."""
-    task_root = backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=spec.code_dir))
+    where = SandboxSpec(name="", argv=[], env={}, code_dir=spec.code_dir, opt_dir=spec.opt_dir)
+    task_root = backend.task_root(where)
+    opt = backend.opt_root(where)
     env = dict(spec.environment)
-    path = "/usr/local/bin:/usr/bin:/bin:/opt/bin"
+    path = f"/usr/local/bin:/usr/bin:/bin:{opt}/bin"
     env.update({
         "PATH": f"{backend.lang_bin_dir(lang)}:{path}" if lang is not None else path,
         "LANG": "en_US.UTF-8",
@@ -168,6 +171,11 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
     })
     if spec.log_level:
         env["AWS_LAMBDA_LOG_LEVEL"] = spec.log_level
+    # Where layers put native libraries, as AWS's runtimes look for them (Python's paths are the runtime's to add: it
+    # runs isolated from PYTHONPATH).
+    env["LD_LIBRARY_PATH"] = f"{task_root}:{task_root}/lib:{opt}/lib"
+    if opt != "/opt":
+        env[OPT_ROOT_ENV] = opt  # the process backend: the layers are not at /opt
     return env
 
 
@@ -300,10 +308,14 @@ class Environment:
 
     async def _start_runtime_api(self) -> None:
         """Custom runtimes: the zip's bootstrap, talking to the Runtime API served for this sandbox."""
-        task_root = self.backend.task_root(SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir))
+        where = SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir)
+        # The package's bootstrap, else a layer's (a custom runtime shipped as a layer), as on AWS.
+        bootstrap = f"{self.backend.task_root(where)}/bootstrap"
+        if self.spec.opt_dir is not None and not (self.spec.code_dir / "bootstrap").exists():
+            bootstrap = f"{self.backend.opt_root(where)}/bootstrap"
         env = build_environment(self.spec, self.backend, self.stream, self.init_type)
-        spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/bootstrap"], env=env,
-                           code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
+        spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[bootstrap], env=env,
+                           code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir, memory_mb=self.spec.memory_mb,
                            ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), runtime_api=True)
         self._started_ns = time.perf_counter_ns()
         self.sandbox = await self.backend.start(spec, self.on_exit)

@@ -33,6 +33,7 @@ class FunctionSpec:
     region: str = "us-east-1"
     log_level: str = ""
     per_tenant: bool = False       # TenancyConfig.TenantIsolationMode PER_TENANT: one pool per tenant
+    opt_dir: Path | None = None    # the function's layers, unpacked in order (shown read-only at /opt)
 
     @property
     def key(self) -> str:

@@ -105,6 +105,7 @@ class Zygote:
         env.update(self.backend.zygote_env())
         argv = [lang.executable, "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
         spec = SandboxSpec(name=f"{self.spec.name}-z{self.id[:10]}", argv=argv, env=env, code_dir=self.spec.code_dir,
+                           opt_dir=self.spec.opt_dir,
                            memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
                            pass_fds=(child.fileno(),), log_fd=self._logs.write_fd, zygote=True, lang=lang)
         self._started = time.perf_counter()
@@ -134,6 +135,7 @@ class Zygote:
             raise SandboxError("the function's zygote is not running")
         forked = self.backend.prepare_fork(SandboxSpec(
             name=f"{self.spec.name}-{env.id[:12]}", argv=[], env={}, code_dir=self.spec.code_dir,
+            opt_dir=self.spec.opt_dir,
             memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb))
         fds = [channel.fileno(), log_fd, *forked.fds]
         header = {"env": env.id, "stream": env.stream, "init_type": env.init_type, "tmp_mb": self.spec.ephemeral_mb,

@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import os
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -17,8 +18,8 @@ MAX_ZIPPED = 50 * 1024 * 1024           # AWS's limit for a direct upload
 MAX_UNZIPPED = 250 * 1024 * 1024        # AWS's limit for the unpacked package
 
 
-def decode_zip(value: object) -> bytes:
-    """Code.ZipFile / ZipFile arrive base64-encoded inside the JSON body."""
+def decode_zip(value: object, operation: str = "CreateFunction") -> bytes:
+    """Code.ZipFile / ZipFile / Content.ZipFile arrive base64-encoded inside the JSON body."""
     if not isinstance(value, str):
         raise AwsError("InvalidParameterValueException", "ZipFile must be a base64-encoded string.")
     try:
@@ -28,7 +29,7 @@ def decode_zip(value: object) -> bytes:
                        "Could not decode ZipFile: it is not valid base64.") from None
     if len(data) > MAX_ZIPPED:
         raise AwsError("RequestTooLargeException",
-                       f"Request must be smaller than {MAX_ZIPPED} bytes for the CreateFunction operation")
+                       f"Request must be smaller than {MAX_ZIPPED} bytes for the {operation} operation")
     check_zip(data)
     return data
 
@@ -64,15 +65,48 @@ def unpack(store: CodeStore, sha: str) -> Path:
     if final.exists():
         return final
     staging = store.staging_dir()
-    with zipfile.ZipFile(store.zip_path(sha)) as zf:
+    _extract(store.zip_path(sha), staging)
+    _seal(staging)
+    return store.commit_task_dir(staging, sha)
+
+
+def unpack_layers(store: CodeStore, shas: list[str]) -> Path | None:
+    """A function's layers unpacked once, in order, into one directory (data/opt/<key>/, shown at /opt): a later
+    layer's file replaces an earlier one's, as on AWS. None without layers."""
+    if not shas:
+        return None
+    key = store.opt_key(shas)
+    final = store.opt_dir(key)
+    if final.exists():
+        return final
+    staging = store.opt_staging_dir()
+    for sha in shas:
+        _extract(store.zip_path(sha), staging)
+    _seal(staging)
+    return store.commit_opt_dir(staging, key)
+
+
+def layers_dir(store: CodeStore, shas: list[str]) -> Path | None:
+    """Where unpack_layers puts (or has put) these layers."""
+    return store.opt_dir(store.opt_key(shas)) if shas else None
+
+
+def _extract(zip_path: Path, staging: Path) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
         for info in zf.infolist():
             target = staging / _safe_name(info.filename)
             mode = (info.external_attr >> 16) & 0o7777
             kind = (info.external_attr >> 16) & 0o170000
             if info.is_dir():
+                if target.is_symlink() or target.is_file():
+                    target.unlink()
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.is_file():
+                target.unlink()  # an earlier layer's file: this one replaces it
+            elif target.is_dir():
+                shutil.rmtree(target)
             if kind == stat.S_IFLNK:
                 link = zf.read(info).decode()
                 if link.startswith("/") or ".." in Path(link).parts:
@@ -84,9 +118,11 @@ def unpack(store: CodeStore, sha: str) -> Path:
                     dst.write(chunk)
             # Everyone may read; exec bits as packaged (bootstrap scripts need them); nobody writes.
             os.chmod(target, 0o444 | (mode & 0o111))
+
+
+def _seal(staging: Path) -> None:
     for dirpath, _dirs, _files in os.walk(staging):
         os.chmod(dirpath, 0o755)
-    return store.commit_task_dir(staging, sha)
 
 
 def code_sha256_b64(data: bytes) -> str:

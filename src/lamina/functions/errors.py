@@ -68,3 +68,22 @@ def validation(value: object, member: str, constraint: str) -> AwsError:
     return AwsError("ValidationException",
                     f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: "
                     f"{constraint}")
+
+
+def validation_errors(problems: list[tuple[object, str, str]]) -> AwsError:
+    """Several (value, member, constraint) problems in one ValidationException, as AWS reports them: counted, joined
+    by '; ', a list value written as Java writes one ('[a, b]')."""
+    parts = [f"Value '{java_repr(value)}' at '{member}' failed to satisfy constraint: {constraint}"
+             for value, member, constraint in problems]
+    count = len(parts)
+    return AwsError("ValidationException",
+                    f"{count} validation error{'s' if count != 1 else ''} detected: {'; '.join(parts)}")
+
+
+def java_repr(value: object) -> str:
+    """A value as AWS's (Java) messages print it: lists as [a, b], maps as {k=v}."""
+    if isinstance(value, list):
+        return "[" + ", ".join(java_repr(x) for x in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={java_repr(x)}" for k, x in value.items()) + "}"
+    return str(value)

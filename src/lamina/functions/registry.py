@@ -37,8 +37,9 @@ from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import InitFailure
 from lamina.dispatch.spec import FunctionSpec, pool_key
 from lamina.functions import validation as v
-from lamina.functions.code import code_sha256_b64, decode_zip, unpack
+from lamina.functions.code import code_sha256_b64, decode_zip, layers_dir, unpack, unpack_layers
 from lamina.functions.errors import AwsError, not_found
+from lamina.functions.layers import LayerService
 from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
@@ -82,6 +83,8 @@ class Function:
     next_version: int = 1
     # A published version only: the digest of the $LATEST it was published from.
     source_digest: str = ""
+    # The packages of its Layers, in order (kept even if a layer version is deleted, as on AWS).
+    layer_hexes: list[str] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -145,6 +148,8 @@ class FunctionService:
         self.code = code
         self.logs = logs
         self.dispatcher = dispatcher
+        self.layers = LayerService(settings, db, code)
+        self.layers.delete_hooks.append(self._collect_code)
         self.functions: dict[str, Function] = {}
         # Called with the name of a deleted function (function URLs, policies: their rows go with it).
         self.delete_hooks: list[Callable[[str], None]] = []
@@ -165,9 +170,11 @@ class FunctionService:
 
     def load(self) -> None:
         """Restore functions, versions and aliases from the database; resume activations a restart interrupted."""
+        self.layers.load()
         for row in self.repo.all():
             fn = Function(row.name, row.config["Configuration"], row.tags, row.config["CodeHex"],
-                          next_version=row.config.get("NextVersion", 1))
+                          next_version=row.config.get("NextVersion", 1),
+                          layer_hexes=row.config.get("LayerHexes", []))
             self.functions[fn.name] = fn
         for vrow in self.version_repo.all():
             if (owner := self.functions.get(vrow.function_name)) is None:
@@ -175,7 +182,8 @@ class FunctionService:
             number = str(vrow.version)
             owner.versions[number] = Function(owner.name, vrow.config["Configuration"], owner.tags,
                                               vrow.config["CodeHex"], version=number,
-                                              source_digest=vrow.config.get("SourceDigest", ""))
+                                              source_digest=vrow.config.get("SourceDigest", ""),
+                                              layer_hexes=vrow.config.get("LayerHexes", []))
             owner.next_version = max(owner.next_version, vrow.version + 1)
         for arow in self.alias_repo.all():
             if (owner := self.functions.get(arow.function_name)) is not None:
@@ -184,6 +192,7 @@ class FunctionService:
             if fn.state == "Pending" or fn.updating:
                 self._start_activation(fn, "create" if fn.state == "Pending" else "update")
             elif self.code.task_dir(fn.code_hex).exists():
+                unpack_layers(self.code, fn.layer_hexes)  # normally already there
                 self.dispatcher.set_function(self.spec_for(fn))
             else:
                 self._start_activation(fn, "update")
@@ -193,6 +202,7 @@ class FunctionService:
                 if ver.state == "Pending":
                     self._version_settled(ver, None)
                 unpack(self.code, ver.code_hex)  # normally already there; only a damaged data dir lacks it
+                unpack_layers(self.code, ver.layer_hexes)
                 self.dispatcher.set_function(self.spec_for(ver))
 
     async def close(self) -> None:
@@ -270,6 +280,7 @@ class FunctionService:
             ephemeral_mb=cfg.get("EphemeralStorage", {}).get("Size", 512), region=self.settings.region,
             log_level=(cfg.get("LoggingConfig") or {}).get("ApplicationLogLevel", ""),
             per_tenant=is_per_tenant(cfg),
+            opt_dir=layers_dir(self.code, fn.layer_hexes),
         )
 
     # ------------------------------------------------------------------ create / update / delete
@@ -307,6 +318,7 @@ class FunctionService:
         tags = v.tags(body)
         tenancy = v.tenancy_config(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
+        attached = self.layers.attach(body["Layers"]) if body.get("Layers") is not None else None
         role = v.string(body, "Role", "role", 2048) or ""
         code = body.get("Code")
         if not isinstance(code, dict):
@@ -354,7 +366,9 @@ class FunctionService:
             config["TenancyConfig"] = tenancy  # immutable from now on
         if dead_letter:
             config["DeadLetterConfig"] = {"TargetArn": dead_letter}
-        fn = Function(ref.name, config, tags, code_hex)
+        if attached is not None and attached.entries:
+            config["Layers"] = attached.entries
+        fn = Function(ref.name, config, tags, code_hex, layer_hexes=attached.code_hexes if attached else [])
         self.functions[fn.name] = fn
         self._persist(fn, new=True)
         self._start_activation(fn, "create")
@@ -426,6 +440,7 @@ class FunctionService:
             changes["EphemeralStorage"] = {"Size": ephemeral}
         env = v.environment(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
+        attached = self.layers.attach(body["Layers"]) if body.get("Layers") is not None else None
         if body.get("TenancyConfig") is not None and v.tenancy_config(body) != fn.config.get("TenancyConfig"):
             raise AwsError("InvalidParameterValueException", "Tenancy configuration cannot be modified after "
                            "function creation.")
@@ -441,6 +456,12 @@ class FunctionService:
                 fn.config["DeadLetterConfig"] = {"TargetArn": dead_letter}
             else:
                 fn.config.pop("DeadLetterConfig", None)
+        if attached is not None:
+            fn.layer_hexes = attached.code_hexes
+            if attached.entries:
+                fn.config["Layers"] = attached.entries
+            else:
+                fn.config.pop("Layers", None)
         self._begin_update(fn)
         return dict(fn.config)
 
@@ -495,9 +516,10 @@ class FunctionService:
         self._collect_code()
 
     def _collect_code(self) -> None:
-        in_use = {f.code_hex for f in self.functions.values()}
-        in_use.update(ver.code_hex for f in self.functions.values() for ver in f.versions.values())
-        self.code.collect(in_use)
+        every = [v for f in self.functions.values() for v in (f, *f.versions.values())]
+        in_use = {f.code_hex for f in every} | {h for f in every for h in f.layer_hexes} | self.layers.code_hexes()
+        opts = {self.code.opt_key(f.layer_hexes) for f in every if f.layer_hexes}
+        self.code.collect(in_use, opts)
 
     # ------------------------------------------------------------------ versions and aliases
 
@@ -522,7 +544,8 @@ class FunctionService:
         else:
             config.update({k: fn.config[k] for k in ("State", "StateReason", "StateReasonCode") if k in fn.config})
             config["LastUpdateStatus"] = "Successful"
-        ver = Function(fn.name, config, fn.tags, fn.code_hex, version=number, source_digest=digest)
+        ver = Function(fn.name, config, fn.tags, fn.code_hex, version=number, source_digest=digest,
+                       layer_hexes=list(fn.layer_hexes))
         fn.versions[number] = ver
         self.version_repo.insert(VersionRow(fn.name, int(number), self._version_doc(ver)))
         fn.config["RevisionId"] = str(uuid.uuid4())  # publishing is a change to $LATEST's revision on AWS too
@@ -534,7 +557,8 @@ class FunctionService:
 
     @staticmethod
     def _version_doc(ver: Function) -> dict:
-        return {"Configuration": ver.config, "CodeHex": ver.code_hex, "SourceDigest": ver.source_digest}
+        return {"Configuration": ver.config, "CodeHex": ver.code_hex, "SourceDigest": ver.source_digest,
+                "LayerHexes": ver.layer_hexes}
 
     def _version_settled(self, ver: Function, failure: tuple[str, str] | None) -> None:
         """A Pending version (Publish=true) follows its $LATEST's activation: Active, or Failed (reason, code)."""
@@ -627,7 +651,7 @@ class FunctionService:
     def account_settings(self) -> dict:
         # Every published version keeps its own copy of the package on AWS, so versions count towards code storage.
         total = sum(ver.config.get("CodeSize", 0) for fn in self.functions.values()
-                    for ver in (fn, *fn.versions.values()))
+                    for ver in (fn, *fn.versions.values())) + self.layers.total_code_size()
         limit = self.settings.account_concurrency
         unreserved = self.dispatcher.unreserved_limit - sum(claim() for claim in self.unreserved_claims)
         return {
@@ -659,7 +683,8 @@ class FunctionService:
     # ------------------------------------------------------------------ activation
 
     def _persist(self, fn: Function, new: bool = False) -> None:
-        stored = {"Configuration": fn.config, "CodeHex": fn.code_hex, "NextVersion": fn.next_version}
+        stored = {"Configuration": fn.config, "CodeHex": fn.code_hex, "NextVersion": fn.next_version,
+                  "LayerHexes": fn.layer_hexes}
         if new:
             self.repo.insert(fn.name, stored, fn.tags)
         else:
@@ -674,6 +699,7 @@ class FunctionService:
         try:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, unpack, self.code, fn.code_hex)
+            await loop.run_in_executor(None, unpack_layers, self.code, fn.layer_hexes)
             spec = self.spec_for(fn)
             problem = _static_problem(spec)
             if problem is not None:
@@ -734,8 +760,8 @@ def _static_problem(spec: FunctionSpec) -> dict | None:
     """Problems visible without running anything (custom runtimes need an executable bootstrap)."""
     if spec.is_python:
         return None
-    bootstrap = Path(spec.code_dir) / "bootstrap"
-    if not (bootstrap.is_file() and os.access(bootstrap, os.X_OK)):
+    candidates = [Path(spec.code_dir) / "bootstrap"] + ([spec.opt_dir / "bootstrap"] if spec.opt_dir else [])
+    if not any(b.is_file() and os.access(b, os.X_OK) for b in candidates):
         return {"errorType": "Runtime.InvalidEntrypoint",
                 "errorMessage": "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"}
     return None

@@ -161,9 +161,6 @@ def unsupported(body: dict) -> None:
     if body.get("PackageType", "Zip") != "Zip":
         raise AwsError("InvalidParameterValueException",
                        "PackageType Image is not supported by Lamina: upload a .zip package as Code.ZipFile.")
-    if body.get("Layers"):
-        raise AwsError("InvalidParameterValueException", "Layers are not supported by Lamina yet: "
-                       "include the layer's files in the function's .zip package.")
     archs = body.get("Architectures")
     if archs is not None and archs != ["x86_64"]:
         raise AwsError("InvalidParameterValueException",

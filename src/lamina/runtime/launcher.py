@@ -75,6 +75,8 @@ def _build_root(cfg: dict) -> None:
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
     ss.bind(cfg["code_dir"], f"{root}/var/task")
+    if cfg.get("opt_dir"):
+        ss.bind(cfg["opt_dir"], f"{root}/opt")  # the function's layers, read-only as on AWS
     ss.bind(cfg["runtime_dir"], f"{root}/var/runtime")
     if cfg.get("lang_home"):
         # The function's interpreter (pyenv, uv, nvm...): its installation read-only at the same path, where its

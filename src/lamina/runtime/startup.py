@@ -30,14 +30,21 @@ def die_with_parent() -> None:
         pass
 
 
+# Where the function's layers are when not at /opt (the process backend, which has no mount namespace).
+OPT_ROOT_ENV = "_LAMINA_OPT_ROOT"
+
+
 def prepare_process() -> float:
     """Common start-up: sys.path and cwd as on AWS, line-buffered output, AWS log format; returns when it started
     (time.monotonic)."""
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
-    # The function's code comes first on sys.path, as on AWS; drop this runtime's own directory (an interpreter
-    # older than 3.11 puts the script's directory there even with -I).
+    opt = os.environ.get(OPT_ROOT_ENV, "/opt")
+    # The function's code comes first on sys.path, then its layers' Python directories, as on AWS; drop this
+    # runtime's own directory (an interpreter older than 3.11 puts the script's directory there even with -I).
     here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [task_root] + [p for p in sys.path if p and os.path.abspath(p) != here]
+    layers = [f"{opt}/python/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages",
+              f"{opt}/python"]
+    sys.path[:] = [task_root, *layers] + [p for p in sys.path if p and os.path.abspath(p) != here]
     os.chdir(task_root)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)

@@ -26,6 +26,7 @@ class SandboxSpec:
     argv: list[str]                # as seen inside the sandbox
     env: dict[str, str]
     code_dir: Path                 # host path; appears read-only at backend.task_root
+    opt_dir: Path | None = None    # host path of the function's layers; appears read-only at backend.opt_root
     memory_mb: int = 128
     ephemeral_mb: int = 512
     pass_fds: tuple[int, ...] = ()
@@ -165,6 +166,10 @@ class SandboxBackend(abc.ABC):
     @abc.abstractmethod
     def task_root(self, spec: SandboxSpec) -> str:
         """Where the function's code appears inside the sandbox."""
+
+    def opt_root(self, spec: SandboxSpec) -> str:
+        """Where the function's layers appear inside the sandbox (/opt, as on AWS)."""
+        return "/opt"
 
     @abc.abstractmethod
     def runtime_dir(self) -> str:

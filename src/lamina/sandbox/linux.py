@@ -281,6 +281,7 @@ class LinuxBackend(SandboxBackend):
         config = {
             "root": self.root_dir,
             "code_dir": str(spec.code_dir),
+            "opt_dir": str(spec.opt_dir) if spec.opt_dir is not None else None,
             "runtime_dir": str(RUNTIME_DIR),
             "lang_home": _lang_home(spec.lang),
             "lang_bin": {name: spec.lang.executable for name in spec.lang.command_names} if spec.lang else {},

@@ -85,6 +85,10 @@ class ProcessBackend(SandboxBackend):
     def task_root(self, spec: SandboxSpec) -> str:
         return str(spec.code_dir)
 
+    def opt_root(self, spec: SandboxSpec) -> str:
+        # No mount namespace here: the layers stay where they were unpacked.
+        return str(spec.opt_dir) if spec.opt_dir is not None else "/opt"
+
     def runtime_dir(self) -> str:
         return str(RUNTIME_DIR)
 

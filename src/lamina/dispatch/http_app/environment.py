@@ -169,9 +169,9 @@ class HttpAppEnvironment(Environment):
                 env["AWS_LWA_READINESS_CHECK_PORT"] = str(self.readiness_port)
         self._started_ns = time.perf_counter_ns()
         return SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/{self.app.command}"],
-                           env=env, code_dir=self.spec.code_dir, memory_mb=self.spec.memory_mb,
-                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), network_handle=True,
-                           lang=lang)
+                           env=env, code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir,
+                           memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
+                           log_fd=self._log_write_fd(), network_handle=True, lang=lang)
 
     async def _await_ready(self) -> None:
         """Poll the readiness check every 10 ms until the app is healthy (the init timer bounds it)."""
