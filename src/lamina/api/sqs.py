@@ -16,11 +16,13 @@ from urllib.parse import parse_qsl
 
 import orjson
 from starlette.datastructures import URLPath
-from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from lamina.api import sqs_protocol as wire
-from lamina.functions.rest import read_body
+from lamina.functions.rest import json_response, read_body
 from lamina.queues import errors
 from lamina.queues.errors import SqsError
 from lamina.queues.message import Message, attributes_md5
@@ -465,4 +467,8 @@ class SqsRoute(BaseRoute):
 
 
 def routes(service: QueueService) -> list[BaseRoute]:
-    return [SqsRoute(SqsApi(service))]
+    """The SQS API, and Lamina's own view of its queues (depth, in flight, oldest message: `lamina queue ls`)."""
+    async def describe(request: Request) -> Response:
+        return json_response({"Queues": [service.describe(q) for q in service.list_queues(service.account)]})
+
+    return [SqsRoute(SqsApi(service)), Route("/lamina/v1/queues", describe, methods=["GET"])]
