@@ -1,0 +1,302 @@
+"""`lamina serve`: one process, one uvloop event loop. Composes the parts: the function core (functions/) over the
+dispatcher and its environments, and the front ends over it — the REST APIs (api/) and the invoke endpoints behind
+the HTTP front door (gateway/http/), the UDP gateway, asynchronous event delivery (events/) — and runs them under
+uvicorn until a signal, then drains."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import importlib.util
+import io
+import logging
+import os
+import resource
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from importlib import resources
+from types import FrameType
+
+import uvicorn
+import uvloop
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
+
+from lamina import __version__
+from lamina.api import app as api_app
+from lamina.api import async_invoke, event_invoke_config, invoke_stream
+from lamina.api import event_source_mappings as esm_api
+from lamina.api import sqs as sqs_api
+from lamina.api.invoke import InvokeEndpoint
+from lamina.api.invoke_stream import StreamInvokeHandler
+from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
+from lamina.dispatch.dispatcher import Dispatcher
+from lamina.dispatch.prometheus import DispatchCollector
+from lamina.events import queue_targets
+from lamina.events.delivery import AsyncInvoker
+from lamina.events.esm import EsmRunner
+from lamina.events.prometheus import AsyncEventsCollector
+from lamina.functions import invoke as invoke_path
+from lamina.functions.concurrency import ConcurrencyService
+from lamina.functions.event_invoke_config import EventInvokeConfigService
+from lamina.functions.event_source_mappings import EventSourceMappingService
+from lamina.functions.invoke import InvokeHandler
+from lamina.functions.permissions import PolicyService
+from lamina.functions.registry import FunctionService
+from lamina.functions.urls import FunctionUrlService
+from lamina.gateway.http import metrics as metrics_endpoint
+from lamina.gateway.http.fast_http import protocol_for
+from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
+from lamina.gateway.udp import api as udp_api
+from lamina.gateway.udp.prometheus import UdpCollector
+from lamina.gateway.udp.service import UdpGateway
+from lamina.microvm.manager import MicrovmManager, load_engine
+from lamina.microvm.prometheus import MicrovmCollector
+from lamina.queues.service import QueueService
+from lamina.sandbox import get_backend
+from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
+from lamina.store.async_events import SqliteEventQueue
+from lamina.store.blobs import CodeStore
+from lamina.store.db import Database
+from lamina.store.logs import LogStore
+from lamina.store.messages import SqliteMessageStore
+
+log = logging.getLogger("lamina")
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.db = Database(data / "lamina.db")
+        self.code = CodeStore(data)
+        self.logs = LogStore(data / "logs")
+        self.backend = get_backend(settings.sandbox, settings.sandbox_scheduling)
+        # The interpreters of python3.X and nodejsN.x on this host (the banner and health list them).
+        self.runtimes = HostRuntimes.discover(parse_runtime_paths(settings.runtime_paths))
+        self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
+                                     scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
+                                     queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes,
+                                     metrics=settings.metrics)
+        self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
+        self.urls = FunctionUrlService(settings, self.functions, self.db)
+        self.policies = PolicyService(self.functions, self.db)
+        self.concurrency = ConcurrencyService(self.functions, self.db)
+        # Asynchronous invocation: the events/ front end's durable queue is where the core hands Event invokes.
+        self.event_configs = EventInvokeConfigService(self.functions, self.db)
+        self.events = AsyncInvoker(self.functions, self.event_configs,
+                                   SqliteEventQueue(self.db.path, settings.async_durability), settings)
+        self.functions.event_sink = self.events
+        # Queues (SQS API) in the same store, with the same durability as async events.
+        self.queues = QueueService(SqliteMessageStore(self.db.path, settings.async_durability), settings.region,
+                                   settings.account_id)
+        # Event source mappings: queues feed functions (events/esm.py); queues as destinations and DLQs.
+        self.mappings = EventSourceMappingService(self.functions, self.db, self.queues)
+        self.esm = EsmRunner(self.functions, self.mappings, self.queues, settings)
+        queue_targets.attach(self.queues, self.events, self.event_configs, self.functions)
+        self.udp = UdpGateway(settings, self.db, self.functions)
+        self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
+        self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
+        self.metrics = self._metrics_registry() if settings.metrics else None
+        self.app = self._front_door()
+
+    def _metrics_registry(self) -> CollectorRegistry:
+        """What /metrics exposes: each part's collector, read at scrape time (a part that adds metrics registers
+        its collector here), and the server process's own CPU, memory, fds and GC."""
+        registry = CollectorRegistry(auto_describe=True)
+        for collector in (DispatchCollector(self.dispatcher), AsyncEventsCollector(self.events),
+                          MicrovmCollector(self.microvms), UdpCollector(self.udp),
+                          PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
+        return registry
+
+    def _front_door(self) -> FrontDoor:
+        """The front ends, composed: the REST APIs (api/ and the UDP gateway's own) behind the HTTP front door,
+        which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
+        routes = sqs_api.routes(self.queues)   # first: it claims only SQS requests (X-Amz-Target or form posts)
+        routes += api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
+        routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
+        routes += esm_api.routes(self.mappings, self.esm.stats)
+        routes += udp_api.routes(self.udp)
+        routes.append(metrics_endpoint.route(self.metrics))
+        control = api_app.control_app(routes, self.lifespan)
+        invoke = InvokeHandler(self.functions)
+        invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
+                                            (invoke_stream.match, StreamInvokeHandler(self.functions))]
+        return FrontDoor(control, self.functions, invoke, invoke_routes, urls=self.urls, microvms=self.microvms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: object) -> AsyncIterator[None]:
+        self.dispatcher.start()
+        self.functions.load()
+        self.urls.load()
+        self.policies.load()
+        self.concurrency.load()
+        self.event_configs.load()
+        self.microvms.load()   # before the UDP listeners: their microvm destinations need its images
+        await self.udp.load()
+        self.microvms.start()
+        self.queues.load()
+        self.queues.start()
+        self.mappings.load()
+        self.events.start()   # after the functions: queued events run as soon as their versions are there
+        self.esm.start()
+        if self.settings.example:
+            await self._deploy_example()
+        self._banner()
+        # Everything loaded so far lives as long as the server: keep the cyclic GC's full collections from
+        # walking it again and again under load (they would scan every module, route and function object).
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and waited for in-flight HTTP requests (sync invokes);
+            # now finish async invocations, then stop every environment.
+            # No new UDP packets from here on; batches already invoked finish with the drain below.
+            # Async events: no new attempts; running ones finish in the drain and are recorded, the rest stay queued.
+            self.events.stop()
+            self.esm.stop()   # no new batches; those being invoked finish in the drain
+            await self.udp.close()
+            log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
+            await self.functions.close()
+            await self.dispatcher.shutdown(self.settings.drain_seconds)
+            await self.events.close()
+            await self.esm.close()
+            await self.queues.close()
+            await self.microvms.close()
+            self.backend.close()
+            self.logs.close()
+            self.db.close()
+            log.info("stopped")
+
+    async def _deploy_example(self) -> None:
+        if "hello" in self.functions.functions:
+            return
+        source = resources.files("lamina") / "examples" / "hello" / "app.py"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("app.py", source.read_text())
+        self.functions.create({"FunctionName": "hello", "Runtime": "python3.11", "Handler": "app.handler",
+                               "Role": "arn:aws:iam::000000000000:role/lamina",
+                               "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+        fn = self.functions.functions["hello"]
+        if fn.activation is not None:
+            await fn.activation
+
+    def _banner(self) -> None:
+        s = self.settings
+        lines = [
+            f"Lamina {__version__} listening on {s.endpoint}",
+            f"  data:    {s.data_dir}",
+            f"  sandbox: {self.backend.describe()}",
+            f"  runtimes: {self.runtimes.summary()}",
+            f"  functions: {len(self.functions.functions)}",
+        ]
+        if self.udp.listeners:
+            lines.append(f"  udp listeners: {self.udp.summary()}")
+        cli = _own_command("lamina") + ("" if s.port == DEFAULT_PORT and s.host == DEFAULT_HOST
+                                        else f" --endpoint {s.endpoint}")
+        if "hello" in self.functions.functions and self.settings.example:
+            lines += ["", "Try the example function (each line works as pasted):", *_try_lines(cli, s), "",
+                      "MicroVMs and the UDP gateway (see README):",
+                      f"  {cli} microvm image create DIR      # a directory with a Dockerfile",
+                      f"  {cli} udp listener create --port 5353 --destination function:NAME"]
+        if not self.backend.isolated:
+            why = "this build has no linux sandbox yet" if os.geteuid() == 0 else "run as root for the linux sandbox"
+            lines.append(f"  WARNING: functions are NOT isolated from this host (process backend; {why}).")
+        print("\n".join(lines), flush=True)
+        if not self.backend.isolated:
+            log.warning("sandbox backend %r: functions are not isolated", self.backend.name)
+
+    def uvicorn_config(self) -> uvicorn.Config:
+        return uvicorn.Config(
+            # http: uvicorn's httptools protocol with the Invoke / function-URL hot path in front (fast_http.py).
+            self.app, host=self.settings.host, port=self.settings.port, loop="none", http=protocol_for(self.app),
+            lifespan="on", access_log=False, log_level=self.settings.log_level,
+            timeout_graceful_shutdown=int(self.settings.drain_seconds) or None,
+            timeout_keep_alive=75, server_header=False, date_header=False,
+        )
+
+
+def _own_command(name: str) -> str:
+    """A command of the environment this server runs in (its venv's bin), by a path that works from anywhere."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return shlex.quote(beside) if os.access(beside, os.X_OK) else name
+
+
+def _try_lines(cli: str, s: Settings) -> list[str]:
+    """Invokes of the example function with the CLI, the AWS CLI and boto3, that run as pasted on a fresh machine:
+    region and dummy credentials inline (a client without them stops at NoRegionError / NoCredentialsError)."""
+    creds = f"AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION={s.region}"
+    # `make awscli` (and `make test`) put the AWS CLI in its own venv beside Lamina's: `make run` starts here.
+    local = os.path.abspath(".venv-awscli/bin/aws")
+    aws = local if os.access(local, os.X_OK) else shutil.which("aws")
+    lines = [f"  {cli} invoke hello --payload '{{\"name\": \"Lamina\"}}' --log"]
+    if aws:
+        lines.append(f"  {creds} {shlex.quote(aws)} lambda invoke --endpoint-url {s.endpoint} --function-name hello "
+                     f"out.json && cat out.json")
+    else:
+        lines.append("  (the AWS CLI: `make awscli` puts it in .venv-awscli/bin)")
+    boto3 = (f"import boto3; print(boto3.client('lambda', endpoint_url='{s.endpoint}', region_name='{s.region}', "
+             f"aws_access_key_id='test', aws_secret_access_key='test').invoke(FunctionName='hello')['Payload'].read())")
+    if importlib.util.find_spec("boto3") is not None:
+        lines.append(f"  {shlex.quote(sys.executable)} -c \"{boto3}\"")
+    return lines
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its shutdown; after a clean drain we exit 0 instead.
+
+    On the first signal it also ends long-lived streams (log followers), which uvicorn would
+    otherwise wait for until its graceful-shutdown timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, lamina: Server) -> None:
+        super().__init__(config)
+        self.lamina = lamina
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self.lamina.logs.end_followers()
+        self.lamina.queues.stop_waiting()   # long polls answer now instead of holding the drain
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def _raise_fd_limit() -> None:
+    """Each environment holds a channel socket and a log pipe: 1,000 of them need more than 1,024 fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; then drain and stop."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    _raise_fd_limit()
+    server = Server(settings)
+    userver = _UvicornServer(server.uvicorn_config(), server)
+    uvloop.run(userver.serve())
+    if not userver.started:
+        sys.exit(1)
+
