@@ -450,6 +450,13 @@ from lamina.cli.events import app as _events_app  # noqa: E402
 
 app.add_typer(_events_app, name="events")
 
+# `lamina queue ...` and `lamina esm ...` (cli/queues.py).
+from lamina.cli.queues import esm_app as _esm_app  # noqa: E402
+from lamina.cli.queues import queue_app as _queue_app  # noqa: E402
+
+app.add_typer(_queue_app, name="queue")
+app.add_typer(_esm_app, name="esm")
+
 # `lamina runtimes` (cli/runtimes.py).
 from lamina.cli.runtimes import runtimes as _runtimes  # noqa: E402
 
