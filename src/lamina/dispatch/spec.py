@@ -34,6 +34,9 @@ class FunctionSpec:
     log_level: str = ""
     per_tenant: bool = False       # TenancyConfig.TenantIsolationMode PER_TENANT: one pool per tenant
     opt_dir: Path | None = None    # the function's layers, unpacked in order (shown read-only at /opt)
+    # The network its environments join: "none" (loopback only), "outbound" (NAT to the host's outside network) or a
+    # VPC pair's key ("subnet-...|sg-...,sg-..."): lamina/net/.
+    network: str = "none"
 
     @property
     def key(self) -> str:

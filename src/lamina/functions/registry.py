@@ -41,6 +41,8 @@ from lamina.functions.code import code_sha256_b64, decode_zip, layers_dir, unpac
 from lamina.functions.errors import AwsError, not_found
 from lamina.functions.layers import LayerService
 from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
+from lamina.net.errors import NetError
+from lamina.net.service import NetworkService
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
 from lamina.store.functions import FunctionRepo
@@ -49,6 +51,7 @@ from lamina.store.versions import AliasRepo, AliasRow, VersionRepo, VersionRow
 
 if TYPE_CHECKING:
     from lamina.functions.async_queue import EventSink
+    from lamina.functions.code_signing import CodeSigningService
 
 log = logging.getLogger("lamina.functions")
 
@@ -140,8 +143,10 @@ class Alias:
 
 class FunctionService:
     def __init__(self, settings: Settings, db: Database, code: CodeStore, logs: LogStore,
-                 dispatcher: Dispatcher) -> None:
+                 dispatcher: Dispatcher, networks: NetworkService | None = None) -> None:
         self.settings = settings
+        # VPCs, subnets and security groups (VpcConfig); without one given, the model alone (no plumbing).
+        self.networks = networks or NetworkService(db, settings.region, settings.account_id)
         self.repo = FunctionRepo(db)
         self.version_repo = VersionRepo(db)
         self.alias_repo = AliasRepo(db)
@@ -162,6 +167,8 @@ class FunctionService:
         self.unreserved_claims: list[Callable[[], int]] = []
         # Where Event invocations go: the durable async queue (events/), set by the server that composes them.
         self.event_sink: EventSink | None = None
+        # Code signing configurations (CreateFunction's CodeSigningConfigArn); the service sets itself here.
+        self.code_signing: CodeSigningService | None = None
         # Dead-letter queue kinds by ARN service ('sqs', 'sns'), each with whether an ARN names one that exists;
         # the parts that provide queues or topics register theirs. A DeadLetterConfig of another kind is refused.
         self.dead_letter_targets: dict[str, Callable[[str], bool]] = {}
@@ -189,6 +196,8 @@ class FunctionService:
             if (owner := self.functions.get(arow.function_name)) is not None:
                 owner.aliases[arow.name] = Alias.from_stored(arow.name, arow.config)
         for fn in self.functions.values():
+            for ver in (fn, *fn.versions.values()):
+                self._use_network(ver)
             if fn.state == "Pending" or fn.updating:
                 self._start_activation(fn, "create" if fn.state == "Pending" else "update")
             elif self.code.task_dir(fn.code_hex).exists():
@@ -279,9 +288,34 @@ class FunctionService:
             code_sha=cfg["CodeSha256"], environment=tuple(sorted(variables.items())),
             ephemeral_mb=cfg.get("EphemeralStorage", {}).get("Size", 512), region=self.settings.region,
             log_level=(cfg.get("LoggingConfig") or {}).get("ApplicationLogLevel", ""),
-            per_tenant=is_per_tenant(cfg),
+            per_tenant=is_per_tenant(cfg), network=self.networks.network_for(cfg.get("VpcConfig")),
             opt_dir=layers_dir(self.code, fn.layer_hexes),
         )
+
+    def _vpc_config(self, body: dict) -> dict | None:
+        """VpcConfig as AWS answers it (VpcId added), checked as AWS checks it: its form, then that the security
+        groups exist, then the subnets, then that they are in one VPC."""
+        vpc = v.vpc_config(body)
+        if vpc is None:
+            return None
+        vpc_id = ""
+        if vpc["SubnetIds"]:
+            try:
+                vpc_id = self.networks.resolve(vpc["SubnetIds"], vpc["SecurityGroupIds"])
+            except NetError as exc:
+                operation = {"InvalidGroup.NotFound": "DescribeSecurityGroups",
+                             "InvalidSubnetID.NotFound": "DescribeSubnets"}.get(exc.code)
+                if operation is None:
+                    raise AwsError("InvalidParameterValueException", exc.message) from None
+                raise AwsError("InvalidParameterValueException", f"Error occurred while {operation}. EC2 Error Code: "
+                               f"{exc.code}. EC2 Error Message: {exc.message}") from None
+        return {"SubnetIds": vpc["SubnetIds"], "SecurityGroupIds": vpc["SecurityGroupIds"], "VpcId": vpc_id,
+                "Ipv6AllowedForDualStack": vpc["Ipv6AllowedForDualStack"]}
+
+    def _use_network(self, fn: Function) -> None:
+        """The version's shared interfaces (its VpcConfig's pairs) are in use by it from now on."""
+        vpc = fn.config.get("VpcConfig")
+        self.networks.use(fn.key, fn.name, vpc if vpc and vpc.get("SubnetIds") else None)
 
     # ------------------------------------------------------------------ create / update / delete
 
@@ -319,6 +353,10 @@ class FunctionService:
         tenancy = v.tenancy_config(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
         attached = self.layers.attach(body["Layers"]) if body.get("Layers") is not None else None
+        vpc = self._vpc_config(body)
+        signing = None
+        if body.get("CodeSigningConfigArn") is not None and self.code_signing is not None:
+            signing = self.code_signing.check_create(body["CodeSigningConfigArn"])
         role = v.string(body, "Role", "role", 2048) or ""
         code = body.get("Code")
         if not isinstance(code, dict):
@@ -366,11 +404,15 @@ class FunctionService:
             config["TenancyConfig"] = tenancy  # immutable from now on
         if dead_letter:
             config["DeadLetterConfig"] = {"TargetArn": dead_letter}
+        if vpc is not None:
+            config["VpcConfig"] = vpc
         if attached is not None and attached.entries:
             config["Layers"] = attached.entries
         fn = Function(ref.name, config, tags, code_hex, layer_hexes=attached.code_hexes if attached else [])
         self.functions[fn.name] = fn
         self._persist(fn, new=True)
+        if signing is not None and self.code_signing is not None:
+            self.code_signing.bind(fn.name, signing)
         self._start_activation(fn, "create")
         if publish:
             # Version 1 is published from what was just created; it goes Active with it. AWS answers
@@ -441,6 +483,7 @@ class FunctionService:
         env = v.environment(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
         attached = self.layers.attach(body["Layers"]) if body.get("Layers") is not None else None
+        vpc = self._vpc_config(body)
         if body.get("TenancyConfig") is not None and v.tenancy_config(body) != fn.config.get("TenancyConfig"):
             raise AwsError("InvalidParameterValueException", "Tenancy configuration cannot be modified after "
                            "function creation.")
@@ -462,13 +505,19 @@ class FunctionService:
                 fn.config["Layers"] = attached.entries
             else:
                 fn.config.pop("Layers", None)
-        self._begin_update(fn)
+        network_change = vpc is not None and vpc != fn.config.get("VpcConfig")
+        if network_change:
+            fn.config["VpcConfig"] = vpc
+        self._begin_update(fn, network_change)
         return dict(fn.config)
 
-    def _begin_update(self, fn: Function) -> None:
+    def _begin_update(self, fn: Function, network_change: bool = False) -> None:
+        # A VPC change (or detach) is reported as AWS reports it: "Creating" (its interfaces), absent from
+        # botocore's enum but what AWS sends.
+        reason, code = (("The function is being created.", "Creating") if network_change
+                        else ("The function is being updated.", "Updating"))
         fn.config.update(LastModified=_timestamp(), RevisionId=str(uuid.uuid4()), LastUpdateStatus="InProgress",
-                         LastUpdateStatusReason="The function is being updated.",
-                         LastUpdateStatusReasonCode="Updating")
+                         LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
         self._persist(fn)
         self._start_activation(fn, "update")
 
@@ -493,6 +542,8 @@ class FunctionService:
             fn.activation.cancel()
         del self.functions[fn.name]
         self.dispatcher.remove_function(fn.name)
+        for ver in (fn, *fn.versions.values()):
+            self.networks.release(ver.key)
         self.repo.delete(fn.name)  # its versions and aliases go with it (ON DELETE CASCADE)
         for hook in self.delete_hooks:
             hook(fn.name)
@@ -510,6 +561,7 @@ class FunctionService:
                            f"reference it: [{', '.join(using)}]")
         del fn.versions[number]
         self.dispatcher.remove_version(fn.name, ver.version)
+        self.networks.release(ver.key)
         self.version_repo.delete(fn.name, int(number))
         for hook in self.qualifier_hooks:
             hook(fn.name, number)
@@ -547,6 +599,7 @@ class FunctionService:
         ver = Function(fn.name, config, fn.tags, fn.code_hex, version=number, source_digest=digest,
                        layer_hexes=list(fn.layer_hexes))
         fn.versions[number] = ver
+        self._use_network(ver)
         self.version_repo.insert(VersionRow(fn.name, int(number), self._version_doc(ver)))
         fn.config["RevisionId"] = str(uuid.uuid4())  # publishing is a change to $LATEST's revision on AWS too
         self._persist(fn)
@@ -704,9 +757,15 @@ class FunctionService:
             problem = _static_problem(spec)
             if problem is not None:
                 raise InitFailure(problem, None)
+            # Pending (or InProgress) while the function's shared interfaces are set up, as on AWS.
+            self._use_network(fn)
+            await self.networks.ready(fn.key)
             await self.dispatcher.prewarm(spec)
         except asyncio.CancelledError:
             raise
+        except NetError as exc:
+            self._activation_failed(fn, kind, {"errorType": "NetworkError", "errorMessage": exc.message,
+                                               "reasonCode": _NETWORK_REASONS.get(exc.code, "InternalError")})
         except InitFailure as failure:
             self._activation_failed(fn, kind, failure.body)
         except Exception as exc:
@@ -728,7 +787,9 @@ class FunctionService:
         reason = f"{error_type}: {body.get('errorMessage', '')}".strip()
         code = "FunctionError.InitTimeout" if error_type == "Sandbox.Timedout" else (
             "InternalError" if error_type == "InternalError" else "FunctionError.RuntimeInitError")
-        if error_type == "Runtime.InvalidEntrypoint":
+        if error_type == "NetworkError":
+            reason, code = body.get("errorMessage", ""), body["reasonCode"]
+        elif error_type == "Runtime.InvalidEntrypoint":
             code = "FunctionError.InvalidEntryPoint"
         elif error_type == "InvalidRuntime":
             code = "InvalidRuntime"
@@ -739,6 +800,11 @@ class FunctionService:
         # Invocations still run the new code and report its init error, as on AWS.
         self.dispatcher.set_function(self.spec_for(fn))
         self._settle_pending_versions(fn, (reason, code))
+
+
+# EC2 errors met while setting up a function's interfaces, as State/LastUpdateStatus reason codes.
+_NETWORK_REASONS = {"SubnetOutOfIPAddresses": "SubnetOutOfIPAddresses", "InvalidSubnetID.NotFound": "InvalidSubnet",
+                    "InvalidGroup.NotFound": "InvalidSecurityGroup"}
 
 
 def is_per_tenant(config: dict) -> bool:
@@ -758,7 +824,7 @@ def publish_to(body: dict) -> None:
 
 def _static_problem(spec: FunctionSpec) -> dict | None:
     """Problems visible without running anything (custom runtimes need an executable bootstrap)."""
-    if spec.is_python:
+    if spec.is_python or spec.is_node:
         return None
     candidates = [Path(spec.code_dir) / "bootstrap"] + ([spec.opt_dir / "bootstrap"] if spec.opt_dir else [])
     if not any(b.is_file() and os.access(b, os.X_OK) for b in candidates):

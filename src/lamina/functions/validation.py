@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from lamina.functions.errors import AwsError, validation
+from lamina.functions.errors import AwsError, validation, validation_errors
 from lamina.sandbox.interpreters import LANGUAGE_RUNTIMES
 
 MIN_MEMORY, MAX_MEMORY = 128, 10240
@@ -149,10 +149,31 @@ def ephemeral_storage(body: dict) -> int | None:
     return integer(value, "Size", "ephemeralStorage.size", 512, 10240)
 
 
+MAX_TAGS = 50
+_TAG_KEY_CONSTRAINT = ("Map keys must satisfy constraint: [Member must have length less than or equal to 128, Member "
+                       "must have length greater than or equal to 1]")
+_TAG_VALUE_CONSTRAINT = ("Map value must satisfy constraint: [Member must have length less than or equal to 256, "
+                         "Member must have length greater than or equal to 0]")
+
+
 def tags(body: dict) -> dict[str, str]:
-    value = body.get("Tags") or {}
+    return check_tags(body.get("Tags") or {})
+
+
+def check_tags(value: object, member: str = "tags") -> dict[str, str]:
+    """A Tags map (CreateFunction, CreateCodeSigningConfig, TagResource): at most 50, keys 1-128 characters not
+    starting with aws:, values up to 256, as AWS limits them."""
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise validation(value, "tags", "Member must be a map of strings to strings")
+        raise validation(value, member, "Member must be a map of strings to strings")
+    if len(value) > MAX_TAGS:
+        raise AwsError("InvalidParameterValueException", "Number of tags exceeds resource tag limit.")
+    for key, tag in value.items():
+        if not 1 <= len(key) <= 128:
+            raise validation(value, member, _TAG_KEY_CONSTRAINT)
+        if len(tag) > 256:
+            raise validation(value, member, _TAG_VALUE_CONSTRAINT)
+        if key.lower().startswith("aws:"):
+            raise AwsError("InvalidParameterValueException", f"Tag keys starting with 'aws:' are reserved: {key}")
     return dict(value)
 
 
@@ -230,3 +251,39 @@ def dead_letter_config(body: dict, targets: dict[str, Callable[[str], bool]]) ->
     if not exists(arn):
         raise AwsError("InvalidParameterValueException", f"The provided target ARN {arn} does not exist.")
     return arn
+
+
+SUBNET_ID = re.compile(r"subnet-[0-9a-z]*")
+SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-zA-Z]*")
+
+
+def vpc_config(body: dict) -> dict | None:
+    """VpcConfig's form, as AWS checks it before looking anything up: {SubnetIds, SecurityGroupIds,
+    Ipv6AllowedForDualStack}, both lists given or both empty; None when the request has none."""
+    value = body.get("VpcConfig")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "vpcConfig", "Member must be a structure")
+    problems: list[tuple[object, str, str]] = []
+    lists: list[list[str]] = []
+    for key, member, pattern, most in (("SubnetIds", "vpcConfig.subnetIds", SUBNET_ID, 16),
+                                       ("SecurityGroupIds", "vpcConfig.securityGroupIds", SECURITY_GROUP_ID, 5)):
+        ids = value.get(key) or []
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise validation(ids, member, "Member must be a list of strings")
+        lists.append(ids)
+        if len(ids) > most:
+            problems.append((ids, member, f"Member must have length less than or equal to {most}"))
+        elif any(len(i) > 1024 or not pattern.fullmatch(i) for i in ids):
+            problems.append((ids, member, "Member must satisfy constraint: [Member must have length less than or "
+                             "equal to 1024, Member must have length greater than or equal to 0, Member must satisfy "
+                             f"regular expression pattern: {pattern.pattern}]"))
+    if problems:
+        raise validation_errors(problems)
+    dual_stack = boolean(value, "Ipv6AllowedForDualStack", "vpcConfig.ipv6AllowedForDualStack") or False
+    subnets, groups = lists
+    if bool(subnets) != bool(groups):
+        raise AwsError("InvalidParameterValueException",
+                       "SubnetIds and SecurityIds must coexist or be both empty list.")
+    return {"SubnetIds": list(subnets), "SecurityGroupIds": list(groups), "Ipv6AllowedForDualStack": dual_stack}
