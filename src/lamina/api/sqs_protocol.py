@@ -48,7 +48,7 @@ _QUERY_LISTS = {
 # Result lists -> the query model's element name for each item (flattened).
 _XML_ITEMS = {"QueueUrls": "QueueUrl", "queueUrls": "QueueUrl", "Messages": "Message",
               "Failed": "BatchResultErrorEntry", "StringListValues": "StringListValue",
-              "BinaryListValues": "BinaryListValue"}
+              "BinaryListValues": "BinaryListValue", "Results": "ListMessageMoveTasksResultEntry"}
 _XML_SUCCESS = {"SendMessageBatch": "SendMessageBatchResultEntry",
                 "DeleteMessageBatch": "DeleteMessageBatchResultEntry",
                 "ChangeMessageVisibilityBatch": "ChangeMessageVisibilityBatchResultEntry"}
