@@ -29,7 +29,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 
 from lamina import __version__
 from lamina.api import app as api_app
-from lamina.api import async_invoke, event_invoke_config, invoke_stream
+from lamina.api import async_invoke, event_invoke_config, invoke_stream, logs_api
 from lamina.api import event_source_mappings as esm_api
 from lamina.api import sqs as sqs_api
 from lamina.api.invoke import InvokeEndpoint
@@ -46,6 +46,7 @@ from lamina.functions.concurrency import ConcurrencyService
 from lamina.functions.event_invoke_config import EventInvokeConfigService
 from lamina.functions.event_source_mappings import EventSourceMappingService
 from lamina.functions.invoke import InvokeHandler
+from lamina.functions.log_groups import LogGroupService
 from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
 from lamina.functions.urls import FunctionUrlService
@@ -77,6 +78,7 @@ class Server:
         self.db = Database(data / "lamina.db")
         self.code = CodeStore(data)
         self.logs = LogStore(data / "logs")
+        self.log_groups = LogGroupService(self.logs, settings.region, settings.account_id)   # the CloudWatch Logs view
         self.backend = get_backend(settings.sandbox, settings.sandbox_scheduling)
         # The interpreters of python3.X and nodejsN.x on this host (the banner and health list them).
         self.runtimes = HostRuntimes.discover(parse_runtime_paths(settings.runtime_paths))
@@ -124,6 +126,7 @@ class Server:
         routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
         routes += esm_api.routes(self.mappings, self.esm.stats)
         routes += udp_api.routes(self.udp)
+        routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
         routes.append(metrics_endpoint.route(self.metrics))
         control = api_app.control_app(routes, self.lifespan)
         invoke = InvokeHandler(self.functions)
@@ -147,6 +150,7 @@ class Server:
         self.mappings.load()
         self.events.start()   # after the functions: queued events run as soon as their versions are there
         self.esm.start()
+        self.log_groups.start()   # retention
         if self.settings.example:
             await self._deploy_example()
         self._banner()
@@ -172,6 +176,7 @@ class Server:
             await self.queues.close()
             await self.microvms.close()
             self.backend.close()
+            self.log_groups.stop()
             self.logs.close()
             self.db.close()
             log.info("stopped")

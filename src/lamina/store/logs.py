@@ -1,14 +1,18 @@
 """Function logs: one append-only NDJSON file per function, with live followers.
 
 Each record is {"timestamp": epoch ms, "message": text, "logStreamName": stream}, the shape of a
-CloudWatch Logs event, so a later CloudWatch-compatible API can serve the same files.
+CloudWatch Logs event: the CloudWatch Logs API (functions/log_groups.py) serves the same files. A retention
+period per function (retention.json beside the logs) is enforced by expire(), which rewrites a log without its
+records older than a cut-off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import orjson
 
 ROTATE_BYTES = 32 * 1024 * 1024
+_TIMESTAMP = re.compile(rb'^\{"timestamp":(\d+)')
 FLUSH_DELAY_S = 0.1
 
 
@@ -94,6 +99,14 @@ class FunctionLog:
                 return
             self._flush_timer = loop.call_later(FLUSH_DELAY_S, self.flush)
 
+    def reopen(self) -> None:
+        """Open the file again (it was replaced by a rewrite)."""
+        if self._fh.closed:
+            return
+        self._fh.close()
+        self._fh = open(self.path, "ab", buffering=1 << 16)  # noqa: SIM115
+        self._size = self._fh.tell()
+
     def _rotate(self) -> None:
         self._fh.close()
         os.replace(self.path, self.path.with_suffix(".ndjson.1"))
@@ -112,6 +125,75 @@ class LogStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._open: dict[str, FunctionLog] = {}
+        self._retention_path = root / "retention.json"
+        try:
+            self.retention: dict[str, int] = json.loads(self._retention_path.read_text())
+        except (OSError, ValueError):
+            self.retention = {}
+
+    def names(self) -> list[str]:
+        """The functions whose log has records (a CloudWatch log group exists once something is written), sorted."""
+        self.flush_all()
+        found = {p.name[: -len(suffix)] for suffix in (".ndjson", ".ndjson.1") for p in self.root.glob("*" + suffix)}
+        return sorted(name for name in found if self.stored_bytes(name) > 0)
+
+    def exists(self, name: str) -> bool:
+        log = self._open.get(name)
+        if log is not None:
+            log.flush()
+        return self.stored_bytes(name) > 0
+
+    def stored_bytes(self, name: str) -> int:
+        total = 0
+        for suffix in (".ndjson", ".ndjson.1"):
+            with contextlib.suppress(OSError):
+                total += (self.root / f"{name}{suffix}").stat().st_size
+        return total
+
+    def set_retention(self, name: str, days: int | None) -> None:
+        """Keep a function's records this many days (None: forever); saved beside the logs."""
+        if days is None:
+            self.retention.pop(name, None)
+        else:
+            self.retention[name] = days
+        tmp = self._retention_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.retention))
+        os.replace(tmp, self._retention_path)
+
+    def expire(self, name: str, before_ms: int) -> int:
+        """Delete a function's records older than before_ms (rewriting its files); how many were deleted."""
+        log = self._open.get(name)
+        if log is not None:
+            log.flush()
+        removed = 0
+        for suffix in (".ndjson.1", ".ndjson"):
+            path = self.root / f"{name}{suffix}"
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                continue
+            with fh:
+                kept = []
+                dropped = 0
+                for line in fh:
+                    ts = _timestamp(line)
+                    if ts is not None and ts < before_ms:
+                        dropped += 1
+                    else:
+                        kept.append(line)
+            if not dropped:
+                continue
+            removed += dropped
+            if not kept:
+                path.unlink()
+            else:
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "wb") as out:
+                    out.writelines(kept)
+                os.replace(tmp, path)
+            if suffix == ".ndjson" and log is not None:
+                log.reopen()
+        return removed
 
     def for_function(self, name: str) -> FunctionLog:
         log = self._open.get(name)
@@ -124,6 +206,9 @@ class LogStore:
             log.flush()
 
     def delete(self, name: str) -> None:
+        """Remove a function's log and its retention setting; followers end."""
+        if name in self.retention:
+            self.set_retention(name, None)
         log = self._open.pop(name, None)
         if log is not None:
             for queue in log.followers:
@@ -131,6 +216,19 @@ class LogStore:
             log.close()
         for suffix in (".ndjson", ".ndjson.1"):
             (self.root / f"{name}{suffix}").unlink(missing_ok=True)
+
+    def clear(self, name: str) -> None:
+        """Delete a function's records and retention setting but keep its log open: environments still running
+        go on writing to it (CloudWatch Logs' DeleteLogGroup; Lambda's next records recreate the group)."""
+        if name in self.retention:
+            self.set_retention(name, None)
+        log = self._open.get(name)
+        if log is not None:
+            log.flush()
+        for suffix in (".ndjson", ".ndjson.1"):
+            (self.root / f"{name}{suffix}").unlink(missing_ok=True)
+        if log is not None:
+            log.reopen()
 
     def end_followers(self) -> None:
         """End every follow() stream (the server is stopping)."""
@@ -179,3 +277,15 @@ class LogStore:
                 yield record
         finally:
             log.followers.discard(queue)
+
+
+def _timestamp(line: bytes) -> int | None:
+    """A record line's timestamp: every writer puts it first; anything else is parsed (None: not a record)."""
+    m = _TIMESTAMP.match(line)
+    if m is not None:
+        return int(m.group(1))
+    try:
+        ts = json.loads(line).get("timestamp")
+    except (ValueError, AttributeError):
+        return None
+    return ts if isinstance(ts, int) else None
