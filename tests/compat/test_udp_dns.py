@@ -1,5 +1,5 @@
-"""A real app through the UDP gateway: a DNS server written as a Lambda function (dnslib, shipped in its
-zip) answers `dig` (Debian's dnsutils) on a listener's port, with batching on."""
+"""A real app through the UDP gateway: a DNS server written as a Lambda function (src/lamina/examples/dns, with
+dnslib shipped in its zip) answers `dig` (Debian's dnsutils) on a listener's port, with batching on."""
 
 from __future__ import annotations
 
@@ -7,30 +7,12 @@ import subprocess
 
 import pytest
 
-from helpers import installed_files, raw_request, require_command
+from helpers import REPO_ROOT, installed_files, raw_request, require_command
 
 pytestmark = pytest.mark.timeout(120)
 
-DNS_APP = '''
-import base64
-from dnslib import A, QTYPE, RCODE, RR, DNSRecord
-
-ZONE = {"example.test.": "192.0.2.53", "www.example.test.": "192.0.2.80"}
-
-def handler(event, context):
-    replies = []
-    for message in event["Messages"]:
-        query = DNSRecord.parse(base64.b64decode(message["Data"]))
-        answer = query.reply()
-        name = str(query.q.qname).lower()
-        if name in ZONE and query.q.qtype == QTYPE.A:
-            answer.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(ZONE[name]), ttl=60))
-        elif name not in ZONE:
-            answer.header.rcode = RCODE.NXDOMAIN
-        replies.append({"Tag": message["Tag"], "Data": base64.b64encode(answer.pack()).decode()})
-    return {"Replies": replies}
-'''
-
+# The README's example, as users deploy it.
+DNS_APP = (REPO_ROOT / "src" / "lamina" / "examples" / "dns" / "app.py").read_text()
 
 
 def dig(port: int, *args: str) -> str:

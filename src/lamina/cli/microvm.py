@@ -266,6 +266,8 @@ def run(
     client_token: Annotated[str | None, typer.Option(help="Idempotency token: the same token gives the same "
                                                           "MicroVM.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is RUNNING.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the MicroVM id (ID=$(lamina microvm "
+                                                              "run IMAGE -q)).")] = False,
     as_json: JsonOption = False,
     endpoint: EndpointOption = None,
 ) -> None:
@@ -289,6 +291,9 @@ def run(
             _fail(f"{mvm['microvmId']} did not start: {mvm.get('stateReason') or 'no reason given'}")
     if as_json:
         _print_json(mvm)
+        return
+    if quiet:
+        out.print(mvm["microvmId"], markup=False, soft_wrap=True)
         return
     # soft_wrap: an endpoint broken over two lines cannot be copied (rich wraps at 80 columns off a terminal).
     out.print(f"{mvm['microvmId']}  {mvm['state']}", markup=False, soft_wrap=True)
@@ -405,6 +410,11 @@ def token(
     out.print(_token(_client(ctx, endpoint), microvm_id, port or [], all_ports, minutes), markup=False, soft_wrap=True)
 
 
+def _is_text(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind.startswith("text/") or kind == "application/json" or kind.endswith("+json")
+
+
 @app.command("request")
 def request(
     ctx: typer.Context,
@@ -433,8 +443,15 @@ def request(
     with client.passthrough(method.upper(), target, body=body, headers=headers, timeout=300.0) as resp:
         if resp.status >= 300:
             err.print(f"HTTP {resp.status} {resp.reason}", markup=False)
+        last = b"\n"
         while chunk := resp.read1(65536):
             sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            last = chunk[-1:]
+        if last != b"\n" and _is_text(resp.headers.get("Content-Type") or ""):
+            # A text answer ends its line, as `lamina invoke`'s does (the next output or prompt starts on its
+            # own); other bytes are written exactly, for `> file`.
+            sys.stdout.buffer.write(b"\n")
             sys.stdout.buffer.flush()
     if resp.status >= 400:
         raise typer.Exit(1)

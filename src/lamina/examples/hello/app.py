@@ -1,4 +1,4 @@
-"""The example function `make run` deploys: greets whoever the event names."""
+"""The example function `make run` deploys: greets whoever the event names (a function URL's `?name=` too)."""
 
 import os
 
@@ -7,7 +7,9 @@ GREETING = os.environ.get("GREETING", "Hello")
 
 
 def handler(event, context):
-    name = event.get("name", "world") if isinstance(event, dict) else "world"
+    event = event if isinstance(event, dict) else {}
+    # A direct invoke's {"name": ...}, or a function URL's query string (API Gateway payload 2.0).
+    name = event.get("name") or (event.get("queryStringParameters") or {}).get("name") or "world"
     print(f"greeting {name}")
     return {
         "message": f"{GREETING}, {name}!",
