@@ -26,7 +26,7 @@ class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
                  keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue",
                  queue_timeout_s: float = 60.0, freeze_idle_s: float | None = 0.1,
-                 runtimes: HostRuntimes | None = None, metrics: bool = True) -> None:
+                 runtimes: HostRuntimes | None = None, metrics: bool = True, node_spares: int = 1) -> None:
         self.backend = backend
         # Counters for /metrics per function version (pool key); None: metrics are off and nothing is counted.
         self.stats: dict[str, FunctionStats] | None = {} if metrics else None
@@ -46,6 +46,8 @@ class Dispatcher:
         self.scale_out_interval_s = 0.1
         self.scale_out_step = 5
         self.per_request_environments = dispatch_mode == "per-request"
+        # Initialised, unused environments each Node.js function version keeps for its next cold start (pool.py).
+        self.node_spares = node_spares
         # The one starter every environment start goes through: bursts of 50, then 200 a second.
         self.starter = TokenBucket(50, 1 / 200)
         self.init_backoff_s = 0.5
@@ -173,8 +175,9 @@ class Dispatcher:
         """Stop the idle environments of every version of a function; returns how many."""
         count = 0
         for pool in [p for p in self.pools.values() if p.spec.name == name]:
-            count += len(pool.idle)
-            pool.stop_idle(keep_zygote=True)
+            before = len(pool.idle)
+            pool.stop_idle(keep_zygote=True)  # a Node.js function keeps its spares, as Python its zygote
+            count += before - len(pool.idle)
         return count
 
     # ------------------------------------------------------------------ concurrency limits
@@ -284,6 +287,7 @@ class Dispatcher:
             return
         env = pool.start_environment()
         await asyncio.shield(env.ready)
+        pool.keep_spares()
 
     # ------------------------------------------------------------------ the environment budget
 

@@ -29,6 +29,7 @@ from lamina.dispatch.runtime_api import RuntimeApiServer
 from lamina.dispatch.scaler import Ewma
 from lamina.dispatch.spec import FunctionSpec
 from lamina.httpevent.headers import header_block_ok
+from lamina.runtime.python_handler import CHANNEL_FD_ENV
 from lamina.runtime.startup import OPT_ROOT_ENV
 from lamina.runtime.wire import (
     HTTP_PREFIX,
@@ -279,6 +280,8 @@ class Environment:
         """Start the sandbox (subclasses start other kinds of environment)."""
         if self.spec.is_python:
             await self._start_forked()
+        elif self.spec.is_node:
+            await self._start_node()
         else:
             await self._start_runtime_api()
 
@@ -299,6 +302,42 @@ class Environment:
         self._started_ns = time.perf_counter_ns()
         try:
             self.sandbox = await zygote.fork(self, child, self._log_write_fd())
+        except SandboxError:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        await self._loop.create_unix_connection(lambda: _ChannelProtocol(self), sock=parent)
+
+    async def _start_node(self) -> None:
+        """Node.js handlers: node running the runtime's node_handler.mjs, on the channel as a Python environment
+        (Node.js cannot fork an initialised process: each environment is a process of its own, and a pool keeps
+        initialised spares, pool.py)."""
+        lang = language_of(self.spec, self.pool.dispatcher.runtimes)
+        assert lang is not None  # a nodejs runtime has one
+        where = SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir)
+        task_root, opt = self.backend.task_root(where), self.backend.opt_root(where)
+        runtime_dir = self.backend.runtime_dir()
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang)
+        # AWS's NODE_PATH: layers' node_modules (/opt/nodejs/nodeN/node_modules, /opt/nodejs/node_modules), the
+        # runtime's, the task root (ES modules do not read NODE_PATH, on AWS either).
+        env["NODE_PATH"] = (f"{opt}/nodejs/node{lang.major}/node_modules:{opt}/nodejs/node_modules:"
+                            f"{runtime_dir}/node_modules:{runtime_dir}:{task_root}")
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env[CHANNEL_FD_ENV] = str(child.fileno())
+        # AWS's bootstrap: a tenth of the memory for the young generation, the rest for the old one, so V8
+        # collects before the memory limit is reached.
+        new_space = self.spec.memory_mb // 10
+        argv = [lang.executable, "--expose-gc", "--max-http-header-size", "81920",
+                f"--max-semi-space-size={new_space // 2}", f"--max-old-space-size={self.spec.memory_mb - new_space}",
+                f"{runtime_dir}/node_handler.mjs"]
+        spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=argv, env=env, code_dir=self.spec.code_dir,
+                           opt_dir=self.spec.opt_dir, memory_mb=self.spec.memory_mb,
+                           ephemeral_mb=self.spec.ephemeral_mb, pass_fds=(child.fileno(),),
+                           log_fd=self._log_write_fd(), lang=lang)
+        self._started_ns = time.perf_counter_ns()
+        try:
+            self.sandbox = await self.backend.start(spec, self.on_exit)
         except SandboxError:
             parent.close()
             raise
@@ -587,6 +626,11 @@ class Environment:
             if len(body) > MAX_RESPONSE_BYTES:
                 body, error_type = _too_large_body(MAX_RESPONSE_BYTES, len(body)), "Function.ResponseSizeTooLarge"
             self._complete(body, error_type, header.get("rss_kb"), http=http, streamed=streamed)
+            if "exit" in header:
+                # The runtime ends itself after this answer (Node.js, after an uncaught exception, as AWS's does):
+                # nothing more goes to it.
+                self._die()
+                return
             self.state = State.IDLE
             self.idle_since = time.monotonic()
             self.pool.env_ready(self, fresh=False)

@@ -50,6 +50,7 @@ class PoolDispatcher(EnvironmentDispatcher, ZygoteDispatcher, Protocol):
     scale_out_interval_s: float
     scale_out_step: int
     per_request_environments: bool
+    node_spares: int
     starter: TokenBucket
     init_backoff_s: float
     init_backoff_max_s: float
@@ -136,6 +137,8 @@ class FunctionPool:
             env = self.idle.pop()  # the most recently used: keeps the others idle, so they can be reaped
             if env.state is State.IDLE:
                 env.deliver(inv)
+                if env.invocations == 1 and self.spare_target:
+                    self.keep_spares()  # a spare was taken
                 return
         self._enqueue(inv)
 
@@ -339,9 +342,42 @@ class FunctionPool:
             inv = self.queue.popleft()
             if not inv.done:
                 env.deliver(inv)
+                if env.invocations == 1 and self.spare_target:
+                    self.keep_spares()
                 return
-        self.idle.append(env)
+        if fresh and self.spare_target:
+            self.idle.insert(0, env)  # a spare: taken only when no used environment is idle (submit pops the end)
+        else:
+            self.idle.append(env)
         env.park()
+
+    # ------------------------------------------------------------------ spares (Node.js)
+
+    @property
+    def spare_target(self) -> int:
+        """Initialised environments kept unused for the next cold start: a Node.js function has no zygote to fork
+        from, so a new environment is a process start and a module load, which a spare has done already (as AWS
+        initialises environments ahead of invocations). Tenants' pools and HTTP apps keep none."""
+        if not self.spec.is_node or self.parent is not None or self.http_app is not None or self.retired:
+            return 0
+        return self.dispatcher.node_spares
+
+    def keep_spares(self) -> None:
+        """Start environments until spare_target are initialised (or starting) and unused, within the function's
+        and the account's environment limits, through the starter; never while init keeps failing."""
+        want = self.spare_target
+        if not want or self.dispatcher.closing or self._failed is not None:
+            return
+        want -= sum(1 for env in self.envs if env.invocations == 0 and env.state in (State.STARTING, State.IDLE))
+        cap = self.dispatcher.env_cap(self.spec.name)
+        while want > 0 and len(self.envs) < cap and self.dispatcher.can_start() and self.dispatcher.starter.take():
+            self.start_environment()
+            want -= 1
+
+    def _unused_kept(self, envs: list[Environment]) -> set[Environment]:
+        """The spares among envs that stay when idle environments are stopped (reaped or recycled)."""
+        unused = [env for env in envs if env.invocations == 0]
+        return set(unused[: self.spare_target])
 
     def init_succeeded(self) -> None:
         if self._failed is not None and len(self.provisioned) < self.provisioned_target:
@@ -379,6 +415,7 @@ class FunctionPool:
             self._release_zygote()
         else:
             self.provision()
+            self.keep_spares()
         self.dispatcher.pool_changed(self)
 
     def reap(self, keep_warm_s: float) -> None:
@@ -388,7 +425,8 @@ class FunctionPool:
             return
         now = time.monotonic()
         budget = max(2, -(-len(self.envs) // 3))
-        for env in sorted((e for e in self.idle if not e.provisioned), key=lambda e: e.idle_since):
+        spares = self._unused_kept(self.idle)
+        for env in sorted((e for e in self.idle if not e.provisioned and e not in spares), key=lambda e: e.idle_since):
             if budget <= 0 or now - env.idle_since < keep_warm_s:
                 break
             self.idle.remove(env)
@@ -468,9 +506,12 @@ class FunctionPool:
         self.stop_idle()
 
     def stop_idle(self, keep_zygote: bool = False) -> None:
-        for env in list(self.idle) + ([] if keep_zygote else list(self.starting)):
+        """Stop idle environments (and starting ones, unless keep_zygote); keep_zygote keeps what a next cold start
+        comes from: the zygote, or a Node.js function's spares."""
+        keep = self._unused_kept(self.idle) if keep_zygote else set()
+        for env in [e for e in self.idle if e not in keep] + ([] if keep_zygote else list(self.starting)):
             env.stop()
-        self.idle.clear()
+        self.idle[:] = [e for e in self.idle if e in keep]
         if not keep_zygote:
             self._release_zygote()
 

@@ -65,7 +65,7 @@ class HttpAppConfig:
     @classmethod
     def from_spec(cls, spec: FunctionSpec) -> HttpAppConfig:
         env = dict(spec.environment)
-        command = spec.handler if spec.is_python else "bootstrap"
+        command = spec.handler if spec.is_python or spec.is_node else "bootstrap"
 
         def get(name: str) -> str | None:
             # LWA still reads the old unprefixed names (until its 2.0).
