@@ -60,12 +60,6 @@ class EventSourceMappingService:
                            "stream or sqs.")
         queue = self._queue(arn)
         function_arn = self._function_arn(body.get("FunctionName"))
-        for other in self.mappings.values():
-            if other["EventSourceArn"] == arn and other["FunctionArn"] == function_arn:
-                name = function_arn.rsplit(":function:", 1)[-1]
-                raise AwsError("ResourceConflictException", f'An event source mapping with SQS arn (" {arn} ") and '
-                               f'function (" {name} ") already exists. Please update or delete the existing mapping '
-                               f"with UUID {other['UUID']}", 409)
         enabled = body.get("Enabled", True)
         if not isinstance(enabled, bool):
             raise validation(enabled, "enabled", "Member must be a boolean")
@@ -85,6 +79,12 @@ class EventSourceMappingService:
             "_Enabled": enabled,
         }
         self._apply(config, body, queue.fifo)
+        for other in self.mappings.values():
+            if other["EventSourceArn"] == arn and other["FunctionArn"] == function_arn:
+                name = function_arn.rsplit(":function:", 1)[-1]
+                raise AwsError("ResourceConflictException", f'An event source mapping with SQS arn (" {arn} ") and '
+                               f'function (" {name} ") already exists. Please update or delete the existing mapping '
+                               f"with UUID {other['UUID']}", 409)
         self.mappings[mapping_id] = config
         self.repo.upsert(config)
         self._changed(mapping_id, "Enabled" if enabled else "Disabled")
