@@ -10,9 +10,9 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
+from test_sqs import sqs_client
 
 from helpers import failure, installed_files, unique_name
-from test_sqs import sqs_client
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -230,8 +230,8 @@ def test_maximum_concurrency_is_never_exceeded(lambda_client, sqs, recorder, end
     lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)
     wait_for(lambda: len(bodies(endpoint, name)) >= 10, what="10 messages handled")
     # Measured by the function itself: the most invocations whose [start, end] overlap.
-    edges = sorted([(b["start"], 1) for b in batches(endpoint, name)] + [(b["end"], -1) for b in batches(endpoint, name)],
-                   key=lambda e: (e[0], e[1]))
+    runs = batches(endpoint, name)
+    edges = sorted([(b["start"], 1) for b in runs] + [(b["end"], -1) for b in runs], key=lambda e: (e[0], e[1]))
     running = peak = 0
     for _, step in edges:
         running += step
@@ -252,7 +252,8 @@ def test_filters_delete_what_does_not_match(lambda_client, sqs, recorder, endpoi
             {"Pattern": json.dumps({"body": {"kind": ["order"], "total": [{"numeric": [">", 10]}]}})},
             {"Pattern": json.dumps({"messageAttributes": {"priority": {"stringValue": ["high"]}}})}]})
     settled(lambda_client, mapping["UUID"])
-    entries = [("big", json.dumps({"kind": "order", "total": 50})), ("small", json.dumps({"kind": "order", "total": 5})),
+    entries = [("big", json.dumps({"kind": "order", "total": 50})),
+               ("small", json.dumps({"kind": "order", "total": 5})),
                ("refund", json.dumps({"kind": "refund", "total": 50})), ("text", "not json")]
     sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": i, "MessageBody": b} for i, b in entries] + [
         {"Id": "urgent", "MessageBody": "plain", "MessageAttributes": {"priority": {"DataType": "String",
