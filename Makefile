@@ -10,9 +10,10 @@ DATA_DIR ?= $(CURDIR)/data
 # System packages the sandbox and the tests use: Debian's python3 (+ pip, for MicroVM image builds) runs python3.11 functions (other
 # python3.X come from pyenv, uv or runtime_paths), nodejs the nodejsN.x of its major version, libseccomp2 compiles the seccomp filters,
 # dig and wrk drive the UDP test and benches, curl the README's examples and the awslambdaric test, iproute2 (ip) the MicroVM
-# build-network test, nftables the functions' networks (net/), postgresql the database the VPC test reaches from a function.
+# build-network test, nftables the functions' networks (net/), postgresql the database the VPC test reaches from a function,
+# chromium and chromium-driver the dashboard's browser tests.
 # Installed only when root with apt (CI is), and said so first.
-SYSTEM_PACKAGES := python3 python3-venv python3-pip nodejs libseccomp2 make gcc dnsutils wrk curl iproute2 nftables postgresql
+SYSTEM_PACKAGES := python3 python3-venv python3-pip nodejs libseccomp2 make gcc dnsutils wrk curl iproute2 nftables postgresql chromium chromium-driver
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -51,6 +51,8 @@ from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import metrics as metrics_endpoint
+from lamina.gateway.http.dashboard import routes as dashboard
+from lamina.gateway.http.dashboard.views import Dashboard
 from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
 from lamina.gateway.udp import api as udp_api
@@ -128,6 +130,8 @@ class Server:
         routes += udp_api.routes(self.udp)
         routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
         routes.append(metrics_endpoint.route(self.metrics))
+        routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
+                                             self.log_groups, self.udp))
         control = api_app.control_app(routes, self.lifespan)
         invoke = InvokeHandler(self.functions)
         invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
