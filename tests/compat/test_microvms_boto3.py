@@ -322,7 +322,7 @@ def test_cli(lamina_server, tmp_path: Path) -> None:
     run = json.loads(lamina("run", name, "--payload", "from-cli", "--json").stdout)
     mid = run["microvmId"]
     assert run["state"] == "RUNNING"
-    assert lamina("request", mid, "/count").stdout == "1"
+    assert lamina("request", mid, "/count").stdout == "1\n"  # a text answer ends its line
     hooks = json.loads(lamina("request", mid, "/hooks").stdout)
     assert json.loads(hooks[0][1])["runHookPayload"] == "from-cli"
     assert "hook run" in lamina("logs", mid).stdout  # the app's stdout
