@@ -43,7 +43,7 @@ awscli: $(AWSCLI_VENV)/.installed
 run: system-deps install
 	$(VENV)/bin/lamina serve --port $(PORT) --data-dir $(DATA_DIR) --example
 
-# Static checks: ruff, the import-layer contracts in pyproject.toml (../shared/DESIGN.md's layering), mypy on src.
+# Static checks: ruff, the import-layer contracts in pyproject.toml (the layering docs/architecture.md describes), mypy on src.
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
