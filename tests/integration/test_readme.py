@@ -65,6 +65,10 @@ def parse(text: str) -> list[Group]:
     while i < len(lines):
         m = MARKER.match(lines[i].strip())
         if not m:
+            if (unmarked := FENCE.match(lines[i])) is not None:  # skip it whole: what it shows is not a marker
+                i += 1
+                while i < len(lines) and not lines[i].strip().startswith(unmarked.group("fence")):
+                    i += 1
             i += 1
             continue
         fence = FENCE.match(lines[i + 1]) if i + 1 < len(lines) else None
@@ -263,6 +267,8 @@ echo b
         check_output(block, "{\"n\": 1}\nb1\n", 1, {})  # out of order
     with pytest.raises(ValueError, match="followed directly by a fenced block"):
         parse("<!-- test: x -->\ntext\n")
+    # A marker shown inside an unmarked fenced block (documentation about markers) is not one.
+    assert parse("````\n<!-- test: shown -->\n```sh\necho no\n```\n````\n") == []
 
 
 def test_readme_has_tested_groups() -> None:
