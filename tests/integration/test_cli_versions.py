@@ -29,7 +29,9 @@ def test_publish_lists_and_invokes_versions(cli, functions, lambda_client) -> No
     table = cli("versions", name).stdout
     assert "VERSION" in table and "first" in table
     # each published version keeps its own code
-    assert json.loads(cli("invoke", name, "--qualifier", "1").stdout)["version"] == "one"
+    piped = cli("invoke", name, "--qualifier", "1").stdout
+    assert json.loads(piped)["version"] == "one"
+    assert piped.endswith("}\n"), piped  # piped output ends its line too
     assert json.loads(cli("invoke", name, "--qualifier", "2").stdout)["version"] == "two"
 
 
