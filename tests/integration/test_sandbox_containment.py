@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import signal
 import time
@@ -174,6 +175,8 @@ def _environment_processes(server_pid: int, name: str) -> list[int]:
         nspid = fields.get("NSpid", "").split()
         if len(nspid) == 2 and nspid[-1] == "1":
             continue
+        if fields.get("Name", "").strip() == "lamina-netns":  # the zygote's namespace maker (runtime/netns_maker.py)
+            continue
         if int(fields["Uid"].split()[0]) == ENV_HOST_UID and fields["State"].split()[0] != "Z" and marker in environ:
             found.append(pid)
     return found
@@ -235,15 +238,21 @@ def test_root_directory_is_minimal(lambda_client, probe_fn, assert_serving):
 # -------------------------------------------------------------------------------------------------- 2. network
 
 
-def test_network_is_loopback_only(lambda_client, lamina_server, probe_fn, assert_serving):
-    assert invoke_ok(lambda_client, probe_fn, {"op": "interfaces"}) == ["lo"]
+def test_network_reaches_neither_the_host_nor_lamina(lambda_client, lamina_server, probe_fn, assert_serving):
+    # The default network (function_network = outbound): the environment's own loopback and one interface out
+    # through NAT (lamina/net/); tests/compat/test_vpc_network.py checks where it leads.
+    assert invoke_ok(lambda_client, probe_fn, {"op": "interfaces"}) == ["eth0", "lo"]
+    # The host's end of the outbound network's link (net/plumbing.py: a /30 of 100.100.0.0/16 by the server's pid):
+    # an address of the host, where lamina serve's port must not answer either.
+    block = ipaddress.IPv4Network("100.100.0.0/16")
+    host = str(block.network_address + (lamina_server.pid % (block.num_addresses // 4)) * 4 + 1)
     body = invoke_ok(lambda_client, probe_fn, {"op": "connect", "timeout": 1,
-                                               "addresses": [["127.0.0.1", lamina_server.port], ["10.255.255.1", 80]]})
-    own, outside = body
+                                               "addresses": [["127.0.0.1", lamina_server.port],
+                                                             [host, lamina_server.port]]})
+    own, host_side = body
     # lamina serve listens on 127.0.0.1 of the host's network namespace, not the sandbox's.
     _denied(own, "ConnectionRefusedError")
-    assert not outside["ok"], f"the sandbox reached 10.255.255.1:80: {outside}"
-    assert outside["errno"] == errno.ENETUNREACH, outside
+    _denied(host_side, "TimeoutError", "timeout")  # dropped on the host's side
     assert_serving()
 
 
@@ -502,10 +511,12 @@ _server = sys.modules["_lamina_runtime.zygote_server"]
 _become = _server._become_environment
 
 
-def _without_cgroups(header, fds, handler, ids, seccomp):
-    for fd in fds[2:]:  # channel, log, then the environment's cgroup.procs files
+def _without_cgroups(header, fds, handler, *args):
+    # channel, log, then the environment's cgroup.procs files (and last a network namespace to join: kept)
+    keep = fds[-1:] if header.get("netns") else []
+    for fd in fds[2:len(fds) - len(keep)]:
         os.close(fd)
-    return _become(header, fds[:2], handler, ids, seccomp)
+    return _become(header, fds[:2] + keep, handler, *args)
 
 
 _server._become_environment = _without_cgroups

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import time
 import uuid
@@ -20,6 +21,7 @@ from typing import Protocol
 from lamina.dispatch.environment import Environment, InitFailure, build_environment, exit_status_text, language_of
 from lamina.dispatch.logpipe import LogPipe
 from lamina.dispatch.spec import FunctionSpec
+from lamina.runtime.netns_maker import MAKER_FD_ENV
 from lamina.runtime.python_handler import CHANNEL_FD_ENV, ZYGOTE_ENV
 from lamina.runtime.wire import (
     KIND_EXITED,
@@ -31,7 +33,7 @@ from lamina.runtime.wire import (
     encode_frame,
 )
 from lamina.sandbox import SandboxBackend, SandboxError, SandboxSpec
-from lamina.sandbox.base import ForkedSandbox, Sandbox
+from lamina.sandbox.base import ForkedSandbox, NetnsPool, Sandbox
 from lamina.sandbox.interpreters import HostRuntimes
 from lamina.store.logs import FunctionLog
 
@@ -85,6 +87,8 @@ class Zygote:
         self._logs: LogPipe | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._started = 0.0
+        # Pre-wired network namespaces its forks join (lamina/net/), made by the zygote's namespace maker.
+        self._netns: NetnsPool | None = None
 
     def _emit(self, line: str) -> None:
         self.pool.log.append(self.stream, line)
@@ -103,11 +107,25 @@ class Zygote:
         env[CHANNEL_FD_ENV] = str(child.fileno())
         env[ZYGOTE_ENV] = "1"
         env.update(self.backend.zygote_env())
+        pass_fds = [child.fileno()]
+        maker = None
+        networks = self.backend.networks
+        if networks is not None and self.spec.network != "none":
+            # The zygote's namespace maker (runtime/netns_maker.py) answers on this socket.
+            ours, maker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._netns = networks.zygote_pool(self.spec.network, ours)
+            if self._netns is None:
+                ours.close()
+                maker.close()
+                maker = None
+            else:
+                env[MAKER_FD_ENV] = str(maker.fileno())
+                pass_fds.append(maker.fileno())
         argv = [lang.executable, "-I", "-S", f"{self.backend.runtime_dir()}/python_handler.py"]
         spec = SandboxSpec(name=f"{self.spec.name}-z{self.id[:10]}", argv=argv, env=env, code_dir=self.spec.code_dir,
                            opt_dir=self.spec.opt_dir,
                            memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
-                           pass_fds=(child.fileno(),), log_fd=self._logs.write_fd, zygote=True, lang=lang)
+                           pass_fds=tuple(pass_fds), log_fd=self._logs.write_fd, zygote=True, lang=lang)
         self._started = time.perf_counter()
         try:
             self.sandbox = await self.backend.start(spec, self._on_exit)
@@ -117,6 +135,8 @@ class Zygote:
             return
         finally:
             child.close()
+            if maker is not None:
+                maker.close()
             self._logs.close_write_end()
         if not self.alive:
             parent.close()
@@ -138,8 +158,17 @@ class Zygote:
             opt_dir=self.spec.opt_dir,
             memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb))
         fds = [channel.fileno(), log_fd, *forked.fds]
+        netns = None
+        if self._netns is not None:
+            try:
+                netns = await self._netns.take()  # pre-wired: the fork only joins it
+            except Exception as exc:
+                forked.close_fds()
+                await forked.cleanup()
+                raise SandboxError(f"no network for the environment: {exc}") from exc
+            fds.append(netns)
         header = {"env": env.id, "stream": env.stream, "init_type": env.init_type, "tmp_mb": self.spec.ephemeral_mb,
-                  "nfds": len(fds), "batch": int(self.backend.scheduling == "batch")}
+                  "nfds": len(fds), "batch": int(self.backend.scheduling == "batch"), "netns": int(netns is not None)}
         self.forks[env.id] = env
         try:
             data = encode_frame(KIND_FORK, header)
@@ -160,6 +189,8 @@ class Zygote:
             raise SandboxError(f"the function's zygote is gone: {exc}") from exc
         finally:
             forked.close_fds()
+            if netns is not None:
+                os.close(netns)
         return forked
 
     # ------------------------------------------------------------------ the channel
@@ -253,6 +284,9 @@ class Zygote:
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        if self._netns is not None:
+            self._netns.close()
+            self._netns = None
         if self.sandbox is not None and was_alive:
             self.sandbox.kill()
             self.pool.dispatcher.track(self._loop.create_task(self._cleanup()))

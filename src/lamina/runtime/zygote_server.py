@@ -28,16 +28,32 @@ Handler = Callable[[Any, Any], Any]
 def serve_forks(channel_fd: int, seccomp: bytes | None) -> None:
     """Run as the function's zygote on channel_fd; `seccomp`: the environment filter each fork loads after
     confining itself (the linux backend), None for plain forks (the process backend). Never returns."""
-    fork: Callable[[], int] = os.fork
-    if seccomp is not None:
-        from . import confine  # its forks are born in namespaces of their own
+    def plain_fork(_new_network: bool, _new_userns: bool) -> int:
+        return os.fork()
 
+    fork: Callable[[bool, bool], int] = plain_fork
+    joined: int | None = None   # the maker's user namespace, joined after init (pre-wired networks)
+    if seccomp is not None:
+        from . import confine, netns_maker  # its forks are born in namespaces of their own
+
+        maker = os.environ.pop(netns_maker.MAKER_FD_ENV, None)
+        if maker is not None:
+            joined = netns_maker.start(int(maker))  # before the function's code runs
         fork = confine.fork
     sock = socket.socket(fileno=channel_fd)
     channel = Channel(os.dup(channel_fd))
     started = prepare_process()
     handler = init_handler(channel, started)
     init_ms = (time.monotonic() - started) * 1000
+    in_own_userns = False
+    if joined is not None:
+        from . import confine
+
+        try:
+            confine.join_user_namespace(joined)  # capabilities over the maker's namespaces, after init
+            in_own_userns = True
+        except OSError as exc:
+            os.write(2, f"lamina sandbox: environments get no network: {exc}\n".encode())
     # Children share the zygote's pages copy-on-write; freezing keeps the GC from touching them.
     gc.collect()
     gc.freeze()
@@ -72,8 +88,10 @@ def serve_forks(channel_fd: int, seccomp: bytes | None) -> None:
                 mine, fds[:] = fds[:nfds], fds[nfds:]
                 sys.stdout.flush()
                 sys.stderr.flush()
-                ids = (os.getuid(), os.getgid())
-                pid = fork()
+                if header.get("netns") and not in_own_userns:
+                    os.close(mine.pop())  # cannot join it: the fork makes a network of its own (loopback only)
+                    header["netns"] = 0
+                pid = fork(not header.get("netns"), not in_own_userns)
                 if pid == 0:
                     sel.close()
                     signal.set_wakeup_fd(-1)
@@ -82,7 +100,7 @@ def serve_forks(channel_fd: int, seccomp: bytes | None) -> None:
                         os.close(fd)
                     sock.close()
                     channel.close()
-                    _become_environment(header, mine, handler, ids, seccomp)
+                    _become_environment(header, mine, handler, seccomp, not in_own_userns)
                     os._exit(0)
                 for fd in mine:
                     os.close(fd)
@@ -104,18 +122,19 @@ def _reap(channel: Channel, children: dict[int, str]) -> None:
             channel.send(KIND_EXITED, {"env": env, "status": code})
 
 
-def _become_environment(header: dict[str, Any], fds: list[int], handler: Handler, ids: tuple[int, int],
-                        seccomp: bytes | None) -> None:
+def _become_environment(header: dict[str, Any], fds: list[int], handler: Handler, seccomp: bytes | None,
+                        map_ids: bool = True) -> None:
     """In a fresh fork of the zygote: become one environment, then serve invocations."""
     started = time.monotonic()
     if header.get("batch"):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # the server's sandbox_scheduling
     channel_fd, log_fd, *procs = fds
+    netns = procs.pop() if header.get("netns") else None  # a pre-wired network namespace to join, last
     if seccomp is not None:
         from .confine import confine
 
         try:
-            confine(procs, ids, int(header.get("tmp_mb", 512)), seccomp)
+            confine(procs, int(header.get("tmp_mb", 512)), seccomp, netns, map_ids)
         except OSError as exc:
             os.write(log_fd, f"lamina sandbox: cannot set up the environment: {exc}\n".encode())
             os._exit(126)

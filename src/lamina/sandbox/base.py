@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lamina.sandbox.interpreters import Interpreter
 
@@ -49,6 +50,29 @@ class SandboxSpec:
 
 
 ExitCallback = Callable[[int], None]
+
+
+class NetnsPool(Protocol):
+    """Pre-wired network namespaces for one zygote's forks (lamina/net/ keeps them)."""
+
+    async def take(self) -> int:
+        """A namespace's fd; the caller closes it once a fork has it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EnvNetworks(Protocol):
+    """Where sandboxes get their networks (lamina/net/ provides it; the server sets SandboxBackend.networks).
+    `network`: FunctionSpec.network ("none", "outbound" or a VPC pair's key)."""
+
+    def zygote_pool(self, network: str, maker: socket.socket) -> NetnsPool | None:
+        """A pool for a zygote whose namespace maker is at the other end of `maker` (None: no network)."""
+        ...
+
+    async def host_netns(self, network: str) -> int | None:
+        """A pre-wired namespace a launched sandbox joins (None: no network)."""
+        ...
 
 # An isolated backend maps in-sandbox uids and gids 0..65535 to host ids UID_BASE.. (a user namespace;
 # owned by nobody on the host): a file the sandbox's root should own is owned by UID_BASE on the host.
@@ -162,6 +186,8 @@ class SandboxBackend(abc.ABC):
     # "batch": sandboxes run under SCHED_BATCH (Settings.sandbox_scheduling says why), all but a Python zygote,
     # whose forks set it themselves.
     scheduling: str = "normal"
+    # The functions' networks (lamina/net/), where the backend can join pre-wired namespaces (linux).
+    networks: EnvNetworks | None = None
 
     @abc.abstractmethod
     def task_root(self, spec: SandboxSpec) -> str:

@@ -69,8 +69,8 @@ DENIED: tuple[str, ...] = (
     "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr", "open_tree_attr",
 )
 
-# What a zygote must still do to build each child's environment. setns stays denied (it's for
-# joining someone else's namespaces), and so does the new mount API: the classic one is enough.
+# What a zygote must still do to build each child's environment. setns only into a network or user namespace (see
+# _build; net/plumbing.py, runtime/netns_maker.py); the new mount API stays denied: the classic one is enough.
 ZYGOTE_ALLOWED: frozenset[str] = frozenset({"unshare", "mount", "umount2", "pivot_root", "sethostname",
                                             "setdomainname"})
 
@@ -84,6 +84,16 @@ def _build(zygote: bool) -> bytes:
     f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     for name in DENIED:
         if zygote and name in ZYGOTE_ALLOWED:
+            continue
+        if zygote and name == "setns":
+            # Only into a network namespace (a fork joining its pre-wired one) or a user namespace (the zygote
+            # joining its namespace maker's after init): nstype must be exactly one of those two bits.
+            allowed = CLONE_NEWNET | CLONE_NEWUSER
+            f.add_rule(eperm, "setns", sc.Arg(1, sc.EQ, 0))
+            f.add_rule(eperm, "setns", sc.Arg(1, sc.MASKED_EQ, allowed, allowed))
+            for bit in range(32):
+                if not (1 << bit) & allowed:
+                    f.add_rule(eperm, "setns", sc.Arg(1, sc.MASKED_EQ, 1 << bit, 1 << bit))
             continue
         nr = sc.resolve_syscall(sc.Arch.NATIVE, name)
         if nr < 0:  # libseccomp doesn't know it (new kernel syscall) or this arch doesn't have it
