@@ -67,6 +67,11 @@ class Settings:
     # Interpreters for language runtimes, where Lamina would not find them itself (sandbox/interpreters.py):
     # "python3.12=/opt/py312/bin/python3.12,nodejs22.x=/opt/node22/bin/node".
     runtime_paths: str = ""
+    # The network of a function without VpcConfig: "outbound" (NAT to the host's outside network, never the host
+    # itself, Lamina's API or VPC subnets) or "none" (loopback only). Needs the linux sandbox.
+    function_network: str = "outbound"
+    # Pre-wired network namespaces each function version's zygote keeps ready (so a cold start only joins one).
+    network_pool_size: int = 2
     # Prometheus metrics at /metrics; off: nothing is counted per invocation and /metrics answers 404.
     metrics: bool = True
 

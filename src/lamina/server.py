@@ -29,7 +29,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 
 from lamina import __version__
 from lamina.api import app as api_app
-from lamina.api import async_invoke, event_invoke_config, invoke_stream, logs_api
+from lamina.api import async_invoke, ec2_api, event_invoke_config, invoke_stream, logs_api
 from lamina.api import event_source_mappings as esm_api
 from lamina.api import sqs as sqs_api
 from lamina.api.invoke import InvokeEndpoint
@@ -60,6 +60,8 @@ from lamina.gateway.udp.prometheus import UdpCollector
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.microvm.prometheus import MicrovmCollector
+from lamina.net.plumbing import Plumbing
+from lamina.net.service import NetworkService
 from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
 from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
@@ -88,7 +90,14 @@ class Server:
                                      scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
                                      queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes,
                                      metrics=settings.metrics)
-        self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher)
+        # VPCs, subnets, security groups and the functions' networks (net/).
+        # The linux sandbox's environments join pre-wired namespaces of these networks.
+        plumbing = Plumbing(settings.network_pool_size) if self.backend.name == "linux" else None
+        self.networks = NetworkService(self.db, settings.region, settings.account_id, settings.function_network,
+                                       plumbing)
+        if plumbing is not None:
+            self.backend.networks = self.networks
+        self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher, self.networks)
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
         self.concurrency = ConcurrencyService(self.functions, self.db)
@@ -128,6 +137,7 @@ class Server:
         routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
         routes += esm_api.routes(self.mappings, self.esm.stats)
         routes += udp_api.routes(self.udp)
+        routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
         routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
         routes.append(metrics_endpoint.route(self.metrics))
         routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
@@ -141,6 +151,8 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
         self.dispatcher.start()
+        self.networks.load()
+        await self.networks.start()
         self.functions.load()
         self.urls.load()
         self.policies.load()
@@ -175,6 +187,7 @@ class Server:
             log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
             await self.functions.close()
             await self.dispatcher.shutdown(self.settings.drain_seconds)
+            await self.networks.close()
             await self.events.close()
             await self.esm.close()
             await self.queues.close()
