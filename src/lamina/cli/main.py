@@ -168,9 +168,9 @@ def wait_until_ready(client: Client, name: str, what: str, judge: bool = True) -
 def deploy(
     ctx: typer.Context,
     directory: Annotated[
-        Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="Directory with the code.")
-    ],
-    name: Annotated[str, typer.Option("--name", "-n", help="Function name.")],
+        Path | None, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="Directory with the code.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Function name.")] = None,
     handler: Annotated[
         str | None,
         typer.Option(help="MODULE.FUNCTION.", show_default="guessed from lambda_function.py, app.py or main.py"),
@@ -183,10 +183,30 @@ def deploy(
         typer.Option("--env", "-e", help="KEY=VALUE, repeatable; on update replaces all variables."),
     ] = None,
     description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    template: Annotated[
+        Path | None,
+        typer.Option("--template", "-t", exists=True, dir_okay=False, help="An AWS SAM template to deploy as a stack."),
+    ] = None,
+    stack_name: Annotated[str | None, typer.Option(help="The stack that owns what --template creates.")] = None,
+    parameter: Annotated[
+        list[str] | None, typer.Option("--parameter", "-p", help="KEY=VALUE for a template parameter, repeatable.")
+    ] = None,
+    delete_stack: Annotated[bool, typer.Option("--delete", help="Remove everything the stack created.")] = False,
+    region: Annotated[str, typer.Option(help="Region for the template's ARNs.")] = "us-east-1",
     endpoint: EndpointOption = None,
 ) -> None:
-    """Create a function from DIR, or update its code (and any given settings) if it exists."""
+    """Create a function from DIR, or update its code (and any given settings) if it exists; or, with --template,
+    deploy an AWS SAM template as a stack (--delete removes it)."""
     client = make_client(ctx, endpoint)
+    if template is not None or delete_stack:
+        if not stack_name:
+            fail("Error: --stack-name is required with --template and --delete", EXIT_USAGE)
+        from lamina.cli import template_deploy  # aws-sam-translator and boto3 load only for templates
+
+        template_deploy.run(template, stack_name, parameter or [], delete_stack, client.endpoint, region)
+        return
+    if directory is None or not name:
+        fail("Error: give DIR and --name (or --template TEMPLATE --stack-name NAME)", EXIT_USAGE)
     variables = parse_env(env) if env else None
     try:
         zip_bytes = zip_directory(directory)

@@ -69,7 +69,7 @@ def routes(board: Dashboard) -> list[BaseRoute]:
         try:
             events, error = board.logs(fn.name, pattern), ""
         except AwsError as exc:
-            events, error = [], exc.message
+            events, error = [], exc.message or ""
         return page(request, "_logs.html", events=events, error=error, pattern=pattern)
 
     async def function_events(request: Request) -> Response:
@@ -103,7 +103,7 @@ def routes(board: Dashboard) -> list[BaseRoute]:
             else:
                 return PlainTextResponse(f"Unknown action {action}.", 404)
         except AwsError as exc:
-            message = exc.message
+            message = exc.message or ""
         return page(request, "_microvms_table.html", rows=board.microvm_rows(), message=message)
 
     async def udp(request: Request) -> Response:
