@@ -10,9 +10,10 @@ import json
 import random
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
-from helpers import LaminaServer
+from helpers import LaminaServer, create_function, unique_name
 
 HEADERS = {"Content-Type": "application/x-amz-json-1.0"}
 
@@ -138,6 +139,44 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path: Path):
 
         fifo_seen = _drain(server.port, urls["ord.fifo"], set(senders[1].acked), 60)
         assert set(senders[1].acked) <= set(fifo_seen)
+    finally:
+        server.stop()
+        server.kill_leftovers()
+
+
+HANDLER = '''
+def handler(event, context):
+    for r in event["Records"]:
+        print("GOT " + r["body"])
+'''
+
+
+def test_mappings_survive_a_restart_and_sigterm_stops_their_pollers(tmp_path: Path):
+    """An enabled mapping's poller waits on its queue; SIGTERM still stops the server at once (exit 0), and after
+    the restart the mapping feeds its function again, messages sent while it was down included."""
+    server = LaminaServer(data_dir=tmp_path / "data", log_path=tmp_path / "server.log").start()
+    try:
+        name = unique_name("esm")
+        create_function(server.client(), name, {"app.py": HANDLER})
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        _, doc = _call(conn, "CreateQueue", {"QueueName": "feed"})
+        url = doc["QueueUrl"]
+        _, doc = _call(conn, "GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["QueueArn"]})
+        server.client().create_event_source_mapping(EventSourceArn=doc["Attributes"]["QueueArn"], FunctionName=name)
+        conn.close()
+        assert server.stop() == 0
+        server.start(timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        _call(conn, "SendMessage", {"QueueUrl": url, "MessageBody": "after the restart"})
+        conn.close()
+        deadline = time.monotonic() + 30
+        logs = ""
+        while "GOT after the restart" not in logs and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{server.endpoint}/lamina/v1/functions/{name}/logs", timeout=10) as resp:
+                logs = resp.read().decode()
+            time.sleep(0.1)
+        assert "GOT after the restart" in logs
+        assert server.stop() == 0
     finally:
         server.stop()
         server.kill_leftovers()

@@ -186,6 +186,8 @@ class Poller:
             visibility = self._visibility(q)
             messages = await queues.receive(q, self.batch_size, visibility, LONG_WAIT_S)
             if not messages:
+                if queues.stopping:
+                    return   # the server is stopping: receives answer at once from now on
                 continue
             if self.window and len(messages) < self.batch_size:
                 messages += await self._gather(q, visibility, len(messages), sum(m.size for m in messages))
@@ -203,7 +205,8 @@ class Poller:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.window
         out: list[Message] = []
-        while have + len(out) < self.batch_size and size < BATCH_BYTES and not self.stopping:
+        while (have + len(out) < self.batch_size and size < BATCH_BYTES and not self.stopping
+               and not self.runner.queues.stopping):
             left = deadline - loop.time()
             if left <= 0:
                 break
