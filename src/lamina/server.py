@@ -30,8 +30,12 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from lamina import __version__
 from lamina.api import app as api_app
 from lamina.api import async_invoke, ec2_api, event_invoke_config, invoke_stream, logs_api
+from lamina.api import code_signing as code_signing_api
 from lamina.api import event_source_mappings as esm_api
+from lamina.api import function_settings as function_settings_api
+from lamina.api import not_offered as not_offered_api
 from lamina.api import sqs as sqs_api
+from lamina.api import tags as tags_api
 from lamina.api.invoke import InvokeEndpoint
 from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
@@ -42,13 +46,17 @@ from lamina.events.delivery import AsyncInvoker
 from lamina.events.esm import EsmRunner
 from lamina.events.prometheus import AsyncEventsCollector
 from lamina.functions import invoke as invoke_path
+from lamina.functions.code_signing import CodeSigningService
 from lamina.functions.concurrency import ConcurrencyService
 from lamina.functions.event_invoke_config import EventInvokeConfigService
 from lamina.functions.event_source_mappings import EventSourceMappingService
+from lamina.functions.function_settings import FunctionSettingsService
 from lamina.functions.invoke import InvokeHandler
 from lamina.functions.log_groups import LogGroupService
+from lamina.functions.not_offered import NotOffered
 from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
+from lamina.functions.tagging import TagService, code_signing_taggable, event_source_mapping_taggable
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import metrics as metrics_endpoint
 from lamina.gateway.http.dashboard import routes as dashboard
@@ -112,6 +120,12 @@ class Server:
         # Event source mappings: queues feed functions (events/esm.py); queues as destinations and DLQs.
         self.mappings = EventSourceMappingService(self.functions, self.db, self.queues)
         self.esm = EsmRunner(self.functions, self.mappings, self.queues, settings)
+        # Code signing configurations, recursion and runtime-management settings, tags on every taggable resource.
+        self.code_signing = CodeSigningService(settings, self.functions, self.db)
+        self.function_settings = FunctionSettingsService(self.functions, self.db)
+        self.tags = TagService(self.functions)
+        self.tags.register("code-signing-config", code_signing_taggable(self.code_signing))
+        self.tags.register("event-source-mapping", event_source_mapping_taggable(self.mappings))
         queue_targets.attach(self.queues, self.events, self.event_configs, self.functions)
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
@@ -136,6 +150,8 @@ class Server:
         routes += api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
         routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
         routes += esm_api.routes(self.mappings, self.esm.stats)
+        routes += code_signing_api.routes(self.code_signing) + function_settings_api.routes(self.function_settings)
+        routes += tags_api.routes(self.tags) + not_offered_api.routes(NotOffered(self.functions))
         routes += udp_api.routes(self.udp)
         routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
         routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
@@ -156,6 +172,8 @@ class Server:
         self.functions.load()
         self.urls.load()
         self.policies.load()
+        self.code_signing.load()
+        self.function_settings.load()
         self.concurrency.load()
         self.event_configs.load()
         self.microvms.load()   # before the UDP listeners: their microvm destinations need its images

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.functions.errors import AwsError
 from lamina.functions.registry import FunctionService
 from lamina.functions.rest import json_response, max_items_param, read_json
 
@@ -50,24 +49,6 @@ def routes(functions: FunctionService) -> list[Route]:
     async def account_settings(request: Request) -> Response:
         return json_response(functions.account_settings())
 
-    async def list_tags(request: Request) -> Response:
-        fn = functions.function_for_arn(name_of(request))
-        return json_response({"Tags": fn.tags})
-
-    async def tag_resource(request: Request) -> Response:
-        fn = functions.function_for_arn(name_of(request))
-        body = await read_json(request)
-        tags = body.get("Tags")
-        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-            raise AwsError("InvalidParameterValueException", "Tags must be a map of strings to strings.")
-        functions.set_tags(fn, tags=tags)
-        return Response(status_code=204)
-
-    async def untag_resource(request: Request) -> Response:
-        fn = functions.function_for_arn(name_of(request))
-        functions.set_tags(fn, remove=request.query_params.getlist("tagKeys"))
-        return Response(status_code=204)
-
     fn_path = "/2015-03-31/functions/{name}"
     return [
         Route("/2015-03-31/functions", create_function, methods=["POST"]),
@@ -80,7 +61,4 @@ def routes(functions: FunctionService) -> list[Route]:
         Route(fn_path + "/code", update_code, methods=["PUT"]),
         Route("/2016-08-19/account-settings", account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings/", account_settings, methods=["GET"]),
-        Route("/2017-03-31/tags/{name}", list_tags, methods=["GET"]),
-        Route("/2017-03-31/tags/{name}", tag_resource, methods=["POST"]),
-        Route("/2017-03-31/tags/{name}", untag_resource, methods=["DELETE"]),
     ]

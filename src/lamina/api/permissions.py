@@ -1,4 +1,5 @@
-"""Routes of the permissions API over functions/permissions.py."""
+"""Routes of the permissions API (AddPermission, GetPolicy, RemovePermission) and of Put/Get/DeleteResourcePolicy
+over functions/permissions.py."""
 
 
 from __future__ import annotations
@@ -31,9 +32,26 @@ def routes(policies: PolicyService) -> list[Route]:
         policies.remove(name_of(request), q.get("Qualifier"), unquote(request.path_params["sid"]), q.get("RevisionId"))
         return Response(status_code=204)
 
+    def arn_of(request: Request) -> str:
+        return unquote(request.path_params["arn"])
+
+    async def put_document(request: Request) -> Response:
+        return json_response(policies.put_document(arn_of(request), await read_json(request)))
+
+    async def get_document(request: Request) -> Response:
+        return json_response(policies.get_document(arn_of(request)))
+
+    async def delete_document(request: Request) -> Response:
+        policies.delete_document(arn_of(request), request.query_params.get("RevisionId"))
+        return Response(status_code=204)
+
     path = "/2015-03-31/functions/{name}/policy"
+    document = "/2026-07-09/resource-policy/{arn:path}"
     return [
         Route(path, add, methods=["POST"]),
         Route(path, get, methods=["GET"]),
         Route(path + "/{sid}", remove, methods=["DELETE"]),
+        Route(document, put_document, methods=["PUT"]),
+        Route(document, get_document, methods=["GET"]),
+        Route(document, delete_document, methods=["DELETE"]),
     ]

@@ -8,7 +8,18 @@ import orjson
 
 # Shapes whose message member is capitalised in the Lambda model (botocore reads either, but
 # real AWS sends exactly one of them per shape).
-_CAPITAL_MESSAGE = {"ResourceNotFoundException", "ServiceException"}
+_CAPITAL_MESSAGE = {
+    "ResourceNotFoundException", "ServiceException", "CodeSigningConfigNotFoundException",
+    "CodeVerificationFailedException", "InvalidCodeSignatureException", "InvalidRuntimeException",
+    "InvalidZipFileException", "NoPublishedVersionException", "PublicPolicyException", "RecursiveInvocationException",
+    "ResourceInUseException", "ServiceQuotaExceededException", "SnapStartException", "SnapStartNotReadyException",
+    "SnapStartTimeoutException", "SnapStartRegenerationFailureException", "EC2AccessDeniedException",
+    "EC2ThrottledException", "EC2UnexpectedException", "EFSIOException", "EFSMountConnectivityException",
+    "EFSMountFailureException", "EFSMountTimeoutException", "ENILimitReachedException", "ENINotReadyException",
+    "InvalidSecurityGroupIDException", "InvalidSubnetIDException", "SubnetIPAddressLimitReachedException",
+    "KMSAccessDeniedException", "KMSDisabledException", "KMSInvalidStateException", "KMSNotFoundException",
+    "CallbackTimeoutException", "DurableExecutionAlreadyStartedException", "AccessDeniedException",
+}
 
 STATUS = {
     "InvalidParameterValueException": 400,
@@ -16,8 +27,10 @@ STATUS = {
     "ValidationException": 400,
     "SerializationException": 400,
     "ResourceNotFoundException": 404,
+    "CodeSigningConfigNotFoundException": 404,
     "ProvisionedConcurrencyConfigNotFoundException": 404,
     "ResourceConflictException": 409,
+    "AccessDeniedException": 403,
     "PreconditionFailedException": 412,
     "RequestTooLargeException": 413,
     "UnsupportedMediaTypeException": 415,
@@ -39,10 +52,17 @@ class AwsError(Exception):
         self.status = status or STATUS.get(code, 400)
         self.extra = extra
         self.headers: dict[str, str] = {}
+        # A few of AWS's answers carry no Type member (the code signing configuration operations' 404s), or a null
+        # message (AccessDeniedException).
+        self.typed = True
+        self.null_message = False
 
     def body(self) -> dict:
         key = "Message" if self.code in _CAPITAL_MESSAGE else "message"
-        body: dict = {"Type": "Server" if self.status >= 500 else "User", key: self.message}
+        body: dict = {"Type": "Server" if self.status >= 500 else "User",
+                      key: None if self.null_message else self.message}
+        if not self.typed:
+            del body["Type"]
         body.update(self.extra)
         return body
 

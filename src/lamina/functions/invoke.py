@@ -24,8 +24,8 @@ from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
 from lamina.functions.async_queue import AsyncEvent, no_sink
 from lamina.functions.errors import AwsError
-from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
-from lamina.functions.registry import Function, FunctionService, is_per_tenant
+from lamina.functions.names import NAMESPACED, FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
+from lamina.functions.registry import LATEST, Function, FunctionService, is_per_tenant
 from lamina.functions.rest import read_body
 from lamina.functions.validation import tenant_id as valid_tenant_id
 
@@ -86,14 +86,16 @@ class InvokeHandler:
         # functions.target(), with the name's parse (a long regex) kept per raw name: the same few every time.
         ref = self._refs.get(raw_name)
         if ref is None:
-            ref = parse_function_name(unquote(raw_name))
+            # Every problem of the name and the Qualifier in one ValidationException, as AWS reports them.
+            ref = parse_function_name(unquote(raw_name), shape=NAMESPACED, qualifier=qualifier)
             if len(self._refs) >= 4096:
                 self._refs.clear()
             self._refs[raw_name] = ref
-        qualifier = resolve_qualifier(ref, qualifier)
-        if qualifier is not None:
+        elif qualifier is not None:
             check_qualifier(qualifier)
-        fn = self.functions.get(ref, qualifier)
+        qualifier = resolve_qualifier(ref, qualifier)
+        # Not found names the version invoked: $LATEST when none was given, as AWS does.
+        fn = self.functions.get(ref, qualifier or LATEST)
         # A version runs that version; an alias its version, or with weights one picked for this invocation.
         target = self.functions.pick(fn, qualifier)
         check_tenant(target, tenant_id)

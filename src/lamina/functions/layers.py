@@ -14,7 +14,6 @@ policies are stored and returned; with one account there is nobody they could gr
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
@@ -26,6 +25,7 @@ from lamina.config import Settings
 from lamina.functions import validation as v
 from lamina.functions.code import code_sha256_b64, decode_zip
 from lamina.functions.errors import AwsError, validation, validation_errors
+from lamina.functions.paging import page
 from lamina.functions.runtime_sets import (
     ARCHITECTURES,
     ARCHITECTURES_MESSAGE,
@@ -271,8 +271,8 @@ class LayerService:
             if matching:
                 items.append({"LayerName": name, "LayerArn": self.layer_arn(name),
                               "LatestMatchingVersion": self._list_item(matching[-1])})
-        page, next_marker = _page(items, lambda item: item["LayerName"], marker, max_items)
-        out: dict = {"Layers": page}
+        chunk, next_marker = page(items, lambda item: item["LayerName"], marker, max_items)
+        out: dict = {"Layers": chunk}
         if next_marker:
             out["NextMarker"] = next_marker
         return out
@@ -284,9 +284,9 @@ class LayerService:
         name = self._name(raw_name)
         versions = [lv for _, lv in sorted(self.layers.get(name, {}).items(), reverse=True)
                     if self._matches(lv, runtime, arch)]
-        page, next_marker = _page([self._list_item(lv) for lv in versions], lambda i: str(i["Version"]), marker,
+        chunk, next_marker = page([self._list_item(lv) for lv in versions], lambda i: str(i["Version"]), marker,
                                   max_items)
-        out: dict = {"LayerVersions": page}
+        out: dict = {"LayerVersions": chunk}
         if next_marker:
             out["NextMarker"] = next_marker
         return out
@@ -398,17 +398,3 @@ def _revision_mismatch() -> AwsError:
     return AwsError("PreconditionFailedException", "The Revision Id provided does not match the latest Revision Id. "
                     "Call the GetLayerPolicy API to retrieve the latest Revision Id")
 
-
-def _page(items: list[dict], key, marker: str | None, max_items: int | None) -> tuple[list[dict], str | None]:
-    """One page of items (already in listing order) after the item whose key the marker names."""
-    start = 0
-    if marker:
-        try:
-            after = base64.urlsafe_b64decode(marker.encode()).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
-        start = next((i + 1 for i, item in enumerate(items) if key(item) == after), len(items))
-    limit = max_items or DEFAULT_PAGE
-    page = items[start:start + limit]
-    more = start + limit < len(items)
-    return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode() if more and page else None

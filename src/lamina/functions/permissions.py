@@ -1,5 +1,6 @@
-"""Resource-based policies (PolicyService): AddPermission, RemovePermission, GetPolicy — validation, the
-statements and their revision ids, stored. Their HTTP routes are api/permissions.py.
+"""Resource-based policies (PolicyService): AddPermission, RemovePermission, GetPolicy, and the whole-document
+Put/Get/DeleteResourcePolicy over the same policy — validation, the statements and their revision ids, stored.
+Their HTTP routes are api/permissions.py.
 
 Statements are stored and returned in AWS's policy-document shape so tools that add, for example,
 `lambda:InvokeFunctionUrl` for `Principal: *` (boto3 scripts, Terraform, CDK) work unchanged. Lamina
@@ -14,7 +15,7 @@ import uuid
 
 from lamina.functions import validation as v
 from lamina.functions.errors import AwsError, validation
-from lamina.functions.names import parse_function_name, resolve_qualifier
+from lamina.functions.names import NAMESPACED, parse_function_name, resolve_qualifier
 from lamina.functions.registry import Function, FunctionService
 from lamina.functions.urls import AUTH_TYPES, NOT_FOUND
 from lamina.store.db import Database
@@ -24,6 +25,10 @@ _STATEMENT_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _ACTION = re.compile(r"lambda:[*]|lambda:[a-zA-Z]+|[*]")
 _PRINCIPAL = re.compile(r"[^\s]+")
 _ACCOUNT = re.compile(r"\d{12}")
+POLICY_RESOURCE_ARN = re.compile(
+    r"arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:"
+    r"(function:[a-zA-Z0-9-_]+(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_])+)?|runtime/[a-zA-Z0-9-_./]+)")
+MAX_POLICY = 20480
 
 
 class PolicyService:
@@ -54,7 +59,7 @@ class PolicyService:
         self.revisions.pop((name, qualifier), None)
 
     def _target(self, raw_name: str, query_qualifier: str | None) -> tuple[Function, str]:
-        ref = parse_function_name(raw_name, max_len=256)
+        ref = parse_function_name(raw_name, shape=NAMESPACED)
         qualifier = resolve_qualifier(ref, query_qualifier)
         return self.functions.get(ref, qualifier), qualifier or ""
 
@@ -128,6 +133,79 @@ class PolicyService:
             raise AwsError("ResourceNotFoundException", NOT_FOUND)
         policy = {"Version": "2012-10-17", "Id": "default", "Statement": list(statements.values())}
         return {"Policy": json.dumps(policy, separators=(",", ":")), "RevisionId": self.revisions[key]}
+
+
+    # ------------------------------------------------------------------ Put/Get/DeleteResourcePolicy
+
+    def _resource(self, arn: str) -> tuple[Function, str]:
+        if not isinstance(arn, str) or len(arn) > 512 or not POLICY_RESOURCE_ARN.fullmatch(arn):
+            raise validation(arn, "resourceArn", "Member must satisfy regular expression pattern: "
+                             f"{POLICY_RESOURCE_ARN.pattern}")
+        if ":runtime/" in arn:
+            raise AwsError("InvalidParameterValueException", "Lamina has no managed runtime resources to attach a "
+                           "policy to: give a function, version or alias ARN.")
+        return self._target(arn, None)
+
+    def put_document(self, arn: str, body: dict) -> dict:
+        """PutResourcePolicy: the document replaces the policy (AddPermission's statements included)."""
+        body = v.require_object(body)
+        raw = v.required(body, "Policy", "policy")
+        if not isinstance(raw, str) or not raw:
+            raise validation(raw, "policy", "Member must have length greater than or equal to 1")
+        if len(raw) > MAX_POLICY:
+            raise AwsError("PolicyLengthExceededException", "The final policy size is bigger than the limit.")
+        statements = _statements(raw)
+        fn, qualifier = self._resource(arn)
+        key = (fn.name, qualifier)
+        self._check_revision(key, body.get("RevisionId"))
+        self.repo.delete_qualifier(fn.name, qualifier)
+        stored: dict[str, dict] = {}
+        for i, statement in enumerate(statements):
+            given = statement.get("Sid")
+            sid = given if isinstance(given, str) and given else f"#{i}"
+            stored[sid] = statement
+            self.repo.insert(StatementRow(fn.name, qualifier, sid, statement))
+        self.policies[key] = stored
+        self.revisions[key] = str(uuid.uuid4())
+        return self.get_document(arn)
+
+    def get_document(self, arn: str) -> dict:
+        fn, qualifier = self._resource(arn)
+        key = (fn.name, qualifier)
+        statements = self.policies.get(key)
+        if not statements:
+            raise AwsError("ResourceNotFoundException", NOT_FOUND)
+        policy = {"Version": "2012-10-17", "Id": "default", "Statement": list(statements.values())}
+        return {"Policy": json.dumps(policy, separators=(",", ":")), "RevisionId": self.revisions[key]}
+
+    def delete_document(self, arn: str, revision: str | None) -> None:
+        fn, qualifier = self._resource(arn)
+        key = (fn.name, qualifier)
+        if not self.policies.get(key):
+            raise AwsError("ResourceNotFoundException", NOT_FOUND)
+        self._check_revision(key, revision)
+        self.repo.delete_qualifier(fn.name, qualifier)
+        del self.policies[key]
+        self.revisions[key] = str(uuid.uuid4())
+
+
+def _statements(raw: str) -> list[dict]:
+    """A policy document's statements: a JSON object with Statement, one statement or a list of them."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise AwsError("InvalidParameterValueException", "The policy is not a valid JSON document.") from None
+    statement = document.get("Statement") if isinstance(document, dict) else None
+    statements = [statement] if isinstance(statement, dict) else statement
+    if not isinstance(statements, list) or not statements or not all(isinstance(s, dict) for s in statements):
+        raise AwsError("InvalidParameterValueException", "The policy must have a Statement: one statement object or "
+                       "a list of them.")
+    for s in statements:
+        if s.get("Effect") not in ("Allow", "Deny") or "Action" not in s or not ("Principal" in s or
+                                                                               "NotPrincipal" in s):
+            raise AwsError("InvalidParameterValueException", "Each policy statement needs an Effect (Allow or Deny), "
+                           "an Action and a Principal.")
+    return statements
 
 
 def _principal(principal: str) -> str | dict[str, str]:

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lamina.config import Settings
 from lamina.dispatch.dispatcher import Dispatcher
@@ -40,7 +40,16 @@ from lamina.functions import validation as v
 from lamina.functions.code import code_sha256_b64, decode_zip, layers_dir, unpack, unpack_layers
 from lamina.functions.errors import AwsError, not_found
 from lamina.functions.layers import LayerService
-from lamina.functions.names import FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
+from lamina.functions.names import (
+    FUNCTION_NAME,
+    NAMESPACED,
+    FunctionRef,
+    NameShape,
+    parse_function_name,
+    resolve_qualifier,
+    set_home,
+)
+from lamina.functions.runtime_sets import runtime_version_arn
 from lamina.net.errors import NetError
 from lamina.net.service import NetworkService
 from lamina.store.blobs import CodeStore
@@ -51,7 +60,6 @@ from lamina.store.versions import AliasRepo, AliasRow, VersionRepo, VersionRow
 
 if TYPE_CHECKING:
     from lamina.functions.async_queue import EventSink
-    from lamina.functions.code_signing import CodeSigningService
 
 log = logging.getLogger("lamina.functions")
 
@@ -68,6 +76,18 @@ _VOLATILE_KEYS = {"FunctionArn", "Version", "RevisionId", "LastModified", *STATU
 def _timestamp() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}+0000"
+
+
+class CodeSigningHook(Protocol):
+    """What CreateFunction needs of the code signing configurations (functions/code_signing.py)."""
+
+    def check_create(self, raw_arn: object) -> str:
+        """The ARN of a configuration that exists (else AWS's error)."""
+        ...
+
+    def bind(self, name: str, arn: str) -> None:
+        """Bind the new function to it."""
+        ...
 
 
 @dataclass(eq=False)
@@ -153,6 +173,7 @@ class FunctionService:
         self.code = code
         self.logs = logs
         self.dispatcher = dispatcher
+        set_home(settings.region, settings.account_id)   # an ARN of another region or account names none here
         self.layers = LayerService(settings, db, code)
         self.layers.delete_hooks.append(self._collect_code)
         self.functions: dict[str, Function] = {}
@@ -168,7 +189,7 @@ class FunctionService:
         # Where Event invocations go: the durable async queue (events/), set by the server that composes them.
         self.event_sink: EventSink | None = None
         # Code signing configurations (CreateFunction's CodeSigningConfigArn); the service sets itself here.
-        self.code_signing: CodeSigningService | None = None
+        self.code_signing: CodeSigningHook | None = None
         # Dead-letter queue kinds by ARN service ('sqs', 'sns'), each with whether an ARN names one that exists;
         # the parts that provide queues or topics register theirs. A DeadLetterConfig of another kind is refused.
         self.dead_letter_targets: dict[str, Callable[[str], bool]] = {}
@@ -234,12 +255,12 @@ class FunctionService:
             raise not_found(self.arn(ref.name, qualifier))
         return fn
 
-    def target(self, raw_name: str, qualifier: str | None = None) -> tuple[Function, str | None]:
-        """(the function, the qualifier) for a name in any accepted form plus an optional ?Qualifier=."""
-        ref = parse_function_name(raw_name)
+    def target(self, raw_name: str, qualifier: str | None = None,
+               shape: NameShape = NAMESPACED) -> tuple[Function, str | None]:
+        """(the function, the qualifier) for a name in any accepted form plus an optional ?Qualifier=; `shape`: the
+        operation's FunctionName shape (the reads take NamespacedFunctionName)."""
+        ref = parse_function_name(raw_name, shape=shape, qualifier=qualifier)
         q = resolve_qualifier(ref, qualifier)
-        if q is not None:
-            check_qualifier(q)
         return self.get(ref, q), q
 
     def lookup(self, raw_name: str, qualifier: str | None = None) -> Function:
@@ -247,7 +268,7 @@ class FunctionService:
 
     def unqualified(self, raw_name: str) -> Function:
         """For operations on the function itself (updates): $LATEST, never a version or alias."""
-        fn, q = self.target(raw_name)
+        fn, q = self.target(raw_name, shape=FUNCTION_NAME)
         if q not in (None, LATEST):
             raise AwsError("InvalidParameterValueException", "This operation is permitted on Lambda functions only. "
                            "Aliases and versions do not support this operation. Please specify either a function "
@@ -389,14 +410,12 @@ class FunctionService:
             "State": "Pending",
             "StateReason": "The function is being created.",
             "StateReasonCode": "Creating",
-            "LastUpdateStatus": "InProgress",
-            "LastUpdateStatusReason": "The function is being created.",
-            "LastUpdateStatusReasonCode": "Creating",
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": ephemeral},
             "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{ref.name}"},
+            "RuntimeVersionConfig": self.runtime_version(runtime),
         }
         if env is not None:
             config["Environment"] = {"Variables": env}
@@ -419,6 +438,11 @@ class FunctionService:
             # with that version's configuration under the function's unqualified ARN.
             return dict(self.publish(fn, None, pending=True).config, FunctionArn=config["FunctionArn"])
         return dict(config)
+
+    def runtime_version(self, runtime: str) -> dict:
+        """RuntimeVersionConfig: the runtime as this host runs it (its interpreter's version, for python and node)."""
+        lang = self.dispatcher.runtimes.get(runtime)
+        return {"RuntimeVersionArn": runtime_version_arn(self.settings.region, runtime, lang.version if lang else "")}
 
     def _check_host_runtime(self, runtime: str) -> None:
         """A runtime this host has no interpreter for is refused up front, saying how to install one."""
@@ -468,6 +492,7 @@ class FunctionService:
         if (runtime := v.runtime(body)) is not None:
             self._check_host_runtime(runtime)
             changes["Runtime"] = runtime
+            changes["RuntimeVersionConfig"] = self.runtime_version(runtime)
         if (handler := v.handler(body)) is not None:
             changes["Handler"] = handler
         if (timeout := v.integer(body, "Timeout", "timeout", 1, v.MAX_TIMEOUT)) is not None:
@@ -512,21 +537,19 @@ class FunctionService:
         return dict(fn.config)
 
     def _begin_update(self, fn: Function, network_change: bool = False) -> None:
-        # A VPC change (or detach) is reported as AWS reports it: "Creating" (its interfaces), absent from
-        # botocore's enum but what AWS sends.
-        reason, code = (("The function is being created.", "Creating") if network_change
-                        else ("The function is being updated.", "Updating"))
+        # Every update is reported as AWS reports it (recorded for configuration, code and VPC changes alike):
+        # "The function is being created." / "Creating", a reason code absent from botocore's enum.
+        del network_change
         fn.config.update(LastModified=_timestamp(), RevisionId=str(uuid.uuid4()), LastUpdateStatus="InProgress",
-                         LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
+                         LastUpdateStatusReason="The function is being created.",
+                         LastUpdateStatusReasonCode="Creating")
         self._persist(fn)
         self._start_activation(fn, "update")
 
     def delete(self, raw_name: str, qualifier: str | None) -> None:
         """DeleteFunction: the whole function (versions and aliases too), or with a qualifier one version."""
-        ref = parse_function_name(raw_name)
+        ref = parse_function_name(raw_name, shape=NAMESPACED, qualifier=qualifier)
         q = resolve_qualifier(ref, qualifier)
-        if q is not None:
-            check_qualifier(q)
         if q == LATEST:
             raise AwsError("InvalidParameterValueException", "$LATEST version cannot be deleted without deleting "
                            "the function.")
@@ -731,6 +754,7 @@ class FunctionService:
             fn.tags.update(tags)
         for key in remove or []:
             fn.tags.pop(key, None)
+        fn.config["RevisionId"] = str(uuid.uuid4())   # tagging is a change of the function's revision on AWS
         self._persist(fn)
 
     # ------------------------------------------------------------------ activation
@@ -776,7 +800,8 @@ class FunctionService:
                 return  # deleted meanwhile
             for key in ("StateReason", "StateReasonCode", "LastUpdateStatusReason", "LastUpdateStatusReasonCode"):
                 fn.config.pop(key, None)
-            fn.config.update(State="Active", LastUpdateStatus="Successful")
+            # Settling is a change of state: AWS gives the function a new revision for it.
+            fn.config.update(State="Active", LastUpdateStatus="Successful", RevisionId=str(uuid.uuid4()))
             self._persist(fn)
             self._settle_pending_versions(fn, None)
 
@@ -795,7 +820,8 @@ class FunctionService:
             code = "InvalidRuntime"
         if kind == "create":
             fn.config.update(State="Failed", StateReason=reason, StateReasonCode=code)
-        fn.config.update(LastUpdateStatus="Failed", LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
+        fn.config.update(LastUpdateStatus="Failed", LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code,
+                         RevisionId=str(uuid.uuid4()))
         self._persist(fn)
         # Invocations still run the new code and report its init error, as on AWS.
         self.dispatcher.set_function(self.spec_for(fn))

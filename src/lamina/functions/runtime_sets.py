@@ -6,6 +6,8 @@ on the message (and the recorded AWS responses Lamina is checked against) see ex
 
 from __future__ import annotations
 
+import hashlib
+
 # CreateFunction / UpdateFunctionConfiguration `runtime`, and PublishLayerVersion `compatibleRuntimes`:
 # the runtimes a function can be created with today, in the order AWS's message lists them.
 FUNCTION_RUNTIMES_MESSAGE = (
@@ -28,3 +30,10 @@ LAYER_RUNTIMES = frozenset(LAYER_RUNTIMES_MESSAGE[1:-1].split(", "))
 
 ARCHITECTURES = ("x86_64", "arm64")
 ARCHITECTURES_MESSAGE = "[x86_64, arm64]"
+
+
+def runtime_version_arn(region: str, runtime: str, interpreter_version: str) -> str:
+    """A function's RuntimeVersionConfig.RuntimeVersionArn: the runtime as this host runs it (AWS's form, a digest
+    after `::runtime:`), so it changes when the host's interpreter for that runtime does."""
+    digest = hashlib.sha256(f"{runtime}:{interpreter_version}".encode()).hexdigest()
+    return f"arn:aws:lambda:{region}::runtime:{digest}"

@@ -38,6 +38,7 @@ URL_ID_ALPHABET = string.ascii_lowercase + string.digits
 URL_ID_LENGTH = 32
 _QUALIFIER = re.compile(r"(?!\d+$)[0-9a-zA-Z_-]+")
 NOT_FOUND = "The resource you requested does not exist."
+FUNCTION_MISSING = "Function does not exist"
 
 
 def _now() -> str:
@@ -103,16 +104,22 @@ class FunctionUrlService:
 
     # ------------------------------------------------------------------ lookups
 
-    def _target(self, raw_name: str, query_qualifier: str | None) -> tuple[Function, str]:
+    def _target(self, raw_name: str, query_qualifier: str | None,
+                missing: str = NOT_FOUND) -> tuple[Function, str]:
+        """The function and qualifier ('' for none); `missing`: AWS's words when either is not there (Create and
+        Update say "Function does not exist", Get and Delete the generic 404)."""
         ref = parse_function_name(raw_name)
         qualifier = resolve_qualifier(ref, query_qualifier)
         if qualifier is not None and (len(qualifier) > 128 or not _QUALIFIER.fullmatch(qualifier)):
             raise validation(qualifier, "qualifier", "Member must satisfy regular expression pattern: "
                              r"((?!^\d+$)^[0-9a-zA-Z-_]+$)")
-        return self.functions.get(ref, qualifier), qualifier or ""
+        fn = self.functions.functions.get(ref.name)
+        if fn is None or (qualifier is not None and qualifier not in fn.aliases):
+            raise AwsError("ResourceNotFoundException", missing)
+        return fn, qualifier or ""
 
-    def _existing(self, raw_name: str, query_qualifier: str | None) -> FunctionUrl:
-        fn, qualifier = self._target(raw_name, query_qualifier)
+    def _existing(self, raw_name: str, query_qualifier: str | None, missing: str = NOT_FOUND) -> FunctionUrl:
+        fn, qualifier = self._target(raw_name, query_qualifier, missing)
         url = self.by_function.get((fn.name, qualifier))
         if url is None:
             raise AwsError("ResourceNotFoundException", NOT_FOUND)
@@ -151,7 +158,7 @@ class FunctionUrlService:
         auth_type = _enum(body, "AuthType", "authType", AUTH_TYPES)
         invoke_mode = _enum(body, "InvokeMode", "invokeMode", INVOKE_MODES) or "BUFFERED"
         cors = _cors(body)
-        fn, qualifier = self._target(raw_name, query_qualifier)
+        fn, qualifier = self._target(raw_name, query_qualifier, FUNCTION_MISSING)
         if (fn.name, qualifier) in self.by_function:
             raise AwsError("ResourceConflictException",
                            f"Failed to create function url config for [functionArn = "
@@ -171,7 +178,7 @@ class FunctionUrlService:
         auth_type = _enum(body, "AuthType", "authType", AUTH_TYPES)
         invoke_mode = _enum(body, "InvokeMode", "invokeMode", INVOKE_MODES)
         cors = _cors(body)
-        url = self._existing(raw_name, query_qualifier)
+        url = self._existing(raw_name, query_qualifier, FUNCTION_MISSING)
         if auth_type is not None:
             url.auth_type = auth_type
         if invoke_mode is not None:

@@ -1,0 +1,144 @@
+"""The smaller per-function operations with boto3 against a real `lamina serve`: Put/GetFunctionRecursionConfig,
+Put/GetRuntimeManagementConfig and RuntimeVersionConfig, Put/Get/DeleteResourcePolicy over the policy AddPermission
+builds, tags with AWS's limits on functions, and the features Lamina does not offer (capacity providers, function
+scaling configuration, durable executions) answered as AWS answers an account without them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import ACCOUNT, REGION, WAIT, failure, fn_arn
+
+pytestmark = pytest.mark.timeout(120)
+
+HANDLER = {"app.py": "def handler(e, c):\n    return 1\n"}
+
+
+def test_recursion_config(lambda_client, functions):
+    fn = functions(HANDLER)
+    assert lambda_client.get_function_recursion_config(FunctionName=fn)["RecursiveLoop"] == "Terminate"
+    assert lambda_client.put_function_recursion_config(FunctionName=fn, RecursiveLoop="Allow")["RecursiveLoop"] == (
+        "Allow")
+    assert lambda_client.get_function_recursion_config(FunctionName=fn_arn(fn))["RecursiveLoop"] == "Allow"
+    assert failure(lambda_client.put_function_recursion_config, FunctionName=fn, RecursiveLoop="Sometimes") == (
+        400, "ValidationException", "1 validation error detected: Value 'Sometimes' at 'recursiveLoop' failed to "
+        "satisfy constraint: Member must satisfy enum value set: [Terminate, Allow]")
+    assert failure(lambda_client.get_function_recursion_config, FunctionName="no-such-fn")[:2] == (
+        404, "ResourceNotFoundException")
+
+
+def test_runtime_management_config(lambda_client, functions):
+    fn = functions(HANDLER)
+    cfg = lambda_client.get_function_configuration(FunctionName=fn)
+    version_arn = cfg["RuntimeVersionConfig"]["RuntimeVersionArn"]
+    assert version_arn.startswith(f"arn:aws:lambda:{REGION}::runtime:")
+    got = lambda_client.get_runtime_management_config(FunctionName=fn)
+    assert (got["UpdateRuntimeOn"], got["FunctionArn"]) == ("Auto", f"{fn_arn(fn)}:$LATEST")
+    put = lambda_client.put_runtime_management_config(FunctionName=fn, UpdateRuntimeOn="Manual",
+                                                      RuntimeVersionArn=version_arn)
+    assert (put["UpdateRuntimeOn"], put["RuntimeVersionArn"]) == ("Manual", version_arn)
+    assert lambda_client.get_runtime_management_config(FunctionName=fn)["RuntimeVersionArn"] == version_arn
+    # Lamina runs the host's interpreter: another runtime version cannot be pinned.
+    other = f"arn:aws:lambda:{REGION}::runtime:{'0' * 64}"
+    assert failure(lambda_client.put_runtime_management_config, FunctionName=fn, UpdateRuntimeOn="Manual",
+                   RuntimeVersionArn=other)[:2] == (400, "InvalidParameterValueException")
+    assert failure(lambda_client.put_runtime_management_config, FunctionName=fn, UpdateRuntimeOn="Sometimes")[:2] == (
+        400, "ValidationException")
+    lambda_client.put_runtime_management_config(FunctionName=fn, UpdateRuntimeOn="FunctionUpdate")
+    assert "RuntimeVersionArn" not in lambda_client.get_runtime_management_config(FunctionName=fn)
+
+
+def test_resource_policy_documents(lambda_client, functions):
+    fn = functions(HANDLER)
+    arn = fn_arn(fn)
+    assert failure(lambda_client.get_resource_policy, ResourceArn=arn)[:2] == (404, "ResourceNotFoundException")
+    lambda_client.add_permission(FunctionName=fn, StatementId="s1", Action="lambda:InvokeFunction",
+                                 Principal="s3.amazonaws.com")
+    # The document is the policy AddPermission built.
+    got = lambda_client.get_resource_policy(ResourceArn=arn)
+    assert [s["Sid"] for s in json.loads(got["Policy"])["Statement"]] == ["s1"]
+    document = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "fromdoc", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+         "Action": "lambda:InvokeFunction", "Resource": arn}]}
+    assert failure(lambda_client.put_resource_policy, ResourceArn=arn, Policy=json.dumps(document),
+                   RevisionId="0" * 36)[:2] == (412, "PreconditionFailedException")
+    put = lambda_client.put_resource_policy(ResourceArn=arn, Policy=json.dumps(document), RevisionId=got["RevisionId"])
+    # It replaced AddPermission's statement; GetPolicy sees the same document.
+    assert [s["Sid"] for s in json.loads(put["Policy"])["Statement"]] == ["fromdoc"]
+    assert json.loads(lambda_client.get_policy(FunctionName=fn)["Policy"])["Statement"] == document["Statement"]
+    lambda_client.remove_permission(FunctionName=fn, StatementId="fromdoc")
+    lambda_client.put_resource_policy(ResourceArn=arn, Policy=json.dumps(document))
+    lambda_client.delete_resource_policy(ResourceArn=arn)
+    assert failure(lambda_client.get_policy, FunctionName=fn)[:2] == (404, "ResourceNotFoundException")
+    assert failure(lambda_client.put_resource_policy, ResourceArn=arn, Policy="{not json")[:2] == (
+        400, "InvalidParameterValueException")
+    assert failure(lambda_client.put_resource_policy, ResourceArn=arn, Policy=json.dumps({"Statement": []}))[:2] == (
+        400, "InvalidParameterValueException")
+
+
+def test_function_tags(lambda_client, functions):
+    fn = functions(HANDLER, Tags={"a": "1"})
+    arn = fn_arn(fn)
+    before = lambda_client.get_function(FunctionName=fn)
+    assert before["Tags"] == {"a": "1"}
+    lambda_client.tag_resource(Resource=arn, Tags={"b": "2"})
+    after = lambda_client.get_function(FunctionName=fn)
+    assert after["Tags"] == {"a": "1", "b": "2"}
+    # Tagging is a change of revision, as on AWS.
+    assert after["Configuration"]["RevisionId"] != before["Configuration"]["RevisionId"]
+    assert failure(lambda_client.tag_resource, Resource=arn, Tags={f"k{i}": "v" for i in range(49)}) == (
+        400, "InvalidParameterValueException", "Number of tags exceeds resource tag limit.")
+    assert failure(lambda_client.tag_resource, Resource=arn, Tags={"long": "v" * 257})[:2] == (
+        400, "ValidationException")
+    assert failure(lambda_client.tag_resource, Resource=arn, Tags={})[:2] == (400, "InvalidParameterValueException")
+    assert failure(lambda_client.untag_resource, Resource=arn, TagKeys=[])[:2] == (400, "ValidationException")
+    assert failure(lambda_client.tag_resource, Resource=f"{arn}:1", Tags={"a": "b"}) == (
+        400, "InvalidParameterValueException", "Tags on function aliases and versions are not supported. Please "
+        "specify a function ARN.")
+    assert failure(lambda_client.list_tags, Resource=f"arn:aws:lambda:{REGION}:{ACCOUNT}:foobar:x")[:2] == (
+        400, "ValidationException")
+    provider = f"arn:aws:lambda:{REGION}:{ACCOUNT}:capacity-provider:none"
+    assert failure(lambda_client.list_tags, Resource=provider) == (
+        404, "ResourceNotFoundException", f"Capacity provider not found: {provider}")
+    lambda_client.untag_resource(Resource=arn, TagKeys=["a", "nope"])
+    assert lambda_client.list_tags(Resource=arn)["Tags"] == {"b": "2"}
+
+
+def test_features_not_offered(lambda_client, functions):
+    fn = functions(HANDLER)
+    assert lambda_client.list_capacity_providers()["CapacityProviders"] == []
+    assert failure(lambda_client.get_capacity_provider, CapacityProviderName="cp") == (
+        404, "ResourceNotFoundException",
+        f"Capacity provider not found: arn:aws:lambda:{REGION}:{ACCOUNT}:capacity-provider:cp")
+    status, code, message = failure(lambda_client.create_capacity_provider, CapacityProviderName="cp",
+                                    VpcConfig={"SubnetIds": ["subnet-1"], "SecurityGroupIds": ["sg-1"]},
+                                    PermissionsConfig={"CapacityProviderOperatorRoleArn":
+                                                       f"arn:aws:iam::{ACCOUNT}:role/r"})
+    assert (status, code) == (400, "InvalidParameterValueException") and "Lamina does not offer" in message
+    status, code, message = failure(lambda_client.get_function_scaling_config, FunctionName=fn, Qualifier="$LATEST")
+    assert (status, code) == (400, "InvalidParameterValueException") and "Lamina does not offer" in message
+    assert lambda_client.list_durable_executions_by_function(FunctionName=fn)["DurableExecutions"] == []
+    execution = f"{fn_arn(fn)}:$LATEST/durable-execution/run/1"
+    assert failure(lambda_client.get_durable_execution, DurableExecutionArn=execution)[:2] == (
+        404, "ResourceNotFoundException")
+
+
+def test_configuration_revisions_follow_state(lambda_client, functions):
+    """As AWS records it: CreateFunction answers Pending without LastUpdateStatus; becoming Active is a new revision;
+    an update answers InProgress ("The function is being created.") and its end is another revision."""
+    name = functions(HANDLER, wait=False)
+    created = lambda_client.get_function_configuration(FunctionName=name)
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    active = lambda_client.get_function_configuration(FunctionName=name)
+    assert active["State"] == "Active" and active["LastUpdateStatus"] == "Successful"
+    if created["State"] == "Pending":
+        assert "LastUpdateStatus" not in created
+        assert active["RevisionId"] != created["RevisionId"]
+    updated = lambda_client.update_function_configuration(FunctionName=name, Description="x")
+    assert (updated["LastUpdateStatus"], updated["LastUpdateStatusReason"], updated["LastUpdateStatusReasonCode"]) == (
+        "InProgress", "The function is being created.", "Creating")
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    done = lambda_client.get_function_configuration(FunctionName=name)
+    assert done["RevisionId"] not in (updated["RevisionId"], active["RevisionId"])
