@@ -148,8 +148,15 @@ def test_recorded_errors(lambda_client, unvalidated, functions):
     assert ok["DestinationConfig"] == {"OnSuccess": {"Destination": fn_arn(other)}, "OnFailure": {}}
     ok = lambda_client.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnFailure": {}})
     assert ok["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
+    # A Lamina queue that does not exist: AWS's error for a missing destination.
+    missing_queue = "arn:aws:sqs:us-east-1:000000000000:no-such-queue"
+    with pytest.raises(ClientError) as info:
+        lambda_client.put_function_event_invoke_config(FunctionName=name,
+                                                       DestinationConfig={"OnFailure": {"Destination": missing_queue}})
+    assert _error(info.value) == (400, "InvalidParameterValueException",
+                                  f"The destination ARN {missing_queue} is invalid.")
     # Kinds Lamina does not have (yet): AWS's error, not silence.
-    for arn in ("arn:aws:sqs:us-east-1:000000000000:q", "arn:aws:sns:us-east-1:000000000000:t",
+    for arn in ("arn:aws:sns:us-east-1:000000000000:t",
                 "arn:aws:events:us-east-1:000000000000:event-bus/default", "arn:aws:s3:::bucket"):
         with pytest.raises(ClientError) as info:
             lambda_client.put_function_event_invoke_config(FunctionName=name,
@@ -192,13 +199,13 @@ def test_ranges_checked_by_the_server(endpoint, functions):
 
 
 def test_dead_letter_config(lambda_client, functions):
-    # Lamina has no SQS queue or SNS topic yet: a DeadLetterConfig naming one is refused with a clear error.
+    # A DeadLetterConfig naming a Lamina queue that does not exist is refused; SNS topics Lamina has none of.
     with pytest.raises(ClientError) as info:
         functions({"app.py": ECHO}, prefix="dlq",
-                  DeadLetterConfig={"TargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq"})
+                  DeadLetterConfig={"TargetArn": "arn:aws:sqs:us-east-1:000000000000:no-such-dlq"})
     status, code, message = _error(info.value)
     assert (status, code) == (400, "InvalidParameterValueException")
-    assert "arn:aws:sqs:us-east-1:000000000000:dlq" in message and "dead-letter queue" in message
+    assert "arn:aws:sqs:us-east-1:000000000000:no-such-dlq" in message and "does not exist" in message
     name = functions({"app.py": ECHO}, prefix="dlq")
     with pytest.raises(ClientError) as info:
         lambda_client.update_function_configuration(
