@@ -70,7 +70,7 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (make test installs it)")
+    from selenium import webdriver  # the test extra (make test installs it)
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
