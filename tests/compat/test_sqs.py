@@ -17,7 +17,7 @@ import botocore.session
 import pytest
 from botocore.config import Config
 
-from helpers import ACCESS_KEY, REGION, SECRET_KEY, client_error, failure, raw_request, unique_name
+from helpers import ACCESS_KEY, REGION, SECRET_KEY, failure, raw_request, unique_name
 
 QUERY_MODEL = Path(__file__).parent / "data" / "sqs-query"
 
@@ -303,4 +303,5 @@ def test_queue_urls_resolve_from_the_path_whatever_the_host(endpoint):
     sqs.send_message(QueueUrl=foreign, MessageBody="anywhere")
     assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "anywhere"
     sqs.delete_queue(QueueUrl=url)
-    assert client_error(pytest.raises(Exception, sqs.get_queue_url, QueueName="x" * 81).value)[0] == 400
+    assert failure(sqs.get_queue_url, QueueName=url.rsplit("/", 1)[1])[:2] == (
+        400, "AWS.SimpleQueueService.NonExistentQueue")
