@@ -469,6 +469,7 @@ class SqsRoute(BaseRoute):
 def routes(service: QueueService) -> list[BaseRoute]:
     """The SQS API, and Lamina's own view of its queues (depth, in flight, oldest message: `lamina queue ls`)."""
     async def describe(request: Request) -> Response:
-        return json_response({"Queues": [service.describe(q) for q in service.list_queues(service.account)]})
+        return json_response({"Queues": [service.describe(q) for q in service.list_queues(service.account)],
+                              "Totals": service.stats()})
 
     return [SqsRoute(SqsApi(service)), Route("/lamina/v1/queues", describe, methods=["GET"])]

@@ -52,8 +52,6 @@ class Queue:
         self.waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # Called with the queue whenever messages may have become receivable (event source mappings listen).
-        self.on_ready: list[Callable[[Queue], None]] = []
         # Where redrive sends a message (set by the service): returns False when the dead-letter queue is gone.
         self.redrive_to: Callable[[Queue, Message], bool] | None = None
         self.configure()
@@ -327,8 +325,6 @@ class Queue:
             if not f.done():
                 f.set_result(None)
                 n -= 1
-        for listener in self.on_ready:
-            listener(self)
 
     def wait(self) -> asyncio.Future[None]:
         """A future done when messages may have become visible (the caller tries again and waits again)."""
@@ -339,7 +335,7 @@ class Queue:
 
     def _arm(self) -> None:
         """A timer for the next delayed or in-flight message, while someone waits."""
-        if not self.timed or not (self.waiters or self.on_ready):
+        if not self.timed or not self.waiters:
             return
         at = self.timed[0][0]
         if self._timer is not None:
