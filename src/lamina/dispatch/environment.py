@@ -23,6 +23,7 @@ from typing import Protocol
 
 import orjson
 
+from lamina.dispatch import platform_log
 from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
 from lamina.dispatch.runtime_api import RuntimeApiServer
@@ -170,6 +171,8 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
         "LAMBDA_TASK_ROOT": task_root,
         "LAMBDA_RUNTIME_DIR": backend.runtime_dir(),
     })
+    if spec.log_format == "JSON":
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"   # the runtime writes its records as JSON (runtime/log_format.py)
     if spec.log_level:
         env["AWS_LAMBDA_LOG_LEVEL"] = spec.log_level
     # Where layers put native libraries, as AWS's runtimes look for them (Python's paths are the runtime's to add: it
@@ -247,7 +250,6 @@ class Environment:
         self._api: RuntimeApiServer | None = None  # custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
         self.provisioned = False
-        self._memory_size = f" ms\tMemory Size: {spec.memory_mb} MB\tMax Memory Used: "  # the REPORT line's middle
 
     @property
     def init_type(self) -> str:
@@ -499,7 +501,8 @@ class Environment:
             self._emit(line)
         start = self._start
         log = self.log
-        if start is not None and not (inv.sync and inv.keep_log) and self.invocations > 1 and not log.followers:
+        if (start is not None and not (inv.sync and inv.keep_log) and self.invocations > 1 and not log.followers
+                and not platform_log.is_json(self.spec)):
             # The steady state (START not written yet, no tail, no Init Duration): the three records from one
             # template, no message text to build and encode (what append_lines would write, byte for byte; the
             # request id is a UUID Lamina made, which needs no JSON escaping).
@@ -510,18 +513,21 @@ class Environment:
                 start, rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
             log_text = ""
         else:
-            end = f"END RequestId: {inv.id}"
-            report = self._report_line(inv.id, duration_ms, rss_kb)
+            end = platform_log.end(self.spec, inv.id)
+            report = self._report_line(inv.id, duration_ms, rss_kb, error_type)
             if inv.sync and inv.keep_log:
-                self._emit(end)
-                self._emit(report)
-                log_text = "\n".join(self._tail) + "\n"
+                for record in (end, report):
+                    if record is not None:
+                        self._emit(record)
+                log_text = "\n".join(self._tail) + "\n" if self._tail else ""
             else:  # no tail to keep: straight to the function's log, START (if not written yet) included
                 now = int(time.time() * 1000)
                 self._start = None
-                lines = ((now, end), (now, report)) if start is None else (
-                    (start, self._start_line(inv)), (now, end), (now, report))
-                log.append_lines(self.stream, lines)
+                records = ((now, end), (now, report)) if start is None else (
+                    (start, self._start_line(inv, start)), (now, end), (now, report))
+                lines = tuple((ms, line) for ms, line in records if line is not None)
+                if lines:
+                    log.append_lines(self.stream, lines)
                 log_text = ""
         log.flush_soon()
         self.current = None
@@ -550,16 +556,12 @@ class Environment:
                 + b"\\tMemory Size: " + str(self.spec.memory_mb).encode() + b" MB\\tMax Memory Used: %d MB" + tail)
         return template
 
-    def _report_line(self, request_id: str, duration_ms: float, rss_kb: int | None) -> str:
-        used_mb = self._used_mb(rss_kb)
-        line = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-                f"Billed Duration: {max(1, math.ceil(duration_ms))}{self._memory_size}{used_mb} MB")
-        if self.invocations == 1 and self.restore_ms is not None:
-            line += (f"\tRestore Duration: {self.restore_ms:.2f} ms"
-                     f"\tBilled Restore Duration: {math.ceil(self.restore_ms)} ms")
-        elif self.invocations == 1 and self.init_ms is not None:
-            line += f"\tInit Duration: {self.init_ms:.2f} ms"
-        return line
+    def _report_line(self, request_id: str, duration_ms: float, rss_kb: int | None,
+                     error_type: str | None = None) -> str | None:
+        """REPORT (platform.report in the JSON log format; None where SystemLogLevel leaves it out)."""
+        first = self.invocations == 1
+        return platform_log.report(self.spec, request_id, duration_ms, self._used_mb(rss_kb), error_type,
+                                   self.init_ms if first else None, self.restore_ms if first else None)
 
     def _sandbox_memory_mb(self) -> int:
         peak = self.sandbox.max_memory_bytes() if self.sandbox else None
@@ -662,10 +664,12 @@ class Environment:
 
     def _emit_start(self) -> None:
         start, self._start = self._start, None
-        self._emit_line(self._start_line(self.current), start)  # type: ignore[arg-type]
+        line = self._start_line(self.current, start)  # type: ignore[arg-type]
+        if line is not None:
+            self._emit_line(line, start)
 
-    def _start_line(self, inv: Invocation) -> str:
-        return f"START RequestId: {inv.id} Version: {self.spec.version}"
+    def _start_line(self, inv: Invocation, ms: int | None = None) -> str | None:
+        return platform_log.start(self.spec, inv.id, ms)
 
     def _emit_line(self, text: str, timestamp_ms: int | None = None) -> None:
         self.log.append(self.stream, text, timestamp_ms)
@@ -734,7 +738,8 @@ class Environment:
         self.invocations = 1
         self.init_ms = failure.init_ms
         self._started_ns = time.perf_counter_ns()
-        self._emit(f"START RequestId: {inv.id} Version: {self.spec.version}")
+        if (start := self._start_line(inv)) is not None:
+            self._emit(start)
         err = dict(failure.body, requestId=inv.id)
         self._complete(json.dumps(err).encode(), err.get("errorType") or "Runtime.Unknown", None)
 

@@ -31,7 +31,10 @@ class FunctionSpec:
     environment: tuple[tuple[str, str], ...] = ()
     ephemeral_mb: int = 512
     region: str = "us-east-1"
-    log_level: str = ""
+    log_level: str = ""            # LoggingConfig.ApplicationLogLevel (JSON format only)
+    log_format: str = "Text"       # LoggingConfig.LogFormat: Text or JSON (application and platform records)
+    system_log_level: str = ""     # LoggingConfig.SystemLogLevel: which platform records are written (JSON format)
+    log_group_name: str = ""       # LoggingConfig.LogGroup when not the default /aws/lambda/<name>
     per_tenant: bool = False       # TenancyConfig.TenantIsolationMode PER_TENANT: one pool per tenant
     opt_dir: Path | None = None    # the function's layers, unpacked in order (shown read-only at /opt)
     # The network its environments join: "none" (loopback only), "outbound" (NAT to the host's outside network) or a
@@ -44,7 +47,7 @@ class FunctionSpec:
 
     @property
     def log_group(self) -> str:
-        return f"/aws/lambda/{self.name}"
+        return self.log_group_name or f"/aws/lambda/{self.name}"
 
     @property
     def is_python(self) -> bool:

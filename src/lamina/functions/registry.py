@@ -303,12 +303,15 @@ class FunctionService:
     def spec_for(self, fn: Function) -> FunctionSpec:
         cfg = fn.config
         variables = (cfg.get("Environment") or {}).get("Variables") or {}
+        log_cfg = cfg.get("LoggingConfig") or {}
         return FunctionSpec(
             name=fn.name, arn=self.arn(fn.name), version=fn.version, runtime=cfg["Runtime"], handler=cfg["Handler"],
             memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], code_dir=self.code.task_dir(fn.code_hex),
             code_sha=cfg["CodeSha256"], environment=tuple(sorted(variables.items())),
             ephemeral_mb=cfg.get("EphemeralStorage", {}).get("Size", 512), region=self.settings.region,
-            log_level=(cfg.get("LoggingConfig") or {}).get("ApplicationLogLevel", ""),
+            log_level=log_cfg.get("ApplicationLogLevel", ""), log_format=log_cfg.get("LogFormat", "Text"),
+            system_log_level=log_cfg.get("SystemLogLevel", ""),
+            log_group_name="" if log_cfg.get("LogGroup") == f"/aws/lambda/{fn.name}" else log_cfg.get("LogGroup", ""),
             per_tenant=is_per_tenant(cfg), network=self.networks.network_for(cfg.get("VpcConfig")),
             opt_dir=layers_dir(self.code, fn.layer_hexes),
         )
@@ -370,6 +373,7 @@ class FunctionService:
         description = v.string(body, "Description", "description", 256) or ""
         env = v.environment(body)
         ephemeral = v.ephemeral_storage(body) or 512
+        logging_config = v.logging_config(body, {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{ref.name}"})
         tags = v.tags(body)
         tenancy = v.tenancy_config(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
@@ -414,7 +418,7 @@ class FunctionService:
             "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": ephemeral},
             "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
-            "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{ref.name}"},
+            "LoggingConfig": logging_config or {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{ref.name}"},
             "RuntimeVersionConfig": self.runtime_version(runtime),
         }
         if env is not None:
@@ -505,6 +509,8 @@ class FunctionService:
             changes["Role"] = role
         if (ephemeral := v.ephemeral_storage(body)) is not None:
             changes["EphemeralStorage"] = {"Size": ephemeral}
+        if (logging_config := v.logging_config(body, fn.config.get("LoggingConfig") or {})) is not None:
+            changes["LoggingConfig"] = logging_config
         env = v.environment(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
         attached = self.layers.attach(body["Layers"]) if body.get("Layers") is not None else None

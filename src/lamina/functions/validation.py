@@ -287,3 +287,45 @@ def vpc_config(body: dict) -> dict | None:
         raise AwsError("InvalidParameterValueException",
                        "SubnetIds and SecurityIds must coexist or be both empty list.")
     return {"SubnetIds": list(subnets), "SecurityGroupIds": list(groups), "Ipv6AllowedForDualStack": dual_stack}
+
+
+LOG_FORMATS = ("JSON", "Text")
+APPLICATION_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
+LOG_GROUP = re.compile(r"[\.\-_/#A-Za-z0-9]+")
+
+
+def logging_config(body: dict, current: dict) -> dict | None:
+    """LoggingConfig merged into the function's `current` one as AWS merges it: JSON brings ApplicationLogLevel and
+    SystemLogLevel INFO unless given, going back to Text drops them, a log level under Text is refused. None when
+    the request has none."""
+    value = body.get("LoggingConfig")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "loggingConfig", "Member must be a structure")
+    problems: list[tuple[object, str, str]] = []
+    for key, member, allowed in (("LogFormat", "loggingConfig.logFormat", LOG_FORMATS),
+                                 ("ApplicationLogLevel", "loggingConfig.applicationLogLevel", APPLICATION_LOG_LEVELS),
+                                 ("SystemLogLevel", "loggingConfig.systemLogLevel", SYSTEM_LOG_LEVELS)):
+        if value.get(key) is not None and value[key] not in allowed:
+            problems.append((value[key], member, f"Member must satisfy enum value set: [{', '.join(allowed)}]"))
+    group = value.get("LogGroup")
+    if group is not None and (not isinstance(group, str) or not 1 <= len(group) <= 512
+                              or not LOG_GROUP.fullmatch(group)):
+        problems.append((group, "loggingConfig.logGroup",
+                         f"Member must satisfy regular expression pattern: {LOG_GROUP.pattern}"))
+    if problems:
+        raise validation_errors(problems)
+    given = {k: val for k, val in value.items()
+             if k in ("LogFormat", "ApplicationLogLevel", "SystemLogLevel", "LogGroup") and val is not None}
+    if given.get("LogFormat") == "JSON":
+        given = {"ApplicationLogLevel": "INFO", "SystemLogLevel": "INFO", **given}
+    merged = {**current, **given}
+    if merged.get("LogFormat") == "Text":
+        if "ApplicationLogLevel" in given or "SystemLogLevel" in given:
+            raise AwsError("InvalidParameterValueException", 'LogLevel is not supported when LogFormat is set to '
+                           '"Text". Remove LogLevel from your request or change the LogFormat to "JSON" and try again.')
+        merged.pop("ApplicationLogLevel", None)
+        merged.pop("SystemLogLevel", None)
+    return merged

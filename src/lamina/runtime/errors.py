@@ -26,7 +26,13 @@ def error_body(exc: BaseException, request_id: str = "", error_type: str | None 
 
 
 def log_error(body: dict[str, Any]) -> None:
-    """The [ERROR] line (and traceback) AWS's runtime prints for an error it reports."""
+    """The [ERROR] line (and traceback) AWS's runtime prints for an error it reports (one JSON record in the JSON log
+    format)."""
+    from .log_format import error_record, json_format
+
+    if json_format():
+        print(error_record(body), flush=True)
+        return
     trace = "".join(body.get("stackTrace") or [])
     line = f"[ERROR] {body['errorType']}: {body['errorMessage']}"
     if trace:

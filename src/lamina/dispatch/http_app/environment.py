@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import socket
 import time
@@ -16,6 +15,7 @@ from typing import Protocol
 
 import orjson
 
+from lamina.dispatch import platform_log
 from lamina.dispatch.environment import (
     MAX_RESPONSE_BYTES,
     Environment,
@@ -308,8 +308,10 @@ class HttpAppEnvironment(Environment):
 
     async def _invoke(self, inv: Invocation) -> None:
         started = time.perf_counter()
-        self._emit(f"START RequestId: {inv.id} Version: {self.spec.version}")
-        lines = [f"START RequestId: {inv.id} Version: {self.spec.version}"]
+        lines: list[str] = []
+        if (start := platform_log.start(self.spec, inv.id)) is not None:
+            self._emit(start)
+            lines.append(start)
         try:
             async with asyncio.timeout(self.spec.timeout_s):
                 body, error_type = await self._invoke_app(inv)
@@ -330,13 +332,12 @@ class HttpAppEnvironment(Environment):
                                "errorType": "Runtime.Unknown"}).encode()
             error_type = "Runtime.Unknown"
         duration_ms = (time.perf_counter() - started) * 1000
-        for line in (f"END RequestId: {inv.id}",
-                     f"REPORT RequestId: {inv.id}\tDuration: {duration_ms:.2f} ms\t"
-                     f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\tMemory Size: {self.spec.memory_mb} MB\t"
-                     f"Max Memory Used: {self._sandbox_memory_mb()} MB"
-                     + (f"\tInit Duration: {self.init_ms:.2f} ms" if self.invocations == 1 and self.init_ms else "")):
-            self._emit(line)
-            lines.append(line)
+        report = platform_log.report(self.spec, inv.id, duration_ms, self._sandbox_memory_mb(), error_type,
+                                     self.init_ms if self.invocations == 1 and self.init_ms else None)
+        for record in (platform_log.end(self.spec, inv.id), report):
+            if record is not None:
+                self._emit(record)
+                lines.append(record)
         self.log.flush()
         inv.finish(InvokeResult(body, error_type, "\n".join(lines) + "\n" if inv.sync else "", self.spec.version))
         self.pool.completed(duration_ms, error_type is not None)
