@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
-"""Cold-start latency of Lamina (zygote fork + full sandbox) against spawning a fresh python3.
+"""Cold-start latency of Lamina (zygote fork + full sandbox) against spawning a fresh python3 (or node).
 
-    .venv/bin/python bench/coldstart.py [--n 100] [--warm 1000] [--baseline 20] [--idle 1000] [--json]
+    .venv/bin/python bench/coldstart.py [--runtime python3.11] [--n 100] [--warm 1000] [--baseline 20] [--idle 1000]
+                                        [--json]
+
+--runtime picks the function's runtime: any python3.X this host has (each version has its zygote on its own
+interpreter; the baseline runs that interpreter), or a nodejsN.x. A Node.js function has no zygote: its cold start
+takes the initialised spare environment its pool keeps (node_spare_environments), and a second server with no
+spares (LAMINA_NODE_SPARE_ENVIRONMENTS=0) measures what a cold start costs without one (sandbox + node + init, the
+`cold, no spare` row); the baseline is a fresh `node` importing the same module and calling the handler, with the
+runtime's flags and plain (`node -e`). For Node.js the pause is 1000 ms by default (the spare taken by a round is
+replaced in the background and must be ready again) and the idle phase is off (1,000 node processes do not fit).
 
 Starts its own `lamina serve` on a free port with a temporary data dir and deploys, with boto3, a
 Python function whose module imports json, asyncio, email and http.client and builds ~20 MB of
@@ -69,6 +78,10 @@ PAYLOAD = b"{}"
 SPEEDUP_TARGET = 10.0
 IDLE_TARGET = 1000
 
+# Cold start p50 <= this fraction of a fresh node process's p50 (the Node.js runtimes' target).
+NODE_FRACTION_TARGET = 0.5
+DEFAULT_RUNTIME = "python3.11"
+
 # The handler module: stdlib imports plus ~20 MB of Python objects built at init (the work a
 # snapshot saves). CALLS counts invocations per environment: every fork starts from the zygote's 0,
 # so `calls == 1` proves an invoke ran in a fresh environment.
@@ -103,23 +116,55 @@ BASELINE_DRIVER = (
 )
 
 
+# The same for Node.js: built-in modules imported and ~20 MB of strings built at init.
+NODE_HANDLER_SRC = """\
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import zlib from 'node:zlib';
+
+const DATA = Array.from({ length: 195000 }, (_, i) => String(i).padStart(10, '0').repeat(5));  // ~20 MB
+const INDEX = JSON.stringify({ items: DATA.length, first: DATA[0] });
+let CALLS = 0;
+
+export const handler = async (event) => {
+  CALLS += 1;
+  if (event && event.sleep) await new Promise((resolve) => setTimeout(resolve, event.sleep * 1000));
+  return { calls: CALLS, items: DATA.length, index: INDEX.length, http: typeof http.request,
+           zlib: typeof zlib.gzipSync, hash: createHash('sha1').update('x').digest('hex').length };
+};
+"""
+
+# Run by a fresh node: import the handler module from the code dir (argv[1]), call it once, print the result.
+NODE_BASELINE_DRIVER = (
+    "const { handler } = await import(process.argv[1] + '/index.mjs');\n"
+    "console.log(JSON.stringify(await handler({}, {})));\n"
+)
+
+
 # --------------------------------------------------------------------------- small helpers
 
 
-def function_zip() -> bytes:
+def is_node(runtime: str) -> bool:
+    return runtime.startswith("nodejs")
+
+
+def function_zip(runtime: str) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("app.py", HANDLER_SRC)
+        if is_node(runtime):
+            zf.writestr("index.mjs", NODE_HANDLER_SRC)
+        else:
+            zf.writestr("app.py", HANDLER_SRC)
     return buf.getvalue()
 
 
-def deploy(client: Any, name: str, timeout_s: int, memory_mb: int) -> None:
+def deploy(client: Any, name: str, timeout_s: int, memory_mb: int, runtime: str) -> None:
     client.create_function(
         FunctionName=name,
-        Runtime="python3.11",
+        Runtime=runtime,
         Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": function_zip()},
+        Handler="index.handler" if is_node(runtime) else "app.handler",
+        Code={"ZipFile": function_zip(runtime)},
         Timeout=timeout_s,
         MemorySize=memory_mb,
     )
@@ -350,7 +395,9 @@ def cold_and_warm(port: int, n: int, warm: int, pause_s: float) -> dict[str, Any
         conn.close()
 
     records = log_records(port, COLD_FUNCTION)
-    restore = durations(records, r"^REPORT .*?\tRestore Duration: ([\d.]+) ms")[-n:]
+    # What each new environment took to start, as its first REPORT says: Restore Duration (a fork of the zygote),
+    # or Init Duration (a Node.js environment: process start and module load, done before its first invocation).
+    restore = durations(records, r"^REPORT .*?\t(?:Restore|Init) Duration: ([\d.]+) ms")[-n:]
     init = durations(records, r"^INIT_REPORT Init Duration: ([\d.]+) ms")
     out: dict[str, Any] = {"cold": cold.as_dict(), "pause_ms": pause_s * 1000}
     out["restore_duration_ms"] = {
@@ -363,23 +410,39 @@ def cold_and_warm(port: int, n: int, warm: int, pause_s: float) -> dict[str, Any
     return out
 
 
-def baseline_python() -> str:
+def baseline_interpreter(server: dict[str, Any], runtime: str) -> str:
+    """The interpreter the server runs the runtime on (health's runtimes), else this host's python3."""
+    found = (server.get("runtimes") or {}).get("available", {}).get(runtime)
+    if found:
+        return str(found["executable"])
+    if is_node(runtime):
+        raise BenchError(f"the server has no interpreter for {runtime}: {server.get('runtimes')}")
     return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 
-def baseline(k: int) -> dict[str, Any]:
+def baseline(k: int, runtime: str, interpreter: str, memory_mb: int) -> dict[str, Any]:
     """Spawn a fresh interpreter that imports the handler and calls it once; time spawn -> result."""
-    python = baseline_python()
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-code-"))
     try:
         code = tmp / "code"
         code.mkdir()
-        (code / "app.py").write_text(HANDLER_SRC)
-        out: dict[str, Any] = {"python": python}
-        # `-I -S` is how the sandbox starts its runtime; plain `python3` is how a person would.
-        for key, flags in (("isolated", ["-I", "-S"]), ("plain", [])):
-            cmd = [python, *flags, "-c", BASELINE_DRIVER, str(code)]
-            log(f"baseline: {k} runs of {' '.join(cmd[:-3] + ['-c', '<driver>', str(code)])} ...")
+        if is_node(runtime):
+            (code / "index.mjs").write_text(NODE_HANDLER_SRC)
+            # With the runtime's flags (environment.py), and plain `node -e` as a person would run it.
+            new_space = memory_mb // 10
+            flags = ["--expose-gc", "--max-http-header-size", "81920", f"--max-semi-space-size={new_space // 2}",
+                     f"--max-old-space-size={memory_mb - new_space}"]
+            variants = [("isolated", flags), ("plain", [])]
+            driver = ["--input-type=module", "-e", NODE_BASELINE_DRIVER]
+        else:
+            (code / "app.py").write_text(HANDLER_SRC)
+            # `-I -S` is how the sandbox starts its runtime; plain `python3` is how a person would.
+            variants = [("isolated", ["-I", "-S"]), ("plain", [])]
+            driver = ["-c", BASELINE_DRIVER]
+        out: dict[str, Any] = {"python": interpreter, "runtime": runtime}
+        for key, flags in variants:
+            cmd = [interpreter, *flags, *driver, str(code)]
+            log(f"baseline: {k} runs of {' '.join(cmd[:-3] + [cmd[-3], '<driver>', str(code)])} ...")
             samples = []
             for i in range(k + 1):  # the first run warms the page cache and writes __pycache__; not timed
                 t0 = time.perf_counter_ns()
@@ -444,11 +507,11 @@ async def _burst(
 
 
 def idle_environments(
-    port: int, server_pid: int, sandbox: str, n: int, sleep_s: float, memory_mb: int
+    port: int, server_pid: int, sandbox: str, n: int, sleep_s: float, memory_mb: int, runtime: str
 ) -> dict[str, Any]:
     client = boto3_client(port)
     log(f"idle: deploying {IDLE_FUNCTION} ...")
-    deploy(client, IDLE_FUNCTION, timeout_s=int(sleep_s) + 120, memory_mb=memory_mb)
+    deploy(client, IDLE_FUNCTION, timeout_s=int(sleep_s) + 120, memory_mb=memory_mb, runtime=runtime)
     # Deploying pre-warms one environment; stop it too so all N come from the burst.
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
@@ -602,9 +665,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         client = boto3_client(port)
         log(f"deploying {COLD_FUNCTION} ...")
         t0 = time.perf_counter()
-        deploy(client, COLD_FUNCTION, timeout_s=30, memory_mb=args.memory)
+        deploy(client, COLD_FUNCTION, timeout_s=30, memory_mb=args.memory, runtime=args.runtime)
         log(f"function active after {time.perf_counter() - t0:.2f}s")
         results.update(cold_and_warm(port, args.n, args.warm, args.pause_ms / 1000))
+
+    if is_node(args.runtime) and args.no_spare > 0:
+        # What a Node.js cold start costs without a spare: the sandbox, node's start and the module's init.
+        settings = {"LAMINA_NODE_SPARE_ENVIRONMENTS": "0"}
+        log(f"cold without a spare: a second server with {settings}")
+        with server_settings(settings), lamina_server(args.startup_timeout) as (proc, port, log_path), \
+                server_failures(proc, lambda: read_log(log_path), BenchError):
+            deploy(boto3_client(port), COLD_FUNCTION, timeout_s=30, memory_mb=args.memory, runtime=args.runtime)
+            results["cold_no_spare"] = cold_and_warm(port, args.no_spare, 0, 0.1)
 
     if args.idle > 0:
         # A server of its own: Lambda's one-environment-per-waiting-invocation dispatch (the default
@@ -618,10 +690,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 server_failures(proc, lambda: read_log(log_path), BenchError):
             sandbox = server_info(port).get("sandbox", "?")
             results["idle"] = idle_environments(
-                port, proc.pid, sandbox, args.idle, sleep_s, args.idle_memory or args.memory
+                port, proc.pid, sandbox, args.idle, sleep_s, args.idle_memory or args.memory, args.runtime
             )
             results["idle"]["server_settings"] = settings
-    results["baseline"] = baseline(args.baseline)
+    interpreter = baseline_interpreter(results["server"], args.runtime)
+    results["baseline"] = baseline(args.baseline, args.runtime, interpreter, args.memory)
     return results
 
 
@@ -632,6 +705,7 @@ def summarize(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     cold_p50 = results["cold"]["p50_ms"]
     base_p50 = results["baseline"]["isolated"]["p50_ms"]
     speedup = base_p50 / cold_p50
+    linux = results["server"].get("sandbox") == "linux"
     s: dict[str, Any] = {
         "params": {
             "n": args.n,
@@ -640,6 +714,7 @@ def summarize(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             "idle": args.idle,
             "pause_ms": args.pause_ms,
             "memory_mb": args.memory,
+            "runtime": args.runtime,
         },
         **results,
         "ratios": {
@@ -650,7 +725,13 @@ def summarize(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         "targets": {
             # Only the linux backend is the full sandbox the target is about.
             "speedup": {"limit": SPEEDUP_TARGET, "value": round(speedup, 2),
-                        "pass": speedup >= SPEEDUP_TARGET and results["server"].get("sandbox") == "linux"},
+                        "pass": speedup >= SPEEDUP_TARGET and linux},
+        } if not is_node(args.runtime) else {
+            # Node.js: cold start p50 <= half a fresh `node -e` running the same handler.
+            "node_fraction": {"limit": NODE_FRACTION_TARGET,
+                              "value": round(cold_p50 / results["baseline"]["plain"]["p50_ms"], 3),
+                              "pass": cold_p50 <= NODE_FRACTION_TARGET * results["baseline"]["plain"]["p50_ms"]
+                              and linux},
         },
         "env": {
             "python": platform.python_version(),
@@ -683,18 +764,28 @@ def print_report(s: dict[str, Any], out: Any) -> None:
     srv = s["server"]
     backend = srv.get("sandbox", "?")
     label = "" if backend == "linux" else f" [{backend} backend: NOT the full sandbox]"
-    p(f"Lamina cold start{label} — handler imports json/asyncio/email/http.client, ~20 MB built at init")
+    node = is_node(s["params"]["runtime"])
+    what = "crypto/http/zlib" if node else "json/asyncio/email/http.client"
+    p(f"Lamina cold start of a {s['params']['runtime']} function{label} — handler imports {what}, ~20 MB built "
+      "at init")
     p(
         f"server: lamina {srv.get('version', '?')}, sandbox {backend} (isolated: {srv.get('isolated', '?')}); "
         f"host: {s['env']['cpus']} CPUs, {s['env']['mem_total_mb']} MB, Python {s['env']['python']}; "
         f"function memory {s['params']['memory_mb']} MB"
     )
-    rows = [("cold (fork + sandbox)" if backend == "linux" else f"cold (fork, {backend} backend)", s["cold"])]
+    how = "a spare" if node else "fork"
+    rows = [(f"cold ({how} + sandbox)" if backend == "linux" else f"cold ({how}, {backend} backend)", s["cold"])]
+    if s.get("cold_no_spare"):
+        rows.append(("cold, no spare (sandbox + node + init)", s["cold_no_spare"]["cold"]))
     if s["warm"]:
         rows.append(("warm", s["warm"]))
     base = s["baseline"]
-    rows.append((f"fresh {base['python']} -I -S", base["isolated"]))
-    rows.append((f"fresh {base['python']}", base["plain"]))
+    if node:
+        rows.append((f"fresh {base['python']} (the runtime's flags)", base["isolated"]))
+        rows.append((f"fresh {base['python']} -e", base["plain"]))
+    else:
+        rows.append((f"fresh {base['python']} -I -S", base["isolated"]))
+        rows.append((f"fresh {base['python']}", base["plain"]))
     cols = ["n", "p50", "p90", "p99", "min", "max"]
     w = max(len(r[0]) for r in rows)
     p(f"{'ms':<{w}}  " + "  ".join(f"{c:>8}" for c in cols))
@@ -702,10 +793,14 @@ def print_report(s: dict[str, Any], out: Any) -> None:
         vals = [f"{r['n']:>8}"] + [f"{r[k + '_ms']:>8.2f}" for k in cols[1:]]
         p(f"{name:<{w}}  " + "  ".join(vals))
     rd = s["restore_duration_ms"]
-    p(
-        f"server-reported Restore Duration p50 {rd['p50']} ms, p99 {rd['p99']} ms (n={rd['n']}); "
-        f"zygote INIT_REPORT Init Duration {s['zygote_init_duration_ms']} ms (once per function version)"
-    )
+    if node:
+        p(f"server-reported Init Duration of the environments the cold rounds took (spares, initialised before "
+          f"the request): p50 {rd['p50']} ms, p99 {rd['p99']} ms (n={rd['n']})")
+    else:
+        p(
+            f"server-reported Restore Duration p50 {rd['p50']} ms, p99 {rd['p99']} ms (n={rd['n']}); "
+            f"zygote INIT_REPORT Init Duration {s['zygote_init_duration_ms']} ms (once per function version)"
+        )
     r = s["ratios"]
     p(
         f"baseline (-I -S) p50 / cold p50: {r['baseline_p50_over_cold_p50']:.1f}x  "
@@ -757,11 +852,19 @@ def print_report(s: dict[str, Any], out: Any) -> None:
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
-    p(
-        f"target: cold start p50 >= {SPEEDUP_TARGET:g}x faster than a fresh python3, with the full sandbox — "
-        f"{verdict(t['speedup']['pass'])} ({t['speedup']['value']:.1f}x: {s['cold']['p50_ms']:.2f} ms against "
-        f"{s['baseline']['isolated']['p50_ms']:.1f} ms{label})"
-    )
+    if node:
+        tn = t["node_fraction"]
+        p(
+            f"target: cold start p50 <= {NODE_FRACTION_TARGET:g}x a fresh node -e, with the full sandbox — "
+            f"{verdict(tn['pass'])} ({tn['value']:.3f}x: {s['cold']['p50_ms']:.2f} ms against "
+            f"{s['baseline']['plain']['p50_ms']:.1f} ms{label})"
+        )
+    else:
+        p(
+            f"target: cold start p50 >= {SPEEDUP_TARGET:g}x faster than a fresh python3, with the full sandbox — "
+            f"{verdict(t['speedup']['pass'])} ({t['speedup']['value']:.1f}x: {s['cold']['p50_ms']:.2f} ms against "
+            f"{s['baseline']['isolated']['p50_ms']:.1f} ms{label})"
+        )
     if "idle" in t:
         ti = t["idle"]
         judged = "not judged (--idle < 1000)" if ti["pass"] is None else verdict(ti["pass"])
@@ -781,20 +884,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=100, help="timed cold starts (default 100)")
     p.add_argument("--warm", type=int, default=1000, help="timed warm invokes (default 1000)")
     p.add_argument("--baseline", type=int, default=20, help="timed fresh-python3 runs per variant (default 20)")
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME,
+                   help=f"the function's runtime: a python3.X or nodejsN.x this host has (default {DEFAULT_RUNTIME})")
     p.add_argument(
-        "--idle", type=int, default=1000, help="concurrent idle environments to measure; 0 skips (default 1000)"
+        "--idle", type=int, help="concurrent idle environments to measure; 0 skips (default 1000; 0 for Node.js)"
     )
+    p.add_argument("--no-spare", type=int, default=30,
+                   help="Node.js: timed cold starts on a server that keeps no spare (default 30; 0 skips)")
     p.add_argument(
         "--idle-sleep", type=float, help="seconds each burst invoke sleeps (default 3 + N/100: all N must overlap)"
     )
-    p.add_argument("--pause-ms", type=float, default=20.0, help="pause between teardown and cold invoke (default 20)")
+    p.add_argument("--pause-ms", type=float,
+                   help="pause between teardown and cold invoke (default 20; 1000 for Node.js: its spare is replaced)")
     p.add_argument("--memory", type=int, default=128, help="the functions' MemorySize in MB (default 128)")
     p.add_argument("--idle-memory", type=int, help="MemorySize of the idle-phase function (default: --memory)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout (the table goes to stderr)")
     p.add_argument("--startup-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.n < 1 or args.warm < 0 or args.baseline < 1 or args.idle < 0 or args.pause_ms < 0:
-        p.error("--n and --baseline must be >= 1; --warm, --idle and --pause-ms >= 0")
+    node = is_node(args.runtime)
+    if args.idle is None:
+        args.idle = 0 if node else IDLE_TARGET
+    if args.pause_ms is None:
+        args.pause_ms = 1000.0 if node else 20.0
+    if args.n < 1 or args.warm < 0 or args.baseline < 1 or args.idle < 0 or args.pause_ms < 0 or args.no_spare < 0:
+        p.error("--n and --baseline must be >= 1; --warm, --idle, --no-spare and --pause-ms >= 0")
     return args
 
 

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Sequential warm-invoke latency of Lamina, against a bare loopback HTTP baseline.
 
-    .venv/bin/python bench/invoke.py [--n 2000] [--warmup 200] [--json]
+    .venv/bin/python bench/invoke.py [--runtime python3.11] [--n 2000] [--warmup 200] [--json]
 
-Starts its own `lamina serve` on a free port with a temporary data dir, deploys a Python
-echo function with boto3, then times N sequential invokes (after a warm-up) three ways:
+Starts its own `lamina serve` on a free port with a temporary data dir, deploys an echo function
+with boto3 (in --runtime: a python3.X or nodejsN.x this host has), then times N sequential
+invokes (after a warm-up) three ways:
 
   lamina raw    one keep-alive http.client connection, POST .../invocations
   lamina boto3  client.invoke(...), Payload read
   baseline      the same http.client code against a minimal uvloop + httptools server
                 (this file run with --baseline-server) that echoes the request body
+
+With a --runtime other than python3.11, a python3.11 echo function is deployed beside it and the
+two are timed in alternating blocks over raw HTTP (so both see the same moments of a noisy host):
+the runtime's warm p50 against Python's.
 
 Only prints figures: exit status is 0 whether the latency target is met or not,
 1 if the server or an invoke fails.
@@ -55,6 +60,12 @@ PAYLOAD = b'{"n": 1}'
 # baseline p50 was 0.09-0.12 ms (bench/README.md).
 TARGET_RATIO = 8.0
 HANDLER_SRC = "def handler(event, context):\n    return event\n"
+NODE_HANDLER_SRC = "export const handler = async (event) => event;\n"
+REFERENCE_RUNTIME = "python3.11"
+REFERENCE_FUNCTION = "bench-echo-python"
+# Another runtime's warm p50 <= this multiple of Python's, measured in the same run (the Node.js runtimes' target).
+RUNTIME_RATIO_TARGET = 1.2
+BLOCKS = 10  # alternating blocks when two functions are compared
 
 
 def log(msg: str) -> None:
@@ -201,10 +212,13 @@ def server_info(port: int) -> dict[str, Any]:
         conn.close()
 
 
-def function_zip() -> bytes:
+def function_zip(runtime: str = REFERENCE_RUNTIME) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("app.py", HANDLER_SRC)
+        if runtime.startswith("nodejs"):
+            zf.writestr("index.mjs", NODE_HANDLER_SRC)
+        else:
+            zf.writestr("app.py", HANDLER_SRC)
     return buf.getvalue()
 
 
@@ -222,16 +236,16 @@ def boto3_client(port: int) -> Any:
     )
 
 
-def deploy(client: Any) -> None:
+def deploy(client: Any, runtime: str = REFERENCE_RUNTIME, name: str = FUNCTION) -> None:
     client.create_function(
-        FunctionName=FUNCTION,
-        Runtime="python3.11",
+        FunctionName=name,
+        Runtime=runtime,
         Role=ROLE,
-        Handler="app.handler",
-        Code={"ZipFile": function_zip()},
+        Handler="index.handler" if runtime.startswith("nodejs") else "app.handler",
+        Code={"ZipFile": function_zip(runtime)},
     )
     client.get_waiter("function_active_v2").wait(
-        FunctionName=FUNCTION, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
     )
 
 
@@ -307,6 +321,45 @@ def raw_http(port: int, path: str, n: int, warmup: int, what: str) -> tuple[Stat
     return Stats.from_ns(samples, wall), first_ms
 
 
+def interleaved(port: int, paths: dict[str, str], n: int, warmup: int) -> dict[str, Stats]:
+    """Time n invokes of each path (one keep-alive connection each) in BLOCKS alternating blocks."""
+    conns = {key: http.client.HTTPConnection(HOST, port, timeout=120) for key in paths}
+    headers = {"Content-Type": "application/json"}
+    samples: dict[str, list[int]] = {key: [] for key in paths}
+    walls = dict.fromkeys(paths, 0)
+    clock = time.perf_counter_ns
+
+    def once(key: str) -> None:
+        conns[key].request("POST", paths[key], body=PAYLOAD, headers=headers)
+        resp = conns[key].getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            check_echo(key, resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
+
+    try:
+        for key in paths:
+            for _ in range(warmup):
+                once(key)
+        per_block = max(1, n // BLOCKS)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(BLOCKS):
+                for key in paths:
+                    start = clock()
+                    for _ in range(per_block):
+                        t0 = clock()
+                        once(key)
+                        samples[key].append(clock() - t0)
+                    walls[key] += clock() - start
+        finally:
+            gc.enable()
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return {key: Stats.from_ns(samples[key], walls[key]) for key in paths}
+
+
 def boto3_invokes(client: Any, n: int, warmup: int) -> Stats:
     resp = client.invoke(FunctionName=FUNCTION, Payload=PAYLOAD)
     body = resp["Payload"].read()
@@ -342,17 +395,24 @@ def with_cpu(
     return stats, first, cpu
 
 
-def measure(n: int, warmup: int, startup_timeout: float) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def measure(n: int, warmup: int, startup_timeout: float, runtime: str = REFERENCE_RUNTIME) -> dict[str, Any]:
+    results: dict[str, Any] = {"runtime": runtime}
     path = f"/2015-03-31/functions/{FUNCTION}/invocations"
     with lamina_server(startup_timeout) as (proc, port, log_path), \
             server_failures(proc, lambda: read_log(log_path), BenchError):
         client = boto3_client(port)
-        log("deploying function ...")
+        log(f"deploying a {runtime} function ...")
         t0 = time.perf_counter()
-        deploy(client)
+        deploy(client, runtime)
         log(f"function active after {time.perf_counter() - t0:.2f}s")
         results["server"] = server_info(port)
+        if runtime != REFERENCE_RUNTIME:
+            deploy(client, REFERENCE_RUNTIME, REFERENCE_FUNCTION)
+            log(f"{runtime} against {REFERENCE_RUNTIME}: {warmup} warm-up each, then {n} timed invokes each in "
+                f"{BLOCKS} alternating blocks ...")
+            pair = interleaved(port, {runtime: path, REFERENCE_RUNTIME:
+                                      f"/2015-03-31/functions/{REFERENCE_FUNCTION}/invocations"}, n, warmup)
+            results["compared"] = {key: stats.as_dict() for key, stats in pair.items()}
 
         log(f"lamina raw HTTP: 1 first + {warmup} warm-up + {n} timed invokes ...")
         stats, first, cpu = with_cpu(proc.pid, lambda: raw_http(port, path, n, warmup, "lamina raw"))
@@ -378,12 +438,15 @@ def measure(n: int, warmup: int, startup_timeout: float) -> dict[str, Any]:
 def summarize(results: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
     results = dict(results)
     server = results.pop("server", {})
+    runtime = results.pop("runtime", REFERENCE_RUNTIME)
+    compared = results.pop("compared", None)
     raw, b3, base = results["lamina_raw"], results["lamina_boto3"], results["baseline"]
     p50 = raw["p50_ms"]
     ratio = p50 / base["p50_ms"]
-    return {
+    out = {
         "n": n,
         "warmup": warmup,
+        "runtime": runtime,
         "server": server,
         "results": results,
         "ratios": {
@@ -403,6 +466,13 @@ def summarize(results: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
             "clk_tck": os.sysconf("SC_CLK_TCK"),
         },
     }
+    if compared is not None:
+        against = compared[runtime]["p50_ms"] / compared[REFERENCE_RUNTIME]["p50_ms"]
+        out["compared"] = compared
+        out["runtime_target"] = {"metric": f"{runtime} p50 / {REFERENCE_RUNTIME} p50 (alternating blocks)",
+                                 "max_ratio": RUNTIME_RATIO_TARGET, "value": round(against, 3),
+                                 "pass": against <= RUNTIME_RATIO_TARGET}
+    return out
 
 
 ROWS = [
@@ -430,7 +500,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def print_report(s: dict[str, Any]) -> None:
-    title = f"Lamina sequential warm invoke — n={s['n']}, warm-up={s['warmup']}, payload {PAYLOAD.decode()}"
+    title = (f"Lamina sequential warm invoke of a {s.get('runtime', REFERENCE_RUNTIME)} echo function — n={s['n']}, "
+             f"warm-up={s['warmup']}, payload {PAYLOAD.decode()}")
     rows = table_rows(s["results"])
     try:
         from rich import box
@@ -468,6 +539,14 @@ def print_report(s: dict[str, Any]) -> None:
     verdict = "PASS" if target["pass"] else "FAIL"
     print(f"target: p50 warm invoke over raw HTTP <= {TARGET_RATIO:g}x the baseline's p50 — {verdict} "
           f"({target['value']:.2f}x: {raw['p50_ms']:.3f} ms against {s['results']['baseline']['p50_ms']:.3f} ms)")
+    if "compared" in s:
+        rt, cmp = s["runtime_target"], s["compared"]
+        for key, r in cmp.items():
+            print(f"  alternating blocks, raw HTTP, {key}: p50 {r['p50_ms']:.3f} ms, p90 {r['p90_ms']:.3f} ms, "
+                  f"p99 {r['p99_ms']:.3f} ms (n={r['n']})")
+        verdict = "PASS" if rt["pass"] else "FAIL"
+        print(f"target: {s['runtime']} warm p50 <= {RUNTIME_RATIO_TARGET:g}x {REFERENCE_RUNTIME}'s — {verdict} "
+              f"({rt['value']:.2f}x)")
 
 
 # --------------------------------------------------------------------------- main
@@ -477,6 +556,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=2000, help="timed invokes per path (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="untimed invokes before each run (default 200)")
+    p.add_argument("--runtime", default=REFERENCE_RUNTIME,
+                   help=f"the echo function's runtime: a python3.X or nodejsN.x this host has "
+                        f"(default {REFERENCE_RUNTIME}; another one is also compared with {REFERENCE_RUNTIME})")
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     p.add_argument("--startup-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
     p.add_argument("--baseline-server", type=int, metavar="PORT", help="internal: run the baseline server")
@@ -492,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         run_baseline_server(args.baseline_server)
         return 0
 
-    return run_and_report(lambda: measure(args.n, args.warmup, args.startup_timeout),
+    return run_and_report(lambda: measure(args.n, args.warmup, args.startup_timeout, args.runtime),
                           lambda results: summarize(results, args.n, args.warmup), print_report, args.json, log,
                           BenchError)
 

@@ -59,6 +59,9 @@ class Settings:
     # Asynchronous invocation (events/): every retry wait, backoff and maximum event age is multiplied by
     # this (1.0 = AWS's minutes; tests use 0.01 to run a schedule in seconds).
     async_wait_scale: float = 1.0
+    # EventBridge schedules and rules: their clock runs 1/scale as fast as the wall clock from the server's start
+    # (1.0 = real time; tests use 0.01 so a rate(1 minute) schedule fires every 0.6 s). Target retries scale too.
+    schedule_time_scale: float = 1.0
     # When an accepted Event invoke is durable before its 202: "fsync" (the queue's WAL is fsynced: survives
     # power loss) or "os" (written to the OS: survives the server being killed, not a power loss).
     async_durability: str = "fsync"
@@ -67,6 +70,9 @@ class Settings:
     # Interpreters for language runtimes, where Lamina would not find them itself (sandbox/interpreters.py):
     # "python3.12=/opt/py312/bin/python3.12,nodejs22.x=/opt/node22/bin/node".
     runtime_paths: str = ""
+    # Initialised, unused environments each Node.js function version keeps, so that a cold start does not wait for
+    # a node process to start and load the handler (Node.js cannot fork one the way a Python zygote is forked).
+    node_spare_environments: int = 1
     # The network of a function without VpcConfig: "outbound" (NAT to the host's outside network, never the host
     # itself, Lamina's API or VPC subnets) or "none" (loopback only). Needs the linux sandbox.
     function_network: str = "outbound"

@@ -336,7 +336,7 @@ class Environment:
         spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=argv, env=env, code_dir=self.spec.code_dir,
                            opt_dir=self.spec.opt_dir, memory_mb=self.spec.memory_mb,
                            ephemeral_mb=self.spec.ephemeral_mb, pass_fds=(child.fileno(),),
-                           log_fd=self._log_write_fd(), lang=lang)
+                           log_fd=self._log_write_fd(), lang=lang, init_boost=True)
         self._started_ns = time.perf_counter_ns()
         try:
             self.sandbox = await self.backend.start(spec, self.on_exit)
@@ -597,6 +597,8 @@ class Environment:
             # From the start request to ready, as a user pays it: a fork of the zygote (Restore
             # Duration), or process start + runtime start + user init (Init Duration).
             elapsed = (time.perf_counter_ns() - self._started_ns) / 1e6
+            if self.sandbox is not None:
+                self.sandbox.end_init()  # a Node.js environment's init had the host's CPUs
             if self.spec.is_python:
                 self.restore_ms = elapsed
             else:

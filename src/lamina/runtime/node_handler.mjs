@@ -86,24 +86,34 @@ function readInto(buf, start) {
 }
 
 // The next frame, [kind, header, body], or null once the server has closed the channel. The server sends one
-// INVOKE at a time, so there is never more than one frame to read.
+// INVOKE at a time and waits for its answer, so a read never holds the start of a second frame: one read(2) brings
+// a whole small frame, and a large one is read on into a buffer of its size.
+const inbox = Buffer.allocUnsafe(65536);
+
 function recv() {
-  const prefix = Buffer.allocUnsafe(PREFIX_SIZE);
-  for (let got = 0; got < PREFIX_SIZE; ) {
-    const n = readInto(prefix.subarray(0, PREFIX_SIZE), got);
+  let got = 0;
+  while (got < PREFIX_SIZE) {
+    const n = readInto(inbox, got);
     if (n === 0) return null;
     got += n;
   }
-  const total = prefix.readUInt32BE(0);
-  const headLength = prefix.readUInt32BE(5);
-  const rest = Buffer.allocUnsafe(total - 5);
-  for (let got = 0; got < rest.length; ) {
-    const n = readInto(rest, got);
+  const size = 4 + inbox.readUInt32BE(0);
+  let frame = inbox;
+  if (size > inbox.length) {
+    frame = Buffer.allocUnsafe(size);
+    inbox.copy(frame, 0, 0, got);
+  }
+  while (got < size) {
+    const n = readInto(frame.subarray(0, size), got);
     if (n === 0) return null;
     got += n;
   }
-  const header = headLength ? JSON.parse(rest.subarray(0, headLength).toString()) : {};
-  return [prefix.readUInt8(4), header, rest.subarray(headLength)];
+  const headLength = frame.readUInt32BE(5);
+  const headEnd = PREFIX_SIZE + headLength;
+  const header = headLength ? JSON.parse(frame.toString('utf8', PREFIX_SIZE, headEnd)) : {};
+  // The body is copied out of the reused inbox: the handler may keep what it is given.
+  const body = frame === inbox ? Buffer.from(frame.subarray(headEnd, size)) : frame.subarray(headEnd, size);
+  return [frame.readUInt8(4), header, body];
 }
 
 function maxRssKb() {
@@ -456,11 +466,18 @@ function isPromise(obj) {
   return obj && typeof obj.then === 'function';
 }
 
+let traced = '_X_AMZN_TRACE_ID' in process.env; // whether it may be set (process.env is the C environment)
+
 function startInvocation(header) {
   currentRequestId = header.id;
   currentTenantId = header.tenant_id;
-  if (header.trace_id) process.env._X_AMZN_TRACE_ID = header.trace_id;
-  else delete process.env._X_AMZN_TRACE_ID;
+  if (header.trace_id) {
+    process.env._X_AMZN_TRACE_ID = header.trace_id;
+    traced = true;
+  } else if (traced) {
+    delete process.env._X_AMZN_TRACE_ID;
+    traced = false;
+  }
   setErrorCallbacks(header.id);
 }
 

@@ -47,6 +47,9 @@ class SandboxSpec:
     # The function's language runtime (python3.12, nodejs22.x): the backend makes it visible, with its usual names
     # in /var/lang/bin as on AWS (linux), or leaves it where it is (process). argv[0] may be lang.executable.
     lang: Interpreter | None = None
+    # Init runs with the host's CPUs (as a zygote's does: Lambda too is generous with CPU during init); end_init()
+    # then holds the sandbox to cpu_vcpus (or its memory's share).
+    init_boost: bool = False
 
 
 ExitCallback = Callable[[int], None]
@@ -150,6 +153,9 @@ class Sandbox(abc.ABC):
         """Whether the environment really joined what the backend prepared for it. The zygote that
         forked it has run the function's init code, so the server checks instead of trusting it."""
         return True
+
+    def end_init(self) -> None:  # noqa: B027 - nothing to do without an init boost
+        """The runtime is initialised: a sandbox started with init_boost gets its own CPU share from now on."""
 
     def settle(self, memory_mb: int, max_forks: int) -> None:  # noqa: B027 - optional hook
         """A zygote finished its init: set the limits it keeps while it forks environments."""

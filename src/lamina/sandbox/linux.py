@@ -37,7 +37,7 @@ from lamina.sandbox.base import (
     SandboxError,
     SandboxSpec,
 )
-from lamina.sandbox.cgroups import Cgroup, CgroupLayout, CgroupTree
+from lamina.sandbox.cgroups import MB_PER_VCPU, Cgroup, CgroupLayout, CgroupTree
 from lamina.sandbox.interpreters import Interpreter
 
 log = logging.getLogger("lamina.sandbox")
@@ -77,12 +77,20 @@ class _Freezable:
 
 class LinuxSandbox(_Freezable, Sandbox):
     def __init__(self, transport: asyncio.SubprocessTransport, cgroup: Cgroup,
-                 api_socket: socket.socket | None = None, netns_fd: int | None = None) -> None:
+                 api_socket: socket.socket | None = None, netns_fd: int | None = None,
+                 vcpus_after_init: float | None = None) -> None:
         self.transport = transport
         self.pid: int = transport.get_pid()
         self.cgroup = cgroup
         self.runtime_api_socket = api_socket
         self.netns_fd = netns_fd
+        self._vcpus_after_init = vcpus_after_init  # an init boost: the CPU share end_init() sets
+
+    def end_init(self) -> None:
+        if self._vcpus_after_init is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.set_cpu(self._vcpus_after_init)
+            self._vcpus_after_init = None
 
     async def _tcp_socket(self) -> socket.socket:
         if self.netns_fd is None:
@@ -309,7 +317,7 @@ class LinuxBackend(SandboxBackend):
         try:
             # A zygote's init runs once for every environment after it, so it is not held to the
             # memory-proportional CPU share (Lambda, too, is generous with CPU during init).
-            vcpus = float(os.cpu_count() or 1) if spec.zygote else spec.cpu_vcpus
+            vcpus = float(os.cpu_count() or 1) if spec.zygote or spec.init_boost else spec.cpu_vcpus
             cgroup = self.cgroups.create(spec.name, spec.memory_mb, pids_max=spec.pids_max, cpu_vcpus=vcpus)
         except OSError as exc:
             raise SandboxError(f"cannot create the sandbox's cgroups: {exc}") from exc
@@ -359,7 +367,8 @@ class LinuxBackend(SandboxBackend):
                 api_socket.setblocking(False)
             if spec.network_handle:
                 netns_fd = fds.pop(0)
-        return LinuxSandbox(transport, cgroup, api_socket, netns_fd)
+        after_init = (spec.cpu_vcpus or spec.memory_mb / MB_PER_VCPU) if spec.init_boost else None
+        return LinuxSandbox(transport, cgroup, api_socket, netns_fd, after_init)
 
     def _guard_host(self, cgroup: Cgroup) -> None:
         """Before anything runs in it: the cgroup's sockets may not reach the host's own addresses
