@@ -1,0 +1,298 @@
+"""SigV4 verification of AWS-API requests: the expected signature is recomputed with botocore's own signing code
+(its canonical request and string to sign) and compared with the one sent, in constant time.
+
+Two steps, so that the HTTP hot path can refuse a request before its body arrives: `head()` reads the
+Authorization header (or a presigned URL's X-Amz-* query parameters), finds the key, and checks the credential
+scope and the clock; `check()` recomputes the signature over the body. The derived signing key (four HMACs) is
+cached per key / date / region / service, so a request costs one canonical request, one SHA-256 of the body and one
+HMAC.
+
+With no keys configured the verifier is *open*: every request is accepted as the default account, signed or not
+(what `make run` on loopback offers; server start-up refuses an open verifier on any other address).
+"""
+
+from __future__ import annotations
+
+import calendar
+import hmac
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from hashlib import sha256
+from urllib.parse import unquote
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from lamina.auth.keys import Caller, ExpiredToken, KeyTable
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+SKEW_SECONDS = 300          # AWS's clock-skew window
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+# Signing names of the APIs Lamina serves (botocore's service models' signingName).
+SERVICES = frozenset({"lambda", "sqs", "ec2", "logs", "events", "scheduler"})
+_AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})$")
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_UNSIGNED = "UNSIGNED-PAYLOAD"
+
+
+class SignatureError(Exception):
+    """A request the verifier refuses. `kind` is protocol-neutral; errors.py renders it in each API's shape."""
+
+    def __init__(self, kind: str, message: str, service: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind    # missing | incomplete | unknown_key | expired_token | mismatch | expired | scope | denied
+        self.message = message
+        self.service = service
+
+
+MISMATCH = ("The request signature we calculated does not match the signature you provided. Check your AWS Secret "
+            "Access Key and signing method. Consult the service documentation for details.")
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request whose head passed: what check() needs once the body is in."""
+
+    caller: Caller
+    secret: str
+    date: str           # X-Amz-Date
+    region: str
+    service: str
+    signed: list[str]   # signed header names, lower case, as sent
+    signature: str
+    presigned: bool
+    content_sha256: str | None
+
+
+class _Headers(dict):
+    """The signed headers, lower-cased name -> values, in the shape botocore's canonical_headers reads."""
+
+    def get_all(self, name: str) -> list[str]:
+        return self[name]
+
+
+class _Request:
+    """The parts of a botocore AWSRequest its canonical request reads, without building one (an AWSRequest's
+    email.message headers cost more than the rest of the verification together)."""
+
+    __slots__ = ("method", "url", "headers", "params", "context", "data")
+
+    def __init__(self, method: str, url: str, headers: _Headers, data: bytes, context: dict) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.params: dict = {}
+        self.context = context
+        self.data = data
+
+
+class _Canonical(SigV4Auth):
+    """botocore's SigV4 signer, computing the canonical request over exactly the headers the client signed (botocore
+    leaves some out when it signs, such as User-Agent; a verifier must take the client's list as given)."""
+
+    def headers_to_sign(self, request: AWSRequest) -> _Headers:
+        return request.headers  # _Request's: the signed headers only
+
+    def payload(self, request: AWSRequest) -> str:
+        sha = request.context.get("content_sha256")
+        if sha is not None:
+            return sha          # as botocore: a sent X-Amz-Content-SHA256 is the payload's hash
+        # request.data: the bytes as they came, without botocore preparing the request again
+        return sha256(request.data or b"").hexdigest()
+
+
+class Verifier:
+    def __init__(self, keys: KeyTable, region: str, default_account: str, skew: float = SKEW_SECONDS) -> None:
+        self.keys = keys
+        self.region = region
+        self.default = Caller(default_account, f"arn:aws:iam::{default_account}:root", "")
+        self.skew = skew
+        self._signers: dict[tuple[str, str], _Canonical] = {}
+        self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+
+    @property
+    def open(self) -> bool:
+        """No keys configured: every request is accepted as the default account."""
+        return not self.keys.configured
+
+    # ------------------------------------------------------------------ head
+
+    def head(self, headers: list[tuple[bytes, bytes]], query: bytes, now: float | None = None) -> Pending | None:
+        """Check what the head carries; None when the verifier is open. Raises SignatureError."""
+        if self.open:
+            return None
+        auth = token = date = sha = None
+        for name, value in headers:
+            if name == b"authorization":
+                auth = value.decode("latin-1")
+            elif name == b"x-amz-date":
+                date = value.decode("latin-1")
+            elif name == b"x-amz-security-token":
+                token = value.decode("latin-1")
+            elif name == b"x-amz-content-sha256":
+                sha = value.decode("latin-1")
+        presigned = False
+        if auth is not None:
+            m = _AUTH.match(auth.strip())
+            if m is None:
+                if not auth.startswith(ALGORITHM):
+                    raise SignatureError("incomplete", f"Authorization header requires existence of either a "
+                                         f"'X-Amz-Date' or a 'Date' header. Authorization={auth[:64]}")
+                raise SignatureError("incomplete", "Authorization header requires 'Credential', 'Signature' and "
+                                     f"'SignedHeaders' parameters. Authorization={auth[:64]}")
+            credential, signed_list, signature = m.groups()
+            expires = None
+        elif b"X-Amz-Signature=" in query:
+            params = _query_params(query)
+            presigned = True
+            if params.get("X-Amz-Algorithm") != ALGORITHM:
+                raise SignatureError("incomplete", "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
+            try:
+                credential = params["X-Amz-Credential"]
+                signed_list = params["X-Amz-SignedHeaders"]
+                signature = params["X-Amz-Signature"]
+                date = params["X-Amz-Date"]
+                expires = int(params.get("X-Amz-Expires", "0"))
+            except (KeyError, ValueError):
+                raise SignatureError("incomplete", "AWS query-string parameters must include 'X-Amz-Algorithm', "
+                                     "'X-Amz-Credential', 'X-Amz-Signature', 'X-Amz-Date', 'X-Amz-SignedHeaders', "
+                                     "'X-Amz-Expires'. Re-examine the query-string parameters.") from None
+            token = params.get("X-Amz-Security-Token", token)
+        else:
+            raise SignatureError("missing", "Missing Authentication Token")
+        parts = credential.split("/")
+        if len(parts) != 5 or parts[4] != "aws4_request":
+            raise SignatureError("incomplete", f"Credential should be scoped to a valid region. ({credential})")
+        access_key, day, region, service, _ = parts
+        if date is None:
+            raise SignatureError("incomplete", "Authorization header requires existence of either a 'X-Amz-Date' or "
+                                 "a 'Date' header.")
+        try:
+            found = self.keys.lookup(access_key, token, now)
+        except ExpiredToken:
+            err = SignatureError("expired_token", "The security token included in the request is expired")
+            err.service = service
+            raise err from None
+        if found is None:
+            err = SignatureError("unknown_key", "The security token included in the request is invalid.")
+            err.service = service
+            raise err
+        caller, secret = found
+        if region != self.region:
+            err = SignatureError("scope", f"Credential should be scoped to a valid region, not '{region}'. ")
+            err.service = service
+            raise err
+        if service not in SERVICES:
+            err = SignatureError("scope", f"Credential should be scoped to correct service: '{service}'. ")
+            err.service = service
+            raise err
+        try:
+            signed_at = _parse_amz_date(date)
+        except ValueError:
+            raise SignatureError("incomplete", f"Date must be in ISO-8601 'basic format'. Got '{date}'.") from None
+        if day != date[:8]:
+            raise SignatureError("scope", f"Credential should be scoped to a valid date: '{date[:8]}'.")
+        now = time.time() if now is None else now
+        if presigned:
+            assert expires is not None
+            if not 0 < expires <= MAX_PRESIGN_SECONDS:
+                raise SignatureError("incomplete", "X-Amz-Expires must be between 1 and 604800 seconds")
+            if now > signed_at + expires or signed_at > now + self.skew:
+                err = SignatureError("expired", f"Signature expired: {date} is now earlier than "
+                                     f"{_stamp(now - expires)} ({_stamp(now)} - {expires} sec.)")
+                err.service = service
+                raise err
+        elif abs(now - signed_at) > self.skew:
+            err = SignatureError("expired", f"Signature expired: {date} is now earlier than {_stamp(now - self.skew)} "
+                                 f"({_stamp(now)} - 5 min.)")
+            err.service = service
+            raise err
+        signed = signed_list.split(";")
+        if "host" not in signed:
+            raise SignatureError("incomplete", "'Host' must be a 'SignedHeader' in the AWS Authorization.")
+        return Pending(caller, secret, date, region, service, signed, signature, presigned, sha)
+
+    # ------------------------------------------------------------------ body
+
+    def check(self, pending: Pending | None, method: str, raw_path: bytes, query: bytes,
+              headers: list[tuple[bytes, bytes]], body: bytes) -> Caller:
+        """Recompute the signature over the whole request; the caller, or SignatureError."""
+        if pending is None:
+            return self.default
+        sha = pending.content_sha256
+        if sha is not None and sha != _UNSIGNED and not pending.presigned and \
+                not hmac.compare_digest(sha, sha256(body).hexdigest()):
+            err = SignatureError("mismatch", "The provided 'x-amz-content-sha256' header does not match what was "
+                                 "computed.")
+            err.service = pending.service
+            raise err
+        signer = self._signers.get((pending.region, pending.service))
+        if signer is None:
+            signer = _Canonical(Credentials("-", "-"), pending.service, pending.region)
+            self._signers[(pending.region, pending.service)] = signer
+        if pending.presigned:
+            query = b"&".join(p for p in query.split(b"&") if not p.startswith(b"X-Amz-Signature="))
+        url = "http://lamina" + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        wanted = pending.signed
+        signed = _Headers()
+        for name, value in headers:
+            lname = name.decode("latin-1")
+            if lname in wanted:
+                signed.setdefault(lname, []).append(value.decode("latin-1"))
+        if len(signed) != len(wanted):
+            err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
+            err.service = pending.service
+            raise err
+        context = {"timestamp": pending.date, "presigned": pending.presigned}
+        if sha is not None and not pending.presigned:
+            context["content_sha256"] = sha
+        request = _Request(method, url, signed, body, context)
+        string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
+        key = self._signing_key(pending)
+        expected = hmac.new(key, string_to_sign.encode(), sha256).hexdigest()
+        if not hmac.compare_digest(expected, pending.signature):
+            err = SignatureError("mismatch", MISMATCH)
+            err.service = pending.service
+            raise err
+        return pending.caller
+
+    def _signing_key(self, p: Pending) -> bytes:
+        cache_key = (p.secret, p.date[:8], p.region, p.service)
+        key = self._signing_keys.get(cache_key)
+        if key is None:
+            if len(self._signing_keys) > 4096:   # dates roll over; function credentials come and go
+                self._signing_keys.clear()
+            key = ("AWS4" + p.secret).encode()
+            for part in (p.date[:8], p.region, p.service, "aws4_request"):
+                key = hmac.new(key, part.encode(), sha256).digest()
+            self._signing_keys[cache_key] = key
+        return key
+
+    def verify(self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
+               body: bytes, now: float | None = None) -> Caller:
+        """head() and check() in one step."""
+        return self.check(self.head(headers, query, now), method, raw_path, query, headers, body)
+
+
+def _parse_amz_date(date: str) -> float:
+    """YYYYMMDDTHHMMSSZ as unix seconds (strptime costs ten times more)."""
+    if len(date) != 16 or date[8] != "T" or date[15] != "Z" or not (date[:8] + date[9:15]).isdigit():
+        raise ValueError(date)
+    return calendar.timegm((int(date[:4]), int(date[4:6]), int(date[6:8]), int(date[9:11]), int(date[11:13]),
+                            int(date[13:15]), 0, 0, 0))
+
+
+def _query_params(query: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in query.decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        if name.startswith("X-Amz-"):
+            out[name] = unquote(value)
+    return out
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime(_AMZ_DATE)
