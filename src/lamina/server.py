@@ -29,7 +29,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 
 from lamina import __version__
 from lamina.api import app as api_app
-from lamina.api import async_invoke, ec2_api, event_invoke_config, invoke_stream, logs_api
+from lamina.api import async_invoke, ec2_api, event_invoke_config, events_api, invoke_stream, logs_api, scheduler_api
 from lamina.api import code_signing as code_signing_api
 from lamina.api import event_source_mappings as esm_api
 from lamina.api import function_settings as function_settings_api
@@ -41,9 +41,14 @@ from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.prometheus import DispatchCollector
+from lamina.eventbridge.bus import EventBusService
+from lamina.eventbridge.scheduler import ScheduleService
+from lamina.eventbridge.targets import Deliverer
+from lamina.eventbridge.timers import Clock, TimerHeap
 from lamina.events import queue_targets
 from lamina.events.delivery import AsyncInvoker
 from lamina.events.esm import EsmRunner
+from lamina.events.eventbridge_targets import LaminaTargets, attach_buses
 from lamina.events.prometheus import AsyncEventsCollector
 from lamina.functions import invoke as invoke_path
 from lamina.functions.code_signing import CodeSigningService
@@ -76,6 +81,7 @@ from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
 from lamina.store.async_events import SqliteEventQueue
 from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
+from lamina.store.eventbridge import EventBridgeRepo
 from lamina.store.logs import LogStore
 from lamina.store.messages import SqliteMessageStore
 
@@ -127,6 +133,16 @@ class Server:
         self.tags.register("code-signing-config", code_signing_taggable(self.code_signing))
         self.tags.register("event-source-mapping", event_source_mapping_taggable(self.mappings))
         queue_targets.attach(self.queues, self.events, self.event_configs, self.functions)
+        # EventBridge: Scheduler schedules, buses and rules on one timer heap; their targets reached through events/.
+        self.timers = TimerHeap(Clock(settings.schedule_time_scale))
+        bridge_targets = LaminaTargets(self.functions, self.queues)
+        self.bridge_delivery = Deliverer(bridge_targets, self.timers.clock)
+        bridge_repo = EventBridgeRepo(self.db)
+        self.schedules = ScheduleService(bridge_repo, self.timers, self.bridge_delivery, settings.region,
+                                         settings.account_id)
+        self.buses = EventBusService(bridge_repo, self.timers, self.bridge_delivery, settings.region,
+                                     settings.account_id)
+        attach_buses(bridge_targets, self.buses)
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
@@ -155,6 +171,8 @@ class Server:
         routes += udp_api.routes(self.udp)
         routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
         routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
+        routes[:0] = events_api.routes(self.buses)   # claims only X-Amz-Target: AWSEvents.*
+        routes += scheduler_api.routes(self.schedules)
         routes.append(metrics_endpoint.route(self.metrics))
         routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
                                              self.log_groups, self.udp))
@@ -184,6 +202,9 @@ class Server:
         self.mappings.load()
         self.events.start()   # after the functions: queued events run as soon as their versions are there
         self.esm.start()
+        self.schedules.load()   # after the async queue: occurrences missed while stopped fire now
+        self.buses.load()
+        self.timers.start()
         self.log_groups.start()   # retention
         if self.settings.example:
             await self._deploy_example()
@@ -199,6 +220,8 @@ class Server:
             # now finish async invocations, then stop every environment.
             # No new UDP packets from here on; batches already invoked finish with the drain below.
             # Async events: no new attempts; running ones finish in the drain and are recorded, the rest stay queued.
+            self.timers.stop()   # no more occurrences; those fired are sent (into the async queue) before it stops
+            await self.bridge_delivery.close()
             self.events.stop()
             self.esm.stop()   # no new batches; those being invoked finish in the drain
             await self.udp.close()

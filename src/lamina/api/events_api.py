@@ -1,0 +1,89 @@
+"""The EventBridge API (JSON 1.1, `X-Amz-Target: AWSEvents.<Operation>`) over eventbridge/bus.py: buses, rules,
+targets, PutEvents, TestEventPattern. EventsRoute claims exactly the requests with that target, ahead of the REST
+routes (as the Logs and SQS APIs do). Other operations get UnknownOperationException."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import orjson
+from starlette.datastructures import URLPath
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from lamina.eventbridge.bus import EventBusService
+from lamina.eventbridge.errors import BridgeError
+
+TARGET_PREFIX = b"AWSEvents."
+CONTENT_TYPE = "application/x-amz-json-1.1"
+BODY_LIMIT = 1024 * 1024
+
+
+def _reply(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=CONTENT_TYPE,
+                    headers={"x-amzn-requestid": str(uuid.uuid4())})
+
+
+class EventsApi:
+    def __init__(self, service: EventBusService) -> None:
+        s = service
+        self.operations: dict[str, Callable[[dict], dict]] = {
+            "CreateEventBus": s.create_event_bus, "DescribeEventBus": s.describe_event_bus,
+            "ListEventBuses": s.list_event_buses, "DeleteEventBus": s.delete_event_bus,
+            "PutRule": s.put_rule, "DescribeRule": s.describe_rule, "DeleteRule": s.delete_rule,
+            "ListRules": s.list_rules, "EnableRule": s.enable_rule, "DisableRule": s.disable_rule,
+            "PutTargets": s.put_targets, "RemoveTargets": s.remove_targets,
+            "ListTargetsByRule": s.list_targets_by_rule, "PutEvents": s.put_events,
+            "TestEventPattern": s.test_event_pattern,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        operation = request.headers.get("x-amz-target", "").partition(".")[2]
+        try:
+            raw = await request.body()
+            if len(raw) > BODY_LIMIT:
+                raise BridgeError("ValidationException", "The request body is too large.")
+            try:
+                body = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                raise BridgeError("SerializationException", "The request body is not valid JSON.") from None
+            if not isinstance(body, dict):
+                raise BridgeError("SerializationException", "The request body must be a JSON object.")
+            handler = self.operations.get(operation)
+            if handler is None:
+                raise BridgeError("UnknownOperationException",
+                                  f"Lamina does not implement the EventBridge operation {operation or '(none)'}; it "
+                                  f"has {', '.join(sorted(self.operations))}.")
+            response = _reply(handler(body))
+        except BridgeError as err:
+            response = _reply({"__type": err.code, "message": err.message}, err.status)
+        await response(scope, receive, send)
+
+
+class EventsRoute(BaseRoute):
+    """Claims the requests whose X-Amz-Target is an EventBridge operation."""
+
+    def __init__(self, api: EventsApi) -> None:
+        self.api = api
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return Match.NONE, {}
+        for name, value in scope["headers"]:
+            if name == b"x-amz-target":
+                return (Match.FULL if value.startswith(TARGET_PREFIX) else Match.NONE), {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: object) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.api(scope, receive, send)
+
+
+def routes(service: EventBusService) -> list[BaseRoute]:
+    return [EventsRoute(EventsApi(service))]

@@ -1,0 +1,403 @@
+"""EventBridge buses and rules (spec/events.md §4.2): the default bus and custom buses, rules with an event
+pattern (compiled once, when the rule is put) or a schedule (default bus only, fired from the shared timer heap),
+their targets, PutEvents and TestEventPattern."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lamina.eventbridge import expressions
+from lamina.eventbridge.errors import BridgeError, validation
+from lamina.eventbridge.targets import Deliverer, check_path, check_transformer, payload_for
+from lamina.eventbridge.timers import TimerHeap
+from lamina.eventpattern import Pattern, PatternError, compile_pattern
+from lamina.store.eventbridge import EventBridgeRepo, RuleRow
+
+DEFAULT_BUS = "default"
+_NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
+_BUS_NAME = re.compile(r"[/.\-_A-Za-z0-9]{1,256}")
+_TARGET_ID = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
+_ENTRY_LIMIT = 256 * 1024
+
+
+def not_found(message: str) -> BridgeError:
+    return BridgeError("ResourceNotFoundException", message, 400)
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(slots=True)
+class Rule:
+    row: RuleRow
+    pattern: Pattern | None
+    schedule: expressions.Expression | None
+    arn: str
+    targets: list[dict] = field(default_factory=list)
+
+
+class EventBusService:
+    def __init__(self, repo: EventBridgeRepo, heap: TimerHeap, deliverer: Deliverer, region: str,
+                 account: str) -> None:
+        self.repo = repo
+        self.heap = heap
+        self.clock = heap.clock
+        self.deliverer = deliverer
+        self.region = region
+        self.account = account
+        self.buses: dict[str, dict] = {}
+        self.rules: dict[str, dict[str, Rule]] = {}    # bus -> name -> rule
+        self.events_put = 0
+        self.matched = 0
+        heap.handlers["r"] = self._fire
+        self._sender = deliverer.sender
+
+    def load(self) -> None:
+        self.buses = self.repo.buses()
+        if DEFAULT_BUS not in self.buses:
+            self.buses[DEFAULT_BUS] = {"CreationTime": self.clock.now()}
+            self.repo.put_bus(DEFAULT_BUS, self.buses[DEFAULT_BUS])
+        self.rules = {name: {} for name in self.buses}
+        now = self.clock.now()
+        for row in self.repo.rules():
+            rule = self._compiled(row)
+            self.rules.setdefault(row.bus, {})[row.name] = rule
+            if rule.schedule is not None and row.config.get("State") == "ENABLED" and row.next_due is not None:
+                self.heap.set(("r", row.bus, row.name), max(row.next_due, now))
+
+    # ------------------------------------------------------------------ ARNs
+
+    def bus_arn(self, bus: str) -> str:
+        return f"arn:aws:events:{self.region}:{self.account}:event-bus/{bus}"
+
+    def rule_arn(self, bus: str, name: str) -> str:
+        middle = "" if bus == DEFAULT_BUS else f"{bus}/"
+        return f"arn:aws:events:{self.region}:{self.account}:rule/{middle}{name}"
+
+    def _bus_name(self, value: str | None) -> str:
+        if not value:
+            return DEFAULT_BUS
+        if value.startswith("arn:"):
+            return value.rpartition(":event-bus/")[2]
+        return value
+
+    def _bus(self, value: str | None) -> str:
+        name = self._bus_name(value)
+        if name not in self.buses:
+            raise not_found(f"Event bus {name} does not exist.")
+        return name
+
+    def _rule(self, body: dict) -> Rule:
+        bus = self._bus(body.get("EventBusName"))
+        name = body.get("Name") or body.get("Rule") or ""
+        rule = self.rules[bus].get(name)
+        if rule is None:
+            raise not_found(f"Rule {name} does not exist on EventBus {bus}.")
+        return rule
+
+    # ------------------------------------------------------------------ buses
+
+    def create_event_bus(self, body: dict) -> dict:
+        name = body.get("Name") or ""
+        if not _BUS_NAME.fullmatch(name) or "/" in name:
+            raise validation(f"Event bus name {name!r} is not valid.")
+        if name == DEFAULT_BUS or name.startswith("aws."):
+            raise validation(f"Event bus name must not be {name!r}.")
+        if name in self.buses:
+            raise BridgeError("ResourceAlreadyExistsException", f"Event bus {name} already exists.")
+        now = self.clock.now()
+        self.buses[name] = {"CreationTime": now, "Description": body.get("Description")}
+        self.rules[name] = {}
+        self.repo.put_bus(name, self.buses[name])
+        return {"EventBusArn": self.bus_arn(name)}
+
+    def _bus_view(self, name: str) -> dict:
+        c = self.buses[name]
+        view = {"Name": name, "Arn": self.bus_arn(name), "CreationTime": c["CreationTime"],
+                "LastModifiedTime": c["CreationTime"]}
+        if c.get("Description"):
+            view["Description"] = c["Description"]
+        return view
+
+    def describe_event_bus(self, body: dict) -> dict:
+        return self._bus_view(self._bus(body.get("Name")))
+
+    def list_event_buses(self, body: dict) -> dict:
+        prefix = body.get("NamePrefix") or ""
+        return {"EventBuses": [self._bus_view(n) for n in sorted(self.buses) if n.startswith(prefix)]}
+
+    def delete_event_bus(self, body: dict) -> dict:
+        name = self._bus_name(body.get("Name"))
+        if name == DEFAULT_BUS:
+            raise validation("Cannot delete event bus default.")
+        if name in self.buses:   # AWS answers success for a bus that is not there
+            for rule in self.rules.pop(name, {}).values():
+                self.heap.set(("r", name, rule.row.name), None)
+            del self.buses[name]
+            self.repo.delete_bus(name)
+        return {}
+
+    # ------------------------------------------------------------------ rules
+
+    def _compiled(self, row: RuleRow) -> Rule:
+        c = row.config
+        pattern = compile_pattern(c["EventPattern"]) if c.get("EventPattern") else None
+        schedule = expressions.parse(c["ScheduleExpression"], allow_at=False) if c.get("ScheduleExpression") else None
+        return Rule(row, pattern, schedule, self.rule_arn(row.bus, row.name), row.targets)
+
+    def put_rule(self, body: dict) -> dict:
+        name = body.get("Name") or ""
+        if not _NAME.fullmatch(name):
+            raise validation(f"1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: "
+                             "Member must satisfy regular expression pattern: [\\.\\-_A-Za-z0-9]+")
+        pattern, schedule = body.get("EventPattern"), body.get("ScheduleExpression")
+        if not pattern and not schedule:
+            raise validation("Parameter(s) EventPattern or ScheduleExpression must be specified.")
+        bus = self._bus_name(body.get("EventBusName"))
+        if schedule:
+            if bus != DEFAULT_BUS:
+                raise validation("ScheduleExpression is supported only on the default event bus.")
+            try:
+                expressions.parse(schedule, allow_at=False)
+            except expressions.ExpressionError:
+                raise validation("Parameter ScheduleExpression is not valid.") from None
+        if pattern:
+            try:
+                compile_pattern(pattern)
+            except PatternError as exc:
+                raise BridgeError("InvalidEventPatternException", f"Event pattern is not valid. Reason: {exc}") \
+                    from None
+        bus = self._bus(bus)
+        state = body.get("State") or "ENABLED"
+        if state not in ("ENABLED", "DISABLED"):
+            raise validation(f"1 validation error detected: Value '{state}' at 'state' failed to satisfy "
+                             "constraint: Member must satisfy enum value set: [DISABLED, ENABLED]")
+        old = self.rules[bus].get(name)
+        config = {"EventPattern": pattern, "ScheduleExpression": schedule, "State": state,
+                  "Description": body.get("Description"), "RoleArn": body.get("RoleArn"),
+                  "Anchor": self.clock.now()}
+        row = RuleRow(bus, name, config, old.targets if old else [], None)
+        self._store(row)
+        return {"RuleArn": self.rule_arn(bus, name)}
+
+    def _store(self, row: RuleRow) -> None:
+        rule = self._compiled(row)
+        if rule.schedule is not None and row.config["State"] == "ENABLED":
+            now = self.clock.now()
+            row.next_due = rule.schedule.next_after(now, anchor=row.config["Anchor"] if
+                                                    rule.schedule.kind != "rate" else now)
+        else:
+            row.next_due = None
+        self.rules[row.bus][row.name] = rule
+        self.repo.put_rule(row)
+        self.heap.set(("r", row.bus, row.name), row.next_due)
+
+    def _rule_view(self, rule: Rule) -> dict:
+        c = rule.row.config
+        view = {"Name": rule.row.name, "Arn": rule.arn, "State": c["State"], "EventBusName": rule.row.bus}
+        for key in ("EventPattern", "ScheduleExpression", "Description", "RoleArn"):
+            if c.get(key):
+                view[key] = c[key]
+        return view
+
+    def describe_rule(self, body: dict) -> dict:
+        rule = self._rule(body)
+        return {**self._rule_view(rule), "CreatedBy": self.account}
+
+    def delete_rule(self, body: dict) -> dict:
+        bus = self._bus(body.get("EventBusName"))
+        name = body.get("Name") or ""
+        rule = self.rules[bus].get(name)
+        if rule is None:
+            return {}
+        if rule.targets:
+            raise validation("Rule can't be deleted since it has targets.")
+        del self.rules[bus][name]
+        self.repo.delete_rule(bus, name)
+        self.heap.set(("r", bus, name), None)
+        return {}
+
+    def list_rules(self, body: dict) -> dict:
+        bus = self._bus(body.get("EventBusName"))
+        prefix = body.get("NamePrefix") or ""
+        names = sorted(n for n in self.rules[bus] if n.startswith(prefix))
+        return {"Rules": [self._rule_view(self.rules[bus][n]) for n in names]}
+
+    def _set_state(self, body: dict, state: str) -> dict:
+        rule = self._rule(body)
+        rule.row.config["State"] = state
+        self._store(rule.row)
+        return {}
+
+    def enable_rule(self, body: dict) -> dict:
+        return self._set_state(body, "ENABLED")
+
+    def disable_rule(self, body: dict) -> dict:
+        return self._set_state(body, "DISABLED")
+
+    # ------------------------------------------------------------------ targets
+
+    def put_targets(self, body: dict) -> dict:
+        rule = self._rule({**body, "Name": body.get("Rule")})
+        targets = body.get("Targets")
+        if not isinstance(targets, list) or not 1 <= len(targets) <= 100:
+            raise validation("1 validation error detected: Value at 'targets' failed to satisfy constraint: "
+                             "Member must have length between 1 and 100")
+        failed = []
+        by_id = {t["Id"]: t for t in rule.targets}
+        for target in targets:
+            problem = self._target_problem(target)
+            if problem is not None:
+                failed.append({"TargetId": target.get("Id"), "ErrorCode": problem[0], "ErrorMessage": problem[1]})
+                continue
+            by_id[target["Id"]] = target
+        if len(by_id) > 5:
+            raise BridgeError("LimitExceededException", "The requested resource exceeds the maximum number "
+                              "allowed of 5 targets per rule.")
+        rule.targets = list(by_id.values())
+        rule.row.targets = rule.targets
+        self.repo.put_rule(rule.row)
+        return {"FailedEntryCount": len(failed), "FailedEntries": failed}
+
+    def _target_problem(self, target: dict) -> tuple[str, str] | None:
+        tid, arn = target.get("Id"), target.get("Arn")
+        if not isinstance(tid, str) or not _TARGET_ID.fullmatch(tid):
+            raise validation("Target Id must match [\\.\\-_A-Za-z0-9]+ and be 1 to 64 characters.")
+        if not isinstance(arn, str) or not arn.startswith("arn:"):
+            raise validation(f"Parameter {arn} is not valid. Reason: Provided Arn is not in correct format.")
+        given = [k for k in ("Input", "InputPath", "InputTransformer") if target.get(k) is not None]
+        if len(given) > 1:
+            raise validation("Only one of Input, InputPath, or InputTransformer must be provided.")
+        if target.get("Input") is not None:
+            if len(target["Input"]) > 8192:
+                raise validation("Input must be at most 8192 characters.")
+            try:
+                orjson.loads(target["Input"])
+            except orjson.JSONDecodeError:
+                raise validation("Input is not valid JSON.") from None
+        if target.get("InputPath") is not None:
+            check_path(target["InputPath"], "InputPath")
+        if target.get("InputTransformer") is not None:
+            check_transformer(target["InputTransformer"])
+        retry = target.get("RetryPolicy") or {}
+        if not 0 <= retry.get("MaximumRetryAttempts", 0) <= 185:
+            raise validation("MaximumRetryAttempts must be between 0 and 185.")
+        if not 60 <= retry.get("MaximumEventAgeInSeconds", 60) <= 86400:
+            raise validation("MaximumEventAgeInSeconds must be between 60 and 86400.")
+        if not self._sender.exists(arn):
+            return "InvalidArgument", f"Target {arn} does not exist in Lamina (functions, queues and buses are)."
+        return None
+
+    def remove_targets(self, body: dict) -> dict:
+        rule = self._rule({**body, "Name": body.get("Rule")})
+        ids = body.get("Ids")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
+            raise validation("1 validation error detected: Value at 'ids' failed to satisfy constraint: Member must "
+                             "have length between 1 and 100")
+        present = {t["Id"] for t in rule.targets}
+        failed = [{"TargetId": i, "ErrorCode": "ResourceNotFoundException",
+                   "ErrorMessage": f"Target {i} does not exist on rule {rule.row.name}."} for i in ids
+                  if i not in present]
+        rule.targets = [t for t in rule.targets if t["Id"] not in ids]
+        rule.row.targets = rule.targets
+        self.repo.put_rule(rule.row)
+        return {"FailedEntryCount": len(failed), "FailedEntries": failed}
+
+    def list_targets_by_rule(self, body: dict) -> dict:
+        rule = self._rule({**body, "Name": body.get("Rule")})
+        return {"Targets": rule.targets}
+
+    # ------------------------------------------------------------------ events
+
+    def put_events(self, body: dict) -> dict:
+        entries = body.get("Entries")
+        if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
+            raise validation("1 validation error detected: Value '[PutEventsRequestEntry]' at 'entries' failed to "
+                             "satisfy constraint: Member must have length less than or equal to 10")
+        results: list[dict[str, Any]] = []
+        failed = 0
+        for entry in entries:
+            result = self._put_one(entry)
+            failed += "ErrorCode" in result
+            results.append(result)
+        return {"FailedEntryCount": failed, "Entries": results}
+
+    def _put_one(self, entry: dict) -> dict:
+        def bad(code: str, message: str) -> dict:
+            return {"ErrorCode": code, "ErrorMessage": message}
+        if not entry.get("Source"):
+            return bad("InvalidArgument", "Parameter Source is not valid. Reason: Source is a required argument.")
+        if not entry.get("DetailType"):
+            return bad("InvalidArgument",
+                       "Parameter DetailType is not valid. Reason: DetailType is a required argument.")
+        if not entry.get("Detail"):
+            return bad("InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
+        try:
+            detail = orjson.loads(entry["Detail"])
+        except orjson.JSONDecodeError:
+            return bad("MalformedDetail", "Detail is malformed.")
+        if not isinstance(detail, dict):
+            return bad("MalformedDetail", "Detail is malformed.")
+        if len(orjson.dumps(entry)) > _ENTRY_LIMIT:
+            return bad("InvalidArgument", "Entry size exceeds the 256 KB limit.")
+        bus = self._bus_name(entry.get("EventBusName"))
+        if bus not in self.buses:
+            return bad("InvalidArgument", f"Event bus {bus} does not exist.")
+        event_id = str(uuid.uuid4())
+        when = entry.get("Time")
+        event = {"version": "0", "id": event_id, "detail-type": entry["DetailType"], "source": entry["Source"],
+                 "account": self.account, "time": _iso(when if isinstance(when, int | float) else self.clock.now()),
+                 "region": self.region, "resources": entry.get("Resources") or [], "detail": detail}
+        self.publish(bus, event)
+        return {"EventId": event_id}
+
+    def publish(self, bus: str, event: dict) -> int:
+        """Route an event on a bus to the targets of every enabled rule whose pattern matches; how many matched."""
+        self.events_put += 1
+        hits = 0
+        for rule in self.rules.get(bus, {}).values():
+            if rule.pattern is None or rule.row.config["State"] != "ENABLED" or not rule.pattern.matches(event):
+                continue
+            hits += 1
+            for target in rule.targets:
+                self.deliverer.deliver(target, payload_for(target, {**event, "_rule": rule.row.name}))
+        self.matched += hits
+        return hits
+
+    def test_event_pattern(self, body: dict) -> dict:
+        try:
+            pattern = compile_pattern(body.get("EventPattern") or "")
+        except PatternError as exc:
+            raise BridgeError("InvalidEventPatternException", f"Event pattern is not valid. Reason: {exc}") from None
+        try:
+            event = orjson.loads(body.get("Event") or "")
+        except orjson.JSONDecodeError:
+            raise validation("Parameter Event is not valid.") from None
+        required = ("id", "account", "source", "time", "region", "detail-type")
+        if not isinstance(event, dict) or any(k not in event for k in required):
+            raise validation("Parameter Event is not valid.")
+        return {"Result": pattern.matches(event)}
+
+    # ------------------------------------------------------------------ scheduled rules
+
+    def _fire(self, keys: list[tuple], now: float) -> None:
+        for _, bus, name in keys:
+            rule = self.rules.get(bus, {}).get(name)
+            if rule is None or rule.schedule is None or rule.row.next_due is None:
+                continue
+            occurrence = rule.row.next_due
+            rule.row.next_due = rule.schedule.next_after(max(occurrence, now), anchor=rule.row.config["Anchor"])
+            self.repo.set_rule_due(bus, name, rule.row.next_due)   # committed first: never twice
+            self.heap.set(("r", bus, name), rule.row.next_due)
+            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+                     "source": "aws.events", "account": self.account, "time": _iso(occurrence),
+                     "region": self.region, "resources": [rule.arn], "detail": {}}
+            for target in rule.targets:
+                self.deliverer.deliver(target, payload_for(target, {**event, "_rule": name}))

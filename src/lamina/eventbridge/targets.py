@@ -1,0 +1,150 @@
+"""What a fired schedule or a matched event sends to a target, and how: the payload (the event itself, a constant
+Input, the part of the event an InputPath selects, or an InputTransformer's template) and the delivery (the
+Sender the server composes; on failure, retries by the target's RetryPolicy with exponential backoff, then its
+DeadLetterConfig queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+import orjson
+
+from lamina.eventbridge.errors import validation
+from lamina.eventbridge.timers import Clock
+
+log = logging.getLogger("lamina.eventbridge")
+
+
+class SendError(Exception):
+    """The target could not take the payload (it does not exist, or refused it)."""
+
+
+class Sender(Protocol):
+    def send(self, arn: str, payload: bytes) -> Awaitable[None]:
+        """Hand `payload` to the target `arn` (a function: accepted into its durable async queue; a queue: sent;
+        a bus: put). Raises SendError when it cannot."""
+        ...
+
+    def exists(self, arn: str) -> bool:
+        """Whether `arn` names a target Lamina has (checked when a target is set)."""
+        ...
+
+
+_JSON_PATH = re.compile(r"\$(\.[A-Za-z0-9_\-]+|\[\d+\])*")
+_PLACEHOLDER = re.compile(r"<([A-Za-z0-9_.\-]+)>")
+
+
+def check_path(path: str, what: str) -> None:
+    if not _JSON_PATH.fullmatch(path):
+        raise validation(f"{what} is not valid JSONPath: {path}")
+
+
+def select(event: Any, path: str) -> Any:
+    """A simple JSONPath ($.a.b[0]) into the event; None where it leads nowhere."""
+    value = event
+    for step in re.findall(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]", path[1:]):
+        key, index = step
+        if key and isinstance(value, dict):
+            value = value.get(key)
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
+def check_transformer(transformer: dict) -> None:
+    paths = transformer.get("InputPathsMap") or {}
+    if not isinstance(paths, dict) or len(paths) > 100:
+        raise validation("InputPathsMap has at most 100 entries.")
+    for name, path in paths.items():
+        if name.startswith("aws."):
+            raise validation(f"Input path names must not start with 'aws.': {name}")
+        check_path(path, f"InputPathsMap[{name}]")
+    template = transformer.get("InputTemplate")
+    if not isinstance(template, str) or not template:
+        raise validation("InputTemplate must be specified.")
+
+
+def payload_for(target: dict, event: dict) -> bytes:
+    """The bytes a rule's target receives for an event."""
+    if target.get("Input") is not None:
+        return str(target["Input"]).encode()
+    if target.get("InputPath"):
+        return orjson.dumps(select(event, target["InputPath"]))
+    transformer = target.get("InputTransformer")
+    if transformer:
+        values = {name: select(event, path) for name, path in (transformer.get("InputPathsMap") or {}).items()}
+        values["aws.events.event.json"] = event
+        values["aws.events.rule-name"] = event.get("_rule", "")
+        template = transformer["InputTemplate"]
+        # A placeholder inside a JSON string takes the value's text; elsewhere its JSON.
+        def fill(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in values:
+                return m.group(0)
+            value = values[name]
+            inside_string = template[:m.start()].count('"') % 2 == 1
+            if inside_string:
+                return value if isinstance(value, str) else orjson.dumps(value).decode()
+            return orjson.dumps(value).decode()
+        return _PLACEHOLDER.sub(fill, template).encode()
+    return orjson.dumps({k: v for k, v in event.items() if not k.startswith("_")})
+
+
+class Deliverer:
+    """Sends payloads to targets with the target's RetryPolicy and DeadLetterConfig. Counts outcomes."""
+
+    def __init__(self, sender: Sender, clock: Clock) -> None:
+        self.sender = sender
+        self.clock = clock
+        self.sent = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def deliver(self, target: dict, payload: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(target, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, target: dict, payload: bytes) -> None:
+        policy = target.get("RetryPolicy") or {}
+        attempts = 1 + int(policy.get("MaximumRetryAttempts", 185))
+        max_age = float(policy.get("MaximumEventAgeInSeconds", 86400))
+        started = self.clock.now()
+        delay = 1.0
+        error = ""
+        for attempt in range(attempts):
+            try:
+                await self.sender.send(target["Arn"], payload)
+                self.sent += 1
+                return
+            except SendError as exc:
+                error = str(exc)
+            if attempt + 1 >= attempts or self.clock.now() - started + delay > max_age:
+                break
+            await asyncio.sleep(delay * self.clock.scale)
+            delay = min(delay * 2, 300.0)
+        self.failed += 1
+        log.warning("eventbridge: target %s failed: %s", target.get("Arn"), error)
+        dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
+        if dlq:
+            try:
+                await self.sender.send(dlq, payload)
+                self.dead_lettered += 1
+            except SendError as exc:
+                log.warning("eventbridge: dead-letter queue %s failed: %s", dlq, exc)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Let sends under way finish (a function's is a commit into its async queue); deliveries still waiting
+        to retry then are dropped."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
