@@ -61,18 +61,23 @@ function writeAll(buf) {
   }
 }
 
+const outbox = Buffer.allocUnsafe(65536);
+
+// One frame, written with one write(2): small ones are assembled in a reused buffer (no allocation on the hot path).
 function send(kind, header, body) {
-  const head = Buffer.from(JSON.stringify(header));
-  const payload = body === undefined ? Buffer.alloc(0) : body;
-  const prefix = Buffer.allocUnsafe(PREFIX_SIZE);
-  prefix.writeUInt32BE(5 + head.length + payload.length, 0);
-  prefix.writeUInt8(kind, 4);
-  prefix.writeUInt32BE(head.length, 5);
-  writeAll(payload.length < 65536 ? Buffer.concat([prefix, head, payload]) : prefix);
-  if (payload.length >= 65536) {
-    writeAll(head);
-    writeAll(payload);
-  }
+  const head = JSON.stringify(header);
+  const payload = body === undefined ? '' : body; // bytes, or a string written as UTF-8
+  const headLength = Buffer.byteLength(head);
+  const bodyLength = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  const size = PREFIX_SIZE + headLength + bodyLength;
+  const frame = size <= outbox.length ? outbox : Buffer.allocUnsafe(size);
+  frame.writeUInt32BE(size - 4, 0);
+  frame.writeUInt8(kind, 4);
+  frame.writeUInt32BE(headLength, 5);
+  frame.write(head, PREFIX_SIZE, headLength, 'utf8');
+  if (typeof payload === 'string') frame.write(payload, PREFIX_SIZE + headLength, 'utf8');
+  else frame.set(payload, PREFIX_SIZE + headLength);
+  writeAll(frame.subarray(0, size));
 }
 
 function readInto(buf, start) {
@@ -368,7 +373,7 @@ let onUncaught = (error) => initFailed(error, 129);
 let onRejection = (error) => initFailed(error, 128);
 
 function initFailed(error, code) {
-  send(KIND_INIT_ERROR, { init_ms: performance.now() - started }, Buffer.from(JSON.stringify(toResponse(error))));
+  send(KIND_INIT_ERROR, { init_ms: performance.now() - started }, JSON.stringify(toResponse(error)));
   process.exit(code);
 }
 
@@ -380,7 +385,7 @@ function postResult(id, result, then) {
     postError(id, new Error(`Unable to stringify response body as json: ${err.message}`), then);
     return;
   }
-  send(KIND_RESULT, { id, rss_kb: maxRssKb() }, Buffer.from(body === undefined ? 'null' : body));
+  send(KIND_RESULT, { id, rss_kb: maxRssKb() }, body === undefined ? 'null' : body);
   then();
 }
 
@@ -388,26 +393,34 @@ function postError(id, err, then, exiting = false) {
   const response = toResponse(err);
   const header = { id, error_type: response.errorType, rss_kb: maxRssKb() };
   if (exiting) header.exit = 1; // the server sends this environment nothing more
-  send(KIND_ERROR, header, Buffer.from(JSON.stringify(response)));
+  send(KIND_ERROR, header, JSON.stringify(response));
   then();
 }
 
+// The context's values that come from the environment's variables, read once (each process.env read is a getenv).
+let environmentData;
+
 function contextFor(header, base) {
-  const env = process.env;
+  if (environmentData === undefined) {
+    const env = process.env;
+    environmentData = {
+      functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+      functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+      memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+      logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+      logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    };
+  }
   const deadline = header.deadline_ms;
-  return Object.assign(base, {
-    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
-    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
-    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
-    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
-    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
-    clientContext: header.client_context,
-    identity: undefined,
-    invokedFunctionArn: header.arn,
-    awsRequestId: header.id,
-    tenantId: header.tenant_id,
-    getRemainingTimeInMillis: () => deadline - Date.now(),
-  });
+  // Own, enumerable properties, as AWS's runtime builds its context (Object.assign).
+  Object.assign(base, environmentData);
+  base.clientContext = header.client_context;
+  base.identity = undefined;
+  base.invokedFunctionArn = header.arn;
+  base.awsRequestId = header.id;
+  base.tenantId = header.tenant_id;
+  base.getRemainingTimeInMillis = () => deadline - Date.now();
+  return base;
 }
 
 // The callback, and the context's callbackWaitsForEmptyEventLoop and done/succeed/fail, as AWS's runtime has
