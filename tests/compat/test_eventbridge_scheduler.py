@@ -196,3 +196,18 @@ def test_function_target_gets_the_scheduled_event(endpoint: str, lambda_client) 
     while time.monotonic() < deadline and any(s["Name"] == name for s in scheduler.list_schedules()["Schedules"]):
         time.sleep(0.1)
     assert failure(scheduler.get_schedule, Name=name)[:2] == (404, "ResourceNotFoundException")
+
+
+def test_scheduled_rule_sends_aws_scheduled_events(fast: LaminaServer) -> None:
+    events, sqs = client_for(fast.endpoint, "events"), client_for(fast.endpoint, "sqs")
+    url, arn = make_queue(sqs)
+    rule = unique_name("tick")
+    rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(1 minute)")["RuleArn"]
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": arn}])
+    got = [json.loads(b) for b in receive(sqs, url, 2)]
+    events.disable_rule(Name=rule)
+    assert len(got) >= 2
+    assert all(e["source"] == "aws.events" and e["detail-type"] == "Scheduled Event" and e["resources"] == [rule_arn]
+               and e["detail"] == {} for e in got)
+    times = sorted(dt.datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%SZ") for e in got)
+    assert (times[1] - times[0]).total_seconds() == 60.0
