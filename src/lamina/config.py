@@ -83,6 +83,11 @@ class Settings:
     network_pool_size: int = 2
     # Prometheus metrics at /metrics; off: nothing is counted per invocation and /metrics answers 404.
     metrics: bool = True
+    # Access keys whose SigV4 signatures are accepted (auth/keys.py): lamina.toml [[credentials]] tables
+    # (access_key_id, secret_access_key, account_id, principal) or
+    # LAMINA_CREDENTIALS="KEY:SECRET[:ACCOUNT[:PRINCIPAL]],...".
+    # None configured: any request is accepted, and the server binds only to loopback.
+    credentials: list[dict] | str = field(default_factory=list)
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:
@@ -95,6 +100,8 @@ class Settings:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
             values.update(data.get("server", data))
+            if "server" in data and "credentials" in data:   # [[credentials]] beside a [server] table
+                values["credentials"] = data["credentials"]
         for f in fields(cls):
             env = os.environ.get("LAMINA_" + f.name.upper())
             if env is not None:
@@ -121,6 +128,8 @@ class Settings:
 
 
 def _convert(current: object, raw: object) -> object:
+    if isinstance(current, list):
+        return raw if isinstance(raw, list) else str(raw)
     if isinstance(current, Path):
         return Path(str(raw)).expanduser()
     if isinstance(current, bool):

@@ -38,6 +38,8 @@ from lamina.api import sqs as sqs_api
 from lamina.api import tags as tags_api
 from lamina.api.invoke import InvokeEndpoint
 from lamina.api.invoke_stream import StreamInvokeHandler
+from lamina.auth.keys import KeyTable, parse_keys, refuse_open_bind, server_secret
+from lamina.auth.sigv4 import Verifier
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.prometheus import DispatchCollector
@@ -68,6 +70,7 @@ from lamina.gateway.http.dashboard import routes as dashboard
 from lamina.gateway.http.dashboard.views import Dashboard
 from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
+from lamina.gateway.http.request_auth import RequestAuth
 from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.prometheus import UdpCollector
 from lamina.gateway.udp.service import UdpGateway
@@ -147,6 +150,8 @@ class Server:
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
         self.metrics = self._metrics_registry() if settings.metrics else None
+        # Access keys (SigV4) and the secret functions' short-lived credentials are issued under (auth/keys.py).
+        self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))
         self.app = self._front_door()
 
     def _metrics_registry(self) -> CollectorRegistry:
@@ -180,7 +185,10 @@ class Server:
         invoke = InvokeHandler(self.functions)
         invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
                                             (invoke_stream.match, StreamInvokeHandler(self.functions))]
-        return FrontDoor(control, self.functions, invoke, invoke_routes, urls=self.urls, microvms=self.microvms)
+        auth = RequestAuth(Verifier(self.keys, self.settings.region, self.settings.account_id), self.policies,
+                           self.settings.account_id, self.settings.region)
+        return FrontDoor(control, self.functions, invoke, invoke_routes, urls=self.urls, microvms=self.microvms,
+                         auth=auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
@@ -259,6 +267,7 @@ class Server:
             f"Lamina {__version__} listening on {s.endpoint}",
             f"  data:    {s.data_dir}",
             f"  sandbox: {self.backend.describe()}",
+            f"  auth:    {self._auth_line()}",
             f"  runtimes: {self.runtimes.summary()}",
             f"  functions: {len(self.functions.functions)}",
         ]
@@ -277,6 +286,12 @@ class Server:
         print("\n".join(lines), flush=True)
         if not self.backend.isolated:
             log.warning("sandbox backend %r: functions are not isolated", self.backend.name)
+
+    def _auth_line(self) -> str:
+        keys = len(self.keys.static)
+        if keys:
+            return f"SigV4 verified against {keys} configured key(s)"
+        return "open: no keys configured, any credentials accepted (loopback only)"
 
     def uvicorn_config(self) -> uvicorn.Config:
         return uvicorn.Config(
@@ -357,6 +372,13 @@ def run(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     _raise_fd_limit()
+    try:
+        keys = parse_keys(settings.credentials, settings.account_id)
+    except ValueError as exc:
+        sys.exit(f"lamina: bad credentials setting: {exc}")
+    refused = refuse_open_bind(settings.host, KeyTable(keys, b""))
+    if refused is not None:
+        sys.exit(f"lamina: {refused}")
     server = Server(settings)
     userver = _UvicornServer(server.uvicorn_config(), server)
     uvloop.run(userver.serve())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -71,6 +72,22 @@ def error_from_response(status: int, headers: http.client.HTTPMessage, body: byt
     return LaminaError(code, str(message), status)
 
 
+def _signed(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> dict[str, str]:
+    """The headers, SigV4-signed when AWS credentials are in the environment (a server with keys configured verifies
+    every request); botocore is imported only then."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        return headers
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    request = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
+    SigV4Auth(Credentials(key, secret, os.environ.get("AWS_SESSION_TOKEN")), "lambda", region).add_auth(request)
+    return dict(request.headers.items())
+
+
 class Client:
     """One HTTP connection per request: the CLI makes few calls, so keep-alive buys nothing."""
 
@@ -114,6 +131,7 @@ class Client:
         url = self._prefix + path + ("?" + urlencode(query) if query else "")
         hdrs = {"Accept": "application/json", "User-Agent": "lamina-cli"}
         hdrs.update(headers or {})
+        hdrs = _signed(method, f"{self._parts.scheme}://{self._parts.netloc}{url}", body, hdrs)
         try:
             conn.request(method, url, body=body, headers=hdrs)
             return conn.getresponse()
@@ -210,14 +228,8 @@ class Client:
         return self.request("PUT", self._fn(name, "/configuration"), json_body=config).json()
 
     def list_functions(self) -> Iterator[dict[str, Any]]:
-        """Every function, following NextMarker across pages."""
-        marker: str | None = None
-        while True:
-            page = self.request("GET", API, query={"Marker": marker} if marker else None).json() or {}
-            yield from page.get("Functions") or []
-            marker = page.get("NextMarker")
-            if not marker:
-                return
+        """Every function with its State fields: Lamina's own listing (ListFunctions leaves them out, as AWS's does)."""
+        yield from (self.request("GET", "/lamina/v1/functions").json() or {}).get("Functions") or []
 
     def delete_function(self, name: str) -> None:
         self.request("DELETE", self._fn(name))

@@ -36,6 +36,8 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from lamina.auth import errors as auth_errors
+from lamina.auth.sigv4 import Pending, SignatureError
 from lamina.dispatch import ids
 from lamina.dispatch.invocation import InvokeResult, Throttled
 from lamina.functions import invoke as invoke_path
@@ -75,7 +77,7 @@ class _Cycle:
 
     __slots__ = ("proto", "method", "headers", "query", "request_id", "keep_alive", "response_complete",
                  "disconnected", "parts", "size", "limit", "head", "url_head", "stream", "app",
-                 "waiter")
+                 "waiter", "signed", "path", "deferred")
 
     def __init__(self, proto: LaminaHttpProtocol, method: str, headers: list[tuple[bytes, bytes]], query: bytes,
                  keep_alive: bool, request_id: str) -> None:
@@ -95,6 +97,9 @@ class _Cycle:
         self.stream: _UrlStream | None = None      # a RESPONSE_STREAM function URL's response
         self.app: _AppExchange | None = None       # an HTTP-app function's request, proxied
         self.waiter: asyncio.Future | None = None  # _AppExchange.receive, waiting for the client to go away
+        self.signed: Pending | None = None         # Invoke with keys configured: the signature to check
+        self.path = b""
+        self.deferred: AwsError | None = None      # Invoke's error, answered once the signature is known good
 
     @property
     def message_event(self) -> _Cycle:
@@ -339,10 +344,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         cycle.size += len(body)
         if cycle.size > cycle.limit:
             cycle.parts = []
-            if cycle.head is not None:
+            if cycle.head is not None or cycle.deferred is not None:
+                operation = cycle.head.operation if cycle.head is not None else "Invoke"
                 err = AwsError("RequestTooLargeException",
-                               f"Request must be smaller than {cycle.limit} bytes for the {cycle.head.operation} "
-                               "operation")
+                               f"Request must be smaller than {cycle.limit} bytes for the {operation} operation")
                 self._send_error(cycle, err)
             else:
                 self._url_response(cycle, too_large_response(cycle.request_id), False)
@@ -360,7 +365,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         cycle.parts = []
         try:
-            if cycle.head is not None:
+            if cycle.head is not None or cycle.deferred is not None:
                 self._invoke_body(cycle, cycle.head, body)
                 return
             url_head = cycle.url_head
@@ -399,10 +404,22 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             if raw_name is None:
                 return False
             cycle = self._new_cycle("POST", query)
+            auth = getattr(self.lamina, "auth", None)  # a stand-in front door (tests) may have none
+            if auth is not None:  # keys configured: the signature's head first, before anything about the function
+                try:
+                    cycle.signed = auth.verifier.head(headers, query)
+                except SignatureError as err:
+                    self._write(cycle, *auth_errors.render(err, headers), checked=True)
+                    return True
+                cycle.path = path
             try:
                 invoke_head = self.lamina.invoke.head("POST", "", _header_dict(headers), query, raw_name)
             except AwsError as err:
-                self._send_error(cycle, err)
+                if auth is None:
+                    self._send_error(cycle, err)
+                    return True
+                cycle.deferred = err  # a wrong signature must not learn whether the function exists
+                cycle.limit = invoke_path.SYNC_LIMIT
                 return True
             cycle.head = invoke_head
             cycle.limit = invoke_head.limit
@@ -424,6 +441,8 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         method_name = method.decode("ascii")
         request_id = ids.request_id()
         url_obj = gateway.urls.by_id.get(url_id)
+        if url_obj is not None and url_obj.auth_type == "AWS_IAM":
+            return False  # signed URL requests are verified over the whole body by the ASGI handler
         try:
             url_head = gateway.head(method_name, headers, url_obj, fn_path, url_host, request_id)
         except AwsError as err:
@@ -464,8 +483,23 @@ class LaminaHttpProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------------ Invoke
 
-    def _invoke_body(self, cycle: _Cycle, head: Head, body: bytes) -> None:
+    def _invoke_body(self, cycle: _Cycle, head: Head | None, body: bytes) -> None:
         handler: InvokeHandler = self.lamina.invoke
+        auth = getattr(self.lamina, "auth", None)  # a stand-in front door (tests) may have none
+        if auth is not None:
+            try:
+                caller = auth.verify(cycle.signed, "POST", cycle.path, cycle.query, cycle.headers, body)
+            except SignatureError as err:
+                self._write(cycle, *auth_errors.render(err, cycle.headers), checked=True)
+                return
+            if head is None:   # Invoke's own error, kept until the signature was known good
+                self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
+                return
+            refused = auth.may_invoke(caller, head.fn.name, head.qualifier)
+            if refused is not None:
+                self._send_error(cycle, refused)
+                return
+        assert head is not None  # deferred only with keys configured
         try:
             p = handler.body(head, body)
             started = handler.start(p, cycle.request_id, lambda outcome: self._invoke_done(cycle, p, outcome))

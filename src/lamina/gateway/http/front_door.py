@@ -20,6 +20,7 @@ from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import function_urls as url_gateway
 from lamina.gateway.http import microvm_proxy
 from lamina.gateway.http.function_urls import FunctionUrlGateway
+from lamina.gateway.http.request_auth import RequestAuth
 from lamina.microvm.manager import MicrovmManager
 
 log = logging.getLogger("lamina.gateway")
@@ -37,12 +38,16 @@ class FrontDoor:
 
     def __init__(self, control: ASGIApp, functions: FunctionService, invoke: InvokeHandler,
                  invoke_routes: Sequence[InvokeRoute], urls: FunctionUrlService | None = None,
-                 microvms: MicrovmManager | None = None) -> None:
+                 microvms: MicrovmManager | None = None, auth: RequestAuth | None = None) -> None:
         self.control = control
+        # Who is calling (SigV4, policies); None or open (no keys configured): every request is taken.
+        self.auth = auth if auth is not None and not auth.open else None
         self.invoke = invoke                    # the hot path's Invoke steps (fast_http.py)
         self.invoke_routes = tuple(invoke_routes)
         self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
         self.microvm_proxy = microvm_proxy.MicrovmProxy(microvms) if microvms is not None else None
+        if self.gateway is not None:
+            self.gateway.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A route that must take precedence over the hot path's belongs in fast_http's _routed_first too.
@@ -55,12 +60,23 @@ class FrontDoor:
                 await self.gateway(scope, receive, send, *url)
                 return
             path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
+            route: tuple[NamedEndpoint, str] | None = None
             for match, endpoint in self.invoke_routes:
                 name = match(path)
-                if name is None:
-                    continue
+                if name is not None:
+                    route = (endpoint, name)
+                    break
+            if self.auth is not None:
+                checked = await self.auth.asgi(scope, receive, route[1] if route is not None else None)
+                if isinstance(checked[0], int):
+                    status, headers, body = checked
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+                receive, scope["lamina.caller"] = checked
+            if route is not None:
                 try:
-                    await endpoint(scope, receive, send, name)
+                    await route[0](scope, receive, send, route[1])
                 except Exception as exc:  # never drop a connection without an answer
                     log.exception("invoke failed")
                     status, headers, body = AwsError("ServiceException", f"Internal error: {exc}").render()

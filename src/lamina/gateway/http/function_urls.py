@@ -6,7 +6,8 @@ starts with `/lamina/v1/url/<url-id>/` (the function then sees the rest of the p
 this runs as a bare ASGI callable, routed by the front door (front_door.py) before the REST APIs, and
 never touches the database: the URL configurations are functions/urls.py's, read from memory.
 
-AuthType AWS_IAM URLs answer 403: Lamina does not verify SigV4 signatures on function URLs yet.
+AuthType AWS_IAM URLs take only SigV4-signed requests (request_auth.py) from callers the function's resource policy
+allows (or of its own account); anything else is 403 Forbidden. They are always served here, never by the hot path.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from lamina.auth.sigv4 import SignatureError
 from lamina.dispatch import ids
 from lamina.dispatch.http_app.pool import HttpAppPool
 from lamina.dispatch.invocation import Invocation, InvokeResult
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from lamina.dispatch.pool import FunctionPool
     from lamina.functions.registry import Function, FunctionService
     from lamina.functions.urls import FunctionUrl, FunctionUrlService
+    from lamina.gateway.http.request_auth import RequestAuth
 
 log = logging.getLogger("lamina.gateway")
 
@@ -97,12 +100,15 @@ class FunctionUrlGateway:
         # Strings the hot path would otherwise format per request.
         self._arns: dict[tuple[str, str | None], str] = {}  # (function, qualifier) -> ARN
         self._domains: dict[str, str] = {}                   # url id -> its domain name
+        self.auth: RequestAuth | None = None                  # set by the front door; None: AWS_IAM URLs refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, url_id: str, path: bytes,
                        host: str | None) -> None:
         request_id = ids.request_id()
         url = self.urls.by_id.get(url_id)
         try:
+            if url is not None and url.auth_type == "AWS_IAM":
+                receive = await self._signed(scope, receive, url, request_id)
             response, streamed = await self._handle(scope, receive, send, url, path, host, request_id)
         except AwsError as err:
             response, streamed = message_response(err.status, err.message, request_id), False
@@ -114,9 +120,47 @@ class FunctionUrlGateway:
         self.finish(url, response, scope["method"], scope["headers"])
         await self._send(send, response, streamed)
 
+    async def _signed(self, scope: Scope, receive: Receive, url: FunctionUrl, request_id: str) -> Receive:
+        """An AWS_IAM URL's request: SigV4-verified (with no keys configured, any signed request) and allowed by the
+        function's resource policy for a caller of another account; the receive to read its body with, or AwsError
+        403 Forbidden, as AWS answers (no detail)."""
+        auth = self.auth
+        forbidden = AwsError("AccessDeniedException", "Forbidden", 403)
+        if auth is None:
+            raise forbidden
+        headers, query = scope["headers"], scope.get("query_string", b"")
+        if auth.open:
+            if _find(headers, b"authorization") is None and b"X-Amz-Signature=" not in query:
+                raise forbidden
+            return receive
+        try:
+            pending = auth.verifier.head(headers, query)
+        except SignatureError:
+            raise forbidden from None
+        body = await read_body(receive, LIMIT)
+        if body is None:
+            raise AwsError("RequestTooLargeException", "Request Entity Too Large", 413)
+        try:
+            caller = auth.verify(pending, scope["method"], scope.get("raw_path") or scope["path"].encode(), query,
+                                 headers, body)
+        except SignatureError:
+            raise forbidden from None
+        if auth.may_invoke(caller, url.function_name, url.qualifier or None, via_url=True) is not None:
+            raise forbidden
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
     async def _handle(self, scope: Scope, receive: Receive, send: Send, url: FunctionUrl | None, path: bytes,
                       host: str | None, request_id: str) -> tuple[HttpResponse | None, bool]:
-        head = self.head(scope["method"], scope["headers"], url, path, host, request_id)
+        head = self.head(scope["method"], scope["headers"], url, path, host, request_id, signed=True)
         if isinstance(head, HttpResponse):
             return head, False
         if head.pool is not None and head.pool.http_app is not None:
@@ -185,13 +229,12 @@ class FunctionUrlGateway:
         return self.respond(head, result)
 
     def head(self, method: str, headers: list[tuple[bytes, bytes]], url: FunctionUrl | None, path: bytes,
-             host: str | None, request_id: str) -> UrlHead | HttpResponse:
+             host: str | None, request_id: str, signed: bool = False) -> UrlHead | HttpResponse:
         """Everything checked before the body arrives: a response already, or the request to run; raises
-        AwsError (answered as {"Message"} with its status)."""
+        AwsError (answered as {"Message"} with its status). `signed`: an AWS_IAM URL's request passed _signed."""
         if url is None:
             return message_response(404, "Not Found", request_id)
-        if url.auth_type == "AWS_IAM":
-            # No SigV4 verification on function URLs yet: refuse rather than serve unauthenticated.
+        if url.auth_type == "AWS_IAM" and not signed:
             return message_response(403, "Forbidden", request_id)
         if url.cors and _is_preflight(method, headers):
             # The URL answers CORS preflights itself when it has a CORS configuration, as on AWS.

@@ -1,0 +1,217 @@
+"""A server with access keys configured: every AWS API verifies SigV4 (good, wrong, unknown, missing, expired,
+other-region and presigned requests, with each protocol's error shape), callers of another account are refused
+unless a resource policy allows them, and AWS_IAM function URLs take signed requests the policy allows. Also: a
+non-loopback bind without keys refuses to start."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import boto3
+import botocore.session
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+
+from helpers import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    LaminaServer,
+    create_function,
+    failure,
+    free_port,
+    raw_request,
+    unique_name,
+)
+
+OTHER = ("AKIDOTHER", "other-secret", "222222222222", "arn:aws:iam::222222222222:user/other")
+QUERY_MODEL = Path(__file__).parent / "data" / "sqs-query"
+CODE = {"app.py": "def handler(event, context):\n    return {'ok': True}\n"}
+NO_RETRY = Config(retries={"total_max_attempts": 1}, read_timeout=65, connect_timeout=5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaminaServer]:
+    tmp = tmp_path_factory.mktemp("sigv4")
+    keys = f"{ACCESS_KEY}:{SECRET_KEY}:000000000000,{':'.join(OTHER)}"
+    srv = LaminaServer(data_dir=tmp / "data", log_path=tmp / "server.log", extra_env={"LAMINA_CREDENTIALS": keys})
+    srv.start()
+    yield srv
+    srv.stop()
+    srv.kill_leftovers()
+
+
+def client(server: LaminaServer, service: str = "lambda", key: str = ACCESS_KEY, secret: str = SECRET_KEY,
+           region: str = REGION, session: botocore.session.Session | None = None):
+    return boto3.Session(botocore_session=session).client(
+        service, endpoint_url=server.endpoint, region_name=region, aws_access_key_id=key,
+        aws_secret_access_key=secret, config=NO_RETRY)
+
+
+@pytest.fixture(scope="module")
+def function(server: LaminaServer) -> str:
+    name = unique_name("sig")
+    create_function(client(server), name, CODE)
+    return name
+
+
+def test_lambda_good_wrong_unknown_region(server: LaminaServer, function: str) -> None:
+    assert client(server).get_function(FunctionName=function)["Configuration"]["FunctionName"] == function
+    status, code, message = failure(client(server, secret="wrong").get_function, FunctionName=function)
+    assert (status, code) == (403, "InvalidSignatureException") and "does not match" in message
+    status, code, _ = failure(client(server, key="AKIDNOBODY").list_functions)
+    assert (status, code) == (403, "UnrecognizedClientException")
+    status, code, _ = failure(client(server, region="eu-west-1").list_functions)
+    assert (status, code) == (403, "InvalidSignatureException")
+
+
+def test_invoke_on_the_hot_path(server: LaminaServer, function: str) -> None:
+    resp = client(server).invoke(FunctionName=function, Payload=b"{}")
+    assert json.loads(resp["Payload"].read()) == {"ok": True}
+    status, code, _ = failure(client(server, secret="wrong").invoke, FunctionName=function, Payload=b"{}")
+    assert (status, code) == (403, "InvalidSignatureException")
+    # Refused before anything about the function is looked at: no "not found" for a bad signature.
+    status, code, _ = failure(client(server, secret="wrong").invoke, FunctionName="nope", Payload=b"{}")
+    assert (status, code) == (403, "InvalidSignatureException")
+    unsigned = raw_request(server.endpoint, "POST", f"/2015-03-31/functions/{function}/invocations", b"{}",
+                           sign=False)
+    assert unsigned.status == 403 and unsigned.error_type == "MissingAuthenticationTokenException"
+
+
+def test_missing_and_expired(server: LaminaServer) -> None:
+    resp = raw_request(server.endpoint, "GET", "/2015-03-31/functions/", sign=False)
+    assert resp.status == 403 and resp.error_type == "MissingAuthenticationTokenException", resp.describe()
+    old = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(minutes=10)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=old):
+        status, code, message = failure(client(server).list_functions)
+    assert (status, code) == (403, "InvalidSignatureException") and "Signature expired" in message
+
+
+def test_presigned_url(server: LaminaServer, function: str) -> None:
+    url = client(server).generate_presigned_url("get_function", Params={"FunctionName": function}, ExpiresIn=60)
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert json.loads(resp.read())["Configuration"]["FunctionName"] == function
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url.replace(function, function + "x"), timeout=30)
+    assert info.value.code == 403
+
+
+def test_sqs_json_and_query(server: LaminaServer) -> None:
+    sqs = client(server, "sqs")
+    url = sqs.create_queue(QueueName=unique_name("q"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="hi")
+    status, code, _ = failure(client(server, "sqs", secret="wrong").list_queues)
+    assert (status, code) == (403, "SignatureDoesNotMatch")
+    status, code, _ = failure(client(server, "sqs", key="AKIDNOBODY").list_queues)
+    assert (status, code) == (403, "InvalidClientTokenId")
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(QUERY_MODEL))
+    query = client(server, "sqs", session=session)
+    assert query.meta.service_model.protocol == "query"
+    assert url in query.list_queues()["QueueUrls"]
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(QUERY_MODEL))
+    status, code, _ = failure(client(server, "sqs", secret="wrong", session=session).list_queues)
+    assert (status, code) == (403, "SignatureDoesNotMatch")
+
+
+def test_ec2_and_logs(server: LaminaServer) -> None:
+    assert "Vpcs" in client(server, "ec2").describe_vpcs()
+    status, code, _ = failure(client(server, "ec2", secret="wrong").describe_vpcs)
+    assert (status, code) == (403, "SignatureDoesNotMatch")
+    status, code, _ = failure(client(server, "ec2", key="AKIDNOBODY").describe_vpcs)
+    assert (status, code) == (401, "AuthFailure")
+    assert "logGroups" in client(server, "logs").describe_log_groups()
+    status, code, _ = failure(client(server, "logs", secret="wrong").describe_log_groups)
+    assert (status, code) == (403, "InvalidSignatureException")
+
+
+def test_cross_account_invoke_needs_a_policy(server: LaminaServer) -> None:
+    name = unique_name("xacct")
+    owner = client(server)
+    create_function(owner, name, CODE)
+    other = client(server, key=OTHER[0], secret=OTHER[1])
+    status, code, message = failure(other.invoke, FunctionName=name, Payload=b"{}")
+    assert (status, code) == (403, "AccessDeniedException") and OTHER[3] in message
+    # Nothing else of the account either.
+    status, code, _ = failure(other.list_functions)
+    assert (status, code) == (403, "AccessDeniedException")
+    status, code, _ = failure(client(server, "sqs", key=OTHER[0], secret=OTHER[1]).list_queues)
+    assert (status, code) == (403, "AccessDenied")
+    owner.add_permission(FunctionName=name, StatementId="other", Action="lambda:InvokeFunction",
+                         Principal=OTHER[2])
+    assert json.loads(other.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == {"ok": True}
+    # The ASGI invoke path too (an Event invoke is not on the hot path's measured route, but takes the same check).
+    owner.remove_permission(FunctionName=name, StatementId="other")
+    status, code, _ = failure(other.invoke, FunctionName=name, Payload=b"{}")
+    assert (status, code) == (403, "AccessDeniedException")
+
+
+def _url_request(server: LaminaServer, url: str, key: str | None, secret: str | None) -> int:
+    """GET a function URL over 127.0.0.1 by its host name; signed for lambda when a key is given."""
+    host = url.split("://", 1)[1].rstrip("/")
+    headers = {"Host": host}
+    if key is not None:
+        request = AWSRequest(method="GET", url=f"http://{host}/path?x=1", headers=headers)
+        SigV4Auth(Credentials(key, secret or ""), "lambda", REGION).add_auth(request)
+        headers = dict(request.headers.items())
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/path?x=1", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_aws_iam_function_url(server: LaminaServer) -> None:
+    name = unique_name("iamurl")
+    owner = client(server)
+    create_function(owner, name, CODE)
+    url = owner.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
+    assert _url_request(server, url, None, None) == 403
+    assert _url_request(server, url, ACCESS_KEY, "wrong") == 403
+    assert _url_request(server, url, ACCESS_KEY, SECRET_KEY) == 200
+    assert _url_request(server, url, OTHER[0], OTHER[1]) == 403
+    owner.add_permission(FunctionName=name, StatementId="url", Action="lambda:InvokeFunctionUrl",
+                         Principal=OTHER[2], FunctionUrlAuthType="AWS_IAM")
+    assert _url_request(server, url, OTHER[0], OTHER[1]) == 200
+
+
+def test_health_and_metrics_stay_unsigned(server: LaminaServer) -> None:
+    assert raw_request(server.endpoint, "GET", "/lamina/v1/health", sign=False).status == 200
+
+
+def test_non_loopback_bind_without_keys_refuses_to_start(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lamina", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
+                           "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "refusing to listen on 0.0.0.0 with no credentials configured" in proc.stderr
+
+
+def test_cli_signs_with_the_environments_credentials(server: LaminaServer, function: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LAMINA_", "AWS_")) and k != "COLUMNS"}
+    env.update(LAMINA_ENDPOINT=server.endpoint, NO_COLOR="1", TERM="dumb", COLUMNS="250")
+    unsigned = subprocess.run([sys.executable, "-m", "lamina", "ls"], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=90)
+    assert unsigned.returncode != 0 and "MissingAuthenticationToken" in unsigned.stdout + unsigned.stderr
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    signed = subprocess.run([sys.executable, "-m", "lamina", "ls"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=90)
+    assert signed.returncode == 0 and function in signed.stdout, signed.stdout + signed.stderr
