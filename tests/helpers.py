@@ -93,6 +93,10 @@ def skip_unless_linux_sandbox(endpoint: str) -> None:
     """Skip (the calling test, or module from a module fixture) unless the server runs the linux sandbox
     backend, which needs root."""
     if health(endpoint).get("sandbox") != "linux":
+        if os.geteuid() == 0 and os.environ.get("LAMINA_TEST_SANDBOX") != "process":
+            # As root the server must have built the linux sandbox (it refuses to start otherwise): a test that
+            # needs it fails rather than skips, so that CI cannot stay green with isolation gone.
+            pytest.fail(f"running as root, but the server's sandbox is {health(endpoint).get('sandbox')!r}")
         pytest.skip("needs root: the linux sandbox backend")
 
 

@@ -80,6 +80,7 @@ from lamina.net.plumbing import Plumbing
 from lamina.net.service import NetworkService
 from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
+from lamina.sandbox.base import SandboxError
 from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
 from lamina.store.async_events import SqliteEventQueue
 from lamina.store.blobs import CodeStore
@@ -281,7 +282,7 @@ class Server:
                       f"  {cli} microvm image create DIR      # a directory with a Dockerfile",
                       f"  {cli} udp listener create --port 5353 --destination function:NAME"]
         if not self.backend.isolated:
-            why = "this build has no linux sandbox yet" if os.geteuid() == 0 else "run as root for the linux sandbox"
+            why = "--sandbox process was asked for" if os.geteuid() == 0 else "run as root for the linux sandbox"
             lines.append(f"  WARNING: functions are NOT isolated from this host (process backend; {why}).")
         print("\n".join(lines), flush=True)
         if not self.backend.isolated:
@@ -379,7 +380,10 @@ def run(settings: Settings) -> None:
     refused = refuse_open_bind(settings.host, KeyTable(keys, b""))
     if refused is not None:
         sys.exit(f"lamina: {refused}")
-    server = Server(settings)
+    try:
+        server = Server(settings)
+    except SandboxError as exc:   # root without a working linux sandbox: never run unisolated silently
+        sys.exit(f"lamina: {exc}")
     userver = _UvicornServer(server.uvicorn_config(), server)
     uvloop.run(userver.serve())
     if not userver.started:

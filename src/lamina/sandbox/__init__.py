@@ -36,8 +36,11 @@ def _backend(name: str) -> SandboxBackend:
         except (ImportError, OSError, SandboxError) as exc:
             if name == "linux":
                 raise SandboxError(f"the linux sandbox is not available here: {exc}") from exc
-            log.warning("linux sandbox unavailable (%s); falling back to the process backend", exc)
-        return ProcessBackend()
+            # Root asked for the default: isolation is expected, so its failure stops the server rather than
+            # running every function unisolated behind a log line.
+            raise SandboxError(f"refusing to start: the linux sandbox could not be set up ({exc}). Fix that, or "
+                               "run with --sandbox process (LAMINA_SANDBOX=process) to run functions without "
+                               "isolation knowingly.") from exc
     if name == "auto":
         return ProcessBackend()
     raise SandboxError(f"unknown sandbox backend {name!r}: use auto, linux or process")
