@@ -61,7 +61,7 @@ class Pending:
     date: str           # X-Amz-Date
     region: str
     service: str
-    signed: list[str]   # signed header names, lower case, as sent
+    signed: tuple[list[str], frozenset[bytes]]   # signed header names, lower case, as sent (and as bytes)
     signature: str
     presigned: bool
     content_sha256: str | None
@@ -112,6 +112,11 @@ class Verifier:
         self.skew = skew
         self._signers: dict[tuple[str, str], _Canonical] = {}
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+        # Per-request parsing that repeats: a configured key's checked credential scope, signed-header lists, the
+        # last X-Amz-Date parsed (clients sign many requests in the same second).
+        self._scopes: dict[str, tuple[Caller, str, str, str, str]] = {}
+        self._signed_lists: dict[str, tuple[list[str], frozenset[bytes]]] = {}
+        self._last_date: tuple[str, float] = ("", 0.0)
 
     @property
     def open(self) -> bool:
@@ -163,36 +168,28 @@ class Verifier:
             token = params.get("X-Amz-Security-Token", token)
         else:
             raise SignatureError("missing", "Missing Authentication Token")
-        parts = credential.split("/")
-        if len(parts) != 5 or parts[4] != "aws4_request":
-            raise SignatureError("incomplete", f"Credential should be scoped to a valid region. ({credential})")
-        access_key, day, region, service, _ = parts
         if date is None:
             raise SignatureError("incomplete", "Authorization header requires existence of either a 'X-Amz-Date' or "
                                  "a 'Date' header.")
-        try:
-            found = self.keys.lookup(access_key, token, now)
-        except ExpiredToken:
-            err = SignatureError("expired_token", "The security token included in the request is expired")
-            err.service = service
-            raise err from None
-        if found is None:
-            err = SignatureError("unknown_key", "The security token included in the request is invalid.")
-            err.service = service
-            raise err
-        caller, secret = found
-        if region != self.region:
-            err = SignatureError("scope", f"Credential should be scoped to a valid region, not '{region}'. ")
-            err.service = service
-            raise err
-        if service not in SERVICES:
-            err = SignatureError("scope", f"Credential should be scoped to correct service: '{service}'. ")
-            err.service = service
-            raise err
-        try:
-            signed_at = _parse_amz_date(date)
-        except ValueError:
-            raise SignatureError("incomplete", f"Date must be in ISO-8601 'basic format'. Got '{date}'.") from None
+        if token is None:   # a configured key's scope checks hold for the whole day: kept
+            scope = self._scopes.get(credential)
+            if scope is None:
+                scope = self._scope(credential, None, now)
+                if len(self._scopes) > 4096:
+                    self._scopes.clear()
+                self._scopes[credential] = scope
+        else:               # function credentials: their expiry is checked every time
+            scope = self._scope(credential, token, now)
+        caller, secret, day, region, service = scope
+        last = self._last_date
+        if last[0] == date:
+            signed_at = last[1]
+        else:
+            try:
+                signed_at = _parse_amz_date(date)
+            except ValueError:
+                raise SignatureError("incomplete", f"Date must be in ISO-8601 'basic format'. Got '{date}'.") from None
+            self._last_date = (date, signed_at)
         if day != date[:8]:
             raise SignatureError("scope", f"Credential should be scoped to a valid date: '{date[:8]}'.")
         now = time.time() if now is None else now
@@ -210,10 +207,36 @@ class Verifier:
                                  f"({_stamp(now)} - 5 min.)")
             err.service = service
             raise err
-        signed = signed_list.split(";")
-        if "host" not in signed:
-            raise SignatureError("incomplete", "'Host' must be a 'SignedHeader' in the AWS Authorization.")
+        signed = self._signed_lists.get(signed_list)
+        if signed is None:
+            names = signed_list.split(";")
+            if "host" not in names:
+                raise SignatureError("incomplete", "'Host' must be a 'SignedHeader' in the AWS Authorization.")
+            signed = (names, frozenset(n.encode("latin-1") for n in names))
+            if len(self._signed_lists) > 1024:
+                self._signed_lists.clear()
+            self._signed_lists[signed_list] = signed
         return Pending(caller, secret, date, region, service, signed, signature, presigned, sha)
+
+    def _scope(self, credential: str, token: str | None, now: float | None
+               ) -> tuple[Caller, str, str, str, str]:
+        """(caller, secret, day, region, service) of a credential scope, checked; raises SignatureError."""
+        parts = credential.split("/")
+        if len(parts) != 5 or parts[4] != "aws4_request":
+            raise SignatureError("incomplete", f"Credential should be scoped to a valid region. ({credential})")
+        access_key, day, region, service, _ = parts
+        try:
+            found = self.keys.lookup(access_key, token, now)
+        except ExpiredToken:
+            raise SignatureError("expired_token", "The security token included in the request is expired",
+                                 service) from None
+        if found is None:
+            raise SignatureError("unknown_key", "The security token included in the request is invalid.", service)
+        if region != self.region:
+            raise SignatureError("scope", f"Credential should be scoped to a valid region, not '{region}'. ", service)
+        if service not in SERVICES:
+            raise SignatureError("scope", f"Credential should be scoped to correct service: '{service}'. ", service)
+        return found[0], found[1], day, region, service
 
     # ------------------------------------------------------------------ body
 
@@ -236,12 +259,16 @@ class Verifier:
         if pending.presigned:
             query = b"&".join(p for p in query.split(b"&") if not p.startswith(b"X-Amz-Signature="))
         url = "http://lamina" + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        wanted = pending.signed
+        wanted = pending.signed[1]
         signed = _Headers()
         for name, value in headers:
-            lname = name.decode("latin-1")
-            if lname in wanted:
-                signed.setdefault(lname, []).append(value.decode("latin-1"))
+            if name in wanted:
+                lname = name.decode("latin-1")
+                values = signed.get(lname)
+                if values is None:
+                    signed[lname] = [value.decode("latin-1")]
+                else:
+                    values.append(value.decode("latin-1"))
         if len(signed) != len(wanted):
             err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
             err.service = pending.service
@@ -252,7 +279,7 @@ class Verifier:
         request = _Request(method, url, signed, body, context)
         string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
         key = self._signing_key(pending)
-        expected = hmac.new(key, string_to_sign.encode(), sha256).hexdigest()
+        expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
         if not hmac.compare_digest(expected, pending.signature):
             err = SignatureError("mismatch", MISMATCH)
             err.service = pending.service
