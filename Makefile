@@ -29,7 +29,22 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+# The AWS SDK for Python functions get, as AWS's Python runtimes ship one: outside the function's code, after it and
+# its layers on sys.path. Pure Python, so one copy per oldest version it supports: python/3.10 serves python3.10 and
+# later, python/3.9 (boto3 1.42, the last for 3.9) python3.9. `lamina serve` finds it here.
+PYTHON_SDK := boto3==1.44.18
+PYTHON39_SDK := boto3==1.42.97
+SDK_DIR := $(VENV)/share/lamina/sdk
+$(SDK_DIR)/.installed: $(VENV)/.installed Makefile
+	rm -rf $(SDK_DIR)/python
+	$(VENV)/bin/pip install -q --no-compile --only-binary=:all: --python-version 3.10 --target $(SDK_DIR)/python/3.10 \
+		'$(PYTHON_SDK)'
+	$(VENV)/bin/pip install -q --no-compile --only-binary=:all: --python-version 3.9 --target $(SDK_DIR)/python/3.9 \
+		'$(PYTHON39_SDK)'
+	rm -rf $(SDK_DIR)/python/*/bin
+	touch $@
+
+install: $(VENV)/.installed $(SDK_DIR)/.installed
 
 # awscli v1 pins its own botocore, so it lives in a venv of its own (used by tests/compat).
 $(AWSCLI_VENV)/.installed:

@@ -93,6 +93,7 @@ export const handler = async (event, context) => {
     stream: context.logStreamName, remaining: context.getRemainingTimeInMillis(),
     waits: context.callbackWaitsForEmptyEventLoop, cwd: process.cwd(), execEnv: process.env.AWS_EXECUTION_ENV,
     nodePath: process.env.NODE_PATH, handlerVar: process.env._HANDLER, path: process.env.PATH,
+    taskRoot: process.env.LAMBDA_TASK_ROOT,
   };
 };
 """
@@ -110,8 +111,10 @@ def test_async_es_module_handler_context_and_console(lambda_client, node, runtim
     assert body["arn"].endswith(f":function:{name}") and body["group"] == f"/aws/lambda/{name}"
     assert 0 < body["remaining"] <= 3000 and body["waits"] is True
     assert body["execEnv"] == f"AWS_Lambda_{runtime}" and body["handlerVar"] == "index.handler"
-    assert body["cwd"].endswith("task") and body["path"].split(":")[0].endswith("bin")
-    assert body["nodePath"].startswith(f"/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:")
+    assert body["cwd"] == body["taskRoot"] and body["path"].split(":")[0].endswith("bin")
+    node_path = body["nodePath"].split(":")
+    assert node_path[0].endswith(f"/nodejs/node{major}/node_modules") and node_path[1].endswith("/nodejs/node_modules")
+    assert node_path[-1] == body["taskRoot"], node_path
     lines = app_lines(resp)
     assert [(m["level"], m["msg"]) for m in lines] == [
         ("INFO", f"hello from {body['node']}"), ("WARN", "two\rlines"), ("ERROR", "an error { n: 1 }"),

@@ -41,6 +41,7 @@ def handler(event, context):
                              text=True)
         return {"sub": out.stdout.strip(), "err": out.stderr[-500:]}
     return {"version": list(sys.version_info[:2]), "executable": sys.executable, "path0": sys.path[0],
+            "task_root": os.environ["LAMBDA_TASK_ROOT"],
             "exec_env": os.environ["AWS_EXECUTION_ENV"], "remaining": context.get_remaining_time_in_millis(),
             "request_id": context.aws_request_id}
 '''
@@ -65,7 +66,7 @@ def test_the_function_runs_on_the_python_it_asks_for(lambda_client, functions, r
     resp, body = invoke(lambda_client, name, {}, LogType="Tail")
     assert "FunctionError" not in resp, body
     assert body["version"] == [3, minor], body
-    assert body["exec_env"] == f"AWS_Lambda_{runtime}" and body["path0"].endswith("task") and body["remaining"] > 0
+    assert body["exec_env"] == f"AWS_Lambda_{runtime}" and body["path0"] == body["task_root"] and body["remaining"] > 0
     assert os.path.basename(body["executable"]) == os.path.basename(interp["executable"]), (body, interp)
     log = base64.b64decode(resp["LogResult"]).decode()
     assert f"running on {interp['version']}" in log and body["request_id"] in log, log

@@ -29,6 +29,7 @@ class FakeEnv:
         self.idle_since = 0.0
         self.init_ms: float | None = None
         self.restore_ms: float | None = None
+        self.expires_at: float | None = None
         self.given: list[Invocation] = []
 
     def ready(self) -> None:

@@ -13,6 +13,7 @@ from lamina.dispatch.http_app.pool import HttpAppPool
 from lamina.dispatch.invocation import Invocation, Throttled
 from lamina.dispatch.pool import FunctionPool
 from lamina.dispatch.scaler import TokenBucket
+from lamina.dispatch.service_access import ServiceAccess
 from lamina.dispatch.spec import FunctionSpec, pool_key, tenant_key
 from lamina.dispatch.stats import FunctionStats
 from lamina.sandbox import SandboxBackend
@@ -26,8 +27,11 @@ class Dispatcher:
     def __init__(self, backend: SandboxBackend, logs: LogStore, max_environments: int = 1000,
                  keep_warm_s: float = 600.0, scaler: str = "simple", dispatch_mode: str = "queue",
                  queue_timeout_s: float = 60.0, freeze_idle_s: float | None = 0.1,
-                 runtimes: HostRuntimes | None = None, metrics: bool = True, node_spares: int = 1) -> None:
+                 runtimes: HostRuntimes | None = None, metrics: bool = True, node_spares: int = 1,
+                 access: ServiceAccess | None = None) -> None:
         self.backend = backend
+        # The SDK, credentials and endpoint environments get to call Lamina's services (service_access.py).
+        self.access = access or ServiceAccess()
         # Counters for /metrics per function version (pool key); None: metrics are off and nothing is counted.
         self.stats: dict[str, FunctionStats] | None = {} if metrics else None
         # The interpreter of each language runtime on this host (found on first use unless given).

@@ -28,6 +28,7 @@ from lamina.dispatch.invocation import Invocation, InvokeResult
 from lamina.dispatch.logpipe import LogPipe
 from lamina.dispatch.runtime_api import RuntimeApiServer
 from lamina.dispatch.scaler import Ewma
+from lamina.dispatch.service_access import ServiceAccess
 from lamina.dispatch.spec import FunctionSpec
 from lamina.httpevent.headers import header_block_ok
 from lamina.runtime.python_handler import CHANNEL_FD_ENV
@@ -79,6 +80,8 @@ class InitFailure(Exception):
 class ForkServer(Protocol):
     """Where a Python environment comes from: its function version's zygote (zygote.py)."""
 
+    expires_at: float | None
+
     async def fork(self, env: Environment, channel: socket.socket, log_fd: int) -> ForkedSandbox: ...
 
 
@@ -86,6 +89,7 @@ class EnvironmentDispatcher(Protocol):
     """What an environment asks of the dispatcher (through its pool)."""
 
     freeze_idle_s: float | None
+    access: ServiceAccess
 
     @property
     def runtimes(self) -> HostRuntimes: ...
@@ -146,9 +150,11 @@ def language_of(spec: FunctionSpec, runtimes: HostRuntimes) -> Interpreter | Non
 
 
 def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
-                      init_type: str = "on-demand", lang: Interpreter | None = None) -> dict[str, str]:
+                      init_type: str = "on-demand", lang: Interpreter | None = None,
+                      access: ServiceAccess | None = None) -> dict[str, str]:
     """The reserved Lambda variables plus the function's own, as the runtime sees them; `lang`: the interpreter
-    it runs on, first on PATH as /var/lang/bin is on AWS."""
+    it runs on, first on PATH as /var/lang/bin is on AWS; `access`: the SDK, credentials and endpoint by which it
+    reaches Lamina's services (service_access.py)."""
     where = SandboxSpec(name="", argv=[], env={}, code_dir=spec.code_dir, opt_dir=spec.opt_dir)
     task_root = backend.task_root(where)
     opt = backend.opt_root(where)
@@ -180,6 +186,8 @@ def build_environment(spec: FunctionSpec, backend: SandboxBackend, stream: str,
     env["LD_LIBRARY_PATH"] = f"{task_root}:{task_root}/lib:{opt}/lib"
     if opt != "/opt":
         env[OPT_ROOT_ENV] = opt  # the process backend: the layers are not at /opt
+    if access is not None:
+        env.update(access.environment(spec, backend, lang))
     return env
 
 
@@ -249,6 +257,8 @@ class Environment:
         self._logs: LogPipe | None = None
         self._api: RuntimeApiServer | None = None  # custom runtimes
         # Provisioned concurrency: kept started by its pool, never reaped (pool.provision).
+        # When to replace it (time.monotonic): before the credentials it was started with expire (service_access.py).
+        self.expires_at: float | None = None
         self.provisioned = False
 
     @property
@@ -300,6 +310,7 @@ class Environment:
         zygote = await self.pool.zygote_for()
         if self.state is State.DEAD:
             return
+        self.expires_at = zygote.expires_at  # what init made, its credentials among it, is the zygote's
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._started_ns = time.perf_counter_ns()
         try:
@@ -320,7 +331,9 @@ class Environment:
         where = SandboxSpec(name="", argv=[], env={}, code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir)
         task_root, opt = self.backend.task_root(where), self.backend.opt_root(where)
         runtime_dir = self.backend.runtime_dir()
-        env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang)
+        access = self.pool.dispatcher.access
+        self.expires_at = access.expires_at()
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang, access=access)
         # AWS's NODE_PATH: layers' node_modules (/opt/nodejs/nodeN/node_modules, /opt/nodejs/node_modules), the
         # runtime's, the task root (ES modules do not read NODE_PATH, on AWS either).
         env["NODE_PATH"] = (f"{opt}/nodejs/node{lang.major}/node_modules:{opt}/nodejs/node_modules:"
@@ -336,7 +349,7 @@ class Environment:
         spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=argv, env=env, code_dir=self.spec.code_dir,
                            opt_dir=self.spec.opt_dir, memory_mb=self.spec.memory_mb,
                            ephemeral_mb=self.spec.ephemeral_mb, pass_fds=(child.fileno(),),
-                           log_fd=self._log_write_fd(), lang=lang, init_boost=True)
+                           log_fd=self._log_write_fd(), lang=lang, init_boost=True, network=self.spec.network)
         self._started_ns = time.perf_counter_ns()
         try:
             self.sandbox = await self.backend.start(spec, self.on_exit)
@@ -354,10 +367,13 @@ class Environment:
         bootstrap = f"{self.backend.task_root(where)}/bootstrap"
         if self.spec.opt_dir is not None and not (self.spec.code_dir / "bootstrap").exists():
             bootstrap = f"{self.backend.opt_root(where)}/bootstrap"
-        env = build_environment(self.spec, self.backend, self.stream, self.init_type)
+        access = self.pool.dispatcher.access
+        self.expires_at = access.expires_at()
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type, access=access)
         spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[bootstrap], env=env,
                            code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir, memory_mb=self.spec.memory_mb,
-                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), runtime_api=True)
+                           ephemeral_mb=self.spec.ephemeral_mb, log_fd=self._log_write_fd(), runtime_api=True,
+                           network=self.spec.network)
         self._started_ns = time.perf_counter_ns()
         self.sandbox = await self.backend.start(spec, self.on_exit)
         if self.sandbox.runtime_api_socket is None:

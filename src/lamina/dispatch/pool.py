@@ -39,6 +39,10 @@ from lamina.store.logs import LogStore
 SCALE_RECHECK_S = 0.001
 
 
+def _expired(expires_at: float | None) -> bool:
+    return expires_at is not None and time.monotonic() >= expires_at
+
+
 class PoolDispatcher(EnvironmentDispatcher, ZygoteDispatcher, Protocol):
     """What a pool (and the environments and zygote it owns) asks of the dispatcher (dispatcher.Dispatcher): its
     settings, the account-wide environment budget and the starter every start goes through."""
@@ -84,6 +88,7 @@ class FunctionPool:
         self.starting: set[Environment] = set()
         self.retired = False
         self.zygote: Zygote | None = None
+        self._old_zygotes: list[Zygote] = []   # replaced before their credentials expired; stopped once unused
         self.max_concurrency = 1          # invocations per environment (handler functions: one at a time)
         self.ewma = Ewma()
         self.stats = dispatcher.stats_for(spec.key)   # None: metrics are off
@@ -112,11 +117,22 @@ class FunctionPool:
         """The function version's zygote, started on first use; raises InitFailure if its init fails."""
         if self.parent is not None:
             return await self.parent.zygote_for()
+        if self.zygote is not None and self.zygote.alive and _expired(self.zygote.expires_at):
+            # Its credentials (and its forks') expire soon: new environments come from a new zygote; this one stops
+            # once the environments forked from it are gone (retire_old_zygotes).
+            self._old_zygotes.append(self.zygote)
+            self.zygote = None
         if self.zygote is None or not self.zygote.alive:
             self.zygote = Zygote(self)
             self.dispatcher.track(asyncio.get_running_loop().create_task(self.zygote.start()))
         await asyncio.shield(self.zygote.ready)
         return self.zygote
+
+    def retire_old_zygotes(self) -> None:
+        """Stop the replaced zygotes no environment of which is left."""
+        for zygote in [z for z in self._old_zygotes if not z.forks or not z.alive]:
+            self._old_zygotes.remove(zygote)
+            zygote.stop()
 
     def zygote_breached(self) -> None:
         if self.parent is not None:
@@ -328,6 +344,9 @@ class FunctionPool:
     def env_ready(self, env: Environment, fresh: bool) -> None:
         """The environment pulls: hand it the oldest waiting invocation, or park it as idle."""
         self.starting.discard(env)
+        if not fresh and _expired(env.expires_at):
+            env.stop()  # its credentials expire soon: a new environment takes the queue (env_gone)
+            return
         if fresh:
             self.init_succeeded()
             if self.stats is not None:
@@ -416,11 +435,19 @@ class FunctionPool:
         else:
             self.provision()
             self.keep_spares()
+        owner = self.parent or self
+        if owner._old_zygotes:
+            owner.retire_old_zygotes()
         self.dispatcher.pool_changed(self)
 
     def reap(self, keep_warm_s: float) -> None:
         """Scale in: stop environments idle for keep_warm_s, a bounded number per pass, never while
         anything is queued."""
+        for env in [e for e in self.idle if _expired(e.expires_at)]:
+            self.idle.remove(env)
+            env.stop()  # replaced before its credentials expire (provisioned ones and spares are started again)
+        if self._old_zygotes:
+            self.retire_old_zygotes()
         if self.queue:
             return
         now = time.monotonic()
@@ -519,6 +546,10 @@ class FunctionPool:
         """A retired version's zygote stops once no environment forked from it is left (tenant pools' included)."""
         owner = self.parent or self
         in_use = owner.envs or any(t.envs for t in owner.tenants.values())
+        if owner.retired and not in_use:
+            for zygote in owner._old_zygotes:
+                zygote.stop()
+            owner._old_zygotes.clear()
         if owner.retired and owner.zygote is not None and not in_use:
             owner.zygote.stop()
             if owner is not self:
@@ -530,5 +561,7 @@ class FunctionPool:
                 env.abort("Lamina stopped before the invocation finished")
             else:
                 env.stop()
-        if self.zygote is not None:
-            self.zygote.stop()
+        for zygote in [self.zygote, *self._old_zygotes]:
+            if zygote is not None:
+                zygote.stop()
+        self._old_zygotes.clear()

@@ -36,6 +36,7 @@ class FunctionSpec:
     system_log_level: str = ""     # LoggingConfig.SystemLogLevel: which platform records are written (JSON format)
     log_group_name: str = ""       # LoggingConfig.LogGroup when not the default /aws/lambda/<name>
     per_tenant: bool = False       # TenancyConfig.TenantIsolationMode PER_TENANT: one pool per tenant
+    role: str = ""                 # the execution role: what the environment's credentials act as
     opt_dir: Path | None = None    # the function's layers, unpacked in order (shown read-only at /opt)
     # The network its environments join: "none" (loopback only), "outbound" (NAT to the host's outside network) or a
     # VPC pair's key ("subnet-...|sg-...,sg-..."): lamina/net/.

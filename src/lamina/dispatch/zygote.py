@@ -20,6 +20,7 @@ from typing import Protocol
 
 from lamina.dispatch.environment import Environment, InitFailure, build_environment, exit_status_text, language_of
 from lamina.dispatch.logpipe import LogPipe
+from lamina.dispatch.service_access import ServiceAccess
 from lamina.dispatch.spec import FunctionSpec
 from lamina.runtime.netns_maker import MAKER_FD_ENV
 from lamina.runtime.python_handler import CHANNEL_FD_ENV, ZYGOTE_ENV
@@ -44,6 +45,7 @@ class ZygoteDispatcher(Protocol):
     """What a zygote asks of the dispatcher (through its pool)."""
 
     backend: SandboxBackend
+    access: ServiceAccess
 
     @property
     def runtimes(self) -> HostRuntimes: ...
@@ -87,6 +89,7 @@ class Zygote:
         self._logs: LogPipe | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._started = 0.0
+        self.expires_at: float | None = None  # when it must be replaced (service_access.py), if ever
         # Pre-wired network namespaces its forks join (lamina/net/), made by the zygote's namespace maker.
         self._netns: NetnsPool | None = None
 
@@ -103,7 +106,9 @@ class Zygote:
         assert lang is not None  # a Python runtime has one
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._logs = LogPipe(self._emit)
-        env = build_environment(self.spec, self.backend, self.stream, lang=lang)
+        access = self.pool.dispatcher.access
+        self.expires_at = access.expires_at()  # forks are replaced before the credentials they inherit expire
+        env = build_environment(self.spec, self.backend, self.stream, lang=lang, access=access)
         env[CHANNEL_FD_ENV] = str(child.fileno())
         env[ZYGOTE_ENV] = "1"
         env.update(self.backend.zygote_env())
@@ -125,7 +130,8 @@ class Zygote:
         spec = SandboxSpec(name=f"{self.spec.name}-z{self.id[:10]}", argv=argv, env=env, code_dir=self.spec.code_dir,
                            opt_dir=self.spec.opt_dir,
                            memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
-                           pass_fds=tuple(pass_fds), log_fd=self._logs.write_fd, zygote=True, lang=lang)
+                           pass_fds=tuple(pass_fds), log_fd=self._logs.write_fd, zygote=True, lang=lang,
+                           sdk_dir=access.sdk_for(lang))
         self._started = time.perf_counter()
         try:
             self.sandbox = await self.backend.start(spec, self._on_exit)

@@ -85,6 +85,9 @@ def _build_root(cfg: dict) -> None:
         ss.bind(cfg["lang_home"], f"{root}{cfg['lang_home']}")
     # Its usual names where AWS's runtimes have them: python, python3, python3.X or node in /var/lang/bin.
     os.makedirs(f"{root}/var/lang/bin")
+    if cfg.get("sdk_dir"):
+        os.mkdir(f"{root}/var/lang/sdk")  # the AWS SDKs Lamina ships (sandbox/base.py: sdk_root)
+        ss.bind(cfg["sdk_dir"], f"{root}/var/lang/sdk")
     for name, target in cfg.get("lang_bin", {}).items():
         os.symlink(target, f"{root}/var/lang/bin/{name}")
     tmp_opts = f"size={int(cfg['tmp_mb'])}m,mode=1777"
@@ -276,9 +279,15 @@ def main() -> None:
         ss.die_with_parent()
         ss.mount("proc", "/proc", "proc", ss.MS_NOSUID | ss.MS_NODEV | ss.MS_NOEXEC)
         share_net = bool(cfg.get("share_net"))
-        mapper.enter(share_net)
+        join = cfg.get("join_netns")
+        if join is not None:
+            # The function's pre-wired network namespace (eth0, routes and loopback already up), joined while
+            # still root of the host's user namespace: it stays owned by that, out of the function's reach.
+            ss.setns(int(join), ss.CLONE_NEWNET)
+            os.close(int(join))
+        mapper.enter(share_net or join is not None)
         ss.sethostname(cfg.get("hostname", "lamina"))
-        if not share_net:
+        if not share_net and join is None:
             ss.loopback_up()
         if cfg.get("runtime_api") or cfg.get("netns"):
             _send_handles(int(cfg["channel_fd"]), bool(cfg.get("runtime_api")), bool(cfg.get("netns")))

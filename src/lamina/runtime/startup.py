@@ -32,6 +32,8 @@ def die_with_parent() -> None:
 
 # Where the function's layers are when not at /opt (the process backend, which has no mount namespace).
 OPT_ROOT_ENV = "_LAMINA_OPT_ROOT"
+# The AWS SDK for Python Lamina ships (boto3 and its dependencies), when there is one.
+SDK_PATH_ENV = "_LAMINA_PYTHON_SDK"
 
 
 def prepare_process() -> float:
@@ -44,7 +46,10 @@ def prepare_process() -> float:
     here = os.path.dirname(os.path.abspath(__file__))
     layers = [f"{opt}/python/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages",
               f"{opt}/python"]
-    sys.path[:] = [task_root, *layers] + [p for p in sys.path if p and os.path.abspath(p) != here]
+    # Then the runtime's boto3 (AWS's runtimes have it in their site-packages): a copy in the package or a layer wins.
+    sdk = os.environ.pop(SDK_PATH_ENV, "")
+    sys.path[:] = [task_root, *layers, *([sdk] if sdk else [])] + [p for p in sys.path
+                                                                    if p and os.path.abspath(p) != here]
     os.chdir(task_root)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)

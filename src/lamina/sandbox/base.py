@@ -36,6 +36,9 @@ class SandboxSpec:
     runtime_api: bool = False      # the Runtime API: the backend sets AWS_LAMBDA_RUNTIME_API and hands over
                                    # a listening socket (Sandbox.runtime_api_socket) for the server to serve
     network_handle: bool = False   # the server will connect to servers listening inside the sandbox
+    # The network a launched sandbox joins (FunctionSpec.network: "outbound" or a VPC pair's key; backend.networks
+    # has a pre-wired namespace for it); None or "none": a loopback of its own.
+    network: str | None = None
                                    # (Sandbox.connect_tcp): a backend with a private network hands over its handle
     # A MicroVM sandbox (lamina/microvm/): its root is built from a mount plan instead of the function
     # layout. Keys: mounts, cwd, user ([uid, gid]), share_net, hostname, nofile. argv[0] is looked up
@@ -47,6 +50,8 @@ class SandboxSpec:
     # The function's language runtime (python3.12, nodejs22.x): the backend makes it visible, with its usual names
     # in /var/lang/bin as on AWS (linux), or leaves it where it is (process). argv[0] may be lang.executable.
     lang: Interpreter | None = None
+    # The AWS SDKs Lamina ships (python/, nodejs/node_modules): host path, shown read-only at backend.sdk_root.
+    sdk_dir: Path | None = None
     # Init runs with the host's CPUs (as a zygote's does: Lambda too is generous with CPU during init); end_init()
     # then holds the sandbox to cpu_vcpus (or its memory's share).
     init_boost: bool = False
@@ -198,6 +203,10 @@ class SandboxBackend(abc.ABC):
     @abc.abstractmethod
     def task_root(self, spec: SandboxSpec) -> str:
         """Where the function's code appears inside the sandbox."""
+
+    def sdk_root(self, sdk_dir: Path) -> str:
+        """Where the SDK directory (SandboxSpec.sdk_dir) appears inside the sandbox."""
+        return "/var/lang/sdk"
 
     def opt_root(self, spec: SandboxSpec) -> str:
         """Where the function's layers appear inside the sandbox (/opt, as on AWS)."""

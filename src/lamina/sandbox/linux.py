@@ -285,13 +285,15 @@ class LinuxBackend(SandboxBackend):
     def zygote_env(self) -> dict[str, str]:
         return {SECCOMP_ENV: self._env_filter}
 
-    def _config(self, spec: SandboxSpec, cgroup: Cgroup, env: dict[str, str], channel_fd: int | None) -> str:
+    def _config(self, spec: SandboxSpec, cgroup: Cgroup, env: dict[str, str], channel_fd: int | None,
+                join_netns: int | None = None) -> str:
         config = {
             "root": self.root_dir,
             "code_dir": str(spec.code_dir),
             "opt_dir": str(spec.opt_dir) if spec.opt_dir is not None else None,
             "runtime_dir": str(RUNTIME_DIR),
             "lang_home": _lang_home(spec.lang),
+            "sdk_dir": str(spec.sdk_dir) if spec.sdk_dir is not None else None,
             "lang_bin": {name: spec.lang.executable for name in spec.lang.command_names} if spec.lang else {},
             "tmp_mb": spec.ephemeral_mb,
             "uid_base": UID_BASE,
@@ -303,6 +305,7 @@ class LinuxBackend(SandboxBackend):
             "seccomp": self._zygote_filter if spec.zygote else self._env_filter,
             "runtime_api": spec.runtime_api,
             "netns": spec.network_handle,
+            "join_netns": join_netns,
             "channel_fd": channel_fd,
             "argv": spec.argv,
             "env": env,
@@ -326,6 +329,17 @@ class LinuxBackend(SandboxBackend):
         env = dict(spec.env)
         pass_fds = list(spec.pass_fds)
         ours = theirs = None
+        join = None
+        if spec.network is not None and spec.network != "none" and self.networks is not None:
+            # A pre-wired namespace of the function's network (lamina/net/), joined before the sandbox makes its
+            # user namespace: the namespace stays the host's, so the function cannot reconfigure it.
+            try:
+                join = await self.networks.host_netns(spec.network)
+            except Exception as exc:
+                await _destroy(cgroup)
+                raise SandboxError(f"cannot give the sandbox its network: {exc}") from exc
+            if join is not None:
+                pass_fds.append(join)
         if spec.runtime_api:
             env["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:9001"
         if spec.runtime_api or spec.network_handle:
@@ -333,7 +347,7 @@ class LinuxBackend(SandboxBackend):
             pass_fds.append(theirs.fileno())
         # The config (the function's environment variables among it) goes in a memfd, not in argv:
         # every user of the host can read /proc/PID/cmdline, for as long as the launcher lives.
-        config_fd = _config_fd(self._config(spec, cgroup, env, theirs.fileno() if theirs else None))
+        config_fd = _config_fd(self._config(spec, cgroup, env, theirs.fileno() if theirs else None, join))
         pass_fds.append(config_fd)
         out = spec.log_fd if spec.log_fd is not None else asyncio.subprocess.DEVNULL
         try:
@@ -348,6 +362,8 @@ class LinuxBackend(SandboxBackend):
             raise SandboxError(f"cannot start the sandbox: {exc.strerror or exc}") from exc
         finally:
             os.close(config_fd)
+            if join is not None:
+                os.close(join)  # the sandbox holds it now (it goes with the sandbox's last process)
             if theirs is not None:
                 theirs.close()
         api_socket = netns_fd = None

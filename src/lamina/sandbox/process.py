@@ -89,6 +89,9 @@ class ProcessBackend(SandboxBackend):
         # No mount namespace here: the layers stay where they were unpacked.
         return str(spec.opt_dir) if spec.opt_dir is not None else "/opt"
 
+    def sdk_root(self, sdk_dir: Path) -> str:
+        return str(sdk_dir)  # no mount namespace: where it is
+
     def runtime_dir(self) -> str:
         return str(RUNTIME_DIR)
 

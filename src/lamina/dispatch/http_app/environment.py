@@ -157,7 +157,9 @@ class HttpAppEnvironment(Environment):
                                "stackTrace": []}, None)
         # As in AWS's runtimes, the runtime's interpreter first on PATH (run.sh scripts use python3 or node).
         lang = language_of(self.spec, self.pool.dispatcher.runtimes)
-        env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang)
+        access = self.pool.dispatcher.access
+        self.expires_at = access.expires_at()
+        env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang, access=access)
         if not self.backend.private_network:
             # One loopback for every environment: each app gets a port of its own (it must read
             # AWS_LWA_PORT or PORT, as LWA apps do).
@@ -171,7 +173,7 @@ class HttpAppEnvironment(Environment):
         return SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=[f"{task_root}/{self.app.command}"],
                            env=env, code_dir=self.spec.code_dir, opt_dir=self.spec.opt_dir,
                            memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb,
-                           log_fd=self._log_write_fd(), network_handle=True, lang=lang)
+                           log_fd=self._log_write_fd(), network_handle=True, lang=lang, network=self.spec.network)
 
     async def _await_ready(self) -> None:
         """Poll the readiness check every 10 ms until the app is healthy (the init timer bounds it)."""
