@@ -93,6 +93,20 @@ class _Canonical(SigV4Auth):
     """botocore's SigV4 signer, computing the canonical request over exactly the headers the client signed (botocore
     leaves some out when it signs, such as User-Agent; a verifier must take the client's list as given)."""
 
+    def __init__(self, credentials: Credentials, service_name: str, region_name: str) -> None:
+        super().__init__(credentials, service_name, region_name)
+        self._paths: dict[str, str] = {}
+
+    def _normalize_url_path(self, path: str) -> str:
+        # botocore's (dot segments removed, quoted again), kept per path: the same few paths come again and again
+        normalized = self._paths.get(path)
+        if normalized is None:
+            normalized = super()._normalize_url_path(path)
+            if len(self._paths) > 4096:
+                self._paths.clear()
+            self._paths[path] = normalized
+        return normalized
+
     def headers_to_sign(self, request: AWSRequest) -> _Headers:
         return request.headers  # _Request's: the signed headers only
 
