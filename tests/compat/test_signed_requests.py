@@ -215,3 +215,16 @@ def test_cli_signs_with_the_environments_credentials(server: LaminaServer, funct
     signed = subprocess.run([sys.executable, "-m", "lamina", "ls"], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=90)
     assert signed.returncode == 0 and function in signed.stdout, signed.stdout + signed.stderr
+
+
+def test_open_server_takes_any_signed_aws_iam_url_request(lambda_client, lamina_server: LaminaServer) -> None:
+    """The session's server has no keys (open, loopback): any credentials sign an AWS_IAM URL request; unsigned is
+    still 403."""
+    name = unique_name("openiam")
+    create_function(lambda_client, name, CODE)
+    try:
+        url = lambda_client.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
+        assert _url_request(lamina_server, url, None, None) == 403
+        assert _url_request(lamina_server, url, "anything", "at-all") == 200
+    finally:
+        lambda_client.delete_function(FunctionName=name)
