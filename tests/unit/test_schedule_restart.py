@@ -34,6 +34,11 @@ class Recorder:
     async def send(self, arn: str, payload: bytes) -> None:
         self.sent.append((arn, orjson.loads(payload)))
 
+    async def send_many(self, arn: str, payloads: list[bytes]) -> list[None]:
+        for payload in payloads:
+            await self.send(arn, payload)
+        return [None] * len(payloads)
+
     def exists(self, arn: str) -> bool:
         return True
 

@@ -8,6 +8,7 @@ import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -396,8 +397,11 @@ class EventBusService:
             rule.row.next_due = rule.schedule.next_after(max(occurrence, now), anchor=rule.row.config["Anchor"])
             self.repo.set_rule_due(bus, name, rule.row.next_due)   # committed first: never twice
             self.heap.set(("r", bus, name), rule.row.next_due)
-            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-                     "source": "aws.events", "account": self.account, "time": _iso(occurrence),
-                     "region": self.region, "resources": [rule.arn], "detail": {}}
-            for target in rule.targets:
-                self.deliverer.deliver(target, payload_for(target, {**event, "_rule": name}))
+            self.heap.at(occurrence, partial(self._send_scheduled, rule, occurrence))
+
+    def _send_scheduled(self, rule: Rule, occurrence: float) -> None:
+        event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": self.account, "time": _iso(occurrence), "region": self.region,
+                 "resources": [rule.arn], "detail": {}}
+        for target in rule.targets:
+            self.deliverer.deliver(target, payload_for(target, {**event, "_rule": rule.row.name}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aws_croniter import AwsCroniter
@@ -73,6 +74,7 @@ def _wall_to_epoch(wall: dt.datetime, zone: dt.tzinfo) -> float | None:
     return aware.timestamp()
 
 
+@lru_cache(maxsize=1024)
 def zone_for(name: str | None) -> dt.tzinfo:
     if not name:
         return UTC
@@ -82,8 +84,10 @@ def zone_for(name: str | None) -> dt.tzinfo:
         raise ExpressionError(f"Invalid time zone: {name}") from None
 
 
+@lru_cache(maxsize=16384)
 def parse(text: str, allow_at: bool = True) -> Expression:
-    """Parse an expression as AWS writes it (no extra spaces, singular unit iff the value is 1)."""
+    """Parse an expression as AWS writes it (no extra spaces, singular unit iff the value is 1). Cached: firing
+    thousands of schedules at once asks for the same few expressions again and again."""
     m = _RATE.fullmatch(text)
     if m:
         value, unit = int(m.group(1)), m.group(2)

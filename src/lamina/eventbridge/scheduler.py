@@ -13,6 +13,7 @@ import datetime as dt
 import random
 import re
 import uuid
+from functools import lru_cache, partial
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ _ARN = re.compile(r"arn:aws[a-z\-]*:[a-z0-9\-]+:[a-z0-9\-]*:\d{0,12}:.+")
 DEFAULT_GROUP = "default"
 
 
+@lru_cache(maxsize=256)
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -286,41 +288,49 @@ class ScheduleService:
         self.heap.set(("s", group, name), None)
 
     def _fire(self, keys: list[tuple], now: float) -> None:
+        """Schedules due now or within the heap's lead: advance and commit their next due times, then send each
+        occurrence at its due time (those due at the same time in one batch)."""
         updates: list[tuple[float | None, str, str]] = []
-        fired: list[tuple[ScheduleRow, float]] = []
+        batches: dict[float, list[tuple[dict, bytes]]] = {}
         for _, group, name in keys:
             row = self.schedules.get((group, name))
             if row is None or row.next_due is None or row.config["State"] != "ENABLED":
                 continue
             occurrence = row.next_due
             # From the later of the occurrence and now: after a stop, one missed occurrence fires, not all of them.
-            row.next_due = self._first_due(row.config, max(occurrence, now))
+            if row.config["ScheduleExpression"].startswith("at("):
+                row.next_due = None
+            else:
+                row.next_due = self._first_due(row.config, max(occurrence, now))
             updates.append((row.next_due, group, name))
-            fired.append((row, occurrence))
-        if not updates:
-            return
-        self.repo.set_schedules_due(updates)   # committed before anything is sent: never twice
-        for row, occurrence in fired:
-            self.fired += 1
-            self.deliverer.deliver(row.config["Target"], self._payload(row, occurrence))
+            batches.setdefault(occurrence, []).append((row.config["Target"], self._payload(row, occurrence)))
             if row.next_due is None:
                 if row.config.get("ActionAfterCompletion") == "DELETE":
                     self._remove(row.group, row.name)
             else:
                 self.heap.set(("s", row.group, row.name), self._jittered(row.config, row.next_due))
+        if not updates:
+            return
+        self.repo.set_schedules_due(updates)   # committed before anything is sent: never twice
+        for occurrence, batch in batches.items():
+            self.heap.at(occurrence, partial(self._send, batch))
+
+    def _send(self, batch: list[tuple[dict, bytes]]) -> None:
+        self.fired += len(batch)
+        self.deliverer.deliver_many(batch)
 
     def _payload(self, row: ScheduleRow, occurrence: float) -> bytes:
         arn = self.schedule_arn(row.group, row.name)
-        execution = str(uuid.uuid4())
         text = row.config["Target"].get("Input")
         if text is not None:
-            for placeholder, value in (("<aws.scheduler.schedule-arn>", arn),
-                                       ("<aws.scheduler.scheduled-time>", _iso(occurrence)),
-                                       ("<aws.scheduler.execution-id>", execution),
-                                       ("<aws.scheduler.attempt-number>", "1")):
-                text = text.replace(placeholder, value)
+            if "<aws.scheduler." in text:
+                for placeholder, value in (("<aws.scheduler.schedule-arn>", arn),
+                                           ("<aws.scheduler.scheduled-time>", _iso(occurrence)),
+                                           ("<aws.scheduler.execution-id>", str(uuid.uuid4())),
+                                           ("<aws.scheduler.attempt-number>", "1")):
+                    text = text.replace(placeholder, value)
             return text.encode()
-        return orjson.dumps({"version": "0", "id": execution, "detail-type": "Scheduled Event",
+        return orjson.dumps({"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
                              "source": "aws.scheduler", "account": self.account, "time": _iso(occurrence),
                              "region": self.region, "resources": [arn], "detail": {}})
 

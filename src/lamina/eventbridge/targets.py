@@ -30,6 +30,11 @@ class Sender(Protocol):
         a bus: put). Raises SendError when it cannot."""
         ...
 
+    def send_many(self, arn: str, payloads: list[bytes]) -> Awaitable[list[SendError | None]]:
+        """Hand many payloads to one target at once (one commit where the target allows); per payload, None or
+        why it was not taken."""
+        ...
+
     def exists(self, arn: str) -> bool:
         """Whether `arn` names a target Lamina has (checked when a target is set)."""
         ...
@@ -112,6 +117,26 @@ class Deliverer:
         task = asyncio.get_running_loop().create_task(self._deliver(target, payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def deliver_many(self, items: list[tuple[dict, bytes]]) -> None:
+        """Many deliveries at once (a minute's worth of schedules): one send per target ARN, payloads it did not
+        take go the single-delivery way (retries, then the DLQ)."""
+        by_arn: dict[str, list[tuple[dict, bytes]]] = {}
+        for target, payload in items:
+            by_arn.setdefault(target["Arn"], []).append((target, payload))
+        loop = asyncio.get_running_loop()
+        for arn, group in by_arn.items():
+            task = loop.create_task(self._deliver_group(arn, group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_group(self, arn: str, group: list[tuple[dict, bytes]]) -> None:
+        results = await self.sender.send_many(arn, [payload for _, payload in group])
+        for (target, payload), error in zip(group, results, strict=True):
+            if error is None:
+                self.sent += 1
+            else:
+                self.deliver(target, payload)
 
     async def _deliver(self, target: dict, payload: bytes) -> None:
         policy = target.get("RetryPolicy") or {}

@@ -30,8 +30,12 @@ class Clock:
 
 
 class TimerHeap:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, lead: float = 0.0) -> None:
         self.clock = clock
+        # Entries are handed out this long (clock seconds) before they are due, so that the work of many entries
+        # due at once (their next due times, committed; their payloads) is done by the time they are due; the
+        # handler sends each at its due time (see `at`).
+        self.lead = lead
         # Keys are tuples whose first item names their kind; handlers[kind](keys due, now) runs on the loop.
         self.handlers: dict[str, Callable[[list[tuple], float], None]] = {}
         self._heap: list[tuple[float, int, tuple]] = []
@@ -64,6 +68,11 @@ class TimerHeap:
         if self._armed_for is None or due < self._armed_for:
             self._arm()
 
+    def at(self, due: float, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop at clock time `due` (now if that has passed)."""
+        if self._loop is not None:
+            self._loop.call_later(self.clock.real_delay(due), callback)
+
     def due_of(self, key: tuple) -> float | None:
         return self._due.get(key)
 
@@ -80,14 +89,14 @@ class TimerHeap:
             return
         due = self._heap[0][0]
         self._armed_for = due
-        self._timer = self._loop.call_later(self.clock.real_delay(due), self._run)
+        self._timer = self._loop.call_later(self.clock.real_delay(due - self.lead), self._run)
 
     def _run(self) -> None:
         self._timer = None
         self._armed_for = None
         now = self.clock.now()
         keys: list[tuple] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now + self.lead:
             due, _, key = heapq.heappop(self._heap)
             if self._due.get(key) == due:
                 del self._due[key]

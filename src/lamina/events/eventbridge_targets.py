@@ -5,6 +5,7 @@ queues (a message), and event buses (the payload put on the bus as an event)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 import orjson
@@ -57,6 +58,28 @@ class LaminaTargets:
             self.bus_publish(arn, event if isinstance(event, dict) else {"detail": event})
         else:
             raise SendError(f"Lamina has no target {arn}")
+
+    async def send_many(self, arn: str, payloads: list[bytes]) -> list[SendError | None]:
+        """A queue takes them all in one send (one commit); a function's events are accepted together (the async
+        queue commits them as a group); anything else one by one."""
+        service = arn.split(":")[2] if arn.count(":") >= 5 else ""
+        if service == "sqs":
+            q = self.queues.queue_for_arn(arn)
+            if q is None:
+                return [SendError(f"the queue {arn} does not exist")] * len(payloads)
+            out: list[SendError | None] = []
+            for start in range(0, len(payloads), 1000):
+                entries = [{"MessageBody": p.decode("utf-8", "replace")} for p in payloads[start:start + 1000]]
+                if q.fifo:
+                    for entry in entries:
+                        entry["MessageGroupId"] = "lamina"
+                        entry["MessageDeduplicationId"] = str(uuid.uuid4())
+                results = await self.queues.send(q, entries)
+                out += [SendError(f"{r.code}: {r.message}") if isinstance(r, SqsError) else None for r in results]
+            return out
+        outcomes = await asyncio.gather(*(self.send(arn, p) for p in payloads), return_exceptions=True)
+        return [r if isinstance(r, SendError) else (SendError(str(r)) if isinstance(r, BaseException) else None)
+                for r in outcomes]
 
     async def _invoke(self, arn: str, payload: bytes) -> None:
         sink = self.functions.event_sink

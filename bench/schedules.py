@@ -1,0 +1,205 @@
+"""Schedules: 10,000 EventBridge Scheduler schedules due in the same minute, and how late each one arrives.
+
+Starts its own `lamina serve` (free loopback port, temporary data dir, real time: schedule_time_scale 1) and
+measures, in two phases, each with `--schedules` one-time schedules `at(T)` for the same minute boundary T (the first
+boundary at least `--lead` s after they are all created; creating them uses `--clients` threads):
+
+- **into a queue**: every schedule targets one Lamina queue with Input `{"i": N}`; lateness = the message's
+  SentTimestamp (when the queue accepted it, ms) - T. This is the scheduler's own precision: the timer heap firing
+  10,000 schedules, committing their next due times in one transaction, and handing each to its target.
+- **into a function**: every schedule targets one function (async invoke, a trivial handler that prints
+  `time.time()` when it starts); lateness = the handler's start - T. This adds the async queue and starting
+  environments for 10,000 invocations on this machine (account concurrency 1,000).
+
+Target (issue 17): p99 <= 100 ms (AWS promises minute precision only). Prints p50 / p90 / p99 / max for each phase.
+Exit 0 whether or not the target is met; 1 when the benchmark could not run.
+
+    .venv/bin/python bench/schedules.py [--schedules 10000] [--clients 4] [--lead 10] [--skip-function] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from _common import free_port, run_and_report, stop_process, wait_http_ok
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+ROLE = "arn:aws:iam::000000000000:role/lamina"
+TIMED = '''
+import time
+def handler(event, context):
+    print("T " + str(event["i"]) + " " + repr(time.time()))
+'''
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def client(endpoint: str, service: str):
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                        aws_secret_access_key="bench",
+                        config=Config(retries={"total_max_attempts": 1}, read_timeout=65, max_pool_connections=16))
+
+
+def start_lamina(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    with open(tmp / "lamina.log", "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port),
+                                 "--data-dir", str(tmp / "data")], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    if not wait_http_ok(proc, HOST, port, "/lamina/v1/health", 30):
+        stop_process(proc)
+        raise BenchError(f"lamina serve did not start:\n{(tmp / 'lamina.log').read_text()[-3000:]}")
+    return proc, f"http://{HOST}:{port}"
+
+
+def create_all(endpoint: str, group: str, n: int, clients: int, target: dict, lead: float) -> float:
+    """Create n schedules at(T) in `group`; returns T (epoch). T is the first minute boundary `lead` s after an
+    estimate of when they are all created (measured on the first 200)."""
+    sched = client(endpoint, "scheduler")
+    sched.create_schedule_group(Name=group)
+    t0 = time.time()
+    probe = [client(endpoint, "scheduler") for _ in range(clients)]
+
+    def make(i: int, when: str) -> None:
+        probe[i % clients].create_schedule(
+            Name=f"s{i}", GroupName=group, ScheduleExpression=f"at({when})", FlexibleTimeWindow={"Mode": "OFF"},
+            Target={**target, "Input": json.dumps({"i": i})})
+
+    # Estimate the creation rate with a far-away time, then delete those and create them all for T.
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda i: make(i, "2099-01-01T00:00:00"), range(200)))
+    per = (time.time() - t0) / 200
+    for i in range(200):
+        sched.delete_schedule(Name=f"s{i}", GroupName=group)
+    ready = time.time() + per * n * 1.5 + lead
+    due = (int(ready) // 60 + 1) * 60
+    when = dt.datetime.fromtimestamp(due, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    started = time.time()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda i: make(i, when), range(n)))
+    log(f"  {n} schedules created in {time.time() - started:.1f} s; due at {when}Z, "
+        f"{due - time.time():.0f} s from now")
+    if time.time() > due - 1:
+        raise BenchError("the schedules were not all created before their minute: raise --lead")
+    return float(due)
+
+
+def summary(lateness_ms: list[float], expected: int) -> dict:
+    s = sorted(lateness_ms)
+    if not s:
+        raise BenchError("nothing arrived")
+
+    def pct(p: float) -> float:
+        return round(s[max(0, int(len(s) * p) - 1)], 1)
+    return {"n": len(s), "expected": expected, "p50_ms": round(statistics.median(s), 1), "p90_ms": pct(0.9),
+            "p99_ms": pct(0.99), "max_ms": round(s[-1], 1), "min_ms": round(s[0], 1)}
+
+
+def queue_phase(endpoint: str, n: int, clients: int, lead: float) -> dict:
+    sqs = client(endpoint, "sqs")
+    url = sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    due = create_all(endpoint, "queue-phase", n, clients, {"Arn": arn, "RoleArn": ROLE}, lead)
+    time.sleep(max(0.0, due - time.time()) + 3)
+    sent: dict[int, float] = {}
+    deadline = time.monotonic() + 120
+    while len(sent) < n and time.monotonic() < deadline:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                   AttributeNames=["SentTimestamp"]).get("Messages", [])
+        for m in msgs:
+            sent[json.loads(m["Body"])["i"]] = int(m["Attributes"]["SentTimestamp"]) / 1000
+        if msgs:
+            sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]}
+                                                            for k, m in enumerate(msgs)])
+    return summary([(t - due) * 1000 for t in sent.values()], n)
+
+
+def function_phase(endpoint: str, n: int, clients: int, lead: float) -> dict:
+    lam = client(endpoint, "lambda")
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", TIMED)
+    fn_arn = lam.create_function(FunctionName=name, Runtime=f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                                 Handler="app.handler", Role=ROLE, Code={"ZipFile": buf.getvalue()},
+                                 Timeout=10)["FunctionArn"]
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    due = create_all(endpoint, "function-phase", n, clients, {"Arn": fn_arn, "RoleArn": ROLE}, lead)
+    time.sleep(max(0.0, due - time.time()) + 3)
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 180
+    while len(seen) < n and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{endpoint}/lamina/v1/functions/{name}/logs", timeout=60) as resp:
+            for line in resp.read().splitlines():
+                msg = json.loads(line).get("message", "")
+                if msg.startswith("T "):
+                    _, key, at = msg.split()
+                    seen[key] = float(at)
+        if len(seen) < n:
+            time.sleep(1)
+    return summary([(t - due) * 1000 for t in seen.values()], n)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-schedules-"))
+    proc, endpoint = start_lamina(tmp)
+    try:
+        log("phase 1: schedules -> a queue")
+        results = {"schedules": args.schedules, "queue": queue_phase(endpoint, args.schedules, args.clients,
+                                                                     args.lead)}
+        if not args.skip_function:
+            log("phase 2: schedules -> a function")
+            results["function"] = function_phase(endpoint, args.schedules, args.clients, args.lead)
+        return results
+    finally:
+        stop_process(proc)
+
+
+def report(s: dict) -> None:
+    print(f"{s['schedules']} schedules due in the same minute; lateness after the due time (target p99 <= 100 ms)")
+    for phase, what in (("queue", "queue accepted the message (SentTimestamp)"),
+                        ("function", "the handler started")):
+        if phase in s:
+            r = s[phase]
+            print(f"  {phase:8} {r['n']}/{r['expected']} arrived; {what}: p50 {r['p50_ms']} ms, p90 {r['p90_ms']} "
+                  f"ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--schedules", type=int, default=10000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--lead", type=float, default=10.0)
+    parser.add_argument("--skip-function", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    return run_and_report(lambda: measure(args), lambda s: s, report, args.json, log, BenchError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
