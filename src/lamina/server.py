@@ -138,7 +138,7 @@ class Server:
         self.tags.register("event-source-mapping", event_source_mapping_taggable(self.mappings))
         queue_targets.attach(self.queues, self.events, self.event_configs, self.functions)
         # EventBridge: Scheduler schedules, buses and rules on one timer heap; their targets reached through events/.
-        self.timers = TimerHeap(Clock(settings.schedule_time_scale))
+        self.timers = TimerHeap(Clock(settings.schedule_time_scale), lead=1.0)
         bridge_targets = LaminaTargets(self.functions, self.queues)
         self.bridge_delivery = Deliverer(bridge_targets, self.timers.clock)
         bridge_repo = EventBridgeRepo(self.db)
