@@ -45,3 +45,17 @@ def test_a_busy_stale_subtree_is_skipped_and_a_live_one_left_alone(tmp_path: Pat
     assert tree.remove_stale() == 0                      # nothing removed, and no exception
     assert live.is_dir() and (live / "sandbox-a").is_dir()
     assert "not removed" in caplog.text and "4194303" in caplog.text
+
+
+def test_serve_exits_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import lamina.server as server
+    from lamina.config import Settings
+
+    def refuse(name: str, scheduling: str) -> None:
+        raise SandboxError("refusing to start: the linux sandbox could not be set up (EBUSY). Fix that, or run with "
+                           "--sandbox process")
+
+    monkeypatch.setattr(server, "get_backend", refuse)
+    with pytest.raises(SystemExit) as info:
+        server.run(Settings(data_dir=tmp_path / "data"))
+    assert "refusing to start" in str(info.value.code) and "--sandbox process" in str(info.value.code)
