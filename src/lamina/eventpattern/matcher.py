@@ -39,16 +39,14 @@ class PatternError(ValueError):
 
 
 class Pattern:
-    """A compiled pattern: matches(event) for a decoded JSON event (a dict)."""
+    """A compiled pattern: matches(event) for a decoded JSON event (a dict). `matches` is the generated function
+    itself (no method call in between)."""
 
-    __slots__ = ("source", "_check")
+    __slots__ = ("source", "matches")
 
     def __init__(self, source: dict, check: Check) -> None:
         self.source = source
-        self._check = check
-
-    def matches(self, event: object) -> bool:
-        return self._check(event)
+        self.matches: Check = check
 
 
 def compile_pattern(pattern: str | bytes | dict) -> Pattern:
@@ -59,7 +57,91 @@ def compile_pattern(pattern: str | bytes | dict) -> Pattern:
             raise PatternError(f"the pattern is not JSON: {exc}") from None
     if not isinstance(pattern, dict):
         raise PatternError("a pattern must be a JSON object")
-    return Pattern(pattern, _object(pattern, "$"))
+    _object(pattern, "$")   # checks the whole pattern, raising PatternError where it is not valid
+    return Pattern(pattern, _Generator().function(pattern))
+
+
+class _Generator:
+    """Writes a pattern as the source of one Python function: each field read once with dict.get, string values
+    (the common case) tested inline (set membership, startswith, ...), everything else through the closures
+    above, which also define the semantics; the source is compiled once with exec."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, object] = {"_M": _MISSING, "dict": dict, "str": str}
+        self.lines: list[str] = ["def match(e0):", "    if type(e0) is not dict:",
+                                 "        e0 = e0 if isinstance(e0, dict) else {}"]
+        self.count = 0
+
+    def name(self, value: object, prefix: str) -> str:
+        self.count += 1
+        key = f"_{prefix}{self.count}"
+        self.names[key] = value
+        return key
+
+    def function(self, pattern: dict) -> Check:
+        self.object(pattern, "e0", 1)
+        self.lines.append("    return True")
+        exec("\n".join(self.lines), self.names)   # noqa: S102 - our own generated source, no user text in code
+        return self.names["match"]  # type: ignore[return-value]
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def object(self, pattern: dict, var: str, depth: int) -> None:
+        """Lines that return False unless `var` (a dict) matches `pattern`."""
+        for key, spec in pattern.items():
+            if key == "$or":
+                alternatives = [self.name(_object(p, "$"), "or") for p in spec]
+                self.emit(depth, f"if not ({' or '.join(f'{a}({var})' for a in alternatives)}): return False")
+                continue
+            self.count += 1
+            value = f"v{self.count}"
+            self.emit(depth, f"{value} = {var}.get({key!r}, _M)")
+            if isinstance(spec, dict):
+                inner = self.name(_nested_value(_object(spec, "$")), "nested")
+                self.emit(depth, f"if type({value}) is dict:")
+                self.object(spec, value, depth + 1)
+                self.emit(depth, f"elif not {inner}({value}): return False")
+            else:
+                general = self.name(_leaf_value(spec, "$"), "leaf")
+                self.emit(depth, f"if type({value}) is str:")
+                self.emit(depth + 1, f"if not ({self.string_test(spec, value)}): return False")
+                self.emit(depth, f"elif not {general}({value}): return False")
+
+    def string_test(self, conditions: list, v: str) -> str:
+        """An expression: whether the string `v` satisfies any of `conditions` (as _leaf_value would say)."""
+        exists, others = _split_exists(conditions, "$")
+        if True in exists:
+            return "True"
+        parts: list[str] = []
+        literals = {c for c in others if isinstance(c, str)}
+        if literals:
+            parts.append(f"{v} == {next(iter(literals))!r}" if len(literals) == 1
+                         else f"{v} in {self.name(frozenset(literals), 'set')}")
+        for c in others:
+            if isinstance(c, str) or c is None or isinstance(c, bool | int | float):
+                continue   # strings done above; other literals never equal a string
+            (op, arg), = c.items()
+            if op in ("prefix", "suffix") and isinstance(arg, str):
+                parts.append(f"{v}.{'startswith' if op == 'prefix' else 'endswith'}({arg!r})")
+            elif op == "equals-ignore-case":
+                parts.append(f"{v}.casefold() == {arg.casefold()!r}")
+            elif op == "numeric":
+                continue   # never a string
+            else:
+                parts.append(f"{self.name(_condition(c, '$'), 'cond')}({v})")
+        return " or ".join(parts) or "False"
+
+
+def _nested_value(inner: Check) -> Check:
+    """A nested pattern's check of a field's value that is not an object (as _nested does)."""
+    def check(value: object) -> bool:
+        if isinstance(value, dict):
+            return inner(value)
+        if isinstance(value, list):
+            return any(inner(v) for v in value if isinstance(v, dict)) or (not value and inner({}))
+        return inner({})
+    return check
 
 
 def _is_number(v: object) -> bool:
@@ -104,20 +186,34 @@ def _nested(key: str, inner: Check) -> Check:
 
 
 def _leaf(key: str, conditions: list, where: str) -> Check:
+    on_value = _leaf_value(conditions, where)
+
+    def check(event: object) -> bool:
+        return on_value(event.get(key, _MISSING) if isinstance(event, dict) else _MISSING)
+    return check
+
+
+def _split_exists(conditions: list, where: str) -> tuple[list[bool], list]:
     if not conditions:
         raise PatternError(f"{where}: an empty array of conditions")
     exists: list[bool] = []
-    checks: list[Check] = []
+    others: list = []
     for condition in conditions:
         if isinstance(condition, dict) and len(condition) == 1 and "exists" in condition:
             if not isinstance(condition["exists"], bool):
                 raise PatternError(f"{where}: exists takes true or false")
             exists.append(condition["exists"])
         else:
-            checks.append(_condition(condition, where))
+            others.append(condition)
+    return exists, others
 
-    def check(event: object) -> bool:
-        value = event.get(key, _MISSING) if isinstance(event, dict) else _MISSING
+
+def _leaf_value(conditions: list, where: str) -> Check:
+    """A field's conditions as a check of the field's value (_MISSING when the event has no such field)."""
+    exists, others = _split_exists(conditions, where)
+    checks = [_condition(c, where) for c in others]
+
+    def check(value: object) -> bool:
         if value is _MISSING:
             return False in exists
         if True in exists:
