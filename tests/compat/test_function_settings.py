@@ -6,10 +6,11 @@ scaling configuration, durable executions) answered as AWS answers an account wi
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from helpers import ACCOUNT, REGION, WAIT, failure, fn_arn
+from helpers import ACCOUNT, REGION, ROLE, WAIT, failure, fn_arn, health, make_zip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,3 +143,46 @@ def test_configuration_revisions_follow_state(lambda_client, functions):
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     done = lambda_client.get_function_configuration(FunctionName=name)
     assert done["RevisionId"] not in (updated["RevisionId"], active["RevisionId"])
+
+
+SNAP_HANDLER = '''
+import os, time
+INIT_PID = os.getpid()
+INITIALISED_AT = time.time()
+
+def handler(event, context):
+    return {"initialised_at": INITIALISED_AT}
+'''
+
+
+def _host_has(endpoint: str, runtime: str) -> bool:
+    return runtime in health(endpoint)["runtimes"]["available"]
+
+
+def test_snap_start(lambda_client, functions, endpoint):
+    """SnapStart as AWS configures it; honoured by initialising a published version at publish time (its zygote,
+    from which environments are restored): the version is Pending until then, its OptimizationStatus On."""
+    if not _host_has(endpoint, "python3.12"):
+        pytest.skip("needs python3.12 on this host")
+    assert failure(lambda_client.create_function, FunctionName="snap-bad", Runtime="python3.11", Role=ROLE,
+                   Handler="app.handler", Code={"ZipFile": make_zip(HANDLER)},
+                   SnapStart={"ApplyOn": "PublishedVersions"}) == (
+        400, "InvalidParameterValueException", "python3.11 is not supported for SnapStart enabled functions.")
+    status, code, message = failure(lambda_client.create_function, FunctionName="snap-bad", Runtime="java21",
+                                    Role=ROLE, Handler="x", Code={"ZipFile": make_zip(HANDLER)},
+                                    SnapStart={"ApplyOn": "Sometimes"})
+    assert (status, code) == (400, "ValidationException") and "snapStart.applyOn" in message
+    fn = functions({"app.py": SNAP_HANDLER}, Runtime="python3.12")
+    updated = lambda_client.update_function_configuration(FunctionName=fn, SnapStart={"ApplyOn": "PublishedVersions"})
+    assert updated["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=fn, WaiterConfig=WAIT)
+    published = lambda_client.publish_version(FunctionName=fn)
+    assert published["State"] == "Pending"
+    assert published["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
+    lambda_client.get_waiter("published_version_active").wait(FunctionName=fn, Qualifier=published["Version"],
+                                                              WaiterConfig=WAIT)
+    ready_at = time.time()
+    # Initialised at publish (before the version was Active), not at the first invoke.
+    out = json.loads(lambda_client.invoke(FunctionName=fn, Qualifier=published["Version"])["Payload"].read())
+    assert out["initialised_at"] < ready_at
+    assert lambda_client.get_function_configuration(FunctionName=fn)["SnapStart"]["OptimizationStatus"] == "Off"

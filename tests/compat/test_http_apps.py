@@ -496,18 +496,21 @@ def test_update_and_delete_let_requests_in_flight_finish(lambda_client, make_app
     assert status == 200 and json.loads(body)["env"] != first_env
 
 
-def test_bad_configuration_fails_the_function(lambda_client, make_app):
+def test_bad_configuration_is_reported_at_invoke(lambda_client, make_app):
+    """As on AWS (where the Web Adapter is a layer that reads its settings at init): Active, every request fails."""
     name, url = make_app({"bootstrap": DEMO}, env={"AWS_LWA_READINESS_CHECK_PROTOCOL": "udp"}, wait=False)
     for _ in range(100):
         cfg = lambda_client.get_function_configuration(FunctionName=name)
         if cfg["State"] != "Pending":
             break
         time.sleep(0.05)
-    assert cfg["State"] == "Failed" and "AWS_LWA_READINESS_CHECK_PROTOCOL" in cfg["StateReason"], cfg
+    assert cfg["State"] == "Active", cfg
     assert url.get("/ping")[0] == 502
     resp = lambda_client.invoke(FunctionName=name, Payload=b"{}")
     assert resp["FunctionError"] == "Unhandled"
-    assert json.loads(resp["Payload"].read())["errorType"] == "Runtime.InvalidConfiguration"
+    err = json.loads(resp["Payload"].read())
+    assert err["errorType"] == "Runtime.InvalidConfiguration" and "AWS_LWA_READINESS_CHECK_PROTOCOL" in err[
+        "errorMessage"], err
 
 
 # --------------------------------------------------------------------------------------------------

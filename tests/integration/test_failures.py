@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 
 import pytest
-from botocore.exceptions import ClientError, WaiterError
 
 from helpers import WAIT, decode_log, invoke, invoke_ok, make_zip, probe_code, request_id, wait_settled
 
@@ -76,28 +76,25 @@ INIT_FAILURES = {
 
 
 @pytest.mark.parametrize("case", sorted(INIT_FAILURES))
-def test_init_failure_marks_function_failed(lambda_client, functions, assert_serving, case):
+def test_init_failure_is_reported_at_invoke(lambda_client, functions, assert_serving, case):
+    """As on AWS, a function whose init fails is still Active (LastUpdateStatus Successful): every invocation
+    reports the init error."""
     files, handler, mention = INIT_FAILURES[case]
     name = functions(files, handler=handler, wait=False)
-    with pytest.raises(WaiterError):
-        lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     conf = lambda_client.get_function(FunctionName=name)["Configuration"]
-    assert conf["State"] == "Failed", conf
-    assert mention.lower() in conf.get("StateReason", "").lower(), conf.get("StateReason")
-
-    try:
+    assert conf["State"] == "Active" and conf["LastUpdateStatus"] == "Successful", conf
+    for _ in range(2):
         resp, body = invoke(lambda_client, name, {})
-    except ClientError as exc:
-        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
-    else:
-        assert "FunctionError" in resp, f"a Failed function's invoke succeeded: {resp['StatusCode']} {body}"
+        assert resp.get("FunctionError") == "Unhandled", f"an invoke of a broken init succeeded: {body}"
+        assert mention.lower() in json.dumps(body).lower(), body
     assert_serving()
 
 
 def test_failed_function_recovers_after_code_update(lambda_client, functions):
     name = functions({"app.py": "raise RuntimeError('broken')\n"}, wait=False)
-    with pytest.raises(WaiterError):
-        lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
+    assert invoke(lambda_client, name, {})[0]["FunctionError"] == "Unhandled"
     lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip(probe_code("fixed")))
     lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=WAIT)
     lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAIT)
@@ -105,8 +102,8 @@ def test_failed_function_recovers_after_code_update(lambda_client, functions):
     assert body["version"] == "fixed"
 
 
-def test_custom_runtime_that_exits_during_init_is_failed_with_reason(lambda_client):
-    """A bootstrap that exits before asking for work: Failed, with the exit in StateReason."""
+def test_custom_runtime_that_exits_during_init_is_reported_at_invoke(lambda_client):
+    """A bootstrap that exits before asking for work: Active (as on AWS); invocations report the exit."""
     name = f"provided-{uuid.uuid4().hex[:8]}"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -118,6 +115,7 @@ def test_custom_runtime_that_exits_during_init_is_failed_with_reason(lambda_clie
                                           Role="arn:aws:iam::000000000000:role/lamina", Code={"ZipFile": info})
     assert resp["Runtime"] == "provided.al2023" and resp["State"] == "Pending"
     cfg = wait_settled(lambda_client, name)
-    assert cfg["State"] == "Failed" and cfg["StateReasonCode"] == "FunctionError.RuntimeInitError", cfg
-    assert "exit status 3" in cfg["StateReason"], cfg["StateReason"]
+    assert cfg["State"] == "Active", cfg
+    resp, body = invoke(lambda_client, name, {})
+    assert resp["FunctionError"] == "Unhandled" and "exit status 3" in body["errorMessage"], body
     lambda_client.delete_function(FunctionName=name)

@@ -538,8 +538,6 @@ def test_init_code_cannot_keep_environments_out_of_their_cgroups(lambda_client, 
         resp, body = invoke(lambda_client, name, {})
         assert resp.get("FunctionError") == "Unhandled", body
         assert "did not enter its sandbox" in body["errorMessage"], body
-        cfg = lambda_client.get_function_configuration(FunctionName=name)
-        assert cfg["State"] == "Failed", cfg
         left = _wait_no_environment_processes(lamina_server.pid, name)
         assert not left, f"an environment is running outside its cgroups: {left}"
     finally:

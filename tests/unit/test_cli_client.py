@@ -51,10 +51,9 @@ class Stub(BaseHTTPRequestHandler):
             self._reply(400, body)
         elif path.startswith("/2015-03-31/functions/broken"):
             self._reply(502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"})
-        elif path == "/2015-03-31/functions" and self.command == "GET":
-            self._reply(200, json.dumps({"Functions": [{"FunctionName": "a"}], "NextMarker": "m1"}).encode())
-        elif path == "/2015-03-31/functions?Marker=m1":
-            self._reply(200, json.dumps({"Functions": [{"FunctionName": "b"}]}).encode())
+        elif path == "/lamina/v1/functions" and self.command == "GET":
+            self._reply(200, json.dumps({"Functions": [{"FunctionName": "a", "State": "Active"},
+                                                       {"FunctionName": "b", "State": "Pending"}]}).encode())
         elif urlsplit(path).path.endswith("/invocations"):
             self._reply(
                 200,
@@ -154,8 +153,10 @@ def test_create_sends_base64_zip_and_role(server: str) -> None:
     assert sent["headers"]["Content-Type"] == "application/json"
 
 
-def test_list_follows_next_marker(server: str) -> None:
-    assert [f["FunctionName"] for f in Client(server).list_functions()] == ["a", "b"]
+def test_list_reads_lamina_listing_with_states(server: str) -> None:
+    """ListFunctions leaves the State fields out, as AWS's does: `lamina ls` reads Lamina's own listing."""
+    assert [(f["FunctionName"], f["State"]) for f in Client(server).list_functions()] == [("a", "Active"),
+                                                                                          ("b", "Pending")]
 
 
 def test_invoke_sends_raw_payload_and_headers_and_keeps_function_error(server: str) -> None:

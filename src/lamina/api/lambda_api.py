@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lamina.functions.code import MAX_CREATE_REQUEST
 from lamina.functions.registry import FunctionService
 from lamina.functions.rest import json_response, max_items_param, read_json
 
@@ -22,7 +23,7 @@ def routes(functions: FunctionService) -> list[Route]:
         return unquote(request.path_params["name"])
 
     async def create_function(request: Request) -> Response:
-        return json_response(functions.create(await read_json(request)), 201)
+        return json_response(functions.create(await read_json(request, MAX_CREATE_REQUEST, "CreateFunction")), 201)
 
     async def list_functions(request: Request) -> Response:
         q = request.query_params

@@ -52,6 +52,11 @@ def routes(functions: FunctionService) -> list[Route]:
         return Response(functions.code.read_zip(sha if sha in known else fn.code_hex), media_type="application/zip",
                         headers={"content-disposition": f'attachment; filename="{fn.name}.zip"'})
 
+    async def list_functions(request: Request) -> Response:
+        """Every function's $LATEST configuration with its State fields (ListFunctions leaves them out, as AWS's
+        does): what `lamina ls` shows."""
+        return json_response({"Functions": [dict(fn.config) for _, fn in sorted(functions.functions.items())]})
+
     async def recycle(request: Request) -> Response:
         """Stop the function's idle environments (its zygote stays): the next invoke starts fresh."""
         fn = functions.lookup(unquote(request.path_params["name"]))
@@ -60,6 +65,7 @@ def routes(functions: FunctionService) -> list[Route]:
 
     return [
         Route("/lamina/v1/health", health, methods=["GET"]),
+        Route("/lamina/v1/functions", list_functions, methods=["GET"]),
         Route("/lamina/v1/functions/{name}/environments", recycle, methods=["DELETE"]),
         Route("/lamina/v1/functions/{name}/logs", logs, methods=["GET"]),
         Route("/lamina/v1/functions/{name}/code", code, methods=["GET"]),

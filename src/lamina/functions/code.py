@@ -16,6 +16,7 @@ from lamina.store.blobs import CodeStore
 
 MAX_ZIPPED = 50 * 1024 * 1024           # AWS's limit for a direct upload
 MAX_UNZIPPED = 250 * 1024 * 1024        # AWS's limit for the unpacked package
+MAX_CREATE_REQUEST = 70_167_211         # AWS's limit for a CreateFunction request (the base64 zip and the rest)
 
 
 def decode_zip(value: object, operation: str = "CreateFunction") -> bytes:
@@ -28,8 +29,7 @@ def decode_zip(value: object, operation: str = "CreateFunction") -> bytes:
         raise AwsError("InvalidParameterValueException",
                        "Could not decode ZipFile: it is not valid base64.") from None
     if len(data) > MAX_ZIPPED:
-        raise AwsError("RequestTooLargeException",
-                       f"Request must be smaller than {MAX_ZIPPED} bytes for the {operation} operation")
+        raise AwsError("RequestEntityTooLargeException", f"Zipped size must be smaller than {MAX_ZIPPED} bytes", 413)
     check_zip(data)
     return data
 

@@ -51,7 +51,14 @@ class ConcurrencyService:
         return self.dispatcher.reserved.get(name)
 
     def put(self, raw_name: str, body: dict) -> dict:
-        fn = self.functions.lookup(raw_name)
+        ref = parse_function_name(raw_name)
+        if ref.name not in self.functions.functions:
+            raise not_found(self.functions.arn(ref.name, LATEST))   # AWS names $LATEST here
+        if ref.qualifier is not None:   # even $LATEST: reserved concurrency is the function's own
+            raise AwsError("InvalidParameterValueException", "This operation is permitted on Lambda functions only. "
+                           "Aliases and versions do not support this operation. Please specify either a function "
+                           "name or an unqualified function ARN.")
+        fn = self.functions.unqualified(raw_name)
         value = v.required_integer(body, "ReservedConcurrentExecutions", "reservedConcurrentExecutions", 0, INT_MAX)
         provisioned = self.provisioned.total(fn.name)
         if value < provisioned:

@@ -14,14 +14,14 @@ import re
 import uuid
 
 from lamina.functions import validation as v
-from lamina.functions.errors import AwsError, validation
+from lamina.functions.errors import AwsError, not_found, validation
 from lamina.functions.names import NAMESPACED, parse_function_name, resolve_qualifier
-from lamina.functions.registry import Function, FunctionService
+from lamina.functions.registry import LATEST, Function, FunctionService
 from lamina.functions.urls import AUTH_TYPES, NOT_FOUND
 from lamina.store.db import Database
 from lamina.store.function_urls import PermissionRepo, StatementRow
 
-_STATEMENT_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_STATEMENT_ID = re.compile(r"([a-zA-Z0-9-_]+)")
 _ACTION = re.compile(r"lambda:[*]|lambda:[a-zA-Z]+|[*]")
 _PRINCIPAL = re.compile(r"[^\s]+")
 _ACCOUNT = re.compile(r"\d{12}")
@@ -58,13 +58,44 @@ class PolicyService:
             self.repo.delete_qualifier(name, qualifier)
         self.revisions.pop((name, qualifier), None)
 
-    def _target(self, raw_name: str, query_qualifier: str | None) -> tuple[Function, str]:
-        ref = parse_function_name(raw_name, shape=NAMESPACED)
+    def _target(self, raw_name: str, query_qualifier: str | None, operation: str = "") -> tuple[Function, str]:
+        """The function and qualifier ('' for none), with AWS's words for each operation when either is missing:
+        AddPermission 'Function not found' (a version) or 'Cannot find alias arn' (an alias), GetPolicy the generic
+        404, RemovePermission 'No policy found for' (the function) or 'Cannot find alias arn'."""
+        ref = parse_function_name(raw_name, shape=NAMESPACED, qualifier=query_qualifier)
         qualifier = resolve_qualifier(ref, query_qualifier)
-        return self.functions.get(ref, qualifier), qualifier or ""
+        if qualifier == LATEST and operation == "add":
+            raise AwsError("InvalidParameterValueException", "We currently do not support adding policies for "
+                           "$LATEST.")
+        fn = self.functions.functions.get(ref.name)
+        if fn is None:
+            if operation == "get":
+                raise AwsError("ResourceNotFoundException", NOT_FOUND)
+            if operation == "remove":
+                raise AwsError("ResourceNotFoundException", f"No policy found for: {self.functions.arn(ref.name)}")
+            raise not_found(self.functions.arn(ref.name))
+        if qualifier not in (None, LATEST) and qualifier not in fn.versions and qualifier not in fn.aliases:
+            arn = self.functions.arn(ref.name, qualifier)
+            if operation == "get":
+                raise AwsError("ResourceNotFoundException", NOT_FOUND)
+            if qualifier.isdigit() or "$" in qualifier:   # a version (aliases have neither form)
+                raise not_found(arn)
+            raise AwsError("ResourceNotFoundException", f"Cannot find alias arn: {arn}")
+        return fn, qualifier or ""
 
-    def _check_revision(self, key: tuple[str, str], revision: str | None) -> None:
-        if revision is not None and revision != self.revisions.get(key):
+    def _revision(self, fn: Function, qualifier: str) -> str:
+        """The policy's revision; before it has one, the revision of what it is for (the function, version or
+        alias), as AWS checks a RevisionId given with the first AddPermission."""
+        key = (fn.name, qualifier)
+        if key in self.revisions:
+            return self.revisions[key]
+        if (alias := fn.aliases.get(qualifier)) is not None:
+            return alias.revision_id
+        target = fn.versions.get(qualifier, fn)
+        return str(target.config.get("RevisionId", ""))
+
+    def _check_revision(self, fn: Function, qualifier: str, revision: str | None) -> None:
+        if revision is not None and revision != self._revision(fn, qualifier):
             raise AwsError("PreconditionFailedException", "The Revision Id provided does not match the latest "
                            "Revision Id. Call the GetPolicy API to retrieve the latest Revision Id")
 
@@ -83,9 +114,12 @@ class PolicyService:
         if auth_type is not None and auth_type not in AUTH_TYPES:
             raise validation(auth_type, "functionUrlAuthType", "Member must satisfy enum value set: [AWS_IAM, NONE]")
         via_url = v.boolean(body, "InvokedViaFunctionUrl", "invokedViaFunctionUrl")
-        fn, qualifier = self._target(raw_name, query_qualifier)
+        fn, qualifier = self._target(raw_name, query_qualifier, "add")
+        if not _valid_principal(principal or ""):
+            raise AwsError("InvalidParameterValueException", "The provided principal was invalid. Please check the "
+                           "principal and try again.")
         key = (fn.name, qualifier)
-        self._check_revision(key, body.get("RevisionId"))
+        self._check_revision(fn, qualifier, body.get("RevisionId"))
         statements = self.policies.get(key, {})
         if sid in statements:
             raise AwsError("ResourceConflictException", f"The statement id ({sid}) provided already exists. Please "
@@ -113,10 +147,12 @@ class PolicyService:
         return {"Statement": json.dumps(statement, separators=(",", ":"))}
 
     def remove(self, raw_name: str, query_qualifier: str | None, sid: str, revision: str | None) -> None:
-        fn, qualifier = self._target(raw_name, query_qualifier)
+        fn, qualifier = self._target(raw_name, query_qualifier, "remove")
         key = (fn.name, qualifier)
-        self._check_revision(key, revision)
+        self._check_revision(fn, qualifier, revision)
         statements = self.policies.get(key, {})
+        if not statements:
+            raise AwsError("ResourceNotFoundException", "No policy is associated with the given resource.")
         if sid not in statements:
             raise AwsError("ResourceNotFoundException", f"Statement {sid} is not found in resource policy.")
         self.repo.delete(fn.name, qualifier, sid)
@@ -126,7 +162,7 @@ class PolicyService:
         self.revisions[key] = str(uuid.uuid4())
 
     def get(self, raw_name: str, query_qualifier: str | None) -> dict:
-        fn, qualifier = self._target(raw_name, query_qualifier)
+        fn, qualifier = self._target(raw_name, query_qualifier, "get")
         key = (fn.name, qualifier)
         statements = self.policies.get(key)
         if not statements:
@@ -157,7 +193,7 @@ class PolicyService:
         statements = _statements(raw)
         fn, qualifier = self._resource(arn)
         key = (fn.name, qualifier)
-        self._check_revision(key, body.get("RevisionId"))
+        self._check_revision(fn, qualifier, body.get("RevisionId"))
         self.repo.delete_qualifier(fn.name, qualifier)
         stored: dict[str, dict] = {}
         for i, statement in enumerate(statements):
@@ -183,7 +219,7 @@ class PolicyService:
         key = (fn.name, qualifier)
         if not self.policies.get(key):
             raise AwsError("ResourceNotFoundException", NOT_FOUND)
-        self._check_revision(key, revision)
+        self._check_revision(fn, qualifier, revision)
         self.repo.delete_qualifier(fn.name, qualifier)
         del self.policies[key]
         self.revisions[key] = str(uuid.uuid4())
@@ -206,6 +242,12 @@ def _statements(raw: str) -> list[dict]:
             raise AwsError("InvalidParameterValueException", "Each policy statement needs an Effect (Allow or Deny), "
                            "an Action and a Principal.")
     return statements
+
+
+def _valid_principal(principal: str) -> bool:
+    """What AWS takes as a Principal: anyone, an account, an ARN, or a service's principal (an AWS domain)."""
+    return (principal == "*" or bool(_ACCOUNT.fullmatch(principal)) or principal.startswith("arn:")
+            or principal.endswith((".amazonaws.com", ".amazonaws.com.cn", ".amazon.com")))
 
 
 def _principal(principal: str) -> str | dict[str, str]:

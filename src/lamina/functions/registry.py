@@ -68,6 +68,8 @@ DEFAULT_TIMEOUT = 3
 DEFAULT_MEMORY = 128
 STATUS_KEYS = ("State", "StateReason", "StateReasonCode", "LastUpdateStatus", "LastUpdateStatusReason",
                "LastUpdateStatusReasonCode")
+# What ListFunctions and ListVersionsByFunction leave out of each configuration, as AWS lists them.
+LISTING_OMITS = frozenset((*STATUS_KEYS, "RuntimeVersionConfig"))
 # Not part of what a version snapshots: publishing unchanged code and configuration returns the
 # newest version instead of a new one (as on AWS), whatever these say.
 _VOLATILE_KEYS = {"FunctionArn", "Version", "RevisionId", "LastModified", *STATUS_KEYS}
@@ -236,7 +238,8 @@ class FunctionService:
                 self.dispatcher.set_function(self.spec_for(ver))
 
     async def close(self) -> None:
-        tasks = [fn.activation for fn in self.functions.values() if fn.activation and not fn.activation.done()]
+        tasks = [f.activation for fn in self.functions.values() for f in (fn, *fn.versions.values())
+                 if f.activation and not f.activation.done()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -313,6 +316,7 @@ class FunctionService:
             system_log_level=log_cfg.get("SystemLogLevel", ""),
             log_group_name="" if log_cfg.get("LogGroup") == f"/aws/lambda/{fn.name}" else log_cfg.get("LogGroup", ""),
             per_tenant=is_per_tenant(cfg), network=self.networks.network_for(cfg.get("VpcConfig")),
+            role=cfg.get("Role", ""),
             opt_dir=layers_dir(self.code, fn.layer_hexes),
         )
 
@@ -357,11 +361,13 @@ class FunctionService:
             raise AwsError("InvalidParameterValueException",
                            "Unsupported FunctionName: a qualifier is not allowed when creating a function.")
         v.unsupported(body)
+        snap_start = v.snap_start(body)
         runtime = v.runtime(body)
         handler = v.handler(body)
         if runtime is None:
             raise AwsError("InvalidParameterValueException", "Runtime and Handler are mandatory parameters "
                            "for functions created with deployment packages.")
+        v.check_snap_start(snap_start or "None", runtime)
         self._check_host_runtime(runtime)
         if handler is None:
             if not runtime.startswith("provided"):
@@ -382,7 +388,7 @@ class FunctionService:
         signing = None
         if body.get("CodeSigningConfigArn") is not None and self.code_signing is not None:
             signing = self.code_signing.check_create(body["CodeSigningConfigArn"])
-        role = v.string(body, "Role", "role", 2048) or ""
+        role = v.role(body) or ""
         code = body.get("Code")
         if not isinstance(code, dict):
             raise AwsError("InvalidParameterValueException", "Code is required: give Code.ZipFile, the "
@@ -417,7 +423,7 @@ class FunctionService:
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": ephemeral},
-            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "SnapStart": {"ApplyOn": snap_start or "None", "OptimizationStatus": "Off"},
             "LoggingConfig": logging_config or {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{ref.name}"},
             "RuntimeVersionConfig": self.runtime_version(runtime),
         }
@@ -493,6 +499,7 @@ class FunctionService:
         fn = self.unqualified(raw_name)
         v.unsupported(body)
         changes: dict = {}
+        snap_start = v.snap_start(body)
         if (runtime := v.runtime(body)) is not None:
             self._check_host_runtime(runtime)
             changes["Runtime"] = runtime
@@ -505,12 +512,16 @@ class FunctionService:
             changes["MemorySize"] = memory
         if (description := v.string(body, "Description", "description", 256)) is not None:
             changes["Description"] = description
-        if (role := v.string(body, "Role", "role", 2048)) is not None:
+        if (role := v.role(body)) is not None:
             changes["Role"] = role
         if (ephemeral := v.ephemeral_storage(body)) is not None:
             changes["EphemeralStorage"] = {"Size": ephemeral}
         if (logging_config := v.logging_config(body, fn.config.get("LoggingConfig") or {})) is not None:
             changes["LoggingConfig"] = logging_config
+        if snap_start is not None:
+            changes["SnapStart"] = {"ApplyOn": snap_start, "OptimizationStatus": "Off"}
+        v.check_snap_start((changes.get("SnapStart") or fn.config.get("SnapStart") or {}).get("ApplyOn", "None"),
+                           changes.get("Runtime", fn.config["Runtime"]))
         env = v.environment(body)
         dead_letter = v.dead_letter_config(body, self.dead_letter_targets)
         attached = self.layers.attach(body["Layers"]) if body.get("Layers") is not None else None
@@ -567,8 +578,9 @@ class FunctionService:
                 raise AwsError("InvalidParameterValueException", "Deletion of aliases is not currently supported.")
             self.delete_version(fn, q)
             return
-        if fn.activation is not None and not fn.activation.done():
-            fn.activation.cancel()
+        for f in (fn, *fn.versions.values()):
+            if f.activation is not None and not f.activation.done():
+                f.activation.cancel()
         del self.functions[fn.name]
         self.dispatcher.remove_function(fn.name)
         for ver in (fn, *fn.versions.values()):
@@ -588,6 +600,8 @@ class FunctionService:
         if using:
             raise AwsError("ResourceConflictException", "Unable to delete version because the following aliases "
                            f"reference it: [{', '.join(using)}]")
+        if ver.activation is not None and not ver.activation.done():
+            ver.activation.cancel()   # a SnapStart snapshot still being made
         del fn.versions[number]
         self.dispatcher.remove_version(fn.name, ver.version)
         self.networks.release(ver.key)
@@ -620,7 +634,11 @@ class FunctionService:
         config.update(FunctionArn=self.arn(fn.name, number), Version=number, RevisionId=str(uuid.uuid4()))
         if description is not None:
             config["Description"] = description
-        if pending:
+        snap = (config.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions"
+        if snap:
+            config["SnapStart"] = {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
+        if pending or snap:
+            # SnapStart: Pending until the version's snapshot (its zygote, init done) is made, as on AWS.
             config.update(State="Pending", StateReason="The function is being created.", StateReasonCode="Creating")
         else:
             config.update({k: fn.config[k] for k in ("State", "StateReason", "StateReasonCode") if k in fn.config})
@@ -635,7 +653,26 @@ class FunctionService:
         if not pending:
             # Its pool starts environments on the first invoke; the code is $LATEST's, already unpacked.
             self.dispatcher.set_function(self.spec_for(ver))
+            if snap:
+                ver.activation = asyncio.get_running_loop().create_task(self._snapshot(ver))
         return ver
+
+    async def _snapshot(self, ver: Function) -> None:
+        """SnapStart: initialise the version now (its zygote, from which every environment is a restore), then
+        Active; an init error fails the version, as AWS's snapshot does."""
+        try:
+            await self.dispatcher.prewarm(self.spec_for(ver))
+        except asyncio.CancelledError:
+            raise
+        except InitFailure as failure:
+            error_type = failure.body.get("errorType") or "Runtime.Unknown"
+            self._version_settled(ver, (f"{error_type}: {failure.body.get('errorMessage', '')}".strip(),
+                                        "FunctionError.RuntimeInitError"))
+        except Exception as exc:
+            log.exception("snapshotting %s:%s failed", ver.name, ver.version)
+            self._version_settled(ver, (f"InternalError: {exc}", "InternalError"))
+        else:
+            self._version_settled(ver, None)
 
     @staticmethod
     def _version_doc(ver: Function) -> dict:
@@ -647,7 +684,8 @@ class FunctionService:
         for key in STATUS_KEYS:
             ver.config.pop(key, None)
         if failure is None:
-            ver.config.update(State="Active", LastUpdateStatus="Successful")
+            # Settling is a change of state: a new revision, as AWS gives it.
+            ver.config.update(State="Active", LastUpdateStatus="Successful", RevisionId=str(uuid.uuid4()))
         else:
             reason, code = failure
             ver.config.update(State="Failed", StateReason=reason, StateReasonCode=code, LastUpdateStatus="Failed",
@@ -716,13 +754,11 @@ class FunctionService:
         page = entries[start : start + limit]
         functions = []
         for name, _, ver in page:
+            # As AWS lists them (and as ListVersionsByFunction does): no State fields, no RuntimeVersionConfig
+            # (GetFunction has them; `lamina ls` reads Lamina's own listing).
+            config = {k: val for k, val in ver.config.items() if k not in LISTING_OMITS}
             if every:
-                # As AWS lists them (and as ListVersionsByFunction does): no State fields. The default listing
-                # keeps them for `lamina ls`; GetFunction has them either way.
-                config = {k: val for k, val in ver.config.items() if k not in STATUS_KEYS}
                 config["FunctionArn"] = self.arn(name, ver.version)
-            else:
-                config = dict(ver.config)
             functions.append(config)
         out: dict = {"Functions": functions}
         if start + limit < len(entries):
@@ -797,19 +833,29 @@ class FunctionService:
             self._activation_failed(fn, kind, {"errorType": "NetworkError", "errorMessage": exc.message,
                                                "reasonCode": _NETWORK_REASONS.get(exc.code, "InternalError")})
         except InitFailure as failure:
-            self._activation_failed(fn, kind, failure.body)
+            if failure.body.get("errorType") in _HOST_PROBLEMS:
+                self._activation_failed(fn, kind, failure.body)
+            else:
+                # The function's own init error (its handler cannot be imported, its bootstrap exits...): Active all
+                # the same, as on AWS, where it shows at invoke time — each invocation reports it (the function's log
+                # has it from this first try too).
+                self.dispatcher.set_function(self.spec_for(fn))
+                self._activation_succeeded(fn)
         except Exception as exc:
             log.exception("activating %s failed", fn.name)
             self._activation_failed(fn, kind, {"errorType": "InternalError", "errorMessage": str(exc)})
         else:
-            if self.functions.get(fn.name) is not fn:
-                return  # deleted meanwhile
-            for key in ("StateReason", "StateReasonCode", "LastUpdateStatusReason", "LastUpdateStatusReasonCode"):
-                fn.config.pop(key, None)
-            # Settling is a change of state: AWS gives the function a new revision for it.
-            fn.config.update(State="Active", LastUpdateStatus="Successful", RevisionId=str(uuid.uuid4()))
-            self._persist(fn)
-            self._settle_pending_versions(fn, None)
+            self._activation_succeeded(fn)
+
+    def _activation_succeeded(self, fn: Function) -> None:
+        if self.functions.get(fn.name) is not fn:
+            return  # deleted meanwhile
+        for key in ("StateReason", "StateReasonCode", "LastUpdateStatusReason", "LastUpdateStatusReasonCode"):
+            fn.config.pop(key, None)
+        # Settling is a change of state: AWS gives the function a new revision for it.
+        fn.config.update(State="Active", LastUpdateStatus="Successful", RevisionId=str(uuid.uuid4()))
+        self._persist(fn)
+        self._settle_pending_versions(fn, None)
 
     def _activation_failed(self, fn: Function, kind: str, body: dict) -> None:
         if self.functions.get(fn.name) is not fn:
@@ -837,6 +883,12 @@ class FunctionService:
 # EC2 errors met while setting up a function's interfaces, as State/LastUpdateStatus reason codes.
 _NETWORK_REASONS = {"SubnetOutOfIPAddresses": "SubnetOutOfIPAddresses", "InvalidSubnetID.NotFound": "InvalidSubnet",
                     "InvalidGroup.NotFound": "InvalidSecurityGroup"}
+
+
+# Init failures that are this host's problem, not the function's: the function is Failed with the reason. Anything
+# else the function's own code or configuration brings about (an import error, a bootstrap that exits, a timeout) is
+# reported at invoke time, as on AWS.
+_HOST_PROBLEMS = ("InvalidRuntime", "InternalError")
 
 
 def is_per_tenant(config: dict) -> bool:

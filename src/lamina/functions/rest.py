@@ -17,8 +17,12 @@ def json_response(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def read_json(request: Request) -> dict:
+async def read_json(request: Request, limit: int | None = None, operation: str = "") -> dict:
+    """The JSON object of the request body; over `limit` bytes, AWS's 413 for that operation."""
     raw = await request.body()
+    if limit is not None and len(raw) > limit:
+        raise AwsError("RequestEntityTooLargeException",
+                       f"Request must be smaller than {limit} bytes for the {operation} operation", 413)
     if not raw:
         return {}
     try:

@@ -91,7 +91,8 @@ class FunctionUrlService:
     def function_arn(self, url: FunctionUrl) -> str:
         return self.functions.arn(url.function_name, url.qualifier or None)
 
-    def describe(self, url: FunctionUrl, created: bool = False) -> dict:
+    def describe(self, url: FunctionUrl, created: bool = False, invoke_mode: bool = True) -> dict:
+        """The configuration as AWS answers with it; Create and Update name InvokeMode only when the request did."""
         out: dict = {"FunctionUrl": self.address(url), "FunctionArn": self.function_arn(url),
                      "AuthType": url.auth_type}
         if url.cors is not None:
@@ -99,7 +100,8 @@ class FunctionUrlService:
         out["CreationTime"] = url.creation_time
         if not created:
             out["LastModifiedTime"] = url.last_modified_time
-        out["InvokeMode"] = url.invoke_mode
+        if invoke_mode:
+            out["InvokeMode"] = url.invoke_mode
         return out
 
     # ------------------------------------------------------------------ lookups
@@ -168,7 +170,7 @@ class FunctionUrlService:
         url = FunctionUrl(self._new_id(), fn.name, qualifier, auth_type or "NONE", invoke_mode, cors, now, now)
         self.repo.insert(url.row())
         self._index(url)
-        return self.describe(url, created=True)
+        return self.describe(url, created=True, invoke_mode="InvokeMode" in body)
 
     def get(self, raw_name: str, query_qualifier: str | None) -> dict:
         return self.describe(self._existing(raw_name, query_qualifier))
@@ -187,7 +189,7 @@ class FunctionUrlService:
             url.cors = cors
         url.last_modified_time = _now()
         self.repo.update(url.row())
-        return self.describe(url)
+        return self.describe(url, invoke_mode="InvokeMode" in body)
 
     def delete(self, raw_name: str, query_qualifier: str | None) -> None:
         url = self._existing(raw_name, query_qualifier)
@@ -196,7 +198,9 @@ class FunctionUrlService:
 
     def list(self, raw_name: str, marker: str | None, max_items: int | None) -> dict:
         ref = parse_function_name(raw_name)
-        fn = self.functions.get(ref)
+        fn = self.functions.functions.get(ref.name)
+        if fn is None:
+            raise AwsError("ResourceNotFoundException", FUNCTION_MISSING)
         urls = sorted((u for u in self.by_id.values() if u.function_name == fn.name), key=lambda u: u.qualifier)
         start = 0
         if marker:
@@ -204,12 +208,15 @@ class FunctionUrlService:
                 after = base64.urlsafe_b64decode(marker.encode()).decode()
             except (ValueError, UnicodeDecodeError):
                 raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
+            # "q:" + the qualifier of the page's last URL (the function's own is '', which alone would make an
+            # empty marker, read as none).
+            after = after.removeprefix("q:")
             start = next((i for i, u in enumerate(urls) if u.qualifier > after), len(urls))
         limit = max_items or 50
         page = urls[start : start + limit]
         out: dict = {"FunctionUrlConfigs": [self.describe(u) for u in page]}
         if start + limit < len(urls):
-            out["NextMarker"] = base64.urlsafe_b64encode(page[-1].qualifier.encode()).decode()
+            out["NextMarker"] = base64.urlsafe_b64encode(f"q:{page[-1].qualifier}".encode()).decode()
         return out
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
 from lamina.functions.errors import AwsError, validation, validation_errors
+from lamina.functions.runtime_sets import FUNCTION_RUNTIMES_MESSAGE
 from lamina.sandbox.interpreters import LANGUAGE_RUNTIMES
 
 MIN_MEMORY, MAX_MEMORY = 128, 10240
@@ -95,8 +97,10 @@ def runtime(body: dict) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in KNOWN_RUNTIMES:
-        allowed = ", ".join(sorted(KNOWN_RUNTIMES - DEPRECATED_RUNTIMES))
-        raise validation(value, "runtime", f"Member must satisfy enum value set: [{allowed}]")
+        # AWS's wording for this member (InvalidParameterValueException, not a ValidationException), its list in
+        # AWS's order.
+        raise AwsError("InvalidParameterValueException", f"Value {value} at 'runtime' failed to satisfy constraint: "
+                       f"Member must satisfy enum value set: {FUNCTION_RUNTIMES_MESSAGE} or be a valid ARN")
     if value in DEPRECATED_RUNTIMES:
         raise AwsError("InvalidParameterValueException",
                        f"The runtime parameter of {value} is no longer supported for creating or updating AWS "
@@ -107,6 +111,28 @@ def runtime(body: dict) -> str | None:
                        f"The runtime {value} is not supported by Lamina. Use python3.9 to python3.15, nodejs18.x "
                        "to nodejs26.x, or provided.al2023 with a bootstrap executable in the package.")
     return value
+
+
+ROLE = re.compile(r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+
+
+def role(body: dict) -> str | None:
+    return string(body, "Role", "role", 2048, ROLE)
+
+
+def architectures(body: dict) -> list[str] | None:
+    """Architectures as the model constrains it (one of x86_64, arm64), before Lamina's own check of the host."""
+    value = body.get("Architectures")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise validation(value, "architectures", "Member must be a list of strings")
+    if len(value) > 1:
+        raise validation_errors([(value, "architectures", "Member must have length less than or equal to 1")])
+    if len(value) < 1 or value[0] not in ("x86_64", "arm64"):
+        raise validation_errors([(value, "architectures", "Member must satisfy constraint: [Member must satisfy enum "
+                                  "value set: [x86_64, arm64], Member must not be null]")])
+    return list(value)
 
 
 def handler(body: dict) -> str | None:
@@ -132,11 +158,12 @@ def environment(body: dict) -> dict[str, str] | None:
         if not _ENV_KEY.fullmatch(key):
             raise validation(key, "environment.variables", f"Map keys must satisfy constraint: [Member must "
                              f"satisfy regular expression pattern: {_ENV_KEY.pattern}]")
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
-    if size > MAX_ENV_BYTES:
+    # AWS measures the variables as compact JSON, and shows what it measured.
+    measured = json.dumps(variables, separators=(",", ":"), ensure_ascii=False)
+    if len(measured.encode()) > MAX_ENV_BYTES:
         raise AwsError("InvalidParameterValueException",
                        "Lambda was unable to configure your environment variables because the environment "
-                       f"variables you have provided exceeded the 4KB limit. String measured: {size} bytes")
+                       f"variables you have provided exceeded the 4KB limit. String measured: {measured}")
     return dict(variables)
 
 
@@ -182,7 +209,7 @@ def unsupported(body: dict) -> None:
     if body.get("PackageType", "Zip") != "Zip":
         raise AwsError("InvalidParameterValueException",
                        "PackageType Image is not supported by Lamina: upload a .zip package as Code.ZipFile.")
-    archs = body.get("Architectures")
+    archs = architectures(body)
     if archs is not None and archs != ["x86_64"]:
         raise AwsError("InvalidParameterValueException",
                        "Lamina runs functions on this host's architecture: Architectures must be ['x86_64'].")
@@ -329,3 +356,26 @@ def logging_config(body: dict, current: dict) -> dict | None:
         merged.pop("ApplicationLogLevel", None)
         merged.pop("SystemLogLevel", None)
     return merged
+
+
+SNAP_START_APPLY_ON = ("PublishedVersions", "None")
+# The runtimes AWS offers SnapStart for that Lamina runs (AWS's also include Java and .NET).
+SNAP_START_RUNTIMES = ("python3.12", "python3.13")
+
+
+def snap_start(body: dict) -> str | None:
+    """SnapStart.ApplyOn (PublishedVersions or None); None when the request has no SnapStart."""
+    value = body.get("SnapStart")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise validation(value, "snapStart", "Member must be a structure")
+    apply_on = value.get("ApplyOn", "None")
+    if apply_on not in SNAP_START_APPLY_ON:
+        raise validation(apply_on, "snapStart.applyOn", "Member must satisfy enum value set: [PublishedVersions, None]")
+    return str(apply_on)
+
+
+def check_snap_start(apply_on: str, runtime: str) -> None:
+    if apply_on == "PublishedVersions" and runtime not in SNAP_START_RUNTIMES:
+        raise AwsError("InvalidParameterValueException", f"{runtime} is not supported for SnapStart enabled functions.")

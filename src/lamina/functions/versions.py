@@ -18,7 +18,7 @@ import uuid
 from lamina.functions import validation as v
 from lamina.functions.errors import AwsError, not_found, validation
 from lamina.functions.names import parse_function_name
-from lamina.functions.registry import LATEST, STATUS_KEYS, Alias, Function, FunctionService, publish_to
+from lamina.functions.registry import LATEST, LISTING_OMITS, Alias, Function, FunctionService, publish_to
 
 ALIAS_RE = re.compile(r"(?!^[0-9]+$)([a-zA-Z0-9-_]+)")
 FUNCTION_VERSION_RE = re.compile(r"(\$LATEST(\.PUBLISHED)?|[0-9]+)")
@@ -69,7 +69,7 @@ class VersionService:
         page = items[start : start + limit]
         versions = []
         for ver in page:
-            config = {k: val for k, val in ver.config.items() if k not in STATUS_KEYS}
+            config = {k: val for k, val in ver.config.items() if k not in LISTING_OMITS}
             config["FunctionArn"] = self.functions.arn(fn.name, ver.version)
             versions.append(config)
         out: dict = {"Versions": versions}
@@ -184,8 +184,10 @@ class VersionService:
                 raise AwsError("InvalidParameterValueException", f"Invalid function version {primary}. Function "
                                f"version {primary} is already included in routing configuration.")
             if primary == LATEST:
-                raise AwsError("InvalidParameterValueException",
+                err = AwsError("InvalidParameterValueException",
                                "$LATEST is not supported for an alias pointing to more than 1 version")
+                err.typed = False   # AWS's answer here has no Type member
+                raise err
             if not (key.isascii() and key.isdigit()) or len(key) > 1024:
                 raise validation(f"{{{key}={weight}}}", "routingConfig.additionalVersionWeights", _KEY_CONSTRAINT)
             if key not in fn.versions:
