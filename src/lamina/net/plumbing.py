@@ -122,7 +122,14 @@ class EnvPool:
 
     async def _one(self) -> int:
         hub = await asyncio.shield(self.hub)
-        return await nsops.run(self._made_and_wired, hub)
+        made = asyncio.ensure_future(nsops.run(self._made_and_wired, hub))
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # The pool closed (or the taker gave up) while the namespace thread was making one: close it once made,
+            # or it would live on in this process as an fd nobody holds.
+            made.add_done_callback(_close_made)
+            raise
 
     def _made_and_wired(self, hub: Hub) -> int:
         fd = self.make()
@@ -157,6 +164,11 @@ class EnvPool:
         self.ready.clear()
         if self._on_close is not None:
             self._on_close()
+
+
+def _close_made(made: asyncio.Future) -> None:
+    if not made.cancelled() and made.exception() is None:
+        os.close(made.result())
 
 
 def _quiet(task: asyncio.Task) -> None:
