@@ -56,6 +56,7 @@ class EventBusService:
         self.buses: dict[str, dict] = {}
         self.rules: dict[str, dict[str, Rule]] = {}    # bus -> name -> rule
         self.events_put = 0
+        self._indexes: dict[str, tuple[dict[str, list[Rule]], list[Rule]]] = {}
         self.matched = 0
         heap.handlers["r"] = self._fire
         self._sender = deliverer.sender
@@ -66,6 +67,7 @@ class EventBusService:
             self.buses[DEFAULT_BUS] = {"CreationTime": self.clock.now()}
             self.repo.put_bus(DEFAULT_BUS, self.buses[DEFAULT_BUS])
         self.rules = {name: {} for name in self.buses}
+        self._indexes.clear()
         now = self.clock.now()
         for row in self.repo.rules():
             rule = self._compiled(row)
@@ -142,6 +144,7 @@ class EventBusService:
             for rule in self.rules.pop(name, {}).values():
                 self.heap.set(("r", name, rule.row.name), None)
             del self.buses[name]
+            self._indexes.pop(name, None)
             self.repo.delete_bus(name)
         return {}
 
@@ -197,6 +200,7 @@ class EventBusService:
         else:
             row.next_due = None
         self.rules[row.bus][row.name] = rule
+        self._indexes.pop(row.bus, None)
         self.repo.put_rule(row)
         self.heap.set(("r", row.bus, row.name), row.next_due)
 
@@ -221,6 +225,7 @@ class EventBusService:
         if rule.targets:
             raise validation("Rule can't be deleted since it has targets.")
         del self.rules[bus][name]
+        self._indexes.pop(bus, None)
         self.repo.delete_rule(bus, name)
         self.heap.set(("r", bus, name), None)
         return {}
@@ -324,13 +329,16 @@ class EventBusService:
                              "satisfy constraint: Member must have length less than or equal to 10")
         results: list[dict[str, Any]] = []
         failed = 0
+        deliveries: list[tuple[dict, bytes]] = []
         for entry in entries:
-            result = self._put_one(entry)
+            result = self._put_one(entry, deliveries)
             failed += "ErrorCode" in result
             results.append(result)
+        if deliveries:
+            self.deliverer.deliver_many(deliveries)   # one hand-off per target for the whole request
         return {"FailedEntryCount": failed, "Entries": results}
 
-    def _put_one(self, entry: dict) -> dict:
+    def _put_one(self, entry: dict, deliveries: list[tuple[dict, bytes]]) -> dict:
         def bad(code: str, message: str) -> dict:
             return {"ErrorCode": code, "ErrorMessage": message}
         if not entry.get("Source"):
@@ -356,21 +364,52 @@ class EventBusService:
         event = {"version": "0", "id": event_id, "detail-type": entry["DetailType"], "source": entry["Source"],
                  "account": self.account, "time": _iso(when if isinstance(when, int | float) else self.clock.now()),
                  "region": self.region, "resources": entry.get("Resources") or [], "detail": detail}
-        self.publish(bus, event)
+        self._route(bus, event, deliveries)
         return {"EventId": event_id}
 
     def publish(self, bus: str, event: dict) -> int:
         """Route an event on a bus to the targets of every enabled rule whose pattern matches; how many matched."""
+        deliveries: list[tuple[dict, bytes]] = []
+        hits = self._route(bus, event, deliveries)
+        if deliveries:
+            self.deliverer.deliver_many(deliveries)
+        return hits
+
+    def _route(self, bus: str, event: dict, deliveries: list[tuple[dict, bytes]]) -> int:
         self.events_put += 1
         hits = 0
-        for rule in self.rules.get(bus, {}).values():
-            if rule.pattern is None or rule.row.config["State"] != "ENABLED" or not rule.pattern.matches(event):
+        by_source, others = self._index(bus)
+        source = event.get("source")
+        candidates = by_source.get(source, ()) if isinstance(source, str) else ()
+        for rule in (*candidates, *others):
+            if rule.pattern is None or not rule.pattern.matches(event):
                 continue
             hits += 1
             for target in rule.targets:
-                self.deliverer.deliver(target, payload_for(target, {**event, "_rule": rule.row.name}))
+                deliveries.append((target, payload_for(target, {**event, "_rule": rule.row.name})))
         self.matched += hits
         return hits
+
+    def _index(self, bus: str) -> tuple[dict[str, list[Rule]], list[Rule]]:
+        """The bus's enabled pattern rules: those whose pattern names exact `source` strings, by source (an event
+        is matched only against the rules for its source), and the rest. Rebuilt after any change to the bus's
+        rules."""
+        cached = self._indexes.get(bus)
+        if cached is not None:
+            return cached
+        by_source: dict[str, list[Rule]] = {}
+        others: list[Rule] = []
+        for rule in self.rules.get(bus, {}).values():
+            if rule.pattern is None or rule.row.config["State"] != "ENABLED":
+                continue
+            sources = rule.pattern.source.get("source")
+            if isinstance(sources, list) and sources and all(isinstance(x, str) for x in sources):
+                for x in set(sources):
+                    by_source.setdefault(x, []).append(rule)
+            else:
+                others.append(rule)
+        self._indexes[bus] = (by_source, others)
+        return by_source, others
 
     def test_event_pattern(self, body: dict) -> dict:
         try:
