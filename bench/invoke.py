@@ -236,10 +236,11 @@ def boto3_client(port: int) -> Any:
     )
 
 
-def deploy(client: Any, runtime: str = REFERENCE_RUNTIME, name: str = FUNCTION) -> None:
+def deploy(client: Any, runtime: str = REFERENCE_RUNTIME, name: str = FUNCTION, memory_mb: int = 128) -> None:
     client.create_function(
         FunctionName=name,
         Runtime=runtime,
+        MemorySize=memory_mb,
         Role=ROLE,
         Handler="index.handler" if runtime.startswith("nodejs") else "app.handler",
         Code={"ZipFile": function_zip(runtime)},
@@ -395,19 +396,20 @@ def with_cpu(
     return stats, first, cpu
 
 
-def measure(n: int, warmup: int, startup_timeout: float, runtime: str = REFERENCE_RUNTIME) -> dict[str, Any]:
-    results: dict[str, Any] = {"runtime": runtime}
+def measure(n: int, warmup: int, startup_timeout: float, runtime: str = REFERENCE_RUNTIME,
+            memory_mb: int = 128) -> dict[str, Any]:
+    results: dict[str, Any] = {"runtime": runtime, "memory_mb": memory_mb}
     path = f"/2015-03-31/functions/{FUNCTION}/invocations"
     with lamina_server(startup_timeout) as (proc, port, log_path), \
             server_failures(proc, lambda: read_log(log_path), BenchError):
         client = boto3_client(port)
         log(f"deploying a {runtime} function ...")
         t0 = time.perf_counter()
-        deploy(client, runtime)
+        deploy(client, runtime, memory_mb=memory_mb)
         log(f"function active after {time.perf_counter() - t0:.2f}s")
         results["server"] = server_info(port)
         if runtime != REFERENCE_RUNTIME:
-            deploy(client, REFERENCE_RUNTIME, REFERENCE_FUNCTION)
+            deploy(client, REFERENCE_RUNTIME, REFERENCE_FUNCTION, memory_mb)
             log(f"{runtime} against {REFERENCE_RUNTIME}: {warmup} warm-up each, then {n} timed invokes each in "
                 f"{BLOCKS} alternating blocks ...")
             pair = interleaved(port, {runtime: path, REFERENCE_RUNTIME:
@@ -439,6 +441,7 @@ def summarize(results: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
     results = dict(results)
     server = results.pop("server", {})
     runtime = results.pop("runtime", REFERENCE_RUNTIME)
+    memory_mb = results.pop("memory_mb", 128)
     compared = results.pop("compared", None)
     raw, b3, base = results["lamina_raw"], results["lamina_boto3"], results["baseline"]
     p50 = raw["p50_ms"]
@@ -447,6 +450,7 @@ def summarize(results: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
         "n": n,
         "warmup": warmup,
         "runtime": runtime,
+        "memory_mb": memory_mb,
         "server": server,
         "results": results,
         "ratios": {
@@ -500,8 +504,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def print_report(s: dict[str, Any]) -> None:
-    title = (f"Lamina sequential warm invoke of a {s.get('runtime', REFERENCE_RUNTIME)} echo function — n={s['n']}, "
-             f"warm-up={s['warmup']}, payload {PAYLOAD.decode()}")
+    title = (f"Lamina sequential warm invoke of a {s.get('runtime', REFERENCE_RUNTIME)} echo function "
+             f"({s.get('memory_mb', 128)} MB) — n={s['n']}, warm-up={s['warmup']}, payload {PAYLOAD.decode()}")
     rows = table_rows(s["results"])
     try:
         from rich import box
@@ -559,6 +563,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime", default=REFERENCE_RUNTIME,
                    help=f"the echo function's runtime: a python3.X or nodejsN.x this host has "
                         f"(default {REFERENCE_RUNTIME}; another one is also compared with {REFERENCE_RUNTIME})")
+    p.add_argument("--memory", type=int, default=128,
+                   help="the functions' MemorySize in MB (default 128: 7%% of a CPU, which back-to-back invokes "
+                        "exceed; 1769 gives one vCPU)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     p.add_argument("--startup-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
     p.add_argument("--baseline-server", type=int, metavar="PORT", help="internal: run the baseline server")
@@ -574,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         run_baseline_server(args.baseline_server)
         return 0
 
-    return run_and_report(lambda: measure(args.n, args.warmup, args.startup_timeout, args.runtime),
+    return run_and_report(lambda: measure(args.n, args.warmup, args.startup_timeout, args.runtime, args.memory),
                           lambda results: summarize(results, args.n, args.warmup), print_report, args.json, log,
                           BenchError)
 
