@@ -470,6 +470,13 @@ from lamina.cli.events import app as _events_app  # noqa: E402
 
 app.add_typer(_events_app, name="events")
 
+# `lamina schedule ...`, and `lamina events put|rules` beside `events ls` (cli/schedules.py).
+from lamina.cli import schedules as _schedules  # noqa: E402
+
+app.add_typer(_schedules.schedule_app, name="schedule")
+_events_app.command("put")(_schedules.events_put)
+_events_app.command("rules")(_schedules.events_rules)
+
 # `lamina queue ...` and `lamina esm ...` (cli/queues.py).
 from lamina.cli.queues import esm_app as _esm_app  # noqa: E402
 from lamina.cli.queues import queue_app as _queue_app  # noqa: E402
