@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 from unittest import mock
 from urllib.parse import urlsplit
@@ -191,3 +192,16 @@ def test_policy_evaluation() -> None:
     assert not policy.function_credentials_allow("POST", "/2015-03-31/functions", [], "lambda")
     assert policy.function_credentials_allow("POST", "/", [(b"x-amz-target", b"AmazonSQS.SendMessage")], "sqs")
     assert not policy.function_credentials_allow("POST", "/", [], "ec2")
+
+
+def test_a_sent_payload_hash_must_be_the_bodys() -> None:
+    v = verifier()
+    body = b'{"a":1}'
+    headers = signed(headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()})
+    assert v.verify("POST", PATH.encode(), b"Qualifier=x", headers, body).account == "111111111111"
+    with pytest.raises(SignatureError) as info:   # the hash was signed, the body swapped
+        v.verify("POST", PATH.encode(), b"Qualifier=x", headers, b'{"a":2}')
+    assert info.value.kind == "mismatch"
+    unsigned = signed(headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+    with pytest.raises(SignatureError):
+        v.verify("POST", PATH.encode(), b"Qualifier=x", unsigned, b'{"a":2}')

@@ -35,7 +35,6 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 SERVICES = frozenset({"lambda", "sqs", "ec2", "logs", "events", "scheduler"})
 _AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})$")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
-_UNSIGNED = "UNSIGNED-PAYLOAD"
 
 
 class SignatureError(Exception):
@@ -260,8 +259,8 @@ class Verifier:
         if pending is None:
             return self.default
         sha = pending.content_sha256
-        if sha is not None and sha != _UNSIGNED and not pending.presigned and \
-                not hmac.compare_digest(sha, sha256(body).hexdigest()):
+        # A sent payload hash must be the body's (UNSIGNED-PAYLOAD is S3's, not taken here: the body is always signed).
+        if sha is not None and not pending.presigned and not hmac.compare_digest(sha, sha256(body).hexdigest()):
             err = SignatureError("mismatch", "The provided 'x-amz-content-sha256' header does not match what was "
                                  "computed.")
             err.service = pending.service
