@@ -47,7 +47,7 @@ from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.scheduler import ScheduleService
 from lamina.eventbridge.targets import Deliverer
 from lamina.eventbridge.timers import Clock, TimerHeap
-from lamina.events import queue_targets
+from lamina.events import lamina_events, queue_targets
 from lamina.events.delivery import AsyncInvoker
 from lamina.events.esm import EsmRunner
 from lamina.events.eventbridge_targets import LaminaTargets, attach_buses
@@ -150,6 +150,7 @@ class Server:
         self.udp = UdpGateway(settings, self.db, self.functions)
         self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
         self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
+        lamina_events.attach(self.buses, self.functions, self.microvms)   # state changes on the default bus
         self.metrics = self._metrics_registry() if settings.metrics else None
         # Access keys (SigV4) and the secret functions' short-lived credentials are issued under (auth/keys.py).
         self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))

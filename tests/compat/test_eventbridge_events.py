@@ -202,3 +202,21 @@ def test_test_event_pattern(events) -> None:
         400, "InvalidEventPatternException")
     assert failure(events.test_event_pattern, EventPattern='{"a": ["b"]}', Event='{"source": "x"}') == (
         400, "ValidationException", "Parameter Event is not valid.")
+
+
+def test_lamina_function_state_changes_on_the_default_bus(events, sqs, lambda_client) -> None:
+    url, queue_arn = make_queue(sqs)
+    fn = unique_name("watched")
+    rule = unique_name("r")
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["lamina.lambda"],
+                                                        "detail-type": ["Lambda Function State Change"],
+                                                        "detail": {"functionName": [fn]}}))
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn}])
+    arn = create_function(lambda_client, fn, {"app.py": "def handler(event, context):\n    return 1\n"})[
+        "FunctionArn"]
+    got = receive(sqs, url, 1)
+    assert len(got) == 1
+    assert got[0]["resources"] == [arn] and got[0]["account"] == "000000000000"
+    assert got[0]["detail"]["state"] == "Active" and got[0]["detail"]["lastUpdateStatus"] == "Successful"
+    events.remove_targets(Rule=rule, Ids=["q"])
+    events.delete_rule(Name=rule)

@@ -190,6 +190,9 @@ class FunctionService:
         self.unreserved_claims: list[Callable[[], int]] = []
         # Where Event invocations go: the durable async queue (events/), set by the server that composes them.
         self.event_sink: EventSink | None = None
+        # Called with a function ($LATEST) whose State or LastUpdateStatus settled (Active / Failed, Successful /
+        # Failed): Lamina's own events on the EventBridge default bus (events/lamina_events.py).
+        self.state_listeners: list[Callable[[Function], None]] = []
         # Code signing configurations (CreateFunction's CodeSigningConfigArn); the service sets itself here.
         self.code_signing: CodeSigningHook | None = None
         # Dead-letter queue kinds by ARN service ('sqs', 'sns'), each with whether an ARN names one that exists;
@@ -856,6 +859,8 @@ class FunctionService:
         fn.config.update(State="Active", LastUpdateStatus="Successful", RevisionId=str(uuid.uuid4()))
         self._persist(fn)
         self._settle_pending_versions(fn, None)
+        for listener in self.state_listeners:
+            listener(fn)
 
     def _activation_failed(self, fn: Function, kind: str, body: dict) -> None:
         if self.functions.get(fn.name) is not fn:
@@ -878,6 +883,8 @@ class FunctionService:
         # Invocations still run the new code and report its init error, as on AWS.
         self.dispatcher.set_function(self.spec_for(fn))
         self._settle_pending_versions(fn, (reason, code))
+        for listener in self.state_listeners:
+            listener(fn)
 
 
 # EC2 errors met while setting up a function's interfaces, as State/LastUpdateStatus reason codes.

@@ -104,6 +104,8 @@ class MicrovmManager:
         self._ticker: asyncio.Task | None = None
         # Called with the instance's id once it is TERMINATED (the proxy drops its connections).
         self.on_terminated: list[Callable[[str], None]] = []
+        # Called with every instance whose state changed (Lamina's own events: events/lamina_events.py).
+        self.on_state: list[Callable[[Microvm], None]] = []
 
     # -- lifecycle of the manager -----------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class MicrovmManager:
         if state == "TERMINATED":
             for callback in self.on_terminated:
                 callback(mvm.microvm_id)
+        for listener in self.on_state:
+            listener(mvm)
         log.info("microvm %s: %s%s", mvm.microvm_id, state, f" ({reason})" if reason else "")
 
     def _active_ids(self, image_name: str, version: str | None = None) -> list[str]:
