@@ -62,9 +62,6 @@ class Settings:
     # EventBridge schedules and rules: their clock runs 1/scale as fast as the wall clock from the server's start
     # (1.0 = real time; tests use 0.01 so a rate(1 minute) schedule fires every 0.6 s). Target retries scale too.
     schedule_time_scale: float = 1.0
-    # EventBridge schedules and rules: their clock runs 1/scale as fast as the wall clock from the server's start
-    # (1.0 = real time; tests use 0.01 so a rate(1 minute) schedule fires every 0.6 s). Target retries scale too.
-    schedule_time_scale: float = 1.0
     # When an accepted Event invoke is durable before its 202: "fsync" (the queue's WAL is fsynced: survives
     # power loss) or "os" (written to the OS: survives the server being killed, not a power loss).
     async_durability: str = "fsync"
