@@ -1,7 +1,8 @@
 """The smaller per-function operations with boto3 against a real `lamina serve`: Put/GetFunctionRecursionConfig,
 Put/GetRuntimeManagementConfig and RuntimeVersionConfig, Put/Get/DeleteResourcePolicy over the policy AddPermission
 builds, tags with AWS's limits on functions, and the features Lamina does not offer (capacity providers, function
-scaling configuration, durable executions) answered as AWS answers an account without them."""
+scaling configuration, durable executions) answered as AWS answers an account without them, SnapStart, and the
+request id on every answer."""
 
 from __future__ import annotations
 
@@ -186,3 +187,16 @@ def test_snap_start(lambda_client, functions, endpoint):
     out = json.loads(lambda_client.invoke(FunctionName=fn, Qualifier=published["Version"])["Payload"].read())
     assert out["initialised_at"] < ready_at
     assert lambda_client.get_function_configuration(FunctionName=fn)["SnapStart"]["OptimizationStatus"] == "Off"
+
+
+def test_every_answer_has_a_request_id(lambda_client, functions):
+    """x-amzn-RequestId on every answer, as AWS sends it (boto3 reads it into ResponseMetadata.RequestId)."""
+    fn = functions(HANDLER)
+    answers = [lambda_client.list_functions(), lambda_client.get_function(FunctionName=fn),
+               lambda_client.list_layers(), lambda_client.get_account_settings(),
+               lambda_client.get_function_recursion_config(FunctionName=fn)]
+    ids = [a["ResponseMetadata"].get("RequestId") for a in answers]
+    assert all(ids) and len(set(ids)) == len(ids), ids
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException) as exc:
+        lambda_client.get_function(FunctionName="no-such-function")
+    assert exc.value.response["ResponseMetadata"].get("RequestId")

@@ -5,14 +5,17 @@ APIs, handed in), with AWS-shaped errors for unknown operations and unexpected f
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina.api import concurrency, function_urls, lambda_api, lamina_api, layers, microvms_api, permissions, versions
 from lamina.functions.concurrency import ConcurrencyService
@@ -64,10 +67,34 @@ def routes(functions: FunctionService, urls: FunctionUrlService, policies: Polic
     return out
 
 
+class RequestIdHeader:
+    """Every answer of the REST APIs carries x-amzn-RequestId, as AWS's do: one is made here when the route set none
+    (the error answers and the invoke routes set their own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(name.lower() == b"x-amzn-requestid" for name, _ in headers):
+                    headers.append((b"x-amzn-requestid", str(uuid.uuid4()).encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def control_app(routes: list[BaseRoute],
                 lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> Starlette:
     return Starlette(
         routes=routes,
+        middleware=[Middleware(RequestIdHeader)],
         exception_handlers={AwsError: _aws_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
