@@ -149,8 +149,6 @@ def test_cross_account_invoke_needs_a_policy(server: LaminaServer) -> None:
     # Nothing else of the account either.
     status, code, _ = failure(other.list_functions)
     assert (status, code) == (403, "AccessDeniedException")
-    status, code, _ = failure(client(server, "sqs", key=OTHER[0], secret=OTHER[1]).list_queues)
-    assert (status, code) == (403, "AccessDenied")
     owner.add_permission(FunctionName=name, StatementId="other", Action="lambda:InvokeFunction",
                          Principal=OTHER[2])
     assert json.loads(other.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == {"ok": True}
@@ -228,3 +226,23 @@ def test_open_server_takes_any_signed_aws_iam_url_request(lambda_client, lamina_
         assert _url_request(lamina_server, url, "anything", "at-all") == 200
     finally:
         lambda_client.delete_function(FunctionName=name)
+
+
+def test_queues_belong_to_accounts(server: LaminaServer) -> None:
+    owner, other = client(server, "sqs"), client(server, "sqs", key=OTHER[0], secret=OTHER[1])
+    mine = owner.create_queue(QueueName=unique_name("mine"))["QueueUrl"]
+    theirs = other.create_queue(QueueName=unique_name("theirs"))["QueueUrl"]
+    assert "/000000000000/" in mine and "/222222222222/" in theirs
+    arn = other.get_queue_attributes(QueueUrl=theirs, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert arn.startswith("arn:aws:sqs:us-east-1:222222222222:")
+    assert theirs not in owner.list_queues().get("QueueUrls", [])
+    assert mine not in other.list_queues().get("QueueUrls", [])
+    status, code, _ = failure(other.send_message, QueueUrl=mine, MessageBody="x")
+    assert (status, code) == (403, "AccessDenied")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": OTHER[2]},
+                                                      "Action": "sqs:SendMessage", "Resource": "*"}]}
+    owner.set_queue_attributes(QueueUrl=mine, Attributes={"Policy": json.dumps(policy)})
+    other.send_message(QueueUrl=mine, MessageBody="allowed")
+    status, code, _ = failure(other.receive_message, QueueUrl=mine)   # only SendMessage was allowed
+    assert (status, code) == (403, "AccessDenied")
+    assert owner.receive_message(QueueUrl=mine)["Messages"][0]["Body"] == "allowed"

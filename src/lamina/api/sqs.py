@@ -22,6 +22,8 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from lamina.api import sqs_protocol as wire
+from lamina.auth import policy
+from lamina.auth.keys import Caller
 from lamina.functions.rest import json_response, read_body
 from lamina.queues import errors
 from lamina.queues.errors import SqsError
@@ -42,11 +44,14 @@ Operation = Callable[["SqsApi", Params, "Context"], Awaitable[dict]]
 
 
 class Context:
-    """Where the request came from: the URL base its queue URLs are written with, and the path it was posted to."""
+    """Where the request came from: the URL base its queue URLs are written with, the path it was posted to, and the
+    account it acts in (the verified caller's, auth/; the server's when no keys are configured)."""
 
-    __slots__ = ("base", "path")
+    __slots__ = ("base", "path", "account", "caller")
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, account: str) -> None:
+        self.caller: Caller | None = scope.get("lamina.caller")
+        self.account = self.caller.account if self.caller is not None else account
         host = ""
         for name, value in scope["headers"]:
             if name == b"host":
@@ -96,7 +101,10 @@ class SqsApi:
             handler = OPERATIONS.get(operation)
             if handler is None:
                 raise errors.invalid_action(operation or "(none)")
-            result = await handler(self, params, Context(scope))
+            ctx = Context(scope, self.account)
+            if "QueueUrl" in params:
+                self._check_access(scope.get("lamina.caller"), operation, params["QueueUrl"])
+            result = await handler(self, params, ctx)
             status, headers, payload = (wire.xml_result(operation, result) if query else wire.json_result(result))
         except SqsError as err:
             status, headers, payload = wire.xml_error(err) if query else wire.json_error(err)
@@ -107,6 +115,28 @@ class SqsApi:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
+    def _check_access(self, caller: Caller | None, operation: str, url: object) -> None:
+        """Another account's queue: only what its Policy attribute allows the caller (sqs:<Operation>)."""
+        if caller is None or not isinstance(url, str):
+            return
+        try:
+            q = self.service.queue_for_url(url)
+        except SqsError:
+            return   # the handler answers for a missing or malformed queue
+        if q.account == caller.account:
+            return
+        try:
+            document = orjson.loads(q.attributes.get("Policy") or "{}")
+        except orjson.JSONDecodeError:
+            document = {}
+        statements = document.get("Statement", []) if isinstance(document, dict) else []
+        statements = [statements] if isinstance(statements, dict) else statements
+        if not (isinstance(statements, list) and policy.allows(
+                [s for s in statements if isinstance(s, dict)], caller, f"sqs:{operation}",
+                {"aws:sourceaccount": caller.account, "aws:principalaccount": caller.account})):
+            raise SqsError("AccessDeniedException", "AccessDenied",
+                           f"Access to the resource {url} is denied.", 403)
+
     # ------------------------------------------------------------------ queues
 
     def queue(self, params: Params) -> Queue:
@@ -114,18 +144,21 @@ class SqsApi:
 
     async def create_queue(self, params: Params, ctx: Context) -> dict:
         tags = params.get("tags", params.get("Tags"))
-        q = await self.service.create_queue(self.account, params.get("QueueName"), params.get("Attributes"), tags)
+        q = await self.service.create_queue(ctx.account, params.get("QueueName"), params.get("Attributes"), tags)
         return {"QueueUrl": ctx.url(q)}
 
     async def get_queue_url(self, params: Params, ctx: Context) -> dict:
         name = params.get("QueueName")
         if not isinstance(name, str) or not name:
             raise errors.missing_parameter("QueueName")
-        account = params.get("QueueOwnerAWSAccountId") or self.account
-        return {"QueueUrl": ctx.url(self.service.queue(str(account), name))}
+        account = params.get("QueueOwnerAWSAccountId") or ctx.account
+        url = ctx.url(self.service.queue(str(account), name))
+        if account != ctx.account:
+            self._check_access(ctx.caller, "GetQueueUrl", url)
+        return {"QueueUrl": url}
 
     async def list_queues(self, params: Params, ctx: Context) -> dict:
-        queues = self.service.list_queues(self.account, params.get("QueueNamePrefix"))
+        queues = self.service.list_queues(ctx.account, params.get("QueueNamePrefix"))
         return _page(params, [ctx.url(q) for q in queues], "QueueUrls")
 
     async def delete_queue(self, params: Params, ctx: Context) -> dict:

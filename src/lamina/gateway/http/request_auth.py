@@ -1,6 +1,8 @@
 """The front door's check of who is calling, for both of its paths (the ASGI app and the hot path): SigV4
 (auth/sigv4.py) on every AWS-API request, then what that caller may do — everything in the server's own account,
-only what a resource policy allows from another account (auth/policy.py), the fixed policy of functions' credentials.
+only what a resource policy allows from another account (auth/policy.py), the fixed policy of functions'
+credentials. Queues belong to accounts: another account's SQS requests reach the SQS API, which acts in the caller's
+account and checks a queue's Policy for another account's queue.
 
 Not signed, by design: MicroVM endpoints (their own tokens), function URLs with AuthType NONE, /metrics and
 /lamina/v1/health. With no keys configured (loopback only) nothing is checked at all.
@@ -8,6 +10,7 @@ Not signed, by design: MicroVM endpoints (their own tokens), function URLs with 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from starlette.types import Message, Receive, Scope
@@ -21,6 +24,7 @@ from lamina.functions.names import NAMESPACED, parse_function_name, resolve_qual
 from lamina.functions.permissions import PolicyService
 
 _UNSIGNED_PATHS = ("/metrics", "/lamina/v1/health")
+_QUEUE_PATH = re.compile(r"/(\d{12})/([A-Za-z0-9_.-]{1,80})/?")   # a queue URL's path (api/sqs.py's QUEUE_PATH)
 Rendered = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
@@ -92,6 +96,8 @@ class RequestAuth:
                 "may invoke, use queues, read logs and put events only", service), headers)
         if caller.account == self.owner:
             return None
+        if service == "sqs" and _is_sqs(method, path, headers):
+            return None   # queues belong to accounts: the SQS API acts in the caller's and checks queue policies
         if invoke_name is not None:
             try:
                 ref = parse_function_name(invoke_name, shape=NAMESPACED)
@@ -103,6 +109,19 @@ class RequestAuth:
         return auth_errors.render(SignatureError(
             "denied", f"User: {caller.principal} is not authorized to perform this action on resources of account "
             f"{self.owner}", service), headers)
+
+
+def _is_sqs(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the SQS API takes this request (as its route claims them: api/sqs.py)."""
+    if method != "POST":
+        return False
+    form = False
+    for name, value in headers:
+        if name == b"x-amz-target":
+            return value.startswith(b"AmazonSQS.")
+        if name == b"content-type":
+            form = value.startswith(b"application/x-www-form-urlencoded")
+    return form and (path == "/" or _QUEUE_PATH.fullmatch(path) is not None)
 
 
 def _qualifier(query: bytes) -> str | None:
