@@ -153,6 +153,8 @@ def _request(endpoint: str, model: Any, op: OperationModel, params: Any) -> AWSR
         prepare_request_dict(request_dict, endpoint)
     except Exception:
         return None   # botocore's serializer cannot write it at all (e.g. a dict where a list goes)
+    if not isinstance(request_dict["body"], bytes | bytearray | str | None):
+        return None   # e.g. a blob payload member given a number: nothing to put on the wire
     return AWSRequest(method=request_dict["method"], url=request_dict["url"], data=request_dict["body"],
                       headers=dict(request_dict["headers"]))
 
