@@ -29,18 +29,18 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# The AWS SDK for Python functions get, as AWS's Python runtimes ship one: outside the function's code, after it and
-# its layers on sys.path. Pure Python, so one copy per oldest version it supports: python/3.10 serves python3.10 and
+# The AWS SDK for Python functions get, as AWS's Python runtimes ship one (with SnapStart's runtime hooks,
+# snapshot-restore-py): outside the function's code, after it and its layers on sys.path. Pure Python, so one copy per oldest version it supports: python/3.10 serves python3.10 and
 # later, python/3.9 (boto3 1.42, the last for 3.9) python3.9. `lamina serve` finds it here.
-PYTHON_SDK := boto3==1.44.18
-PYTHON39_SDK := boto3==1.42.97
+PYTHON_SDK := boto3==1.44.18 snapshot-restore-py==1.0.0
+PYTHON39_SDK := boto3==1.42.97 snapshot-restore-py==1.0.0
 SDK_DIR := $(VENV)/share/lamina/sdk
 $(SDK_DIR)/.installed: $(VENV)/.installed Makefile
 	rm -rf $(SDK_DIR)/python
 	$(VENV)/bin/pip install -q --no-compile --only-binary=:all: --python-version 3.10 --target $(SDK_DIR)/python/3.10 \
-		'$(PYTHON_SDK)'
+		$(PYTHON_SDK)
 	$(VENV)/bin/pip install -q --no-compile --only-binary=:all: --python-version 3.9 --target $(SDK_DIR)/python/3.9 \
-		'$(PYTHON39_SDK)'
+		$(PYTHON39_SDK)
 	rm -rf $(SDK_DIR)/python/*/bin
 	touch $@
 

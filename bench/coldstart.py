@@ -158,10 +158,12 @@ def function_zip(runtime: str) -> bytes:
     return buf.getvalue()
 
 
-def deploy(client: Any, name: str, timeout_s: int, memory_mb: int, runtime: str) -> None:
+def deploy(client: Any, name: str, timeout_s: int, memory_mb: int, runtime: str, per_environment: bool = False) -> None:
     client.create_function(
         FunctionName=name,
         Runtime=runtime,
+        # Opted out of the zygote's snapshot: init in each environment (runtime/snapshot.py).
+        Environment={"Variables": {"LAMINA_INIT": "per-environment"} if per_environment else {}},
         Role=ROLE,
         Handler="index.handler" if is_node(runtime) else "app.handler",
         Code={"ZipFile": function_zip(runtime)},
@@ -665,7 +667,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         client = boto3_client(port)
         log(f"deploying {COLD_FUNCTION} ...")
         t0 = time.perf_counter()
-        deploy(client, COLD_FUNCTION, timeout_s=30, memory_mb=args.memory, runtime=args.runtime)
+        deploy(client, COLD_FUNCTION, timeout_s=30, memory_mb=args.memory, runtime=args.runtime,
+               per_environment=args.init_per_environment)
         log(f"function active after {time.perf_counter() - t0:.2f}s")
         results.update(cold_and_warm(port, args.n, args.warm, args.pause_ms / 1000))
 
@@ -715,6 +718,7 @@ def summarize(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             "pause_ms": args.pause_ms,
             "memory_mb": args.memory,
             "runtime": args.runtime,
+            "init_per_environment": args.init_per_environment,
         },
         **results,
         "ratios": {
@@ -773,7 +777,7 @@ def print_report(s: dict[str, Any], out: Any) -> None:
         f"host: {s['env']['cpus']} CPUs, {s['env']['mem_total_mb']} MB, Python {s['env']['python']}; "
         f"function memory {s['params']['memory_mb']} MB"
     )
-    how = "a spare" if node else "fork"
+    how = "a spare" if node else ("fork + init" if s["params"]["init_per_environment"] else "fork")
     rows = [(f"cold ({how} + sandbox)" if backend == "linux" else f"cold ({how}, {backend} backend)", s["cold"])]
     if s.get("cold_no_spare"):
         rows.append(("cold, no spare (sandbox + node + init)", s["cold_no_spare"]["cold"]))
@@ -889,6 +893,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--idle", type=int, help="concurrent idle environments to measure; 0 skips (default 1000; 0 for Node.js)"
     )
+    p.add_argument("--init-per-environment", action="store_true",
+                   help="Python: deploy with LAMINA_INIT=per-environment (init in each environment, no snapshot)")
     p.add_argument("--no-spare", type=int, default=30,
                    help="Node.js: timed cold starts on a server that keeps no spare (default 30; 0 skips)")
     p.add_argument(

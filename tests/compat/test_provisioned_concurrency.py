@@ -51,7 +51,7 @@ def test_provisioned_on_version_and_alias(lambda_client, functions):
     resp, body = invoke(lambda_client, name, {}, Qualifier="1")
     assert body == {"init_type": "provisioned-concurrency", "version": "1", "color": "red"}, body
     _, body = invoke(lambda_client, name, {})
-    assert body["init_type"] == "on-demand", body
+    assert body["init_type"] == "snap-start", body  # a fork of the zygote: restored from its snapshot
 
     lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live",
                                                      ProvisionedConcurrentExecutions=1)
@@ -139,7 +139,7 @@ def test_provisioned_environments_survive_keep_warm_and_restart(lamina_factory):
     wait_provisioned(client, name, "1")
     assert environments(first.endpoint) == 3
     # An on-demand environment beside them is reaped after keep-warm; the provisioned three stay.
-    assert invoke(client, name, {})[1]["init_type"] == "on-demand"
+    assert invoke(client, name, {})[1]["init_type"] == "snap-start"
     wait_environments(first.endpoint, 3)
     assert client.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")["Status"] == "READY"
     _, body = invoke(client, name, {}, Qualifier="1")

@@ -52,7 +52,7 @@ def test_weighted_alias_spreads_provisioned_environments(lamina_factory):
     assert cfg["AllocatedProvisionedConcurrentExecutions"] == 4
     wait_environments(server.endpoint, 4)  # $LATEST's warm environment is reaped; the four stay
     assert _init_type(client, name, "1") == "provisioned-concurrency"
-    assert _init_type(client, name, "2") == "on-demand"
+    assert _init_type(client, name, "2") == "snap-start"  # an ordinary fork of the zygote
 
     # A canary: half the traffic to version 2. The four environments are spread 2 + 2 (AWS moves provisioned
     # concurrency with the weights, so neither version's share of invocations cold-starts).

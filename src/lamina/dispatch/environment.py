@@ -264,7 +264,10 @@ class Environment:
     @property
     def init_type(self) -> str:
         """AWS_LAMBDA_INITIALIZATION_TYPE as this environment's runtime sees it."""
-        return "provisioned-concurrency" if self.provisioned else "on-demand"
+        if self.provisioned:
+            return "provisioned-concurrency"
+        # A fork of the zygote is restored from its snapshot, as SnapStart's environments are (runtime/snapshot.py).
+        return "snap-start" if self.spec.is_python and not self.spec.init_per_environment else "on-demand"
 
     # ------------------------------------------------------------------ start and stop
 
@@ -615,7 +618,7 @@ class Environment:
             elapsed = (time.perf_counter_ns() - self._started_ns) / 1e6
             if self.sandbox is not None:
                 self.sandbox.end_init()  # a Node.js environment's init had the host's CPUs
-            if self.spec.is_python:
+            if self.spec.is_python and not self.spec.init_per_environment:
                 self.restore_ms = elapsed
             else:
                 self.init_ms = elapsed

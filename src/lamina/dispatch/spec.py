@@ -57,3 +57,9 @@ class FunctionSpec:
     @property
     def is_node(self) -> bool:
         return self.runtime.startswith("nodejs")
+
+    @property
+    def init_per_environment(self) -> bool:
+        """A Python function that opted out of its zygote's snapshot (LAMINA_INIT=per-environment, runtime/snapshot.py):
+        its init runs in each environment, AWS's on-demand semantics, instead of once in the zygote."""
+        return dict(self.environment).get("LAMINA_INIT", "").strip().lower() == "per-environment"

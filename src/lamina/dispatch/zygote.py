@@ -108,7 +108,8 @@ class Zygote:
         self._logs = LogPipe(self._emit)
         access = self.pool.dispatcher.access
         self.expires_at = access.expires_at()  # forks are replaced before the credentials they inherit expire
-        env = build_environment(self.spec, self.backend, self.stream, lang=lang, access=access)
+        init_type = "on-demand" if self.spec.init_per_environment else "snap-start"
+        env = build_environment(self.spec, self.backend, self.stream, init_type, lang=lang, access=access)
         env[CHANNEL_FD_ENV] = str(child.fileno())
         env[ZYGOTE_ENV] = "1"
         env.update(self.backend.zygote_env())
@@ -225,7 +226,8 @@ class Zygote:
             self.init_ms = (time.perf_counter() - self._started) * 1000
             if self._logs is not None:
                 self._logs.drain()
-            self._emit(f"INIT_REPORT Init Duration: {self.init_ms:.2f} ms\tPhase: init\tStatus: success")
+            if not self.spec.init_per_environment:  # else each environment reports its own init
+                self._emit(f"INIT_REPORT Init Duration: {self.init_ms:.2f} ms\tPhase: init\tStatus: success")
             if self.sandbox is not None:
                 self.sandbox.settle(self.spec.memory_mb, self.pool.dispatcher.env_cap(self.spec.name))
             self.ready.set_result(None)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .channel import Channel
 from .errors import log_error
@@ -64,7 +64,11 @@ def init_handler(channel: Channel, started: float) -> Callable[[Any, Any], Any]:
     try:
         return load_handler(os.environ["_HANDLER"])
     except InitError as exc:
-        log_error(exc.body)
-        channel.send(KIND_INIT_ERROR, {"init_ms": (time.monotonic() - started) * 1000},
-                     json.dumps(exc.body).encode())
-        os._exit(1)
+        init_failed(channel, started, exc.body)
+
+
+def init_failed(channel: Channel, started: float, body: dict[str, Any]) -> NoReturn:
+    """Log the error, send it as INIT_ERROR and exit."""
+    log_error(body)
+    channel.send(KIND_INIT_ERROR, {"init_ms": (time.monotonic() - started) * 1000}, json.dumps(body).encode())
+    os._exit(1)

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import snapshot
 from .channel import Channel
 from .invoke_loop import serve
-from .startup import die_with_parent, init_handler, prepare_process
+from .startup import die_with_parent, init_failed, init_handler, prepare_process
 from .wire import KIND_EXITED, KIND_FORKED, KIND_READY, FrameDecoder
 
 Handler = Callable[[Any, Any], Any]
@@ -43,7 +44,12 @@ def serve_forks(channel_fd: int, seccomp: bytes | None) -> None:
     sock = socket.socket(fileno=channel_fd)
     channel = Channel(os.dup(channel_fd))
     started = prepare_process()
-    handler = init_handler(channel, started)
+    handler: Handler | None = None
+    if not snapshot.init_per_environment():
+        handler = init_handler(channel, started)
+        failed = snapshot.run_hooks(after_restore=False)  # once, before the snapshot its forks are
+        if failed is not None:
+            init_failed(channel, started, failed)
     init_ms = (time.monotonic() - started) * 1000
     in_own_userns = False
     if joined is not None:
@@ -122,7 +128,7 @@ def _reap(channel: Channel, children: dict[int, str]) -> None:
             channel.send(KIND_EXITED, {"env": env, "status": code})
 
 
-def _become_environment(header: dict[str, Any], fds: list[int], handler: Handler, seccomp: bytes | None,
+def _become_environment(header: dict[str, Any], fds: list[int], handler: Handler | None, seccomp: bytes | None,
                         map_ids: bool = True) -> None:
     """In a fresh fork of the zygote: become one environment, then serve invocations."""
     started = time.monotonic()
@@ -148,5 +154,11 @@ def _become_environment(header: dict[str, Any], fds: list[int], handler: Handler
     os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = header.get("stream", "")
     os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = header.get("init_type", "on-demand")
     channel = Channel(channel_fd, log_fd)
+    if handler is None:
+        handler = init_handler(channel, started)  # the function's init in each environment (snapshot.py)
+    else:
+        failed = snapshot.run_hooks(after_restore=True)
+        if failed is not None:
+            init_failed(channel, started, failed)
     channel.send(KIND_READY, {"restore_ms": (time.monotonic() - started) * 1000})
     serve(channel, handler)
