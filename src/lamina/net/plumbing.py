@@ -40,6 +40,8 @@ STATE_DIR = "/run/lamina-net"
 PREFIX = "lamina-"                   # named namespaces: lamina-<pid>-...
 SEGMENT_PREFIX = "ls"                # host links of VPC segments: lsb<id> bridges, lsp<id> pair uplinks
 MAKE_TIMEOUT_S = 5.0
+BURST_POOL_MAX = 16                  # a pool that ran dry grows (doubling) up to this for the rest of a burst ...
+BURST_OVER_S = 30.0                  # ... and is back to its size once no take found it empty for this long
 
 
 def _hex(resource_id: str) -> str:
@@ -97,16 +99,20 @@ class Hub:
 
 class EnvPool:
     """Pre-wired environment namespaces for one network, kept `size` ahead of demand; made by `make` (blocking, on
-    the namespace thread) and wired into the network's hub."""
+    the namespace thread) and wired into the network's hub. A take that finds none ready (a burst outran the pool)
+    doubles the size, up to BURST_POOL_MAX, so the rest of the burst finds them made ahead; BURST_OVER_S after the
+    last such take the pool is back to its own size (the extra namespaces closed)."""
 
     def __init__(self, hub: asyncio.Future, make: Callable[[], int], size: int,
                  on_close: Callable[[], None] | None = None) -> None:
         self.hub = hub
         self.make = make
-        self.size = size
+        self.base = self.size = size
         self.ready: list[int] = []
         self.closed = False
+        self.misses = 0
         self._task: asyncio.Task | None = None
+        self._calm: asyncio.TimerHandle | None = None
         self._on_close = on_close
         self._refill()
 
@@ -116,9 +122,21 @@ class EnvPool:
             fd = self.ready.pop()
             self._refill()
             return fd
+        self.misses += 1
+        if self.base > 0:
+            self.size = min(max(self.size * 2, self.base), max(self.base, BURST_POOL_MAX))
+            if self._calm is not None:
+                self._calm.cancel()
+            self._calm = asyncio.get_running_loop().call_later(BURST_OVER_S, self._burst_over)
         fd = await self._one()
         self._refill()
         return fd
+
+    def _burst_over(self) -> None:
+        self._calm = None
+        self.size = self.base
+        while len(self.ready) > self.size:
+            os.close(self.ready.pop(0))
 
     async def _one(self) -> int:
         hub = await asyncio.shield(self.hub)
@@ -159,6 +177,8 @@ class EnvPool:
         self.closed = True
         if self._task is not None:
             self._task.cancel()
+        if self._calm is not None:
+            self._calm.cancel()
         for fd in self.ready:
             os.close(fd)
         self.ready.clear()
