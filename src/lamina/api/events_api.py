@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
+from lamina.api import model_types
 from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.errors import BridgeError
 
@@ -58,6 +59,9 @@ class EventsApi:
                 raise BridgeError("UnknownOperationException",
                                   f"Lamina does not implement the EventBridge operation {operation or '(none)'}; it "
                                   f"has {', '.join(sorted(self.operations))}.")
+            problem = model_types.type_problem("events", operation, body)
+            if problem is not None:
+                raise BridgeError("SerializationException", problem)
             response = _reply(handler(body))
         except BridgeError as err:
             response = _reply({"__type": err.code, "message": err.message}, err.status)
