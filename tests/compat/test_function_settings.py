@@ -6,12 +6,24 @@ request id on every answer."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
 import pytest
 
-from helpers import ACCOUNT, REGION, ROLE, WAIT, failure, fn_arn, health, make_zip
+from helpers import (
+    ACCOUNT,
+    REGION,
+    ROLE,
+    WAIT,
+    assert_aws_error,
+    failure,
+    fn_arn,
+    health,
+    make_zip,
+    raw_request,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -200,3 +212,25 @@ def test_every_answer_has_a_request_id(lambda_client, functions):
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException) as exc:
         lambda_client.get_function(FunctionName="no-such-function")
     assert exc.value.response["ResponseMetadata"].get("RequestId")
+
+
+def test_members_are_checked_not_dropped(lambda_client, functions, endpoint):
+    """A member of the wrong JSON type is refused (boto3 would not send one; other clients may), and configuration
+    Lamina cannot honour is refused saying so, never accepted and dropped; TracingConfig is kept."""
+    fn = functions(HANDLER, TracingConfig={"Mode": "Active"})
+    assert lambda_client.get_function_configuration(FunctionName=fn)["TracingConfig"] == {"Mode": "Active"}
+    path = f"/2015-03-31/functions/{fn}"
+    for route, body in ((path + "/configuration", {"TracingConfig": "not-an-object", "Timeout": "ten"}),
+                        (path + "/code", {"ZipFile": base64.b64encode(make_zip(HANDLER)).decode(),
+                                          "S3ObjectVersion": 12345})):
+        resp = raw_request(endpoint, "PUT", route, json.dumps(body).encode())
+        assert_aws_error(resp, 400, "ValidationException", "Member must be")
+    # The code was not replaced by the refused update.
+    assert lambda_client.get_function_configuration(FunctionName=fn)["LastUpdateStatus"] == "Successful"
+    for member in ({"KMSKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1"},
+                   {"FileSystemConfigs": [{"Arn": f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:access-point/fsap-1",
+                                           "LocalMountPath": "/mnt/efs"}]}):
+        status, code, message = failure(lambda_client.update_function_configuration, FunctionName=fn, **member)
+        assert (status, code) == (400, "InvalidParameterValueException") and "not supported" in message
+    assert failure(lambda_client.update_function_configuration, FunctionName=fn,
+                   TracingConfig={"Mode": "Sometimes"})[:2] == (400, "ValidationException")

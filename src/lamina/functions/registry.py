@@ -352,6 +352,7 @@ class FunctionService:
 
     def create(self, body: dict) -> dict:
         body = v.require_object(body)
+        v.member_types(body, "CreateFunction")
         for key, member in (("FunctionName", "functionName"), ("Role", "role"), ("Code", "code")):
             v.required(body, key, member)
         raw_name = body["FunctionName"]
@@ -365,6 +366,7 @@ class FunctionService:
                            "Unsupported FunctionName: a qualifier is not allowed when creating a function.")
         v.unsupported(body)
         snap_start = v.snap_start(body)
+        tracing = v.tracing_config(body)
         runtime = v.runtime(body)
         handler = v.handler(body)
         if runtime is None:
@@ -418,7 +420,7 @@ class FunctionService:
             "LastModified": _timestamp(),
             "CodeSha256": code_sha256_b64(data),
             "Version": LATEST,
-            "TracingConfig": {"Mode": "PassThrough"},
+            "TracingConfig": tracing or {"Mode": "PassThrough"},
             "RevisionId": str(uuid.uuid4()),
             "State": "Pending",
             "StateReason": "The function is being created.",
@@ -475,6 +477,8 @@ class FunctionService:
 
     def update_code(self, raw_name: str, body: dict) -> dict:
         body = v.require_object(body)
+        v.member_types(body, "UpdateFunctionCode")
+        v.unsupported({"SourceKMSKeyArn": body.get("SourceKMSKeyArn")})
         fn = self.unqualified(raw_name)
         v.unsupported({"Architectures": body.get("Architectures")} if body.get("Architectures") else {})
         if body.get("S3Bucket") or body.get("S3Key") or body.get("ImageUri"):
@@ -499,6 +503,7 @@ class FunctionService:
 
     def update_configuration(self, raw_name: str, body: dict) -> dict:
         body = v.require_object(body)
+        v.member_types(body, "UpdateFunctionConfiguration")
         fn = self.unqualified(raw_name)
         v.unsupported(body)
         changes: dict = {}
@@ -523,6 +528,8 @@ class FunctionService:
             changes["LoggingConfig"] = logging_config
         if snap_start is not None:
             changes["SnapStart"] = {"ApplyOn": snap_start, "OptimizationStatus": "Off"}
+        if (tracing := v.tracing_config(body)) is not None:
+            changes["TracingConfig"] = tracing
         v.check_snap_start((changes.get("SnapStart") or fn.config.get("SnapStart") or {}).get("ApplyOn", "None"),
                            changes.get("Runtime", fn.config["Runtime"]))
         env = v.environment(body)

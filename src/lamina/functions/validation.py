@@ -204,11 +204,76 @@ def check_tags(value: object, member: str = "tags") -> dict[str, str]:
     return dict(value)
 
 
+# The JSON type of each member of the function operations, from the model: a member of another type is refused
+# before anything else is looked at, so nothing is accepted and then ignored.
+_STRING, _INTEGER, _BOOLEAN, _STRUCTURE, _LIST, _MAP = "string", "integer", "boolean", "structure", "list", "map"
+_COMMON_MEMBERS = {
+    "Role": _STRING, "Handler": _STRING, "Description": _STRING, "Timeout": _INTEGER, "MemorySize": _INTEGER,
+    "VpcConfig": _STRUCTURE, "Environment": _STRUCTURE, "Runtime": _STRING, "DeadLetterConfig": _STRUCTURE,
+    "KMSKeyArn": _STRING, "TracingConfig": _STRUCTURE, "Layers": _LIST, "FileSystemConfigs": _LIST,
+    "ImageConfig": _STRUCTURE, "EphemeralStorage": _STRUCTURE, "SnapStart": _STRUCTURE, "LoggingConfig": _STRUCTURE,
+    "CapacityProviderConfig": _STRUCTURE, "DurableConfig": _STRUCTURE, "RuntimeConfig": _STRUCTURE,
+    "AcceleratorConfig": _STRUCTURE,
+}
+MEMBER_TYPES = {
+    "CreateFunction": {**_COMMON_MEMBERS, "FunctionName": _STRING, "Code": _STRUCTURE, "Publish": _BOOLEAN,
+                       "PublishTo": _STRING, "PackageType": _STRING, "Tags": _MAP, "CodeSigningConfigArn": _STRING,
+                       "Architectures": _LIST, "TenancyConfig": _STRUCTURE},
+    "UpdateFunctionConfiguration": {**_COMMON_MEMBERS, "RevisionId": _STRING},
+    "UpdateFunctionCode": {"ZipFile": _STRING, "S3Bucket": _STRING, "S3Key": _STRING, "S3ObjectVersion": _STRING,
+                           "S3ObjectStorageMode": _STRING, "ImageUri": _STRING, "Architectures": _LIST,
+                           "Publish": _BOOLEAN, "PublishTo": _STRING, "DryRun": _BOOLEAN, "RevisionId": _STRING,
+                           "SourceKMSKeyArn": _STRING},
+}
+_TYPE_CHECKS = {_STRING: lambda x: isinstance(x, str), _INTEGER: lambda x: isinstance(x, int) and not isinstance(
+    x, bool), _BOOLEAN: lambda x: isinstance(x, bool), _STRUCTURE: lambda x: isinstance(x, dict),
+    _LIST: lambda x: isinstance(x, list), _MAP: lambda x: isinstance(x, dict)}
+_TYPE_WORDS = {_STRING: "a string", _INTEGER: "an integer", _BOOLEAN: "a boolean", _STRUCTURE: "a structure",
+               _LIST: "a list", _MAP: "a map"}
+
+
+def member_types(body: dict, operation: str) -> None:
+    """Every member of the wrong JSON type, in one ValidationException (members the model does not have are left to
+    the operation, as AWS ignores them)."""
+    problems: list[tuple[object, str, str]] = []
+    for key, kind in MEMBER_TYPES[operation].items():
+        value = body.get(key)
+        if value is not None and not _TYPE_CHECKS[kind](value):
+            problems.append((value, key[0].lower() + key[1:], f"Member must be {_TYPE_WORDS[kind]}"))
+    if problems:
+        raise validation_errors(problems)
+
+
+TRACING_MODES = ("Active", "PassThrough")
+
+
+def tracing_config(body: dict) -> dict | None:
+    """TracingConfig.Mode (Active or PassThrough). Stored and returned; the X-Ray trace header reaches the function
+    either way (_X_AMZN_TRACE_ID), and Lamina has no X-Ray to send segments to."""
+    value = body.get("TracingConfig")
+    if value is None:
+        return None
+    mode = value.get("Mode", "PassThrough")
+    if mode not in TRACING_MODES:
+        raise validation(mode, "tracingConfig.mode", "Member must satisfy enum value set: [Active, PassThrough]")
+    return {"Mode": mode}
+
+
 def unsupported(body: dict) -> None:
     """Fields Lamina cannot honour get a clear error rather than being ignored."""
     if body.get("PackageType", "Zip") != "Zip":
         raise AwsError("InvalidParameterValueException",
                        "PackageType Image is not supported by Lamina: upload a .zip package as Code.ZipFile.")
+    for key, why in (("KMSKeyArn", "Lamina has no KMS to encrypt environment variables with"),
+                     ("SourceKMSKeyArn", "Lamina has no KMS to encrypt code with"),
+                     ("FileSystemConfigs", "Lamina cannot mount EFS file systems (yet)"),
+                     ("ImageConfig", "Lamina runs .zip packages, not container images"),
+                     ("DurableConfig", "Lamina does not offer durable executions"),
+                     ("CapacityProviderConfig", "Lamina does not offer capacity providers (Lambda Managed Instances)"),
+                     ("RuntimeConfig", "Lamina does not offer this runtime configuration"),
+                     ("AcceleratorConfig", "Lamina does not offer accelerators")):
+        if body.get(key):   # empty means none, as AWS reads it
+            raise AwsError("InvalidParameterValueException", f"{key} is not supported: {why}.")
     archs = architectures(body)
     if archs is not None and archs != ["x86_64"]:
         raise AwsError("InvalidParameterValueException",
