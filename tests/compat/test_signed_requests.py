@@ -36,6 +36,7 @@ from helpers import (
     raw_request,
     unique_name,
 )
+from lamina.auth.keys import KeyTable
 
 OTHER = ("AKIDOTHER", "other-secret", "222222222222", "arn:aws:iam::222222222222:user/other")
 QUERY_MODEL = Path(__file__).parent / "data" / "sqs-query"
@@ -246,3 +247,32 @@ def test_queues_belong_to_accounts(server: LaminaServer) -> None:
     status, code, _ = failure(other.receive_message, QueueUrl=mine)   # only SendMessage was allowed
     assert (status, code) == (403, "AccessDenied")
     assert owner.receive_message(QueueUrl=mine)["Messages"][0]["Body"] == "allowed"
+
+
+def test_function_credentials_are_verified_scoped_and_expire(server: LaminaServer, function: str) -> None:
+    """Credentials as the server issues them to a function's environment (auth/keys.py, under the data directory's
+    credentials.key): verified like any key, held to the function policy, refused once expired."""
+    secret = (server.data_dir / "credentials.key").read_bytes()
+    keys = KeyTable([], secret)
+    arn = f"arn:aws:lambda:{REGION}:000000000000:function:{function}"
+    issued = keys.issue("000000000000", "arn:aws:iam::000000000000:role/fn", arn, seconds=600)
+
+    def as_function(creds: dict, service: str = "lambda"):
+        return boto3.client(service, endpoint_url=server.endpoint, region_name=REGION, config=NO_RETRY,
+                            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=creds["AWS_SESSION_TOKEN"])
+
+    fn = as_function(issued)
+    assert json.loads(fn.invoke(FunctionName=function, Payload=b"{}")["Payload"].read()) == {"ok": True}
+    assert fn.get_function(FunctionName=function)["Configuration"]["FunctionName"] == function
+    as_function(issued, "sqs").list_queues()
+    status, code, _ = failure(fn.delete_function, FunctionName=function)   # not in a function's policy
+    assert (status, code) == (403, "AccessDeniedException")
+    expired = keys.issue("000000000000", "arn:aws:iam::000000000000:role/fn", arn, seconds=-1)
+    status, code, _ = failure(as_function(expired).get_function, FunctionName=function)
+    assert (status, code) == (403, "ExpiredTokenException")
+    forged = dict(issued, AWS_SESSION_TOKEN=KeyTable([], b"another server").issue(
+        "000000000000", "arn:aws:iam::000000000000:role/fn", arn)["AWS_SESSION_TOKEN"])
+    status, code, _ = failure(as_function(forged).get_function, FunctionName=function)
+    assert (status, code) == (403, "UnrecognizedClientException")
