@@ -67,14 +67,16 @@ class LaminaTargets:
             q = self.queues.queue_for_arn(arn)
             if q is None:
                 return [SendError(f"the queue {arn} does not exist")] * len(payloads)
-            out: list[SendError | None] = []
+            chunks = []
             for start in range(0, len(payloads), 1000):
                 entries = [{"MessageBody": p.decode("utf-8", "replace")} for p in payloads[start:start + 1000]]
                 if q.fifo:
                     for entry in entries:
                         entry["MessageGroupId"] = "lamina"
                         entry["MessageDeduplicationId"] = str(uuid.uuid4())
-                results = await self.queues.send(q, entries)
+                chunks.append(self.queues.send(q, entries))
+            out: list[SendError | None] = []
+            for results in await asyncio.gather(*chunks):   # concurrently: their commits are grouped
                 out += [SendError(f"{r.code}: {r.message}") if isinstance(r, SqsError) else None for r in results]
             return out
         outcomes = await asyncio.gather(*(self.send(arn, p) for p in payloads), return_exceptions=True)
