@@ -225,6 +225,7 @@ class Plumbing:
         self.outbound_link = f"lmo{self.pid:x}"
         self.host_table = f"lamina_{self.pid}"
         self._outbound: tuple[str, str] | None = None     # (host address, hub address)
+        self._outbound_applied = ""                        # what the outbound rulesets were last made from
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -469,12 +470,17 @@ class Plumbing:
         fut = self.hubs.get("outbound")
         hub = fut.result() if fut is not None and fut.done() and not fut.cancelled() and not fut.exception() \
             else None
+        # Only subnets change these (not security groups): unchanged, they are not replaced (an nft run each).
+        wanted = json.dumps([ranges, hub is not None or self.hubs.get("outbound") is not None])
+        if wanted == self._outbound_applied:
+            return
         nsops.nft(None, firewall.host_ruleset(self.host_table, self.outbound_link, hub_address, SEGMENT_PREFIX,
                                               ranges))
         if hub is not None or self.hubs.get("outbound") is not None:
             name = f"{PREFIX}{self.pid}-out"
             nsops.nft(name, firewall.outbound_ruleset(hub_address, ENV_RANGE,
                                                       [*ranges, f"{host_address}/30", "127.0.0.0/8"]))
+        self._outbound_applied = wanted
 
     # ------------------------------------------------------------------ environments
 
