@@ -150,9 +150,16 @@ def server_secret(data_dir: Path) -> bytes:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = os.urandom(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = data_dir / f".credentials.key.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(secret)
+    try:
+        os.link(tmp, path)   # whole or not at all; a server starting at the same moment keeps the first one's
+    except FileExistsError:
+        secret = path.read_bytes()
+    finally:
+        os.unlink(tmp)
     return secret
 
 
