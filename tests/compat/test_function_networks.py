@@ -1,7 +1,9 @@
-"""What functions reach, for every kind of runtime (Python forks of a zygote, custom runtimes the launcher starts):
-the default outbound network reaches "the outside" (a network namespace the test makes and routes from the host)
-but not the host itself; a VPC function reaches a host on its subnet (a namespace on the subnet's bridge);
-`function_network = none` leaves loopback only. Traffic goes only to namespaces the tests make."""
+"""What functions reach, for every kind of runtime (Python forks of a zygote; custom runtimes and Node.js, sandboxes
+the launcher starts): the default outbound network reaches "the outside" (a network namespace the test makes and
+routes from the host) but not the host itself nor a VPC subnet; a VPC function reaches a host on its subnet (a
+namespace on the subnet's bridge) and not the outside; environments cannot reach each other; security-group
+changes keep established connections; `function_network = none` leaves loopback only. Traffic goes only to
+namespaces the tests make."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from helpers import create_function, invoke_ok, unique_name
+from helpers import create_function, health, invoke_ok, unique_name
 
 pytestmark = pytest.mark.usefixtures("linux_sandbox")
 
@@ -92,6 +94,30 @@ while True:
     rid = resp.getheader("Lambda-Runtime-Aws-Request-Id")
     conn.request("POST", f"/2018-06-01/runtime/invocation/{rid}/response", json.dumps(probe(event)))
     conn.getresponse().read()
+'''
+
+NODE_APP = '''
+import fs from 'node:fs';
+import net from 'node:net';
+
+function connect(host, port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port, timeout: 1000 });
+    s.on('data', (d) => { s.destroy(); resolve(String(d).trim()); });
+    s.on('timeout', () => { s.destroy(); resolve('error: timeout'); });
+    s.on('error', (e) => resolve('error: ' + e.code));
+  });
+}
+
+export const handler = async (event) => {
+  const out = {};
+  if (event.ifaces) {
+    out.ifaces = fs.readFileSync('/proc/net/dev', 'utf8').split('\\n').slice(2).filter(Boolean)
+      .map((line) => line.split(':')[0].trim()).sort();
+  }
+  for (const [name, [host, port]] of Object.entries(event.targets || {})) out[name] = await connect(host, port);
+  return out;
+};
 '''
 
 # Answers each connection with the address it came from, then echoes what it gets.
@@ -191,13 +217,26 @@ def _subnet(endpoint: str) -> Iterator[dict]:
             yield {"subnet": subnet_id, "sg": sg, "ec2": ec2, "ns": ns}
 
 
+def _function(kind: str, endpoint: str) -> tuple[dict, dict]:
+    """The probe as a function of each kind: a Python one (forks of a zygote), a custom runtime and a Node.js one
+    (sandboxes the launcher starts)."""
+    if kind == "python":
+        return {"app.py": PYTHON_APP}, {}
+    if kind == "custom":
+        return {"bootstrap": BOOTSTRAP}, {"Runtime": "provided.al2023", "handler": "unused"}
+    available = sorted(r for r in health(endpoint)["runtimes"]["available"] if r.startswith("nodejs"))
+    if not available:
+        pytest.skip("no Node.js on this machine")
+    return {"index.mjs": NODE_APP}, {"Runtime": available[0], "handler": "index.handler"}
+
+
 TARGETS = {"outside": [OUTSIDE_PEER, PORT], "host": [OUTSIDE_HOST, PORT], "vpc": [SUBNET_PEER, PORT]}
 
 
-@pytest.mark.parametrize("kind", ["python", "custom"])
-def test_outbound_reaches_the_outside_not_the_host_nor_vpc(lambda_client, functions, outside, subnet, kind) -> None:
-    files, extra = ({"app.py": PYTHON_APP}, {}) if kind == "python" else \
-        ({"bootstrap": BOOTSTRAP}, {"Runtime": "provided.al2023", "handler": "unused"})
+@pytest.mark.parametrize("kind", ["python", "custom", "node"])
+def test_outbound_reaches_the_outside_not_the_host_nor_vpc(lambda_client, endpoint, functions, outside, subnet,
+                                                           kind) -> None:
+    files, extra = _function(kind, endpoint)
     name = functions(files, Timeout=15, **extra)
     got = invoke_ok(lambda_client, name, {"targets": TARGETS, "ifaces": True})
     # Masqueraded out of the host's interface towards the outside: the outside sees the host's address.
@@ -207,10 +246,9 @@ def test_outbound_reaches_the_outside_not_the_host_nor_vpc(lambda_client, functi
     assert got["ifaces"] == ["eth0", "lo"], got
 
 
-@pytest.mark.parametrize("kind", ["python", "custom"])
-def test_vpc_function_reaches_its_subnet_only(lambda_client, functions, outside, subnet, kind) -> None:
-    files, extra = ({"app.py": PYTHON_APP}, {}) if kind == "python" else \
-        ({"bootstrap": BOOTSTRAP}, {"Runtime": "provided.al2023", "handler": "unused"})
+@pytest.mark.parametrize("kind", ["python", "custom", "node"])
+def test_vpc_function_reaches_its_subnet_only(lambda_client, endpoint, functions, outside, subnet, kind) -> None:
+    files, extra = _function(kind, endpoint)
     name = functions(files, Timeout=15, VpcConfig={"SubnetIds": [subnet["subnet"]], "SecurityGroupIds": [subnet["sg"]]},
                      **extra)
     got = invoke_ok(lambda_client, name, {"targets": TARGETS})
