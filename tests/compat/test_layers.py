@@ -322,3 +322,20 @@ def test_layer_zip_is_unpacked_as_packaged(lambda_client, layers, functions):
         assert invoke_ok(lambda_client, fn) == "real"
     finally:
         lambda_client.delete_layer_version(LayerName=published["LayerArn"].rsplit(":", 1)[1], VersionNumber=1)
+
+
+def test_node_handler_requires_module_from_layer(lambda_client, layers, functions, endpoint):
+    """A layer holding a Node.js module under nodejs/node_modules: `require` finds it through NODE_PATH."""
+    available = health(endpoint)["runtimes"]["available"]
+    runtime = next((r for r in sorted(available) if r.startswith("nodejs")), None)
+    if runtime is None:
+        pytest.skip("no Node.js on this host")
+    lib = layers({"nodejs/node_modules/greeter/package.json": json.dumps({"name": "greeter", "main": "index.js"}),
+                  "nodejs/node_modules/greeter/index.js": "exports.greet = (n) => `hello ${n} from a layer`;"})
+    fn = functions({"index.js": "const { greet } = require('greeter');\n"
+                                "exports.handler = async (event) => ({ text: greet(event.name), "
+                                "path: require.resolve('greeter') });"},
+                   Runtime=runtime, handler="index.handler", Layers=[lib["LayerVersionArn"]])
+    out = invoke_ok(lambda_client, fn, {"name": "node"})
+    assert out["text"] == "hello node from a layer"
+    assert out["path"].endswith("/nodejs/node_modules/greeter/index.js")
