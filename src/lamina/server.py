@@ -231,6 +231,8 @@ class Server:
             # No new UDP packets from here on; batches already invoked finish with the drain below.
             # Async events: no new attempts; running ones finish in the drain and are recorded, the rest stay queued.
             self.timers.stop()   # no more occurrences; those fired are sent (into the async queue) before it stops
+            self.schedules.stop()   # occurrences prepared ahead of their time get it back: they fire after a start
+            self.buses.stop()
             await self.bridge_delivery.close()
             self.events.stop()
             self.esm.stop()   # no new batches; those being invoked finish in the drain

@@ -147,3 +147,22 @@ def test_disabled_and_end_date(tmp_path: Path) -> None:
         assert await node.tick() == [] and len(node.heap) == 0
         node.stop()
     asyncio.run(run())
+
+
+def test_stop_inside_the_lead_gives_the_occurrence_back(tmp_path: Path) -> None:
+    """The heap hands schedules out ahead of their due time; a stop before that time must not lose them."""
+    async def run() -> None:
+        clock = FakeClock(T0)
+        node = Node(tmp_path / "db", clock)
+        node.heap.lead = 60.0
+        create(node, "soon", "at(2027-01-15T08:00:30)")
+        create(node, "rate", "rate(1 minute)", StartDate=T0 + 30)
+        assert await node.tick() == []               # prepared (within the lead), not yet due: nothing sent
+        assert node.service.next_due("soon") is None
+        node.service.stop()
+        node.stop()
+        clock.t = T0 + 45
+        node = Node(tmp_path / "db", clock)
+        assert [e["time"] for e in await node.tick()] == ["2027-01-15T08:00:30Z"] * 2   # once each
+        node.stop()
+    asyncio.run(run())

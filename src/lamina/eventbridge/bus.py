@@ -4,7 +4,9 @@ their targets, PutEvents and TestEventPattern."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import itertools
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -57,6 +59,9 @@ class EventBusService:
         self.rules: dict[str, dict[str, Rule]] = {}    # bus -> name -> rule
         self.events_put = 0
         self._indexes: dict[str, tuple[dict[str, list[Rule]], list[Rule]]] = {}
+        # Scheduled rules' occurrences prepared ahead of their due time: token -> (timer, rule, occurrence)
+        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, Rule, float]] = {}
+        self._tokens = itertools.count()
         self.matched = 0
         heap.handlers["r"] = self._fire
         self._sender = deliverer.sender
@@ -436,9 +441,22 @@ class EventBusService:
             rule.row.next_due = rule.schedule.next_after(max(occurrence, now), anchor=rule.row.config["Anchor"])
             self.repo.set_rule_due(bus, name, rule.row.next_due)   # committed first: never twice
             self.heap.set(("r", bus, name), rule.row.next_due)
-            self.heap.at(occurrence, partial(self._send_scheduled, rule, occurrence))
+            token = next(self._tokens)
+            self._prepared[token] = (self.heap.at(occurrence, partial(self._send_scheduled, token)), rule,
+                                     occurrence)
 
-    def _send_scheduled(self, rule: Rule, occurrence: float) -> None:
+    def stop(self) -> None:
+        """As ScheduleService.stop: occurrences prepared but not yet due get their due time back."""
+        for handle, rule, occurrence in self._prepared.values():
+            if handle is not None:
+                handle.cancel()
+            if self.rules.get(rule.row.bus, {}).get(rule.row.name) is rule:
+                rule.row.next_due = occurrence
+                self.repo.set_rule_due(rule.row.bus, rule.row.name, occurrence)
+        self._prepared.clear()
+
+    def _send_scheduled(self, token: int) -> None:
+        _, rule, occurrence = self._prepared.pop(token)
         event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
                  "account": self.account, "time": _iso(occurrence), "region": self.region,
                  "resources": [rule.arn], "detail": {}}

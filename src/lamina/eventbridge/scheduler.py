@@ -9,7 +9,9 @@ Input with Scheduler's placeholders filled in, or, without Input, a scheduled ev
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import itertools
 import random
 import re
 import uuid
@@ -50,6 +52,9 @@ class ScheduleService:
         self.groups: dict[str, dict] = {}
         self.schedules: dict[tuple[str, str], ScheduleRow] = {}
         self.fired = 0
+        # Batches prepared ahead of their due time: token -> (timer, occurrence, [(schedule, payload)])
+        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, float, list[tuple[ScheduleRow, bytes]]]] = {}
+        self._tokens = itertools.count()
         heap.handlers["s"] = self._fire
 
     # ------------------------------------------------------------------ lifecycle
@@ -291,7 +296,7 @@ class ScheduleService:
         """Schedules due now or within the heap's lead: advance and commit their next due times, then send each
         occurrence at its due time (those due at the same time in one batch)."""
         updates: list[tuple[float | None, str, str]] = []
-        batches: dict[float, list[tuple[dict, bytes]]] = {}
+        batches: dict[float, list[tuple[ScheduleRow, bytes]]] = {}
         for _, group, name in keys:
             row = self.schedules.get((group, name))
             if row is None or row.next_due is None or row.config["State"] != "ENABLED":
@@ -303,21 +308,39 @@ class ScheduleService:
             else:
                 row.next_due = self._first_due(row.config, max(occurrence, now))
             updates.append((row.next_due, group, name))
-            batches.setdefault(occurrence, []).append((row.config["Target"], self._payload(row, occurrence)))
-            if row.next_due is None:
-                if row.config.get("ActionAfterCompletion") == "DELETE":
-                    self._remove(row.group, row.name)
-            else:
+            batches.setdefault(occurrence, []).append((row, self._payload(row, occurrence)))
+            if row.next_due is not None:
                 self.heap.set(("s", row.group, row.name), self._jittered(row.config, row.next_due))
         if not updates:
             return
         self.repo.set_schedules_due(updates)   # committed before anything is sent: never twice
         for occurrence, batch in batches.items():
-            self.heap.at(occurrence, partial(self._send, batch))
+            token = next(self._tokens)
+            self._prepared[token] = (self.heap.at(occurrence, partial(self._send, token)), occurrence, batch)
 
-    def _send(self, batch: list[tuple[dict, bytes]]) -> None:
+    def _send(self, token: int) -> None:
+        _, _, batch = self._prepared.pop(token)
         self.fired += len(batch)
-        self.deliverer.deliver_many(batch)
+        self.deliverer.deliver_many([(row.config["Target"], payload) for row, payload in batch])
+        for row, _ in batch:
+            if (row.next_due is None and row.config.get("ActionAfterCompletion") == "DELETE"
+                    and self.schedules.get((row.group, row.name)) is row):
+                self._remove(row.group, row.name)
+
+    def stop(self) -> None:
+        """The server stops: occurrences prepared (within the heap's lead) but not yet due are not sent; their due
+        times are put back, so after the next start they fire as missed occurrences, once."""
+        restore: list[tuple[float | None, str, str]] = []
+        for handle, occurrence, batch in self._prepared.values():
+            if handle is not None:
+                handle.cancel()
+            for row, _ in batch:
+                if self.schedules.get((row.group, row.name)) is row:
+                    row.next_due = occurrence
+                    restore.append((occurrence, row.group, row.name))
+        self._prepared.clear()
+        if restore:
+            self.repo.set_schedules_due(restore)
 
     def _payload(self, row: ScheduleRow, occurrence: float) -> bytes:
         arn = self.schedule_arn(row.group, row.name)

@@ -68,10 +68,11 @@ class TimerHeap:
         if self._armed_for is None or due < self._armed_for:
             self._arm()
 
-    def at(self, due: float, callback: Callable[[], None]) -> None:
-        """Run `callback` on the loop at clock time `due` (now if that has passed)."""
-        if self._loop is not None:
-            self._loop.call_later(self.clock.real_delay(due), callback)
+    def at(self, due: float, callback: Callable[[], None]) -> asyncio.TimerHandle | None:
+        """Run `callback` on the loop at clock time `due` (now if that has passed); None when stopped."""
+        if self._loop is None:
+            return None
+        return self._loop.call_later(self.clock.real_delay(due), callback)
 
     def due_of(self, key: tuple) -> float | None:
         return self._due.get(key)
