@@ -276,3 +276,13 @@ def test_function_credentials_are_verified_scoped_and_expire(server: LaminaServe
         "000000000000", "arn:aws:iam::000000000000:role/fn", arn)["AWS_SESSION_TOKEN"])
     status, code, _ = failure(as_function(forged).get_function, FunctionName=function)
     assert (status, code) == (403, "UnrecognizedClientException")
+
+
+def test_another_accounts_queue_by_arn_is_refused(server: LaminaServer) -> None:
+    owner, other = client(server, "sqs"), client(server, "sqs", key=OTHER[0], secret=OTHER[1])
+    mine = owner.create_queue(QueueName=unique_name("src"))["QueueUrl"]
+    arn = owner.get_queue_attributes(QueueUrl=mine, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    status, code, _ = failure(other.start_message_move_task, SourceArn=arn)
+    assert (status, code) == (403, "AccessDenied")
+    status, code, _ = failure(other.list_message_move_tasks, SourceArn=arn)
+    assert (status, code) == (403, "AccessDenied")

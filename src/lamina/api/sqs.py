@@ -102,8 +102,12 @@ class SqsApi:
             if handler is None:
                 raise errors.invalid_action(operation or "(none)")
             ctx = Context(scope, self.account)
+            caller = scope.get("lamina.caller")
             if "QueueUrl" in params:
-                self._check_access(scope.get("lamina.caller"), operation, params["QueueUrl"])
+                self._check_access(caller, operation, params["QueueUrl"])
+            for member in ("SourceArn", "DestinationArn"):   # message move tasks name queues by ARN
+                if isinstance(params.get(member), str):
+                    self._check_access(caller, operation, params[member])
             result = await handler(self, params, ctx)
             status, headers, payload = (wire.xml_result(operation, result) if query else wire.json_result(result))
         except SqsError as err:
@@ -120,9 +124,11 @@ class SqsApi:
         if caller is None or not isinstance(url, str):
             return
         try:
-            q = self.service.queue_for_url(url)
+            q = self.service.queue_for_arn(url) if url.startswith("arn:") else self.service.queue_for_url(url)
         except SqsError:
             return   # the handler answers for a missing or malformed queue
+        if q is None:
+            return
         if q.account == caller.account:
             return
         try:
