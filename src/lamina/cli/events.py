@@ -13,7 +13,8 @@ from lamina.cli.client import Client
 from lamina.cli.common import make_client, out
 from lamina.cli.tables import print_table
 
-app = typer.Typer(name="events", help="Asynchronous invocations: the durable event queue.", no_args_is_help=True)
+app = typer.Typer(name="events", help="Async invocations waiting in the durable queue (ls); the EventBridge bus "
+                  "(put, rules).", no_args_is_help=True)
 
 EndpointOption = Annotated[
     str | None,
