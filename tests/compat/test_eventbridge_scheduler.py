@@ -211,3 +211,16 @@ def test_scheduled_rule_sends_aws_scheduled_events(fast: LaminaServer) -> None:
                and e["detail"] == {} for e in got)
     times = sorted(dt.datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%SZ") for e in got)
     assert (times[1] - times[0]).total_seconds() == 60.0
+
+
+def test_schedule_group_tags(scheduler) -> None:
+    group = unique_name("tg")
+    arn = scheduler.create_schedule_group(Name=group, Tags=[{"Key": "team", "Value": "core"}])["ScheduleGroupArn"]
+    assert scheduler.list_tags_for_resource(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "core"}]
+    scheduler.tag_resource(ResourceArn=arn, Tags=[{"Key": "env", "Value": "dev"}, {"Key": "team", "Value": "ops"}])
+    assert sorted((t["Key"], t["Value"]) for t in scheduler.list_tags_for_resource(ResourceArn=arn)["Tags"]) == [
+        ("env", "dev"), ("team", "ops")]
+    scheduler.untag_resource(ResourceArn=arn, TagKeys=["team"])
+    assert scheduler.list_tags_for_resource(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "dev"}]
+    scheduler.delete_schedule_group(Name=group)
+    assert failure(scheduler.list_tags_for_resource, ResourceArn=arn)[:2] == (404, "ResourceNotFoundException")

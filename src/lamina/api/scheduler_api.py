@@ -86,7 +86,22 @@ def routes(service: ScheduleService) -> list[Route]:
         q = request.query_params
         return service.list_groups(q.get("NamePrefix"), _max_results(request), q.get("NextToken"))
 
+    def arn(request: Request) -> str:
+        return unquote(request.path_params["arn"])
+
+    async def list_tags(request: Request) -> dict:
+        return service.list_tags(arn(request))
+
+    async def tag(request: Request) -> dict:
+        return service.tag(arn(request), await _body(request))
+
+    async def untag(request: Request) -> dict:
+        return service.untag(arn(request), request.query_params.getlist("TagKeys"))
+
     return [
+        Route("/tags/{arn:path}", _endpoint(list_tags), methods=["GET"]),
+        Route("/tags/{arn:path}", _endpoint(tag), methods=["POST"]),
+        Route("/tags/{arn:path}", _endpoint(untag), methods=["DELETE"]),
         Route("/schedules", _endpoint(list_schedules), methods=["GET"]),
         Route("/schedules/{name}", _endpoint(create), methods=["POST"]),
         Route("/schedules/{name}", _endpoint(update), methods=["PUT"]),

@@ -120,6 +120,37 @@ class ScheduleService:
         page, nxt = _page(names, max_results, token)
         return {"ScheduleGroups": [self._group_view(n) for n in page], **({"NextToken": nxt} if nxt else {})}
 
+    # ------------------------------------------------------------------ tags (schedule groups have them)
+
+    def _group_of_arn(self, arn: str) -> str:
+        prefix = f"arn:aws:scheduler:{self.region}:{self.account}:schedule-group/"
+        name = arn[len(prefix):] if arn.startswith(prefix) else None
+        if name is None or name not in self.groups:
+            raise not_found(f"Schedule group {name or arn} does not exist.")
+        return name
+
+    def list_tags(self, arn: str) -> dict:
+        return {"Tags": list(self.groups[self._group_of_arn(arn)].get("Tags") or [])}
+
+    def tag(self, arn: str, body: dict) -> dict:
+        name = self._group_of_arn(arn)
+        tags = body.get("Tags")
+        if not isinstance(tags, list) or not all(isinstance(t, dict) and t.get("Key") for t in tags):
+            raise validation("Tags must be a list of {Key, Value}.")
+        merged = {t["Key"]: t.get("Value", "") for t in self.groups[name].get("Tags") or []}
+        merged.update({t["Key"]: t.get("Value", "") for t in tags})
+        if len(merged) > 200:
+            raise validation("A resource can have at most 200 tags.")
+        self.groups[name]["Tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+        self.repo.put_group(name, self.groups[name])
+        return {}
+
+    def untag(self, arn: str, keys: list[str]) -> dict:
+        name = self._group_of_arn(arn)
+        self.groups[name]["Tags"] = [t for t in self.groups[name].get("Tags") or [] if t["Key"] not in keys]
+        self.repo.put_group(name, self.groups[name])
+        return {}
+
     # ------------------------------------------------------------------ schedules
 
     def create(self, name: str, body: dict) -> dict:
