@@ -7,9 +7,10 @@ protocol's).
 Bad input must get a 4xx: a 5xx, a dropped connection or no answer within the timeout is a finding.
 
     .venv/bin/python tests/fuzz/botocore_fuzz.py [--endpoint URL] [--cases N] [--seconds S] [--seed N]
-                                                  [--services lambda,sqs,...] [--json]
+                                                  [--services lambda,sqs,...] [--keyed] [--json]
 
-Without --endpoint it starts its own `lamina serve` (loopback, temporary data dir) and stops it. Bounded: at most
+Without --endpoint it starts its own `lamina serve` (loopback, temporary data dir) and stops it; --keyed gives that
+server a key (signatures verified) and breaks one case's signature in four (Authorization, X-Amz-Date). Bounded: at most
 --cases cases per operation and --seconds in all. Prints operations covered, cases tried and every finding; exit 1
 on a finding. tests/fuzz/test_fuzz_slice.py runs a short slice in `make test`.
 """
@@ -76,6 +77,7 @@ class Report:
     statuses: Counter[int] = field(default_factory=Counter)
     findings: list[dict[str, Any]] = field(default_factory=list)
     unserializable: int = 0   # cases botocore's serializer or http.client would not write
+    signatures_broken: int = 0
 
 
 # ------------------------------------------------------------------ values from shapes
@@ -171,12 +173,29 @@ def _mangle(request: AWSRequest, how: int) -> None:
         request.data = b"{" * 5000
 
 
-def _send(endpoint: str, request: AWSRequest, signing_name: str, timeout: float) -> int | str | None:
+_AUTH_MANGLES = (
+    lambda a: a.replace("Signature=", "Signature=0"),
+    lambda a: a.replace("Credential=", "Credential=x/"),
+    lambda a: a.split(",")[0],
+    lambda a: a.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"),
+    lambda a: a + "\u00e9" * 3,
+    lambda a: "",
+    lambda a: a.replace("/us-east-1/", "/us-east-1/" * 50),
+)
+
+
+def _send(endpoint: str, request: AWSRequest, signing_name: str, timeout: float,
+          rng: random.Random | None = None) -> int | str | None:
     """The status, a finding's description, or None when http.client itself refuses to send it (a header with a
-    line break)."""
+    line break). With rng, the signature is broken (Authorization, X-Amz-Date)."""
     if isinstance(request.data, str):
         request.data = request.data.encode()
     SigV4Auth(CREDENTIALS, signing_name, REGION).add_auth(request)
+    if rng is not None:
+        if rng.randrange(2):
+            request.headers.replace_header("Authorization", rng.choice(_AUTH_MANGLES)(request.headers["Authorization"]))
+        else:
+            request.headers.replace_header("X-Amz-Date", rng.choice(["", "2026", "99999999T999999Z", "x" * 300]))
     prepared = request.prepare()
     host, port = endpoint.split("://", 1)[1].rstrip("/").rsplit(":", 1)
     path = prepared.url.split(endpoint.rstrip("/"), 1)[-1] or "/"
@@ -199,7 +218,8 @@ def _send(endpoint: str, request: AWSRequest, signing_name: str, timeout: float)
         conn.close()
 
 
-def fuzz(endpoint: str, services: list[str], cases: int, seconds: float, seed: int, timeout: float = 10.0) -> Report:
+def fuzz(endpoint: str, services: list[str], cases: int, seconds: float, seed: int, timeout: float = 10.0,
+         break_signatures: bool = False) -> Report:
     report = Report()
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
@@ -223,7 +243,9 @@ def fuzz(endpoint: str, services: list[str], cases: int, seconds: float, seed: i
                 continue
             how = rng.randrange(6) if round_ else 0
             _mangle(request, how)
-            status = _send(endpoint, request, model.signing_name or name, timeout)
+            broken = break_signatures and rng.randrange(4) == 0
+            status = _send(endpoint, request, model.signing_name or name, timeout, rng if broken else None)
+            report.signatures_broken += broken
             if status is None:
                 report.unserializable += 1
                 continue
@@ -245,12 +267,14 @@ def _short(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def own_server() -> Iterator[str]:
+def own_server(credentials: str | None = None) -> Iterator[str]:
     tmp = Path(tempfile.mkdtemp(prefix="lamina-fuzz-"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMINA_")}
+    if credentials:
+        env["LAMINA_CREDENTIALS"] = credentials
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "lamina", "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--data-dir", str(tmp / "data"), "--sandbox", "process"], stdout=log,
@@ -287,13 +311,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--services", default=",".join(SERVICES))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keyed", action="store_true",
+                        help="the server started verifies signatures (key test:test), and one case in four has its "
+                             "signature broken")
     args = parser.parse_args()
     services = [s for s in args.services.split(",") if s]
     with contextlib.ExitStack() as stack:
-        endpoint = args.endpoint or stack.enter_context(own_server())
-        report = fuzz(endpoint, services, args.cases, args.seconds, args.seed)
+        endpoint = args.endpoint or stack.enter_context(own_server("test:test" if args.keyed else None))
+        report = fuzz(endpoint, services, args.cases, args.seconds, args.seed, break_signatures=args.keyed)
     summary = {"seed": args.seed, "operations": len(report.operations), "cases": report.cases,
                "statuses": dict(sorted(report.statuses.items())), "unserializable": report.unserializable,
+               "signatures_broken": report.signatures_broken,
                "findings": report.findings}
     if args.json:
         print(json.dumps(summary, indent=2))

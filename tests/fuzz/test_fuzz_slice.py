@@ -18,3 +18,11 @@ def test_generated_bad_input_never_gets_a_5xx(lamina_factory) -> None:
     report = botocore_fuzz.fuzz(endpoint, list(botocore_fuzz.SERVICES), cases=2, seconds=90, seed=20)
     assert len(report.operations) > 150 and report.cases > 200, (len(report.operations), report.cases)
     assert not report.findings, "\n".join(f"{f['operation']}: {f['status']} {f['params']}" for f in report.findings)
+
+
+def test_broken_signatures_and_bad_input_on_a_keyed_server(lamina_factory) -> None:
+    endpoint = lamina_factory(env={"LAMINA_CREDENTIALS": "test:test"}).endpoint
+    report = botocore_fuzz.fuzz(endpoint, list(botocore_fuzz.SERVICES), cases=1, seconds=60, seed=21,
+                                break_signatures=True)
+    assert report.signatures_broken > 10 and report.cases > 100, (report.signatures_broken, report.cases)
+    assert not report.findings, "\n".join(f"{f['operation']}: {f['status']} {f['params']}" for f in report.findings)
