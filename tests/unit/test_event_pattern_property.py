@@ -125,7 +125,7 @@ def interpret(pattern: dict, event: Any) -> bool:
     return True
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(patterns, events)
 def test_compiled_agrees_with_interpreter(pattern: dict, event: dict) -> None:
     assert compile_pattern(pattern).matches(event) == interpret(pattern, event)
