@@ -276,6 +276,9 @@ class FunctionPool:
             want = 0 if self.starting else 1  # after an init failure, one probe at a time
         else:
             current = len(self.envs)
+            if current:
+                # Those stopping serve nothing more (a Node.js or custom runtime's process takes a moment to go).
+                current -= sum(1 for env in self.envs if env.state in (State.STOPPING, State.DEAD))
             interval_s = self.dispatcher.scale_out_interval_s
             cheap = start_is_cheap(self.start_ms, self.ewma.recent_ms, interval_s * 1000)
             if current and not cheap and now - self._last_scale_out < interval_s:

@@ -162,7 +162,7 @@ class Zygote:
             raise SandboxError("the function's zygote is not running")
         forked = self.backend.prepare_fork(SandboxSpec(
             name=f"{self.spec.name}-{env.id[:12]}", argv=[], env={}, code_dir=self.spec.code_dir,
-            opt_dir=self.spec.opt_dir,
+            opt_dir=self.spec.opt_dir, init_boost=self.spec.init_per_environment,
             memory_mb=self.spec.memory_mb, ephemeral_mb=self.spec.ephemeral_mb))
         fds = [channel.fileno(), log_fd, *forked.fds]
         netns = None

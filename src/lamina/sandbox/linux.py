@@ -129,9 +129,16 @@ class LinuxSandbox(_Freezable, Sandbox):
 class LinuxForked(_Freezable, ForkedSandbox):
     """An environment forked from a zygote: it joins `cgroup` itself through the fds it is sent."""
 
-    def __init__(self, cgroup: Cgroup) -> None:
+    def __init__(self, cgroup: Cgroup, vcpus_after_init: float | None = None) -> None:
         self.cgroup = cgroup
         self.fds = tuple(cgroup.open_procs_fds())
+        self._vcpus_after_init = vcpus_after_init  # an init boost (init in each environment): see end_init
+
+    def end_init(self) -> None:
+        if self._vcpus_after_init is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.set_cpu(self._vcpus_after_init)
+            self._vcpus_after_init = None
 
     def kill(self) -> None:
         self.cgroup.kill()
@@ -403,6 +410,9 @@ class LinuxBackend(SandboxBackend):
 
     def prepare_fork(self, spec: SandboxSpec) -> ForkedSandbox:
         try:
+            if spec.init_boost:  # its init runs in it (LAMINA_INIT=per-environment): the host's CPUs until READY
+                cgroup = self.cgroups.create(spec.name, spec.memory_mb, cpu_vcpus=float(os.cpu_count() or 1))
+                return LinuxForked(cgroup, spec.cpu_vcpus or spec.memory_mb / MB_PER_VCPU)
             return LinuxForked(self.cgroups.create(spec.name, spec.memory_mb))
         except OSError as exc:
             raise SandboxError(f"cannot create the environment's cgroups: {exc}") from exc
