@@ -66,7 +66,7 @@ def drain(aws, url: str, want: int, timeout: float = 20.0) -> list:
 def test_aws_scheduler_commands(aws) -> None:
     url, arn = queue(aws)
     name = unique_name("cli")
-    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)).strftime("%Y-%m-%dT%H:%M:%S")  # the CLI starts slowly
     target = json.dumps({"Arn": arn, "RoleArn": "arn:aws:iam::000000000000:role/s", "Input": '{"from": "cli"}'})
     created = aws("scheduler", "create-schedule", "--name", name, "--schedule-expression", f"at({when})",
                   "--flexible-time-window", "Mode=OFF", "--target", target)

@@ -182,7 +182,7 @@ def test_function_target_gets_the_scheduled_event(endpoint: str, lambda_client) 
                                          DestinationConfig={"OnSuccess": {"Destination": queue_arn}})
     fn_arn = lam.get_function(FunctionName=fn)["Configuration"]["FunctionArn"]
     name = unique_name("at")
-    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%S")
     scheduler.create_schedule(Name=name, ScheduleExpression=f"at({when})", FlexibleTimeWindow=WINDOW,
                               ActionAfterCompletion="DELETE", Target={"Arn": fn_arn, "RoleArn": ROLE})
     records = [json.loads(b) for b in receive(sqs, url, 1, timeout=30)]
