@@ -205,3 +205,17 @@ def test_a_sent_payload_hash_must_be_the_bodys() -> None:
     unsigned = signed(headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
     with pytest.raises(SignatureError):
         v.verify("POST", PATH.encode(), b"Qualifier=x", unsigned, b'{"a":2}')
+
+
+def test_kept_canonical_headers_never_skip_a_missing_signed_header() -> None:
+    v = verifier()
+    headers = signed()
+    assert v.verify("POST", PATH.encode(), b"Qualifier=x", headers, b'{"a":1}').account == "111111111111"
+    # The same headers again, but claiming one more signed header that is not there.
+    claimed = [(k, val.replace(b"SignedHeaders=host;", b"SignedHeaders=host;x-absent;") if k == b"authorization"
+                else val) for k, val in headers]
+    with pytest.raises(SignatureError) as info:
+        v.verify("POST", PATH.encode(), b"Qualifier=x", claimed, b'{"a":1}')
+    assert info.value.kind == "mismatch"
+    # And the first request still verifies (what was kept is botocore's canonical form of those headers).
+    assert v.verify("POST", PATH.encode(), b"Qualifier=x", headers, b'{"a":1}').account == "111111111111"

@@ -67,7 +67,11 @@ class Pending:
 
 
 class _Headers(dict):
-    """The signed headers, lower-cased name -> values, in the shape botocore's canonical_headers reads."""
+    """The signed headers, lower-cased name -> values, in the shape botocore's canonical_headers reads; with the
+    canonical forms botocore made of them, once made (kept for the same headers: see Verifier.check)."""
+
+    canonical: str | None = None
+    names: str | None = None
 
     def get_all(self, name: str) -> list[str]:
         return self[name]
@@ -109,6 +113,16 @@ class _Canonical(SigV4Auth):
     def headers_to_sign(self, request: AWSRequest) -> _Headers:
         return request.headers  # _Request's: the signed headers only
 
+    def canonical_headers(self, headers_to_sign: _Headers) -> str:
+        if headers_to_sign.canonical is None:
+            headers_to_sign.canonical = super().canonical_headers(headers_to_sign)
+        return headers_to_sign.canonical
+
+    def signed_headers(self, headers_to_sign: _Headers) -> str:
+        if headers_to_sign.names is None:
+            headers_to_sign.names = super().signed_headers(headers_to_sign)
+        return headers_to_sign.names
+
     def payload(self, request: AWSRequest) -> str:
         sha = request.context.get("content_sha256")
         if sha is not None:
@@ -130,6 +144,8 @@ class Verifier:
         self._scopes: dict[str, tuple[Caller, str, str, str, str]] = {}
         self._signed_lists: dict[str, tuple[list[str], frozenset[bytes]]] = {}
         self._last_date: tuple[str, float] = ("", 0.0)
+        self._canonical_headers: dict[tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...]],
+                                      tuple[str | None, str | None]] = {}
 
     @property
     def open(self) -> bool:
@@ -273,24 +289,34 @@ class Verifier:
             query = b"&".join(p for p in query.split(b"&") if not p.startswith(b"X-Amz-Signature="))
         url = "http://lamina" + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         wanted = pending.signed[1]
+        # The same signed headers (a client's requests within one second share X-Amz-Date) canonicalize alike:
+        # botocore's canonical headers and signed-header list are kept for them.
+        picked = tuple([pair for pair in headers if pair[0] in wanted])
         signed = _Headers()
-        for name, value in headers:
-            if name in wanted:
+        kept = self._canonical_headers.get((wanted, picked))
+        if kept is not None:
+            signed.canonical, signed.names = kept
+        else:
+            for name, value in picked:
                 lname = name.decode("latin-1")
                 values = signed.get(lname)
                 if values is None:
                     signed[lname] = [value.decode("latin-1")]
                 else:
                     values.append(value.decode("latin-1"))
-        if len(signed) != len(wanted):
-            err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
-            err.service = pending.service
-            raise err
+            if len(signed) != len(wanted):
+                err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
+                err.service = pending.service
+                raise err
         context = {"timestamp": pending.date, "presigned": pending.presigned}
         if sha is not None and not pending.presigned:
             context["content_sha256"] = sha
         request = _Request(method, url, signed, body, context)
         string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
+        if kept is None:
+            if len(self._canonical_headers) > 1024:
+                self._canonical_headers.clear()
+            self._canonical_headers[(wanted, picked)] = (signed.canonical, signed.names)
         key = self._signing_key(pending)
         expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
         if not hmac.compare_digest(expected, pending.signature):
