@@ -43,6 +43,7 @@ from lamina.auth.sigv4 import Verifier
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.prometheus import DispatchCollector
+from lamina.dispatch.service_access import ServiceAccess, installed_sdk_dir
 from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.scheduler import ScheduleService
 from lamina.eventbridge.targets import Deliverer
@@ -107,6 +108,7 @@ class Server:
         self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
                                      scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
                                      queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes,
+                                     node_spares=settings.node_spare_environments,
                                      metrics=settings.metrics)
         # VPCs, subnets, security groups and the functions' networks (net/).
         # The linux sandbox's environments join pre-wired namespaces of these networks.
@@ -154,6 +156,12 @@ class Server:
         self.metrics = self._metrics_registry() if settings.metrics else None
         # Access keys (SigV4) and the secret functions' short-lived credentials are issued under (auth/keys.py).
         self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))
+        # What environments get to call Lamina's services: boto3, credentials for their role (verified with these
+        # keys), AWS_ENDPOINT_URL (dispatch/service_access.py).
+        self.dispatcher.access = ServiceAccess(endpoint=settings.endpoint, credentials=self.keys,
+                                               sdk_dir=installed_sdk_dir())
+        threading.Thread(target=self.dispatcher.access.compile_sdk, args=(list(self.runtimes.found.values()),),
+                         name="lamina-compile-sdk", daemon=True).start()
         self.app = self._front_door()
 
     def _metrics_registry(self) -> CollectorRegistry:
@@ -176,10 +184,10 @@ class Server:
         routes += code_signing_api.routes(self.code_signing) + function_settings_api.routes(self.function_settings)
         routes += tags_api.routes(self.tags) + not_offered_api.routes(NotOffered(self.functions))
         routes += udp_api.routes(self.udp)
-        routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
         routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
         routes[:0] = events_api.routes(self.buses)   # claims only X-Amz-Target: AWSEvents.*
         routes += scheduler_api.routes(self.schedules)
+        routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
         routes.append(metrics_endpoint.route(self.metrics))
         routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
                                              self.log_groups, self.udp))
