@@ -48,8 +48,9 @@ from _common import free_port, missing_cpus, pin_tree, pinned, run_and_report, s
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
-from lamina.store.async_events import AsyncEvent, connect, insert_rows, row_of  # noqa: E402
+from lamina.store.async_events import AsyncEvent, insert_rows, row_of  # noqa: E402
 from lamina.store.db import Database  # noqa: E402
+from lamina.store.group_commit import connect  # noqa: E402
 
 HOST = "127.0.0.1"
 SERVER_CPU, WRK_CPU = 0, 1

@@ -22,20 +22,16 @@ power. "os" commits with synchronous=NORMAL: an accepted event is in the OS's pa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-log = logging.getLogger("lamina.events")
+from lamina.store.group_commit import GroupCommitWriter, Kind
 
-DURABILITY = ("fsync", "os")
+log = logging.getLogger("lamina.events")
 
 
 @dataclass(slots=True, eq=False)
@@ -113,10 +109,6 @@ class EventQueueStore(Protocol):
     def close(self) -> None: ...
 
 
-# Operations nobody waits for: committed with the next commit someone does wait for, or after LAZY_S.
-_LAZY = frozenset({"complete", "release", "count"})
-LAZY_S = 0.05
-
 _COLUMNS = ("id", "function_name", "version", "qualifier", "invoked_arn", "payload", "client_context", "trace_id",
             "tenant_id", "created", "attempts", "throttles", "due", "claimed", "last_error")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
@@ -156,113 +148,77 @@ def _delete_ids(conn: sqlite3.Connection, ids: list[str]) -> None:
             i += size
 
 
-def connect(path: Path, durability: str) -> sqlite3.Connection:
-    """A connection for the queue's writes, in WAL mode with the durability asked for."""
-    if durability not in DURABILITY:
-        raise ValueError(f"async_durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=" + ("FULL" if durability == "fsync" else "NORMAL"))
-    return conn
-
-
 class SqliteEventQueue:
-    """EventQueueStore on the server's SQLite database (the tables of migration 015), with group commit."""
+    """EventQueueStore on the server's SQLite database (the tables of migration 015), with group commit
+    (store/group_commit.py: one writer thread; removals and releases ride along with the next commit someone waits
+    for)."""
 
     def __init__(self, path: Path, durability: str = "fsync") -> None:
         self.path = path
         self.durability = durability
-        self._conn = connect(path, durability)
+        self._writer = GroupCommitWriter(path, durability, name="lamina-async-queue")
         self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0)
         self._reader.execute("PRAGMA query_only=1")
-        self._cv = threading.Condition()
-        self._ops: deque[tuple[str, Any, Any]] = deque()
-        self._busy = False               # the writer is applying a batch (guarded by _cv)
-        self._urgent = False             # an operation someone waits for is queued (guarded by _cv)
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Group-commit figures (bench/async.py and health read them).
-        self.commits = 0
-        self.committed_ops = 0
+
+    @property
+    def commits(self) -> int:       # group-commit figures (bench/async.py and health read them)
+        return self._writer.commits
+
+    @property
+    def committed_ops(self) -> int:
+        return self._writer.committed_ops
 
     # ------------------------------------------------------------------ lifecycle
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread = threading.Thread(target=self._writer, name="lamina-async-queue", daemon=True)
-        self._thread.start()
+        self._writer.open(loop)
 
     def recover(self) -> int:
         """Before open(): events still claimed were running when the server stopped. Each runs again; the attempt
         that was cut short counts as one (it may have run to the end)."""
-        conn = self._conn
+        conn = self._writer.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             n = conn.execute("SELECT count(*) FROM async_events WHERE claimed = 1").fetchone()[0]
             if n:
                 conn.execute("UPDATE async_events SET claimed = 0, attempts = attempts + 1, "
                              "last_error = 'interrupted by a stop' WHERE claimed = 1")
-                self._add_counter(conn, "redelivered", n)
+                _add_counters(conn, [("redelivered", n)])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return n
 
-    @staticmethod
-    def _add_counter(conn: sqlite3.Connection, name: str, n: int) -> None:
-        conn.execute("INSERT INTO async_counters (name, value) VALUES (?, ?) "
-                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, n))
-
     def flush(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            self._urgent = True
-            self._cv.notify_all()
-            while self._ops or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None or not self._thread.is_alive():
-                    return False
-                self._cv.wait(min(left, 0.05))
-        return True
+        return self._writer.flush(timeout)
 
     def close(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(30.0)
-        self._conn.close()
+        self._writer.close()
         self._reader.close()
 
     # ------------------------------------------------------------------ operations (event loop)
 
-    def _put(self, kind: str, arg: Any, done: Any) -> None:
-        with self._cv:
-            self._ops.append((kind, arg, done))
-            if kind not in _LAZY:
-                self._urgent = True
-                if not self._busy:
-                    self._cv.notify()
-            elif len(self._ops) == 1 and not self._busy:
-                self._cv.notify()   # the writer starts the LAZY_S clock
-
     def append(self, event: AsyncEvent, done: Done) -> None:
-        self._put("append", event, done)
+        self._writer.put(_APPEND, event, done)
 
     def claim(self, now: float, limit: int, done: Callable[[list[AsyncEvent] | BaseException, float | None], None]
               ) -> None:
-        self._put("claim", (now, limit), done)
+        def claimed(result: tuple[list[AsyncEvent], float | None] | BaseException) -> None:
+            if isinstance(result, BaseException):
+                done(result, None)
+            else:
+                done(*result)
+        self._writer.put(_CLAIM, (now, limit), claimed)
 
     def release(self, event: AsyncEvent) -> None:
-        self._put("release", (event.attempts, event.throttles, event.due, event.last_error, event.id), None)
+        self._writer.put(_RELEASE, (event.attempts, event.throttles, event.due, event.last_error, event.id))
 
     def complete(self, event_id: str, done: Done | None = None) -> None:
-        self._put("complete", event_id, done)
+        self._writer.put(_COMPLETE, event_id, done)
 
     def count_redelivered(self, n: int) -> None:
-        self._put("count", ("redelivered", n), None)
+        self._writer.put(_COUNT, ("redelivered", n))
 
     # ------------------------------------------------------------------ reads (event loop; WAL readers never wait)
 
@@ -280,107 +236,42 @@ class SqliteEventQueue:
             e.payload = b""
         return events
 
-    # ------------------------------------------------------------------ the writer thread
 
-    def _writer(self) -> None:
-        cv = self._cv
-        while True:
-            with cv:
-                self._busy = False
-                cv.notify_all()                  # flush() waiters
-                # Removals of done events wait (up to LAZY_S) for a commit someone waits for, and ride along: an
-                # accept's fsync then carries them. Lost in a crash, such an event only runs once more.
-                deadline = None
-                while not self._urgent and not self._stopping:
-                    if not self._ops:
-                        deadline = None
-                        cv.wait()
-                        continue
-                    deadline = deadline or time.monotonic() + LAZY_S
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    cv.wait(left)
-                if not self._ops:
-                    return
-                batch = list(self._ops)
-                self._ops.clear()
-                self._urgent = False
-                self._busy = True
-            try:
-                results = self._apply(batch)
-            except Exception as exc:  # the whole transaction failed: every operation in it did
-                log.exception("async event queue: a commit of %d operation(s) failed", len(batch))
-                results = [exc] * len(batch)
-            self.commits += 1
-            self.committed_ops += len(batch)
-            if any(done is not None for _, _, done in batch) and self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                    self._loop.call_soon_threadsafe(_deliver, batch, results)
-
-    def _apply(self, batch: list[tuple[str, Any, Any]]) -> list[Any]:
-        conn = self._conn
-        results: list[Any] = [None] * len(batch)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            i = 0
-            n = len(batch)
-            while i < n:
-                kind = batch[i][0]
-                j = i
-                while j < n and batch[j][0] == kind and kind in ("append", "complete", "release"):
-                    j += 1
-                if j > i:  # a run of one kind: one multi-row statement (or executemany)
-                    args = [op[1] for op in batch[i:j]]
-                    if kind == "append":
-                        insert_rows(conn, [row_of(e) for e in args])
-                    elif kind == "complete":
-                        _delete_ids(conn, args)
-                    else:
-                        conn.executemany("UPDATE async_events SET claimed = 0, attempts = ?, throttles = ?, due = ?, "
-                                         "last_error = ? WHERE id = ?", args)
-                    i = j
-                    continue
-                op_arg = batch[i][1]
-                if kind == "claim":
-                    results[i] = self._claim(conn, *op_arg)
-                elif kind == "count":
-                    self._add_counter(conn, *op_arg)
-                i += 1
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
-
-    @staticmethod
-    def _claim(conn: sqlite3.Connection, now: float, limit: int) -> tuple[list[AsyncEvent], float | None]:
-        rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM async_events WHERE claimed = 0 AND due <= ? "
-                            "ORDER BY due LIMIT ?", (now, limit)).fetchall()
-        events = [_event(r) for r in rows]
-        ids = [e.id for e in events]
-        for k in range(0, len(ids), 256):
-            part = ids[k : k + 256]
-            conn.execute(f"UPDATE async_events SET claimed = 1 WHERE id IN ({', '.join('?' * len(part))})", part)
-        for e in events:
-            e.claimed = True
-        row = conn.execute("SELECT min(due) FROM async_events WHERE claimed = 0").fetchone()
-        return events, row[0]
+# The queue's kinds of write: store/group_commit.py applies a run of one kind together in the writer thread.
+def _claim_one(conn: sqlite3.Connection, now: float, limit: int) -> tuple[list[AsyncEvent], float | None]:
+    rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM async_events WHERE claimed = 0 AND due <= ? "
+                        "ORDER BY due LIMIT ?", (now, limit)).fetchall()
+    events = [_event(r) for r in rows]
+    ids = [e.id for e in events]
+    for k in range(0, len(ids), 256):
+        part = ids[k : k + 256]
+        conn.execute(f"UPDATE async_events SET claimed = 1 WHERE id IN ({', '.join('?' * len(part))})", part)
+    for e in events:
+        e.claimed = True
+    row = conn.execute("SELECT min(due) FROM async_events WHERE claimed = 0").fetchone()
+    return events, row[0]
 
 
-def _deliver(batch: list[tuple[str, Any, Any]], results: list[Any]) -> None:
-    """On the event loop: tell each operation's caller how it went."""
-    for (kind, _, done), result in zip(batch, results, strict=True):
-        if done is None:
-            continue
-        try:
-            if kind == "claim":
-                if isinstance(result, BaseException):
-                    done(result, None)
-                else:
-                    done(*result)
-            else:
-                done(result)
-        except Exception:
-            log.exception("async event queue: a %s callback failed", kind)
+def _claim(conn: sqlite3.Connection, args: list[tuple[float, int]]) -> list[Any]:
+    return [_claim_one(conn, now, limit) for now, limit in args]
+
+
+def _add_counters(conn: sqlite3.Connection, counts: list[tuple[str, int]]) -> None:
+    conn.executemany("INSERT INTO async_counters (name, value) VALUES (?, ?) "
+                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", counts)
+
+
+def _append(conn: sqlite3.Connection, events: list[AsyncEvent]) -> None:
+    insert_rows(conn, [row_of(e) for e in events])
+
+
+def _release(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    conn.executemany("UPDATE async_events SET claimed = 0, attempts = ?, throttles = ?, due = ?, last_error = ? "
+                     "WHERE id = ?", rows)
+
+
+_APPEND = Kind("append", _append)
+_CLAIM = Kind("claim", _claim)
+_RELEASE = Kind("release", _release, lazy=True)
+_COMPLETE = Kind("complete", _delete_ids, lazy=True)
+_COUNT = Kind("count", _add_counters, lazy=True)

@@ -28,13 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lamina.store.async_events import connect
-
 log = logging.getLogger("lamina.store")
+
+DURABILITY = ("fsync", "os")
 
 LAZY_S = 0.05
 
 Done = Callable[[Any], None]
+
+
+def connect(path: Path, durability: str) -> sqlite3.Connection:
+    """A connection for the queue's writes, in WAL mode with the durability asked for."""
+    if durability not in DURABILITY:
+        raise ValueError(f"async_durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=" + ("FULL" if durability == "fsync" else "NORMAL"))
+    return conn
 
 
 @dataclass(frozen=True, slots=True, eq=False)
