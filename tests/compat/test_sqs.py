@@ -211,6 +211,9 @@ def test_fifo_group_order_and_deduplication(sqs):
     status, code, message = failure(sqs.send_message, QueueUrl=url, MessageBody="x", MessageGroupId="g",
                                     DelaySeconds=2)
     assert (status, code) == (400, "InvalidParameterValue") and "DelaySeconds" in message
+    # Not honoured yet, so refused on a FIFO queue rather than ignored.
+    status, code, message = failure(sqs.receive_message, QueueUrl=url, ReceiveRequestAttemptId="attempt-1")
+    assert (status, code) == (400, "AWS.SimpleQueueService.UnsupportedOperation") and "ReceiveRequestAttemptId" in message
     sqs.delete_queue(QueueUrl=url)
 
 

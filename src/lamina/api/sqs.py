@@ -279,6 +279,11 @@ class SqsApi:
         wait = q.wait_default if wait is None else integer(wait, "WaitTimeSeconds")
         if not 0 <= wait <= 20:
             raise errors.invalid_value("WaitTimeSeconds", wait, "Must be >= 0 and <= 20, if provided.")
+        if q.fifo and params.get("ReceiveRequestAttemptId") is not None:
+            # AWS dedups a FIFO receive retried with the same id for 5 minutes; Lamina does not yet (a standard queue
+            # ignores the parameter on AWS too).
+            raise errors.unsupported("ReceiveRequestAttemptId is not supported by Lamina yet: receive without it "
+                                     "(messages not deleted come back after their visibility timeout).")
         system_names = {*_names(params.get("AttributeNames")), *_names(params.get("MessageSystemAttributeNames"))}
         attribute_names = _names(params.get("MessageAttributeNames"))
         messages = await self.service.receive(q, n, vt, wait)
