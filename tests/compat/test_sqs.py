@@ -213,7 +213,8 @@ def test_fifo_group_order_and_deduplication(sqs):
     assert (status, code) == (400, "InvalidParameterValue") and "DelaySeconds" in message
     # Not honoured yet, so refused on a FIFO queue rather than ignored.
     status, code, message = failure(sqs.receive_message, QueueUrl=url, ReceiveRequestAttemptId="attempt-1")
-    assert (status, code) == (400, "AWS.SimpleQueueService.UnsupportedOperation") and "ReceiveRequestAttemptId" in message
+    assert (status, code) == (400, "AWS.SimpleQueueService.UnsupportedOperation")
+    assert "ReceiveRequestAttemptId" in message
     sqs.delete_queue(QueueUrl=url)
 
 
