@@ -47,13 +47,15 @@ def test_environments_run_under_sched_batch(lamina_server, lambda_client, functi
     parents = {pid: stat[0] for pid in runtimes if (stat := proc_stat(pid)) is not None}
     zygotes = {parent for parent in parents.values() if parent in runtimes}
     assert zygotes, "no zygote with environments found"
+    checked = 0   # the session server's other zygotes may have none left: count the environments seen
     for zygote in zygotes:
         assert os.sched_getscheduler(zygote) == os.SCHED_OTHER
         # Its environments; not its namespace maker (runtime/netns_maker.py), which keeps the zygote's policy: it
         # refills the pool of network namespaces that cold starts take from.
         forks = [pid for pid, parent in parents.items() if parent == zygote and _comm(pid) != NETNS_MAKER]
-        assert forks, "the zygote has no environments"
         assert all(os.sched_getscheduler(pid) == os.SCHED_BATCH for pid in forks), forks
+        checked += len(forks)
+    assert checked, "no zygote with environments found (other than namespace makers)"
 
 
 def test_normal_scheduling_leaves_sandboxes_alone(lamina_factory):
