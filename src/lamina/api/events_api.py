@@ -8,15 +8,15 @@ import uuid
 from collections.abc import Callable
 
 import orjson
-from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from lamina.api import model_types
 from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.errors import BridgeError
+from lamina.functions.rest import TargetRoute
 
 TARGET_PREFIX = b"AWSEvents."
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -68,26 +68,5 @@ class EventsApi:
         await response(scope, receive, send)
 
 
-class EventsRoute(BaseRoute):
-    """Claims the requests whose X-Amz-Target is an EventBridge operation."""
-
-    def __init__(self, api: EventsApi) -> None:
-        self.api = api
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return Match.NONE, {}
-        for name, value in scope["headers"]:
-            if name == b"x-amz-target":
-                return (Match.FULL if value.startswith(TARGET_PREFIX) else Match.NONE), {}
-        return Match.NONE, {}
-
-    def url_path_for(self, name: str, /, **path_params: object) -> URLPath:
-        raise NoMatchFound(name, path_params)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.api(scope, receive, send)
-
-
 def routes(service: EventBusService) -> list[BaseRoute]:
-    return [EventsRoute(EventsApi(service))]
+    return [TargetRoute(TARGET_PREFIX, EventsApi(service))]

@@ -9,16 +9,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import orjson
-from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from lamina.api import eventstream
 from lamina.functions.errors import AwsError
 from lamina.functions.filter_pattern import compile_pattern
 from lamina.functions.log_groups import LogGroupService, logs_error
+from lamina.functions.rest import TargetRoute
 
 TARGET_PREFIX = b"Logs_20140328."
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -100,26 +100,5 @@ class LogsApi:
                                  headers={"x-amzn-requestid": str(uuid.uuid4())})
 
 
-class LogsRoute(BaseRoute):
-    """Claims the requests whose X-Amz-Target is a CloudWatch Logs operation."""
-
-    def __init__(self, api: LogsApi) -> None:
-        self.api = api
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return Match.NONE, {}
-        for name, value in scope["headers"]:
-            if name == b"x-amz-target":
-                return (Match.FULL if value.startswith(TARGET_PREFIX) else Match.NONE), {}
-        return Match.NONE, {}
-
-    def url_path_for(self, name: str, /, **path_params: object) -> URLPath:
-        raise NoMatchFound(name, path_params)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.api(scope, receive, send)
-
-
 def routes(service: LogGroupService) -> list[BaseRoute]:
-    return [LogsRoute(LogsApi(service))]
+    return [TargetRoute(TARGET_PREFIX, LogsApi(service))]

@@ -4,10 +4,11 @@ errors), and the ASGI request body read with a size limit."""
 from __future__ import annotations
 
 import orjson
-from starlette.datastructures import QueryParams
+from starlette.datastructures import QueryParams, URLPath
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina.functions.errors import AwsError
 from lamina.functions.validation import integer
@@ -61,3 +62,26 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+class TargetRoute(BaseRoute):
+    """Claims the POSTs whose X-Amz-Target names an operation of one JSON 1.1 API (by its prefix, e.g.
+    `AWSEvents.`) and hands them to that API's ASGI app."""
+
+    def __init__(self, prefix: bytes, app: ASGIApp) -> None:
+        self.prefix = prefix
+        self.app = app
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return Match.NONE, {}
+        for name, value in scope["headers"]:
+            if name == b"x-amz-target":
+                return (Match.FULL if value.startswith(self.prefix) else Match.NONE), {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: object) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
