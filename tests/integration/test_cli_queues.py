@@ -40,6 +40,7 @@ def test_queue_commands(cli):
     cli("queue", "rm", dlq, "--yes")
     gone = cli("queue", "send", name, "x", ok=False)
     assert gone.returncode == 1 and "The specified queue does not exist." in gone.stderr
+    assert "AWS.SimpleQueueService.NonExistentQueue" in gone.stderr and "HTTP400" not in gone.stderr
 
 
 def test_esm_commands(cli, functions):

@@ -49,6 +49,13 @@ class Stub(BaseHTTPRequestHandler):
         elif path.startswith("/2015-03-31/functions/coded"):
             body = json.dumps({"Code": "InvalidParameterValueException", "message": "bad"}).encode()
             self._reply(400, body)
+        elif (self.headers.get("X-Amz-Target") or "").startswith("AmazonSQS."):
+            # SQS's JSON protocol: the shape in __type, the query code in x-amzn-query-error (not always sent).
+            headers = {"Content-Type": "application/x-amz-json-1.0"}
+            if json.loads(body).get("QueueUrl") != "no-header":
+                headers["x-amzn-query-error"] = "AWS.SimpleQueueService.NonExistentQueue;Sender"
+            self._reply(400, json.dumps({"__type": "com.amazonaws.sqs#QueueDoesNotExist",
+                                         "message": "The specified queue does not exist."}).encode(), headers)
         elif path.startswith("/2015-03-31/functions/broken"):
             self._reply(502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"})
         elif path == "/lamina/v1/functions" and self.command == "GET":
@@ -121,6 +128,17 @@ def test_code_from_body_when_no_header(server: str) -> None:
     with pytest.raises(LaminaError) as info:
         Client(server).get_function_configuration("coded")
     assert (info.value.code, info.value.message) == ("InvalidParameterValueException", "bad")
+
+
+@pytest.mark.parametrize(("queue_url", "code"), [("q", "AWS.SimpleQueueService.NonExistentQueue"),
+                                                  ("no-header", "QueueDoesNotExist")])
+def test_sqs_json_errors_show_their_code(server: str, queue_url: str, code: str) -> None:
+    with pytest.raises(LaminaError) as info:
+        Client(server).request("POST", "/", body=json.dumps({"QueueUrl": queue_url}).encode(),
+                               headers={"Content-Type": "application/x-amz-json-1.0",
+                                        "X-Amz-Target": "AmazonSQS.SendMessage"})
+    assert (info.value.code, info.value.message, info.value.status) == (
+        code, "The specified queue does not exist.", 400)
 
 
 def test_non_json_error_body_is_still_reported(server: str) -> None:

@@ -63,7 +63,11 @@ def error_from_response(status: int, headers: http.client.HTTPMessage, body: byt
         data = {}
     # Real AWS appends a URL ("ResourceNotFoundException:http://internal.amazon.com/...").
     code = (headers.get("x-amzn-ErrorType") or "").split(":", 1)[0].strip()
-    code = code or str(data.get("code") or data.get("Code") or "") or f"HTTP{status}"
+    # JSON 1.0 APIs (SQS) name the error in the body's __type ("com.amazonaws.sqs#QueueDoesNotExist").
+    code = code or str(data.get("code") or data.get("Code") or data.get("__type") or "").rsplit("#", 1)[-1]
+    # An awsQueryCompatible API (SQS) sends its query-protocol code too; botocore reports that one.
+    query_code = (headers.get("x-amzn-query-error") or "").split(";", 1)[0].strip()
+    code = query_code or code or f"HTTP{status}"
     # The field's capitalisation differs per exception shape in the Lambda model.
     message = data.get("message") or data.get("Message")
     if not message:
