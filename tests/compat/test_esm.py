@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from test_sqs import sqs_client
 
-from helpers import failure, installed_files, unique_name
+from helpers import create_function, failure, installed_files, unique_name
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -281,6 +281,51 @@ def test_disable_and_enable(lambda_client, sqs, recorder, endpoint):
     lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)
     wait_for(lambda: bodies(endpoint, name) == ["first", "second"], what="the second message")
     lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])
+    sqs.delete_queue(QueueUrl=url)
+
+
+def test_a_mapping_outlives_its_function(lambda_client, sqs, recorder, endpoint):
+    name = recorder()
+    url, arn = queue(sqs, "orphan", VisibilityTimeout="30")
+    mapping = lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=name)
+    uuid = mapping["UUID"]
+    assert settled(lambda_client, uuid) == "Enabled"
+    sqs.send_message(QueueUrl=url, MessageBody="before")
+    wait_for(lambda: bodies(endpoint, name) == ["before"], what="the first message")
+    wait_for(lambda: depth(sqs, url) == (0, 0), what="the first message's delete")
+
+    lambda_client.delete_function(FunctionName=name)
+    # As AWS records it: the mapping is still there, unchanged (Enabled), listable by the gone function's name.
+    got = lambda_client.get_event_source_mapping(UUID=uuid)
+    assert got["State"] == "Enabled" and got["FunctionArn"] == mapping["FunctionArn"]
+    assert [m["UUID"] for m in lambda_client.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]] \
+        == [uuid]
+    assert lambda_client.list_event_source_mappings(FunctionName="no-such-function")["EventSourceMappings"] == []
+    # Nothing delivers meanwhile: the message waits, visible, and no receive is spent on it.
+    sqs.send_message(QueueUrl=url, MessageBody="while-gone")
+    assert depth(sqs, url) == (1, 0)
+
+    # A function of the same name again: the mapping (by ARN) feeds it.
+    create_function(lambda_client, name, {"app.py": RECORDER}, Timeout=2)
+    try:
+        wait_for(lambda: "while-gone" in bodies(endpoint, name), what="delivery to the new function")
+        [batch] = [b for b in batches(endpoint, name) if b["bodies"] == ["while-gone"]]
+        assert batch["receives"] == ["1"]
+        assert lambda_client.delete_event_source_mapping(UUID=uuid)["State"] == "Deleting"
+    finally:
+        lambda_client.delete_function(FunctionName=name)
+    sqs.delete_queue(QueueUrl=url)
+
+
+def test_a_mapping_of_a_deleted_function_can_be_deleted(lambda_client, sqs, recorder):
+    name = recorder()
+    url, arn = queue(sqs, "orphan-rm")
+    uuid = lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=name)["UUID"]
+    lambda_client.delete_function(FunctionName=name)
+    assert lambda_client.get_event_source_mapping(UUID=uuid)["UUID"] == uuid
+    assert lambda_client.delete_event_source_mapping(UUID=uuid)["State"] == "Deleting"
+    assert failure(lambda_client.get_event_source_mapping, UUID=uuid) == (
+        404, "ResourceNotFoundException", "The resource you requested does not exist.")
     sqs.delete_queue(QueueUrl=url)
 
 

@@ -50,6 +50,7 @@ BATCH_BYTES = 6 * 1024 * 1024
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 LONG_WAIT_S = 20.0
+FUNCTION_RECHECK_S = 30.0        # a poller whose function is gone looks again at least this often
 
 
 def record(m: Message, q: Queue, region: str, account: str) -> dict:
@@ -183,6 +184,13 @@ class Poller:
                 self.last_error = "the queue does not exist"
                 await asyncio.sleep(1.0)
                 continue
+            if not self.runner.function_exists(self.function_arn):
+                # Deleted (the mapping outlives it, as on AWS): nothing is received until a function of that name
+                # is there again.
+                self.last_error = "the function does not exist"
+                await self.runner.function_settled()
+                self._backoff = 0.0
+                continue
             visibility = self._visibility(q)
             messages = await queues.receive(q, self.batch_size, visibility, LONG_WAIT_S)
             if not messages:
@@ -260,6 +268,9 @@ class Poller:
         except Exception as exc:  # Throttled, AwsError (not invokable now), a system error
             # Not run: the messages are visible again and this receive does not count; slow down.
             queues.release(q, messages, uncount=True)
+            if not runner.function_exists(self.function_arn):
+                self.last_error = "the function does not exist"
+                return   # deleted meanwhile: the loop waits for it, no backoff
             self.throttles += 1
             self.last_error = f"throttled: {exc}"
             self.limit = max(1, self.limit // 2)
@@ -317,9 +328,11 @@ class EsmRunner:
         self.account = settings.account_id
         self.pollers: dict[str, Poller] = {}
         self.stopping = False
+        self._settled: list[asyncio.Future[None]] = []   # pollers waiting for their function to exist again
 
     def start(self) -> None:
         self.mappings.listeners.append(self._changed)
+        self.functions.state_listeners.append(self._function_settled)
         for mapping_id in list(self.mappings.mappings):
             self._changed(mapping_id)
 
@@ -357,6 +370,34 @@ class EsmRunner:
 
     def stats(self) -> list[dict]:
         return [p.stats() for p in self.pollers.values()]
+
+    # ------------------------------------------------------------------ the mapped functions
+
+    def function_exists(self, function_arn: str) -> bool:
+        try:
+            fn, qualifier = self.functions.target(function_arn)
+            self.functions.resolve(fn, qualifier)
+        except (AwsError, KeyError):
+            return False
+        return True
+
+    async def function_settled(self) -> None:
+        """Wait until some function settles (created or updated: Active or Failed), or FUNCTION_RECHECK_S."""
+        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settled.append(f)
+        try:
+            await asyncio.wait_for(f, FUNCTION_RECHECK_S)
+        except TimeoutError:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self._settled.remove(f)
+
+    def _function_settled(self, fn: object) -> None:
+        waiting, self._settled = self._settled, []
+        for f in waiting:
+            if not f.done():
+                f.set_result(None)
 
     # ------------------------------------------------------------------ invoking
 

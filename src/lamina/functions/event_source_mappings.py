@@ -4,6 +4,11 @@ its function (events/esm.py) watch this service through `listeners`.
 
 States: Create answers `Creating`, Update `Updating` (`Enabling` / `Disabling` when it toggles Enabled), Delete
 `Deleting`; a moment later (once the pollers have been told) the mapping is `Enabled` or `Disabled`, or gone.
+
+Deleting the function leaves its mappings as they are (AWS: "To delete ... use DeleteEventSourceMapping"; its
+recorded Get after DeleteFunction is unchanged, still Enabled): they stay listable, deletable and updatable, their
+poller delivers nothing while the function is missing, and resumes once a function of that name exists again (the
+mapping names the function by ARN).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from lamina.eventpattern import PatternError, compile_pattern
 from lamina.functions import validation as v
 from lamina.functions.errors import AwsError, validation
+from lamina.functions.names import NAMESPACED, parse_function_name, resolve_qualifier
 from lamina.functions.registry import FunctionService
 from lamina.queues.queue import Queue
 from lamina.queues.service import QueueService
@@ -38,7 +44,6 @@ class EventSourceMappingService:
         self.mappings: dict[str, dict] = {}
         # Told the UUID of a mapping that was created, changed or deleted (the pollers).
         self.listeners: list[Callable[[str], None]] = []
-        functions.delete_hooks.append(self._function_deleted)
 
     def load(self) -> None:
         for config in self.repo.all():
@@ -134,8 +139,11 @@ class EventSourceMappingService:
         if event_source_arn:
             items = [m for m in items if m["EventSourceArn"] == event_source_arn]
         if function_name:
-            fn, qualifier = self.functions.target(function_name)
-            arn = self.functions.arn(fn.name, qualifier)
+            # By name, whether the function exists or not (AWS's list does not check its filters): a mapping outlives
+            # its function.
+            ref = parse_function_name(function_name, shape=NAMESPACED)
+            qualifier = resolve_qualifier(ref, None)
+            arn = self.functions.arn(ref.name, qualifier)
             items = [m for m in items if m["FunctionArn"] == arn
                      or (qualifier is None and m["FunctionArn"].startswith(arn + ":"))]
         items.sort(key=lambda m: (m["LastModified"], m["UUID"]))
@@ -255,15 +263,6 @@ class EventSourceMappingService:
         if config["State"] in ("Creating", "Updating", "Enabling", "Disabling"):
             config["State"] = "Enabled" if config["_Enabled"] else "Disabled"
             self.repo.upsert(config)
-
-    def _function_deleted(self, name: str) -> None:
-        prefix = self.functions.arn(name)
-        for mapping_id, config in list(self.mappings.items()):
-            if config["FunctionArn"] == prefix or config["FunctionArn"].startswith(prefix + ":"):
-                del self.mappings[mapping_id]
-                self.repo.delete(mapping_id)
-                for listener in self.listeners:
-                    listener(mapping_id)
 
 
 def _filters(criteria: object) -> dict | None:
