@@ -211,10 +211,93 @@ def test_fifo_group_order_and_deduplication(sqs):
     status, code, message = failure(sqs.send_message, QueueUrl=url, MessageBody="x", MessageGroupId="g",
                                     DelaySeconds=2)
     assert (status, code) == (400, "InvalidParameterValue") and "DelaySeconds" in message
-    # Not honoured yet, so refused on a FIFO queue rather than ignored.
-    status, code, message = failure(sqs.receive_message, QueueUrl=url, ReceiveRequestAttemptId="attempt-1")
-    assert (status, code) == (400, "AWS.SimpleQueueService.UnsupportedOperation")
-    assert "ReceiveRequestAttemptId" in message
+    sqs.delete_queue(QueueUrl=url)
+
+
+def test_fifo_receive_request_attempt_id(sqs):
+    url = sqs.create_queue(QueueName=unique_name("attempt") + ".fifo",
+                           Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true",
+                                       "VisibilityTimeout": "30"})["QueueUrl"]
+    for group, body in [("g1", "a1"), ("g1", "a2"), ("g2", "b1")]:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
+    attempt = "retry-1!#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"   # every punctuation character AWS allows
+
+    def receive(attempt_id: str) -> list[dict]:
+        return sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, ReceiveRequestAttemptId=attempt_id,
+                                   AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+
+    first = receive(attempt)
+    assert [m["Body"] for m in first] == ["a1", "a2"]
+    # Retried with the same id (its response lost, say): the same messages with the same receipt handles.
+    again = receive(attempt)
+    assert [(m["Body"], m["ReceiptHandle"]) for m in again] == [(m["Body"], m["ReceiptHandle"]) for m in first]
+    assert [m["Attributes"]["ApproximateReceiveCount"] for m in again] == ["1", "1"]
+    # Another id is a new receive: group g1 is in flight, g2 is not.
+    assert [m["Body"] for m in receive("other")] == ["b1"]
+    # Once one of them is deleted, the retry is a new receive as well (g1's next message is in flight: nothing).
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"])
+    assert receive(attempt) == []
+    # Deleting with the handles the retry gave works.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=again[1]["ReceiptHandle"])
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])[
+        "Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"   # b1
+
+    for bad in ("", "x" * 129, "has space", "é"):
+        status, code, message = failure(sqs.receive_message, QueueUrl=url, ReceiveRequestAttemptId=bad)
+        assert (status, code) == (400, "InvalidParameterValue") and "ReceiveRequestAttemptId" in message, bad
+    # A standard queue ignores it, as AWS does.
+    standard = sqs.create_queue(QueueName=unique_name("attempt-std"))["QueueUrl"]
+    sqs.send_message(QueueUrl=standard, MessageBody="s")
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=standard, ReceiveRequestAttemptId="has space")[
+        "Messages"]] == ["s"]
+    sqs.delete_queue(QueueUrl=standard)
+    sqs.delete_queue(QueueUrl=url)
+
+
+def test_recorded_error_texts(sqs):
+    """AWS's wording and codes as recorded (LocalStack's aws.validated snapshots of tests/aws/services/sqs)."""
+    url = sqs.create_queue(QueueName=unique_name("texts"))["QueueUrl"]
+    fifo = sqs.create_queue(QueueName=unique_name("texts") + ".fifo",
+                            Attributes={"FifoQueue": "true", "VisibilityTimeout": "1"})["QueueUrl"]
+    sqs.add_permission(QueueUrl=url, Label="p1", AWSAccountIds=["111122223333"], Actions=["SendMessage"])
+    cases = [
+        (lambda: sqs.remove_permission(QueueUrl=url, Label="p2"), "InvalidParameterValue",
+         "Value p2 for parameter Label is invalid. Reason: can't find label."),
+        (lambda: sqs.send_message(QueueUrl=url, MessageBody="x",
+                                  MessageAttributes={"ErrorDetails": {"StringValue": "", "DataType": "String"}}),
+         "InvalidParameterValue", "Message (user) attribute 'ErrorDetails' must contain a non-empty value of type "
+         "'String'."),
+        (lambda: sqs.create_queue(QueueName=unique_name("t"), Attributes={"FifoQueue": "false"}),
+         "InvalidAttributeName", "Unknown Attribute FifoQueue."),
+        (lambda: sqs.create_queue(QueueName=unique_name("t"), Attributes={"ContentBasedDeduplication": "false"}),
+         "InvalidAttributeName", "Unknown Attribute ContentBasedDeduplication."),
+        (lambda: sqs.create_queue(QueueName=unique_name("t"), Attributes={"DeduplicationScope": "queue"}),
+         "InvalidAttributeName", "You can specify the DeduplicationScope only when FifoQueue is set to true."),
+        (lambda: sqs.create_queue(QueueName=unique_name("t"), Attributes={"FifoThroughputLimit": "perQueue"}),
+         "InvalidAttributeName", "You can specify the FifoThroughputLimit only when FifoQueue is set to true."),
+        (lambda: sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "false"}),
+         "InvalidAttributeValue", "Invalid value for the parameter FifoQueue. Reason: Modifying queue type is not "
+         "supported."),
+        (lambda: sqs.send_message_batch(QueueUrl=fifo, Entries=[
+            {"Id": "a", "MessageBody": "x", "MessageGroupId": "g", "MessageDeduplicationId": "d1"},
+            {"Id": "b", "MessageBody": "x", "MessageDeduplicationId": "d2"}]),
+         "InvalidParameterValue", "The request must contain the parameter MessageGroupId."),
+        (lambda: sqs.send_message_batch(QueueUrl=fifo,
+                                        Entries=[{"Id": "a", "MessageBody": "x", "MessageGroupId": "g"}]),
+         "InvalidParameterValue", "The queue should either have ContentBasedDeduplication enabled or "
+         "MessageDeduplicationId provided explicitly"),
+    ]
+    for call, code, text in cases:
+        assert failure(call) == (400, code, text)
+    sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "true"})   # the same type: accepted
+    # A FIFO message's handle after its visibility timeout ran out: refused (a standard queue's still deletes).
+    sqs.send_message(QueueUrl=fifo, MessageBody="late", MessageGroupId="g", MessageDeduplicationId="late")
+    [m] = sqs.receive_message(QueueUrl=fifo, WaitTimeSeconds=5)["Messages"]
+    time.sleep(1.2)
+    assert failure(sqs.delete_message, QueueUrl=fifo, ReceiptHandle=m["ReceiptHandle"]) == (
+        400, "InvalidParameterValue",
+        f"Value {m['ReceiptHandle']} for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired.")
+    sqs.delete_queue(QueueUrl=fifo)
     sqs.delete_queue(QueueUrl=url)
 
 

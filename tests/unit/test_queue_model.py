@@ -184,3 +184,45 @@ def test_purge_and_delete_queue(db):
             await s.create_queue(ACCOUNT, "p", None, None)
         assert exc.value.shape == "QueueDeletedRecently"
     _run(db, body)
+
+
+def test_fifo_receive_retried_with_the_same_attempt_id(db):
+    async def body(s: QueueService) -> None:
+        q = await s.create_queue(ACCOUNT, "r.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}, None)
+        await s.send(q, [{"MessageBody": b, "MessageGroupId": g} for b, g in (("a1", "a"), ("a2", "a"), ("b1", "b"))])
+        first = await s.receive(q, 2, 30, 0, "try-1")
+        handles = [m.handle for m in first]
+        assert [m.body for m in first] == ["a1", "a2"]
+        # The retry (say the response was lost): the same messages and handles, not a new receive.
+        again = await s.receive(q, 2, 30, 0, "try-1")
+        assert [m.handle for m in again] == handles and [m.receives for m in again] == [1, 1]
+        # A visibility change makes the retry a new receive (new handles, counted; the groups' turns go on).
+        for m in first:
+            s.change_visibility(q, m.handle, 0)
+        renewed = await s.receive(q, 2, 30, 0, "try-1")
+        assert [m.body for m in renewed] == ["b1", "a1"] and renewed[1].handle != handles[0]
+        assert [m.receives for m in renewed] == [1, 2]
+        # So does a delete: the receive that follows is new too.
+        assert [m.body for m in await s.receive(q, 2, 30, 0, "try-1")] == ["b1", "a1"]   # the same again
+        s.delete_message(q, renewed[0].handle)
+        s.delete_message(q, renewed[1].handle)
+        assert [m.body for m in await s.receive(q, 2, 30, 0, "try-1")] == ["a2"]
+        # Another id is another receive; nothing else is visible.
+        assert await s.receive(q, 2, 30, 0, "try-2") == []
+    _run(db, body)
+
+
+def test_fifo_attempt_after_the_visibility_timeout_and_after_the_window(db, monkeypatch):
+    async def body(s: QueueService) -> None:
+        q = await s.create_queue(ACCOUNT, "w.fifo", {"FifoQueue": "true", "ContentBasedDeduplication": "true"}, None)
+        await s.send(q, [{"MessageBody": "x", "MessageGroupId": "g"}])
+        [m] = await s.receive(q, 1, 0, 0, "t")          # visibility 0: visible again at once
+        handle = m.handle
+        [same] = await s.receive(q, 1, 30, 0, "t")      # retried: the same handle, in flight for 30 s now
+        assert same.handle == handle and m.receives == 1 and q.n_inflight == 1
+        assert await s.receive(q, 1, 30, 0) == []       # its group is busy
+        later = time.time() + 301                        # past the 5-minute window: a new receive
+        monkeypatch.setattr(time, "time", lambda: later)
+        [fresh] = await s.receive(q, 1, 30, 0, "t")
+        assert fresh.receives == 2 and fresh.handle != handle
+    _run(db, body)

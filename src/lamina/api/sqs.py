@@ -29,7 +29,7 @@ from lamina.queues import errors
 from lamina.queues.errors import SqsError
 from lamina.queues.message import Message, attributes_md5
 from lamina.queues.queue import Queue
-from lamina.queues.service import BATCH_ID, MAX_BATCH, QueueService, integer
+from lamina.queues.service import BATCH_ID, GROUP_ID, MAX_BATCH, QueueService, integer
 
 BODY_LIMIT = 4 * 1024 * 1024      # a 1 MiB batch, escaped as JSON or a form, fits
 BATCH_LIMIT = 1024 * 1024
@@ -38,6 +38,7 @@ SYSTEM_ATTRIBUTES = ("SenderId", "SentTimestamp", "ApproximateReceiveCount", "Ap
                      "SequenceNumber", "MessageDeduplicationId", "MessageGroupId", "AWSTraceHeader",
                      "DeadLetterQueueSourceArn")
 MAX_RESULTS = (1, 1000)
+ATTEMPT_ID = GROUP_ID   # 1-128 of alphanumerics and punctuation, as MessageGroupId
 
 Params = dict
 Operation = Callable[["SqsApi", Params, "Context"], Awaitable[dict]]
@@ -232,8 +233,7 @@ class SqsApi:
         statements = policy.get("Statement") or []
         kept = [s for s in statements if s.get("Sid") != label]
         if len(kept) == len(statements):
-            raise errors.invalid_parameter(f"Value {label} for parameter Label is invalid. Reason: can't find label "
-                                           "on existing policy.")
+            raise errors.invalid_parameter(f"Value {label} for parameter Label is invalid. Reason: can't find label.")
         policy["Statement"] = kept
         await self.service.set_attributes(q, {"Policy": orjson.dumps(policy).decode() if kept else ""})
         return {}
@@ -255,6 +255,13 @@ class SqsApi:
         size = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
         if size > BATCH_LIMIT:
             raise errors.batch_too_long(size, BATCH_LIMIT)
+        if q.fifo:   # AWS fails the whole batch for these two, not the entry (recorded)
+            for entry in entries:
+                if entry.get("MessageGroupId") is None:
+                    raise errors.invalid_parameter("The request must contain the parameter MessageGroupId.")
+                if entry.get("MessageDeduplicationId") is None and not q.content_dedup:
+                    raise errors.invalid_parameter("The queue should either have ContentBasedDeduplication enabled "
+                                                   "or MessageDeduplicationId provided explicitly")
         results = await self.service.send(q, entries)
         successful, failed = [], []
         for entry, result in zip(entries, results, strict=True):
@@ -279,14 +286,13 @@ class SqsApi:
         wait = q.wait_default if wait is None else integer(wait, "WaitTimeSeconds")
         if not 0 <= wait <= 20:
             raise errors.invalid_value("WaitTimeSeconds", wait, "Must be >= 0 and <= 20, if provided.")
-        if q.fifo and params.get("ReceiveRequestAttemptId") is not None:
-            # AWS dedups a FIFO receive retried with the same id for 5 minutes; Lamina does not yet (a standard queue
-            # ignores the parameter on AWS too).
-            raise errors.unsupported("ReceiveRequestAttemptId is not supported by Lamina yet: receive without it "
-                                     "(messages not deleted come back after their visibility timeout).")
+        attempt = params.get("ReceiveRequestAttemptId") if q.fifo else None   # a standard queue ignores it (AWS)
+        if attempt is not None and (not isinstance(attempt, str) or not ATTEMPT_ID.fullmatch(attempt)):
+            raise errors.invalid_value("ReceiveRequestAttemptId", attempt, "ReceiveRequestAttemptId can only include "
+                                       "alphanumeric and punctuation characters. 1 to 128 in length.")
         system_names = {*_names(params.get("AttributeNames")), *_names(params.get("MessageSystemAttributeNames"))}
         attribute_names = _names(params.get("MessageAttributeNames"))
-        messages = await self.service.receive(q, n, vt, wait)
+        messages = await self.service.receive(q, n, vt, wait, attempt)
         if not messages:
             return {}
         return {"Messages": [render_message(m, system_names, attribute_names, self.account) for m in messages]}

@@ -66,10 +66,15 @@ def check(raw: object, fifo: bool, creating: bool) -> dict[str, str]:
     for name, value in raw.items():
         if name not in SETTABLE:
             raise errors.invalid_attribute_name(name)
-        if name == "FifoQueue" and not creating:
-            raise errors.invalid_attribute_name(name)
+        if name == "FifoQueue" and not fifo:
+            raise errors.invalid_attribute_name(name)   # AWS: even "false" on a standard queue
+        if name == "FifoQueue" and not creating and str(value).lower() != "true":
+            raise errors.invalid_attribute_value(name, "Modifying queue type is not supported.")
         if name in FIFO_ONLY and not fifo:
-            raise errors.invalid_attribute_name(name)
+            if name == "ContentBasedDeduplication":
+                raise errors.invalid_attribute_name(name)
+            raise errors.SqsError("InvalidAttributeName", "InvalidAttributeName",
+                                  f"You can specify the {name} only when FifoQueue is set to true.")
         text = value if isinstance(value, str) else str(value)
         if name in RANGES:
             low, high = RANGES[name]

@@ -125,7 +125,10 @@ def check_attributes(raw: object, system: bool = False) -> tuple[dict | None, in
             size += len(raw_bytes)
         else:
             text = value.get("StringValue")
-            if not isinstance(text, str) or not text:
+            if text == "":
+                raise errors.invalid_parameter(f"Message (user) attribute '{name}' must contain a non-empty value of "
+                                               f"type '{base}'.")
+            if not isinstance(text, str):
                 raise errors.invalid_parameter(f"The message attribute '{name}' with type '{base}' must use field "
                                                "'String'.")
             if base == "Number":

@@ -28,6 +28,16 @@ MAX_INFLIGHT = 120_000
 MAX_INFLIGHT_FIFO = 120_000
 
 
+class Attempt:
+    """A FIFO receive made with a ReceiveRequestAttemptId: what it returned, as (message, receives, visible) each."""
+
+    __slots__ = ("expires", "taken")
+
+    def __init__(self, expires: float, messages: list[Message]) -> None:
+        self.expires = expires
+        self.taken = [(m, m.receives, m.visible) for m in messages]
+
+
 class Queue:
     def __init__(self, row: QueueRow, region: str, store: MessageStore) -> None:
         self.id = row.id
@@ -49,6 +59,7 @@ class Queue:
         self.n_inflight = 0
         self.n_delayed = 0
         self.dedup: dict[str, tuple[float, str, int]] = {}   # FIFO: dedup key -> (expires, message id, seq)
+        self.attempts: dict[str, Attempt] = {}   # FIFO: ReceiveRequestAttemptId -> what that receive returned
         self.waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -214,6 +225,35 @@ class Queue:
         m.handle = new_handle(self.id, m.seq, m.receives)
         self.store.update_visibility(m.seq, m.visible, m.receives, m.first_receive)
 
+    def retake(self, attempt_id: str, visibility: int, now: float) -> list[Message] | None:
+        """A receive retried with the ReceiveRequestAttemptId of an earlier one (FIFO, within 5 minutes): the same
+        messages with the same receipt handles, in flight for `visibility` from now again, if none of them was deleted,
+        received again or had its visibility changed since; None otherwise (the retry is a new receive)."""
+        attempt = self.attempts.get(attempt_id)
+        if attempt is None:
+            return None
+        if attempt.expires < now or any(self.messages.get(m.seq) is not m or m.receives != receives
+                                         or m.visible != visible for m, receives, visible in attempt.taken):
+            del self.attempts[attempt_id]
+            return None
+        self.promote(now)
+        out = []
+        for m, _, _ in attempt.taken:
+            if m.state != INFLIGHT:   # its visibility ran out: in flight again, without a new receive
+                m.state = INFLIGHT
+                self.n_inflight += 1
+                group = m.group or ""
+                self.group_busy[group] = self.group_busy.get(group, 0) + 1
+            m.visible = now + visibility
+            heapq.heappush(self.timed, (m.visible, m.seq, m.receives))
+            self.store.update_visibility(m.seq, m.visible, m.receives, m.first_receive)
+            out.append(m)
+        attempt.taken = [(m, m.receives, m.visible) for m in out]
+        return out
+
+    def remember(self, attempt_id: str, messages: list[Message], now: float) -> None:
+        self.attempts[attempt_id] = Attempt(now + DEDUP_WINDOW_S, messages)
+
     def _redrive(self, m: Message) -> bool:
         """Past maxReceiveCount: to the dead-letter queue (True), unless it is gone."""
         if self.redrive_to is None:
@@ -299,6 +339,8 @@ class Queue:
             self._remove(m)
         for key in [k for k, v in self.dedup.items() if v[0] < now]:
             del self.dedup[key]
+        for key in [k for k, a in self.attempts.items() if a.expires < now]:
+            del self.attempts[key]
         return len(old)
 
     def clear(self, now: float) -> int:

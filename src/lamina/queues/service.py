@@ -26,6 +26,7 @@ import orjson
 from lamina.queues import attributes as attrs
 from lamina.queues import errors
 from lamina.queues.errors import SqsError
+from lamina.queues.message import INFLIGHT as INFLIGHT_STATE
 from lamina.queues.message import READY as READY_STATE
 from lamina.queues.message import Message, attributes_md5, check_attributes, check_body, md5_hex, parse_handle
 from lamina.queues.queue import DEDUP_WINDOW_S, Queue
@@ -213,6 +214,7 @@ class QueueService:
         if not isinstance(raw, dict) or not raw:
             raise errors.missing_parameter("Attributes")
         values = attrs.check(raw, q.fifo, creating=False)
+        values.pop("FifoQueue", None)   # "true" on a FIFO queue: accepted, changes nothing
         if values.get("RedrivePolicy"):
             self._check_redrive(q.fifo, values["RedrivePolicy"], q)
         for key, value in values.items():
@@ -401,10 +403,20 @@ class QueueService:
 
     # ------------------------------------------------------------------ receiving
 
-    async def receive(self, q: Queue, n: int, visibility: int | None, wait: float) -> list[Message]:
+    async def receive(self, q: Queue, n: int, visibility: int | None, wait: float,
+                      attempt: str | None = None) -> list[Message]:
         """Up to n messages, in flight for `visibility` seconds (the queue's VisibilityTimeout if None); waits up to
-        `wait` seconds for the first one to become visible."""
+        `wait` seconds for the first one to become visible. With an attempt id (a FIFO queue's
+        ReceiveRequestAttemptId), a retry of an earlier receive gets that receive's messages again (Queue.retake)."""
         vt = q.visibility_timeout if visibility is None else visibility
+        if attempt is not None:
+            again = q.retake(attempt, vt, time.time())
+            if again is not None:
+                return again
+            out = await self.receive(q, n, visibility, wait)
+            if out and self.by_id.get(q.id) is q:
+                q.remember(attempt, out, time.time())
+            return out
         out = q.take(n, vt, time.time())
         if out or wait <= 0 or self.stopping:
             self.received += len(out)
@@ -435,6 +447,9 @@ class QueueService:
         if queue_id != q.id:
             raise errors.receipt_handle_invalid(str(handle))
         m = q.find(seq, receives)
+        if m is not None and q.fifo and (m.state != INFLIGHT_STATE or m.visible <= time.time()):
+            # Visible again: AWS refuses the handle on a FIFO queue (recorded), so the group's order holds.
+            raise errors.invalid_value("ReceiptHandle", handle, "The receipt handle has expired.")
         if m is not None:   # an older handle: succeeds, the message stays (as AWS says it might)
             q.delete(m)
             self.deleted_messages += 1
