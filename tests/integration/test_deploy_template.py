@@ -1,11 +1,12 @@
 """`lamina deploy --template`: AWS SAM templates transformed by aws-sam-translator and applied as a stack.
 
 The templates here follow the shapes of AWS's SAM sample applications (hello world behind an API event, an SQS
-consumer, a scheduled function), written for these tests."""
+consumer, EventBridge rules and schedules), written for these tests; test_sam_samples.py deploys AWS's own."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from pathlib import Path
@@ -149,10 +150,11 @@ Resources:
       Handler: app.lambda_handler
       Runtime: python3.11
       Events:
-        Every5:
-          Type: Schedule
+        Stream:
+          Type: DynamoDB
           Properties:
-            Schedule: rate(5 minutes)
+            Stream: !GetAtt Table.StreamArn
+            StartingPosition: LATEST
   Table:
     Type: AWS::DynamoDB::Table
     Properties:
@@ -261,12 +263,155 @@ def test_sqs_consumer_with_layer_and_parameters(endpoint, tmp_path):
         lam.get_function(FunctionName=fn)
 
 
+EVENTS_HANDLER = '''
+import json
+
+
+def handler(event, context):
+    print("EVENT", json.dumps(event, sort_keys=True))
+    return {}
+'''
+
+EVENTS_TEMPLATE = """
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: worker/
+      Handler: app.handler
+      Runtime: python3.11
+      Events:
+        Nightly:
+          Type: Schedule
+          Properties:
+            Schedule: cron(0 3 * * ? *)
+            Input: '{"job": "nightly"}'
+        Hourly:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: rate(1 hour)
+            Input: '{"job": "hourly"}'
+        Orders:
+          Type: EventBridgeRule
+          Properties:
+            Pattern:
+              source: [shop.orders]
+  AuditRule:
+    Type: AWS::Events::Rule
+    Properties:
+      Description: audit every shop event
+      EventPattern:
+        source: [{prefix: shop.}]
+      Targets:
+        - Id: worker
+          Arn: !GetAtt Worker.Arn
+          Input: '{"audit": true}'
+  Weekly:
+    Type: AWS::Scheduler::Schedule
+    Properties:
+      ScheduleExpression: cron(0 9 ? * MON *)
+      FlexibleTimeWindow: {Mode: 'OFF'}
+      Target:
+        Arn: !GetAtt Worker.Arn
+        RoleArn: !GetAtt WorkerRole.Arn
+        Input: '{"job": "weekly"}'
+Outputs:
+  AuditRuleName:
+    Value: !Ref AuditRule
+  AuditRuleArn:
+    Value: !GetAtt AuditRule.Arn
+  WeeklyArn:
+    Value: !GetAtt Weekly.Arn
+"""
+
+
+def test_eventbridge_rules_and_schedules(endpoint, tmp_path):
+    stack = unique_name("ev")
+    app = write(tmp_path, {"template.yaml": EVENTS_TEMPLATE, "worker/app.py": EVENTS_HANDLER})
+    proc = deploy(endpoint, app, "--template", "template.yaml", "--stack-name", stack)
+    events, scheduler, lam = client("events", endpoint), client("scheduler", endpoint), client("lambda", endpoint)
+    fn = f"{stack}-Worker"
+    fn_arn = lam.get_function(FunctionName=fn)["Configuration"]["FunctionArn"]
+    audit = output(proc, "AuditRuleName")
+    assert audit == f"{stack}-AuditRule"
+    assert output(proc, "AuditRuleArn") == events.describe_rule(Name=audit)["Arn"]
+    assert output(proc, "WeeklyArn").endswith(f":schedule/default/{stack}-Weekly")
+    rules = {r["Name"]: r for r in events.list_rules()["Rules"] if r["Name"].startswith(f"{stack}-")}
+    assert sorted(rules) == sorted([audit, f"{stack}-WorkerNightly", f"{stack}-WorkerOrders"])
+    assert rules[f"{stack}-WorkerNightly"]["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    nightly_targets = events.list_targets_by_rule(Rule=f"{stack}-WorkerNightly")["Targets"]
+    assert [(t["Arn"], t["Input"]) for t in nightly_targets] == [(fn_arn, '{"job": "nightly"}')]
+    hourly = scheduler.get_schedule(Name="WorkerHourly")   # SAM names a ScheduleV2 schedule after its event
+    assert hourly["ScheduleExpression"] == "rate(1 hour)" and hourly["Target"]["Arn"] == fn_arn
+    assert scheduler.get_schedule(Name=f"{stack}-Weekly")["Target"]["Input"] == '{"job": "weekly"}'
+    policy = json.loads(lam.get_policy(FunctionName=fn)["Policy"])
+    assert {s["Principal"]["Service"] for s in policy["Statement"]} == {"events.amazonaws.com"}
+
+    # The rules work: an order event reaches the function through the SAM event's rule and the audit rule.
+    events.put_events(Entries=[{"Source": "shop.orders", "DetailType": "placed", "Detail": '{"id": "o-9"}'}])
+    logs = client("logs", endpoint)
+    bodies: list[str] = []   # (the rate schedule may have fired too: AWS's first occurrence is at creation)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        with contextlib.suppress(logs.exceptions.ResourceNotFoundException):
+            bodies = [e["message"].split("EVENT ", 1)[1].strip() for e in logs.filter_log_events(
+                logGroupName=f"/aws/lambda/{fn}", filterPattern='"EVENT"')["events"]]
+        if '{"audit": true}' in bodies and any('"o-9"' in b for b in bodies):
+            break
+    assert '{"audit": true}' in bodies and sum('"o-9"' in b for b in bodies) == 1, bodies
+
+    # Deploying again updates them in place and removes the ones the template no longer has.
+    changed = (EVENTS_TEMPLATE.replace("rate(1 hour)", "rate(2 hours)")
+               .replace("cron(0 3 * * ? *)", "cron(0 4 * * ? *)"))
+    changed = changed[:changed.index("  Weekly:")] + "Outputs:\n  AuditRuleName:\n    Value: !Ref AuditRule\n"
+    write(app, {"template.yaml": changed})
+    deploy(endpoint, app, "--template", "template.yaml", "--stack-name", stack)
+    assert scheduler.get_schedule(Name="WorkerHourly")["ScheduleExpression"] == "rate(2 hours)"
+    assert events.describe_rule(Name=f"{stack}-WorkerNightly")["ScheduleExpression"] == "cron(0 4 * * ? *)"
+    with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
+        scheduler.get_schedule(Name=f"{stack}-Weekly")
+    tags = lam.list_tags(Resource=fn_arn)["Tags"]
+    assert "lamina:schedule:Weekly" not in tags and tags["lamina:rule:AuditRule"] == f"default/{audit}"
+
+    deploy(endpoint, app, "--delete", "--stack-name", stack)
+    assert [r for r in events.list_rules()["Rules"] if r["Name"].startswith(f"{stack}-")] == []
+    with pytest.raises(scheduler.exceptions.ResourceNotFoundException):
+        scheduler.get_schedule(Name="WorkerHourly")
+
+
+def test_a_rule_the_stack_does_not_own_is_left_alone(endpoint, tmp_path):
+    events = client("events", endpoint)
+    stack = unique_name("rule")
+    events.put_rule(Name=f"{stack}-AuditRule", ScheduleExpression="rate(1 day)")
+    try:
+        app = write(tmp_path, {"template.yaml": EVENTS_TEMPLATE, "worker/app.py": EVENTS_HANDLER})
+        proc = deploy(endpoint, app, "--template", "template.yaml", "--stack-name", stack, ok=False)
+        assert proc.returncode == 2 and f"rule {stack}-AuditRule on bus default exists and belongs to no stack" \
+            in proc.stderr
+        assert events.describe_rule(Name=f"{stack}-AuditRule")["ScheduleExpression"] == "rate(1 day)"
+    finally:
+        deploy(endpoint, app, "--delete", "--stack-name", stack)
+        events.delete_rule(Name=f"{stack}-AuditRule")
+
+
+def test_rule_targets_must_be_template_functions(endpoint, tmp_path):
+    template = EVENTS_TEMPLATE.replace("          Arn: !GetAtt Worker.Arn\n",
+                                       "          Arn: arn:aws:sqs:us-east-1:000000000000:elsewhere\n")
+    app = write(tmp_path, {"template.yaml": template, "worker/app.py": EVENTS_HANDLER})
+    proc = deploy(endpoint, app, "--template", "template.yaml", "--stack-name", unique_name("tgt"), ok=False)
+    assert proc.returncode == 2
+    assert "AuditRule (AWS::Events::Rule): target worker is not a function of this template" in proc.stderr
+
+
 def test_what_lamina_lacks_is_refused_and_listed(endpoint, tmp_path):
     app = write(tmp_path, {"template.yaml": SCHEDULED_TEMPLATE, "hello_world/app.py": HELLO})
     stack = unique_name("sched")
     proc = deploy(endpoint, app, "--template", "template.yaml", "--stack-name", stack, ok=False)
     assert proc.returncode == 2
-    assert "ScheduledFunction.Events.Every5 (Schedule): EventBridge schedules are not in Lamina yet" in proc.stderr
+    assert "ScheduledFunction.Events.Stream (DynamoDB): Lamina has no such event source" in proc.stderr
     assert "Table (AWS::DynamoDB::Table): Lamina has no such resource" in proc.stderr
     lam = client("lambda", endpoint)
     with pytest.raises(lam.exceptions.ResourceNotFoundException):   # nothing was created

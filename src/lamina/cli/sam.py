@@ -4,6 +4,9 @@ what Lamina has, and transformed into CloudFormation by aws-sam-translator (AWS'
 Before the transform, local code (CodeUri, ContentUri: a directory or a .zip) is swapped for placeholder S3 URIs the
 translator accepts (`sam deploy` uploads it instead), and API events (Api, HttpApi) become a function URL: Lamina has
 no API Gateway, and a function URL answers every path and method of the function (the documented difference).
+Schedule, ScheduleV2 and EventBridgeRule events (and AWS::Events::Rule, AWS::Scheduler::Schedule resources) become
+Lamina's EventBridge rules and schedules; their targets must be the template's functions (the stack records them on
+those functions, as rules and schedules take no tags Lamina could read back).
 Everything Lamina does not have is collected and refused in one error, never skipped."""
 
 from __future__ import annotations
@@ -22,20 +25,16 @@ SAM_TYPES = {"AWS::Serverless::Function", "AWS::Serverless::LayerVersion"}
 CFN_TYPES = {
     "AWS::Lambda::Function", "AWS::Lambda::Version", "AWS::Lambda::Alias", "AWS::Lambda::Url",
     "AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::LayerVersion",
-    "AWS::SQS::Queue",
+    "AWS::SQS::Queue", "AWS::Events::Rule", "AWS::Scheduler::Schedule",
     # SAM makes an execution role per function: Lamina records its ARN (it has no IAM to enforce it).
     "AWS::IAM::Role",
 }
-# Function event types: SQS becomes an event source mapping; Api/HttpApi a function URL.
-EVENT_TYPES = {"SQS", "Api", "HttpApi"}
-NOT_YET = {
-    "Schedule": "EventBridge schedules are not in Lamina yet",
-    "ScheduleV2": "EventBridge Scheduler is not in Lamina yet",
-    "EventBridgeRule": "EventBridge rules are not in Lamina yet",
-    "CloudWatchEvent": "EventBridge rules are not in Lamina yet",
-    "AWS::Events::Rule": "EventBridge rules are not in Lamina yet",
-    "AWS::Scheduler::Schedule": "EventBridge Scheduler is not in Lamina yet",
-}
+# Function event types: SQS becomes an event source mapping; Api/HttpApi a function URL; Schedule, EventBridgeRule
+# (CloudWatchEvent is its old name) an EventBridge rule; ScheduleV2 an EventBridge Scheduler schedule.
+EVENT_TYPES = {"SQS", "Api", "HttpApi", "Schedule", "ScheduleV2", "EventBridgeRule", "CloudWatchEvent"}
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+# Resources whose targets must be the template's functions, and where their targets are.
+TARGETED = {"AWS::Events::Rule": "Targets", "AWS::Scheduler::Schedule": "Target"}
 
 
 class TemplateError(Exception):
@@ -78,8 +77,8 @@ def prepare(template: dict, base: Path) -> Prepared:
         props = res.get("Properties") or {} if isinstance(res, dict) else {}
         if isinstance(res, dict) and res.get("Condition"):
             problems.append(f"{logical}: Condition is not supported")
-        if kind in NOT_YET:
-            problems.append(f"{logical} ({kind}): {NOT_YET[kind]}")
+        if kind in TARGETED:
+            _targets(logical, kind, props, t["Resources"], problems)
         elif kind == "AWS::Serverless::Function":
             _function(logical, props, globals_fn, base, out, problems)
         elif kind == "AWS::Serverless::LayerVersion":
@@ -106,9 +105,7 @@ def _function(logical: str, props: dict, globals_fn: dict, base: Path, out: Prep
     events = props.get("Events") or {}
     for name, event in list(events.items()):
         kind = (event or {}).get("Type", "")
-        if kind in NOT_YET:
-            problems.append(f"{logical}.Events.{name} ({kind}): {NOT_YET[kind]}")
-        elif kind not in EVENT_TYPES:
+        if kind not in EVENT_TYPES:
             problems.append(f"{logical}.Events.{name} ({kind}): Lamina has no such event source")
         elif kind in ("Api", "HttpApi"):
             path = ((event.get("Properties") or {}).get("Path")) or "/"
@@ -118,6 +115,41 @@ def _function(logical: str, props: dict, globals_fn: dict, base: Path, out: Prep
         props["FunctionUrlConfig"] = {"AuthType": "NONE"}
     if not events:
         props.pop("Events", None)
+
+
+def _targets(logical: str, kind: str, props: dict, resources: dict, problems: list[str]) -> None:
+    """A rule's or schedule's targets must be functions of the template (`!GetAtt Fn.Arn`, `!Ref` an alias or
+    version of one): the stack records the rule or schedule on them, so it can update and remove it later."""
+    targets = props.get(TARGETED[kind])
+    targets = targets if isinstance(targets, list) else [targets] if targets else []
+    if not targets:
+        problems.append(f"{logical} ({kind}): Lamina deploys rules and schedules with targets only")
+    for target in targets:
+        arn = (target or {}).get("Arn") if isinstance(target, dict) else None
+        if _function_of(arn, resources) is None:
+            shown = (target or {}).get("Id", "Target") if isinstance(target, dict) else "Target"
+            problems.append(f"{logical} ({kind}): target {shown} is not a function of this template (Lamina applies "
+                            "rules and schedules whose targets are the template's functions)")
+
+
+def _function_of(arn: Any, resources: dict) -> str | None:
+    """The logical id of the template function an intrinsic ARN names (`!GetAtt Fn.Arn`, or `!Ref` an alias or
+    version of it), if it names one."""
+    if not isinstance(arn, dict) or len(arn) != 1:
+        return None
+    (key, arg), = arn.items()
+    if key == "Fn::GetAtt":
+        logical, attr = arg if isinstance(arg, list) else str(arg).split(".", 1)
+        if attr == "Arn" and (resources.get(logical) or {}).get("Type") in FUNCTION_TYPES:
+            return str(logical)
+    elif key == "Ref" and isinstance(arg, str):
+        res = resources.get(arg) or {}
+        if res.get("Type") in ("AWS::Lambda::Alias", "AWS::Lambda::Version"):
+            fn = (res.get("Properties") or {}).get("FunctionName")
+            if isinstance(fn, dict) and fn.get("Ref") in resources:
+                return _function_of({"Fn::GetAtt": [fn["Ref"], "Arn"]}, resources)
+            return _function_of(fn, resources)
+    return None
 
 
 def _local_code(logical: str, prop: str, uri: Any, base: Path, out: Prepared, problems: list[str]) -> str | None:

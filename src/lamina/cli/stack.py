@@ -3,8 +3,10 @@ Lamina server through its AWS APIs (boto3 at the server's endpoint), in dependen
 
 A stack owns what it created: functions and queues carry the tags `lamina:stack` and `lamina:logical-id` (AWS tags
 them `aws:cloudformation:stack-name` and `...:logical-id`), a function's layers are named in its `lamina:layers`
-tag, and event source mappings belong to the stack's functions. Deploying again updates them in place and removes
-the ones the template no longer has; `--delete` removes them all."""
+tag, and event source mappings belong to the stack's functions. EventBridge rules and Scheduler schedules take no
+tags Lamina reads back, so each is recorded on the stack functions it targets (`lamina:rule:LOGICAL` = `bus/name`,
+`lamina:schedule:LOGICAL` = `group/name`) and goes with them. Deploying again updates them in place and removes the
+ones the template no longer has; `--delete` removes them all."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from lamina.cli.sam import PLACEHOLDER_BUCKET, Prepared, TemplateError
 STACK_TAG = "lamina:stack"
 LOGICAL_TAG = "lamina:logical-id"
 LAYERS_TAG = "lamina:layers"
+RULE_TAG = "lamina:rule:"          # + logical id -> "bus/name"
+SCHEDULE_TAG = "lamina:schedule:"  # + logical id -> "group/name"
 IMPLICIT_APIS = ("ServerlessRestApi", "ServerlessHttpApi")
 PSEUDO = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": None}
 
@@ -45,10 +49,14 @@ class Stack:
         kw = {"endpoint_url": endpoint, "region_name": region}
         self.lam = session.client("lambda", **kw)
         self.sqs = session.client("sqs", **kw)
+        self.events = session.client("events", **kw)
+        self.scheduler = session.client("scheduler", **kw)
         self.account = "000000000000"
         self.made: dict[str, Made] = {}
         self.parameters: dict[str, str] = {}
         self.function_layers: dict[str, list[str]] = {}   # function name -> its stack layers' names
+        self.recorded: set[str] = set()   # "rule:bus/name" and "schedule:group/name" the stack's functions record
+        self.recorders: dict[str, set[str]] = {}   # record tag key -> ARNs of the functions that record it now
 
     # ------------------------------------------------------------------ intrinsic functions
 
@@ -152,6 +160,8 @@ class Stack:
         if unknown:
             raise TemplateError(f"Unknown parameter(s): {', '.join(sorted(unknown))}")
         resources = cfn["Resources"]
+        self.recorded = {_recorded_key(key, value) for _logical, tags, _arn in self.owned_functions().values()
+                         for key, value in tags.items() if key.startswith((RULE_TAG, SCHEDULE_TAG))}
         for logical in self.order(resources):
             res = resources[logical]
             progress(logical, res["Type"])
@@ -326,16 +336,111 @@ class Stack:
         arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return Made(url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
 
+    def _target_functions(self, logical: str, targets: list[dict]) -> list[str]:
+        """ARNs of the stack's functions among a rule's or schedule's targets (sam.prepare made sure there is one)."""
+        ours = {m.attrs["Arn"].split(":")[6]: m.attrs["Arn"] for m in self.made.values()
+                if m.attrs.get("Arn", "").count(":") >= 6 and ":function:" in m.attrs["Arn"]}
+        found = [ours[self._split(t.get("Arn", ""))[0]] for t in targets
+                 if t.get("Arn", "").startswith("arn:") and self._split(t["Arn"])[0] in ours]
+        if not found:
+            raise TemplateError(f"{logical}: no target is a function of this stack")
+        return found
+
+    def _record(self, functions: list[str], key: str, value: str) -> None:
+        self.recorders[key] = set(functions)
+        for arn in functions:
+            self.lam.tag_resource(Resource=arn, Tags={key: value})
+
+    def _check_owner(self, logical: str, what: str, key: str) -> None:
+        if key not in self.recorded:
+            raise TemplateError(f"{logical}: {what} exists and belongs to no stack's functions, not {self.name}")
+
+    def _events_rule(self, logical: str, props: dict, prepared: Prepared) -> Made:
+        name = props.get("Name") or f"{self.name}-{logical}"[:64]
+        bus = str(props.get("EventBusName") or "default").rsplit("/", 1)[-1]
+        targets = [{k: v for k, v in t.items() if k in RULE_TARGET_KEYS} for t in props.get("Targets") or []]
+        functions = self._target_functions(logical, targets)
+        try:
+            self.events.describe_rule(Name=name, EventBusName=bus)
+            self._check_owner(logical, f"rule {name} on bus {bus}", f"rule:{bus}/{name}")
+            existed = True
+        except self.events.exceptions.ResourceNotFoundException:
+            existed = False
+        kw = {k: props[k] for k in ("ScheduleExpression", "State", "Description", "RoleArn") if k in props}
+        if "EventPattern" in props:
+            pattern = props["EventPattern"]
+            kw["EventPattern"] = pattern if isinstance(pattern, str) else json.dumps(pattern)
+        arn = self.events.put_rule(Name=name, EventBusName=bus, **kw)["RuleArn"]
+        current = {t["Id"] for t in self.events.list_targets_by_rule(Rule=name, EventBusName=bus)["Targets"]}
+        stale = sorted(current - {t["Id"] for t in targets})
+        if stale:
+            self.events.remove_targets(Rule=name, EventBusName=bus, Ids=stale)
+        failed = self.events.put_targets(Rule=name, EventBusName=bus, Targets=targets).get("FailedEntries") or []
+        if failed:
+            raise TemplateError(f"{logical}: rule {name}: " + "; ".join(f"target {f.get('TargetId')}: "
+                                                                         f"{f.get('ErrorMessage')}" for f in failed))
+        self._record(functions, RULE_TAG + logical, f"{bus}/{name}")
+        self.report(f"{logical}: {'updated' if existed else 'created'} rule {name}"
+                    f"{'' if bus == 'default' else ' on bus ' + bus}")
+        return Made(name if bus == "default" else f"{bus}|{name}", {"Arn": arn})
+
+    def _scheduler_schedule(self, logical: str, props: dict, prepared: Prepared) -> Made:
+        name = props.get("Name") or f"{self.name}-{logical}"[:64]
+        group = props.get("GroupName") or "default"
+        target = props.get("Target") or {}
+        functions = self._target_functions(logical, [target])
+        kw = {k: props[k] for k in ("ScheduleExpression", "ScheduleExpressionTimezone", "StartDate", "EndDate",
+                                     "FlexibleTimeWindow", "State", "Description", "KmsKeyArn", "Target")
+              if k in props}
+        try:
+            self.scheduler.get_schedule(Name=name, GroupName=group)
+            self._check_owner(logical, f"schedule {name} in group {group}", f"schedule:{group}/{name}")
+            arn = self.scheduler.update_schedule(Name=name, GroupName=group, **kw)["ScheduleArn"]
+            verb = "updated"
+        except self.scheduler.exceptions.ResourceNotFoundException:
+            arn = self.scheduler.create_schedule(Name=name, GroupName=group, **kw)["ScheduleArn"]
+            verb = "created"
+        self._record(functions, SCHEDULE_TAG + logical, f"{group}/{name}")
+        self.report(f"{logical}: {verb} schedule {name} ({props.get('ScheduleExpression')})")
+        return Made(name, {"Arn": arn})
+
+    def _delete_recorded(self, arn: str, tags: dict, keep: dict | None = None) -> None:
+        """Remove the rules and schedules a function records (those whose logical id is not in `keep`); a record of a
+        rule or schedule kept that no longer targets the function is dropped."""
+        gone = []
+        for key, value in tags.items():
+            if not key.startswith((RULE_TAG, SCHEDULE_TAG)):
+                continue
+            if keep is not None and key.split(":", 2)[2] in keep:
+                if arn not in self.recorders.get(key, {arn}):
+                    gone.append(key)
+                continue
+            where, _, name = value.partition("/")
+            if key.startswith(RULE_TAG):
+                with contextlib.suppress(self.events.exceptions.ResourceNotFoundException):
+                    ids = [t["Id"] for t in self.events.list_targets_by_rule(Rule=name, EventBusName=where)["Targets"]]
+                    if ids:
+                        self.events.remove_targets(Rule=name, EventBusName=where, Ids=ids)
+                    self.events.delete_rule(Name=name, EventBusName=where)
+                self.report(f"{key.split(':', 2)[2]}: deleted rule {name}")
+            else:
+                with contextlib.suppress(self.scheduler.exceptions.ResourceNotFoundException):
+                    self.scheduler.delete_schedule(Name=name, GroupName=where)
+                self.report(f"{key.split(':', 2)[2]}: deleted schedule {name}")
+            gone.append(key)
+        if gone and keep is not None:
+            self.lam.untag_resource(Resource=arn, TagKeys=gone)
+
     # ------------------------------------------------------------------ ownership
 
-    def owned_functions(self) -> dict[str, tuple[str, dict]]:
-        """The stack's functions: name -> (logical id, tags)."""
+    def owned_functions(self) -> dict[str, tuple[str, dict, str]]:
+        """The stack's functions: name -> (logical id, tags, ARN)."""
         out = {}
         for page in self.lam.get_paginator("list_functions").paginate():
             for fn in page["Functions"]:
                 tags = self.lam.list_tags(Resource=fn["FunctionArn"]).get("Tags", {})
                 if tags.get(STACK_TAG) == self.name:
-                    out[fn["FunctionName"]] = (tags.get(LOGICAL_TAG, ""), tags)
+                    out[fn["FunctionName"]] = (tags.get(LOGICAL_TAG, ""), tags, fn["FunctionArn"])
         return out
 
     def owned_queues(self) -> dict[str, str]:
@@ -348,15 +453,18 @@ class Stack:
         return out
 
     def _prune(self, resources: dict) -> None:
-        for name, (logical, tags) in self.owned_functions().items():
+        for name, (logical, tags, arn) in self.owned_functions().items():
             if logical not in resources:
-                self._delete_function(name, tags)
+                self._delete_function(name, tags, arn)
+            else:
+                self._delete_recorded(arn, tags, keep=resources)
         for url, logical in self.owned_queues().items():
             if logical not in resources:
                 self.sqs.delete_queue(QueueUrl=url)
                 self.report(f"{logical}: deleted queue (no longer in the template)")
 
-    def _delete_function(self, name: str, tags: dict) -> None:
+    def _delete_function(self, name: str, tags: dict, arn: str) -> None:
+        self._delete_recorded(arn, tags)
         for m in self.lam.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]:
             self.lam.delete_event_source_mapping(UUID=m["UUID"])
         self.lam.delete_function(FunctionName=name)
@@ -368,8 +476,8 @@ class Stack:
     def delete(self) -> int:
         """Remove everything the stack owns; how many functions and queues."""
         functions = self.owned_functions()
-        for name, (_logical, tags) in functions.items():
-            self._delete_function(name, tags)
+        for name, (_logical, tags, arn) in functions.items():
+            self._delete_function(name, tags, arn)
         queues = self.owned_queues()
         for url, logical in queues.items():
             self.sqs.delete_queue(QueueUrl=url)
@@ -390,6 +498,8 @@ class Stack:
 def _implicit_api_url(value: Any, prepared: Prepared, stack: Stack) -> str | None:
     """An output naming the implicit API (`https://${ServerlessRestApi}.execute-api...amazonaws.com/Prod/hello/`):
     the function URL of the function with the API event, with the path after the stage."""
+    if isinstance(value, dict) and value.get("Ref") in IMPLICIT_APIS:   # the API's id: its base URL
+        value = {"Fn::Sub": "https://${" + value["Ref"] + "}.execute-api.amazonaws.com/"}
     sub = value.get("Fn::Sub") if isinstance(value, dict) else None
     text = sub if isinstance(sub, str) else (sub[0] if isinstance(sub, list) else None)
     if text is None or not any("${" + api in text for api in IMPLICIT_APIS):
@@ -400,6 +510,15 @@ def _implicit_api_url(value: Any, prepared: Prepared, stack: Stack) -> str | Non
         return None
     path = re.sub(r"^.*?amazonaws\.com(/[^/]*)?", "", text)   # drop scheme, host and stage
     return urls[0].rstrip("/") + (path if path.startswith("/") else "/" + path)
+
+
+RULE_TARGET_KEYS = ("Id", "Arn", "Input", "InputPath", "InputTransformer", "RetryPolicy", "DeadLetterConfig",
+                    "RoleArn")
+
+
+def _recorded_key(tag: str, value: str) -> str:
+    """A function's record of a rule or schedule (tag key and value) as the key `self.recorded` holds."""
+    return ("rule:" if tag.startswith(RULE_TAG) else "schedule:") + value
 
 
 def _attribute(value: Any) -> str:
