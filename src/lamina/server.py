@@ -5,6 +5,7 @@ uvicorn until a signal, then drains."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import gc
@@ -16,8 +17,10 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import threading
+import weakref
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
@@ -77,7 +80,7 @@ from lamina.gateway.udp.prometheus import UdpCollector
 from lamina.gateway.udp.service import UdpGateway
 from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.microvm.prometheus import MicrovmCollector
-from lamina.net.plumbing import Plumbing
+from lamina.net.plumbing import ENV_GATEWAY, Plumbing
 from lamina.net.service import NetworkService
 from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
@@ -117,6 +120,11 @@ class Server:
                                        plumbing)
         if plumbing is not None:
             self.backend.networks = self.networks
+            # Lamina's API inside each network's hub, for its environments only, at their gateway address
+            # (net/plumbing.py): how code in a function reaches Lamina with AWS_ENDPOINT_URL.
+            plumbing.api_port = settings.port or DEFAULT_PORT
+            plumbing.serve_api = self._serve_network_api
+        self.http_server: _UvicornServer | None = None   # set when served by uvicorn (run())
         self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher, self.networks)
         self.urls = FunctionUrlService(settings, self.functions, self.db)
         self.policies = PolicyService(self.functions, self.db)
@@ -158,11 +166,18 @@ class Server:
         self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))
         # What environments get to call Lamina's services: boto3, credentials for their role (verified with these
         # keys), AWS_ENDPOINT_URL (dispatch/service_access.py).
+        network_endpoint = f"http://{ENV_GATEWAY}:{plumbing.api_port}" if plumbing is not None else None
         self.dispatcher.access = ServiceAccess(endpoint=settings.endpoint, credentials=self.keys,
-                                               sdk_dir=installed_sdk_dir())
+                                               sdk_dir=installed_sdk_dir(), network_endpoint=network_endpoint)
         threading.Thread(target=self.dispatcher.access.compile_sdk, args=(list(self.runtimes.found.values()),),
                          name="lamina-compile-sdk", daemon=True).start()
         self.app = self._front_door()
+        # The front door functions' networks reach: every request signed, even with no keys configured (then only
+        # the credentials issued to functions verify: each environment acts as its function, within their policy),
+        # and nothing unsigned (metrics, health).
+        self.network_door = self.app.behind(RequestAuth(
+            Verifier(self.keys, settings.region, settings.account_id, always=True), self.policies,
+            settings.account_id, settings.region, unsigned_paths=()))
 
     def _metrics_registry(self) -> CollectorRegistry:
         """What /metrics exposes: each part's collector, read at scrape time (a part that adds metrics registers
@@ -305,6 +320,12 @@ class Server:
             return f"SigV4 verified against {keys} configured key(s)"
         return "open: no keys configured, any credentials accepted (loopback only)"
 
+    async def _serve_network_api(self, sock: socket.socket) -> asyncio.Server | None:
+        """Serve a listener made in a function network's hub (net/plumbing.py) with network_door."""
+        if self.http_server is None:
+            return None   # not served by uvicorn (an app driven in-process): no path from the functions
+        return await self.http_server.serve_listener(sock, self.network_door)
+
     def uvicorn_config(self) -> uvicorn.Config:
         return uvicorn.Config(
             # http: uvicorn's httptools protocol with the Invoke / function-URL hot path in front (fast_http.py).
@@ -351,6 +372,31 @@ class _UvicornServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, lamina: Server) -> None:
         super().__init__(config)
         self.lamina = lamina
+        lamina.http_server = self
+        # serve_listener's (held by the hubs they serve), closed with uvicorn's own.
+        self.listeners: weakref.WeakSet[asyncio.Server] = weakref.WeakSet()
+
+    async def serve_listener(self, sock: socket.socket, door: FrontDoor) -> asyncio.Server:
+        """Serve another listening socket (made in another network namespace) as uvicorn serves its own, except that
+        its requests go to `door`: uvicorn's app (proxy headers trusted from loopback) is not used."""
+        config = self.config
+        protocol = protocol_for(door)
+        loop = asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:
+            proto = protocol(config=config, server_state=self.server_state, app_state=self.lifespan.state,
+                             _loop=loop)
+            proto.app = door
+            return proto
+
+        server = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
+        self.listeners.add(server)
+        return server
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.listeners:
+            server.close()   # with uvicorn's own listener: no new connections while it drains
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

@@ -2,20 +2,23 @@
 copy in the zip or a layer wins), credentials for the function's role and AWS_ENDPOINT_URL pointing at Lamina, so
 that boto3.client("lambda" | "sqs") inside a function reaches Lamina with no endpoint or keys in its code.
 
-Reaching Lamina's API needs a network path from the environment to the server: the process backend has one (the
-host's loopback); the linux sandbox does not yet (a function's network namespace never reaches the host), so there
-the calls are checked to fail with a connection error and the rest is checked as everywhere."""
+Under the process backend AWS_ENDPOINT_URL is the server's own address (the host's loopback). Under the linux sandbox
+each function network's hub (the default outbound one, a VPC pair's) has a listener of Lamina's API at the
+environments' gateway address (net/plumbing.py), which verifies every request even on a server with no keys
+configured: only the credentials issued to functions, within their policy."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from helpers import create_function, health, invoke, invoke_ok, make_zip, unique_name
+from helpers import create_function, health, invoke_ok, make_zip, unique_name
 
 pytestmark = pytest.mark.timeout(240)
 
 CALLER = '''\
-import json, os, sys
+import json, os, sys, urllib.error, urllib.request
 import boto3
 
 lam = boto3.client("lambda")   # no endpoint, no keys: the environment's, made at init (in the zygote)
@@ -35,6 +38,26 @@ def handler(event, context):
             out["sent"] = sqs.send_message(QueueUrl=url, MessageBody="from " + context.function_name)["MessageId"]
     except Exception as exc:
         out["error"] = type(exc).__name__ + ": " + str(exc)
+    if event.get("delete"):   # beyond the function credentials' policy
+        try:
+            lam.delete_function(FunctionName=event["delete"])
+            out["deleted"] = True
+        except Exception as exc:
+            out["deleted"] = type(exc).__name__ + ": " + str(exc)
+    if event.get("forged"):   # keys Lamina never issued
+        forged = boto3.client("lambda", aws_access_key_id="ASIAFORGEDFORGEDFORG", aws_secret_access_key="x",
+                              aws_session_token="made.up")
+        try:
+            forged.list_functions()
+            out["forged"] = "accepted"
+        except Exception as exc:
+            out["forged"] = type(exc).__name__ + ": " + str(exc)
+    for path in event.get("unsigned", []):   # no signature at all
+        try:
+            with urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"] + path, timeout=10) as resp:
+                out.setdefault("unsigned", []).append(resp.status)
+        except urllib.error.HTTPError as exc:
+            out.setdefault("unsigned", []).append(exc.code)
     return out
 '''
 # A boto3 of the function's own (or a layer's): what it imports instead of Lamina's.
@@ -42,12 +65,19 @@ STUB = "__version__ = '{}'\n__file__ = 'stub'\n\ndef client(name):\n    return N
 CALLEE = "def handler(event, context):\n    return {'got': event}\n"
 
 
+def _inside(endpoint: str) -> str:
+    """AWS_ENDPOINT_URL as an environment of the server at `endpoint` gets it."""
+    if health(endpoint)["sandbox"] == "linux":
+        return "http://169.254.1.1:" + endpoint.rsplit(":", 1)[1]   # the hub's listener (net/plumbing.py)
+    return endpoint
+
+
 def test_boto3_is_there_outside_the_code_with_credentials_and_the_endpoint(endpoint, lambda_client,
                                                                           functions) -> None:
     name = functions({"app.py": CALLER}, prefix="sdk")
     body = invoke_ok(lambda_client, name, {})
     assert body["boto3"].startswith("1.") and "/sdk/python/3." in body["where"], body
-    assert "/var/task" not in body["where"] and body["endpoint"] == endpoint, body
+    assert "/var/task" not in body["where"] and body["endpoint"] == _inside(endpoint), body
     assert body["key"].startswith("ASIA") and len(body["key"]) == 20 and body["secret"] and body["token"], body
 
 
@@ -76,10 +106,15 @@ def test_each_python_gets_a_boto3_it_can_run(lambda_client, functions, endpoint)
     assert ran, available
 
 
-def test_calls_lamina_with_no_endpoint_or_keys_in_code(lamina_factory) -> None:
-    """The process backend (the host's loopback), with SigV4 verified: the function's issued credentials are
-    accepted for Lambda's Invoke and SQS's SendMessage."""
-    server = lamina_factory(env={"LAMINA_SANDBOX": "process", "LAMINA_CREDENTIALS": "AKIDTESTKEY:testsecret"})
+@pytest.mark.parametrize("sandbox", ["default", "process"])
+def test_calls_lamina_with_no_endpoint_or_keys_in_code(lamina_factory, sandbox) -> None:
+    """The server's own sandbox (linux as root: the network hub's listener) and the process backend (the host's
+    loopback), with SigV4 verified: the function's issued credentials are accepted for Lambda's Invoke and SQS's
+    SendMessage."""
+    env = {"LAMINA_CREDENTIALS": "AKIDTESTKEY:testsecret"}
+    if sandbox == "process":
+        env["LAMINA_SANDBOX"] = "process"
+    server = lamina_factory(env=env)
     import boto3
     from botocore.config import Config
 
@@ -99,12 +134,63 @@ def test_calls_lamina_with_no_endpoint_or_keys_in_code(lamina_factory) -> None:
     assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
 
 
-def test_linux_sandbox_has_no_path_to_lamina_yet(endpoint, lambda_client, functions) -> None:
+def test_linux_sandbox_reaches_lamina_with_its_own_credentials_only(endpoint, lambda_client, functions) -> None:
+    """The session server has no keys configured (open on the host's loopback); the listener in the functions'
+    network still verifies every request: the function's own credentials work within their policy, forged or no
+    credentials are refused, and nothing is served unsigned there (not even health)."""
     if health(endpoint)["sandbox"] != "linux":
         pytest.skip("the linux sandbox's network")
-    callee = functions({"app.py": CALLEE}, prefix="callee")
-    caller = functions({"app.py": CALLER}, prefix="caller", Timeout=30)
-    resp, body = invoke(lambda_client, caller, {"target": callee})
-    assert "FunctionError" not in resp, body
-    # The SDK, the credentials and the endpoint are there; only the path to the server is missing.
-    assert body["error"].startswith("EndpointConnectionError") and endpoint in body["error"], body
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName=unique_name("q"))["QueueUrl"]
+    try:
+        callee = functions({"app.py": CALLEE}, prefix="callee")
+        caller = functions({"app.py": CALLER}, prefix="caller", Timeout=60)
+        body = invoke_ok(lambda_client, caller, {"target": callee, "queue": queue.rsplit("/", 1)[1],
+                                                 "delete": callee, "forged": True,
+                                                 "unsigned": ["/2015-03-31/functions/", "/lamina/v1/health"]})
+        assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
+        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
+        assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
+        assert body["deleted"].startswith("ClientError") and "not authorized" in body["deleted"], body
+        assert body["forged"].startswith("ClientError") and "accepted" not in body["forged"], body
+        assert body["unsigned"] == [403, 403], body
+        assert lambda_client.get_function(FunctionName=callee)["Configuration"]["FunctionName"] == callee
+    finally:
+        sqs.delete_queue(QueueUrl=queue)
+
+
+def test_vpc_function_reaches_lamina(endpoint, lambda_client, functions) -> None:
+    """A VPC function's environments reach Lamina through their pair's own listener (as if the VPC had endpoints
+    for Lamina's services), whatever its security groups allow."""
+    if health(endpoint)["sandbox"] != "linux":
+        pytest.skip("the linux sandbox's network")
+    import boto3
+
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    vpc = ec2.create_vpc(CidrBlock="10.216.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.216.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(VpcId=vpc, GroupName=unique_name("sdk"), Description="no egress")["GroupId"]
+    ec2.revoke_security_group_egress(GroupId=group, IpPermissions=[
+        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    caller = ""
+    try:
+        callee = functions({"app.py": CALLEE}, prefix="callee")
+        caller = functions({"app.py": CALLER}, prefix="vcaller", Timeout=60,
+                           VpcConfig={"SubnetIds": [subnet], "SecurityGroupIds": [group]})
+        body = invoke_ok(lambda_client, caller, {"target": callee})
+        assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
+        assert body["endpoint"] == _inside(endpoint), body
+    finally:
+        if caller:
+            lambda_client.delete_function(FunctionName=caller)
+            deadline = time.monotonic() + 30   # the pair's interface goes with its last function
+            while ec2.describe_network_interfaces(Filters=[{"Name": "subnet-id", "Values": [subnet]}])[
+                    "NetworkInterfaces"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+        ec2.delete_security_group(GroupId=group)
+        ec2.delete_subnet(SubnetId=subnet)
+        ec2.delete_vpc(VpcId=vpc)

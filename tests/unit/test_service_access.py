@@ -62,3 +62,17 @@ def test_each_python_gets_the_newest_sdk_copy_not_above_its_version(tmp_path: Pa
     only_new = ServiceAccess(sdk_dir=tmp_path / "sdk2")
     (tmp_path / "sdk2" / "python" / "3.10").mkdir(parents=True)
     assert only_new.sdk_for(python(9)) is None  # no copy a 3.9 can run
+
+
+def test_environments_with_a_network_of_their_own_get_the_network_endpoint(tmp_path: Path) -> None:
+    """The linux sandbox's environments reach Lamina at their network hub's listener, not the server's address."""
+
+    class PrivateNetwork(ProcessBackend):
+        private_network = True
+
+    access = ServiceAccess(endpoint="http://127.0.0.1:8800", network_endpoint="http://169.254.1.1:8800")
+    fn = spec("python3.12", tmp_path)
+    assert access.environment(fn, PrivateNetwork(), None)["AWS_ENDPOINT_URL"] == "http://169.254.1.1:8800"
+    assert access.environment(fn, ProcessBackend(), None)["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8800"
+    assert ServiceAccess(endpoint="http://127.0.0.1:8800").environment(fn, PrivateNetwork(), None) == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:8800"}

@@ -46,14 +46,18 @@ class CredentialIssuer(Protocol):
 @dataclass
 class ServiceAccess:
     endpoint: str | None = None              # AWS_ENDPOINT_URL: Lamina's own API
+    # ... as environments with a network of their own (the linux sandbox) reach it: a listener in their network's
+    # hub at their gateway address (net/plumbing.py), not the server's address on the host.
+    network_endpoint: str | None = None
     credentials: CredentialIssuer | None = None
     sdk_dir: Path | None = None              # python/ (boto3 and its dependencies), shown read-only in sandboxes
 
     def environment(self, spec: FunctionSpec, backend: SandboxBackend, lang: Interpreter | None) -> dict[str, str]:
         """The variables an environment (or a zygote) of spec gets for this."""
         env: dict[str, str] = {}
-        if self.endpoint:
-            env["AWS_ENDPOINT_URL"] = self.endpoint
+        endpoint = self.network_endpoint if backend.private_network and self.network_endpoint else self.endpoint
+        if endpoint:
+            env["AWS_ENDPOINT_URL"] = endpoint
         if self.credentials is not None:
             account = spec.arn.split(":")[4]
             issued = self.credentials.issue(account, spec.role, spec.arn, CREDENTIALS_SECONDS)

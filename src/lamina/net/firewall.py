@@ -1,6 +1,7 @@
 """nftables rulesets (JSON, for `nft -j`) of Lamina's namespaces: a VPC pair's (security groups as stateful,
 allow-only chains, SNAT to the pair's one address, nothing in from the VPC), the default outbound network's, and the
-host's (the outbound network never reaches the host itself or a VPC segment).
+host's (the outbound network never reaches the host itself or a VPC segment). A hub's `api` (address, port) is where
+Lamina's API listens inside it for the hub's environments (plumbing.py): only they may connect, only to that port.
 
 Every ruleset is one table, replaced atomically (add; delete; add ... in one batch): conntrack entries outlive the
 replace, so established connections survive a rule change while new ones see the new rules."""
@@ -82,9 +83,22 @@ def set_name(group_id: str) -> str:
     return "sg_" + group_id.replace("-", "_")
 
 
-def pair_ruleset(address: str, env_range: str, groups: list[dict], members: dict[str, list[str]]) -> list[dict]:
+def _api_rules(table: str, api: tuple[str, int] | None) -> list[dict]:
+    """A hub's input rules for Lamina's API listener: its environments (v*) to that address and port; nothing else
+    reaches the address (not the VPC, whatever a security group's ingress allows)."""
+    if api is None:
+        return []
+    address, port = api
+    to_api = _match(_payload("ip", "daddr"), address)
+    return [_rule(table, "input", _match(_meta("iifname"), ENV_PREFIX + "*"), to_api,
+                  _match(_meta("l4proto"), "tcp"), _match(_payload("th", "dport"), port), _ACCEPT),
+            _rule(table, "input", to_api, {"drop": None})]
+
+
+def pair_ruleset(address: str, env_range: str, groups: list[dict], members: dict[str, list[str]],
+                 api: tuple[str, int] | None = None) -> list[dict]:
     """A VPC pair's table. groups: its security groups (with _ingress/_egress rules); members: for every group a rule
-    references, the addresses of the interfaces carrying it."""
+    references, the addresses of the interfaces carrying it; api: Lamina's API listener in the pair (address, port)."""
     t = TABLE
     out = _replace("inet", t)
     referenced = sorted({rule["group"] for g in groups for rule in g["_ingress"] + g["_egress"] if "group" in rule})
@@ -102,7 +116,7 @@ def pair_ruleset(address: str, env_range: str, groups: list[dict], members: dict
             _rule(t, "forward", _match(_meta("iifname"), ENV_PREFIX + "*"), _match(_meta("oifname"), UPLINK),
                   {"jump": {"target": "egress"}})]
     out += [_rule(t, "input", _ESTABLISHED, _ACCEPT), _rule(t, "input", _match(_meta("iifname"), "lo"), _ACCEPT),
-            _rule(t, "input", _match(_meta("iifname"), UPLINK), {"jump": {"target": "ingress"}})]
+            *_api_rules(t, api), _rule(t, "input", _match(_meta("iifname"), UPLINK), {"jump": {"target": "ingress"}})]
     for group in groups:
         for rule in group["_egress"]:
             if (expr := _sg_rule(rule, "daddr")) is not None:
@@ -117,9 +131,10 @@ def pair_ruleset(address: str, env_range: str, groups: list[dict], members: dict
     return out
 
 
-def outbound_ruleset(address: str, env_range: str, blocked: list[str]) -> list[dict]:
+def outbound_ruleset(address: str, env_range: str, blocked: list[str],
+                     api: tuple[str, int] | None = None) -> list[dict]:
     """The default network's hub: environments out through the host, never to `blocked` (VPC ranges, the link
-    to the host); nothing in; SNAT to the hub's address."""
+    to the host); nothing in but its environments to Lamina's API listener (api); SNAT to the hub's address."""
     t = TABLE
     base, length = env_range.split("/")
     out = _replace("inet", t)
@@ -130,7 +145,8 @@ def outbound_ruleset(address: str, env_range: str, blocked: list[str]) -> list[d
         out.append(_rule(t, "forward", _match(_payload("ip", "daddr"), _addr(cidr)), {"drop": None}))
     out.append(_rule(t, "forward", _match(_meta("iifname"), ENV_PREFIX + "*"), _match(_meta("oifname"), UPLINK),
                      _ACCEPT))
-    out += [_rule(t, "input", _ESTABLISHED, _ACCEPT), _rule(t, "input", _match(_meta("iifname"), "lo"), _ACCEPT)]
+    out += [_rule(t, "input", _ESTABLISHED, _ACCEPT), _rule(t, "input", _match(_meta("iifname"), "lo"), _ACCEPT),
+            *_api_rules(t, api)]
     out.append(_rule(t, "postrouting", _match(_meta("oifname"), UPLINK),
                      _match(_payload("ip", "saddr"), {"prefix": {"addr": base, "len": int(length)}}),
                      {"snat": {"addr": address}}))

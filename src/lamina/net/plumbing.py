@@ -9,6 +9,11 @@
 - the default outbound network: the same kind of hub namespace, joined to the host by a veth (lmo<pid hex>) and
   masqueraded out of the host's other interfaces; the host's own table keeps it from the host itself and from VPC
   segments;
+- Lamina's API inside every hub: a listening socket the server makes in the hub's namespace at the environment
+  gateway's address (http://169.254.1.1:<api_port>, the AWS_ENDPOINT_URL environments get) and serves with its own
+  front door (server.py: every request signed, whatever the server's keys); only the hub's environments may connect
+  (firewall.py). Made with the hub (server start, a pair's set-up), so nothing is added to a cold start; a function
+  with no network (function_network = none) has no path to it;
 - environment namespaces, pre-wired in pools (a zygote's own, made by its namespace maker so that its forks may
   join them; the host's for sandboxes the launcher starts) and joined with setns: nothing is created on a cold start
   while a pool has one ready. An environment's namespace goes when its last process does; its veth goes with it.
@@ -27,7 +32,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from lamina.net import firewall, nsops
 from lamina.net.ec2 import Ec2Model
@@ -44,6 +50,14 @@ BURST_POOL_MAX = 16                  # a pool that ran dry grows (doubling) up t
 BURST_OVER_S = 30.0                  # ... and is back to its size once no take found it empty for this long
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+# Serves a listening socket (made in a hub) with Lamina's API, on the event loop; None if it cannot (the socket closed).
+ApiServe = Callable[[socket.socket], Awaitable[Closable | None]]
+
+
 def _hex(resource_id: str) -> str:
     return resource_id.split("-", 1)[1][:8]
 
@@ -58,6 +72,8 @@ class Hub:
         self.next = 2
         self.ruleset: str = ""
         self._ipr = nsops.ipr(fd)
+        self.api_sock: socket.socket | None = None   # Lamina's API listener in this hub (listen_api)
+        self.api_server: Closable | None = None      # what serves it (on the event loop)
 
     def wire(self, env_fd: int) -> str:
         """A veth from this hub into the environment namespace env_fd (made in place: never moved), with the
@@ -91,7 +107,33 @@ class Hub:
         self._ipr.link("set", index=lo, state="up")
         self._ipr.addr("add", index=lo, address=ENV_GATEWAY, prefixlen=32)
 
+    def listen_api(self, port: int) -> None:
+        """A listening socket for Lamina's API at the environments' gateway address, made inside this hub (a socket
+        stays in the namespace it was made in): reachable from this hub's environments only. After prepare()."""
+        with nsops.inside(self.fd):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((ENV_GATEWAY, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.api_sock = sock
+
+    def stop_api(self) -> None:
+        """Stop serving Lamina's API here (on the event loop: the server is the loop's)."""
+        if self.api_server is not None:
+            self.api_server.close()
+            self.api_server = None
+        if self.api_sock is not None:
+            self.api_sock.close()
+            self.api_sock = None
+
     def close(self) -> None:
+        if self.api_server is None and self.api_sock is not None:
+            self.api_sock.close()   # made, never served (a set-up that failed after it)
         self._ipr.close()
         os.close(self.fd)
         nsops.remove_named(self.name)
@@ -226,6 +268,23 @@ class Plumbing:
         self.host_table = f"lamina_{self.pid}"
         self._outbound: tuple[str, str] | None = None     # (host address, hub address)
         self._outbound_applied = ""                        # what the outbound rulesets were last made from
+        # Lamina's API in every hub (Hub.listen_api): its port, and how the server serves a listener (server.py);
+        # unset, environments have no path to Lamina.
+        self.api_port: int | None = None
+        self.serve_api: ApiServe | None = None
+
+    def _api(self) -> tuple[str, int] | None:
+        return (ENV_GATEWAY, self.api_port) if self.api_port else None
+
+    async def _serve_api(self, hub: Hub) -> None:
+        sock = hub.api_sock
+        if sock is None:
+            return
+        server = await self.serve_api(sock) if self.serve_api is not None else None
+        if server is None:
+            hub.stop_api()   # closed: a connection is refused at once rather than left unanswered
+        else:
+            hub.api_server = server
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,6 +303,8 @@ class Plumbing:
         hubs = [f.result() for f in self.hubs.values() if f.done() and not f.cancelled() and f.exception() is None]
         for fut in self.hubs.values():
             fut.cancel()
+        for hub in hubs:
+            hub.stop_api()
         await nsops.run(self._teardown, hubs)
 
     def _teardown(self, hubs: list[Hub]) -> None:
@@ -320,6 +381,7 @@ class Plumbing:
             hub = await nsops.run(self._make_pair, eni)
             hub.ruleset = ""
             await nsops.run(self._apply_pair, hub, eni)
+            await self._serve_api(hub)
         except Exception as exc:
             if not fut.done():
                 fut.set_exception(exc)
@@ -363,6 +425,8 @@ class Plumbing:
             pair.link("set", index=eth0, state="up")
             pair.route("add", dst="0.0.0.0/0", gateway=str(net.network_address + 1), oif=eth0)
             hub.prepare()
+            if self.api_port:
+                hub.listen_api(self.api_port)
         except BaseException:
             hub.close()
             raise
@@ -379,7 +443,7 @@ class Plumbing:
     def _apply_pair(self, hub: Hub, eni: dict) -> None:
         assert self.model is not None
         groups = [self.model.groups[g["GroupId"]] for g in eni["Groups"] if g["GroupId"] in self.model.groups]
-        rules = firewall.pair_ruleset(eni["PrivateIpAddress"], ENV_RANGE, groups, self._members())
+        rules = firewall.pair_ruleset(eni["PrivateIpAddress"], ENV_RANGE, groups, self._members(), self._api())
         text = json.dumps(rules, sort_keys=True)
         if text != hub.ruleset:
             nsops.nft(hub.name, rules)
@@ -413,6 +477,7 @@ class Plumbing:
         if fut.cancelled() or fut.exception() is not None:
             return
         # The namespace (and its eth0, the host end of its veth with it) goes once its environments have.
+        fut.result().stop_api()
         await nsops.run(fut.result().close)
 
     # ------------------------------------------------------------------ the outbound network
@@ -426,6 +491,7 @@ class Plumbing:
             fut.exception()
             log.error("the outbound network for functions could not be set up: %s", exc)
             return
+        await self._serve_api(hub)
         fut.set_result(hub)
 
     def _make_outbound(self) -> Hub:
@@ -449,6 +515,8 @@ class Plumbing:
             pair.link("set", index=eth0, state="up")
             pair.route("add", dst="0.0.0.0/0", gateway=host_address, oif=eth0)
             hub.prepare()
+            if self.api_port:
+                hub.listen_api(self.api_port)
             self._outbound = (host_address, hub_address)
             self.state["table"] = self.host_table
             self._save_state()
@@ -479,7 +547,7 @@ class Plumbing:
         if hub is not None or self.hubs.get("outbound") is not None:
             name = f"{PREFIX}{self.pid}-out"
             nsops.nft(name, firewall.outbound_ruleset(hub_address, ENV_RANGE,
-                                                      [*ranges, f"{host_address}/30", "127.0.0.0/8"]))
+                                                      [*ranges, f"{host_address}/30", "127.0.0.0/8"], self._api()))
         self._outbound_applied = wanted
 
     # ------------------------------------------------------------------ environments

@@ -8,6 +8,7 @@ requests are answered before they get here (fast_http.py); what reaches __call__
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -48,6 +49,13 @@ class FrontDoor:
         self.microvm_proxy = microvm_proxy.MicrovmProxy(microvms) if microvms is not None else None
         if self.gateway is not None:
             self.gateway.auth = auth
+
+    def behind(self, auth: RequestAuth) -> FrontDoor:
+        """This front door with another check of who is calling (the listener functions' networks reach, where
+        every request is signed: server.py); the same routes and gateways."""
+        door = copy.copy(self)
+        door.auth = auth if not auth.open else None
+        return door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A route that must take precedence over the hot path's belongs in fast_http's _routed_first too.

@@ -29,8 +29,10 @@ Rendered = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class RequestAuth:
-    def __init__(self, verifier: Verifier, policies: PolicyService | None, owner_account: str, region: str) -> None:
+    def __init__(self, verifier: Verifier, policies: PolicyService | None, owner_account: str, region: str,
+                 unsigned_paths: tuple[str, ...] = _UNSIGNED_PATHS) -> None:
         self.verifier = verifier
+        self.unsigned_paths = unsigned_paths
         self.policies = policies
         self.owner = owner_account
         self.region = region
@@ -68,7 +70,7 @@ class RequestAuth:
         """Verify an ASGI request (its body read whole, then handed on by the returned receive) and apply the policy;
         (receive, caller), or the error response to send."""
         path: str = scope["path"]
-        if path in _UNSIGNED_PATHS:
+        if path in self.unsigned_paths:
             return receive, self.verifier.default
         headers = scope["headers"]
         query = scope.get("query_string", b"")
