@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 import uuid
+from typing import TypeAlias
 
 import orjson
 
@@ -51,6 +52,10 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 LONG_WAIT_S = 20.0
 FUNCTION_RECHECK_S = 30.0        # a poller whose function is gone looks again at least this often
+
+
+# A batch's invoke once started: its outcome's future, what kept it from starting, or None (nothing to invoke).
+Pending: TypeAlias = asyncio.Future[InvokeResult] | BaseException | None
 
 
 def record(m: Message, q: Queue, region: str, account: str) -> dict:
@@ -226,7 +231,10 @@ class Poller:
     def _launch(self, q: Queue, messages: list[Message]) -> None:
         self.active += 1
         self.peak = max(self.peak, self.active)
-        task = asyncio.get_running_loop().create_task(self._batch(q, messages))
+        # The invocation is handed to the dispatcher here, in the step that received the batch (a send's commit
+        # wakes it ahead of writing the send's 200): the task only waits for the outcome.
+        kept, pending = self._start(q, messages)
+        task = asyncio.get_running_loop().create_task(self._batch(q, kept, pending))
         self._batches.add(task)
         task.add_done_callback(self._batch_done)
         now = time.monotonic()
@@ -244,27 +252,40 @@ class Poller:
 
     # ------------------------------------------------------------------ one batch
 
-    async def _batch(self, q: Queue, messages: list[Message]) -> None:
+    def _start(self, q: Queue, messages: list[Message]) -> tuple[list[Message], Pending]:
+        """The batch's event, less what no filter matches (deleted), submitted: (the messages in it, the invoke's
+        future, or what stopped it from being submitted, or None when nothing is left to invoke)."""
+        runner = self.runner
+        try:
+            records = [record(m, q, runner.region, runner.account) for m in messages]
+            if self.filters:
+                keep_messages, keep_records, dropped = [], [], []
+                for m, rec in zip(messages, records, strict=True):
+                    view = _filter_view(rec)
+                    if any(f.matches(view) for f in self.filters):
+                        keep_messages.append(m)
+                        keep_records.append(rec)
+                    else:
+                        dropped.append(m)
+                if dropped:
+                    runner.queues.delete_messages(q, dropped)   # AWS deletes what no filter matches
+                    self.filtered += len(dropped)
+                messages, records = keep_messages, keep_records
+                if not messages:
+                    return messages, None
+            return messages, runner.submit(self.function_arn, orjson.dumps({"Records": records}))
+        except Exception as exc:  # Throttled, AwsError (not invokable now), a system error
+            return messages, exc
+
+    async def _batch(self, q: Queue, messages: list[Message], pending: Pending) -> None:
+        if pending is None:
+            return
         runner = self.runner
         queues = runner.queues
-        records = [record(m, q, runner.region, runner.account) for m in messages]
-        if self.filters:
-            keep_messages, keep_records, dropped = [], [], []
-            for m, rec in zip(messages, records, strict=True):
-                view = _filter_view(rec)
-                if any(f.matches(view) for f in self.filters):
-                    keep_messages.append(m)
-                    keep_records.append(rec)
-                else:
-                    dropped.append(m)
-            if dropped:
-                queues.delete_messages(q, dropped)   # AWS deletes what no filter matches
-                self.filtered += len(dropped)
-            messages, records = keep_messages, keep_records
-            if not messages:
-                return
         try:
-            result = await runner.invoke(self.function_arn, orjson.dumps({"Records": records}))
+            if isinstance(pending, BaseException):
+                raise pending
+            result = await pending
         except Exception as exc:  # Throttled, AwsError (not invokable now), a system error
             # Not run: the messages are visible again and this receive does not count; slow down.
             queues.release(q, messages, uncount=True)
@@ -408,12 +429,14 @@ class EsmRunner:
         except (AwsError, KeyError):
             return 3
 
-    async def invoke(self, function_arn: str, payload: bytes) -> InvokeResult:
-        """One synchronous invoke; raises Throttled or AwsError when the function did not run."""
+    def submit(self, function_arn: str, payload: bytes) -> asyncio.Future[InvokeResult]:
+        """Start one synchronous invoke: its outcome's future. Raises Throttled or AwsError when the function
+        cannot run now."""
         fn, qualifier = self.functions.target(function_arn)
         target = self.functions.pick(fn, qualifier)
         ensure_invokable(target, self.functions.dispatcher)
         inv = Invocation(str(uuid.uuid4()), payload, function_arn, sync=True, keep_log=False)
-        inv.future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[InvokeResult] = asyncio.get_running_loop().create_future()
+        inv.future = future
         self.functions.dispatcher.submit(target.key, inv)
-        return await inv.future
+        return future
