@@ -44,7 +44,21 @@ $(SDK_DIR)/.installed: $(VENV)/.installed Makefile
 	rm -rf $(SDK_DIR)/python/*/bin
 	touch $@
 
-install: $(VENV)/.installed $(SDK_DIR)/.installed
+# The AWS SDK for JavaScript v3 for Node.js functions (AWS's nodejs18.x and later runtimes include v3): the clients of
+# the services Lamina offers (Lambda, SQS, EventBridge, Scheduler, CloudWatch Logs) and the credential providers,
+# pinned in sdk/nodejs/package-lock.json, installed with `npm ci` into $(SDK_DIR)/nodejs/node_modules (after the
+# function's own node_modules and its layers' on NODE_PATH). Without npm there is none (said so; a function can ship
+# its own copy in the zip or a layer).
+$(SDK_DIR)/.installed-nodejs: sdk/nodejs/package.json sdk/nodejs/package-lock.json
+	rm -rf $(SDK_DIR)/nodejs
+	@if command -v npm >/dev/null; then \
+		mkdir -p $(SDK_DIR)/nodejs && cp sdk/nodejs/package.json sdk/nodejs/package-lock.json $(SDK_DIR)/nodejs/ && \
+		npm ci --prefix $(SDK_DIR)/nodejs --omit=dev --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		echo "npm not found: Node.js functions get no AWS SDK for JavaScript (install npm, then make install)"; \
+	fi
+
+install: $(VENV)/.installed $(SDK_DIR)/.installed $(SDK_DIR)/.installed-nodejs
 
 # awscli v1 pins its own botocore, so it lives in a venv of its own (used by tests/compat).
 $(AWSCLI_VENV)/.installed:

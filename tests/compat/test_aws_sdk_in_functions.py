@@ -194,3 +194,60 @@ def test_vpc_function_reaches_lamina(endpoint, lambda_client, functions) -> None
         ec2.delete_security_group(GroupId=group)
         ec2.delete_subnet(SubnetId=subnet)
         ec2.delete_vpc(VpcId=vpc)
+
+
+NODE_CALLER = '''\
+const { LambdaClient, InvokeCommand } = require("@aws-sdk/client-lambda");
+const { SQSClient, GetQueueUrlCommand, SendMessageCommand } = require("@aws-sdk/client-sqs");
+
+const lambda = new LambdaClient({});   // no endpoint, no keys: the environment's
+
+exports.handler = async (event, context) => {
+  const out = { where: require.resolve("@aws-sdk/client-lambda"), endpoint: process.env.AWS_ENDPOINT_URL };
+  try {
+    const resp = await lambda.send(new InvokeCommand({ FunctionName: event.target,
+                                                       Payload: JSON.stringify({ from: context.functionName }) }));
+    out.result = JSON.parse(Buffer.from(resp.Payload).toString());
+    const sqs = new SQSClient({});
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: event.queue }));
+    const sent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: "from " + context.functionName }));
+    out.sent = sent.MessageId;
+  } catch (err) {
+    out.error = `${err.name}: ${err.message}`;
+  }
+  return out;
+};
+'''
+# A copy of the client in the function's own node_modules: what it requires instead of Lamina's.
+NODE_OWN_COPY = {"index.js": 'exports.handler = async () => ({ which: require("@aws-sdk/client-lambda").which });\n',
+                 "node_modules/@aws-sdk/client-lambda/package.json": '{"name": "@aws-sdk/client-lambda", '
+                                                                     '"version": "0.0.0", "main": "index.js"}',
+                 "node_modules/@aws-sdk/client-lambda/index.js": 'exports.which = "own copy";\n'}
+
+
+def test_node_functions_get_the_javascript_sdk_and_reach_lamina(endpoint, lambda_client, functions) -> None:
+    """The AWS SDK for JavaScript v3 clients Lamina installs (make install: npm ci of sdk/nodejs), after the function's
+    own node_modules and its layers' on NODE_PATH; Invoke and SQS SendMessage with no endpoint or keys in the code, in
+    the server's own sandbox."""
+    node = [rt for rt in health(endpoint)["runtimes"]["available"] if rt.startswith("nodejs")]
+    if not node:
+        pytest.skip("no Node.js on this machine (make test installs Debian's nodejs)")
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName=unique_name("q"))["QueueUrl"]
+    try:
+        callee = functions({"app.py": CALLEE}, prefix="callee")
+        caller = functions({"index.js": NODE_CALLER}, prefix="ncaller", handler="index.handler", Runtime=node[0],
+                           Timeout=60)
+        body = invoke_ok(lambda_client, caller, {"target": callee, "queue": queue.rsplit("/", 1)[1]})
+        assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
+        assert "/sdk/nodejs/node_modules/@aws-sdk/client-lambda/" in body["where"], body
+        assert body["endpoint"] == _inside(endpoint), body
+        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
+        assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
+    finally:
+        sqs.delete_queue(QueueUrl=queue)
+    own = functions(NODE_OWN_COPY, prefix="nown", handler="index.handler", Runtime=node[0])
+    assert invoke_ok(lambda_client, own, {}) == {"which": "own copy"}

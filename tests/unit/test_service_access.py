@@ -76,3 +76,15 @@ def test_environments_with_a_network_of_their_own_get_the_network_endpoint(tmp_p
     assert access.environment(fn, ProcessBackend(), None)["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8800"
     assert ServiceAccess(endpoint="http://127.0.0.1:8800").environment(fn, PrivateNetwork(), None) == {
         "AWS_ENDPOINT_URL": "http://127.0.0.1:8800"}
+
+
+def test_node_gets_the_javascript_sdk_when_it_is_installed(tmp_path: Path) -> None:
+    sdk = tmp_path / "sdk"
+    node = Interpreter("nodejs20.x", "20.1.0", "/usr/bin/node", "/usr", "system")
+    access = ServiceAccess(sdk_dir=sdk)
+    backend = ProcessBackend()
+    assert access.sdk_for(node) is None and access.node_modules(backend, node) is None
+    (sdk / "nodejs" / "node_modules").mkdir(parents=True)
+    assert access.sdk_for(node) == sdk
+    assert access.node_modules(backend, node) == f"{sdk}/nodejs/node_modules"
+    assert access.node_modules(backend, python(12)) is None and access.sdk_for(python(12)) is None

@@ -338,9 +338,11 @@ class Environment:
         self.expires_at = access.expires_at()
         env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang, access=access)
         # AWS's NODE_PATH: layers' node_modules (/opt/nodejs/nodeN/node_modules, /opt/nodejs/node_modules), the
-        # runtime's, the task root (ES modules do not read NODE_PATH, on AWS either).
+        # runtime's (on AWS the SDK's: here Lamina's JavaScript SDK, service_access.py), the task root (ES modules do
+        # not read NODE_PATH, on AWS either). The function's own node_modules comes first, as node resolves it.
+        sdk = access.node_modules(self.backend, lang)
         env["NODE_PATH"] = (f"{opt}/nodejs/node{lang.major}/node_modules:{opt}/nodejs/node_modules:"
-                            f"{runtime_dir}/node_modules:{runtime_dir}:{task_root}")
+                            f"{runtime_dir}/node_modules:{sdk + ':' if sdk else ''}{runtime_dir}:{task_root}")
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env[CHANNEL_FD_ENV] = str(child.fileno())
         # AWS's bootstrap: a tenth of the memory for the young generation, the rest for the old one, so V8
@@ -352,7 +354,8 @@ class Environment:
         spec = SandboxSpec(name=f"{self.spec.name}-{self.id[:12]}", argv=argv, env=env, code_dir=self.spec.code_dir,
                            opt_dir=self.spec.opt_dir, memory_mb=self.spec.memory_mb,
                            ephemeral_mb=self.spec.ephemeral_mb, pass_fds=(child.fileno(),),
-                           log_fd=self._log_write_fd(), lang=lang, init_boost=True, network=self.spec.network)
+                           log_fd=self._log_write_fd(), lang=lang, init_boost=True, network=self.spec.network,
+                           sdk_dir=access.sdk_for(lang))
         self._started_ns = time.perf_counter_ns()
         try:
             self.sandbox = await self.backend.start(spec, self.on_exit)

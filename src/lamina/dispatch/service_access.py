@@ -1,5 +1,6 @@
 """What a function's environment is given to call AWS services — Lamina's own — with no endpoint or keys in its
-code, as a Lambda environment is: the AWS SDK (boto3 for Python, shipped outside the function's code),
+code, as a Lambda environment is: the AWS SDK (boto3 for Python, the AWS SDK for JavaScript v3 clients for Node.js,
+shipped outside the function's code),
 credentials for the function's execution role (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and
 AWS_ENDPOINT_URL pointing at Lamina, so `boto3.client("lambda")` reaches Lamina's Lambda API.
 
@@ -28,12 +29,13 @@ log = logging.getLogger("lamina.dispatch")
 # An environment's credentials last this long (AWS's longest role session); it is replaced an hour before.
 CREDENTIALS_SECONDS = 12 * 3600.0
 REPLACE_BEFORE_S = 3600.0
+NODE_MODULES = "nodejs/node_modules"   # the JavaScript SDK in the SDK directory (the Makefile's npm ci)
 
 
 def installed_sdk_dir() -> Path | None:
     """Where `make install` puts the SDKs (the Makefile's SDK_DIR: beside Lamina's own environment), if it did."""
     path = Path(sys.prefix) / "share" / "lamina" / "sdk"
-    return path if any((path / "python").glob("3.*")) else None
+    return path if any((path / "python").glob("3.*")) or (path / NODE_MODULES).is_dir() else None
 
 
 class CredentialIssuer(Protocol):
@@ -89,7 +91,20 @@ class ServiceAccess:
 
     def sdk_for(self, lang: Interpreter | None) -> Path | None:
         """The SDK directory to show in a sandbox of this interpreter (a language Lamina ships an SDK for)."""
-        return self.sdk_dir if self._python_sdk(lang) is not None else None
+        if self._python_sdk(lang) is not None or self._node_sdk(lang):
+            return self.sdk_dir
+        return None
+
+    def _node_sdk(self, lang: Interpreter | None) -> bool:
+        return (self.sdk_dir is not None and lang is not None and lang.language == "nodejs"
+                and (self.sdk_dir / NODE_MODULES).is_dir())
+
+    def node_modules(self, backend: SandboxBackend, lang: Interpreter | None) -> str | None:
+        """Where a Node.js environment finds the JavaScript SDK (its NODE_PATH entry), if Lamina has it."""
+        if not self._node_sdk(lang):
+            return None
+        assert self.sdk_dir is not None
+        return f"{backend.sdk_root(self.sdk_dir)}/{NODE_MODULES}"
 
     def compile_sdk(self, interpreters: list[Interpreter]) -> None:
         """Byte-compile each Python's SDK copy with that Python, once (the sandbox shows it read-only, so a zygote
