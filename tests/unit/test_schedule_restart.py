@@ -1,6 +1,8 @@
 """Schedules across restarts (eventbridge/scheduler.py over the store): an occurrence missed while the server was
-down fires once after the start, not once per missed occurrence; an occurrence that fired never fires again after
-a restart; the timer heap holds one entry per schedule. A controllable clock stands in for time."""
+down fires once after the start, not once per missed occurrence, within its flexible window; an occurrence that
+fired never fires again after a restart; a crash (no stop) between an occurrence's commit and its target taking it,
+or right after the target took it, neither loses nor repeats it; the timer heap holds one entry per schedule.
+A controllable clock stands in for time; the recording target takes its outbox rows as a real target's commit does."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from lamina.eventbridge.scheduler import ScheduleService
 from lamina.eventbridge.targets import Deliverer
 from lamina.eventbridge.timers import Clock, TimerHeap
 from lamina.store.db import Database
-from lamina.store.eventbridge import EventBridgeRepo
+from lamina.store.eventbridge import TAKE_PENDING, EventBridgeRepo
 
 T0 = 1_800_000_000.0   # 2027-01-15T08:00:00Z
 
@@ -28,16 +30,26 @@ class FakeClock(Clock):
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """A target whose write takes the occurrences' outbox rows with it (as the async queue's or a queue's commit)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self.sent: list[tuple[str, dict]] = []
 
-    async def send(self, arn: str, payload: bytes) -> None:
+    async def send(self, arn: str, payload: bytes, also=None) -> None:
         self.sent.append((arn, orjson.loads(payload)))
+        if also is not None:
+            self.settle(also)
 
-    async def send_many(self, arn: str, payloads: list[bytes]) -> list[None]:
+    async def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None) -> list[None]:
         for payload in payloads:
-            await self.send(arn, payload)
+            self.sent.append((arn, orjson.loads(payload)))
+        if pending:
+            self.settle((TAKE_PENDING, pending))
         return [None] * len(payloads)
+
+    def settle(self, also) -> None:
+        also[0].apply(self.db.conn, [also[1]])
 
     def exists(self, arn: str) -> bool:
         return True
@@ -49,7 +61,7 @@ class Node:
     def __init__(self, path: Path, clock: FakeClock) -> None:
         self.db = Database(path)
         self.heap = TimerHeap(clock)
-        self.recorder = Recorder()
+        self.recorder = Recorder(self.db)
         self.service = ScheduleService(EventBridgeRepo(self.db), self.heap, Deliverer(self.recorder, clock),
                                        "us-east-1", "000000000000")
         self.service.load()
@@ -67,6 +79,16 @@ class Node:
     def stop(self) -> None:
         self.heap.stop()
         self.db.close()
+
+    def crash(self) -> None:
+        """The process dies: no stop(); the timers of occurrences waiting for their send time die with it."""
+        for handle, _ in self.service._prepared.values():
+            if handle is not None:
+                handle.cancel()
+        self.stop()
+
+    def outbox(self) -> int:
+        return self.db.conn.execute("SELECT count(*) FROM eb_pending").fetchone()[0]
 
 
 def create(node: Node, name: str, expression: str, **extra: object) -> None:
@@ -165,4 +187,79 @@ def test_stop_inside_the_lead_gives_the_occurrence_back(tmp_path: Path) -> None:
         node = Node(tmp_path / "db", clock)
         assert [e["time"] for e in await node.tick()] == ["2027-01-15T08:00:30Z"] * 2   # once each
         node.stop()
+    asyncio.run(run())
+
+
+def test_crash_inside_the_lead_neither_loses_nor_repeats(tmp_path: Path) -> None:
+    """SIGKILL after an occurrence's next due time was committed but before its target had it (the heap hands
+    schedules out ahead of their due time): it fires once after the restart. A crash right after the target took it:
+    it does not fire again."""
+    async def run() -> None:
+        clock = FakeClock(T0)
+        node = Node(tmp_path / "db", clock)
+        node.heap.lead = 60.0
+        create(node, "soon", "at(2027-01-15T08:00:30)")
+        create(node, "rate", "rate(1 minute)", StartDate=T0 + 30)
+        assert await node.tick() == []               # committed and in the outbox, not yet due: nothing sent
+        assert node.service.next_due("soon") is None and node.outbox() == 2
+        node.crash()
+        clock.t = T0 + 45
+        node = Node(tmp_path / "db", clock)
+        node.heap.lead = 0.0
+        assert sorted(e["resources"][0].rsplit("/", 1)[1] for e in await node.tick()) == ["rate", "soon"]
+        assert node.outbox() == 0
+        node.crash()                                  # right after the targets took them
+        node = Node(tmp_path / "db", clock)
+        node.heap.lead = 0.0
+        assert await node.tick() == []
+        # and the rate goes on: its next occurrence once
+        clock.t = T0 + 90
+        assert [e["time"] for e in await node.tick()] == ["2027-01-15T08:01:30Z"]
+        node.crash()
+        node = Node(tmp_path / "db", clock)
+        assert await node.tick() == []
+        node.stop()
+    asyncio.run(run())
+
+
+def test_flexible_window_after_restart(tmp_path: Path) -> None:
+    """A missed occurrence whose flexible window is still open is sent within what is left of the window, not at
+    the start; one whose window has passed is sent at once; each once. Within a window no occurrence is skipped."""
+    async def run() -> None:
+        clock = FakeClock(T0)
+        node = Node(tmp_path / "db", clock)
+        flexible = {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 10}
+        create(node, "open", "cron(5 8 * * ? *)", FlexibleTimeWindow=flexible)     # 08:05, window to 08:15
+        create(node, "closed", "cron(1 8 * * ? *)", FlexibleTimeWindow=flexible)   # 08:01, window to 08:11
+        create(node, "off", "cron(2 8 * * ? *)")                                     # 08:02
+        node.stop()
+        clock.t = T0 + 12 * 60                       # 08:12: all three came due while the server was down
+        node = Node(tmp_path / "db", clock)
+        assert clock.t + 0 <= node.heap.due_of(("s", "default", "open")) <= T0 + 15 * 60
+        assert node.heap.due_of(("s", "default", "closed")) == clock.t
+        assert node.heap.due_of(("s", "default", "off")) == clock.t
+        fired = sorted(e["resources"][0].rsplit("/", 1)[1] for e in await node.tick())
+        assert fired == ["closed", "off"]
+        clock.t = T0 + 15 * 60
+        assert [(e["resources"][0].rsplit("/", 1)[1], e["time"]) for e in await node.tick()] == \
+            [("open", "2027-01-15T08:05:00Z")]
+        assert await node.tick() == []
+        node.stop()
+        node = Node(tmp_path / "db", clock)           # nothing fires twice
+        assert await node.tick() == []
+        assert node.service.next_due("open") == T0 + 86400 + 5 * 60
+        node.stop()
+
+        # rate(1 minute) in a 5-minute window: every occurrence is sent once, none skipped by the one before it
+        clock.t = T0 + 86400 * 2
+        node = Node(tmp_path / "db", clock)
+        create(node, "busy", "rate(1 minute)", FlexibleTimeWindow={"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 5})
+        times: list[str] = []
+        for _ in range(10 * 6):
+            times += [e["time"] for e in await node.tick() if e["resources"][0].endswith("/busy")]
+            clock.t += 10
+        node.stop()
+        assert len(times) == len(set(times))
+        expected = {f"2027-01-17T08:{m:02d}:00Z" for m in range(5)}
+        assert expected <= set(times)
     asyncio.run(run())

@@ -20,7 +20,7 @@ from lamina.eventbridge.errors import BridgeError, validation
 from lamina.eventbridge.targets import Deliverer, check_path, check_transformer, payload_for
 from lamina.eventbridge.timers import TimerHeap
 from lamina.eventpattern import Pattern, PatternError, compile_pattern
-from lamina.store.eventbridge import EventBridgeRepo, RuleRow
+from lamina.store.eventbridge import EventBridgeRepo, PendingRow, RuleRow
 
 DEFAULT_BUS = "default"
 _NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
@@ -59,8 +59,9 @@ class EventBusService:
         self.rules: dict[str, dict[str, Rule]] = {}    # bus -> name -> rule
         self.events_put = 0
         self._indexes: dict[str, tuple[dict[str, list[Rule]], list[Rule]]] = {}
-        # Scheduled rules' occurrences prepared ahead of their due time: token -> (timer, rule, occurrence)
-        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, Rule, float]] = {}
+        # Scheduled rules' occurrences in the outbox (store/eventbridge.py's eb_pending, as the Scheduler's) waiting
+        # for their due time: token -> (timer, pending rows)
+        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, list[PendingRow]]] = {}
         self._tokens = itertools.count()
         self.matched = 0
         heap.handlers["r"] = self._fire
@@ -74,11 +75,28 @@ class EventBusService:
         self.rules = {name: {} for name in self.buses}
         self._indexes.clear()
         now = self.clock.now()
+        owed = [p for p in self.repo.pending() if p.owner == "r"]
+        owing = {(p.a, p.b) for p in owed}
+        skipped: list[tuple[float | None, str, str]] = []
         for row in self.repo.rules():
             rule = self._compiled(row)
             self.rules.setdefault(row.bus, {})[row.name] = rule
             if rule.schedule is not None and row.config.get("State") == "ENABLED" and row.next_due is not None:
-                self.heap.set(("r", row.bus, row.name), max(row.next_due, now))
+                if row.next_due < now and (row.bus, row.name) in owing:
+                    # The occurrence still in the outbox was the missed one: go on from now.
+                    row.next_due = rule.schedule.next_after(now, anchor=row.config["Anchor"])
+                    skipped.append((row.next_due, row.bus, row.name))
+                self.heap.set(("r", row.bus, row.name), max(row.next_due, now) if row.next_due is not None else None)
+        if skipped:
+            self.repo.set_rules_due(skipped)
+        by_time: dict[float, list[PendingRow]] = {}
+        for p in owed:
+            by_time.setdefault(max(p.fire_at, now), []).append(p)
+        loop = asyncio.get_running_loop()
+        for when, batch in by_time.items():
+            token = next(self._tokens)
+            self._prepared[token] = (loop.call_later(self.clock.real_delay(when), partial(self._send_scheduled,
+                                                                                          token)), batch)
 
     # ------------------------------------------------------------------ ARNs
 
@@ -433,32 +451,41 @@ class EventBusService:
     # ------------------------------------------------------------------ scheduled rules
 
     def _fire(self, keys: list[tuple], now: float) -> None:
+        """Scheduled rules due within the heap's lead: one commit advances their next due times and puts an
+        occurrence per target in the outbox; each is sent at its due time, leaving the outbox with its target's
+        write (so a stop or crash neither loses nor repeats one)."""
+        updates: list[tuple[float | None, str, str]] = []
+        batches: dict[float, list[PendingRow]] = {}
         for _, bus, name in keys:
             rule = self.rules.get(bus, {}).get(name)
             if rule is None or rule.schedule is None or rule.row.next_due is None:
                 continue
             occurrence = rule.row.next_due
             rule.row.next_due = rule.schedule.next_after(max(occurrence, now), anchor=rule.row.config["Anchor"])
-            self.repo.set_rule_due(bus, name, rule.row.next_due)   # committed first: never twice
+            updates.append((rule.row.next_due, bus, name))
             self.heap.set(("r", bus, name), rule.row.next_due)
-            token = next(self._tokens)
-            self._prepared[token] = (self.heap.at(occurrence, partial(self._send_scheduled, token)), rule,
-                                     occurrence)
+            event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+                     "source": "aws.events", "account": self.account, "time": _iso(occurrence),
+                     "region": self.region, "resources": [rule.arn], "detail": {}}
+            batch = batches.setdefault(occurrence, [])
+            for target in rule.targets:
+                batch.append(PendingRow(self.repo.pending_id(), "r", bus, name, occurrence, occurrence, target,
+                                        payload_for(target, {**event, "_rule": name})))
+        if not updates:
+            return
+        self.repo.fire([], updates, [p for batch in batches.values() for p in batch])   # committed first
+        for occurrence, batch in batches.items():
+            if batch:
+                token = next(self._tokens)
+                self._prepared[token] = (self.heap.at(occurrence, partial(self._send_scheduled, token)), batch)
 
     def stop(self) -> None:
-        """As ScheduleService.stop: occurrences prepared but not yet due get their due time back."""
-        for handle, rule, occurrence in self._prepared.values():
+        """As ScheduleService.stop: occurrences not yet sent stay in the outbox; the next start sends them."""
+        for handle, _ in self._prepared.values():
             if handle is not None:
                 handle.cancel()
-            if self.rules.get(rule.row.bus, {}).get(rule.row.name) is rule:
-                rule.row.next_due = occurrence
-                self.repo.set_rule_due(rule.row.bus, rule.row.name, occurrence)
         self._prepared.clear()
 
     def _send_scheduled(self, token: int) -> None:
-        _, rule, occurrence = self._prepared.pop(token)
-        event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-                 "account": self.account, "time": _iso(occurrence), "region": self.region,
-                 "resources": [rule.arn], "detail": {}}
-        for target in rule.targets:
-            self.deliverer.deliver(target, payload_for(target, {**event, "_rule": rule.row.name}))
+        _, batch = self._prepared.pop(token)
+        self.deliverer.deliver_many([(p.target, p.payload) for p in batch], [p.id for p in batch])

@@ -1,10 +1,18 @@
 """EventBridge Scheduler (spec/events.md §4.1): schedule groups and schedules, durable in the store, fired from
 the shared timer heap.
 
-An occurrence's next due time is committed before the occurrence is handed to its target, so a restart never
-fires one twice; a schedule whose occurrence came due while the server was down fires that occurrence once after
-the start (not once per missed occurrence), then continues from the current time. Fired payloads: the target's
-Input with Scheduler's placeholders filled in, or, without Input, a scheduled event in EventBridge's shape.
+Firing is two-step and durable at each step: shortly before an occurrence is due (the heap's lead), one commit
+for all schedules of the tick advances their next due times and writes each occurrence into the outbox
+(eb_pending, with its payload and send time); at its send time the occurrence goes to its target, and it leaves
+the outbox in the same transaction as the target's own write (the function's async event, the queue's message).
+So a stop or a crash at any moment neither loses an occurrence nor fires one twice; occurrences still in the
+outbox at a start are sent then.
+
+A schedule whose occurrence came due while the server was down fires that occurrence once after the start (not
+once per missed occurrence), then continues from the current time. FlexibleTimeWindow: an occurrence is sent at a
+random time within its window after the due time; after a restart, a missed occurrence whose window is still open
+is sent at a random time in what is left of it, one whose window has passed is sent at once. Fired payloads: the
+target's Input with Scheduler's placeholders filled in, or, without Input, a scheduled event in EventBridge's shape.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from lamina.eventbridge import expressions
 from lamina.eventbridge.errors import BridgeError, validation
 from lamina.eventbridge.targets import Deliverer
 from lamina.eventbridge.timers import TimerHeap
-from lamina.store.eventbridge import EventBridgeRepo, ScheduleRow
+from lamina.store.eventbridge import EventBridgeRepo, PendingRow, ScheduleRow
 
 _NAME = re.compile(r"[0-9a-zA-Z\-_.]{1,64}")
 _ARN = re.compile(r"arn:aws[a-z\-]*:[a-z0-9\-]+:[a-z0-9\-]*:\d{0,12}:.+")
@@ -52,26 +60,56 @@ class ScheduleService:
         self.groups: dict[str, dict] = {}
         self.schedules: dict[tuple[str, str], ScheduleRow] = {}
         self.fired = 0
-        # Batches prepared ahead of their due time: token -> (timer, occurrence, [(schedule, payload)])
-        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, float, list[tuple[ScheduleRow, bytes]]]] = {}
+        # When each schedule's next occurrence is to be sent (its due time, or its flexible window's pick).
+        self._fire_at: dict[tuple[str, str], float] = {}
+        # Occurrences in the outbox waiting for their send time: token -> (timer, [(schedule or None, pending row)])
+        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, list[tuple[ScheduleRow | None, PendingRow]]]] = {}
         self._tokens = itertools.count()
         heap.handlers["s"] = self._fire
 
     # ------------------------------------------------------------------ lifecycle
 
     def load(self) -> None:
-        """Read the store; occurrences missed while the server was down are due now (once each schedule)."""
+        """Read the store. Occurrences left in the outbox are sent at their time (now, if it has passed). A schedule
+        whose next occurrence came due while the server was down fires it once: at once if its flexible window (none
+        with Mode OFF) has passed, else within what is left of the window; but if an occurrence of it was still in the
+        outbox, that one was the missed occurrence, and the schedule goes on with its next one not yet missed."""
         self.groups = self.repo.groups()
         if DEFAULT_GROUP not in self.groups:
             now = self.clock.now()
             self.groups[DEFAULT_GROUP] = {"CreationDate": now, "LastModificationDate": now}
             self.repo.put_group(DEFAULT_GROUP, self.groups[DEFAULT_GROUP])
         now = self.clock.now()
+        owed = [p for p in self.repo.pending() if p.owner == "s"]
+        owing = {(p.a, p.b) for p in owed}
+        skipped: list[tuple[float | None, str, str]] = []
         for row in self.repo.schedules():
-            self.schedules[(row.group, row.name)] = row
-            if row.next_due is not None and row.config.get("State") == "ENABLED":
-                self.heap.set(("s", row.group, row.name), max(row.next_due, now) if row.next_due < now
-                              else self._jittered(row.config, row.next_due))
+            key = (row.group, row.name)
+            self.schedules[key] = row
+            if row.next_due is None or row.config.get("State") != "ENABLED":
+                continue
+            window = _window(row.config)
+            if row.next_due + window < now and key in owing:
+                row.next_due = self._first_due(row.config, now - window)
+                skipped.append((row.next_due, row.group, row.name))
+                self._arm(row)
+            elif row.next_due + window < now:
+                self._arm(row, now)
+            elif row.next_due < now:
+                self._arm(row, random.uniform(now, row.next_due + window))
+            else:
+                self._arm(row)
+        if skipped:
+            self.repo.set_schedules_due(skipped)
+        by_time: dict[float, list[tuple[ScheduleRow | None, PendingRow]]] = {}
+        for p in owed:
+            done = self.schedules.get((p.a, p.b))   # its last occurrence (ActionAfterCompletion applies after it)
+            by_time.setdefault(max(p.fire_at, now), []).append((done if done is not None and done.next_due is None
+                                                                  else None, p))
+        loop = asyncio.get_running_loop()
+        for when, batch in by_time.items():
+            token = next(self._tokens)
+            self._prepared[token] = (loop.call_later(self.clock.real_delay(when), partial(self._send, token)), batch)
 
     # ------------------------------------------------------------------ ARNs
 
@@ -110,6 +148,7 @@ class ScheduleService:
             raise not_found(f"Schedule group {name} does not exist.")
         for key in [k for k in self.schedules if k[0] == name]:
             del self.schedules[key]
+            self._fire_at.pop(key, None)
             self.heap.set(("s", *key), None)
         del self.groups[name]
         self.repo.delete_group(name)
@@ -302,10 +341,19 @@ class ScheduleService:
 
     def _jittered(self, config: dict, due: float) -> float:
         """FLEXIBLE: somewhere within the window after the due time, as AWS spreads invocations."""
-        window = config.get("FlexibleTimeWindow") or {}
-        if window.get("Mode") == "FLEXIBLE":
-            return due + random.uniform(0, 60 * window["MaximumWindowInMinutes"])
-        return due
+        window = _window(config)
+        return due + random.uniform(0, window) if window else due
+
+    def _arm(self, row: ScheduleRow, fire_at: float | None = None) -> None:
+        """Put the schedule's next occurrence on the heap at its send time (`fire_at`, or picked in its window)."""
+        key = (row.group, row.name)
+        if row.next_due is None or row.config["State"] != "ENABLED":
+            self._fire_at.pop(key, None)
+            self.heap.set(("s", *key), None)
+            return
+        when = self._jittered(row.config, row.next_due) if fire_at is None else fire_at
+        self._fire_at[key] = when
+        self.heap.set(("s", *key), when)
 
     def _save(self, group: str, name: str, config: dict) -> None:
         # A rate without StartDate starts now (its first occurrence is now); everything else after now.
@@ -315,63 +363,62 @@ class ScheduleService:
         row = ScheduleRow(group, name, config, due)
         self.repo.put_schedule(row)
         self.schedules[(group, name)] = row
-        enabled = config["State"] == "ENABLED" and due is not None
-        self.heap.set(("s", group, name), self._jittered(config, due) if enabled and due is not None else None)
+        self._arm(row)
 
     def _remove(self, group: str, name: str) -> None:
         del self.schedules[(group, name)]
         self.repo.delete_schedule(group, name)
+        self._fire_at.pop((group, name), None)
         self.heap.set(("s", group, name), None)
 
     def _fire(self, keys: list[tuple], now: float) -> None:
-        """Schedules due now or within the heap's lead: advance and commit their next due times, then send each
-        occurrence at its due time (those due at the same time in one batch)."""
+        """Schedules to be sent now or within the heap's lead: in one commit, advance their next due times and put
+        their occurrences in the outbox; then send each at its send time (those sent at the same time together)."""
         updates: list[tuple[float | None, str, str]] = []
-        batches: dict[float, list[tuple[ScheduleRow, bytes]]] = {}
+        pending: list[PendingRow] = []
+        batches: dict[float, list[tuple[ScheduleRow | None, PendingRow]]] = {}
         for _, group, name in keys:
             row = self.schedules.get((group, name))
+            fire_at = self._fire_at.pop((group, name), None)
             if row is None or row.next_due is None or row.config["State"] != "ENABLED":
                 continue
             occurrence = row.next_due
-            # From the later of the occurrence and now: after a stop, one missed occurrence fires, not all of them.
+            if fire_at is None:
+                fire_at = occurrence
+            # From the later of the occurrence and the oldest time whose window is still open: after a stop, one
+            # missed occurrence fires, not all of them; within a flexible window, no occurrence is skipped.
             if row.config["ScheduleExpression"].startswith("at("):
                 row.next_due = None
             else:
-                row.next_due = self._first_due(row.config, max(occurrence, now))
+                row.next_due = self._first_due(row.config, max(occurrence, now - _window(row.config)))
             updates.append((row.next_due, group, name))
-            batches.setdefault(occurrence, []).append((row, self._payload(row, occurrence)))
-            if row.next_due is not None:
-                self.heap.set(("s", row.group, row.name), self._jittered(row.config, row.next_due))
+            p = PendingRow(self.repo.pending_id(), "s", group, name, occurrence, fire_at, row.config["Target"],
+                           self._payload(row, occurrence))
+            pending.append(p)
+            batches.setdefault(fire_at, []).append((row, p))
+            self._arm(row)
         if not updates:
             return
-        self.repo.set_schedules_due(updates)   # committed before anything is sent: never twice
-        for occurrence, batch in batches.items():
+        self.repo.fire(updates, [], pending)   # committed before anything is sent
+        for fire_at, batch in batches.items():
             token = next(self._tokens)
-            self._prepared[token] = (self.heap.at(occurrence, partial(self._send, token)), occurrence, batch)
+            self._prepared[token] = (self.heap.at(fire_at, partial(self._send, token)), batch)
 
     def _send(self, token: int) -> None:
-        _, _, batch = self._prepared.pop(token)
+        _, batch = self._prepared.pop(token)
         self.fired += len(batch)
-        self.deliverer.deliver_many([(row.config["Target"], payload) for row, payload in batch])
+        self.deliverer.deliver_many([(p.target, p.payload) for _, p in batch], [p.id for _, p in batch])
         for row, _ in batch:
-            if (row.next_due is None and row.config.get("ActionAfterCompletion") == "DELETE"
+            if (row is not None and row.next_due is None and row.config.get("ActionAfterCompletion") == "DELETE"
                     and self.schedules.get((row.group, row.name)) is row):
                 self._remove(row.group, row.name)
 
     def stop(self) -> None:
-        """The server stops: occurrences prepared (within the heap's lead) but not yet due are not sent; their due
-        times are put back, so after the next start they fire as missed occurrences, once."""
-        restore: list[tuple[float | None, str, str]] = []
-        for handle, occurrence, batch in self._prepared.values():
+        """The server stops: occurrences not yet sent stay in the outbox; the next start sends them."""
+        for handle, _ in self._prepared.values():
             if handle is not None:
                 handle.cancel()
-            for row, _ in batch:
-                if self.schedules.get((row.group, row.name)) is row:
-                    row.next_due = occurrence
-                    restore.append((occurrence, row.group, row.name))
         self._prepared.clear()
-        if restore:
-            self.repo.set_schedules_due(restore)
 
     def _payload(self, row: ScheduleRow, occurrence: float) -> bytes:
         arn = self.schedule_arn(row.group, row.name)
@@ -387,6 +434,12 @@ class ScheduleService:
         return orjson.dumps({"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
                              "source": "aws.scheduler", "account": self.account, "time": _iso(occurrence),
                              "region": self.region, "resources": [arn], "detail": {}})
+
+
+def _window(config: dict) -> float:
+    """A schedule's flexible time window in seconds (0 with Mode OFF)."""
+    window = config.get("FlexibleTimeWindow") or {}
+    return 60.0 * window["MaximumWindowInMinutes"] if window.get("Mode") == "FLEXIBLE" else 0.0
 
 
 def _page(items: list[str], max_results: int | None, token: str | None) -> tuple[list[str], str | None]:

@@ -16,6 +16,8 @@ import orjson
 
 from lamina.eventbridge.errors import validation
 from lamina.eventbridge.timers import Clock
+from lamina.store.eventbridge import TAKE_PENDING
+from lamina.store.group_commit import Kind
 
 log = logging.getLogger("lamina.eventbridge")
 
@@ -24,15 +26,28 @@ class SendError(Exception):
     """The target could not take the payload (it does not exist, or refused it)."""
 
 
+# Another store's write made in the same transaction as a target's own (store/group_commit.py's Kind and its
+# argument): a fired occurrence leaves the EventBridge outbox (store/eventbridge.py's TAKE_PENDING) exactly when its
+# target has it.
+Also = tuple[Kind, Any]
+
+
 class Sender(Protocol):
-    def send(self, arn: str, payload: bytes) -> Awaitable[None]:
+    def send(self, arn: str, payload: bytes, also: Also | None = None) -> Awaitable[None]:
         """Hand `payload` to the target `arn` (a function: accepted into its durable async queue; a queue: sent;
-        a bus: put). Raises SendError when it cannot."""
+        a bus: put), with `also` in the same commit (applied right after, for a bus). Raises SendError when it
+        cannot (and then `also` is not applied)."""
         ...
 
-    def send_many(self, arn: str, payloads: list[bytes]) -> Awaitable[list[SendError | None]]:
+    def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None
+                  ) -> Awaitable[list[SendError | None]]:
         """Hand many payloads to one target at once (one commit where the target allows); per payload, None or
-        why it was not taken."""
+        why it was not taken. `pending`: the outbox ids of the payloads, taken in the same commit (those of payloads
+        refused before any commit are left)."""
+        ...
+
+    def settle(self, also: Also) -> None:
+        """Apply `also` on its own: an occurrence given up (retries exhausted) is done."""
         ...
 
     def exists(self, arn: str) -> bool:
@@ -113,32 +128,40 @@ class Deliverer:
         self.dead_lettered = 0
         self._tasks: set[asyncio.Task] = set()
 
-    def deliver(self, target: dict, payload: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(target, payload))
+    def deliver(self, target: dict, payload: bytes, pending: int | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(target, payload, pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def deliver_many(self, items: list[tuple[dict, bytes]]) -> None:
+    def deliver_many(self, items: list[tuple[dict, bytes]], pending: list[int] | None = None) -> None:
         """Many deliveries at once (a minute's worth of schedules): one send per target ARN, payloads it did not
-        take go the single-delivery way (retries, then the DLQ)."""
-        by_arn: dict[str, list[tuple[dict, bytes]]] = {}
-        for target, payload in items:
-            by_arn.setdefault(target["Arn"], []).append((target, payload))
+        take go the single-delivery way (retries, then the DLQ). `pending`: the items' outbox ids, if they have
+        them (fired occurrences do), taken with the target's commit."""
+        by_arn: dict[str, tuple[list[dict], list[bytes], list[int]]] = {}
+        for k, (target, payload) in enumerate(items):
+            group = by_arn.get(target["Arn"])
+            if group is None:
+                group = by_arn[target["Arn"]] = ([], [], [])
+            group[0].append(target)
+            group[1].append(payload)
+            if pending is not None:
+                group[2].append(pending[k])
         loop = asyncio.get_running_loop()
         for arn, group in by_arn.items():
-            task = loop.create_task(self._deliver_group(arn, group))
+            task = loop.create_task(self._deliver_group(arn, *group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_group(self, arn: str, group: list[tuple[dict, bytes]]) -> None:
-        results = await self.sender.send_many(arn, [payload for _, payload in group])
-        for (target, payload), error in zip(group, results, strict=True):
+    async def _deliver_group(self, arn: str, targets: list[dict], payloads: list[bytes], ids: list[int]) -> None:
+        results = await self.sender.send_many(arn, payloads, ids or None)
+        for k, error in enumerate(results):
             if error is None:
                 self.sent += 1
             else:
-                self.deliver(target, payload)
+                self.deliver(targets[k], payloads[k], ids[k] if ids else None)
 
-    async def _deliver(self, target: dict, payload: bytes) -> None:
+    async def _deliver(self, target: dict, payload: bytes, pending: int | None = None) -> None:
+        also: Also | None = (TAKE_PENDING, [pending]) if pending is not None else None
         policy = target.get("RetryPolicy") or {}
         attempts = 1 + int(policy.get("MaximumRetryAttempts", 185))
         max_age = float(policy.get("MaximumEventAgeInSeconds", 86400))
@@ -147,7 +170,7 @@ class Deliverer:
         error = ""
         for attempt in range(attempts):
             try:
-                await self.sender.send(target["Arn"], payload)
+                await self.sender.send(target["Arn"], payload, also)
                 self.sent += 1
                 return
             except SendError as exc:
@@ -161,10 +184,13 @@ class Deliverer:
         dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
         if dlq:
             try:
-                await self.sender.send(dlq, payload)
+                await self.sender.send(dlq, payload, also)
                 self.dead_lettered += 1
+                return
             except SendError as exc:
                 log.warning("eventbridge: dead-letter queue %s failed: %s", dlq, exc)
+        if also is not None:
+            self.sender.settle(also)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Let sends under way finish (a function's is a commit into its async queue); deliveries still waiting

@@ -149,6 +149,33 @@ class AsyncInvoker:
         else:
             self._pump()
 
+    def accept_many(self, events: list[AsyncEvent], done, also=None) -> None:
+        """accept() for many events in one queue operation (EventBridge's fired schedules and matched rules), with
+        `also` (another store's write) in the same transaction; done(None) once they are all committed."""
+        now = time.time()
+        for event in events:
+            event.created = event.created or now
+            event.due = event.due or now
+            event.claimed = not self.stopping and len(self.claimed) < self.max_in_flight
+            if event.claimed:
+                self.claimed[event.id] = event
+            else:
+                self._note_due(event.due)
+        self.store.append_many(events, partial(self._appended_many, events, done), also)
+
+    def _appended_many(self, events: list[AsyncEvent], done, error: BaseException | None) -> None:
+        if error is not None:
+            for event in events:
+                self.claimed.pop(event.id, None)
+            done(AwsError("ServiceException", f"The events could not be queued: {error}", 500))
+            return
+        self.accepted += len(events)
+        done(None)
+        for event in events:
+            if event.claimed:
+                self._attempt(event)
+        self._pump()
+
     def stats(self) -> dict:
         s = self.store.stats()
         return {

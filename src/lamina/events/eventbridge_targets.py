@@ -11,12 +11,15 @@ from collections.abc import Callable
 import orjson
 
 from lamina.eventbridge.bus import EventBusService
-from lamina.eventbridge.targets import SendError
+from lamina.eventbridge.targets import Also, SendError
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import event_for
 from lamina.functions.registry import FunctionService
 from lamina.queues.errors import SqsError
+from lamina.queues.queue import Queue
 from lamina.queues.service import QueueService
+from lamina.store.async_events import AsyncEvent
+from lamina.store.eventbridge import TAKE_PENDING
 
 
 class LaminaTargets:
@@ -26,6 +29,8 @@ class LaminaTargets:
         # bus ARN -> publish(event) for buses as targets; set by the server once the bus service exists.
         self.bus_publish: Callable[[str, dict], int] | None = None
         self.bus_exists: Callable[[str], bool] = lambda arn: False
+        # Applies a store write on its own (Sender.settle); set by attach_buses to the main database's connection.
+        self.apply_now: Callable[[Also], None] = lambda also: None
 
     def exists(self, arn: str) -> bool:
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
@@ -41,27 +46,39 @@ class LaminaTargets:
             return self.bus_exists(arn)
         return False
 
-    async def send(self, arn: str, payload: bytes) -> None:
+    async def send(self, arn: str, payload: bytes, also: Also | None = None) -> None:
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
         if service == "lambda":
-            await self._invoke(arn, payload)
-        elif service == "sqs":
             try:
-                await self.queues.send_to(arn, payload.decode("utf-8", "replace"))
-            except SqsError as exc:
+                event = event_for(self.functions, arn, payload)
+            except AwsError as exc:
                 raise SendError(f"{exc.code}: {exc.message}") from None
+            await self._invoke([event], also)
+        elif service == "sqs":
+            q = self.queues.queue_for_arn(arn)
+            if q is None:
+                raise SendError(f"the queue {arn} does not exist")
+            result = (await self.queues.send(q, self._entries(q, [payload]), also))[0]
+            if isinstance(result, SqsError):
+                raise SendError(f"{result.code}: {result.message}")
         elif service == "events" and self.bus_publish is not None and self.bus_exists(arn):
             try:
                 event = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 raise SendError("the payload for an event bus is not a JSON event") from None
             self.bus_publish(arn, event if isinstance(event, dict) else {"detail": event})
+            if also is not None:
+                self.settle(also)
         else:
             raise SendError(f"Lamina has no target {arn}")
 
-    async def send_many(self, arn: str, payloads: list[bytes]) -> list[SendError | None]:
-        """A queue takes them all in one send (one commit); a function's events are accepted together (the async
-        queue commits them as a group); anything else one by one."""
+    def settle(self, also: Also) -> None:
+        self.apply_now(also)
+
+    async def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None
+                        ) -> list[SendError | None]:
+        """A queue takes them all in one send (one commit per 1,000); a function's events are accepted in one commit;
+        anything else one by one. The outbox ids in `pending` go with those commits."""
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
         if service == "sqs":
             q = self.queues.queue_for_arn(arn)
@@ -69,28 +86,55 @@ class LaminaTargets:
                 return [SendError(f"the queue {arn} does not exist")] * len(payloads)
             chunks = []
             for start in range(0, len(payloads), 1000):
-                entries = [{"MessageBody": p.decode("utf-8", "replace")} for p in payloads[start:start + 1000]]
-                if q.fifo:
-                    for entry in entries:
-                        entry["MessageGroupId"] = "lamina"
-                        entry["MessageDeduplicationId"] = str(uuid.uuid4())
-                chunks.append(self.queues.send(q, entries))
+                ids = pending[start:start + 1000] if pending else None
+                chunks.append(self.queues.send(q, self._entries(q, payloads[start:start + 1000]),
+                                               (TAKE_PENDING, ids) if ids else None))
             out: list[SendError | None] = []
             for results in await asyncio.gather(*chunks):   # concurrently: their commits are grouped
                 out += [SendError(f"{r.code}: {r.message}") if isinstance(r, SqsError) else None for r in results]
             return out
-        outcomes = await asyncio.gather(*(self.send(arn, p) for p in payloads), return_exceptions=True)
+        if service == "lambda":
+            return await self._invoke_many(arn, payloads, pending)
+        outcomes = await asyncio.gather(*(self.send(arn, p, (TAKE_PENDING, [pending[k]]) if pending else None)
+                                          for k, p in enumerate(payloads)), return_exceptions=True)
         return [r if isinstance(r, SendError) else (SendError(str(r)) if isinstance(r, BaseException) else None)
                 for r in outcomes]
 
-    async def _invoke(self, arn: str, payload: bytes) -> None:
+    @staticmethod
+    def _entries(q: Queue, payloads: list[bytes]) -> list[dict]:
+        entries: list[dict] = [{"MessageBody": p.decode("utf-8", "replace")} for p in payloads]
+        if q.fifo:
+            for entry in entries:
+                entry["MessageGroupId"] = "lamina"
+                entry["MessageDeduplicationId"] = str(uuid.uuid4())
+        return entries
+
+    async def _invoke_many(self, arn: str, payloads: list[bytes], pending: list[int] | None
+                           ) -> list[SendError | None]:
+        """Events for one function, accepted in one commit (with their outbox ids); those that cannot be made (no
+        such function or version) are refused before it."""
+        out: list[SendError | None] = [None] * len(payloads)
+        events: list[AsyncEvent] = []
+        ids: list[int] = []
+        for k, payload in enumerate(payloads):
+            try:
+                events.append(event_for(self.functions, arn, payload))
+            except AwsError as exc:
+                out[k] = SendError(f"{exc.code}: {exc.message}")
+                continue
+            if pending:
+                ids.append(pending[k])
+        if events:
+            try:
+                await self._invoke(events, (TAKE_PENDING, ids) if ids else None)
+            except SendError as exc:
+                return [exc] * len(payloads)
+        return out
+
+    async def _invoke(self, events: list[AsyncEvent], also: Also | None) -> None:
         sink = self.functions.event_sink
         if sink is None:
             raise SendError("this server has no asynchronous invocation queue")
-        try:
-            event = event_for(self.functions, arn, payload)
-        except AwsError as exc:
-            raise SendError(f"{exc.code}: {exc.message}") from None
         accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def done(error: BaseException | None) -> None:
@@ -101,7 +145,7 @@ class LaminaTargets:
             else:
                 accepted.set_exception(SendError(str(error)))
         try:
-            sink.accept(event, done)
+            sink.accept_many(events, done, also)
         except AwsError as exc:
             raise SendError(f"{exc.code}: {exc.message}") from None
         await accepted
@@ -113,3 +157,7 @@ def attach_buses(targets: LaminaTargets, buses: EventBusService) -> None:
         return arn.rpartition(":event-bus/")[2]
     targets.bus_exists = lambda arn: ":event-bus/" in arn and name(arn) in buses.buses
     targets.bus_publish = lambda arn, event: buses.publish(name(arn), event)
+    # A bus has no durable write of its own: an occurrence put on it leaves the outbox at once (the main database).
+    def apply_now(also: Also) -> None:
+        also[0].apply(buses.repo.db.conn, [also[1]])
+    targets.apply_now = apply_now

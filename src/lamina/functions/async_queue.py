@@ -9,10 +9,11 @@ event is committed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from lamina.functions.errors import AwsError
 from lamina.store.async_events import AsyncEvent, QueueStats
+from lamina.store.group_commit import Kind
 
 __all__ = ["AsyncEvent", "EventSink", "QueueStats", "no_sink"]
 
@@ -22,6 +23,11 @@ class EventSink(Protocol):
         """Queue an accepted event. Called on the event loop; done(None) is called on the event loop once the event
         is durable (its 202 may go out then), done(exc) if it could not be queued. Raises AwsError when the queue
         takes nothing now (the server is stopping)."""
+        ...
+
+    def accept_many(self, events: list[AsyncEvent], done: Callable[[BaseException | None], None],
+                    also: tuple[Kind, Any] | None = None) -> None:
+        """accept() for many events in one commit, with another store's write (`also`) in the same transaction."""
         ...
 
     def stats(self) -> dict:

@@ -20,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -30,6 +31,7 @@ from lamina.queues.message import INFLIGHT as INFLIGHT_STATE
 from lamina.queues.message import READY as READY_STATE
 from lamina.queues.message import Message, attributes_md5, check_attributes, check_body, md5_hex, parse_handle
 from lamina.queues.queue import DEDUP_WINDOW_S, Queue
+from lamina.store.group_commit import Kind
 from lamina.store.messages import DedupRow, MessageRow, MessageStore, QueueRow
 
 log = logging.getLogger("lamina.queues")
@@ -287,9 +289,11 @@ class QueueService:
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, q: Queue, entries: list[dict]) -> list[dict | SqsError]:
+    async def send(self, q: Queue, entries: list[dict], also: tuple[Kind, Any] | None = None
+                   ) -> list[dict | SqsError]:
         """Send checked entries (the JSON protocol's SendMessage fields); one result per entry: SendMessage's
-        response fields, or the entry's error. Answers once the new messages are committed."""
+        response fields, or the entry's error. Answers once the new messages are committed (with `also`, another
+        store's write, in the same transaction)."""
         now = time.time()
         results: list[dict | SqsError] = []
         new: list[Message] = []
@@ -314,7 +318,7 @@ class QueueService:
                 self.sent += len(new)
             future.set_result(result)
 
-        self.store.send([_row(q.id, m) for m in new], dedups, committed)
+        self.store.send([_row(q.id, m) for m in new], dedups, committed, also)
         failure = await future
         if isinstance(failure, BaseException):
             error = SqsError("InternalError", "InternalError", f"The message could not be stored: {failure}", 500,

@@ -80,6 +80,10 @@ class EventQueueStore(Protocol):
         """Queue an event (claimed by this node if event.claimed); done(None) once it is committed."""
         ...
 
+    def append_many(self, events: list[AsyncEvent], done: Done, also: tuple[Kind, Any] | None = None) -> None:
+        """Queue events in one operation, with another write (`also`) in the same transaction."""
+        ...
+
     def claim(self, now: float, limit: int, done: Callable[[list[AsyncEvent] | BaseException, float | None], None]
               ) -> None:
         """Claim up to `limit` unclaimed events due by `now`, oldest due first; done(events, next due time of the
@@ -202,6 +206,11 @@ class SqliteEventQueue:
     def append(self, event: AsyncEvent, done: Done) -> None:
         self._writer.put(_APPEND, event, done)
 
+    def append_many(self, events: list[AsyncEvent], done: Done, also: tuple[Kind, Any] | None = None) -> None:
+        """Queue events together (one operation); `also` is another store's write (its kind and argument) made in
+        the same transaction: an EventBridge occurrence leaves its outbox exactly when its events are queued."""
+        self._writer.put(_APPEND_MANY, (events, also), done)
+
     def claim(self, now: float, limit: int, done: Callable[[list[AsyncEvent] | BaseException, float | None], None]
               ) -> None:
         def claimed(result: tuple[list[AsyncEvent], float | None] | BaseException) -> None:
@@ -265,12 +274,23 @@ def _append(conn: sqlite3.Connection, events: list[AsyncEvent]) -> None:
     insert_rows(conn, [row_of(e) for e in events])
 
 
+def _append_many(conn: sqlite3.Connection, args: list[tuple[list[AsyncEvent], tuple[Kind, Any] | None]]) -> None:
+    insert_rows(conn, [row_of(e) for events, _ in args for e in events])
+    also: dict[Kind, list[Any]] = {}
+    for _, extra in args:
+        if extra is not None:
+            also.setdefault(extra[0], []).append(extra[1])
+    for kind, kind_args in also.items():
+        kind.apply(conn, kind_args)
+
+
 def _release(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     conn.executemany("UPDATE async_events SET claimed = 0, attempts = ?, throttles = ?, due = ?, last_error = ? "
                      "WHERE id = ?", rows)
 
 
 _APPEND = Kind("append", _append)
+_APPEND_MANY = Kind("append-many", _append_many)
 _CLAIM = Kind("claim", _claim)
 _RELEASE = Kind("release", _release, lazy=True)
 _COMPLETE = Kind("complete", _delete_ids, lazy=True)

@@ -73,7 +73,8 @@ class MessageStore(Protocol):
     def dedups(self, now: float) -> list[DedupRow]: ...
     def put_queue(self, row: QueueRow, done: Done | None = None) -> None: ...
     def drop_queue(self, queue_id: int, done: Done | None = None) -> None: ...
-    def send(self, rows: list[MessageRow], dedups: list[DedupRow], done: Done | None = None) -> None: ...
+    def send(self, rows: list[MessageRow], dedups: list[DedupRow], done: Done | None = None,
+             also: tuple[Kind, Any] | None = None) -> None: ...
     def update_visibility(self, seq: int, visible: float, receives: int, first_receive: float) -> None: ...
     def delete(self, seq: int) -> None: ...
     def move(self, seq: int, queue_id: int, system: bytes | None, receives: int, visible: float) -> None: ...
@@ -115,13 +116,17 @@ def _drop_queue(conn: sqlite3.Connection, ids: list[int]) -> None:
         conn.execute("DELETE FROM sqs_dedup WHERE queue_id = ?", (queue_id,))
 
 
-def _send(conn: sqlite3.Connection, args: list[tuple[list[MessageRow], list[DedupRow]]]) -> None:
-    rows = [m.values() for messages, _ in args for m in messages]
+def _send(conn: sqlite3.Connection,
+          args: list[tuple[list[MessageRow], list[DedupRow], tuple[Kind, Any] | None]]) -> None:
+    rows = [m.values() for messages, _, _ in args for m in messages]
     _chunked(conn, f"INSERT OR REPLACE INTO sqs_messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES ", _MESSAGE_ROW, rows)
-    dedups = [(d.queue_id, d.dedup_id, d.message_id, d.seq, d.expires) for _, ds in args for d in ds]
+    dedups = [(d.queue_id, d.dedup_id, d.message_id, d.seq, d.expires) for _, ds, _ in args for d in ds]
     if dedups:
         conn.executemany("INSERT OR REPLACE INTO sqs_dedup (queue_id, dedup_id, message_id, seq, expires) "
                          "VALUES (?, ?, ?, ?, ?)", dedups)
+    for _, _, also in args:   # another store's write in the same transaction (an EventBridge outbox's rows)
+        if also is not None:
+            also[0].apply(conn, [also[1]])
 
 
 def _visibility(conn: sqlite3.Connection, args: list[tuple[float, int, float, int]]) -> None:
@@ -205,8 +210,9 @@ class SqliteMessageStore:
     def drop_queue(self, queue_id: int, done: Done | None = None) -> None:
         self.writer.put(DROP_QUEUE, queue_id, done)
 
-    def send(self, rows: list[MessageRow], dedups: list[DedupRow], done: Done | None = None) -> None:
-        self.writer.put(SEND, (rows, dedups), done)
+    def send(self, rows: list[MessageRow], dedups: list[DedupRow], done: Done | None = None,
+             also: tuple[Kind, Any] | None = None) -> None:
+        self.writer.put(SEND, (rows, dedups, also), done)
 
     def update_visibility(self, seq: int, visible: float, receives: int, first_receive: float) -> None:
         self.writer.put(VISIBILITY, (visible, receives, first_receive, seq))
