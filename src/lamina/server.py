@@ -71,6 +71,7 @@ from lamina.functions.tagging import TagService, code_signing_taggable, event_so
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import metrics as metrics_endpoint
 from lamina.gateway.http.dashboard import routes as dashboard
+from lamina.gateway.http.dashboard.login import DashboardLogin
 from lamina.gateway.http.dashboard.views import Dashboard
 from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
@@ -205,7 +206,8 @@ class Server:
         routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
         routes.append(metrics_endpoint.route(self.metrics))
         routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
-                                             self.log_groups, self.udp))
+                                             self.log_groups, self.udp),
+                                   DashboardLogin(self.keys, server_secret(self.settings.data_dir)))
         control = api_app.control_app(routes, self.lifespan)
         invoke = InvokeHandler(self.functions)
         invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),

@@ -237,3 +237,52 @@ def test_actions_need_the_dashboard_header(endpoint):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(req, timeout=10)
     assert exc.value.code == 403
+
+
+def test_sign_in_with_an_access_key_pair(browser, tmp_path, shots):
+    """A server with access keys: the dashboard asks for a key pair, refuses a wrong secret, shows the live pages
+    once signed in (htmx's polls carry the session cookie, which scripts cannot read) and signs out."""
+    import boto3
+    from selenium.webdriver.common.by import By
+
+    from helpers import REGION, LaminaServer
+
+    key, secret = "AKIDBROWSERSIGNIN", "browser-sign-in-secret"
+    server = LaminaServer(data_dir=tmp_path / "data", log_path=tmp_path / "server.log",
+                          extra_env={"LAMINA_CREDENTIALS": f"{key}:{secret}:000000000000"})
+    server.start()
+    try:
+        lam = boto3.client("lambda", endpoint_url=server.endpoint, region_name=REGION, aws_access_key_id=key,
+                           aws_secret_access_key=secret)
+        name = unique_name("signin")
+        create_function(lam, name, {"app.py": HANDLER})
+        browser.delete_all_cookies()
+        browser.get(server.endpoint + "/lamina/ui/functions/" + name)
+        wait(browser, lambda d: d.find_elements(By.ID, "secret_access_key"), what="the sign-in page")
+        browser.find_element(By.ID, "access_key_id").send_keys(key)
+        browser.find_element(By.ID, "secret_access_key").send_keys("not-the-secret")
+        browser.find_element(By.ID, "sign-in").click()
+        wait(browser, lambda d: d.find_elements(By.ID, "login-error"), what="the refusal")
+        assert "not valid" in text(browser, "#login-error")
+        shoot(browser, shots / "06-sign-in-refused.png")
+
+        browser.find_element(By.ID, "access_key_id").clear()
+        browser.find_element(By.ID, "access_key_id").send_keys(key)
+        browser.find_element(By.ID, "secret_access_key").send_keys(secret)
+        browser.find_element(By.ID, "sign-in").click()
+        # Back on the page asked for, signed in, and live: an invocation shows up without a reload.
+        wait(browser, lambda d: d.find_elements(By.ID, "n-invocations"), what="the function page")
+        assert text(browser, "#signed-in-as") == key
+        assert browser.execute_script("return document.cookie") == ""   # HttpOnly
+        invoke_ok(lam, name, {"msg": "signed in"})
+        wait(browser, lambda d: d.find_element(By.ID, "n-invocations").text == "1", what="the live count")
+        shoot(browser, shots / "07-signed-in.png")
+
+        browser.find_element(By.ID, "sign-out").click()
+        wait(browser, lambda d: d.find_elements(By.ID, "secret_access_key"), what="signed out")
+        browser.get(server.endpoint + "/lamina/ui/")
+        wait(browser, lambda d: d.find_elements(By.ID, "secret_access_key"), what="still signed out")
+        lam.delete_function(FunctionName=name)
+    finally:
+        server.stop()
+        server.kill_leftovers()

@@ -4,8 +4,9 @@ only what a resource policy allows from another account (auth/policy.py), the fi
 credentials. Queues belong to accounts: another account's SQS requests reach the SQS API, which acts in the caller's
 account and checks a queue's Policy for another account's queue.
 
-Not signed, by design: MicroVM endpoints (their own tokens), function URLs with AuthType NONE, /metrics and
-/lamina/v1/health. With no keys configured (loopback only) nothing is checked at all.
+Not signed, by design: MicroVM endpoints (their own tokens), function URLs with AuthType NONE, /metrics,
+/lamina/v1/health and the dashboard under /lamina/ui/ (a browser cannot sign: it has its own sign-in with an access
+key pair, gateway/http/dashboard/login.py). With no keys configured (loopback only) nothing is checked at all.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lamina.functions.errors import AwsError
 from lamina.functions.names import NAMESPACED, parse_function_name, resolve_qualifier
 from lamina.functions.permissions import PolicyService
 
-_UNSIGNED_PATHS = ("/metrics", "/lamina/v1/health")
+_UNSIGNED_PATHS = ("/metrics", "/lamina/v1/health", "/lamina/ui", "/lamina/ui/")   # one ending in / is a prefix
 _QUEUE_PATH = re.compile(r"/(\d{12})/([A-Za-z0-9_.-]{1,80})/?")   # a queue URL's path (api/sqs.py's QUEUE_PATH)
 Rendered = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -33,6 +34,7 @@ class RequestAuth:
                  unsigned_paths: tuple[str, ...] = _UNSIGNED_PATHS) -> None:
         self.verifier = verifier
         self.unsigned_paths = unsigned_paths
+        self.unsigned_prefixes = tuple(p for p in unsigned_paths if p.endswith("/"))
         self.policies = policies
         self.owner = owner_account
         self.region = region
@@ -70,7 +72,7 @@ class RequestAuth:
         """Verify an ASGI request (its body read whole, then handed on by the returned receive) and apply the policy;
         (receive, caller), or the error response to send."""
         path: str = scope["path"]
-        if path in self.unsigned_paths:
+        if path in self.unsigned_paths or path.startswith(self.unsigned_prefixes):
             return receive, self.verifier.default
         headers = scope["headers"]
         query = scope.get("query_string", b"")

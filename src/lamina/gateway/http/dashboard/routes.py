@@ -5,13 +5,18 @@ pattern, pending async events), MicroVMs (with suspend / resume / terminate), UD
 async event queue.
 
 Actions are POSTs that must carry htmx's HX-Request header: a page on another site cannot send that header
-without a CORS preflight this server never grants, so it cannot drive the buttons from a visitor's browser."""
+without a CORS preflight this server never grants, so it cannot drive the buttons from a visitor's browser.
+
+When the server has access keys, every page, fragment, JSON endpoint and action needs a signed-in session
+(login.py): pages redirect to the sign-in page, fragments and actions answer 401 with htmx's HX-Redirect to it.
+The vendored static files stay public (the sign-in page uses them)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -20,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from lamina.functions.errors import AwsError
+from lamina.gateway.http.dashboard.login import COOKIE, DashboardLogin
 from lamina.gateway.http.dashboard.views import Dashboard
 
 PREFIX = "/lamina/ui"
@@ -34,13 +40,77 @@ def _timestamp(ms: int) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}"
 
 
-def routes(board: Dashboard) -> list[BaseRoute]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+_LOGIN_FORM_LIMIT = 8192
+
+
+def _next_page(value: str | None) -> str:
+    """Where to go after signing in: a dashboard page, never another site."""
+    if value and value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return PREFIX + "/"
+
+
+def routes(board: Dashboard, login: DashboardLogin | None = None) -> list[BaseRoute]:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(prefix=PREFIX, htmx=HTMX, uplot_js=UPLOT_JS, uplot_css=UPLOT_CSS)
     templates.env.filters["ts"] = _timestamp
 
     def page(request: Request, name: str, **context: object) -> Response:
-        return templates.TemplateResponse(request, name, {"server": board.server(), **context})
+        return templates.TemplateResponse(request, name, {"server": board.server(),
+                                                          "session": request.scope.get("lamina.dashboard"),
+                                                          **context})
+
+    def guarded(endpoint: Endpoint, is_page: bool) -> Endpoint:
+        """The endpoint behind the sign-in when the server has keys; as it is when the server is open."""
+        if login is None:
+            return endpoint
+
+        async def check(request: Request) -> Response:
+            if login.required:
+                session = login.session(request.cookies.get(COOKIE))
+                if session is None:
+                    target = f"{PREFIX}/login?next={quote(request.url.path)}"
+                    if is_page and request.method == "GET" and request.headers.get("hx-request") != "true":
+                        return RedirectResponse(target, 303)
+                    return PlainTextResponse("Sign in to the dashboard first.", 401, headers={"HX-Redirect": target})
+                request.scope["lamina.dashboard"] = session
+            return await endpoint(request)
+
+        return check
+
+    def login_page(request: Request, next_page: str | None, error: str = "", status: int = 200) -> Response:
+        return templates.TemplateResponse(request, "login.html", {"error": error, "next": _next_page(next_page)},
+                                          status_code=status)
+
+    async def sign_in_form(request: Request) -> Response:
+        if login is None or not login.required:
+            return RedirectResponse(PREFIX + "/", 303)
+        return login_page(request, request.query_params.get("next"))
+
+    async def sign_in(request: Request) -> Response:
+        if login is None or not login.required:
+            return RedirectResponse(PREFIX + "/", 303)
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+            return PlainTextResponse("Sign in from the dashboard's own page.", 403)
+        body = await request.body()
+        if len(body) > _LOGIN_FORM_LIMIT:
+            return PlainTextResponse("Form too large.", 413)
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        token = login.sign_in(form.get("access_key_id", "").strip(), form.get("secret_access_key", ""))
+        if token is None:
+            return login_page(request, form.get("next"), "The access key ID or secret access key is not valid.", 401)
+        response = RedirectResponse(_next_page(form.get("next")), 303)
+        response.set_cookie(COOKIE, token, max_age=login.seconds, path=PREFIX, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        response = RedirectResponse(PREFIX + "/login" if login is not None and login.required else PREFIX + "/",
+                                    303)
+        response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        return response
 
     def function_or_404(request: Request):  # noqa: ANN202 - a Function
         name = unquote(request.path_params["name"])
@@ -123,21 +193,27 @@ def routes(board: Dashboard) -> list[BaseRoute]:
     async def bare(request: Request) -> Response:
         return RedirectResponse(PREFIX + "/", 308)
 
+    pages: list[tuple[str, Endpoint, list[str]]] = [
+        ("/", index, ["GET"]), ("/functions/{name}", function, ["GET"]), ("/microvms", microvms, ["GET"]),
+        ("/udp", udp, ["GET"]), ("/events", events, ["GET"]),
+    ]
+    parts: list[tuple[str, Endpoint, list[str]]] = [
+        ("/fragments/functions", functions_fragment, ["GET"]),
+        ("/fragments/functions/{name}", function_fragment, ["GET"]),
+        ("/fragments/functions/{name}/logs", function_logs, ["GET"]),
+        ("/fragments/functions/{name}/events", function_events, ["GET"]),
+        ("/api/stats", stats, ["GET"]),
+        ("/fragments/microvms", microvms_fragment, ["GET"]),
+        ("/microvms/{id}/{action}", microvm_action, ["POST"]),
+        ("/fragments/udp", udp_fragment, ["GET"]),
+        ("/fragments/events", events_fragment, ["GET"]),
+    ]
     return [
         Route(PREFIX, bare, methods=["GET"]),
-        Route(PREFIX + "/", index, methods=["GET"]),
-        Route(PREFIX + "/fragments/functions", functions_fragment, methods=["GET"]),
-        Route(PREFIX + "/functions/{name}", function, methods=["GET"]),
-        Route(PREFIX + "/fragments/functions/{name}", function_fragment, methods=["GET"]),
-        Route(PREFIX + "/fragments/functions/{name}/logs", function_logs, methods=["GET"]),
-        Route(PREFIX + "/fragments/functions/{name}/events", function_events, methods=["GET"]),
-        Route(PREFIX + "/api/stats", stats, methods=["GET"]),
-        Route(PREFIX + "/microvms", microvms, methods=["GET"]),
-        Route(PREFIX + "/fragments/microvms", microvms_fragment, methods=["GET"]),
-        Route(PREFIX + "/microvms/{id}/{action}", microvm_action, methods=["POST"]),
-        Route(PREFIX + "/udp", udp, methods=["GET"]),
-        Route(PREFIX + "/fragments/udp", udp_fragment, methods=["GET"]),
-        Route(PREFIX + "/events", events, methods=["GET"]),
-        Route(PREFIX + "/fragments/events", events_fragment, methods=["GET"]),
+        Route(PREFIX + "/login", sign_in_form, methods=["GET"]),
+        Route(PREFIX + "/login", sign_in, methods=["POST"]),
+        Route(PREFIX + "/logout", sign_out, methods=["POST"]),
+        *(Route(PREFIX + path, guarded(endpoint, True), methods=methods) for path, endpoint, methods in pages),
+        *(Route(PREFIX + path, guarded(endpoint, False), methods=methods) for path, endpoint, methods in parts),
         Mount(PREFIX + "/static", StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
     ]
