@@ -218,9 +218,21 @@ exports.handler = async (event, context) => {
   return out;
 };
 '''
+# AWS's console default: an ES module handler importing the SDK (ES modules do not read NODE_PATH: the runtime's
+# resolution hooks find it there).
+NODE_ESM_CALLER = '''\
+import { LambdaClient, InvokeCommand } from "@aws-sdk/client-lambda";
+
+const lambda = new LambdaClient({});
+
+export const handler = async (event, context) => {
+  const resp = await lambda.send(new InvokeCommand({ FunctionName: event.target,
+                                                     Payload: JSON.stringify({ from: context.functionName }) }));
+  return { result: JSON.parse(Buffer.from(resp.Payload).toString()) };
+};
+'''
 # A copy of the client in the function's own node_modules: what it requires instead of Lamina's.
-NODE_OWN_COPY = {"index.js": 'exports.handler = async () => ({ which: require("@aws-sdk/client-lambda").which });\n',
-                 "node_modules/@aws-sdk/client-lambda/package.json": '{"name": "@aws-sdk/client-lambda", '
+NODE_OWN_COPY = {"node_modules/@aws-sdk/client-lambda/package.json": '{"name": "@aws-sdk/client-lambda", '
                                                                      '"version": "0.0.0", "main": "index.js"}',
                  "node_modules/@aws-sdk/client-lambda/index.js": 'exports.which = "own copy";\n'}
 
@@ -249,5 +261,14 @@ def test_node_functions_get_the_javascript_sdk_and_reach_lamina(endpoint, lambda
         assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
     finally:
         sqs.delete_queue(QueueUrl=queue)
-    own = functions(NODE_OWN_COPY, prefix="nown", handler="index.handler", Runtime=node[0])
+    esm = functions({"index.mjs": NODE_ESM_CALLER}, prefix="nesm", handler="index.handler", Runtime=node[0],
+                    Timeout=60)
+    assert invoke_ok(lambda_client, esm, {"target": callee}) == {"result": {"got": {"from": esm}}}
+    own = functions({**NODE_OWN_COPY, "index.js": 'exports.handler = async () => '
+                                                  '({ which: require("@aws-sdk/client-lambda").which });\n'},
+                    prefix="nown", handler="index.handler", Runtime=node[0])
     assert invoke_ok(lambda_client, own, {}) == {"which": "own copy"}
+    own_esm = functions({**NODE_OWN_COPY, "index.mjs": 'import { which } from "@aws-sdk/client-lambda";\n'
+                                                       'export const handler = async () => ({ which });\n'},
+                        prefix="nowne", handler="index.handler", Runtime=node[0])
+    assert invoke_ok(lambda_client, own_esm, {}) == {"which": "own copy"}

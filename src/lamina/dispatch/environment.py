@@ -338,8 +338,9 @@ class Environment:
         self.expires_at = access.expires_at()
         env = build_environment(self.spec, self.backend, self.stream, self.init_type, lang=lang, access=access)
         # AWS's NODE_PATH: layers' node_modules (/opt/nodejs/nodeN/node_modules, /opt/nodejs/node_modules), the
-        # runtime's (on AWS the SDK's: here Lamina's JavaScript SDK, service_access.py), the task root (ES modules do
-        # not read NODE_PATH, on AWS either). The function's own node_modules comes first, as node resolves it.
+        # runtime's (on AWS the SDK's: here Lamina's JavaScript SDK, service_access.py), the task root. The function's
+        # own node_modules comes first, as node resolves it. (ES modules do not read NODE_PATH: the runtime adds
+        # resolution hooks for a handler module that imports what only NODE_PATH has, node_esm_paths.mjs.)
         sdk = access.node_modules(self.backend, lang)
         env["NODE_PATH"] = (f"{opt}/nodejs/node{lang.major}/node_modules:{opt}/nodejs/node_modules:"
                             f"{runtime_dir}/node_modules:{sdk + ':' if sdk else ''}{runtime_dir}:{task_root}")

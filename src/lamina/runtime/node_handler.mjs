@@ -20,7 +20,7 @@
 // the process. Only Node.js's own modules are used.
 
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
+import { createRequire, isBuiltin, register } from 'node:module';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
@@ -300,7 +300,46 @@ function requireIfThere(file) {
 }
 
 async function importIfThere(file) {
-  return fs.existsSync(file) ? import(pathToFileURL(file).href) : undefined;
+  if (!fs.existsSync(file)) return undefined;
+  esmNodePath(file);
+  return import(pathToFileURL(file).href);
+}
+
+// ES modules do not read NODE_PATH; AWS's Node.js runtimes still let an ES module handler import the SDK they
+// include and its layers' packages. So when the handler module imports a package that only NODE_PATH has,
+// resolution hooks (node_esm_paths.mjs) add NODE_PATH's node_modules directories after the usual ones. Only then:
+// the hooks' loader thread costs tens of milliseconds of init. (The handler file's own imports are what is read.)
+const IMPORTED = /(?:^|[\s;}])(?:import|export)\s[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]|\bimport\s*(?:\(\s*)?['"]([^'"]+)['"]/g;
+let esmHooks = false;
+
+function esmNodePath(file) {
+  if (esmHooks) return;
+  const dirs = (process.env.NODE_PATH || '').split(':').filter((d) => d.endsWith('/node_modules') && fs.existsSync(d));
+  if (!dirs.length) return;
+  let source;
+  try {
+    source = fs.readFileSync(file, 'utf8');
+  } catch {
+    return;
+  }
+  for (const m of source.matchAll(IMPORTED)) {
+    const spec = m[1] || m[2];
+    if (/^[./]|^[a-z][a-z0-9+.-]*:/i.test(spec) || isBuiltin(spec)) continue;
+    const pkg = spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/');
+    if (ownPackage(path.dirname(file), pkg) || !dirs.some((d) => fs.existsSync(path.join(d, pkg)))) continue;
+    esmHooks = true;
+    const parents = dirs.map((d) => pathToFileURL(path.join(path.dirname(d), 'lamina-esm-paths.mjs')).href);
+    register(new URL('./node_esm_paths.mjs', import.meta.url), { data: { parents } });
+    return;
+  }
+}
+
+function ownPackage(folder, pkg) {
+  // Found by the usual resolution: a node_modules of the file's folder or of one of its parents.
+  for (let dir = folder; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'node_modules', pkg))) return true;
+    if (dir === '/') return false;
+  }
 }
 
 // As AWS's runtime: `module` relative to the task root (extensionless and .js by require unless "type":
