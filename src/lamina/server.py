@@ -54,6 +54,7 @@ from lamina.eventbridge.timers import Clock, TimerHeap
 from lamina.events import lamina_events, queue_targets
 from lamina.events.delivery import AsyncInvoker
 from lamina.events.esm import EsmRunner
+from lamina.events.esm_prometheus import EsmCollector
 from lamina.events.eventbridge_targets import LaminaTargets, attach_buses
 from lamina.events.prometheus import AsyncEventsCollector
 from lamina.functions import invoke as invoke_path
@@ -83,6 +84,7 @@ from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.microvm.prometheus import MicrovmCollector
 from lamina.net.plumbing import ENV_GATEWAY, Plumbing
 from lamina.net.service import NetworkService
+from lamina.queues.prometheus import QueueCollector
 from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
 from lamina.sandbox.base import SandboxError
@@ -185,6 +187,7 @@ class Server:
         its collector here), and the server process's own CPU, memory, fds and GC."""
         registry = CollectorRegistry(auto_describe=True)
         for collector in (DispatchCollector(self.dispatcher), AsyncEventsCollector(self.events),
+                          QueueCollector(self.queues), EsmCollector(self.esm),
                           MicrovmCollector(self.microvms), UdpCollector(self.udp),
                           PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)

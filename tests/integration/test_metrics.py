@@ -121,3 +121,59 @@ def test_metrics_can_be_turned_off(lamina_factory, tmp_path):
         urllib.request.urlopen(server.endpoint + "/metrics", timeout=10)
     assert exc.value.code == 404
     assert b"turned off" in exc.value.read()
+
+
+def test_queue_depth_age_and_event_source_mappings(endpoint, lambda_client, functions):
+    import time
+
+    import boto3
+
+    from helpers import ACCESS_KEY, REGION, SECRET_KEY
+
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                       aws_secret_access_key=SECRET_KEY)
+    queue = unique_name("mq")
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    try:
+        labels = {"queue": queue, "account": url.rstrip("/").split("/")[-2]}
+        empty = scrape(endpoint)
+        assert ("lamina_sqs_messages_visible", tuple(sorted(labels.items()))) in empty
+        assert value(empty, "lamina_sqs_oldest_message_age_seconds", **labels) == 0
+        sent_before = value(empty, "lamina_sqs_messages_sent_total")
+        for body in ("a", "b", "c"):
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+        sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=900)
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)["Messages"]
+        assert len(got) == 1
+        samples = scrape(endpoint)
+        assert value(samples, "lamina_sqs_messages_visible", **labels) == 2
+        assert value(samples, "lamina_sqs_messages_in_flight", **labels) == 1
+        assert value(samples, "lamina_sqs_messages_delayed", **labels) == 1
+        assert 0 < value(samples, "lamina_sqs_oldest_message_age_seconds", **labels) < 600
+        assert value(samples, "lamina_sqs_messages_sent_total") >= sent_before + 4
+
+        # An event source mapping drains the queue: its invocations show, labelled with function and queue.
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+        name = functions({"app.py": HANDLER})
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        uuid = lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=name,
+                                                         BatchSize=10)["UUID"]
+        esm = {"uuid": uuid, "function": name, "queue": queue}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            samples = scrape(endpoint)
+            if value(samples, "lamina_sqs_messages_visible", **labels) == 0 and \
+                    value(samples, "lamina_esm_batches_in_flight", **esm) == 0 and \
+                    value(samples, "lamina_esm_invocations_total", **esm) >= 1:
+                break
+            time.sleep(0.3)
+        assert value(samples, "lamina_esm_invocations_total", **esm) >= 1
+        assert value(samples, "lamina_esm_concurrency_limit", **esm) >= 1
+        assert value(samples, "lamina_esm_failed_batches_total", **esm) == 0
+        assert ("lamina_esm_throttles_total", tuple(sorted(esm.items()))) in samples
+        assert value(samples, "lamina_sqs_messages_visible", **labels) == 0
+        assert value(samples, "lamina_sqs_messages_delayed", **labels) == 1
+        lambda_client.delete_event_source_mapping(UUID=uuid)
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+    assert not [k for k in scrape(endpoint) if ("queue", queue) in k[1] and k[0].startswith("lamina_sqs_")]
