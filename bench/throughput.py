@@ -2,7 +2,7 @@
 """Hello-world throughput through Lamina function URLs, against a bare uvicorn + httptools server.
 
     .venv/bin/python bench/throughput.py [--rounds 5] [--duration 5] [--connections 32] [--json]
-    .venv/bin/python bench/throughput.py --metrics-cost [--rounds 5] [--duration 5]
+    .venv/bin/python bench/throughput.py --metrics-cost [--rounds 11] [--duration 4] [--aa]
 
 Needs `wrk` (Debian/Ubuntu: `apt-get install -y wrk`) and `taskset`, and at least 2 CPUs. wrk runs
 pinned to CPU 1 (`wrk -t1 -cC -dDs`); every server process runs pinned to CPU 0, in the same run:
@@ -32,8 +32,15 @@ round-by-round ratios, so a slow spell of the machine costs both sides of a rati
 
 --metrics-cost measures what Prometheus metrics cost instead: two `lamina serve` processes with the same handler
 function, one with metrics on (LAMINA_METRICS=true, /metrics scraped every second while wrk runs: sixty times
-Prometheus's default rate) and one with them off (nothing counted per invocation), alternating --rounds times; the
-figure is the median of the round-by-round ratios of handler-URL req/s, off / on (the limit: at most 3 % lower).
+Prometheus's default rate) and one with them off (nothing counted per invocation), interleaved --rounds times (the
+order swapped every round: off-on, on-off, ...); the figure is the median of the round-by-round ratios of
+handler-URL req/s, on / off (the limit: at most 3 % lower), with its spread (min, quartiles, max) and a
+distribution-free confidence interval of the median (order statistics): PASS only if the whole interval is at or
+above 0.97, FAIL if it is wholly below, else INCONCLUSIVE. The same for server CPU per request, off / on. --aa runs
+both servers with metrics off (an A/A control): its ratios show the method's own noise and bias on this machine.
+Before the servers start, the CPUs' background load is sampled for 2 s, and every run reports the CPU time spent on
+CPUs 0-1 by anything but the server, wrk and this script (other processes, kernel softirq): with background load
+above 5 % the report says the machine is too busy for its figure to be quoted.
 
 Each row also reports CPU time per request from /proc (utime + stime over the timed run, divided by
 wrk's request count): the server process alone and its descendants (zygote, environments). That figure
@@ -50,9 +57,11 @@ import contextlib
 import http.client
 import importlib.metadata
 import io
+import math
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    CLK_TCK,
     cpu_seconds,
     free_port,
     missing_cpus,
@@ -110,6 +120,7 @@ exec python3 -m uvicorn --host 127.0.0.1 --port "$AWS_LWA_PORT" --no-access-log 
 """
 
 URL_ID = re.compile(r"^https?://([a-z0-9]+)\.")
+BUSY_LIMIT = 0.05   # background load on the bench's CPUs above which figures are not to be quoted
 
 
 # --------------------------------------------------------------------------- baseline server
@@ -229,9 +240,13 @@ def run_wrk(what: str, port: int, path: str, args: argparse.Namespace, tree_pid:
         wrk(port, path, 2, args.connections)
         pin_tree(tree_pid, SERVER_CPU, env_cpu)  # environments started during the warm-up
     log(f"{what}: wrk -t1 -c{args.connections} -d{args.duration:g}s ...")
-    own0, all0 = cpu_seconds(tree_pid), tree_cpu_seconds(tree_pid)
+    cpus = sorted({SERVER_CPU, env_cpu, WRK_CPU})
+    own0, all0, busy0, mine0 = cpu_seconds(tree_pid), tree_cpu_seconds(tree_pid), busy_seconds(cpus), my_seconds()
     result = wrk(port, path, args.duration, args.connections)
-    own1, all1 = cpu_seconds(tree_pid), tree_cpu_seconds(tree_pid)
+    own1, all1, busy1, mine1 = cpu_seconds(tree_pid), tree_cpu_seconds(tree_pid), busy_seconds(cpus), my_seconds()
+    # What else ran on the bench's CPUs meanwhile: their busy time less the server's tree, wrk and this script.
+    other = (busy1 - busy0) - (all1 - all0) - (mine1 - mine0)
+    result["other_cpu_share"] = round(max(0.0, other) / (args.duration * len(cpus)), 4)
     if result["non_2xx"]:
         log(f"warning: {what}: {result['non_2xx']} responses were not 2xx/3xx")
     n = result["requests"] or 1
@@ -250,6 +265,53 @@ def run_wrk(what: str, port: int, path: str, args: argparse.Namespace, tree_pid:
         log(f"warning: {what}: the server's processes may run on CPUs {sorted(allowed)}, "
             f"not only {sorted({SERVER_CPU, env_cpu})}")
     return result
+
+
+def busy_seconds(cpus: list[int]) -> float:
+    """CPU time these CPUs spent busy (user, nice, system, irq, softirq, steal) since boot, from /proc/stat."""
+    total = 0
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+                total += user + nice + system + irq + softirq + steal
+    return total / CLK_TCK
+
+
+def my_seconds() -> float:
+    """CPU time of this script and of its reaped children (wrk runs)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def background_load(seconds: float = 2.0) -> float:
+    """The share of CPUs SERVER_CPU and WRK_CPU kept busy by others while this script only waits."""
+    import time
+
+    cpus = sorted({SERVER_CPU, WRK_CPU})
+    busy0, mine0 = busy_seconds(cpus), my_seconds()
+    time.sleep(seconds)
+    return round(max(0.0, busy_seconds(cpus) - busy0 - (my_seconds() - mine0)) / (seconds * len(cpus)), 4)
+
+
+def spread(values: list[float], level: float = 0.95) -> dict[str, Any]:
+    """Median, quartiles and range of round-by-round ratios, and a distribution-free confidence interval of the
+    median: the order statistics x(k) and x(n+1-k) for the largest k whose binomial(n, 1/2) coverage is >= level
+    (for n < 6 no k reaches 95 %: the interval is the whole range, with the coverage it has)."""
+    xs = sorted(values)
+    n = len(xs)
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if n > 1 else (xs[0], xs[0], xs[0])
+
+    def coverage(k: int) -> float:   # P(x(k) <= median <= x(n+1-k))
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return {"median": round(statistics.median(xs), 4), "min": round(xs[0], 4), "q1": round(q1, 4),
+            "q3": round(q3, 4), "max": round(xs[-1], 4), "ci_low": round(xs[k - 1], 4), "ci_high": round(xs[n - k], 4),
+            "ci_coverage": round(coverage(k), 4), "n": n}
 
 
 # --------------------------------------------------------------------------- measurement
@@ -367,18 +429,24 @@ def scraping(port: int, interval_s: float) -> Iterator[list[int]]:
 
 
 def measure_metrics_cost(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    with pinned(SERVER_CPU), lamina_with({"LAMINA_METRICS": "true"}, args.startup_timeout) as (on, on_port, on_log), \
+    results: dict[str, Any] = {"background_load": background_load()}
+    log(f"background load on CPUs {SERVER_CPU},{WRK_CPU} before the servers start: "
+        f"{results['background_load'] * 100:.1f} %")
+    # The side under test ("on"): metrics on and scraped, or, for the A/A control, a second server with them off.
+    on_env = {"LAMINA_METRICS": "false" if args.aa else "true"}
+    on_label = "B: metrics off too (A/A)" if args.aa else "metrics on, scraped every 1 s"
+    with pinned(SERVER_CPU), lamina_with(on_env, args.startup_timeout) as (on, on_port, on_log), \
             lamina_with({"LAMINA_METRICS": "false"}, args.startup_timeout) as (off, off_port, off_log), \
             server_failures(on, lambda: read_log(on_log), BenchError), \
             server_failures(off, lambda: read_log(off_log), BenchError):
         results["server"] = server_info(on_port)
         paths = {}
         for what, port in (("on", on_port), ("off", off_port)):
-            log(f"metrics {what}: deploying the handler function ...")
+            log(f"server {what}: deploying the handler function ...")
             paths[what] = deploy_url(boto3_client(port), "bench-hello", make_zip({"app.py": HANDLER_SRC}),
                                      Runtime="python3.11", Handler="app.handler", MemorySize=128)
         on_runs, off_runs, scrapes = [], [], []
+        scrape_bytes: int | None = None
         for i in range(args.rounds):
             what = f" (round {i + 1}/{args.rounds})" if args.rounds > 1 else ""
             # Which side goes first alternates too: a machine getting busier or quieter costs both alike.
@@ -387,43 +455,80 @@ def measure_metrics_cost(args: argparse.Namespace) -> dict[str, Any]:
                     off_runs.append(run_wrk("metrics off" + what, off_port, paths["off"], args, off.pid, WRK_CPU,
                                             warm_up=i == 0))
                     continue
+                if args.aa:
+                    on_runs.append(run_wrk(on_label + what, on_port, paths["on"], args, on.pid, WRK_CPU,
+                                           warm_up=i == 0))
+                    continue
                 with scraping(on_port, 1.0) as sizes:
-                    on_runs.append(run_wrk("metrics on, scraped every 1 s" + what, on_port, paths["on"], args,
-                                           on.pid, WRK_CPU, warm_up=i == 0))
+                    on_runs.append(run_wrk(on_label + what, on_port, paths["on"], args, on.pid, WRK_CPU,
+                                           warm_up=i == 0))
                 scrapes.append(len(sizes))
+                scrape_bytes = sizes[-1] if sizes else scrape_bytes
         results["metrics_on"] = median_run(on_runs)
         results["metrics_off"] = median_run(off_runs)
+        for key, runs in (("metrics_on", on_runs), ("metrics_off", off_runs)):
+            results[key]["other_cpu_share"] = statistics.median(r["other_cpu_share"] for r in runs)
         results["round_ratios"] = [round(a["rps"] / b["rps"], 4) for a, b in zip(on_runs, off_runs, strict=True)]
         # Server CPU per request, off / on: less sensitive to other load on the machine than req/s.
         results["cpu_ratios"] = [round(b["server_us_per_request"] / a["server_us_per_request"], 4)
                                  for a, b in zip(on_runs, off_runs, strict=True) if a["server_us_per_request"]]
+        results["other_cpu_share_by_round"] = [round(max(a["other_cpu_share"], b["other_cpu_share"]), 4)
+                                               for a, b in zip(on_runs, off_runs, strict=True)]
         results["scrapes_per_round"] = scrapes
-        results["scrape_bytes"] = sizes[-1] if sizes else None
+        results["scrape_bytes"] = scrape_bytes
+        results["on_label"] = on_label
     return results
 
 
 def summarize_metrics_cost(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ratio = statistics.median(results["round_ratios"])
-    results = {**results, "cpu_ratio": round(statistics.median(results["cpu_ratios"]), 4)}
-    return {**results, "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
-            "target": {"metric": "metrics-on rps / metrics-off rps (median over rounds)", "limit": 0.97,
-                       "value": round(ratio, 4), "pass": ratio >= 0.97}}
+    rps, cpu = spread(results["round_ratios"]), spread(results["cpu_ratios"])
+    limit = 0.97
+    if rps["ci_low"] >= limit:
+        verdict = "PASS"
+    elif rps["ci_high"] < limit:
+        verdict = "FAIL"
+    else:
+        verdict = "INCONCLUSIVE"
+    busy = results["background_load"] > BUSY_LIMIT
+    return {**results, "rps_ratio": rps, "cpu_ratio": cpu, "rounds": args.rounds, "duration_s": args.duration,
+            "connections": args.connections, "aa": args.aa, "busy_machine": busy,
+            "target": {"metric": "metrics-on rps / metrics-off rps (median over rounds, with its CI)", "limit": limit,
+                       "value": rps["median"], "verdict": "A/A control" if args.aa else verdict,
+                       "pass": None if args.aa or verdict == "INCONCLUSIVE" else verdict == "PASS",
+                       "quotable": not busy}}
+
+
+def _spread_text(s: dict[str, Any]) -> str:
+    return (f"median {s['median']:.3f}, {s['ci_coverage'] * 100:.0f} % CI [{s['ci_low']:.3f}, {s['ci_high']:.3f}], "
+            f"quartiles {s['q1']:.3f}-{s['q3']:.3f}, range {s['min']:.3f}-{s['max']:.3f} ({s['n']} rounds)")
 
 
 def print_metrics_cost(s: dict[str, Any]) -> None:
-    print(f"Metrics cost — handler function URL, wrk -t1 -c{s['connections']} -d{s['duration_s']:g}s on CPU "
-          f"{WRK_CPU}, servers on CPU {SERVER_CPU}, environments on CPU {WRK_CPU}; medians of {s['rounds']} rounds")
-    for key, label in (("metrics_off", "metrics off"), ("metrics_on", "metrics on, /metrics scraped every 1 s")):
+    print(f"Metrics cost{' — A/A control' if s['aa'] else ''} — handler function URL, wrk -t1 -c{s['connections']} "
+          f"-d{s['duration_s']:g}s on CPU {WRK_CPU}, servers on CPU {SERVER_CPU}, environments on CPU {WRK_CPU}; "
+          f"{s['rounds']} interleaved rounds (order swapped each round), rows are medians")
+    for key, label in (("metrics_off", "metrics off"), ("metrics_on", s["on_label"])):
         r = s[key]
         print(f"  {label:40s} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-              f"server {r['server_us_per_request']:.1f} us/req  non-2xx {r['non_2xx']}")
+              f"server {r['server_us_per_request']:.1f} us/req  non-2xx {r['non_2xx']}  "
+              f"other CPU {r['other_cpu_share'] * 100:.1f} %")
     print("on / off req/s, round by round: " + ", ".join(f"{x:.3f}" for x in s["round_ratios"]))
-    print("off / on server CPU per request, round by round: " + ", ".join(f"{x:.3f}" for x in s["cpu_ratios"])
-          + f" (median {s['cpu_ratio']:.3f})")
-    print(f"scrapes per round: {s['scrapes_per_round']}; last scrape {s['scrape_bytes']} bytes")
+    print(f"  {_spread_text(s['rps_ratio'])}")
+    print("off / on server CPU per request, round by round: " + ", ".join(f"{x:.3f}" for x in s["cpu_ratios"]))
+    print(f"  {_spread_text(s['cpu_ratio'])}")
+    print("other CPU on the bench's CPUs, round by round (the busier side): "
+          + ", ".join(f"{x * 100:.1f} %" for x in s["other_cpu_share_by_round"]))
+    if not s["aa"]:
+        print(f"scrapes per round: {s['scrapes_per_round']}; last scrape {s['scrape_bytes']} bytes")
+    print(f"background load on CPUs {SERVER_CPU},{WRK_CPU} before the run: {s['background_load'] * 100:.1f} %"
+          + (f" — BUSY MACHINE (> {BUSY_LIMIT * 100:.0f} %): do not quote these figures" if s["busy_machine"] else ""))
     t = s["target"]
-    print(f"target: metrics cost at most 3 % of handler-URL req/s — {'PASS' if t['pass'] else 'FAIL'} "
-          f"({t['value']:.3f}x)")
+    if s["aa"]:
+        print(f"A/A control: two metrics-off servers; the ratio's distance from 1.000 and its spread are this "
+              f"method's noise here ({t['value']:.3f}x)")
+    else:
+        print(f"target: metrics cost at most 3 % of handler-URL req/s — {t['verdict']} ({t['value']:.3f}x; "
+              f"PASS needs the CI's low end >= {t['limit']})")
 
 
 # --------------------------------------------------------------------------- report
@@ -526,6 +631,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline-server", type=int, metavar="PORT", help="internal: run the baseline server")
     p.add_argument("--metrics-cost", action="store_true",
                    help="measure handler-URL req/s with metrics on (scraped) against off, instead")
+    p.add_argument("--aa", action="store_true",
+                   help="with --metrics-cost: both servers with metrics off (an A/A control of the method's noise)")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.connections < 1 or args.rounds < 1:
         p.error("--duration must be > 0, --connections and --rounds >= 1")
