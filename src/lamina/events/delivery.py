@@ -375,8 +375,8 @@ class AsyncInvoker:
                 self.functions.logs.for_function(name).flush()
         self._dirty_logs.clear()
         ids, self._completing = self._completing, []
-        for event_id in ids:
-            self.store.complete(event_id)
+        if ids:
+            self.store.complete_many(ids)
 
     def _release(self, event: AsyncEvent) -> None:
         self.claimed.pop(event.id, None)

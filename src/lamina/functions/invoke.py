@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope
 from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import tail_log
 from lamina.dispatch.invocation import Invocation, InvokeResult, Throttled
-from lamina.functions.async_queue import AsyncEvent, no_sink
+from lamina.functions.async_queue import AsyncEvent, EventSink, no_sink
 from lamina.functions.errors import AwsError
 from lamina.functions.names import NAMESPACED, FunctionRef, check_qualifier, parse_function_name, resolve_qualifier
 from lamina.functions.registry import LATEST, Function, FunctionService, is_per_tenant
@@ -133,13 +133,21 @@ class InvokeHandler:
         if p.invocation_type == "Event":
             # Into the durable queue (events/): `inv` stands for the acceptance, done once the event is committed
             # (respond() then answers 202); the queue runs, retries and routes it from there.
-            sink = self.functions.event_sink
-            if sink is None:
-                raise no_sink()
-            sink.accept(p.async_event(request_id), partial(_accepted, inv))
+            self._sink().accept(p.async_event(request_id), partial(_accepted, inv))
             return inv
         submit(self.dispatcher, p.target.key, inv)
         return inv
+
+    def accept_event(self, p: Prepared, request_id: str, done: Callable[[BaseException | None], None]) -> None:
+        """start() of an Event invoke for the HTTP hot path: into the durable queue, and done(None) once it is
+        committed (202), done(error) if it could not be; no Invocation stands for the acceptance. Raises AwsError."""
+        self._sink().accept(p.async_event(request_id), done)
+
+    def _sink(self) -> EventSink:
+        sink = self.functions.event_sink
+        if sink is None:
+            raise no_sink()
+        return sink
 
     @staticmethod
     def respond(p: Prepared, result: InvokeResult) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

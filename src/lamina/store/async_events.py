@@ -98,6 +98,10 @@ class EventQueueStore(Protocol):
         """The event is done: remove it."""
         ...
 
+    def complete_many(self, event_ids: list[str]) -> None:
+        """complete() for many events (one operation)."""
+        ...
+
     def count_redelivered(self, n: int) -> None: ...
 
     def stats(self) -> QueueStats: ...
@@ -117,9 +121,11 @@ _COLUMNS = ("id", "function_name", "version", "qualifier", "invoked_arn", "paylo
             "tenant_id", "created", "attempts", "throttles", "due", "claimed", "last_error")
 _ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
 _INSERT = f"INSERT OR REPLACE INTO async_events ({', '.join(_COLUMNS)}) VALUES "
-# Multi-row statements in a few fixed sizes: a batch of n rows is a handful of statements (each one call into
-# SQLite, one release of the GIL) and the statement cache holds them all.
-_CHUNKS = (256, 64, 16, 4, 1)
+# One statement per run of up to _MAX_ROWS rows, of exactly that many rows: one call into SQLite (one release of the
+# GIL, one statement journal) per kind per commit. The statement cache (store/group_commit.py's connect) keeps them.
+_MAX_ROWS = 256
+_INSERTS: dict[int, str] = {}
+_DELETES: dict[int, str] = {}
 
 
 def row_of(e: AsyncEvent) -> tuple:
@@ -133,23 +139,35 @@ def _event(row: sqlite3.Row | tuple) -> AsyncEvent:
 
 
 def insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    """Insert rows (row_of) with as few statements as _CHUNKS allows (shared with bench/async.py's baseline)."""
-    i = 0
-    n = len(rows)
-    for size in _CHUNKS:
-        while n - i >= size:
-            chunk = rows[i : i + size]
-            conn.execute(_INSERT + ", ".join([_ROW] * size), [v for row in chunk for v in row])
-            i += size
+    """Insert rows (row_of), one statement per _MAX_ROWS (shared with bench/async.py's baseline)."""
+    for i in range(0, len(rows), _MAX_ROWS):
+        chunk = rows[i : i + _MAX_ROWS]
+        n = len(chunk)
+        sql = _INSERTS.get(n)
+        if sql is None:
+            sql = _INSERTS[n] = _INSERT + ", ".join([_ROW] * n)
+        conn.execute(sql, [v for row in chunk for v in row])
 
 
 def _delete_ids(conn: sqlite3.Connection, ids: list[str]) -> None:
-    i = 0
-    n = len(ids)
-    for size in _CHUNKS:
-        while n - i >= size:
-            conn.execute(f"DELETE FROM async_events WHERE id IN ({', '.join('?' * size)})", ids[i : i + size])
-            i += size
+    for i in range(0, len(ids), _MAX_ROWS):
+        chunk = ids[i : i + _MAX_ROWS]
+        n = len(chunk)
+        sql = _DELETES.get(n)
+        if sql is None:
+            sql = _DELETES[n] = f"DELETE FROM async_events WHERE id IN ({', '.join('?' * n)})"
+        conn.execute(sql, chunk)
+
+
+def _delete_many(conn: sqlite3.Connection, args: list[str | list[str]]) -> None:
+    """complete (an id) and complete_many (a list of them), as they came."""
+    ids: list[str] = []
+    for arg in args:
+        if isinstance(arg, str):
+            ids.append(arg)
+        else:
+            ids.extend(arg)
+    _delete_ids(conn, ids)
 
 
 class SqliteEventQueue:
@@ -226,6 +244,9 @@ class SqliteEventQueue:
     def complete(self, event_id: str, done: Done | None = None) -> None:
         self._writer.put(_COMPLETE, event_id, done)
 
+    def complete_many(self, event_ids: list[str]) -> None:
+        self._writer.put(_COMPLETE, event_ids)
+
     def count_redelivered(self, n: int) -> None:
         self._writer.put(_COUNT, ("redelivered", n))
 
@@ -293,5 +314,5 @@ _APPEND = Kind("append", _append)
 _APPEND_MANY = Kind("append-many", _append_many)
 _CLAIM = Kind("claim", _claim)
 _RELEASE = Kind("release", _release, lazy=True)
-_COMPLETE = Kind("complete", _delete_ids, lazy=True)
+_COMPLETE = Kind("complete", _delete_many, lazy=True)
 _COUNT = Kind("count", _add_counters, lazy=True)

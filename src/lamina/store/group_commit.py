@@ -41,9 +41,16 @@ def connect(path: Path, durability: str) -> sqlite3.Connection:
     """A connection for the queue's writes, in WAL mode with the durability asked for."""
     if durability not in DURABILITY:
         raise ValueError(f"async_durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    # A statement cache big enough for the multi-row statements of every size a batch has (store/async_events.py).
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0,
+                           cached_statements=1024)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=" + ("FULL" if durability == "fsync" else "NORMAL"))
+    # The statement journal (the pages a statement changes that an earlier statement of the same transaction
+    # changed too, kept to undo that statement alone) in memory: on disk, a batch's second statement spilled it into
+    # a temporary file created, written page by page and unlinked in every transaction. It is not needed after a
+    # crash (the WAL is), so this changes nothing about durability.
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
@@ -67,27 +74,49 @@ class GroupCommitWriter:
         self._ops: deque[tuple[Kind, Any, Done | None]] = deque()
         self._busy = False
         self._urgent = False
+        self._kick_due = False     # a _kick is scheduled on the loop (the end of this loop turn)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self.commits = 0
         self.committed_ops = 0
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the writer thread; until then the connection may be used directly (loading, recovery)."""
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         self._thread = threading.Thread(target=self._writer, name=self.name, daemon=True)
         self._thread.start()
 
     def put(self, kind: Kind, arg: Any, done: Done | None = None) -> None:
-        """Queue one operation (event loop thread); done(result or exception) on the loop once committed."""
+        """Queue one operation (event loop thread); done(result or exception) on the loop once committed.
+
+        An operation someone waits for is committed with everything else handed in during the same loop turn: the
+        writer is woken once, at the end of the turn (when it is idle; a busy one takes them all when its commit
+        ends). One turn's requests (all the connections that had one ready) thus share a commit, and the writer
+        thread is not woken to commit the first of them alone."""
         with self._cv:
             self._ops.append((kind, arg, done))
-            if not kind.lazy:
+            if kind.lazy:
+                if len(self._ops) == 1 and not self._busy:
+                    self._cv.notify()
+                return
+            if self._urgent or self._kick_due:
+                return
+            if self._loop is None or threading.get_ident() != self._loop_thread:
                 self._urgent = True
                 if not self._busy:
                     self._cv.notify()
-            elif len(self._ops) == 1 and not self._busy:
+                return
+            self._kick_due = True
+        self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        with self._cv:
+            self._kick_due = False
+            self._urgent = True
+            if not self._busy:
                 self._cv.notify()
 
     async def commit(self, kind: Kind, arg: Any) -> Any:
@@ -129,18 +158,20 @@ class GroupCommitWriter:
                 self._busy = False
                 cv.notify_all()
                 deadline = None
-                while not self._urgent and not self._stopping:
+                while not (self._ops and (self._urgent or self._stopping)):
                     if not self._ops:
+                        if self._stopping:
+                            return
+                        self._urgent = False   # a kick (or a flush) whose operations went with the last commit
                         deadline = None
                         cv.wait()
                         continue
+                    # Only lazy operations: they wait for one someone waits for, or LAZY_S.
                     deadline = deadline or time.monotonic() + LAZY_S
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     cv.wait(left)
-                if not self._ops:
-                    return
                 batch = list(self._ops)
                 self._ops.clear()
                 self._urgent = False

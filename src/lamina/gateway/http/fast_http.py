@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from starlette.types import Message
@@ -67,6 +68,7 @@ _URL_MARKS = (b".lambda-url.", b"/lamina/v1/url/")
 _MICROVM_HOST, _MICROVM_PATH = microvm_proxy.HOST_MARK, microvm_proxy.PATH_PREFIX
 # HTTP-app requests with a body up to this size are proxied from the hot path, once the body is in (_AppExchange).
 APP_BODY_MAX = 64 * 1024
+_ACCEPTED_LINE = STATUS_LINE[202]
 _SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
                  b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error")
 
@@ -502,12 +504,31 @@ class LaminaHttpProtocol(HttpToolsProtocol):
         assert head is not None  # deferred only with keys configured
         try:
             p = handler.body(head, body)
+            if p.invocation_type == "Event":
+                handler.accept_event(p, cycle.request_id, partial(self._event_done, cycle))
+                return
             started = handler.start(p, cycle.request_id, lambda outcome: self._invoke_done(cycle, p, outcome))
         except AwsError as err:
             self._send_error(cycle, err)
             return
         if isinstance(started, tuple):
             self._send_invoke(cycle, *started)
+
+    def _event_done(self, cycle: _Cycle, error: BaseException | None) -> None:
+        """An Event invoke is committed to the async queue (202, InvokeHandler.respond's answer), or could not be."""
+        try:
+            if error is None:
+                if self._claim(cycle):
+                    self.transport.write(b"%b%bx-amzn-requestid: %b\r\ncontent-length: 0\r\n%b\r\n" % (
+                        _ACCEPTED_LINE, self._default_headers(), cycle.request_id.encode(),
+                        b"" if cycle.keep_alive else b"connection: close\r\n"))
+                    self._sent(cycle)
+            else:
+                self._send_error(cycle, error if isinstance(error, AwsError)
+                                 else AwsError("ServiceException", f"Internal error: {error}"))
+        except Exception:
+            log.exception("hot-path response failed")
+            self._fail(cycle)
 
     def _invoke_done(self, cycle: _Cycle, p: Prepared, outcome: InvokeResult | BaseException) -> None:
         try:
