@@ -4,8 +4,8 @@ routes (as the Logs and SQS APIs do). Other operations get UnknownOperationExcep
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.requests import Request
@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from lamina.api import model_types
 from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.errors import BridgeError
+from lamina.eventbridge.ids import new_id
 from lamina.functions.rest import TargetRoute
 
 TARGET_PREFIX = b"AWSEvents."
@@ -25,13 +26,13 @@ BODY_LIMIT = 1024 * 1024
 
 def _reply(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type=CONTENT_TYPE,
-                    headers={"x-amzn-requestid": str(uuid.uuid4())})
+                    headers={"x-amzn-requestid": new_id()})
 
 
 class EventsApi:
     def __init__(self, service: EventBusService) -> None:
         s = service
-        self.operations: dict[str, Callable[[dict], dict]] = {
+        self.operations: dict[str, Callable[[dict], dict | Awaitable[dict]]] = {
             "CreateEventBus": s.create_event_bus, "DescribeEventBus": s.describe_event_bus,
             "ListEventBuses": s.list_event_buses, "DeleteEventBus": s.delete_event_bus,
             "PutRule": s.put_rule, "DescribeRule": s.describe_rule, "DeleteRule": s.delete_rule,
@@ -62,7 +63,8 @@ class EventsApi:
             problem = model_types.type_problem("events", operation, body)
             if problem is not None:
                 raise BridgeError("SerializationException", problem)
-            response = _reply(handler(body))
+            result = handler(body)
+            response = _reply(await result if inspect.isawaitable(result) else result)
         except BridgeError as err:
             response = _reply({"__type": err.code, "message": err.message}, err.status)
         await response(scope, receive, send)

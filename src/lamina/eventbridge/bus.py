@@ -10,13 +10,14 @@ import itertools
 import re
 import uuid
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import orjson
 
 from lamina.eventbridge import expressions
 from lamina.eventbridge.errors import BridgeError, validation
+from lamina.eventbridge.ids import new_id
 from lamina.eventbridge.targets import Deliverer, check_path, check_transformer, payload_for
 from lamina.eventbridge.timers import TimerHeap
 from lamina.eventpattern import Pattern, PatternError, compile_pattern
@@ -33,8 +34,14 @@ def not_found(message: str) -> BridgeError:
     return BridgeError("ResourceNotFoundException", message, 400)
 
 
-def _iso(epoch: float) -> str:
+@lru_cache(maxsize=64)
+def _iso(epoch: int) -> str:
+    """Whole seconds (EventBridge's `time`); cached: the events of one second share it."""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(slots=True)
@@ -345,7 +352,10 @@ class EventBusService:
 
     # ------------------------------------------------------------------ events
 
-    def put_events(self, body: dict) -> dict:
+    async def put_events(self, body: dict) -> dict:
+        """Answers once every matched target that takes a durable write has it (the matched functions' async events,
+        one group commit for the whole request; the queues' messages): an event put is not lost to a crash after
+        its answer. Deliveries a target refuses are retried in the background (RetryPolicy, then the DLQ)."""
         entries = body.get("Entries")
         if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
             raise validation("1 validation error detected: Value '[PutEventsRequestEntry]' at 'entries' failed to "
@@ -353,40 +363,47 @@ class EventBusService:
         results: list[dict[str, Any]] = []
         failed = 0
         deliveries: list[tuple[dict, bytes]] = []
+        now = self.clock.now()
         for entry in entries:
-            result = self._put_one(entry, deliveries)
+            result = self._put_one(entry, deliveries, now)
             failed += "ErrorCode" in result
             results.append(result)
         if deliveries:
-            self.deliverer.deliver_many(deliveries)   # one hand-off per target for the whole request
+            # One hand-off per target ARN for the whole request; answer once each has had its first attempt.
+            await asyncio.wait(self.deliverer.deliver_many(deliveries))
         return {"FailedEntryCount": failed, "Entries": results}
 
-    def _put_one(self, entry: dict, deliveries: list[tuple[dict, bytes]]) -> dict:
+    def _put_one(self, entry: dict, deliveries: list[tuple[dict, bytes]], now: float) -> dict:
         def bad(code: str, message: str) -> dict:
             return {"ErrorCode": code, "ErrorMessage": message}
-        if not entry.get("Source"):
+        source, detail_type, raw = entry.get("Source"), entry.get("DetailType"), entry.get("Detail")
+        if not source:
             return bad("InvalidArgument", "Parameter Source is not valid. Reason: Source is a required argument.")
-        if not entry.get("DetailType"):
+        if not detail_type:
             return bad("InvalidArgument",
                        "Parameter DetailType is not valid. Reason: DetailType is a required argument.")
-        if not entry.get("Detail"):
+        if not raw:
             return bad("InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
         try:
-            detail = orjson.loads(entry["Detail"])
+            detail = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return bad("MalformedDetail", "Detail is malformed.")
         if not isinstance(detail, dict):
             return bad("MalformedDetail", "Detail is malformed.")
-        if len(orjson.dumps(entry)) > _ENTRY_LIMIT:
+        resources = entry.get("Resources") or []
+        when = entry.get("Time")
+        # AWS's entry size: Time 14 bytes (when given), then Source, DetailType, Detail and each resource in UTF-8.
+        size = (14 if when is not None else 0) + _utf8_len(source) + _utf8_len(detail_type) + _utf8_len(raw) + \
+            sum(_utf8_len(r) for r in resources if isinstance(r, str))
+        if size > _ENTRY_LIMIT:
             return bad("InvalidArgument", "Entry size exceeds the 256 KB limit.")
         bus = self._bus_name(entry.get("EventBusName"))
         if bus not in self.buses:
             return bad("InvalidArgument", f"Event bus {bus} does not exist.")
-        event_id = str(uuid.uuid4())
-        when = entry.get("Time")
-        event = {"version": "0", "id": event_id, "detail-type": entry["DetailType"], "source": entry["Source"],
-                 "account": self.account, "time": _iso(when if isinstance(when, int | float) else self.clock.now()),
-                 "region": self.region, "resources": entry.get("Resources") or [], "detail": detail}
+        event_id = new_id()
+        event = {"version": "0", "id": event_id, "detail-type": detail_type, "source": source,
+                 "account": self.account, "time": _iso(int(when if isinstance(when, int | float) else now)),
+                 "region": self.region, "resources": resources, "detail": detail}
         self._route(bus, event, deliveries)
         return {"EventId": event_id}
 
@@ -404,12 +421,15 @@ class EventBusService:
         by_source, others = self._index(bus)
         source = event.get("source")
         candidates = by_source.get(source, ()) if isinstance(source, str) else ()
+        encoded: bytes | None = None
         for rule in (*candidates, *others):
             if rule.pattern is None or not rule.pattern.matches(event):
                 continue
             hits += 1
             for target in rule.targets:
-                deliveries.append((target, payload_for(target, {**event, "_rule": rule.row.name})))
+                if encoded is None:
+                    encoded = orjson.dumps(event)   # once per event, whatever the number of targets taking it whole
+                deliveries.append((target, payload_for(target, event, rule.row.name, encoded)))
         self.matched += hits
         return hits
 
@@ -465,12 +485,12 @@ class EventBusService:
             updates.append((rule.row.next_due, bus, name))
             self.heap.set(("r", bus, name), rule.row.next_due)
             event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-                     "source": "aws.events", "account": self.account, "time": _iso(occurrence),
+                     "source": "aws.events", "account": self.account, "time": _iso(int(occurrence)),
                      "region": self.region, "resources": [rule.arn], "detail": {}}
             batch = batches.setdefault(occurrence, [])
             for target in rule.targets:
                 batch.append(PendingRow(self.repo.pending_id(), "r", bus, name, occurrence, occurrence, target,
-                                        payload_for(target, {**event, "_rule": name})))
+                                        payload_for(target, event, name)))
         if not updates:
             return
         self.repo.fire([], updates, [p for batch in batches.values() for p in batch])   # committed first

@@ -91,8 +91,8 @@ def check_transformer(transformer: dict) -> None:
         raise validation("InputTemplate must be specified.")
 
 
-def payload_for(target: dict, event: dict) -> bytes:
-    """The bytes a rule's target receives for an event."""
+def payload_for(target: dict, event: dict, rule: str = "", encoded: bytes | None = None) -> bytes:
+    """The bytes a rule's target receives for an event (`encoded`: the event's JSON, if already made)."""
     if target.get("Input") is not None:
         return str(target["Input"]).encode()
     if target.get("InputPath"):
@@ -101,7 +101,7 @@ def payload_for(target: dict, event: dict) -> bytes:
     if transformer:
         values = {name: select(event, path) for name, path in (transformer.get("InputPathsMap") or {}).items()}
         values["aws.events.event.json"] = event
-        values["aws.events.rule-name"] = event.get("_rule", "")
+        values["aws.events.rule-name"] = rule
         template = transformer["InputTemplate"]
         # A placeholder inside a JSON string takes the value's text; elsewhere its JSON.
         def fill(m: re.Match[str]) -> str:
@@ -114,7 +114,7 @@ def payload_for(target: dict, event: dict) -> bytes:
                 return value if isinstance(value, str) else orjson.dumps(value).decode()
             return orjson.dumps(value).decode()
         return _PLACEHOLDER.sub(fill, template).encode()
-    return orjson.dumps({k: v for k, v in event.items() if not k.startswith("_")})
+    return encoded if encoded is not None else orjson.dumps(event)
 
 
 class Deliverer:
@@ -133,10 +133,12 @@ class Deliverer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def deliver_many(self, items: list[tuple[dict, bytes]], pending: list[int] | None = None) -> None:
-        """Many deliveries at once (a minute's worth of schedules): one send per target ARN, payloads it did not
-        take go the single-delivery way (retries, then the DLQ). `pending`: the items' outbox ids, if they have
-        them (fired occurrences do), taken with the target's commit."""
+    def deliver_many(self, items: list[tuple[dict, bytes]], pending: list[int] | None = None
+                     ) -> list[asyncio.Task]:
+        """Many deliveries at once (a minute's worth of schedules, a PutEvents request): one send per target ARN,
+        payloads it did not take go the single-delivery way (retries, then the DLQ). `pending`: the items' outbox
+        ids, if they have them (fired occurrences do), taken with the target's commit. Returns the sends' tasks
+        (done once each target has taken its payloads or the refused ones are handed to retries)."""
         by_arn: dict[str, tuple[list[dict], list[bytes], list[int]]] = {}
         for k, (target, payload) in enumerate(items):
             group = by_arn.get(target["Arn"])
@@ -147,10 +149,13 @@ class Deliverer:
             if pending is not None:
                 group[2].append(pending[k])
         loop = asyncio.get_running_loop()
+        tasks = []
         for arn, group in by_arn.items():
             task = loop.create_task(self._deliver_group(arn, *group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        return tasks
 
     async def _deliver_group(self, arn: str, targets: list[dict], payloads: list[bytes], ids: list[int]) -> None:
         results = await self.sender.send_many(arn, payloads, ids or None)

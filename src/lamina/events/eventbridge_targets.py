@@ -11,6 +11,7 @@ from collections.abc import Callable
 import orjson
 
 from lamina.eventbridge.bus import EventBusService
+from lamina.eventbridge.ids import new_id
 from lamina.eventbridge.targets import Also, SendError
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import event_for
@@ -50,7 +51,7 @@ class LaminaTargets:
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
         if service == "lambda":
             try:
-                event = event_for(self.functions, arn, payload)
+                event = event_for(self.functions, arn, payload, request_id=new_id())
             except AwsError as exc:
                 raise SendError(f"{exc.code}: {exc.message}") from None
             await self._invoke([event], also)
@@ -111,25 +112,19 @@ class LaminaTargets:
 
     async def _invoke_many(self, arn: str, payloads: list[bytes], pending: list[int] | None
                            ) -> list[SendError | None]:
-        """Events for one function, accepted in one commit (with their outbox ids); those that cannot be made (no
-        such function or version) are refused before it."""
-        out: list[SendError | None] = [None] * len(payloads)
-        events: list[AsyncEvent] = []
-        ids: list[int] = []
-        for k, payload in enumerate(payloads):
-            try:
-                events.append(event_for(self.functions, arn, payload))
-            except AwsError as exc:
-                out[k] = SendError(f"{exc.code}: {exc.message}")
-                continue
-            if pending:
-                ids.append(pending[k])
-        if events:
-            try:
-                await self._invoke(events, (TAKE_PENDING, ids) if ids else None)
-            except SendError as exc:
-                return [exc] * len(payloads)
-        return out
+        """Events for one function, accepted in one commit (with their outbox ids). The ARN is resolved once: the
+        same function version takes them all, or none can be made."""
+        try:
+            first = event_for(self.functions, arn, payloads[0], request_id=new_id())
+        except AwsError as exc:
+            return [SendError(f"{exc.code}: {exc.message}")] * len(payloads)
+        events = [first] + [AsyncEvent(new_id(), first.function, first.version, first.qualifier, first.invoked_arn,
+                                       payload, created=first.created, due=first.due) for payload in payloads[1:]]
+        try:
+            await self._invoke(events, (TAKE_PENDING, pending) if pending else None)
+        except SendError as exc:
+            return [exc] * len(payloads)
+        return [None] * len(payloads)
 
     async def _invoke(self, events: list[AsyncEvent], also: Also | None) -> None:
         sink = self.functions.event_sink
