@@ -11,7 +11,9 @@ go after LAZY_S: lost in a crash, such an operation's effect is only undone (a d
 which at-least-once delivery allows).
 
 Durability is `async_durability`'s: "fsync" commits with synchronous=FULL (survives power loss), "os" with
-NORMAL (survives the process being killed).
+NORMAL (survives the process being killed). A commit of lazy operations alone is NORMAL either way: it may be lost
+anyway, the next FULL commit's fsync of the WAL takes its frames too, and a commit someone waits for no longer
+queues behind its fsync (a SendMessage behind a receive's bookkeeping).
 """
 
 from __future__ import annotations
@@ -191,6 +193,16 @@ class GroupCommitWriter:
                 self._loop.call_soon_threadsafe(_deliver, batch, results)
 
     def _apply(self, batch: list[tuple[Kind, Any, Done | None]]) -> list[Any]:
+        conn = self.conn
+        if self.durability == "fsync" and all(op[0].lazy for op in batch):
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return self._transaction(batch)
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
+        return self._transaction(batch)
+
+    def _transaction(self, batch: list[tuple[Kind, Any, Done | None]]) -> list[Any]:
         conn = self.conn
         results: list[Any] = [None] * len(batch)
         conn.execute("BEGIN IMMEDIATE")
