@@ -317,12 +317,17 @@ def test_a_mapping_outlives_its_function(lambda_client, sqs, recorder, endpoint)
     sqs.delete_queue(QueueUrl=url)
 
 
-def test_a_mapping_of_a_deleted_function_can_be_deleted(lambda_client, sqs, recorder):
-    name = recorder()
-    url, arn = queue(sqs, "orphan-rm")
+def test_a_mapping_of_a_deleted_function_can_be_pointed_elsewhere_and_deleted(lambda_client, sqs, recorder,
+                                                                               endpoint):
+    name, other = recorder(), recorder()
+    url, arn = queue(sqs, "orphan-rm", VisibilityTimeout="30")
     uuid = lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=name)["UUID"]
     lambda_client.delete_function(FunctionName=name)
     assert lambda_client.get_event_source_mapping(UUID=uuid)["UUID"] == uuid
+    sqs.send_message(QueueUrl=url, MessageBody="for-the-other")
+    updated = lambda_client.update_event_source_mapping(UUID=uuid, FunctionName=other)
+    assert updated["FunctionArn"].endswith(":function:" + other)
+    wait_for(lambda: bodies(endpoint, other) == ["for-the-other"], what="delivery to the other function")
     assert lambda_client.delete_event_source_mapping(UUID=uuid)["State"] == "Deleting"
     assert failure(lambda_client.get_event_source_mapping, UUID=uuid) == (
         404, "ResourceNotFoundException", "The resource you requested does not exist.")

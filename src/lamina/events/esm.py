@@ -383,6 +383,7 @@ class EsmRunner:
         assert config is not None
         if poller is not None and poller.source_arn == config["EventSourceArn"]:
             poller.configure(config)
+            self._function_settled(None)   # it may name another function now: one a waiting poller can feed
             return
         if poller is not None:
             poller.stop()
