@@ -5,11 +5,14 @@ Starts its own `lamina serve` (free loopback port, temporary data dir, `async_du
 
 - **accepted/s**: `wrk -t1 -c32` (32 keep-alive clients, on CPU 1) POSTing Event invokes (`X-Amz-Invocation-Type:
   Event`) for `--duration` s after a 2 s warm-up; every 202 means the event was committed (WAL fsynced) first.
-  The function runs every event meanwhile, as it would.
+  The function runs events meanwhile, as it would, with a bounded share of the server's core while accepts keep
+  coming (events/delivery.py, START_PER_TURN): printed are the events run per second during the run, the backlog
+  left at its end and how long it took to drain.
 - **baseline**: in the same run, on the same disk (a file in the same temporary directory), a bare loop of the
   same SQLite pattern — multi-row INSERTs of the queue's rows and a COMMIT with `synchronous=FULL` in WAL mode —
   with as many rows per commit as Lamina's group commit carried during the wrk run (accepts per fsync), pinned to
-  CPU 0 too. Also shown: one row per commit, for reference.
+  CPU 0 too. Also shown: one row per commit, for reference, with its median commit time (an fsync of this disk:
+  the floor under a single client's 202 latency).
 - **202 latency**: p50/p99 of `--n` sequential Event invokes from one keep-alive client (wrk's p50 at 32 clients is
   printed too: under saturation it is 32 / throughput).
 - **accepted -> handler start**: the same sequential invokes; the handler prints `time.time()` when it starts,
@@ -127,12 +130,14 @@ def wrk(port: int, path: str, duration: float, connections: int, script: Path) -
             "p99_ms": round(ms(p99.group(1)), 3) if p99 else None}
 
 
-def sqlite_baseline(path: Path, rows_per_commit: int, seconds: float) -> float:
-    """Rows per second of the queue's INSERT + COMMIT pattern (WAL, synchronous=FULL) in a bare loop."""
+def sqlite_baseline(path: Path, rows_per_commit: int, seconds: float) -> tuple[float, float]:
+    """Rows per second of the queue's INSERT + COMMIT pattern (WAL, synchronous=FULL) in a bare loop, and the
+    median time of one commit (ms)."""
     Database(path).close()   # the same schema (migrations)
     conn = connect(path, "fsync")
     payload = b'{"n": 1}'
     n = 0
+    times: list[float] = []
     start = time.perf_counter()
     deadline = start + seconds
     while time.perf_counter() < deadline:
@@ -140,13 +145,15 @@ def sqlite_baseline(path: Path, rows_per_commit: int, seconds: float) -> float:
         rows = [row_of(AsyncEvent(str(uuid.uuid4()), "bench", "$LATEST", None,
                                   "arn:aws:lambda:us-east-1:000000000000:function:bench", payload, created=now,
                                   due=now, claimed=True)) for _ in range(rows_per_commit)]
+        t0 = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         insert_rows(conn, rows)
         conn.execute("COMMIT")
+        times.append(time.perf_counter() - t0)
         n += rows_per_commit
     elapsed = time.perf_counter() - start
     conn.close()
-    return n / elapsed
+    return n / elapsed, statistics.median(times) * 1e3
 
 
 def sequential(port: int, name: str, n: int) -> tuple[list[float], dict[str, float]]:
@@ -237,13 +244,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             raise BenchError(f"{lamina['non_2xx']} Event invokes were not accepted")
         commits = max(1, after["commits"] - before["commits"])
         accepted = after["accepted"] - before["accepted"]
+        ran = after["succeeded"] - before["succeeded"]
         per_commit = max(1, round(accepted / commits))
         log("waiting for the queue to drain ...")
+        t0 = time.perf_counter()
         wait_drained(port)
+        drain_s = time.perf_counter() - t0
         log(f"baseline: bare SQLite loop, {per_commit} row(s) per commit, then 1 per commit ...")
         with pinned(SERVER_CPU):
-            base = sqlite_baseline(tmp / "baseline.db", per_commit, args.duration)
-            single = sqlite_baseline(tmp / "baseline1.db", 1, min(args.duration, 3.0))
+            base, _ = sqlite_baseline(tmp / "baseline.db", per_commit, args.duration)
+            single, single_ms = sqlite_baseline(tmp / "baseline1.db", 1, min(args.duration, 3.0))
         log(f"{args.n} sequential Event invokes ...")
         sequential(port, name, 50)   # warm
         latencies, accepted_at = sequential(port, name, args.n)
@@ -256,6 +266,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "accepted_per_s": round(accepted / args.duration if accepted else lamina["rps"]),
             "wrk": lamina,
             "events_per_commit": round(accepted / commits, 1),
+            "ran_during_per_s": round(ran / args.duration),
+            "backlog_after": after["depth"],
+            "drain_s": round(drain_s, 2),
+            "baseline_single_row_commit_p50_ms": round(single_ms, 3),
             "baseline_rows_per_s": round(base),
             "baseline_rows_per_commit": per_commit,
             "baseline_single_row_commits_per_s": round(single),
@@ -273,8 +287,11 @@ def report(r: dict[str, Any]) -> None:
     w = r["wrk"]
     print(f"accepted Event invokes/s (32 keep-alive clients, durability {r['durability']}): {r['accepted_per_s']:,}"
           f"  (wrk p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms; {r['events_per_commit']} events per commit)")
+    print(f"events run meanwhile: {r['ran_during_per_s']:,}/s; {r['backlog_after']:,} queued at the end of the run, "
+          f"drained in {r['drain_s']} s")
     print(f"baseline: bare SQLite insert+commit loop, {r['baseline_rows_per_commit']} row(s) per commit: "
-          f"{r['baseline_rows_per_s']:,} rows/s  (1 row per commit: {r['baseline_single_row_commits_per_s']:,}/s)")
+          f"{r['baseline_rows_per_s']:,} rows/s  (1 row per commit: {r['baseline_single_row_commits_per_s']:,}/s, "
+          f"p50 {r['baseline_single_row_commit_p50_ms']} ms a commit)")
     print(f"ratio Lamina / baseline: {r['ratio']}x")
     lat, st = r["latency_202_ms"], r["accepted_to_start_ms"]
     print(f"202 latency, one client: p50 {lat['p50']} ms, p99 {lat['p99']} ms")

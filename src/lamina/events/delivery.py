@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from functools import partial
 
 import orjson
@@ -51,6 +52,10 @@ from lamina.store.async_events import AsyncEvent, EventQueueStore
 log = logging.getLogger("lamina.events")
 
 LOG_STREAM = "lamina/async"
+# Attempts started per loop turn while more wait (_start_ready): a turn also reads every request that arrived
+# meanwhile, so under a burst of Event invokes the accepts (what a caller waits for) keep most of the core and the
+# queue is drained as the burst lets up. Idle, the loop turns at once: the first event of a turn starts in it.
+START_PER_TURN = 8
 
 
 class AsyncInvoker:
@@ -74,6 +79,8 @@ class AsyncInvoker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._tasks: set[asyncio.Task] = set()
+        self._ready: deque[AsyncEvent] = deque()  # claimed, to start (_start_ready)
+        self._ready_scheduled = False
         self._completing: list[str] = []           # done this loop turn: removed once their logs are written
         self._dirty_logs: set[str] = set()
         self._completion_scheduled = False
@@ -113,6 +120,7 @@ class AsyncInvoker:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         if self._completion_scheduled:
             self._complete_now()
+        self._ready.clear()
         for event in list(self.claimed.values()):
             # Still claimed (its attempt did not end in the drain): leave it queued for the next start.
             self._release(event)
@@ -145,7 +153,7 @@ class AsyncInvoker:
         self.accepted += 1
         done(None)
         if event.claimed:
-            self._attempt(event)
+            self._start_soon(event)
         else:
             self._pump()
 
@@ -173,7 +181,7 @@ class AsyncInvoker:
         done(None)
         for event in events:
             if event.claimed:
-                self._attempt(event)
+                self._start_soon(event)
         self._pump()
 
     def stats(self) -> dict:
@@ -202,11 +210,12 @@ class AsyncInvoker:
     def pending(self, function: str, limit: int = 100) -> list[dict]:
         now = time.time()
         out = []
+        waiting = {e.id for e in self._ready}   # claimed, their attempt not started yet
         for e in self.store.pending(function, limit):
             mine = self.claimed.get(e.id)
             if mine is not None:
                 e = mine
-            state = "running" if e.claimed else ("retrying" if e.due > now else "queued")
+            state = "running" if e.claimed and e.id not in waiting else ("retrying" if e.due > now else "queued")
             out.append({"RequestId": e.id, "Version": e.version, "Qualifier": e.qualifier,
                         "AgeSeconds": round(now - e.created, 3), "Attempts": e.attempts, "Throttles": e.throttles,
                         "NextAttemptInSeconds": round(max(0.0, e.due - now), 3) if not e.claimed else 0.0,
@@ -214,6 +223,26 @@ class AsyncInvoker:
         return out
 
     # ------------------------------------------------------------------ attempts
+
+    def _start_soon(self, event: AsyncEvent) -> None:
+        """Start a claimed event's attempt, within this loop turn's budget (_start_ready)."""
+        self._ready.append(event)
+        if not self._ready_scheduled:
+            self._ready_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_ready)
+
+    def _start_ready(self) -> None:
+        """Start up to START_PER_TURN attempts, the rest in the next loop turns. A loop turn also serves every
+        request that arrived meanwhile (the HTTP front door, the other front ends): under a burst of accepts,
+        running events takes a bounded share of the server's core instead of starving the accepts, and the
+        queue (the rest claimed here in memory, beyond max_in_flight in the store) is drained once it is over."""
+        self._ready_scheduled = False
+        ready = self._ready
+        for _ in range(min(len(ready), START_PER_TURN)):
+            self._attempt(ready.popleft())
+        if ready:
+            self._ready_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_ready)
 
     def _attempt(self, event: AsyncEvent) -> None:
         if self.stopping:
@@ -430,7 +459,7 @@ class AsyncInvoker:
             self._timer = None
         for event in events:
             self.claimed[event.id] = event
-            self._attempt(event)
+            self._start_soon(event)
         self._pump()
 
     # ------------------------------------------------------------------ the function's log
