@@ -192,6 +192,9 @@ def test_policy_evaluation() -> None:
     assert not policy.function_credentials_allow("POST", "/2015-03-31/functions", [], "lambda")
     assert policy.function_credentials_allow("POST", "/", [(b"x-amz-target", b"AmazonSQS.SendMessage")], "sqs")
     assert not policy.function_credentials_allow("POST", "/", [], "ec2")
+    assert policy.function_credentials_allow("POST", "/schedules/s1", [], "scheduler")
+    assert policy.function_credentials_allow("DELETE", "/schedules/s1", [], "scheduler")
+    assert not policy.function_credentials_allow("DELETE", "/schedule-groups/g1", [], "scheduler")
 
 
 def test_a_sent_payload_hash_must_be_the_bodys() -> None:

@@ -6,8 +6,10 @@ The model is deliberately small (documented in the README's "Security model"):
 - a caller from another account may only invoke a function (Invoke, or its AWS_IAM function URL) whose resource
   policy has an Allow statement for the action and the caller (Principal "*", the account, its root ARN or the
   caller's own ARN) whose conditions hold; a matching Deny wins;
-- a function's credentials (issued for its execution role) may invoke functions, use queues (SQS), read logs and
-  put events, and read (GET) anything of the account, but not change functions, MicroVMs or networks.
+- a function's credentials (issued for its execution role) may invoke functions, use queues (SQS), read logs,
+  put events, create, update and delete schedules (EventBridge Scheduler: a function scheduling its own follow-up
+  work is a common pattern), and read (GET) anything of the account, but not change functions, MicroVMs or
+  networks.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def function_credentials_allow(method: str, path: str, headers: Iterable[tuple[b
         return True
     if path.startswith("/2014-11-13/functions/") and path.endswith("/invoke-async/"):
         return True
+    if service == "scheduler" and path.startswith("/schedules/"):
+        return True   # schedules only: not schedule groups
     for name, value in headers:
         if name == b"x-amz-target":
             # SQS, CloudWatch Logs reads and EventBridge PutEvents; nothing that deletes a log group
