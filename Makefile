@@ -79,7 +79,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: system-deps install $(AWSCLI_VENV)/.installed lint
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 bench: install
 	$(VENV)/bin/python bench/invoke.py
