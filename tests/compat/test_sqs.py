@@ -289,6 +289,19 @@ def test_recorded_error_texts(sqs):
     ]
     for call, code, text in cases:
         assert failure(call) == (400, code, text)
+    # The receipt handle texts (LocalStack's aws.validated assertions): one that is not a handle, and a visibility
+    # change with the handle of a message deleted since.
+    assert failure(sqs.delete_message, QueueUrl=url, ReceiptHandle="garbage") == (
+        400, "ReceiptHandleIsInvalid", 'The input receipt handle "garbage" is not a valid receipt handle.')
+    sqs.send_message(QueueUrl=url, MessageBody="gone")
+    [m] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=42)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])   # again: no error
+    assert failure(sqs.change_message_visibility, QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
+                   VisibilityTimeout=42) == (
+        400, "InvalidParameterValue", f"Value {m['ReceiptHandle']} for parameter ReceiptHandle is invalid. Reason: "
+        "Message does not exist or is not available for visibility timeout change.")
     sqs.set_queue_attributes(QueueUrl=fifo, Attributes={"FifoQueue": "true"})   # the same type: accepted
     # A FIFO message's handle after its visibility timeout ran out: refused (a standard queue's still deletes).
     sqs.send_message(QueueUrl=fifo, MessageBody="late", MessageGroupId="g", MessageDeduplicationId="late")
