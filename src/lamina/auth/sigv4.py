@@ -4,8 +4,15 @@
 Two steps, so that the HTTP hot path can refuse a request before its body arrives: `head()` reads the
 Authorization header (or a presigned URL's X-Amz-* query parameters), finds the key, and checks the credential
 scope and the clock; `check()` recomputes the signature over the body. The derived signing key (four HMACs) is
-cached per key / date / region / service, so a request costs one canonical request, one SHA-256 of the body and one
-HMAC.
+cached per key / date / region / service, so a request costs one canonical request, one SHA-256 of the body, one of
+the canonical request and one HMAC.
+
+Two ways to the canonical request, which must agree: botocore's (`reference_string_to_sign`), the reference and the
+only one for presigned URLs and unusual shapes; and a direct one for header-signed requests
+(`fast_string_to_sign`, every Invoke a client sends), which builds the same string from the raw request without
+botocore's request objects (botocore's costs more than the rest of an Invoke's verification together: issue 20's
++50 us budget). The direct one takes botocore's canonical URI and query from botocore itself (kept per raw path and
+query); tests/unit/test_sigv4_fast.py checks on generated requests that both give the same string to sign.
 
 With no keys configured the verifier is *open*: every request is accepted as the default account, signed or not
 (what `make run` on loopback offers; server start-up refuses an open verifier on any other address).
@@ -20,7 +27,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
-from urllib.parse import unquote
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -34,6 +42,7 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 # Signing names of the APIs Lamina serves (botocore's service models' signingName).
 SERVICES = frozenset({"lambda", "sqs", "ec2", "logs", "events", "scheduler"})
 _AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})$")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 
 
@@ -51,6 +60,18 @@ MISMATCH = ("The request signature we calculated does not match the signature yo
             "Access Key and signing method. Consult the service documentation for details.")
 
 
+class SignedHeaders(NamedTuple):
+    """A SignedHeaders list, parsed once per distinct list."""
+
+    names: list[str]                     # as sent, lower case
+    wanted: frozenset[bytes]
+    # For the direct canonical request: the names in botocore's (sorted) order with their "name:" prefixes, and
+    # botocore's signed-header list; None when a name is not lower case (botocore treats a signed header named
+    # exactly "X-Amz-Content-SHA256" specially): such requests take the reference.
+    order: tuple[tuple[bytes, str], ...] | None
+    listed: str | None
+
+
 @dataclass(slots=True)
 class Pending:
     """A request whose head passed: what check() needs once the body is in."""
@@ -60,18 +81,14 @@ class Pending:
     date: str           # X-Amz-Date
     region: str
     service: str
-    signed: tuple[list[str], frozenset[bytes]]   # signed header names, lower case, as sent (and as bytes)
+    signed: SignedHeaders
     signature: str
     presigned: bool
     content_sha256: str | None
 
 
 class _Headers(dict):
-    """The signed headers, lower-cased name -> values, in the shape botocore's canonical_headers reads; with the
-    canonical forms botocore made of them, once made (kept for the same headers: see Verifier.check)."""
-
-    canonical: str | None = None
-    names: str | None = None
+    """The signed headers, lower-cased name -> values, in the shape botocore's canonical_headers reads."""
 
     def get_all(self, name: str) -> list[str]:
         return self[name]
@@ -113,15 +130,10 @@ class _Canonical(SigV4Auth):
     def headers_to_sign(self, request: AWSRequest) -> _Headers:
         return request.headers  # _Request's: the signed headers only
 
-    def canonical_headers(self, headers_to_sign: _Headers) -> str:
-        if headers_to_sign.canonical is None:
-            headers_to_sign.canonical = super().canonical_headers(headers_to_sign)
-        return headers_to_sign.canonical
-
-    def signed_headers(self, headers_to_sign: _Headers) -> str:
-        if headers_to_sign.names is None:
-            headers_to_sign.names = super().signed_headers(headers_to_sign)
-        return headers_to_sign.names
+    def url_parts(self, url: str) -> tuple[str, str]:
+        """botocore's canonical URI and canonical query string of a URL."""
+        return (self._normalize_url_path(urlsplit(url).path),
+                self.canonical_query_string(_Request("GET", url, _Headers(), b"", {})))
 
     def payload(self, request: AWSRequest) -> str:
         sha = request.context.get("content_sha256")
@@ -142,14 +154,16 @@ class Verifier:
         self.default = Caller(default_account, f"arn:aws:iam::{default_account}:root", "")
         self.skew = skew
         self._signers: dict[tuple[str, str], _Canonical] = {}
-        self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
-        # Per-request parsing that repeats: a configured key's checked credential scope, signed-header lists, the
-        # last X-Amz-Date parsed (clients sign many requests in the same second).
+        # The derived signing key per key / date / region / service, as an HMAC-SHA256 ready to copy.
+        self._macs: dict[tuple[str, str, str, str], hmac.HMAC] = {}
+        # Per-request parsing that repeats: an Authorization header's part before the signature, a configured key's
+        # checked credential scope, signed-header lists, the last X-Amz-Date parsed (clients sign many requests in
+        # the same second), botocore's canonical URI and query string per raw path and query.
+        self._auth_heads: dict[str, tuple[str, str]] = {}
         self._scopes: dict[str, tuple[Caller, str, str, str, str]] = {}
-        self._signed_lists: dict[str, tuple[list[str], frozenset[bytes]]] = {}
+        self._signed_lists: dict[str, SignedHeaders] = {}
         self._last_date: tuple[str, float] = ("", 0.0)
-        self._canonical_headers: dict[tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...]],
-                                      tuple[str | None, str | None]] = {}
+        self._url_parts: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 
     @property
     def open(self) -> bool:
@@ -174,14 +188,7 @@ class Verifier:
                 sha = value.decode("latin-1")
         presigned = False
         if auth is not None:
-            m = _AUTH.match(auth.strip())
-            if m is None:
-                if not auth.startswith(ALGORITHM):
-                    raise SignatureError("incomplete", f"Authorization header requires existence of either a "
-                                         f"'X-Amz-Date' or a 'Date' header. Authorization={auth[:64]}")
-                raise SignatureError("incomplete", "Authorization header requires 'Credential', 'Signature' and "
-                                     f"'SignedHeaders' parameters. Authorization={auth[:64]}")
-            credential, signed_list, signature = m.groups()
+            credential, signed_list, signature = self._authorization(auth)
             expires = None
         elif b"X-Amz-Signature=" in query:
             params = _query_params(query)
@@ -245,11 +252,33 @@ class Verifier:
             names = signed_list.split(";")
             if "host" not in names:
                 raise SignatureError("incomplete", "'Host' must be a 'SignedHeader' in the AWS Authorization.")
-            signed = (names, frozenset(n.encode("latin-1") for n in names))
+            signed = _signed_headers(names)
             if len(self._signed_lists) > 1024:
                 self._signed_lists.clear()
             self._signed_lists[signed_list] = signed
         return Pending(caller, secret, date, region, service, signed, signature, presigned, sha)
+
+    def _authorization(self, auth: str) -> tuple[str, str, str]:
+        """(credential, signed header list, signature) of an Authorization header; raises SignatureError. What comes
+        before the signature is the same in every request a client signs that day: matched by _AUTH once and kept
+        (with a well-formed signature, _AUTH's last group is exactly what follows the last 'Signature=')."""
+        head, sep, signature = auth.rpartition("Signature=")
+        if sep and _SIGNATURE.fullmatch(signature) is not None:
+            kept = self._auth_heads.get(head)
+            if kept is not None:
+                return kept[0], kept[1], signature
+        m = _AUTH.match(auth.strip())
+        if m is None:
+            if not auth.startswith(ALGORITHM):
+                raise SignatureError("incomplete", f"Authorization header requires existence of either a "
+                                     f"'X-Amz-Date' or a 'Date' header. Authorization={auth[:64]}")
+            raise SignatureError("incomplete", "Authorization header requires 'Credential', 'Signature' and "
+                                 f"'SignedHeaders' parameters. Authorization={auth[:64]}")
+        credential, signed_list, signature = m.groups()
+        if len(self._auth_heads) > 1024:
+            self._auth_heads.clear()
+        self._auth_heads[head] = (credential, signed_list)
+        return credential, signed_list, signature
 
     def _scope(self, credential: str, token: str | None, now: float | None
                ) -> tuple[Caller, str, str, str, str]:
@@ -278,73 +307,125 @@ class Verifier:
         """Recompute the signature over the whole request; the caller, or SignatureError."""
         if pending is None:
             return self.default
-        sha = pending.content_sha256
-        # A sent payload hash must be the body's (UNSIGNED-PAYLOAD is S3's, not taken here: the body is always signed).
-        if sha is not None and not pending.presigned and not hmac.compare_digest(sha, sha256(body).hexdigest()):
-            err = SignatureError("mismatch", "The provided 'x-amz-content-sha256' header does not match what was "
-                                 "computed.")
+        if pending.presigned:
+            string_to_sign = self.reference_string_to_sign(pending, method, raw_path, query, headers, body)
+        else:
+            payload_hash = sha256(body).hexdigest()
+            sha = pending.content_sha256
+            # A sent payload hash must be the body's (UNSIGNED-PAYLOAD is S3's, not taken here: the body is always
+            # signed); so the body's hash is the payload's either way.
+            if sha is not None and not hmac.compare_digest(sha, payload_hash):
+                err = SignatureError("mismatch", "The provided 'x-amz-content-sha256' header does not match what "
+                                     "was computed.")
+                err.service = pending.service
+                raise err
+            if pending.signed.order is not None:
+                string_to_sign = self.fast_string_to_sign(pending, method, raw_path, query, headers, payload_hash)
+            else:
+                string_to_sign = self.reference_string_to_sign(pending, method, raw_path, query, headers, body)
+        mac = self._mac(pending).copy()
+        mac.update(string_to_sign.encode())
+        if not hmac.compare_digest(mac.hexdigest(), pending.signature):
+            err = SignatureError("mismatch", MISMATCH)
             err.service = pending.service
             raise err
-        signer = self._signers.get((pending.region, pending.service))
-        if signer is None:
-            signer = _Canonical(Credentials("-", "-"), pending.service, pending.region)
-            self._signers[(pending.region, pending.service)] = signer
+        return pending.caller
+
+    def fast_string_to_sign(self, pending: Pending, method: str, raw_path: bytes, query: bytes,
+                            headers: list[tuple[bytes, bytes]], payload_hash: str) -> str:
+        """The string to sign of a header-signed request whose signed header names are lower case, built directly:
+        what reference_string_to_sign gives, given the body's SHA-256 (hex)."""
+        order = pending.signed.order
+        assert order is not None and not pending.presigned
+        wanted = pending.signed.wanted
+        values: dict[bytes, str] = {}
+        for name, value in headers:
+            if name in wanted:
+                trimmed = " ".join(value.decode("latin-1").split())   # botocore's _header_value, of the same str
+                seen = values.get(name)
+                values[name] = trimmed if seen is None else seen + "," + trimmed
+        if len(values) != len(wanted):
+            err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
+            err.service = pending.service
+            raise err
+        parts = self._url_parts.get((raw_path, query))
+        if parts is None:
+            parts = self._signer(pending).url_parts(_url(raw_path, query))
+            if len(self._url_parts) > 4096:
+                self._url_parts.clear()
+            self._url_parts[(raw_path, query)] = parts
+        canonical_headers = "\n".join([prefix + values[name] for name, prefix in order])
+        canonical = (f"{method.upper()}\n{parts[0]}\n{parts[1]}\n{canonical_headers}\n\n{pending.signed.listed}\n"
+                     f"{payload_hash}")
+        return (f"{ALGORITHM}\n{pending.date}\n{pending.date[:8]}/{pending.region}/{pending.service}/aws4_request\n"
+                f"{sha256(canonical.encode()).hexdigest()}")
+
+    def reference_string_to_sign(self, pending: Pending, method: str, raw_path: bytes, query: bytes,
+                                 headers: list[tuple[bytes, bytes]], body: bytes) -> str:
+        """The string to sign by botocore's SigV4 signer (its canonical request), over the headers the client
+        signed. For a header-signed request, a sent payload hash must have been checked against the body."""
         if pending.presigned:
             query = b"&".join(p for p in query.split(b"&") if not p.startswith(b"X-Amz-Signature="))
-        url = "http://lamina" + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        wanted = pending.signed[1]
-        # The same signed headers (a client's requests within one second share X-Amz-Date) canonicalize alike:
-        # botocore's canonical headers and signed-header list are kept for them.
-        picked = tuple([pair for pair in headers if pair[0] in wanted])
+        wanted = pending.signed.wanted
         signed = _Headers()
-        kept = self._canonical_headers.get((wanted, picked))
-        if kept is not None:
-            signed.canonical, signed.names = kept
-        else:
-            for name, value in picked:
+        for name, value in headers:
+            if name in wanted:
                 lname = name.decode("latin-1")
                 values = signed.get(lname)
                 if values is None:
                     signed[lname] = [value.decode("latin-1")]
                 else:
                     values.append(value.decode("latin-1"))
-            if len(signed) != len(wanted):
-                err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
-                err.service = pending.service
-                raise err
-        context = {"timestamp": pending.date, "presigned": pending.presigned}
-        if sha is not None and not pending.presigned:
-            context["content_sha256"] = sha
-        request = _Request(method, url, signed, body, context)
-        string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
-        if kept is None:
-            if len(self._canonical_headers) > 1024:
-                self._canonical_headers.clear()
-            self._canonical_headers[(wanted, picked)] = (signed.canonical, signed.names)
-        key = self._signing_key(pending)
-        expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
-        if not hmac.compare_digest(expected, pending.signature):
-            err = SignatureError("mismatch", MISMATCH)
+        if len(signed) != len(wanted):
+            err = SignatureError("mismatch", MISMATCH)   # a signed header is not there
             err.service = pending.service
             raise err
-        return pending.caller
+        context = {"timestamp": pending.date, "presigned": pending.presigned}
+        if pending.content_sha256 is not None and not pending.presigned:
+            context["content_sha256"] = pending.content_sha256
+        request = _Request(method, _url(raw_path, query), signed, body, context)
+        signer = self._signer(pending)
+        return signer.string_to_sign(request, signer.canonical_request(request))
 
-    def _signing_key(self, p: Pending) -> bytes:
+    def _signer(self, p: Pending) -> _Canonical:
+        signer = self._signers.get((p.region, p.service))
+        if signer is None:
+            signer = _Canonical(Credentials("-", "-"), p.service, p.region)
+            self._signers[(p.region, p.service)] = signer
+        return signer
+
+    def _mac(self, p: Pending) -> hmac.HMAC:
+        """HMAC-SHA256 keyed with the derived signing key, to copy for each request."""
         cache_key = (p.secret, p.date[:8], p.region, p.service)
-        key = self._signing_keys.get(cache_key)
-        if key is None:
-            if len(self._signing_keys) > 4096:   # dates roll over; function credentials come and go
-                self._signing_keys.clear()
+        mac = self._macs.get(cache_key)
+        if mac is None:
+            if len(self._macs) > 4096:   # dates roll over; function credentials come and go
+                self._macs.clear()
             key = ("AWS4" + p.secret).encode()
             for part in (p.date[:8], p.region, p.service, "aws4_request"):
                 key = hmac.new(key, part.encode(), sha256).digest()
-            self._signing_keys[cache_key] = key
-        return key
+            mac = hmac.new(key, digestmod=sha256)
+            self._macs[cache_key] = mac
+        return mac
 
     def verify(self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
                body: bytes, now: float | None = None) -> Caller:
         """head() and check() in one step."""
         return self.check(self.head(headers, query, now), method, raw_path, query, headers, body)
+
+
+def _signed_headers(names: list[str]) -> SignedHeaders:
+    wanted = frozenset(n.encode("latin-1") for n in names)
+    if any(n != n.lower() for n in names):
+        return SignedHeaders(names, wanted, None, None)
+    unique = sorted(set(names))   # botocore's order: sorted names (the same order as their latin-1 bytes)
+    return SignedHeaders(names, wanted, tuple((n.encode("latin-1"), n + ":") for n in unique),
+                         ";".join(sorted(n.lower().strip() for n in unique)))
+
+
+def _url(raw_path: bytes, query: bytes) -> str:
+    """The URL botocore's signer reads a request's path and query from (the host is not part of either)."""
+    return "http://lamina" + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
 
 
 def _parse_amz_date(date: str) -> float:
