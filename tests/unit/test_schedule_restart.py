@@ -41,7 +41,11 @@ class Recorder:
         if also is not None:
             self.settle(also)
 
-    async def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None) -> list[None]:
+    def stage(self, arn: str, payloads: list[bytes]) -> None:
+        return None
+
+    async def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None,
+                        staged: object | None = None) -> list[None]:
         for payload in payloads:
             self.sent.append((arn, orjson.loads(payload)))
         if pending:
@@ -82,7 +86,7 @@ class Node:
 
     def crash(self) -> None:
         """The process dies: no stop(); the timers of occurrences waiting for their send time die with it."""
-        for handle, _ in self.service._prepared.values():
+        for handle, *_ in self.service._prepared.values():
             if handle is not None:
                 handle.cancel()
         self.stop()

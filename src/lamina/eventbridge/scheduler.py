@@ -30,7 +30,7 @@ import orjson
 
 from lamina.eventbridge import expressions
 from lamina.eventbridge.errors import BridgeError, validation
-from lamina.eventbridge.targets import Deliverer
+from lamina.eventbridge.targets import Deliverer, Prepared
 from lamina.eventbridge.timers import TimerHeap
 from lamina.store.eventbridge import EventBridgeRepo, PendingRow, ScheduleRow
 
@@ -62,8 +62,10 @@ class ScheduleService:
         self.fired = 0
         # When each schedule's next occurrence is to be sent (its due time, or its flexible window's pick).
         self._fire_at: dict[tuple[str, str], float] = {}
-        # Occurrences in the outbox waiting for their send time: token -> (timer, [(schedule or None, pending row)])
-        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, list[tuple[ScheduleRow | None, PendingRow]]]] = {}
+        # Occurrences in the outbox waiting for their send time: token -> (timer, [(schedule or None, pending row)],
+        # their delivery prepared ahead)
+        self._prepared: dict[int, tuple[asyncio.TimerHandle | None, list[tuple[ScheduleRow | None, PendingRow]],
+                                        Prepared]] = {}
         self._tokens = itertools.count()
         heap.handlers["s"] = self._fire
 
@@ -109,7 +111,8 @@ class ScheduleService:
         loop = asyncio.get_running_loop()
         for when, batch in by_time.items():
             token = next(self._tokens)
-            self._prepared[token] = (loop.call_later(self.clock.real_delay(when), partial(self._send, token)), batch)
+            self._prepared[token] = (loop.call_later(self.clock.real_delay(when), partial(self._send, token)), batch,
+                                     self._prepare(batch))
 
     # ------------------------------------------------------------------ ARNs
 
@@ -402,12 +405,17 @@ class ScheduleService:
         self.repo.fire(updates, [], pending)   # committed before anything is sent
         for fire_at, batch in batches.items():
             token = next(self._tokens)
-            self._prepared[token] = (self.heap.at(fire_at, partial(self._send, token)), batch)
+            self._prepared[token] = (self.heap.at(fire_at, partial(self._send, token)), batch, self._prepare(batch))
+
+    def _prepare(self, batch: list[tuple[ScheduleRow | None, PendingRow]]) -> Prepared:
+        """The batch's delivery, prepared while it waits for its time (within the heap's lead)."""
+        return self.deliverer.prepare([(p.target, p.payload) for _, p in batch], [p.id for _, p in batch],
+                                      stage=True)
 
     def _send(self, token: int) -> None:
-        _, batch = self._prepared.pop(token)
+        _, batch, prepared = self._prepared.pop(token)
         self.fired += len(batch)
-        self.deliverer.deliver_many([(p.target, p.payload) for _, p in batch], [p.id for _, p in batch])
+        self.deliverer.deliver_prepared(prepared)
         for row, _ in batch:
             if (row is not None and row.next_due is None and row.config.get("ActionAfterCompletion") == "DELETE"
                     and self.schedules.get((row.group, row.name)) is row):
@@ -415,7 +423,7 @@ class ScheduleService:
 
     def stop(self) -> None:
         """The server stops: occurrences not yet sent stay in the outbox; the next start sends them."""
-        for handle, _ in self._prepared.values():
+        for handle, _, _ in self._prepared.values():
             if handle is not None:
                 handle.cancel()
         self._prepared.clear()

@@ -32,6 +32,10 @@ class SendError(Exception):
 Also = tuple[Kind, Any]
 
 
+# deliver_many's work done ahead: per target ARN, (arn, targets, payloads, outbox ids, the target's staged send)
+Prepared = list[tuple[str, list[dict], list[bytes], list[int], object | None]]
+
+
 class Sender(Protocol):
     def send(self, arn: str, payload: bytes, also: Also | None = None) -> Awaitable[None]:
         """Hand `payload` to the target `arn` (a function: accepted into its durable async queue; a queue: sent;
@@ -39,11 +43,15 @@ class Sender(Protocol):
         cannot (and then `also` is not applied)."""
         ...
 
-    def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None
-                  ) -> Awaitable[list[SendError | None]]:
+    def stage(self, arn: str, payloads: list[bytes]) -> object | None:
+        """Whatever of a later send_many of these payloads the target can do ahead of it, or None."""
+        ...
+
+    def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None,
+                  staged: object | None = None) -> Awaitable[list[SendError | None]]:
         """Hand many payloads to one target at once (one commit where the target allows); per payload, None or
         why it was not taken. `pending`: the outbox ids of the payloads, taken in the same commit (those of payloads
-        refused before any commit are left)."""
+        refused before any commit are left). `staged`: what stage() made of them."""
         ...
 
     def settle(self, also: Also) -> None:
@@ -133,12 +141,10 @@ class Deliverer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def deliver_many(self, items: list[tuple[dict, bytes]], pending: list[int] | None = None
-                     ) -> list[asyncio.Task]:
-        """Many deliveries at once (a minute's worth of schedules, a PutEvents request): one send per target ARN,
-        payloads it did not take go the single-delivery way (retries, then the DLQ). `pending`: the items' outbox
-        ids, if they have them (fired occurrences do), taken with the target's commit. Returns the sends' tasks
-        (done once each target has taken its payloads or the refused ones are handed to retries)."""
+    def prepare(self, items: list[tuple[dict, bytes]], pending: list[int] | None = None, stage: bool = False
+                ) -> Prepared:
+        """deliver_many's grouping by target ARN, done ahead; with `stage`, also what each target can do ahead of
+        its send (a queue: its messages' checks, ids and digests), so a minute's schedules cost little when due."""
         by_arn: dict[str, tuple[list[dict], list[bytes], list[int]]] = {}
         for k, (target, payload) in enumerate(items):
             group = by_arn.get(target["Arn"])
@@ -148,17 +154,30 @@ class Deliverer:
             group[1].append(payload)
             if pending is not None:
                 group[2].append(pending[k])
+        return [(arn, targets, payloads, ids, self.sender.stage(arn, payloads) if stage else None)
+                for arn, (targets, payloads, ids) in by_arn.items()]
+
+    def deliver_many(self, items: list[tuple[dict, bytes]], pending: list[int] | None = None
+                     ) -> list[asyncio.Task]:
+        """Many deliveries at once (a minute's worth of schedules, a PutEvents request): one send per target ARN,
+        payloads it did not take go the single-delivery way (retries, then the DLQ). `pending`: the items' outbox
+        ids, if they have them (fired occurrences do), taken with the target's commit. Returns the sends' tasks
+        (done once each target has taken its payloads or the refused ones are handed to retries)."""
+        return self.deliver_prepared(self.prepare(items, pending))
+
+    def deliver_prepared(self, prepared: Prepared) -> list[asyncio.Task]:
         loop = asyncio.get_running_loop()
         tasks = []
-        for arn, group in by_arn.items():
-            task = loop.create_task(self._deliver_group(arn, *group))
+        for group in prepared:
+            task = loop.create_task(self._deliver_group(*group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             tasks.append(task)
         return tasks
 
-    async def _deliver_group(self, arn: str, targets: list[dict], payloads: list[bytes], ids: list[int]) -> None:
-        results = await self.sender.send_many(arn, payloads, ids or None)
+    async def _deliver_group(self, arn: str, targets: list[dict], payloads: list[bytes], ids: list[int],
+                             staged: object | None) -> None:
+        results = await self.sender.send_many(arn, payloads, ids or None, staged)
         for k, error in enumerate(results):
             if error is None:
                 self.sent += 1

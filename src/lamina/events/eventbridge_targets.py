@@ -76,20 +76,32 @@ class LaminaTargets:
     def settle(self, also: Also) -> None:
         self.apply_now(also)
 
-    async def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None
-                        ) -> list[SendError | None]:
+    def stage(self, arn: str, payloads: list[bytes]) -> object | None:
+        """A queue's send prepared ahead (its messages' checks, ids and digests), per 1,000; None otherwise."""
+        q = self.queues.queue_for_arn(arn) if arn.split(":")[2:3] == ["sqs"] else None
+        if q is None or q.fifo:
+            return None
+        return [self.queues.stage(q, self._entries(q, payloads[start:start + 1000]))
+                for start in range(0, len(payloads), 1000)]
+
+    async def send_many(self, arn: str, payloads: list[bytes], pending: list[int] | None = None,
+                        staged: object | None = None) -> list[SendError | None]:
         """A queue takes them all in one send (one commit per 1,000); a function's events are accepted in one commit;
-        anything else one by one. The outbox ids in `pending` go with those commits."""
+        anything else one by one. The outbox ids in `pending` go with those commits. `staged`: what stage() made of
+        these payloads."""
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
         if service == "sqs":
             q = self.queues.queue_for_arn(arn)
             if q is None:
                 return [SendError(f"the queue {arn} does not exist")] * len(payloads)
             chunks = []
-            for start in range(0, len(payloads), 1000):
+            for k, start in enumerate(range(0, len(payloads), 1000)):
                 ids = pending[start:start + 1000] if pending else None
-                chunks.append(self.queues.send(q, self._entries(q, payloads[start:start + 1000]),
-                                               (TAKE_PENDING, ids) if ids else None))
+                ahead = staged[k] if isinstance(staged, list) else None
+                if ahead is not None and ahead.queue is not q:
+                    ahead = None   # the queue was deleted (and made again) since
+                chunks.append(self.queues.send(q, self._entries(q, payloads[start:start + 1000]) if ahead is None
+                                               else [], (TAKE_PENDING, ids) if ids else None, ahead))
             out: list[SendError | None] = []
             for results in await asyncio.gather(*chunks):   # concurrently: their commits are grouped
                 out += [SendError(f"{r.code}: {r.message}") if isinstance(r, SqsError) else None for r in results]

@@ -20,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,6 +36,17 @@ from lamina.store.group_commit import Kind
 from lamina.store.messages import DedupRow, MessageRow, MessageStore, QueueRow
 
 log = logging.getLogger("lamina.queues")
+
+
+@dataclass(slots=True)
+class StagedSend:
+    """QueueService.stage's work, for the send it prepares."""
+
+    queue: Queue
+    at: float
+    results: list[dict | SqsError]
+    new: list[Message]
+    rows: list[MessageRow]
 
 MAX_BATCH = 10
 BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
@@ -289,20 +301,45 @@ class QueueService:
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, q: Queue, entries: list[dict], also: tuple[Kind, Any] | None = None
-                   ) -> list[dict | SqsError]:
+    def stage(self, q: Queue, entries: list[dict]) -> StagedSend | None:
+        """A standard queue's send prepared ahead of its moment (EventBridge prepares a minute's schedules shortly
+        before they are due): the entries' checks, ids and digests now; send(staged=...) then only stamps the send
+        time, commits and adds. None for a FIFO queue (its deduplication belongs to the moment of the send)."""
+        if q.fifo:
+            return None
+        now = time.time()
+        results: list[dict | SqsError] = []
+        new: list[Message] = []
+        for raw in entries:
+            try:
+                results.append(self._prepare(q, raw, now, new, []))
+            except SqsError as exc:
+                results.append(exc)
+        return StagedSend(q, now, results, new, [_row(q.id, m) for m in new])
+
+    async def send(self, q: Queue, entries: list[dict], also: tuple[Kind, Any] | None = None,
+                   staged: StagedSend | None = None) -> list[dict | SqsError]:
         """Send checked entries (the JSON protocol's SendMessage fields); one result per entry: SendMessage's
         response fields, or the entry's error. Answers once the new messages are committed (with `also`, another
-        store's write, in the same transaction)."""
+        store's write, in the same transaction). `staged`: these entries as stage() prepared them."""
         now = time.time()
         results: list[dict | SqsError] = []
         new: list[Message] = []
         dedups: list[DedupRow] = []
-        for raw in entries:
-            try:
-                results.append(self._prepare(q, raw, now, new, dedups))
-            except SqsError as exc:
-                results.append(exc)
+        rows: list[MessageRow] | None = None
+        if staged is not None and staged.queue is q:
+            shift = now - staged.at   # sent now: the delays run from now
+            for m, row in zip(staged.new, staged.rows, strict=True):
+                m.sent += shift
+                m.visible += shift
+                row.sent, row.visible = m.sent, m.visible
+            results, new, rows = staged.results, staged.new, staged.rows
+        else:
+            for raw in entries:
+                try:
+                    results.append(self._prepare(q, raw, now, new, dedups))
+                except SqsError as exc:
+                    results.append(exc)
         if not new:
             return results
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -318,7 +355,7 @@ class QueueService:
                 self.sent += len(new)
             future.set_result(result)
 
-        self.store.send([_row(q.id, m) for m in new], dedups, committed, also)
+        self.store.send(rows if rows is not None else [_row(q.id, m) for m in new], dedups, committed, also)
         failure = await future
         if isinstance(failure, BaseException):
             error = SqsError("InternalError", "InternalError", f"The message could not be stored: {failure}", 500,
