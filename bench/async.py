@@ -14,7 +14,8 @@ Starts its own `lamina serve` (free loopback port, temporary data dir, `async_du
   CPU 0 too. Also shown: one row per commit, for reference, with its median commit time (an fsync of this disk:
   the floor under a single client's 202 latency).
 - **202 latency**: p50/p99 of `--n` sequential Event invokes from one keep-alive client (wrk's p50 at 32 clients is
-  printed too: under saturation it is 32 / throughput).
+  printed too: under saturation it is 32 / throughput), beside the same client's DryRun invokes (the same request,
+  answered without the queue: what the HTTP path and the client take of it).
 - **accepted -> handler start**: the same sequential invokes; the handler prints `time.time()` when it starts,
   against the client's time when the 202 arrived (same host clock), with a warm environment.
 
@@ -183,6 +184,29 @@ def sequential(port: int, name: str, n: int) -> tuple[list[float], dict[str, flo
     return latencies, accepted_at
 
 
+def dry_runs(port: int, name: str, n: int) -> list[float]:
+    """n DryRun invokes one at a time, as sequential() sends Event ones: the same request and client, answered
+    without the queue (the HTTP path and the client's own share of a 202's latency)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    path = f"/2015-03-31/functions/{name}/invocations"
+    headers = {"Content-Type": "application/json", "X-Amz-Invocation-Type": "DryRun"}
+    latencies: list[float] = []
+    try:
+        for i in range(n):
+            body = json.dumps({"mark": f"d{i}"}).encode()
+            t0 = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            if resp.status != 204:
+                raise BenchError(f"DryRun invoke: HTTP {resp.status}")
+            time.sleep(0.002)
+    finally:
+        conn.close()
+    return latencies
+
+
 def starts(port: int, name: str) -> dict[str, float]:
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
@@ -257,6 +281,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         log(f"{args.n} sequential Event invokes ...")
         sequential(port, name, 50)   # warm
         latencies, accepted_at = sequential(port, name, args.n)
+        dry = dry_runs(port, name, min(args.n, 500))
         wait_drained(port)
         started = starts(port, name)
         to_start = [(started[m] - t) * 1e3 for m, t in accepted_at.items() if m in started]
@@ -275,6 +300,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "baseline_single_row_commits_per_s": round(single),
             "ratio": round((accepted / args.duration) / base, 3) if base else None,
             "latency_202_ms": {"p50": round(statistics.median(latencies), 3), "p99": round(pct(latencies, 99), 3)},
+            "latency_dry_run_ms": {"p50": round(statistics.median(dry), 3), "p99": round(pct(dry, 99), 3)},
             "accepted_to_start_ms": {"p50": round(statistics.median(to_start), 3), "p99": round(pct(to_start, 99), 3)},
             "durability": after["durability"],
         }
@@ -294,7 +320,9 @@ def report(r: dict[str, Any]) -> None:
           f"p50 {r['baseline_single_row_commit_p50_ms']} ms a commit)")
     print(f"ratio Lamina / baseline: {r['ratio']}x")
     lat, st = r["latency_202_ms"], r["accepted_to_start_ms"]
-    print(f"202 latency, one client: p50 {lat['p50']} ms, p99 {lat['p99']} ms")
+    dry = r["latency_dry_run_ms"]
+    print(f"202 latency, one client: p50 {lat['p50']} ms, p99 {lat['p99']} ms  (DryRun, the same request answered "
+          f"without the queue: p50 {dry['p50']} ms, p99 {dry['p99']} ms)")
     print(f"accepted -> handler start (warm): p50 {st['p50']} ms, p99 {st['p99']} ms")
 
     def verdict(ok: bool) -> str:
