@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.scheduler import ScheduleService
 from lamina.eventbridge.targets import Deliverer
 from lamina.eventbridge.timers import Clock, TimerHeap
@@ -266,4 +267,54 @@ def test_flexible_window_after_restart(tmp_path: Path) -> None:
         assert len(times) == len(set(times))
         expected = {f"2027-01-17T08:{m:02d}:00Z" for m in range(5)}
         assert expected <= set(times)
+    asyncio.run(run())
+
+
+def test_scheduled_rule_crash_inside_the_lead(tmp_path: Path) -> None:
+    """An EventBridge rule's schedule uses the same outbox: a SIGKILL between its tick's commit and its targets
+    taking the occurrence loses nothing; a restart after they took it repeats nothing."""
+    async def run() -> None:
+        clock = FakeClock(T0)
+
+        def start(lead: float) -> tuple[Database, TimerHeap, Recorder, EventBusService]:
+            db = Database(tmp_path / "db")
+            heap = TimerHeap(clock, lead=lead)
+            recorder = Recorder(db)
+            buses = EventBusService(EventBridgeRepo(db), heap, Deliverer(recorder, clock), "us-east-1",
+                                    "000000000000")
+            buses.load()
+            heap.start()
+            return db, heap, recorder, buses
+
+        async def sent(heap: TimerHeap, recorder: Recorder) -> list[str]:
+            heap.start()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
+            out = [e["time"] for _, e in recorder.sent]
+            recorder.sent.clear()
+            return out
+
+        def crash(db: Database, heap: TimerHeap, buses: EventBusService) -> None:
+            for handle, _ in buses._prepared.values():
+                if handle is not None:
+                    handle.cancel()
+            heap.stop()
+            db.close()
+
+        db, heap, recorder, buses = start(lead=90.0)
+        buses.put_rule({"Name": "tick", "ScheduleExpression": "rate(1 minute)"})
+        buses.put_targets({"Rule": "tick", "Targets": [{"Id": "q", "Arn": "arn:aws:sqs:us-east-1:000000000000:q"}]})
+        assert await sent(heap, recorder) == []      # 08:01 committed and in the outbox, not yet due
+        assert db.conn.execute("SELECT count(*) FROM eb_pending").fetchone()[0] == 1
+        crash(db, heap, buses)
+        clock.t = T0 + 70
+        db, heap, recorder, buses = start(lead=0.0)
+        assert await sent(heap, recorder) == ["2027-01-15T08:01:00Z"]
+        crash(db, heap, buses)                       # right after the target took it
+        db, heap, recorder, buses = start(lead=0.0)
+        assert await sent(heap, recorder) == []
+        clock.t = T0 + 120
+        assert await sent(heap, recorder) == ["2027-01-15T08:02:00Z"]
+        crash(db, heap, buses)
     asyncio.run(run())
