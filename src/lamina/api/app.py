@@ -92,9 +92,13 @@ class RequestIdHeader:
 
 def control_app(routes: list[BaseRoute],
                 lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> Starlette:
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdHeader)],
         exception_handlers={AwsError: _aws_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
+    # A path with a trailing slash that no route serves is an unknown operation, as AWS answers it, not a 307 to
+    # the path without it (Starlette's default; the routes AWS's clients send with a slash are routes of their own).
+    app.router.redirect_slashes = False
+    return app
