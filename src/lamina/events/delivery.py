@@ -52,7 +52,7 @@ from lamina.store.async_events import AsyncEvent, EventQueueStore
 log = logging.getLogger("lamina.events")
 
 LOG_STREAM = "lamina/async"
-# Attempts started per loop turn while more wait (_start_ready): a turn also reads every request that arrived
+# Attempts started per loop turn (_start_soon, _next_turn): a turn also reads every request that arrived
 # meanwhile, so under a burst of Event invokes the accepts (what a caller waits for) keep most of the core and the
 # queue is drained as the burst lets up. Idle, the loop turns at once: the first event of a turn starts in it.
 START_PER_TURN = 8
@@ -79,8 +79,9 @@ class AsyncInvoker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._tasks: set[asyncio.Task] = set()
-        self._ready: deque[AsyncEvent] = deque()  # claimed, to start (_start_ready)
-        self._ready_scheduled = False
+        self._ready: deque[AsyncEvent] = deque()  # claimed, waiting for a loop turn's budget to start
+        self._started = 0                          # attempts started in this loop turn
+        self._turn_scheduled = False
         self._completing: list[str] = []           # done this loop turn: removed once their logs are written
         self._dirty_logs: set[str] = set()
         self._completion_scheduled = False
@@ -225,24 +226,30 @@ class AsyncInvoker:
     # ------------------------------------------------------------------ attempts
 
     def _start_soon(self, event: AsyncEvent) -> None:
-        """Start a claimed event's attempt, within this loop turn's budget (_start_ready)."""
-        self._ready.append(event)
-        if not self._ready_scheduled:
-            self._ready_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_ready)
+        """Start a claimed event's attempt now if this loop turn's budget allows, else in a later turn."""
+        if self._ready or self._started >= START_PER_TURN:
+            self._ready.append(event)
+        else:
+            self._started += 1
+            self._attempt(event)
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
 
-    def _start_ready(self) -> None:
-        """Start up to START_PER_TURN attempts, the rest in the next loop turns. A loop turn also serves every
-        request that arrived meanwhile (the HTTP front door, the other front ends): under a burst of accepts,
-        running events takes a bounded share of the server's core instead of starving the accepts, and the
+    def _next_turn(self) -> None:
+        """A new loop turn: a new budget of START_PER_TURN starts, first for the events waiting. A loop turn also
+        serves every request that arrived meanwhile (the HTTP front door, the other front ends): under a burst of
+        accepts, running events takes a bounded share of the server's core instead of starving the accepts, and the
         queue (the rest claimed here in memory, beyond max_in_flight in the store) is drained once it is over."""
-        self._ready_scheduled = False
+        self._started = 0
         ready = self._ready
+        if not ready:
+            self._turn_scheduled = False
+            return
+        asyncio.get_running_loop().call_soon(self._next_turn)   # the next turn's budget, for the rest
         for _ in range(min(len(ready), START_PER_TURN)):
+            self._started += 1
             self._attempt(ready.popleft())
-        if ready:
-            self._ready_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_ready)
 
     def _attempt(self, event: AsyncEvent) -> None:
         if self.stopping:
