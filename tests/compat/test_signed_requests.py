@@ -140,23 +140,71 @@ def test_ec2_and_logs(server: LaminaServer) -> None:
     assert (status, code) == (403, "InvalidSignatureException")
 
 
-def test_cross_account_invoke_needs_a_policy(server: LaminaServer) -> None:
+def test_cross_account_invoke_needs_a_policy_and_the_functions_arn(server: LaminaServer) -> None:
     name = unique_name("xacct")
     owner = client(server)
     create_function(owner, name, CODE)
+    arn = f"arn:aws:lambda:{REGION}:000000000000:function:{name}"
     other = client(server, key=OTHER[0], secret=OTHER[1])
-    status, code, message = failure(other.invoke, FunctionName=name, Payload=b"{}")
-    assert (status, code) == (403, "AccessDeniedException") and OTHER[3] in message
-    # Nothing else of the account either.
-    status, code, _ = failure(other.list_functions)
-    assert (status, code) == (403, "AccessDeniedException")
+    # A name alone is a function of the caller's own account (as AWS resolves it): not found, whether or not this
+    # account has one of that name; this account's ARN is refused alike whether the function exists or not.
+    for invocation in ("RequestResponse", "Event"):   # the hot path and the ASGI one
+        for fn in (name, name + "-none"):
+            status, code, message = failure(other.invoke, FunctionName=fn, InvocationType=invocation, Payload=b"{}")
+            assert (status, code) == (404, "ResourceNotFoundException"), (invocation, fn, message)
+            assert f"arn:aws:lambda:{REGION}:{OTHER[2]}:function:{fn}" in message
+        for fn in (arn, arn + "-none"):
+            status, code, message = failure(other.invoke, FunctionName=fn, InvocationType=invocation, Payload=b"{}")
+            assert (status, code) == (403, "AccessDeniedException") and OTHER[3] in message, (invocation, fn)
     owner.add_permission(FunctionName=name, StatementId="other", Action="lambda:InvokeFunction",
                          Principal=OTHER[2])
-    assert json.loads(other.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == {"ok": True}
-    # The ASGI invoke path too (an Event invoke is not on the hot path's measured route, but takes the same check).
+    assert json.loads(other.invoke(FunctionName=arn, Payload=b"{}")["Payload"].read()) == {"ok": True}
+    assert other.invoke(FunctionName=arn, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    status, code, _ = failure(other.invoke, FunctionName=name, Payload=b"{}")   # still not by its name alone
+    assert (status, code) == (404, "ResourceNotFoundException")
     owner.remove_permission(FunctionName=name, StatementId="other")
-    status, code, _ = failure(other.invoke, FunctionName=name, Payload=b"{}")
+    status, code, _ = failure(other.invoke, FunctionName=arn, Payload=b"{}")
     assert (status, code) == (403, "AccessDeniedException")
+
+
+def test_another_account_sees_nothing_else_of_this_one(server: LaminaServer, function: str) -> None:
+    """Functions (an Invoke policy allows invoking, nothing more), MicroVMs, EventBridge, Scheduler and Logs of the
+    server's account are refused to another account's credentials, alike for what exists and what does not."""
+    arn = f"arn:aws:lambda:{REGION}:000000000000:function:{function}"
+    owner = client(server)
+    owner.add_permission(FunctionName=function, StatementId="other-invoke", Action="lambda:InvokeFunction",
+                         Principal=OTHER[2])
+    other = client(server, key=OTHER[0], secret=OTHER[1])
+    try:
+        calls = [(other.list_functions, {}), (other.get_function, {"FunctionName": arn}),
+                 (other.get_function, {"FunctionName": arn + "-none"}),
+                 (other.get_function, {"FunctionName": function}),
+                 (other.get_policy, {"FunctionName": arn}),
+                 (other.update_function_configuration, {"FunctionName": arn, "Timeout": 9}),
+                 (other.delete_function, {"FunctionName": arn}),
+                 (other.create_function, {"FunctionName": unique_name("theirs"), "Runtime": "python3.11",
+                                          "Role": "arn:aws:iam::222222222222:role/r", "Handler": "app.handler",
+                                          "Code": {"ZipFile": b"PK\x05\x06" + b"\0" * 18}})]
+        for call, kwargs in calls:
+            status, code, _ = failure(call, **kwargs)
+            assert (status, code) == (403, "AccessDeniedException"), (call, kwargs)
+        assert owner.get_function(FunctionName=function)["Configuration"]["Timeout"] != 9
+        for service, call, kwargs in (("events", "list_rules", {}), ("scheduler", "list_schedules", {}),
+                                      ("logs", "describe_log_groups", {})):
+            status, code, _ = failure(getattr(client(server, service, key=OTHER[0], secret=OTHER[1]), call), **kwargs)
+            assert (status, code) == (403, "AccessDeniedException"), service
+        request = AWSRequest(method="GET", url=f"{server.endpoint}/2025-09-09/microvms")
+        SigV4Auth(Credentials(OTHER[0], OTHER[1]), "lambda", REGION).add_auth(request)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request("GET", "/2025-09-09/microvms", headers=dict(request.headers.items()))
+            resp = conn.getresponse()
+            assert (resp.status, resp.getheader("x-amzn-ErrorType")) == (403, "AccessDeniedException")
+            resp.read()
+        finally:
+            conn.close()
+    finally:
+        owner.remove_permission(FunctionName=function, StatementId="other-invoke")
 
 
 def _url_request(server: LaminaServer, url: str, key: str | None, secret: str | None) -> int:

@@ -494,12 +494,15 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             except SignatureError as err:
                 self._write(cycle, *auth_errors.render(err, cycle.headers), checked=True)
                 return
+            # Another account's caller: what it may invoke is decided before anything about the function shows.
+            if caller.account != auth.owner:
+                refused = auth.foreign_invoke(caller, invoke_path.match(cycle.path.decode("latin-1")) or "",
+                                              cycle.query)
+                if refused is not None:
+                    self._send_error(cycle, refused)
+                    return
             if head is None:   # Invoke's own error, kept until the signature was known good
                 self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
-                return
-            refused = auth.may_invoke(caller, head.fn.name, head.qualifier)
-            if refused is not None:
-                self._send_error(cycle, refused)
                 return
         assert head is not None  # deferred only with keys configured
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 from starlette.types import Message, Receive, Scope
 
@@ -65,6 +66,23 @@ class RequestAuth:
                        f"resource: {arn} because no resource-based policy allows the {action} action", 403)
         return err
 
+    def foreign_invoke(self, caller: Caller, raw_name: str, query: bytes) -> AwsError | None:
+        """Why a caller of another account may not invoke the function an invoke path names (`raw_name`, still
+        percent-encoded), or None. Decided before the function is looked up, so that nothing about this account's
+        functions shows: a name without an account is a function of the caller's own account (where AWS resolves
+        it), which this server does not hold; this account's ARN needs a resource policy allowing the caller."""
+        if caller.account == self.owner:
+            return None
+        try:
+            ref = parse_function_name(unquote(raw_name), shape=NAMESPACED)
+            qualifier = resolve_qualifier(ref, _qualifier(query))
+        except AwsError as err:
+            return err
+        if ref.account is None:
+            return AwsError("ResourceNotFoundException", f"Function not found: arn:aws:lambda:{self.region}:"
+                            f"{caller.account}:function:{ref.name}" + (f":{qualifier}" if qualifier else ""))
+        return self.may_invoke(caller, ref.name, qualifier)
+
     # ------------------------------------------------------------------ the ASGI path
 
     async def asgi(self, scope: Scope, receive: Receive, invoke_name: str | None
@@ -103,12 +121,7 @@ class RequestAuth:
         if service == "sqs" and _is_sqs(method, path, headers):
             return None   # queues belong to accounts: the SQS API acts in the caller's and checks queue policies
         if invoke_name is not None:
-            try:
-                ref = parse_function_name(invoke_name, shape=NAMESPACED)
-                qualifier = resolve_qualifier(ref, _qualifier(query))
-            except AwsError as err:
-                return err.render()
-            refused = self.may_invoke(caller, ref.name, qualifier)
+            refused = self.foreign_invoke(caller, invoke_name, query)
             return refused.render() if refused is not None else None
         return auth_errors.render(SignatureError(
             "denied", f"User: {caller.principal} is not authorized to perform this action on resources of account "
