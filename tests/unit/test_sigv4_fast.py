@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from unittest import mock
 from urllib.parse import quote
 
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -204,3 +205,16 @@ def test_unusual_shapes_take_the_reference() -> None:
         outcome = _outcome(v.check, pending, g.method, g.path, g.query, headers, g.body)
     assert outcome == "refused: mismatch"   # the request's header names are lower case: "X-Amz-Date" is not there
     assert reference.call_count == 1
+
+
+def test_a_kept_authorization_head_never_takes_a_malformed_signature() -> None:
+    """The part before the signature is kept once matched; the signature itself is checked every time, as the full
+    Authorization pattern would: 64 lower-case hex digits, else IncompleteSignature (not a mismatch)."""
+    v = verifier()
+    g = Generated("POST", b"/2015-03-31/functions/f/invocations", b"",
+                  [(b"host", HOST), (b"x-amz-date", DATE.encode())], ["host", "x-amz-date"], b"{}", None)
+    assert v.head(_with_auth(g), b"", now=NOW) is not None   # the head is kept from here on
+    for bad in ("A" * 64, "0" * 63, "0" * 65, "g" * 64, "0" * 62 + " 0", "0" * 63 + "\n"):
+        with pytest.raises(SignatureError) as info:
+            v.head(_with_auth(g, bad), b"", now=NOW)
+        assert info.value.kind == "incomplete", bad
