@@ -105,14 +105,18 @@ def remove_named(name: str) -> None:
         os.unlink(path)
 
 
+def netlink_socket(netns_fd: int) -> socket.socket:
+    """An rtnetlink socket on the namespace: made inside it (a netlink socket acts on the namespace it was made in)."""
+    with inside(netns_fd):
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+
+
 def ipr(netns_fd: int | None = None) -> IPRoute:
     """A pyroute2 handle on the namespace (None: the host's). The socket is made inside it: pyroute2's own IPRoute()
     made on a thread after setns is not bound to that namespace."""
     if netns_fd is None:
         return IPRoute()
-    with inside(netns_fd):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-    return IPRoute(use_socket=sock)
+    return IPRoute(use_socket=netlink_socket(netns_fd))
 
 
 def sysctl(netns_fd: int | None, key: str, value: str) -> str:
