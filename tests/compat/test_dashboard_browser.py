@@ -88,9 +88,14 @@ def browser():
 
 
 def wait(browser, predicate, timeout: float = 20.0, what: str = "condition"):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: predicate(d), message=what)
+    # htmx swaps the live fragments in place: an element found a moment ago may be replaced before its text is
+    # read. That is the page working, not a failure: look again on the next poll.
+    return WebDriverWait(browser, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(lambda d: predicate(d), message=what)
 
 
 def shoot(browser, path: Path) -> None:
