@@ -10,7 +10,9 @@ run:
   cold      the same function deployed twice, without and with VpcConfig; N rounds of: DELETE both functions'
             environments, a pause (the pools refill off the measured path), one timed invoke of each (order
             alternating). p50/p90 of each and the difference (target: VPC adds <= 0.5 ms); also the median of the
-            per-round differences, less noisy on a shared host.
+            per-round differences, less noisy on a shared host. Also the CPU time (user + system) of the server's
+            namespace thread ("lamina-net": it re-wires a pool's namespace for every cold start, on the server's
+            process) over those rounds, per cold start.
   setup     `--setups` CreateFunction calls, each with a new security group (so a new pair: namespace, uplink into
             the subnet's bridge, address, nft rules), timed from CreateFunction's answer (Pending) to GetFunction
             showing Active, alternated with as many without VpcConfig: Active also waits for the function's zygote
@@ -131,12 +133,27 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(values), 3)}
 
 
-def cold_starts(port: int, n: int, pause_s: float) -> dict[str, Any]:
+def net_thread_cpu_s(pid: int) -> float:
+    """CPU time (user + system) of the server's namespace thread(s) (nsops: "lamina-net"), in seconds."""
+    ticks = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/task/{task}/stat") as fh:
+                stat = fh.read()
+            if stat[stat.index("(") + 1:stat.rindex(")")].startswith("lamina-net"):
+                fields = stat[stat.rindex(")") + 2:].split()
+                ticks += int(fields[11]) + int(fields[12])   # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cold_starts(port: int, pid: int, n: int, pause_s: float) -> dict[str, Any]:
     conn = http.client.HTTPConnection(HOST, port, timeout=120)
     samples: dict[str, list[float]] = {PLAIN: [], VPC: []}
     try:
         for name in samples:
             check_result("first invoke", *request(conn, "POST", f"/2015-03-31/functions/{name}/invocations", b"{}"))
+        time.sleep(pause_s)   # the pools refilled: what the thread does next is the rounds' re-wiring
+        net_cpu = net_thread_cpu_s(pid)
         log(f"cold: {n} rounds of DELETE environments, {pause_s * 1000:.0f} ms pause, one timed invoke of each ...")
         for i in range(n):
             order = [PLAIN, VPC] if i % 2 == 0 else [VPC, PLAIN]
@@ -150,6 +167,8 @@ def cold_starts(port: int, n: int, pause_s: float) -> dict[str, Any]:
                 samples[name].append((time.perf_counter_ns() - t0) / 1e6)
                 if got["calls"] != 1:
                     raise BenchError(f"cold invoke {i} of {name} ran in an environment that was not new")
+        time.sleep(pause_s)
+        net_cpu = net_thread_cpu_s(pid) - net_cpu
     finally:
         conn.close()
     plain, vpc = summary(samples[PLAIN]), summary(samples[VPC])
@@ -158,6 +177,7 @@ def cold_starts(port: int, n: int, pause_s: float) -> dict[str, Any]:
     # differences is far less noisy on a shared host than the difference of two p50s.
     paired = round(statistics.median(v - p for v, p in zip(samples[VPC], samples[PLAIN], strict=True)), 3)
     return {"no_vpc": plain, "vpc": vpc, "vpc_adds_p50_ms": added, "paired_median_ms": paired,
+            "net_thread_cpu_ms_per_cold_start": round(net_cpu * 1000 / (2 * n), 2) if n else None,
             "target": f"VPC adds <= {ADD_TARGET_MS} ms to the cold start p50 — "
                       f"{'PASS' if added <= ADD_TARGET_MS else 'FAIL'}"}
 
@@ -284,7 +304,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         log("deploying the two functions ...")
         create(client, PLAIN, None)
         create(client, VPC, {"SubnetIds": [subnet], "SecurityGroupIds": [sg]}, timeout_s=300)
-        results["cold"] = cold_starts(port, args.n, args.pause_ms / 1000)
+        results["cold"] = cold_starts(port, proc.pid, args.n, args.pause_ms / 1000)
         results["setup"] = setups(client, ec2, net, args.setups)
         if levels:
             with subnet_host(subnet):
@@ -316,6 +336,8 @@ def main() -> int:
               f"VPC adds {c['vpc_adds_p50_ms']:+.2f} ms (median of the per-round differences "
               f"{c['paired_median_ms']:+.2f} ms)")
         print(f"  target: {c['target']}")
+        print(f"namespace thread CPU per cold start (re-wiring a pool's namespace): "
+              f"{c['net_thread_cpu_ms_per_cold_start']} ms")
         s = got["setup"]
         print(f"Pending -> Active p50: with a new pair {s['vpc']['p50_ms']:.1f} ms, without VpcConfig "
               f"{s['no_vpc']['p50_ms']:.1f} ms; the pair's part {s['pair_setup_p50_ms']:+.1f} ms")
