@@ -38,6 +38,9 @@ handler-URL req/s, on / off (the limit: at most 3 % lower), with its spread (min
 distribution-free confidence interval of the median (order statistics): PASS only if the whole interval is at or
 above 0.97, FAIL if it is wholly below, else INCONCLUSIVE. The same for server CPU per request, off / on. --aa runs
 both servers with metrics off (an A/A control): its ratios show the method's own noise and bias on this machine.
+It also measures what metrics add part by part (`components`): the server CPU of one /metrics scrape and of the one
+thing counted per invocation, as a share of the server's CPU per request at the measured rate; on a CPU-bound
+server that share bounds the throughput cost, and it does not drift with the machine's load as req/s does.
 Before the servers start, the CPUs' background load is sampled for 2 s, and every run reports the CPU time spent on
 CPUs 0-1 by anything but the server, wrk and this script (other processes, kernel softirq): with background load
 above 5 % the report says the machine is too busy for its figure to be quoted.
@@ -66,6 +69,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -477,7 +481,39 @@ def measure_metrics_cost(args: argparse.Namespace) -> dict[str, Any]:
         results["scrapes_per_round"] = scrapes
         results["scrape_bytes"] = scrape_bytes
         results["on_label"] = on_label
+        if not args.aa:
+            results["components"] = metrics_components(on_port, on.pid, results["metrics_on"])
     return results
+
+
+def metrics_components(port: int, pid: int, on: dict[str, Any]) -> dict[str, float]:
+    """What metrics add, part by part, measured directly rather than read off two noisy throughput figures: the
+    server CPU one scrape takes (100 scrapes of the idle metrics-on server, from /proc) and the one thing counted
+    per invocation (dispatch/pool.py calls FunctionStats.invoked once per invocation; timed in this process). Their
+    share of the server's CPU per request at the rate measured bounds the throughput cost of a CPU-bound server."""
+    from lamina.dispatch.stats import FunctionStats
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        conn.getresponse().read()
+        n = 100
+        before = cpu_seconds(pid)
+        for _ in range(n):
+            conn.request("GET", "/metrics")
+            conn.getresponse().read()
+        scrape_ms = (cpu_seconds(pid) - before) / n * 1000
+    finally:
+        conn.close()
+    stats = FunctionStats()
+    count = 200_000
+    t0 = time.process_time()
+    for _ in range(count):
+        stats.invoked(0.8, False)
+    count_us = (time.process_time() - t0) / count * 1e6
+    rps, per_request_us = on["rps"], on["server_us_per_request"]
+    share = (count_us + scrape_ms * 1000 / max(rps, 1.0)) / per_request_us if per_request_us else float("nan")
+    return {"scrape_cpu_ms": round(scrape_ms, 3), "count_us": round(count_us, 3), "cpu_share": round(share, 5)}
 
 
 def summarize_metrics_cost(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -520,6 +556,11 @@ def print_metrics_cost(s: dict[str, Any]) -> None:
           + ", ".join(f"{x * 100:.1f} %" for x in s["other_cpu_share_by_round"]))
     if not s["aa"]:
         print(f"scrapes per round: {s['scrapes_per_round']}; last scrape {s['scrape_bytes']} bytes")
+        c = s["components"]
+        print(f"components: a scrape costs {c['scrape_cpu_ms']:.2f} ms of server CPU (once a second), counting an "
+              f"invocation {c['count_us']:.2f} us: {c['cpu_share'] * 100:.2f} % of the server's "
+              f"{s['metrics_on']['server_us_per_request']:.0f} us of CPU per request at "
+              f"{s['metrics_on']['rps']:.0f} req/s (target <= 3 %: {'met' if c['cpu_share'] <= 0.03 else 'not met'})")
     print(f"background load on CPUs {SERVER_CPU},{WRK_CPU} before the run: {s['background_load'] * 100:.1f} %"
           + (f" — BUSY MACHINE (> {BUSY_LIMIT * 100:.0f} %): do not quote these figures" if s["busy_machine"] else ""))
     t = s["target"]
