@@ -72,6 +72,18 @@ def _inside(endpoint: str) -> str:
     return endpoint
 
 
+@pytest.fixture
+def session_queue(endpoint):
+    """(an SQS client of the session server, a new queue's URL); the queue is deleted afterwards."""
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName=unique_name("q"))["QueueUrl"]
+    yield sqs, queue
+    sqs.delete_queue(QueueUrl=queue)
+
+
 def test_boto3_is_there_outside_the_code_with_credentials_and_the_endpoint(endpoint, lambda_client,
                                                                           functions) -> None:
     name = functions({"app.py": CALLER}, prefix="sdk")
@@ -134,32 +146,26 @@ def test_calls_lamina_with_no_endpoint_or_keys_in_code(lamina_factory, sandbox) 
     assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
 
 
-def test_linux_sandbox_reaches_lamina_with_its_own_credentials_only(endpoint, lambda_client, functions) -> None:
+def test_linux_sandbox_reaches_lamina_with_its_own_credentials_only(endpoint, lambda_client, functions,
+                                                                    session_queue) -> None:
     """The session server has no keys configured (open on the host's loopback); the listener in the functions'
     network still verifies every request: the function's own credentials work within their policy, forged or no
     credentials are refused, and nothing is served unsigned there (not even health)."""
     if health(endpoint)["sandbox"] != "linux":
         pytest.skip("the linux sandbox's network")
-    import boto3
-
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                       aws_secret_access_key="test")
-    queue = sqs.create_queue(QueueName=unique_name("q"))["QueueUrl"]
-    try:
-        callee = functions({"app.py": CALLEE}, prefix="callee")
-        caller = functions({"app.py": CALLER}, prefix="caller", Timeout=60)
-        body = invoke_ok(lambda_client, caller, {"target": callee, "queue": queue.rsplit("/", 1)[1],
-                                                 "delete": callee, "forged": True,
-                                                 "unsigned": ["/2015-03-31/functions/", "/lamina/v1/health"]})
-        assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
-        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
-        assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
-        assert body["deleted"].startswith("ClientError") and "not authorized" in body["deleted"], body
-        assert body["forged"].startswith("ClientError") and "accepted" not in body["forged"], body
-        assert body["unsigned"] == [403, 403], body
-        assert lambda_client.get_function(FunctionName=callee)["Configuration"]["FunctionName"] == callee
-    finally:
-        sqs.delete_queue(QueueUrl=queue)
+    sqs, queue = session_queue
+    callee = functions({"app.py": CALLEE}, prefix="callee")
+    caller = functions({"app.py": CALLER}, prefix="caller", Timeout=60)
+    body = invoke_ok(lambda_client, caller, {"target": callee, "queue": queue.rsplit("/", 1)[1],
+                                             "delete": callee, "forged": True,
+                                             "unsigned": ["/2015-03-31/functions/", "/lamina/v1/health"]})
+    assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
+    got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
+    assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
+    assert body["deleted"].startswith("ClientError") and "not authorized" in body["deleted"], body
+    assert body["forged"].startswith("ClientError") and "accepted" not in body["forged"], body
+    assert body["unsigned"] == [403, 403], body
+    assert lambda_client.get_function(FunctionName=callee)["Configuration"]["FunctionName"] == callee
 
 
 def test_vpc_function_reaches_lamina(endpoint, lambda_client, functions) -> None:
@@ -237,30 +243,24 @@ NODE_OWN_COPY = {"node_modules/@aws-sdk/client-lambda/package.json": '{"name": "
                  "node_modules/@aws-sdk/client-lambda/index.js": 'exports.which = "own copy";\n'}
 
 
-def test_node_functions_get_the_javascript_sdk_and_reach_lamina(endpoint, lambda_client, functions) -> None:
+def test_node_functions_get_the_javascript_sdk_and_reach_lamina(endpoint, lambda_client, functions,
+                                                                session_queue) -> None:
     """The AWS SDK for JavaScript v3 clients Lamina installs (make install: npm ci of sdk/nodejs), after the function's
     own node_modules and its layers' on NODE_PATH; Invoke and SQS SendMessage with no endpoint or keys in the code, in
     the server's own sandbox."""
     node = [rt for rt in health(endpoint)["runtimes"]["available"] if rt.startswith("nodejs")]
     if not node:
         pytest.skip("no Node.js on this machine (make test installs Debian's nodejs)")
-    import boto3
-
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                       aws_secret_access_key="test")
-    queue = sqs.create_queue(QueueName=unique_name("q"))["QueueUrl"]
-    try:
-        callee = functions({"app.py": CALLEE}, prefix="callee")
-        caller = functions({"index.js": NODE_CALLER}, prefix="ncaller", handler="index.handler", Runtime=node[0],
-                           Timeout=60)
-        body = invoke_ok(lambda_client, caller, {"target": callee, "queue": queue.rsplit("/", 1)[1]})
-        assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
-        assert "/sdk/nodejs/node_modules/@aws-sdk/client-lambda/" in body["where"], body
-        assert body["endpoint"] == _inside(endpoint), body
-        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
-        assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
-    finally:
-        sqs.delete_queue(QueueUrl=queue)
+    sqs, queue = session_queue
+    callee = functions({"app.py": CALLEE}, prefix="callee")
+    caller = functions({"index.js": NODE_CALLER}, prefix="ncaller", handler="index.handler", Runtime=node[0],
+                       Timeout=60)
+    body = invoke_ok(lambda_client, caller, {"target": callee, "queue": queue.rsplit("/", 1)[1]})
+    assert "error" not in body and body["result"] == {"got": {"from": caller}}, body
+    assert "/sdk/nodejs/node_modules/@aws-sdk/client-lambda/" in body["where"], body
+    assert body["endpoint"] == _inside(endpoint), body
+    got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
+    assert got[0]["Body"] == f"from {caller}" and got[0]["MessageId"] == body["sent"], got
     esm = functions({"index.mjs": NODE_ESM_CALLER}, prefix="nesm", handler="index.handler", Runtime=node[0],
                     Timeout=60)
     assert invoke_ok(lambda_client, esm, {"target": callee}) == {"result": {"got": {"from": esm}}}
