@@ -118,6 +118,41 @@ def require_aws_cli() -> Path:
     return Path(require_command(str(AWS_CLI), "make awscli"))
 
 
+def aws_cli_env(home: Path) -> dict[str, str]:
+    """The environment for the AWS CLI in a test: dummy credentials, REGION, no user config or credentials files
+    (paths under home that do not exist), no instance metadata, no retries, no pager."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION=REGION,
+               AWS_CONFIG_FILE=str(home / "no-config"), AWS_SHARED_CREDENTIALS_FILE=str(home / "no-credentials"),
+               AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1", AWS_PAGER="")
+    return env
+
+
+class AwsCli:
+    """aws(service, *args) -> the parsed JSON output of an AWS CLI command against endpoint (it must succeed);
+    aws.fail(...) -> the stderr of one that must fail."""
+
+    def __init__(self, endpoint: str, cwd: Path) -> None:
+        self.bin = require_aws_cli()
+        self.endpoint = endpoint
+        self.cwd = cwd
+        self.env = aws_cli_env(cwd)
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.bin), *args, "--endpoint-url", self.endpoint, "--output", "json"],
+                              capture_output=True, text=True, env=self.env, cwd=self.cwd, timeout=90)
+
+    def __call__(self, *args: str):
+        proc = self._run(*args)
+        assert proc.returncode == 0, (args, proc.stderr)
+        return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+    def fail(self, *args: str) -> str:
+        proc = self._run(*args)
+        assert proc.returncode != 0, (args, proc.stdout)
+        return proc.stderr
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

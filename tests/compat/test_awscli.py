@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REGION, ROLE, RUNTIME, make_zip, probe_code, require_aws_cli, unique_name
+from helpers import ROLE, RUNTIME, aws_cli_env, make_zip, probe_code, require_aws_cli, unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,11 +24,7 @@ def aws_bin() -> Path:
 @pytest.fixture
 def aws(aws_bin: Path, endpoint: str, tmp_path: Path):
     """aws(*args) -> CompletedProcess, with dummy credentials and no user config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION=REGION,
-               AWS_CONFIG_FILE=str(tmp_path / "no-config"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
-               AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1", AWS_PAGER="")
+    env = aws_cli_env(tmp_path)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(aws_bin), "lambda", *args, "--endpoint-url", endpoint],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REGION, create_function, invoke_ok, require_aws_cli, unique_name
+from helpers import REGION, aws_cli_env, create_function, invoke_ok, require_aws_cli, unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,12 +35,8 @@ def handler(event, context):
 @pytest.fixture(scope="module")
 def aws_env(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("aws")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION=REGION,
-               AWS_CONFIG_FILE=str(home / "no-config"), AWS_SHARED_CREDENTIALS_FILE=str(home / "no-credentials"),
-               AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1", AWS_PAGER="",
-               AWS_DISABLE_HOST_PREFIX_INJECTION="true")
-    return env
+    # Host prefixes off: StartLiveTail's endpoint would otherwise get a "streaming-" host prefix.
+    return {**aws_cli_env(home), "AWS_DISABLE_HOST_PREFIX_INJECTION": "true"}
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import REGION, require_aws_cli, unique_name
+from helpers import AwsCli, unique_name
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,35 +22,9 @@ def handler(event, context):
 '''
 
 
-@pytest.fixture(scope="module")
-def aws_bin() -> Path:
-    return require_aws_cli()
-
-
 @pytest.fixture
-def aws(aws_bin: Path, endpoint: str, tmp_path: Path):
-    """aws(service, *args) -> the parsed JSON output (the command must succeed); aws.fail(...) -> stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION=REGION,
-               AWS_CONFIG_FILE=str(tmp_path / "no-config"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-creds"),
-               AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1", AWS_PAGER="")
-
-    def call(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(aws_bin), *args, "--endpoint-url", endpoint, "--output", "json"],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=90)
-
-    class Aws:
-        def __call__(self, *args: str):
-            proc = call(*args)
-            assert proc.returncode == 0, (args, proc.stderr)
-            return json.loads(proc.stdout) if proc.stdout.strip() else None
-
-        def fail(self, *args: str) -> str:
-            proc = call(*args)
-            assert proc.returncode != 0, (args, proc.stdout)
-            return proc.stderr
-
-    return Aws()
+def aws(endpoint: str, tmp_path: Path) -> AwsCli:
+    return AwsCli(endpoint, tmp_path)
 
 
 def test_aws_sqs_commands(aws):
