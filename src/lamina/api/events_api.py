@@ -17,7 +17,7 @@ from lamina.api import model_types
 from lamina.eventbridge.bus import EventBusService
 from lamina.eventbridge.errors import BridgeError
 from lamina.eventbridge.ids import new_id
-from lamina.functions.rest import TargetRoute
+from lamina.functions.rest import TargetRoute, json_object_body
 
 TARGET_PREFIX = b"AWSEvents."
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -46,15 +46,7 @@ class EventsApi:
         request = Request(scope, receive)
         operation = request.headers.get("x-amz-target", "").partition(".")[2]
         try:
-            raw = await request.body()
-            if len(raw) > BODY_LIMIT:
-                raise BridgeError("ValidationException", "The request body is too large.")
-            try:
-                body = orjson.loads(raw) if raw else {}
-            except orjson.JSONDecodeError:
-                raise BridgeError("SerializationException", "The request body is not valid JSON.") from None
-            if not isinstance(body, dict):
-                raise BridgeError("SerializationException", "The request body must be a JSON object.")
+            body = json_object_body(await request.body(), BODY_LIMIT, "ValidationException", BridgeError)
             handler = self.operations.get(operation)
             if handler is None:
                 raise BridgeError("UnknownOperationException",

@@ -18,7 +18,7 @@ from lamina.api import eventstream
 from lamina.functions.errors import AwsError
 from lamina.functions.filter_pattern import compile_pattern
 from lamina.functions.log_groups import LogGroupService, logs_error
-from lamina.functions.rest import TargetRoute
+from lamina.functions.rest import TargetRoute, json_object_body
 
 TARGET_PREFIX = b"Logs_20140328."
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -59,15 +59,7 @@ class LogsApi:
         request = Request(scope, receive)
         operation = request.headers.get("x-amz-target", "").partition(".")[2]
         try:
-            raw = await request.body()
-            if len(raw) > BODY_LIMIT:
-                raise logs_error("InvalidParameterException", "The request body is too large.")
-            try:
-                body = orjson.loads(raw) if raw else {}
-            except orjson.JSONDecodeError:
-                raise logs_error("SerializationException", "The request body is not valid JSON.") from None
-            if not isinstance(body, dict):
-                raise logs_error("SerializationException", "The request body must be a JSON object.")
+            body = json_object_body(await request.body(), BODY_LIMIT, "InvalidParameterException", logs_error)
             if operation == "StartLiveTail":
                 response = self.live_tail(body)
             elif operation in self.operations:

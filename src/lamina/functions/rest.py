@@ -3,6 +3,8 @@ errors), and the ASGI request body read with a size limit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 from starlette.datastructures import QueryParams, URLPath
 from starlette.requests import Request
@@ -32,6 +34,20 @@ async def read_json(request: Request, limit: int | None = None, operation: str =
         raise AwsError("SerializationException", f"Could not parse the request body as JSON: {exc}") from None
     if not isinstance(body, dict):
         raise AwsError("SerializationException", "The request body must be a JSON object.")
+    return body
+
+
+def json_object_body(raw: bytes, limit: int, too_large: str, error: Callable[[str, str], Exception]) -> dict:
+    """The JSON object a JSON 1.1 API's request carries; error(code, message) makes that API's own error: `too_large`
+    is its code for a body over `limit` bytes, SerializationException for anything but a JSON object."""
+    if len(raw) > limit:
+        raise error(too_large, "The request body is too large.")
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        raise error("SerializationException", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise error("SerializationException", "The request body must be a JSON object.")
     return body
 
 
