@@ -18,7 +18,6 @@ isolation (PER_TENANT) cannot have any: their environments belong to tenants.
 
 from __future__ import annotations
 
-import base64
 import time
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from lamina.dispatch.spec import pool_key
 from lamina.functions import validation as v
 from lamina.functions.errors import AwsError, not_found
 from lamina.functions.names import check_qualifier, parse_function_name, resolve_qualifier
+from lamina.functions.paging import decode_marker, encode_marker
 from lamina.functions.registry import LATEST, FunctionService, is_per_tenant
 from lamina.store.db import Database
 
@@ -326,17 +326,14 @@ class ProvisionedConcurrencyService:
         fn = self.functions.lookup(raw_name)
         items = sorted((c for (name, _), c in self.configs.items() if name == fn.name), key=lambda c: c.qualifier)
         if marker:
-            try:
-                after = base64.urlsafe_b64decode(marker.encode()).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
+            after = decode_marker(marker)
             items = [c for c in items if c.qualifier > after]
         limit = max_items or 50
         page = items[:limit]
         out: dict = {"ProvisionedConcurrencyConfigs": [
             {"FunctionArn": self.functions.arn(c.function_name, c.qualifier), **self._status(c)} for c in page]}
         if len(items) > limit:
-            out["NextMarker"] = base64.urlsafe_b64encode(page[-1].qualifier.encode()).decode()
+            out["NextMarker"] = encode_marker(page[-1].qualifier)
         return out
 
     # ------------------------------------------------------------------ deletions

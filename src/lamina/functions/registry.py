@@ -17,7 +17,6 @@ this service are api/lambda_api.py.
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import functools
 import hashlib
@@ -49,6 +48,7 @@ from lamina.functions.names import (
     resolve_qualifier,
     set_home,
 )
+from lamina.functions.paging import decode_marker, encode_marker
 from lamina.functions.runtime_sets import runtime_version_arn
 from lamina.net.errors import NetError
 from lamina.net.service import NetworkService
@@ -752,10 +752,7 @@ class FunctionService:
                 entries.extend((name, int(n), ver) for n, ver in sorted(fn.versions.items(), key=lambda i: int(i[0])))
         start = 0
         if marker:
-            try:
-                after = base64.urlsafe_b64decode(marker.encode()).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
+            after = decode_marker(marker)
             # "name" (after all of that function) or "name:order" (after that entry of it).
             after_name, _, after_order = after.partition(":")
             position = (after_name, int(after_order) if after_order.isdigit() else float("inf"))
@@ -773,7 +770,7 @@ class FunctionService:
         out: dict = {"Functions": functions}
         if start + limit < len(entries):
             name, order, _ = page[-1]
-            out["NextMarker"] = base64.urlsafe_b64encode(f"{name}:{order}".encode()).decode()
+            out["NextMarker"] = encode_marker(f"{name}:{order}")
         return out
 
     def account_settings(self) -> dict:

@@ -17,7 +17,6 @@ Configurations live in memory (the gateway reads them per request) and in SQLite
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 import string
@@ -28,6 +27,7 @@ from lamina.config import Settings
 from lamina.functions import validation as v
 from lamina.functions.errors import AwsError, validation
 from lamina.functions.names import parse_function_name, resolve_qualifier
+from lamina.functions.paging import decode_marker, encode_marker
 from lamina.functions.registry import Function, FunctionService
 from lamina.store.db import Database
 from lamina.store.function_urls import FunctionUrlRepo, UrlRow
@@ -204,10 +204,7 @@ class FunctionUrlService:
         urls = sorted((u for u in self.by_id.values() if u.function_name == fn.name), key=lambda u: u.qualifier)
         start = 0
         if marker:
-            try:
-                after = base64.urlsafe_b64decode(marker.encode()).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
+            after = decode_marker(marker)
             # "q:" + the qualifier of the page's last URL (the function's own is '', which alone would make an
             # empty marker, read as none).
             after = after.removeprefix("q:")
@@ -216,7 +213,7 @@ class FunctionUrlService:
         page = urls[start : start + limit]
         out: dict = {"FunctionUrlConfigs": [self.describe(u) for u in page]}
         if start + limit < len(urls):
-            out["NextMarker"] = base64.urlsafe_b64encode(f"q:{page[-1].qualifier}".encode()).decode()
+            out["NextMarker"] = encode_marker(f"q:{page[-1].qualifier}")
         return out
 
 

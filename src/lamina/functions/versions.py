@@ -11,13 +11,13 @@ routes are api/versions.py.
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 
 from lamina.functions import validation as v
 from lamina.functions.errors import AwsError, not_found, validation
 from lamina.functions.names import parse_function_name
+from lamina.functions.paging import decode_marker, encode_marker
 from lamina.functions.registry import LATEST, LISTING_OMITS, Alias, Function, FunctionService, publish_to
 
 ALIAS_RE = re.compile(r"(?!^[0-9]+$)([a-zA-Z0-9-_]+)")
@@ -63,7 +63,7 @@ class VersionService:
         items = [fn] + sorted(fn.versions.values(), key=lambda f: int(f.version))
         start = 0
         if marker:
-            after = _order(_decode_marker(marker))
+            after = _order(decode_marker(marker))
             start = next((i for i, f in enumerate(items) if _order(f.version) > after), len(items))
         limit = max_items or DEFAULT_PAGE
         page = items[start : start + limit]
@@ -74,7 +74,7 @@ class VersionService:
             versions.append(config)
         out: dict = {"Versions": versions}
         if start + limit < len(items):
-            out["NextMarker"] = _encode_marker(page[-1].version)
+            out["NextMarker"] = encode_marker(page[-1].version)
         return out
 
     # ------------------------------------------------------------------ aliases
@@ -156,13 +156,13 @@ class VersionService:
                          key=lambda a: a.name)
         start = 0
         if marker:
-            after = _decode_marker(marker)
+            after = decode_marker(marker)
             start = next((i for i, a in enumerate(aliases) if a.name > after), len(aliases))
         limit = max_items or DEFAULT_PAGE
         page = aliases[start : start + limit]
         out: dict = {"Aliases": [self.describe(fn, a) for a in page]}
         if start + limit < len(aliases):
-            out["NextMarker"] = _encode_marker(page[-1].name)
+            out["NextMarker"] = encode_marker(page[-1].name)
         return out
 
     # ------------------------------------------------------------------ checks
@@ -196,17 +196,6 @@ class VersionService:
 
 def _order(version: str) -> int:
     return 0 if version == LATEST else int(version) if version.isdigit() else -1
-
-
-def _encode_marker(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode()
-
-
-def _decode_marker(marker: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(marker.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise AwsError("InvalidParameterValueException", "Invalid pagination token (Marker).") from None
 
 
 def _alias_name(value: object) -> str:
