@@ -163,13 +163,16 @@ class PolicyService:
 
     def get(self, raw_name: str, query_qualifier: str | None) -> dict:
         fn, qualifier = self._target(raw_name, query_qualifier, "get")
+        return self._policy(fn, qualifier)
+
+    def _policy(self, fn: Function, qualifier: str) -> dict:
+        """GetPolicy's and GetResourcePolicy's answer: the statements as one policy document, and its revision."""
         key = (fn.name, qualifier)
         statements = self.policies.get(key)
         if not statements:
             raise AwsError("ResourceNotFoundException", NOT_FOUND)
         policy = {"Version": "2012-10-17", "Id": "default", "Statement": list(statements.values())}
         return {"Policy": json.dumps(policy, separators=(",", ":")), "RevisionId": self.revisions[key]}
-
 
     # ------------------------------------------------------------------ Put/Get/DeleteResourcePolicy
 
@@ -207,12 +210,7 @@ class PolicyService:
 
     def get_document(self, arn: str) -> dict:
         fn, qualifier = self._resource(arn)
-        key = (fn.name, qualifier)
-        statements = self.policies.get(key)
-        if not statements:
-            raise AwsError("ResourceNotFoundException", NOT_FOUND)
-        policy = {"Version": "2012-10-17", "Id": "default", "Statement": list(statements.values())}
-        return {"Policy": json.dumps(policy, separators=(",", ":")), "RevisionId": self.revisions[key]}
+        return self._policy(fn, qualifier)
 
     def delete_document(self, arn: str, revision: str | None) -> None:
         fn, qualifier = self._resource(arn)
