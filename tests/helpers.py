@@ -171,6 +171,18 @@ def run_lamina(endpoint: str, *args: str, cwd: Path | None = None, columns: str 
                           cwd=cwd, timeout=timeout)
 
 
+def aws_client(endpoint: str, service: str):
+    """A boto3 client of `service` against endpoint, with the test credentials and no retries."""
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET_KEY, config=Config(retries={"total_max_attempts": 1}))
+
+
+def make_queue(sqs, prefix: str = "q") -> tuple[str, str]:
+    """A new SQS queue: (its URL, its ARN)."""
+    url = sqs.create_queue(QueueName=unique_name(prefix))["QueueUrl"]
+    return url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
 def lambda_client(endpoint: str, read_timeout: int = 65):
     return boto3.client(
         "lambda",

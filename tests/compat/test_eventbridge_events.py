@@ -7,31 +7,19 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from helpers import ACCESS_KEY, REGION, SECRET_KEY, create_function, failure, unique_name
-
-
-def client_for(endpoint: str, service: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, config=Config(retries={"total_max_attempts": 1}))
+from helpers import aws_client, create_function, failure, make_queue, unique_name
 
 
 @pytest.fixture(scope="module")
 def events(endpoint: str):
-    return client_for(endpoint, "events")
+    return aws_client(endpoint, "events")
 
 
 @pytest.fixture(scope="module")
 def sqs(endpoint: str):
-    return client_for(endpoint, "sqs")
-
-
-def make_queue(sqs) -> tuple[str, str]:
-    url = sqs.create_queue(QueueName=unique_name("ev"))["QueueUrl"]
-    return url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return aws_client(endpoint, "sqs")
 
 
 def receive(sqs, url: str, want: int, timeout: float = 15.0) -> list:
@@ -64,7 +52,7 @@ def test_buses(events) -> None:
 
 
 def test_rules_and_targets(events, sqs) -> None:
-    _, queue_arn = make_queue(sqs)
+    _, queue_arn = make_queue(sqs, "ev")
     rule = unique_name("r")
     pattern = json.dumps({"source": ["shop"], "detail": {"total": [{"numeric": [">", 100]}]}})
     rule_arn = events.put_rule(Name=rule, EventPattern=pattern, Description="big orders")["RuleArn"]
@@ -133,7 +121,7 @@ def test_rule_validation(events) -> None:
 def test_put_events_routes_to_matching_targets(events, sqs) -> None:
     bus = unique_name("bus")
     events.create_event_bus(Name=bus)
-    url, queue_arn = make_queue(sqs)
+    url, queue_arn = make_queue(sqs, "ev")
     rule = unique_name("r")
     events.put_rule(Name=rule, EventBusName=bus,
                     EventPattern=json.dumps({"source": ["shop"], "detail": {"total": [{"numeric": [">", 100]}]}}))
@@ -172,7 +160,7 @@ def test_put_events_routes_to_matching_targets(events, sqs) -> None:
 
 
 def test_function_target(events, sqs, lambda_client) -> None:
-    url, queue_arn = make_queue(sqs)
+    url, queue_arn = make_queue(sqs, "ev")
     fn = unique_name("efn")
     create_function(lambda_client, fn, {"app.py": "def handler(event, context):\n    return event\n"})
     lambda_client.put_function_event_invoke_config(FunctionName=fn,
@@ -205,7 +193,7 @@ def test_test_event_pattern(events) -> None:
 
 
 def test_lamina_function_state_changes_on_the_default_bus(events, sqs, lambda_client) -> None:
-    url, queue_arn = make_queue(sqs)
+    url, queue_arn = make_queue(sqs, "ev")
     fn = unique_name("watched")
     rule = unique_name("r")
     events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["lamina.lambda"],

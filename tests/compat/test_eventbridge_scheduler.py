@@ -10,24 +10,24 @@ import json
 import time
 from collections.abc import Iterator
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from helpers import ACCESS_KEY, REGION, SECRET_KEY, LaminaServer, create_function, failure, unique_name
+from helpers import (
+    LaminaServer,
+    aws_client,
+    create_function,
+    failure,
+    make_queue,
+    unique_name,
+)
 
 ROLE = "arn:aws:iam::000000000000:role/scheduler"
 WINDOW = {"Mode": "OFF"}
 
 
-def client_for(endpoint: str, service: str):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, config=Config(retries={"total_max_attempts": 1}))
-
-
 @pytest.fixture(scope="module")
 def scheduler(endpoint: str):
-    return client_for(endpoint, "scheduler")
+    return aws_client(endpoint, "scheduler")
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,6 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaminaServer]:
     yield s
     s.stop()
     s.kill_leftovers()
-
-
-def make_queue(sqs) -> tuple[str, str]:
-    url = sqs.create_queue(QueueName=unique_name("sched"))["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return url, arn
 
 
 def receive(sqs, url: str, want: int, timeout: float = 20.0) -> list[str]:
@@ -156,8 +150,8 @@ def test_validation_errors(scheduler) -> None:
 
 
 def test_rate_fires_on_time_into_a_queue(fast: LaminaServer) -> None:
-    scheduler, sqs = client_for(fast.endpoint, "scheduler"), client_for(fast.endpoint, "sqs")
-    url, arn = make_queue(sqs)
+    scheduler, sqs = aws_client(fast.endpoint, "scheduler"), aws_client(fast.endpoint, "sqs")
+    url, arn = make_queue(sqs, "sched")
     name = unique_name("rate")
     scheduler.create_schedule(Name=name, ScheduleExpression="rate(1 minute)", FlexibleTimeWindow=WINDOW,
                               Target={"Arn": arn, "RoleArn": ROLE,
@@ -174,8 +168,8 @@ def test_rate_fires_on_time_into_a_queue(fast: LaminaServer) -> None:
 
 
 def test_function_target_gets_the_scheduled_event(endpoint: str, lambda_client) -> None:
-    scheduler, sqs, lam = client_for(endpoint, "scheduler"), client_for(endpoint, "sqs"), lambda_client
-    url, queue_arn = make_queue(sqs)
+    scheduler, sqs, lam = aws_client(endpoint, "scheduler"), aws_client(endpoint, "sqs"), lambda_client
+    url, queue_arn = make_queue(sqs, "sched")
     fn = unique_name("sfn")
     create_function(lam, fn, {"app.py": "def handler(event, context):\n    return {'got': event}\n"})
     lam.put_function_event_invoke_config(FunctionName=fn,
@@ -199,8 +193,8 @@ def test_function_target_gets_the_scheduled_event(endpoint: str, lambda_client) 
 
 
 def test_scheduled_rule_sends_aws_scheduled_events(fast: LaminaServer) -> None:
-    events, sqs = client_for(fast.endpoint, "events"), client_for(fast.endpoint, "sqs")
-    url, arn = make_queue(sqs)
+    events, sqs = aws_client(fast.endpoint, "events"), aws_client(fast.endpoint, "sqs")
+    url, arn = make_queue(sqs, "sched")
     rule = unique_name("tick")
     rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(1 minute)")["RuleArn"]
     events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": arn}])
