@@ -10,14 +10,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,6 +28,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def start_lamina(tmp: Path, error: type[Exception], host: str = "127.0.0.1",
+                 ) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`lamina serve` from this checkout on a free port with its data under tmp, output to tmp/lamina.log; once its
+    health answers: (the process, its endpoint URL, the log's path). A server that does not come up is stopped and
+    reported with `error` and the log's end."""
+    port = free_port(host)
+    out = tmp / "lamina.log"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "lamina", "serve", "--host", host, "--port", str(port),
+                                 "--data-dir", str(tmp / "data")], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    if not wait_http_ok(proc, host, port, "/lamina/v1/health", 30):
+        stop_process(proc)
+        raise error(f"lamina serve did not start:\n{out.read_text()[-3000:]}")
+    return proc, f"http://{host}:{port}", out
 
 
 def _stat_fields(pid: int) -> list[str] | None:

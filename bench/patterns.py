@@ -26,7 +26,6 @@ import ipaddress
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,10 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from _common import free_port, run_and_report, stop_process, wait_http_ok  # noqa: E402
+from _common import run_and_report, start_lamina, stop_process  # noqa: E402
 from lamina.eventpattern import compile_pattern  # noqa: E402
 
-HOST = "127.0.0.1"
 ROLE = "arn:aws:iam::000000000000:role/lamina"
 
 
@@ -179,16 +177,8 @@ def health(endpoint: str) -> dict:
 
 def putevents(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-patterns-"))
-    port = free_port()
-    with open(tmp / "lamina.log", "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port),
-                                 "--data-dir", str(tmp / "data")], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    endpoint = f"http://{HOST}:{port}"
+    proc, endpoint, _ = start_lamina(tmp, BenchError)
     try:
-        if not wait_http_ok(proc, HOST, port, "/lamina/v1/health", 30):
-            raise BenchError(f"lamina serve did not start:\n{(tmp / 'lamina.log').read_text()[-3000:]}")
         lam, events = client(endpoint, "lambda"), client(endpoint, "events")
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:

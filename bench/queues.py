@@ -30,7 +30,6 @@ import argparse
 import io
 import json
 import multiprocessing
-import os
 import shutil
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from _common import free_port, run_and_report, stop_process, wait_http_ok
+from _common import free_port, run_and_report, start_lamina, stop_process, wait_http_ok
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -109,20 +108,6 @@ def _send(args: tuple[str, str, int]) -> int:
 
 
 # ------------------------------------------------------------------ servers
-
-
-def start_lamina(tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    out = tmp / "lamina.log"
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port),
-                                 "--data-dir", str(tmp / "data")], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    if not wait_http_ok(proc, HOST, port, "/lamina/v1/health", 30):
-        stop_process(proc)
-        raise BenchError(f"lamina serve did not start:\n{out.read_text()[-3000:]}")
-    return proc, f"http://{HOST}:{port}", out
 
 
 def start_moto(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -244,7 +229,7 @@ def measure(args: argparse.Namespace) -> dict:
     try:
         moto_proc, moto_endpoint = start_moto(tmp)
         procs.append(moto_proc)
-        lamina_proc, lamina_endpoint, lamina_log = start_lamina(tmp)
+        lamina_proc, lamina_endpoint, lamina_log = start_lamina(tmp, BenchError)
         procs.append(lamina_proc)
         log(f"send -> handler start: {args.latency_n} messages, one at a time ...")
         latency = esm_latency(lamina_endpoint, args.latency_n)   # first, on an idle server

@@ -28,9 +28,7 @@ import argparse
 import datetime as dt
 import io
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,10 +41,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from _common import free_port, run_and_report, stop_process, wait_http_ok
+from _common import run_and_report, start_lamina, stop_process
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 ROLE = "arn:aws:iam::000000000000:role/lamina"
 TIMED = '''
 import time
@@ -67,19 +63,6 @@ def client(endpoint: str, service: str):
     return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
                         aws_secret_access_key="bench",
                         config=Config(retries={"total_max_attempts": 1}, read_timeout=65, max_pool_connections=16))
-
-
-def start_lamina(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with open(tmp / "lamina.log", "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port),
-                                 "--data-dir", str(tmp / "data")], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    if not wait_http_ok(proc, HOST, port, "/lamina/v1/health", 30):
-        stop_process(proc)
-        raise BenchError(f"lamina serve did not start:\n{(tmp / 'lamina.log').read_text()[-3000:]}")
-    return proc, f"http://{HOST}:{port}"
 
 
 def create_all(endpoint: str, group: str, n: int, clients: int, target: dict, lead: float) -> float:
@@ -198,7 +181,7 @@ def function_phase(endpoint: str, n: int, clients: int, lead: float) -> dict:
 
 def measure(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-schedules-"))
-    proc, endpoint = start_lamina(tmp)
+    proc, endpoint, _ = start_lamina(tmp, BenchError)
     try:
         results: dict = {"schedules": args.schedules}
         if not args.skip_queue:
