@@ -31,69 +31,34 @@ import uvloop
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from lamina import __version__
+from lamina.account import Account, account_settings
 from lamina.api import app as api_app
-from lamina.api import async_invoke, ec2_api, event_invoke_config, events_api, invoke_stream, logs_api, scheduler_api
-from lamina.api import code_signing as code_signing_api
-from lamina.api import event_source_mappings as esm_api
-from lamina.api import function_settings as function_settings_api
-from lamina.api import not_offered as not_offered_api
 from lamina.api import sqs as sqs_api
-from lamina.api import tags as tags_api
-from lamina.api.invoke import InvokeEndpoint
-from lamina.api.invoke_stream import StreamInvokeHandler
 from lamina.auth.keys import KeyTable, parse_keys, refuse_open_bind, server_secret
 from lamina.auth.sigv4 import Verifier
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
-from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.prometheus import DispatchCollector
 from lamina.dispatch.service_access import ServiceAccess, installed_sdk_dir
-from lamina.eventbridge.bus import EventBusService
-from lamina.eventbridge.scheduler import ScheduleService
-from lamina.eventbridge.targets import Deliverer
-from lamina.eventbridge.timers import Clock, TimerHeap
-from lamina.events import lamina_events, queue_targets
-from lamina.events.delivery import AsyncInvoker
-from lamina.events.esm import EsmRunner
 from lamina.events.esm_prometheus import EsmCollector
-from lamina.events.eventbridge_targets import LaminaTargets, attach_buses
 from lamina.events.prometheus import AsyncEventsCollector
-from lamina.functions import invoke as invoke_path
-from lamina.functions.code_signing import CodeSigningService
-from lamina.functions.concurrency import ConcurrencyService
-from lamina.functions.event_invoke_config import EventInvokeConfigService
-from lamina.functions.event_source_mappings import EventSourceMappingService
-from lamina.functions.function_settings import FunctionSettingsService
-from lamina.functions.invoke import InvokeHandler
-from lamina.functions.log_groups import LogGroupService
-from lamina.functions.not_offered import NotOffered
+from lamina.functions.names import set_home
 from lamina.functions.permissions import PolicyService
-from lamina.functions.registry import FunctionService
-from lamina.functions.tagging import TagService, code_signing_taggable, event_source_mapping_taggable
-from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import metrics as metrics_endpoint
 from lamina.gateway.http.dashboard import routes as dashboard
 from lamina.gateway.http.dashboard.login import DashboardLogin
 from lamina.gateway.http.dashboard.views import Dashboard
 from lamina.gateway.http.fast_http import protocol_for
-from lamina.gateway.http.front_door import FrontDoor, InvokeRoute
+from lamina.gateway.http.front_door import FrontDoor
 from lamina.gateway.http.request_auth import RequestAuth
-from lamina.gateway.udp import api as udp_api
 from lamina.gateway.udp.prometheus import UdpCollector
-from lamina.gateway.udp.service import UdpGateway
-from lamina.microvm.manager import MicrovmManager, load_engine
 from lamina.microvm.prometheus import MicrovmCollector
 from lamina.net.plumbing import ENV_GATEWAY, Plumbing
-from lamina.net.service import NetworkService
 from lamina.queues.prometheus import QueueCollector
 from lamina.queues.service import QueueService
 from lamina.sandbox import get_backend
 from lamina.sandbox.base import SandboxError
 from lamina.sandbox.interpreters import HostRuntimes, parse_runtime_paths
-from lamina.store.async_events import SqliteEventQueue
-from lamina.store.blobs import CodeStore
 from lamina.store.db import Database
-from lamina.store.eventbridge import EventBridgeRepo
-from lamina.store.logs import LogStore
 from lamina.store.messages import SqliteMessageStore
 
 log = logging.getLogger("lamina")
@@ -104,87 +69,66 @@ class Server:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.db = Database(data / "lamina.db")
-        self.code = CodeStore(data)
-        self.logs = LogStore(data / "logs")
-        self.log_groups = LogGroupService(self.logs, settings.region, settings.account_id)   # the CloudWatch Logs view
+        # What every account shares: the host's sandbox backend and interpreters, the access keys, the queues.
         self.backend = get_backend(settings.sandbox, settings.sandbox_scheduling)
         # The interpreters of python3.X and nodejsN.x on this host (the banner and health list them).
         self.runtimes = HostRuntimes.discover(parse_runtime_paths(settings.runtime_paths))
-        self.dispatcher = Dispatcher(self.backend, self.logs, settings.account_concurrency, settings.keep_warm_seconds,
-                                     scaler=settings.scaler, dispatch_mode=settings.dispatch_mode,
-                                     queue_timeout_s=settings.queue_timeout_seconds, runtimes=self.runtimes,
-                                     node_spares=settings.node_spare_environments,
-                                     metrics=settings.metrics)
-        # VPCs, subnets, security groups and the functions' networks (net/).
-        # The linux sandbox's environments join pre-wired namespaces of these networks.
+        # Access keys (SigV4) and the secret functions' short-lived credentials are issued under (auth/keys.py).
+        self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))
+        # The linux sandbox's environments join pre-wired namespaces of the functions' networks (net/).
         plumbing = Plumbing(settings.network_pool_size) if self.backend.name == "linux" else None
-        self.networks = NetworkService(self.db, settings.region, settings.account_id, settings.function_network,
-                                       plumbing)
         if plumbing is not None:
-            self.backend.networks = self.networks
             # Lamina's API inside each network's hub, for its environments only, at their gateway address
             # (net/plumbing.py): how code in a function reaches Lamina with AWS_ENDPOINT_URL.
             plumbing.api_port = settings.port or DEFAULT_PORT
             plumbing.serve_api = self._serve_network_api
-        self.http_server: _UvicornServer | None = None   # set when served by uvicorn (run())
-        self.functions = FunctionService(settings, self.db, self.code, self.logs, self.dispatcher, self.networks)
-        self.urls = FunctionUrlService(settings, self.functions, self.db)
-        self.policies = PolicyService(self.functions, self.db)
-        self.concurrency = ConcurrencyService(self.functions, self.db)
-        # Asynchronous invocation: the events/ front end's durable queue is where the core hands Event invokes.
-        self.event_configs = EventInvokeConfigService(self.functions, self.db)
-        self.events = AsyncInvoker(self.functions, self.event_configs,
-                                   SqliteEventQueue(self.db.path, settings.async_durability), settings)
-        self.functions.event_sink = self.events
-        # Queues (SQS API) in the same store, with the same durability as async events.
-        self.queues = QueueService(SqliteMessageStore(self.db.path, settings.async_durability), settings.region,
-                                   settings.account_id)
-        # Event source mappings: queues feed functions (events/esm.py); queues as destinations and DLQs.
-        self.mappings = EventSourceMappingService(self.functions, self.db, self.queues)
-        self.esm = EsmRunner(self.functions, self.mappings, self.queues, settings)
-        # Code signing configurations, recursion and runtime-management settings, tags on every taggable resource.
-        self.code_signing = CodeSigningService(settings, self.functions, self.db)
-        self.function_settings = FunctionSettingsService(self.functions, self.db)
-        self.tags = TagService(self.functions)
-        self.tags.register("code-signing-config", code_signing_taggable(self.code_signing))
-        self.tags.register("event-source-mapping", event_source_mapping_taggable(self.mappings))
-        queue_targets.attach(self.queues, self.events, self.event_configs, self.functions)
-        # EventBridge: Scheduler schedules, buses and rules on one timer heap; their targets reached through events/.
-        self.timers = TimerHeap(Clock(settings.schedule_time_scale), lead=1.0)
-        bridge_targets = LaminaTargets(self.functions, self.queues)
-        self.bridge_delivery = Deliverer(bridge_targets, self.timers.clock)
-        bridge_repo = EventBridgeRepo(self.db)
-        self.schedules = ScheduleService(bridge_repo, self.timers, self.bridge_delivery, settings.region,
-                                         settings.account_id)
-        self.buses = EventBusService(bridge_repo, self.timers, self.bridge_delivery, settings.region,
-                                     settings.account_id)
-        attach_buses(bridge_targets, self.buses)
-        self.udp = UdpGateway(settings, self.db, self.functions)
-        self.microvms = MicrovmManager(settings, self.db, load_engine(self.backend, settings))
-        self.udp.microvms = self.microvms   # UDP microvm destinations run their instances through it
-        lamina_events.attach(self.buses, self.functions, self.microvms)   # state changes on the default bus
-        self.metrics = self._metrics_registry() if settings.metrics else None
-        # Access keys (SigV4) and the secret functions' short-lived credentials are issued under (auth/keys.py).
-        self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))
         # What environments get to call Lamina's services: boto3, credentials for their role (verified with these
         # keys), AWS_ENDPOINT_URL (dispatch/service_access.py).
         network_endpoint = f"http://{ENV_GATEWAY}:{plumbing.api_port}" if plumbing is not None else None
-        self.dispatcher.access = ServiceAccess(endpoint=settings.endpoint, credentials=self.keys,
-                                               sdk_dir=installed_sdk_dir(), network_endpoint=network_endpoint)
-        threading.Thread(target=self.dispatcher.access.compile_sdk, args=(list(self.runtimes.found.values()),),
+        access = ServiceAccess(endpoint=settings.endpoint, credentials=self.keys, sdk_dir=installed_sdk_dir(),
+                               network_endpoint=network_endpoint)
+        threading.Thread(target=access.compile_sdk, args=(list(self.runtimes.found.values()),),
                          name="lamina-compile-sdk", daemon=True).start()
+        # Queues (SQS API) in the server's store, with the same durability as async events; the service keeps each
+        # account's queues apart itself.
+        self.db = Database(data / "lamina.db")   # the server's own account's store, where the queues live too
+        self.queues = QueueService(SqliteMessageStore(self.db.path, settings.async_durability), settings.region,
+                                   settings.account_id)
+        # Each account's resources (account.py): the server's own first, then every other account of the keys.
+        others = sorted({k[0].account for k in self.keys.static.values()} - {settings.account_id})
+        self.accounts = {account: Account(account_settings(settings, account), self.backend, self.runtimes,
+                                          self.queues, access, plumbing, owns_plumbing=account == settings.account_id,
+                                          db=self.db if account == settings.account_id else None)
+                         for account in [settings.account_id, *others]}
+        set_home(settings.region, settings.account_id)   # a request acting in no account acts in the server's own
+        home = self.home = self.accounts[settings.account_id]
+        if plumbing is not None:
+            self.backend.networks = home.networks   # the plumbing's pairs, whichever account's network they are
+        # The server's own account's parts, by their names (the banner, health, the dashboard, metrics, tests).
+        self.code, self.logs, self.log_groups = home.code, home.logs, home.log_groups
+        self.dispatcher, self.networks, self.functions, self.urls = (home.dispatcher, home.networks, home.functions,
+                                                                     home.urls)
+        self.policies, self.concurrency, self.event_configs, self.events = (home.policies, home.concurrency,
+                                                                            home.event_configs, home.events)
+        self.mappings, self.esm, self.schedules, self.buses = home.mappings, home.esm, home.schedules, home.buses
+        self.udp, self.microvms = home.udp, home.microvms
+        self.http_server: _UvicornServer | None = None   # set when served by uvicorn (run())
+        self.metrics = self._metrics_registry() if settings.metrics else None
         self.app = self._front_door()
         # The front door functions' networks reach: every request signed, even with no keys configured (then only
         # the credentials issued to functions verify: each environment acts as its function, within their policy),
         # and nothing unsigned (metrics, health).
         self.network_door = self.app.behind(RequestAuth(
-            Verifier(self.keys, settings.region, settings.account_id, always=True), self.policies,
+            Verifier(self.keys, settings.region, settings.account_id, always=True), self._policies(),
             settings.account_id, settings.region, unsigned_paths=()))
+
+    def _policies(self) -> dict[str, PolicyService]:
+        return {account: parts.policies for account, parts in self.accounts.items()}
 
     def _metrics_registry(self) -> CollectorRegistry:
         """What /metrics exposes: each part's collector, read at scrape time (a part that adds metrics registers
-        its collector here), and the server process's own CPU, memory, fds and GC."""
+        its collector here), and the server process's own CPU, memory, fds and GC. The per-account parts are the
+        server's own account's."""
         registry = CollectorRegistry(auto_describe=True)
         for collector in (DispatchCollector(self.dispatcher), AsyncEventsCollector(self.events),
                           QueueCollector(self.queues), EsmCollector(self.esm),
@@ -194,56 +138,31 @@ class Server:
         return registry
 
     def _front_door(self) -> FrontDoor:
-        """The front ends, composed: the REST APIs (api/ and the UDP gateway's own) behind the HTTP front door,
-        which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
-        routes = sqs_api.routes(self.queues)   # first: it claims only SQS requests (X-Amz-Target or form posts)
-        routes += api_app.routes(self.functions, self.urls, self.policies, self.concurrency, self.microvms)
-        routes += event_invoke_config.routes(self.event_configs) + async_invoke.routes(self.functions)
-        routes += esm_api.routes(self.mappings, self.esm.stats)
-        routes += code_signing_api.routes(self.code_signing) + function_settings_api.routes(self.function_settings)
-        routes += tags_api.routes(self.tags) + not_offered_api.routes(NotOffered(self.functions))
-        routes += udp_api.routes(self.udp)
-        routes[:0] = logs_api.routes(self.log_groups)   # claims only X-Amz-Target: Logs_20140328.*
-        routes[:0] = events_api.routes(self.buses)   # claims only X-Amz-Target: AWSEvents.*
-        routes += scheduler_api.routes(self.schedules)
-        routes[:0] = ec2_api.routes(self.networks.model)  # POST / signed for ec2 only
-        routes.append(metrics_endpoint.route(self.metrics))
-        routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
-                                             self.log_groups, self.udp),
-                                   DashboardLogin(self.keys, server_secret(self.settings.data_dir)))
-        control = api_app.control_app(routes, self.lifespan)
-        invoke = InvokeHandler(self.functions)
-        invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
-                                            (invoke_stream.match, StreamInvokeHandler(self.functions))]
-        auth = RequestAuth(Verifier(self.keys, self.settings.region, self.settings.account_id), self.policies,
+        """The front ends, composed: each account's REST APIs (api/ and the UDP gateway's own) behind the HTTP front
+        door, which also takes the invoke paths and answers function URLs and MicroVM endpoints itself."""
+        doors = []
+        for account, parts in self.accounts.items():
+            # SQS first of the APIs: it claims only SQS requests (X-Amz-Target or form posts) — after EC2's.
+            routes = parts.routes(sqs_api.routes(self.queues))
+            if account == self.settings.account_id:   # what no signature reaches: the server's own account's
+                routes.append(metrics_endpoint.route(self.metrics))
+                routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
+                                                     self.log_groups, self.udp),
+                                           DashboardLogin(self.keys, server_secret(self.settings.data_dir)))
+                control = api_app.control_app(routes, self.lifespan)
+            else:
+                control = api_app.control_app(routes, None)
+            doors.append(parts.door(control))
+        auth = RequestAuth(Verifier(self.keys, self.settings.region, self.settings.account_id), self._policies(),
                            self.settings.account_id, self.settings.region)
-        return FrontDoor(control, self.functions, invoke, invoke_routes, urls=self.urls, microvms=self.microvms,
-                         auth=auth)
+        return FrontDoor(doors, auth=auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object) -> AsyncIterator[None]:
-        self.dispatcher.start()
-        self.networks.load()
-        await self.networks.start()
-        self.functions.load()
-        self.urls.load()
-        self.policies.load()
-        self.code_signing.load()
-        self.function_settings.load()
-        self.concurrency.load()
-        self.event_configs.load()
-        self.microvms.load()   # before the UDP listeners: their microvm destinations need its images
-        await self.udp.load()
-        self.microvms.start()
         self.queues.load()
         self.queues.start()
-        self.mappings.load()
-        self.events.start()   # after the functions: queued events run as soon as their versions are there
-        self.esm.start()
-        self.schedules.load()   # after the async queue: occurrences missed while stopped fire now
-        self.buses.load()
-        self.timers.start()
-        self.log_groups.start()   # retention
+        for parts in self.accounts.values():
+            await parts.start()
         if self.settings.example:
             await self._deploy_example()
         self._banner()
@@ -258,25 +177,15 @@ class Server:
             # now finish async invocations, then stop every environment.
             # No new UDP packets from here on; batches already invoked finish with the drain below.
             # Async events: no new attempts; running ones finish in the drain and are recorded, the rest stay queued.
-            self.timers.stop()   # no more occurrences; those fired are sent (into the async queue) before it stops
-            self.schedules.stop()   # occurrences prepared ahead of their time get it back: they fire after a start
-            self.buses.stop()
-            await self.bridge_delivery.close()
-            self.events.stop()
-            self.esm.stop()   # no new batches; those being invoked finish in the drain
-            await self.udp.close()
-            log.info("draining: %d invocation(s) in flight", self.dispatcher.outstanding())
-            await self.functions.close()
-            await self.dispatcher.shutdown(self.settings.drain_seconds)
-            await self.networks.close()
-            await self.events.close()
-            await self.esm.close()
+            for parts in self.accounts.values():
+                await parts.stop_taking()
+            log.info("draining: %d invocation(s) in flight",
+                     sum(parts.dispatcher.outstanding() for parts in self.accounts.values()))
+            await asyncio.gather(*(parts.drain(self.settings.drain_seconds) for parts in self.accounts.values()))
+            for parts in reversed(self.accounts.values()):   # the server's own last: it owns the network plumbing
+                await parts.close()
             await self.queues.close()
-            await self.microvms.close()
             self.backend.close()
-            self.log_groups.stop()
-            self.logs.close()
-            self.db.close()
             log.info("stopped")
 
     async def _deploy_example(self) -> None:
@@ -405,7 +314,8 @@ class _UvicornServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
-        self.lamina.logs.end_followers()
+        for parts in self.lamina.accounts.values():
+            parts.logs.end_followers()
         self.lamina.queues.stop_waiting()   # long polls answer now instead of holding the drain
 
     @contextlib.contextmanager

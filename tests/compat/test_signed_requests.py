@@ -1,16 +1,18 @@
 """A server with access keys configured: every AWS API verifies SigV4 (good, wrong, unknown, missing, expired,
-other-region and presigned requests, with each protocol's error shape), callers of another account are refused
-unless a resource policy allows them, and AWS_IAM function URLs take signed requests the policy allows. Also: a
-non-loopback bind without keys refuses to start."""
+other-region and presigned requests, with each protocol's error shape), each account has its own resources, callers
+of another account may invoke a function only where its resource policy allows them, and AWS_IAM function URLs take
+signed requests the policy allows. Also: a non-loopback bind without keys refuses to start."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from helpers import (
     ACCESS_KEY,
@@ -168,44 +171,137 @@ def test_cross_account_invoke_needs_a_policy_and_the_functions_arn(server: Lamin
 
 
 def test_another_account_sees_nothing_else_of_this_one(server: LaminaServer, function: str) -> None:
-    """Functions (an Invoke policy allows invoking, nothing more), MicroVMs, EventBridge, Scheduler and Logs of the
-    server's account are refused to another account's credentials, alike for what exists and what does not."""
+    """Another account's credentials act in that account: its own (empty) functions, MicroVMs, EventBridge,
+    Scheduler and Logs; this account's functions only to invoke, by ARN, where a policy allows (nothing more), and
+    alike for what exists and what does not; EC2 networks are the server's own account's."""
     arn = f"arn:aws:lambda:{REGION}:000000000000:function:{function}"
     owner = client(server)
     owner.add_permission(FunctionName=function, StatementId="other-invoke", Action="lambda:InvokeFunction",
                          Principal=OTHER[2])
     other = client(server, key=OTHER[0], secret=OTHER[1])
     try:
-        calls = [(other.list_functions, {}), (other.get_function, {"FunctionName": arn}),
-                 (other.get_function, {"FunctionName": arn + "-none"}),
-                 (other.get_function, {"FunctionName": function}),
-                 (other.get_policy, {"FunctionName": arn}),
-                 (other.update_function_configuration, {"FunctionName": arn, "Timeout": 9}),
-                 (other.delete_function, {"FunctionName": arn}),
-                 (other.create_function, {"FunctionName": unique_name("theirs"), "Runtime": "python3.11",
-                                          "Role": "arn:aws:iam::222222222222:role/r", "Handler": "app.handler",
-                                          "Code": {"ZipFile": b"PK\x05\x06" + b"\0" * 18}})]
-        for call, kwargs in calls:
+        assert function not in [f["FunctionName"] for f in other.list_functions()["Functions"]]
+        for call, kwargs in [(other.get_function, {"FunctionName": arn}),
+                             (other.get_function, {"FunctionName": arn + "-none"}),
+                             (other.get_policy, {"FunctionName": arn}),
+                             (other.update_function_configuration, {"FunctionName": arn, "Timeout": 9}),
+                             (other.delete_function, {"FunctionName": arn})]:
             status, code, _ = failure(call, **kwargs)
             assert (status, code) == (403, "AccessDeniedException"), (call, kwargs)
+        status, code, _ = failure(other.get_function, FunctionName=function)   # a name: the caller's own account's
+        assert (status, code) == (404, "ResourceNotFoundException")
         assert owner.get_function(FunctionName=function)["Configuration"]["Timeout"] != 9
-        for service, call, kwargs in (("events", "list_rules", {}), ("scheduler", "list_schedules", {}),
-                                      ("logs", "describe_log_groups", {})):
-            status, code, _ = failure(getattr(client(server, service, key=OTHER[0], secret=OTHER[1]), call), **kwargs)
-            assert (status, code) == (403, "AccessDeniedException"), service
+        assert client(server, "events", key=OTHER[0], secret=OTHER[1]).list_rules()["Rules"] == []
+        assert client(server, "scheduler", key=OTHER[0], secret=OTHER[1]).list_schedules()["Schedules"] == []
+        groups = client(server, "logs", key=OTHER[0], secret=OTHER[1]).describe_log_groups()["logGroups"]
+        assert all(":222222222222:" in g["arn"] for g in groups)
+        status, code, _ = failure(client(server, "ec2", key=OTHER[0], secret=OTHER[1]).describe_vpcs)
+        assert (status, code) == (403, "UnauthorizedOperation")
         request = AWSRequest(method="GET", url=f"{server.endpoint}/2025-09-09/microvms")
         SigV4Auth(Credentials(OTHER[0], OTHER[1]), "lambda", REGION).add_auth(request)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         try:
             conn.request("GET", "/2025-09-09/microvms", headers=dict(request.headers.items()))
             resp = conn.getresponse()
-            assert (resp.status, resp.getheader("x-amzn-ErrorType")) == (403, "AccessDeniedException")
-            resp.read()
+            assert resp.status == 200 and json.loads(resp.read())["items"] == []
         finally:
             conn.close()
     finally:
         owner.remove_permission(FunctionName=function, StatementId="other-invoke")
 
+
+def test_each_account_has_its_own_functions(server: LaminaServer) -> None:
+    """Two accounts each create a function of the same name: each invokes its own (hot path, ASGI path, Event),
+    ARNs carry the account, neither lists nor reads the other's, and deleting one leaves the other."""
+    name = unique_name("same")
+    owner, other = client(server), client(server, key=OTHER[0], secret=OTHER[1])
+    create_function(owner, name, {"app.py": "def handler(event, context):\n    return {'who': 'owner'}\n"})
+    created = create_function(other, name, {"app.py": "def handler(event, context):\n    return {'who': 'other'}\n"},
+                              Role="arn:aws:iam::222222222222:role/r")
+    assert created["FunctionArn"] == f"arn:aws:lambda:{REGION}:{OTHER[2]}:function:{name}"
+    own_arn = f"arn:aws:lambda:{REGION}:000000000000:function:{name}"
+    assert owner.get_function(FunctionName=name)["Configuration"]["FunctionArn"] == own_arn
+    for caller, who, fn in ((owner, "owner", name), (other, "other", name), (other, "other", created["FunctionArn"])):
+        assert json.loads(caller.invoke(FunctionName=fn, Payload=b"{}")["Payload"].read()) == {"who": who}
+        assert caller.invoke(FunctionName=fn, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+        stream = caller.invoke_with_response_stream(FunctionName=fn, Payload=b"{}")   # the ASGI path
+        body = b"".join(e["PayloadChunk"]["Payload"] for e in stream["EventStream"] if "PayloadChunk" in e)
+        assert json.loads(body) == {"who": who}
+    status, code, _ = failure(owner.get_function, FunctionName=created["FunctionArn"])
+    assert (status, code) == (403, "AccessDeniedException")
+    status, code, _ = failure(owner.invoke, FunctionName=created["FunctionArn"], Payload=b"{}")
+    assert (status, code) == (403, "AccessDeniedException")
+    assert [f["FunctionArn"] for f in other.list_functions()["Functions"] if f["FunctionName"] == name] == [
+        created["FunctionArn"]]
+    # Its function URL: reached without credentials (AuthType NONE) by its own id, whichever account holds it.
+    url = other.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    url_id = url.split("://", 1)[1].split(".", 1)[0]
+    with urllib.request.urlopen(f"{server.endpoint}/lamina/v1/url/{url_id}/", timeout=30) as resp:
+        assert json.loads(resp.read()) == {"who": "other"}
+    assert _url_request(server, url, None, None) == 200
+    other.delete_function(FunctionName=name)
+    assert json.loads(owner.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == {"who": "owner"}
+    owner.delete_function(FunctionName=name)
+
+
+def test_another_accounts_queue_feeds_its_own_functions_only(server: LaminaServer) -> None:
+    """An account's event source mapping reads its own queue; another account's queue ARN is refused with a clear
+    error; its EventBridge rule and schedule deliver to its own function."""
+    name = unique_name("feed")
+    other = client(server, key=OTHER[0], secret=OTHER[1])
+    create_function(other, name, {"app.py": "def handler(event, context):\n    print('GOT', event)\n"},
+                    Role="arn:aws:iam::222222222222:role/r")
+    sqs_other, sqs_owner = client(server, "sqs", key=OTHER[0], secret=OTHER[1]), client(server, "sqs")
+    theirs = sqs_other.create_queue(QueueName=unique_name("q"))["QueueUrl"]
+    mine = sqs_owner.create_queue(QueueName=unique_name("q"))["QueueUrl"]
+
+    def arn_of(sqs, url: str) -> str:
+        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    status, code, message = failure(other.create_event_source_mapping, FunctionName=name,
+                                    EventSourceArn=arn_of(sqs_owner, mine))
+    assert (status, code) == (400, "InvalidParameterValueException") and "own account" in message
+    mapping = other.create_event_source_mapping(FunctionName=name, EventSourceArn=arn_of(sqs_other, theirs),
+                                                BatchSize=1)
+    assert mapping["FunctionArn"].startswith(f"arn:aws:lambda:{REGION}:{OTHER[2]}:function:")
+    logs = client(server, "logs", key=OTHER[0], secret=OTHER[1])
+
+    def logged(word: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ClientError):   # the log group appears with the first line
+                found = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=f'"{word}"')
+                if found["events"]:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"{word} never reached the other account's function log")
+
+    sqs_other.send_message(QueueUrl=theirs, MessageBody="from-the-queue")
+    logged("from-the-queue")   # the mapping ran in its account
+    # An Event invoke's success goes to its own queue as the destination; the owner's queue is refused.
+    status, code, _ = failure(other.put_function_event_invoke_config, FunctionName=name,
+                              DestinationConfig={"OnSuccess": {"Destination": arn_of(sqs_owner, mine)}})
+    assert (status, code) == (400, "InvalidParameterValueException")
+    done = sqs_other.create_queue(QueueName=unique_name("done"))["QueueUrl"]
+    other.put_function_event_invoke_config(FunctionName=name,
+                                           DestinationConfig={"OnSuccess": {"Destination": arn_of(sqs_other, done)}})
+    other.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"async": "yes"}')
+    got = sqs_other.receive_message(QueueUrl=done, WaitTimeSeconds=20)["Messages"]
+    assert json.loads(got[0]["Body"])["requestPayload"] == {"async": "yes"}
+    # Its event bus and its rule: PutEvents in its account reaches its function.
+    events = client(server, "events", key=OTHER[0], secret=OTHER[1])
+    events.put_rule(Name="to-fn", EventPattern=json.dumps({"source": ["accounts.test"]}))
+    events.put_targets(Rule="to-fn", Targets=[{"Id": "fn", "Arn": created_arn(name)}])
+    events.put_events(Entries=[{"Source": "accounts.test", "DetailType": "t", "Detail": '{"on": "the-bus"}'}])
+    logged("the-bus")
+    events.remove_targets(Rule="to-fn", Ids=["fn"])
+    events.delete_rule(Name="to-fn")
+    other.delete_event_source_mapping(UUID=mapping["UUID"])
+    other.delete_function(FunctionName=name)
+
+
+def created_arn(name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{OTHER[2]}:function:{name}"
 
 def _url_request(server: LaminaServer, url: str, key: str | None, secret: str | None) -> int:
     """GET a function URL over 127.0.0.1 by its host name; signed for lambda when a key is given."""

@@ -91,7 +91,7 @@ class RequestIdHeader:
 
 
 def control_app(routes: list[BaseRoute],
-                lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> Starlette:
+                lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdHeader)],

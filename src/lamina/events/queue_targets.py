@@ -45,12 +45,16 @@ class QueueTarget:
 
 
 def attach(queues: QueueService, invoker: AsyncInvoker, configs: EventInvokeConfigService,
-           functions: FunctionService) -> None:
+           functions: FunctionService, account: str | None = None) -> None:
+    """Queues as the destinations and dead-letter queues of `account`'s functions: its own queues only (Lamina
+    does not evaluate queue policies for another account's destinations)."""
     target = QueueTarget(queues)
     invoker.router.destinations["sqs"] = target
     invoker.router.dead_letters["sqs"] = target
 
     def exists(arn: str) -> bool:
+        if account is not None and arn.split(":")[4:5] != [account]:
+            return False
         return queues.queue_for_arn(arn) is not None
 
     configs.destination_kinds["sqs"] = exists

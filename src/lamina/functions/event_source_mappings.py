@@ -182,6 +182,10 @@ class EventSourceMappingService:
         if len(parts) < 6 or parts[0] != "arn" or parts[2] != "sqs":
             raise AwsError("InvalidParameterValueException",
                            f"Unsupported event source {arn}: Lamina's event source mappings take its own SQS queues.")
+        if parts[4] != self.functions.settings.account_id:
+            raise AwsError("InvalidParameterValueException",
+                           f"Unsupported event source {arn}: Lamina's event source mappings take queues of the "
+                           f"function's own account ({self.functions.settings.account_id}).")
         queue = self.queues.queue_for_arn(arn)
         if queue is None:
             raise AwsError("InvalidParameterValueException", "Error occurred while ReceiveMessage. SQS Error Code: "

@@ -9,7 +9,10 @@ with a 404 of its own.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from lamina.functions.errors import AwsError, validation_errors
@@ -32,9 +35,13 @@ NAMESPACED = NameShape(re.compile(_PREFIX + r"([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PU
                        False)
 UNQUALIFIED = NameShape(re.compile(_PREFIX + r"([a-zA-Z0-9-_]+)"), 140, True)
 
-# The region and account this server is (set once by the function registry): an ARN naming another region is not
-# reachable, one naming another account is not this caller's to use.
+# The region and account this server is (set by the function registry, then by the server for its own account): an
+# ARN naming another region is not reachable, one naming another account is not this caller's to use.
 _home: dict[str, str] = {}
+# The account a request or a background task acts in, where it is not the server's own (server.py's accounts):
+# its function names are that account's.
+_acting: ContextVar[str | None] = ContextVar("lamina_acting_account", default=None)
+ANYWHERE = "*"   # acting_account(ANYWHERE): an ARN of any account parses (the front door's routing by it)
 
 
 def set_home(region: str | None, account: str | None = None) -> None:
@@ -42,6 +49,24 @@ def set_home(region: str | None, account: str | None = None) -> None:
     _home.clear()
     if region is not None and account is not None:
         _home.update(region=region, account=account)
+
+
+@contextlib.contextmanager
+def acting_account(account: str) -> Iterator[None]:
+    """Within this block (and in the tasks it creates), function ARNs of `account` are the caller's own."""
+    token = _acting.set(account)
+    try:
+        yield
+    finally:
+        _acting.reset(token)
+
+
+def home_account() -> str | None:
+    """The account the current work acts in (None: anywhere)."""
+    acting = _acting.get()
+    if acting == ANYWHERE:
+        return None
+    return acting or _home.get("account")
 
 
 @dataclass(frozen=True)
@@ -80,7 +105,7 @@ def parse_function_name(raw: str, member: str = "functionName", max_len: int | N
     if region is not None and home is not None and region != home:
         raise AwsError("ResourceNotFoundException", f"Functions from '{region}' are not reachable in this region "
                        f"('{home}')")
-    if account is not None and _home.get("account") not in (None, account):
+    if account is not None and home_account() not in (None, account):
         denied = AwsError("AccessDeniedException", "")   # AWS answers with a null message and no Type
         denied.typed, denied.null_message = False, True
         raise denied

@@ -64,13 +64,15 @@ class _Pair:
 
 class NetworkService:
     def __init__(self, db: Database, region: str, account: str, function_network: str = OUTBOUND,
-                 plumbing: Plumbing | None = None) -> None:
+                 plumbing: Plumbing | None = None, owns_plumbing: bool = True) -> None:
         if function_network not in (OUTBOUND, NO_NETWORK):
             raise ValueError(f"function_network must be '{OUTBOUND}' or '{NO_NETWORK}', not {function_network!r}")
         self.model = Ec2Model(Ec2Repo(db), region, account)
         self.model.group_in_use = self._group_in_use
         self.model.listeners.append(self._model_changed)
         self.plumbing = plumbing
+        # Another account's service shares the server's plumbing (its default network) without starting or closing it.
+        self.owns_plumbing = owns_plumbing
         # Without plumbing (the process sandbox) environments share the host's network whatever this says.
         self.default_network = function_network if plumbing is not None else NO_NETWORK
         self.pairs: dict[str, _Pair] = {}
@@ -86,7 +88,7 @@ class NetworkService:
             self.pairs[eni["_key"]] = _Pair(eni["_key"], eni)
 
     async def start(self) -> None:
-        if self.plumbing is not None:
+        if self.plumbing is not None and self.owns_plumbing:
             await self.plumbing.start(self.model, self.default_network == OUTBOUND)
 
     async def close(self) -> None:
@@ -98,7 +100,7 @@ class NetworkService:
             tasks.append(self._rules_task)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self.plumbing is not None:
+        if self.plumbing is not None and self.owns_plumbing:
             await self.plumbing.close()
 
     # ------------------------------------------------------------------ VpcConfig

@@ -44,6 +44,7 @@ from lamina.dispatch.invocation import InvokeResult, Throttled
 from lamina.functions import invoke as invoke_path
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import Head, InvokeHandler, Prepared, submit, throttled
+from lamina.functions.names import acting_account
 from lamina.gateway.http import microvm_proxy
 from lamina.gateway.http.function_urls import (
     LIMIT,
@@ -58,7 +59,7 @@ from lamina.httpevent.response import HttpResponse, StreamStart, bodiless
 
 if TYPE_CHECKING:
     from lamina.functions.urls import FunctionUrl
-    from lamina.gateway.http.front_door import FrontDoor
+    from lamina.gateway.http.front_door import AccountDoor, FrontDoor
 
 log = logging.getLogger("lamina.gateway")
 
@@ -79,7 +80,7 @@ class _Cycle:
 
     __slots__ = ("proto", "method", "headers", "query", "request_id", "keep_alive", "response_complete",
                  "disconnected", "parts", "size", "limit", "head", "url_head", "stream", "app",
-                 "waiter", "signed", "path", "deferred")
+                 "waiter", "signed", "path", "deferred", "door", "gateway")
 
     def __init__(self, proto: LaminaHttpProtocol, method: str, headers: list[tuple[bytes, bytes]], query: bytes,
                  keep_alive: bool, request_id: str) -> None:
@@ -102,6 +103,8 @@ class _Cycle:
         self.signed: Pending | None = None         # Invoke with keys configured: the signature to check
         self.path = b""
         self.deferred: AwsError | None = None      # Invoke's error, answered once the signature is known good
+        self.door: AccountDoor | None = None       # Invoke of an account other than the server's own
+        self.gateway: FunctionUrlGateway | None = None  # function URL: the gateway of the URL's account
 
     @property
     def message_event(self) -> _Cycle:
@@ -414,8 +417,16 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                     self._write(cycle, *auth_errors.render(err, headers), checked=True)
                     return True
                 cycle.path = path
+            handler = self.lamina.invoke
+            if not getattr(self.lamina, "single", True):  # accounts: the invoke handler of the function's account
+                door = cycle.door = self.lamina.invoke_door(cycle.signed, raw_name)
+                handler = door.invoke
             try:
-                invoke_head = self.lamina.invoke.head("POST", "", _header_dict(headers), query, raw_name)
+                if cycle.door is None:
+                    invoke_head = handler.head("POST", "", _header_dict(headers), query, raw_name)
+                else:
+                    with acting_account(cycle.door.account):
+                        invoke_head = handler.head("POST", "", _header_dict(headers), query, raw_name)
             except AwsError as err:
                 if auth is None:
                     self._send_error(cycle, err)
@@ -442,6 +453,9 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             return False
         method_name = method.decode("ascii")
         request_id = ids.request_id()
+        if not getattr(self.lamina, "single", True):
+            gateway = self.lamina.url_gateway(url_id)   # the gateway of the account that has it
+            assert gateway is not None
         url_obj = gateway.urls.by_id.get(url_id)
         if url_obj is not None and url_obj.auth_type == "AWS_IAM":
             return False  # signed URL requests are verified over the whole body by the ASGI handler
@@ -459,11 +473,13 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 return False  # a larger body streams to the app through the ASGI handler (http_apps.py)
             cycle = self._new_cycle(method_name, query, request_id)
             cycle.url_head = url_head
+            cycle.gateway = gateway
             cycle.app = _AppExchange(self, cycle)
             cycle.limit = APP_BODY_MAX
             return True
         cycle = self._new_cycle(method_name, query, request_id)
         cycle.url_head = url_head
+        cycle.gateway = gateway
         cycle.limit = LIMIT
         return True
 
@@ -494,17 +510,29 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             except SignatureError as err:
                 self._write(cycle, *auth_errors.render(err, cycle.headers), checked=True)
                 return
-            # Another account's caller: what it may invoke is decided before anything about the function shows.
-            if caller.account != auth.owner:
-                refused = auth.foreign_invoke(caller, invoke_path.match(cycle.path.decode("latin-1")) or "",
-                                              cycle.query)
+            # A caller of another account than the function's: decided before anything about the function shows.
+            if caller.account != auth.owner or cycle.door is not None:
+                raw_name = invoke_path.match(cycle.path.decode("latin-1")) or ""
+                account, refused = auth.invoke_account(caller, raw_name, cycle.query)
                 if refused is not None:
                     self._send_error(cycle, refused)
                     return
+                door = cycle.door
+                if door is None or door.account != account:
+                    self._send_error(cycle, AwsError("AccessDeniedException", "", 403))
+                    return
+                with acting_account(account):
+                    self._invoke_run(cycle, head, body, door.invoke)
+                return
             if head is None:   # Invoke's own error, kept until the signature was known good
                 self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
                 return
-        assert head is not None  # deferred only with keys configured
+        self._invoke_run(cycle, head, body, handler)
+
+    def _invoke_run(self, cycle: _Cycle, head: Head | None, body: bytes, handler: InvokeHandler) -> None:
+        if head is None:   # Invoke's own error, kept until the signature was known good
+            self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
+            return
         try:
             p = handler.body(head, body)
             if p.invocation_type == "Event":
@@ -557,7 +585,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------------ function URLs
 
     def _url_body(self, cycle: _Cycle, head: UrlHead, body: bytes) -> None:
-        gateway = self.lamina.gateway
+        gateway = cycle.gateway
         assert gateway is not None  # it made the UrlHead (_hot_start)
         client, server, scheme = self._peer(cycle.headers)
         try:
@@ -579,7 +607,7 @@ class LaminaHttpProtocol(HttpToolsProtocol):
 
     async def _app_proxy(self, cycle: _Cycle, head: UrlHead, exchange: _AppExchange) -> None:
         """Proxy an HTTP-app request (see _AppExchange), answering errors as the ASGI handler does."""
-        gateway = self.lamina.gateway
+        gateway = cycle.gateway
         assert gateway is not None  # it made the UrlHead (_hot_start)
         client, server_port, scheme = self._peer(cycle.headers)
         scope = {"method": cycle.method, "headers": cycle.headers, "query_string": cycle.query,

@@ -145,7 +145,8 @@ class FunctionUrlGateway:
                                  headers, body)
         except SignatureError:
             raise forbidden from None
-        if auth.may_invoke(caller, url.function_name, url.qualifier or None, via_url=True) is not None:
+        if auth.may_invoke(caller, self.settings.account_id, url.function_name, url.qualifier or None,
+                           via_url=True) is not None:
             raise forbidden
         sent = False
 
