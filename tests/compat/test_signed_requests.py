@@ -292,6 +292,8 @@ def test_another_accounts_queue_feeds_its_own_functions_only(server: LaminaServe
     events = client(server, "events", key=OTHER[0], secret=OTHER[1])
     events.put_rule(Name="to-fn", EventPattern=json.dumps({"source": ["accounts.test"]}))
     events.put_targets(Rule="to-fn", Targets=[{"Id": "fn", "Arn": created_arn(name)}])
+    refused = events.put_targets(Rule="to-fn", Targets=[{"Id": "q", "Arn": arn_of(sqs_owner, mine)}])
+    assert refused["FailedEntryCount"] == 1   # the owner's queue is no target of this account's rules
     events.put_events(Entries=[{"Source": "accounts.test", "DetailType": "t", "Detail": '{"on": "the-bus"}'}])
     logged("the-bus")
     events.remove_targets(Rule="to-fn", Ids=["fn"])

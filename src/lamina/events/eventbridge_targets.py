@@ -27,11 +27,19 @@ class LaminaTargets:
     def __init__(self, functions: FunctionService, queues: QueueService) -> None:
         self.functions = functions
         self.queues = queues
+        self.account = functions.settings.account_id if functions is not None else None   # (unit tests: queues only)
         # bus ARN -> publish(event) for buses as targets; set by the server once the bus service exists.
         self.bus_publish: Callable[[str, dict], int] | None = None
         self.bus_exists: Callable[[str], bool] = lambda arn: False
         # Applies a store write on its own (Sender.settle); set by attach_buses to the main database's connection.
         self.apply_now: Callable[[Also], None] = lambda also: None
+
+    def _queue(self, arn: str) -> Queue | None:
+        """A queue of this account's (another account's is no target: Lamina does not evaluate queue policies for
+        EventBridge)."""
+        if self.account is not None and arn.split(":")[4:5] != [self.account]:
+            return None
+        return self.queues.queue_for_arn(arn)
 
     def exists(self, arn: str) -> bool:
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
@@ -42,7 +50,7 @@ class LaminaTargets:
                 return False
             return True
         if service == "sqs":
-            return self.queues.queue_for_arn(arn) is not None
+            return self._queue(arn) is not None
         if service == "events":
             return self.bus_exists(arn)
         return False
@@ -56,7 +64,7 @@ class LaminaTargets:
                 raise SendError(f"{exc.code}: {exc.message}") from None
             await self._invoke([event], also)
         elif service == "sqs":
-            q = self.queues.queue_for_arn(arn)
+            q = self._queue(arn)
             if q is None:
                 raise SendError(f"the queue {arn} does not exist")
             result = (await self.queues.send(q, self._entries(q, [payload]), also))[0]
@@ -78,7 +86,7 @@ class LaminaTargets:
 
     def stage(self, arn: str, payloads: list[bytes]) -> object | None:
         """A queue's send prepared ahead (its messages' checks, ids and digests), per 1,000; None otherwise."""
-        q = self.queues.queue_for_arn(arn) if arn.split(":")[2:3] == ["sqs"] else None
+        q = self._queue(arn) if arn.split(":")[2:3] == ["sqs"] else None
         if q is None or q.fifo:
             return None
         return [self.queues.stage(q, self._entries(q, payloads[start:start + 1000]))
@@ -91,7 +99,7 @@ class LaminaTargets:
         these payloads."""
         service = arn.split(":")[2] if arn.count(":") >= 5 else ""
         if service == "sqs":
-            q = self.queues.queue_for_arn(arn)
+            q = self._queue(arn)
             if q is None:
                 return [SendError(f"the queue {arn} does not exist")] * len(payloads)
             chunks = []
