@@ -432,3 +432,42 @@ def test_another_accounts_queue_by_arn_is_refused(server: LaminaServer) -> None:
     assert (status, code) == (403, "AccessDenied")
     status, code, _ = failure(other.list_message_move_tasks, SourceArn=arn)
     assert (status, code) == (403, "AccessDenied")
+
+
+def test_a_function_acts_in_its_own_account(server: LaminaServer) -> None:
+    """boto3 inside another account's function (its credentials, AWS_ENDPOINT_URL) reaches that account: it invokes
+    a function of its account by name and lists only its account's functions."""
+    other = client(server, key=OTHER[0], secret=OTHER[1])
+    callee, caller = unique_name("callee"), unique_name("caller")
+    create_function(other, callee, {"app.py": "def handler(event, context):\n    return {'callee': event}\n"},
+                    Role="arn:aws:iam::222222222222:role/r")
+    code = ("import json, boto3\n"
+            "def handler(event, context):\n"
+            "    lam = boto3.client('lambda')\n"
+            "    got = json.loads(lam.invoke(FunctionName=event['target'], Payload=b'1')['Payload'].read())\n"
+            "    return {'got': got, 'names': [f['FunctionName'] for f in lam.list_functions()['Functions']]}\n")
+    create_function(other, caller, {"app.py": code}, Role="arn:aws:iam::222222222222:role/r", Timeout=60)
+    out = json.loads(other.invoke(FunctionName=caller, Payload=json.dumps({"target": callee}))["Payload"].read())
+    assert out["got"] == {"callee": 1}, out
+    assert sorted(out["names"]) == sorted(f["FunctionName"] for f in other.list_functions()["Functions"])
+    for name in (caller, callee):
+        other.delete_function(FunctionName=name)
+
+
+def test_another_accounts_resources_outlive_a_restart(tmp_path: Path) -> None:
+    keys = f"{ACCESS_KEY}:{SECRET_KEY}:000000000000,{':'.join(OTHER)}"
+    srv = LaminaServer(data_dir=tmp_path / "data", log_path=tmp_path / "server.log",
+                       extra_env={"LAMINA_CREDENTIALS": keys})
+    srv.start()
+    try:
+        name = unique_name("kept")
+        create_function(client(srv, key=OTHER[0], secret=OTHER[1]), name, CODE, Role="arn:aws:iam::222222222222:role/r")
+        srv.stop()
+        assert (tmp_path / "data" / "accounts" / OTHER[2] / "lamina.db").is_file()
+        srv.start()
+        other = client(srv, key=OTHER[0], secret=OTHER[1])
+        assert json.loads(other.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == {"ok": True}
+        assert name not in [f["FunctionName"] for f in client(srv).list_functions()["Functions"]]
+    finally:
+        srv.stop()
+        srv.kill_leftovers()
