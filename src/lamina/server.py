@@ -41,6 +41,7 @@ from lamina.dispatch.prometheus import DispatchCollector
 from lamina.dispatch.service_access import ServiceAccess, installed_sdk_dir
 from lamina.events.esm_prometheus import EsmCollector
 from lamina.events.prometheus import AsyncEventsCollector
+from lamina.functions.layers import LayerService
 from lamina.functions.names import set_home
 from lamina.functions.permissions import PolicyService
 from lamina.gateway.http import metrics as metrics_endpoint
@@ -101,6 +102,8 @@ class Server:
                                           db=self.db if account == settings.account_id else None)
                          for account in [settings.account_id, *others]}
         set_home(settings.region, settings.account_id)   # a request acting in no account acts in the server's own
+        for parts in self.accounts.values():   # layers shared by their layer version policies
+            parts.functions.layers.peers = self._layers_of
         home = self.home = self.accounts[settings.account_id]
         if plumbing is not None:
             self.backend.networks = home.networks   # the plumbing's pairs, whichever account's network they are
@@ -121,6 +124,10 @@ class Server:
         self.network_door = self.app.behind(RequestAuth(
             Verifier(self.keys, settings.region, settings.account_id, always=True), self._policies(),
             settings.account_id, settings.region, unsigned_paths=()))
+
+    def _layers_of(self, account: str) -> LayerService | None:
+        parts = self.accounts.get(account)
+        return parts.functions.layers if parts is not None else None
 
     def _policies(self) -> dict[str, PolicyService]:
         return {account: parts.policies for account, parts in self.accounts.items()}

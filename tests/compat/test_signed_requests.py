@@ -36,6 +36,7 @@ from helpers import (
     create_function,
     failure,
     free_port,
+    make_zip,
     raw_request,
     unique_name,
 )
@@ -471,3 +472,27 @@ def test_another_accounts_resources_outlive_a_restart(tmp_path: Path) -> None:
     finally:
         srv.stop()
         srv.kill_leftovers()
+
+
+def test_a_layer_is_shared_with_another_account_by_its_policy(server: LaminaServer) -> None:
+    owner, other = client(server), client(server, key=OTHER[0], secret=OTHER[1])
+    layer = unique_name("shared")
+    published = owner.publish_layer_version(LayerName=layer, Content={"ZipFile": make_zip(
+        {"python/shared_mod.py": "VALUE = 'from the owner'\n"})})
+    arn = published["LayerVersionArn"]
+    code = {"app.py": "def handler(event, context):\n    import shared_mod\n    return shared_mod.VALUE\n"}
+    name = unique_name("uses")
+    status, code_, message = failure(other.create_function, FunctionName=name, Runtime="python3.11",
+                                     Role="arn:aws:iam::222222222222:role/r", Handler="app.handler",
+                                     Code={"ZipFile": make_zip(code)}, Layers=[arn])
+    assert (status, code_) == (400, "InvalidParameterValueException") and "does not exist" in message
+    status, code_, _ = failure(other.get_layer_version_by_arn, Arn=arn)
+    assert (status, code_) == (404, "ResourceNotFoundException")
+    owner.add_layer_version_permission(LayerName=layer, VersionNumber=published["Version"], StatementId="other",
+                                       Action="lambda:GetLayerVersion", Principal=OTHER[2])
+    assert other.get_layer_version_by_arn(Arn=arn)["LayerVersionArn"] == arn
+    create_function(other, name, code, Role="arn:aws:iam::222222222222:role/r", Layers=[arn])
+    assert json.loads(other.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == "from the owner"
+    assert layer not in [item["LayerName"] for item in other.list_layers()["Layers"]]
+    other.delete_function(FunctionName=name)
+    owner.delete_layer_version(LayerName=layer, VersionNumber=published["Version"])

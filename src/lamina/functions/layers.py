@@ -8,8 +8,10 @@ into one read-only directory (a later layer's file replaces an earlier one's, as
 /opt. A function keeps the layers it was configured with even when a layer version is deleted afterwards, as on
 AWS: it holds on to the packages, not to the layer versions.
 
-Lamina has one account: a layer ARN of another account or region is refused with AWS's messages. Layer version
-policies are stored and returned; with one account there is nobody they could grant access to.
+Each account has its own layers. A layer version of another account served here is used (by a function's Layers,
+GetLayerVersionByArn) where its layer version policy grants this account, or everyone, lambda:GetLayerVersion (a
+statement with an OrganizationId grants nobody: Lamina has no organizations); a layer ARN of another region, or of
+an account not served here, is refused with AWS's messages.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class LayerService:
         self.layers: dict[str, dict[int, LayerVersion]] = {}   # name -> version -> layer version
         # Called after a layer version is deleted (its package may now be unused).
         self.delete_hooks: list[Callable[[], None]] = []
+        # Other accounts' layers, by account id (set by the server when it serves more than one account).
+        self.peers: Callable[[str], LayerService | None] = lambda account: None
 
     def load(self) -> None:
         self.next_versions = self.repo.counters()
@@ -234,14 +238,34 @@ class LayerService:
             raise validation(arn, "arn", f"Member must satisfy regular expression pattern: {LAYER_VERSION_ARN_PATTERN}")
         parts = _ARN_PARTS.fullmatch(arn)
         found = None
+        owner: LayerService = self
         if parts is not None and self._ours(parts["region"], parts["account"]):
             found = self._find(parts["name"], int(parts["version"]))
+        elif parts is not None and (shared := self._shared(parts)) is not None:
+            found, owner = shared
         if found is None:
             raise AwsError("ResourceNotFoundException", NOT_FOUND)
-        return self._document(found, base_url)
+        return owner._document(found, base_url)
 
     def _ours(self, region: str, account: str) -> bool:
         return region == self.settings.region and account == self.settings.account_id
+
+    def _shared(self, parts: re.Match) -> tuple[LayerVersion, LayerService] | None:
+        """Another account's layer version its policy lets this account use, with that account's service."""
+        if parts["region"] != self.settings.region or parts["version"] is None:
+            return None
+        peer = self.peers(parts["account"])
+        found = peer.granted(parts["name"], int(parts["version"]), self.settings.account_id) if peer else None
+        return (found, peer) if found is not None and peer is not None else None
+
+    def granted(self, name: str, number: int, account: str) -> LayerVersion | None:
+        """This account's layer version if its policy grants `account` lambda:GetLayerVersion."""
+        found = self._find(name, number)
+        statements = (found.policy or {}).get("Statements", {}).values() if found is not None else ()
+        for statement in statements:
+            if not statement.get("Condition") and statement.get("Principal") in ("*", account):
+                return found
+        return None
 
     @staticmethod
     def _filters(runtime: str | None, arch: str | None) -> None:
@@ -369,6 +393,9 @@ class LayerService:
                                f"Layers are expected to be in region {self.settings.region}.")
             found = self._find(parts["name"], int(parts["version"])) if self._ours(
                 parts["region"], parts["account"]) else None
+            if found is None and (shared := self._shared(parts)) is not None:
+                found, peer = shared
+                self.code.put_zip(peer.code.read_zip(found.code_hex))   # this account's copy of the package
             if found is None:
                 raise AwsError("InvalidParameterValueException", f"Layer version {arn} does not exist.")
             layer = arn.rsplit(":", 1)[0]
