@@ -155,7 +155,8 @@ class Server:
                 routes.append(metrics_endpoint.route(self.metrics))
                 routes += dashboard.routes(Dashboard(self.functions, self.urls, self.concurrency, self.microvms,
                                                      self.log_groups, self.udp),
-                                           DashboardLogin(self.keys, server_secret(self.settings.data_dir)))
+                                           DashboardLogin(self.keys, server_secret(self.settings.data_dir),
+                                                          account=account))
                 control = api_app.control_app(routes, self.lifespan)
             else:
                 control = api_app.control_app(routes, None)

@@ -19,6 +19,7 @@ from lamina.gateway.http.dashboard.login import COOKIE, DashboardLogin
 pytestmark = pytest.mark.timeout(120)
 
 KEY, SECRET = "AKIDDASHBOARDTEST", "dashboard-secret-key"
+OTHER_KEY, OTHER_SECRET = "AKIDANOTHERACCOUNT", "another-accounts-secret"   # of account 222222222222
 UI = "/lamina/ui"
 
 
@@ -26,7 +27,8 @@ UI = "/lamina/ui"
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaminaServer]:
     tmp = tmp_path_factory.mktemp("dashboard-login")
     server = LaminaServer(data_dir=tmp / "data", log_path=tmp / "server.log",
-                          extra_env={"LAMINA_CREDENTIALS": f"{KEY}:{SECRET}:000000000000"})
+                          extra_env={"LAMINA_CREDENTIALS": f"{KEY}:{SECRET}:000000000000,"
+                                                                f"{OTHER_KEY}:{OTHER_SECRET}:222222222222"})
     server.start()
     yield server
     server.stop()
@@ -81,10 +83,12 @@ def test_wrong_secret_or_unknown_key_is_refused(keyed: LaminaServer) -> None:
     status, headers, body = sign_in(keyed.endpoint, "not-the-secret")
     assert status == 401 and "set-cookie" not in headers
     assert b"The access key ID or secret access key is not valid." in body
-    form = urlencode({"access_key_id": "AKIDUNKNOWN", "secret_access_key": SECRET}).encode()
-    status, headers, _ = request(keyed.endpoint, "POST", f"{UI}/login", form,
-                                 {"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 401 and "set-cookie" not in headers
+    # An unknown key, and another account's (the dashboard shows the server's own account).
+    for key, secret in (("AKIDUNKNOWN", SECRET), (OTHER_KEY, OTHER_SECRET)):
+        form = urlencode({"access_key_id": key, "secret_access_key": secret}).encode()
+        status, headers, _ = request(keyed.endpoint, "POST", f"{UI}/login", form,
+                                     {"Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 401 and "set-cookie" not in headers, key
 
 
 def test_sign_in_session_and_sign_out(keyed: LaminaServer) -> None:

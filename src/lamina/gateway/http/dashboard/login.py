@@ -7,6 +7,9 @@ a key derived from the server's secret (auth/keys.server_secret, kept in the dat
 expires, when the operator signs out, or when its access key is removed or its secret changes (the fingerprint no
 longer matches). The cookie is HttpOnly, SameSite=Strict and scoped to the dashboard's path.
 
+The dashboard shows the server's own account (the operator's view of the host), so only that account's keys sign
+in; another account's key is refused like a wrong one.
+
 With no keys configured (the loopback-only open mode) there is no sign-in: the dashboard is open, as the API is."""
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ class Session:
 
 
 class DashboardLogin:
-    def __init__(self, keys: KeyTable, server_secret: bytes, seconds: int = SESSION_SECONDS) -> None:
+    def __init__(self, keys: KeyTable, server_secret: bytes, seconds: int = SESSION_SECONDS,
+                 account: str | None = None) -> None:
         self.keys = keys
         self.seconds = seconds
+        self.account = account   # whose keys sign in (None: any configured key)
         # Its own key, so a session token can never pass for another of the server's MACs (function credentials).
         self._key = hmac.new(server_secret, b"lamina dashboard session", hashlib.sha256).digest()
 
@@ -43,6 +48,9 @@ class DashboardLogin:
     def required(self) -> bool:
         """Sign-in is needed: the server has access keys (else it is open on loopback, the dashboard too)."""
         return self.keys.configured
+
+    def _mine(self, account: str) -> bool:
+        return self.account is None or account == self.account
 
     def _fingerprint(self, secret: str) -> str:
         return hmac.new(self._key, b"secret:" + secret.encode(), hashlib.sha256).hexdigest()[:32]
@@ -53,7 +61,7 @@ class DashboardLogin:
         found = self.keys.static.get(access_key_id)
         expected = found[1] if found is not None else "\0" * 40
         same = hmac.compare_digest(secret_access_key.encode(), expected.encode())
-        if found is None or not same:
+        if found is None or not same or not self._mine(found[0].account):
             return None
         issued = int(time.time() if now is None else now)
         claims = {"sub": access_key_id, "fp": self._fingerprint(expected), "iat": issued, "exp": issued + self.seconds}
@@ -72,6 +80,6 @@ class DashboardLogin:
         if now is not None and now >= claims["exp"]:   # (tests pass a time; PyJWT checks exp against the clock)
             return None
         found = self.keys.static.get(str(claims["sub"]))
-        if found is None or not hmac.compare_digest(str(claims.get("fp", "")), self._fingerprint(found[1])):
+        if found is None or not self._mine(found[0].account) or not hmac.compare_digest(str(claims.get("fp", "")), self._fingerprint(found[1])):
             return None
         return Session(str(claims["sub"]), found[0].principal, int(claims["exp"]))
