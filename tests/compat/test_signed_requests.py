@@ -385,6 +385,18 @@ def test_queues_belong_to_accounts(server: LaminaServer) -> None:
     assert arn.startswith("arn:aws:sqs:us-east-1:222222222222:")
     assert theirs not in owner.list_queues().get("QueueUrls", [])
     assert mine not in other.list_queues().get("QueueUrls", [])
+    # Lamina's own view (`lamina queue ls`) lists the caller's account's queues too.
+    request = AWSRequest(method="GET", url=f"{server.endpoint}/lamina/v1/queues")
+    SigV4Auth(Credentials(OTHER[0], OTHER[1]), "lambda", REGION).add_auth(request)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/lamina/v1/queues", headers=dict(request.headers.items()))
+        listed = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    urls = [q.get("QueueUrl") or q.get("Url") or json.dumps(q) for q in listed["Queues"]]
+    assert any(theirs.rsplit("/", 1)[1] in u for u in urls) and not any(mine.rsplit("/", 1)[1] in u for u in urls)
+    assert "Totals" not in listed
     status, code, _ = failure(other.send_message, QueueUrl=mine, MessageBody="x")
     assert (status, code) == (403, "AccessDenied")
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": OTHER[2]},

@@ -519,7 +519,11 @@ class SqsRoute(BaseRoute):
 def routes(service: QueueService) -> list[BaseRoute]:
     """The SQS API, and Lamina's own view of its queues (depth, in flight, oldest message: `lamina queue ls`)."""
     async def describe(request: Request) -> Response:
-        return json_response({"Queues": [service.describe(q) for q in service.list_queues(service.account)],
-                              "Totals": service.stats()})
+        caller: Caller | None = request.scope.get("lamina.caller")
+        account = caller.account if caller is not None else service.account   # the caller's own queues
+        out: dict = {"Queues": [service.describe(q) for q in service.list_queues(account)]}
+        if account == service.account:
+            out["Totals"] = service.stats()   # the server's, every account's: the operator's
+        return json_response(out)
 
     return [SqsRoute(SqsApi(service)), Route("/lamina/v1/queues", describe, methods=["GET"])]
