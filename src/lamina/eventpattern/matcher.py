@@ -22,6 +22,7 @@ Invalid patterns raise PatternError when compiled.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,11 @@ class _Generator:
                 general = self.name(_leaf_value(spec, "$"), "leaf")
                 self.emit(depth, f"if type({value}) is str:")
                 self.emit(depth + 1, f"if not ({self.string_test(spec, value)}): return False")
+                number = self.number_test(spec, value)
+                if number is not None:
+                    self.emit(depth, f"elif type({value}) is int or type({value}) is float:")
+                    self.emit(depth + 1, f"x = float({value})")
+                    self.emit(depth + 1, f"if not ({number}): return False")
                 self.emit(depth, f"elif not {general}({value}): return False")
 
     def string_test(self, conditions: list, v: str) -> str:
@@ -130,6 +136,31 @@ class _Generator:
                 continue   # never a string
             else:
                 parts.append(f"{self.name(_condition(c, '$'), 'cond')}({v})")
+        return " or ".join(parts) or "False"
+
+
+    def number_test(self, conditions: list, v: str) -> str | None:
+        """An expression of `x` (float(v), v an int or a float): whether the number satisfies any of `conditions`
+        (as _leaf_value would say); None when no condition names a number (the general check is as fast)."""
+        exists, others = _split_exists(conditions, "$")
+        if True in exists:
+            return "True"
+        if not any(_is_number(c) or (isinstance(c, dict) and "numeric" in c) for c in others):
+            return None
+        parts: list[str] = []
+        for c in others:
+            if isinstance(c, str) or c is None or isinstance(c, bool):
+                continue   # never equal a number
+            if _is_number(c) and math.isfinite(c):
+                parts.append(f"x == {float(c)!r}")
+                continue
+            if isinstance(c, dict) and "numeric" in c and all(_is_number(b) and math.isfinite(b)
+                                                                for b in c["numeric"][1::2]):
+                ops = c["numeric"]
+                parts.append("(" + " and ".join(f"x {ops[i]} {float(ops[i + 1])!r}".replace(" = ", " == ")
+                                                for i in range(0, len(ops), 2)) + ")")
+                continue
+            parts.append(f"{self.name(_condition(c, '$'), 'cond')}({v})")
         return " or ".join(parts) or "False"
 
 
