@@ -40,6 +40,11 @@ def _iso(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _bad(code: str, message: str) -> dict:
+    """A PutEvents entry's result when it was not put."""
+    return {"ErrorCode": code, "ErrorMessage": message}
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -65,7 +70,7 @@ class EventBusService:
         self.buses: dict[str, dict] = {}
         self.rules: dict[str, dict[str, Rule]] = {}    # bus -> name -> rule
         self.events_put = 0
-        self._indexes: dict[str, tuple[dict[str, list[Rule]], list[Rule]]] = {}
+        self._indexes: dict[str, tuple[dict[str, tuple[Rule, ...]], tuple[Rule, ...]]] = {}
         # Scheduled rules' occurrences in the outbox (store/eventbridge.py's eb_pending, as the Scheduler's) waiting
         # for their due time: token -> (timer, pending rows)
         self._prepared: dict[int, tuple[asyncio.TimerHandle | None, list[PendingRow]]] = {}
@@ -374,32 +379,35 @@ class EventBusService:
         return {"FailedEntryCount": failed, "Entries": results}
 
     def _put_one(self, entry: dict, deliveries: list[tuple[dict, bytes]], now: float) -> dict:
-        def bad(code: str, message: str) -> dict:
-            return {"ErrorCode": code, "ErrorMessage": message}
         source, detail_type, raw = entry.get("Source"), entry.get("DetailType"), entry.get("Detail")
         if not source:
-            return bad("InvalidArgument", "Parameter Source is not valid. Reason: Source is a required argument.")
+            return _bad("InvalidArgument", "Parameter Source is not valid. Reason: Source is a required argument.")
         if not detail_type:
-            return bad("InvalidArgument",
-                       "Parameter DetailType is not valid. Reason: DetailType is a required argument.")
+            return _bad("InvalidArgument",
+                        "Parameter DetailType is not valid. Reason: DetailType is a required argument.")
         if not raw:
-            return bad("InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
+            return _bad("InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument.")
         try:
             detail = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return bad("MalformedDetail", "Detail is malformed.")
-        if not isinstance(detail, dict):
-            return bad("MalformedDetail", "Detail is malformed.")
+            return _bad("MalformedDetail", "Detail is malformed.")
+        if type(detail) is not dict:
+            return _bad("MalformedDetail", "Detail is malformed.")
         resources = entry.get("Resources") or []
         when = entry.get("Time")
-        # AWS's entry size: Time 14 bytes (when given), then Source, DetailType, Detail and each resource in UTF-8.
-        size = (14 if when is not None else 0) + _utf8_len(source) + _utf8_len(detail_type) + _utf8_len(raw) + \
-            sum(_utf8_len(r) for r in resources if isinstance(r, str))
-        if size > _ENTRY_LIMIT:
-            return bad("InvalidArgument", "Entry size exceeds the 256 KB limit.")
-        bus = self._bus_name(entry.get("EventBusName"))
+        # AWS's entry size: Time 14 bytes (when given), then Source, DetailType, Detail and each resource in UTF-8
+        # (at most 4 bytes a character: counted exactly only when that bound is over the limit).
+        chars = len(source) + len(detail_type) + len(raw) + sum(len(r) for r in resources if isinstance(r, str))
+        if chars * 4 + 14 > _ENTRY_LIMIT:
+            size = (14 if when is not None else 0) + _utf8_len(source) + _utf8_len(detail_type) + _utf8_len(raw) \
+                + sum(_utf8_len(r) for r in resources if isinstance(r, str))
+            if size > _ENTRY_LIMIT:
+                return _bad("InvalidArgument", "Entry size exceeds the 256 KB limit.")
+        bus = entry.get("EventBusName") or DEFAULT_BUS
         if bus not in self.buses:
-            return bad("InvalidArgument", f"Event bus {bus} does not exist.")
+            bus = self._bus_name(bus)
+            if bus not in self.buses:
+                return _bad("InvalidArgument", f"Event bus {bus} does not exist.")
         event_id = new_id()
         event = {"version": "0", "id": event_id, "detail-type": detail_type, "source": source,
                  "account": self.account, "time": _iso(int(when if isinstance(when, int | float) else now)),
@@ -420,10 +428,9 @@ class EventBusService:
         hits = 0
         by_source, others = self._index(bus)
         source = event.get("source")
-        candidates = by_source.get(source, ()) if isinstance(source, str) else ()
         encoded: bytes | None = None
-        for rule in (*candidates, *others):
-            if rule.pattern is None or not rule.pattern.matches(event):
+        for rule in by_source.get(source, others) if type(source) is str else others:
+            if not rule.pattern.matches(event):   # type: ignore[union-attr]  # indexed rules have patterns
                 continue
             hits += 1
             for target in rule.targets:
@@ -433,14 +440,15 @@ class EventBusService:
         self.matched += hits
         return hits
 
-    def _index(self, bus: str) -> tuple[dict[str, list[Rule]], list[Rule]]:
-        """The bus's enabled pattern rules: those whose pattern names exact `source` strings, by source (an event
-        is matched only against the rules for its source), and the rest. Rebuilt after any change to the bus's
-        rules."""
+    def _index(self, bus: str) -> tuple[dict[str, tuple[Rule, ...]], tuple[Rule, ...]]:
+        """The bus's enabled pattern rules an event may match, by its `source`: the rules whose pattern names exact
+        `source` strings are candidates only for those sources, the rest (`others`) for every event; so
+        by_source[s] is s's own rules and then the others, and an event whose source is not a key takes `others`.
+        Rebuilt after any change to the bus's rules."""
         cached = self._indexes.get(bus)
         if cached is not None:
             return cached
-        by_source: dict[str, list[Rule]] = {}
+        own: dict[str, list[Rule]] = {}
         others: list[Rule] = []
         for rule in self.rules.get(bus, {}).values():
             if rule.pattern is None or rule.row.config["State"] != "ENABLED":
@@ -448,11 +456,12 @@ class EventBusService:
             sources = rule.pattern.source.get("source")
             if isinstance(sources, list) and sources and all(isinstance(x, str) for x in sources):
                 for x in set(sources):
-                    by_source.setdefault(x, []).append(rule)
+                    own.setdefault(x, []).append(rule)
             else:
                 others.append(rule)
-        self._indexes[bus] = (by_source, others)
-        return by_source, others
+        index = ({x: (*rules, *others) for x, rules in own.items()}, tuple(others))
+        self._indexes[bus] = index
+        return index
 
     def test_event_pattern(self, body: dict) -> dict:
         try:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import random
 
 _bits = random.Random().getrandbits   # seeded from os.urandom
+# The version (4) and variant (10xx) bits set in the integer before it is formatted.
+_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_SET = (0x4 << 76) | (0x2 << 62)
 
 
 def new_id() -> str:
-    h = f"{_bits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    h = f"{_bits(128) & _KEEP | _SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
