@@ -7,15 +7,20 @@
   equals-ignore-case, cidr). Both matching and non-matching events. Target: >= 0.5x the hand-written baseline.
 - **PutEvents -> matched rule -> function start, events/s** (`--putevents`): its own `lamina serve`, a custom bus
   with `--rules` rules (one matches each event; the others test other sources), the matching rule targeting a
-  trivial function; `--clients` processes each with a boto3 events client (unsigned: SigV4 off, as the other
-  benches' hot loops) send PutEvents batches of 10 for `--duration` s; events/s = handler runs that succeeded
-  (health's async `succeeded`) over the time until they are all done. PutEvents answers once the matched
-  function's events are committed to its async queue. Also printed: the server process's CPU per event (all its
-  threads, PutEvents to the run recorded; the handlers' own processes excluded) and the client processes' CPU per
-  event, which a busy machine inflates less than the rate: on two cores their sum bounds the rate. Target: >= 5,000
+  trivial function; `--clients` processes (processes, not threads: boto3 is CPU-bound under one GIL) each with a
+  boto3 events client (unsigned: SigV4 off, as the other benches' hot loops) send PutEvents batches of 10 for
+  `--duration` s. Every client has imported boto3 and made its first call (its event matches no rule) before the
+  clock starts, and all start together. events/s = handler runs that succeeded (health's async `succeeded`) over
+  the time from that start until they are all done. PutEvents answers once the matched function's events are
+  committed to its async queue. Also printed, per event: the server process's CPU (all its threads, PutEvents to
+  the run recorded), its event loop thread's alone, the server with its environments (the handlers' processes),
+  and the client processes' (their send loops); and how many cores the whole machine was busy: on two cores the
+  clients' and the server tree's sum bound the rate, and a busy machine inflates them less than the rate.
+  `--no-validation` makes the clients' boto3 skip its parameter validation (~10% of their CPU). Target: >= 5,000
   events/s.
 
-    .venv/bin/python bench/patterns.py [--seconds 1.0] [--putevents] [--clients 4] [--duration 8] [--rules 100] [--json]
+    .venv/bin/python bench/patterns.py [--seconds 1.0] [--putevents] [--clients 8] [--duration 8] [--rules 100]
+        [--no-validation] [--json]
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from _common import run_and_report, start_lamina, stop_process  # noqa: E402
+from _common import cpu_seconds, run_and_report, start_lamina, stop_process, tree_cpu_seconds  # noqa: E402
 from lamina.eventpattern import compile_pattern  # noqa: E402
 
 ROLE = "arn:aws:iam::000000000000:role/lamina"
@@ -138,7 +143,7 @@ def matching(seconds: float) -> dict:
 # ------------------------------------------------------------------ PutEvents -> function
 
 
-def client(endpoint: str, service: str, signed: bool = True):
+def client(endpoint: str, service: str, signed: bool = True, validate: bool = True):
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -146,21 +151,30 @@ def client(endpoint: str, service: str, signed: bool = True):
     return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
                         aws_secret_access_key="bench",
                         config=Config(retries={"total_max_attempts": 1}, read_timeout=65, max_pool_connections=4,
-                                      **extra))
+                                      parameter_validation=validate, **extra))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (all its threads; not its children: the environments run the handlers)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process's main thread (the server's event loop), from /proc/<pid>/task/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def sender(endpoint: str, bus: str, seconds: float, result) -> None:
-    events = client(endpoint, "events", signed=False)
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine spent busy (not idle or waiting on I/O), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def sender(endpoint: str, bus: str, seconds: float, validate: bool, ready, go, result) -> None:
+    """One client process: boto3 imported, its client made and its first call done (botocore's models loaded; the
+    event matches no rule) before `ready`; then PutEvents batches of 10 from `go` for `seconds`."""
+    events = client(endpoint, "events", signed=False, validate=validate)
     entries = [{"EventBusName": bus, "Source": "bench.hit", "DetailType": "t", "Detail": json.dumps({"n": i})}
                for i in range(10)]
-    # The client's first call loads botocore's models: not counted (its event matches no rule).
     events.put_events(Entries=[{**entries[0], "Source": "bench.warmup"}])
+    ready.put(os.getpid())
+    go.wait()
     sent = 0
     cpu = time.process_time()
     end = time.monotonic() + seconds
@@ -196,35 +210,48 @@ def putevents(args: argparse.Namespace) -> dict:
                             EventPattern=json.dumps({"source": [source], "detail": {"n": [{"numeric": [">=", 0]}]}}))
             if i == args.rules - 1:
                 events.put_targets(Rule=f"r{i}", EventBusName=bus, Targets=[{"Id": "fn", "Arn": fn}])
-        before = health(endpoint)["async"]["succeeded"]
-        cpu_before = cpu_seconds(proc.pid)
         ctx = multiprocessing.get_context("spawn")
-        results = ctx.Queue()
-        procs = [ctx.Process(target=sender, args=(endpoint, bus, args.duration, results)) for _ in range(args.clients)]
-        start = time.monotonic()
+        ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        procs = [ctx.Process(target=sender, args=(endpoint, bus, args.duration, not args.no_validation, ready, go,
+                                                  results)) for _ in range(args.clients)]
         for p in procs:
             p.start()
+        for _ in procs:   # every client warmed up (boto3 imported, its first call made) before the clock starts
+            ready.get(timeout=120)
+        before = health(endpoint)["async"]["succeeded"]
+        cpu_before, tree_before = cpu_seconds(proc.pid), tree_cpu_seconds(proc.pid)
+        loop_before = main_thread_cpu_seconds(proc.pid)
+        machine_before = machine_cpu_seconds()
+        start = time.monotonic()
+        go.set()
         outcomes = [results.get(timeout=args.duration + 60) for _ in procs]
+        put_seconds = time.monotonic() - start
         sent = sum(n for n, _ in outcomes)
         client_cpu = sum(cpu for _, cpu in outcomes)   # the client processes' CPU (boto3 included)
         for p in procs:
             p.join()
-        put_seconds = time.monotonic() - start
         deadline = time.monotonic() + 300
         done = 0
         while time.monotonic() < deadline:
             done = health(endpoint)["async"]["succeeded"] - before
             if done >= sent:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         total_seconds = time.monotonic() - start
         server_cpu = cpu_seconds(proc.pid) - cpu_before
+        loop_cpu = main_thread_cpu_seconds(proc.pid) - loop_before
+        # the server and its environments (the handlers' processes; those reaped during the run are not counted)
+        tree_cpu = tree_cpu_seconds(proc.pid) - tree_before
+        machine_cpu = machine_cpu_seconds() - machine_before
         return {"rules": args.rules, "clients": args.clients, "events_sent": sent, "functions_run": done,
                 "put_events_per_s": round(sent / put_seconds), "end_to_end_events_per_s": round(done / total_seconds),
                 # the server process's CPU per event, PutEvents to the handler's run recorded (load-independent)
                 "server_cpu_us_per_event": round(server_cpu / max(done, 1) * 1e6),
+                "server_loop_cpu_us_per_event": round(loop_cpu / max(done, 1) * 1e6),
+                "server_tree_cpu_us_per_event": round(tree_cpu / max(done, 1) * 1e6),
                 "client_cpu_us_per_event": round(client_cpu / max(sent, 1) * 1e6),
-                "load_average": os.getloadavg()[0]}
+                "machine_busy_cores": round(machine_cpu / total_seconds, 2),
+                "validation": not args.no_validation, "load_average": os.getloadavg()[0]}
     finally:
         stop_process(proc)
 
@@ -246,17 +273,21 @@ def report(s: dict) -> None:
         print(f"PutEvents -> rule -> function ({p['rules']} rules, {p['clients']} clients; target >= 5,000/s): "
               f"{p['events_sent']} events put at {p['put_events_per_s']}/s; {p['functions_run']} function runs, "
               f"{p['end_to_end_events_per_s']} events/s end to end; CPU per event: server "
-              f"{p['server_cpu_us_per_event']} us, boto3 clients {p['client_cpu_us_per_event']} us; load average "
-              f"{p['load_average']:.1f}")
+              f"{p['server_cpu_us_per_event']} us (its event loop {p['server_loop_cpu_us_per_event']} us; with its "
+              f"environments {p['server_tree_cpu_us_per_event']} us), "
+              f"boto3 clients {p['client_cpu_us_per_event']} us; the machine busy "
+              f"{p['machine_busy_cores']} cores; load average {p['load_average']:.1f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--putevents", action="store_true")
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--no-validation", action="store_true",
+                        help="the clients' boto3 without parameter validation (Config(parameter_validation=False))")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     return run_and_report(lambda: measure(args), lambda s: s, report, args.json, log, BenchError)
