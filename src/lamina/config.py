@@ -85,6 +85,10 @@ class Settings:
     # LAMINA_CREDENTIALS="KEY:SECRET[:ACCOUNT[:PRINCIPAL]],...".
     # None configured: any request is accepted, and the server binds only to loopback.
     credentials: list[dict] | str = field(default_factory=list)
+    # Execution roles' identity policies (auth/keys.py): lamina.toml [[roles]] tables (arn = "arn:aws:iam::...:role/X",
+    # policy = an IAM policy document, JSON text or a table) or LAMINA_ROLES='[{"arn": ..., "policy": {...}}]'.
+    # A function whose Role is listed gets credentials held to that policy; any other, the fixed default.
+    roles: list[dict] | str = field(default_factory=list)
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:
@@ -97,8 +101,9 @@ class Settings:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
             values.update(data.get("server", data))
-            if "server" in data and "credentials" in data:   # [[credentials]] beside a [server] table
-                values["credentials"] = data["credentials"]
+            for table in ("credentials", "roles"):   # [[credentials]] and [[roles]] beside a [server] table
+                if "server" in data and table in data:
+                    values[table] = data[table]
         for f in fields(cls):
             env = os.environ.get("LAMINA_" + f.name.upper())
             if env is not None:

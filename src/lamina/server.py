@@ -34,7 +34,7 @@ from lamina import __version__
 from lamina.account import Account, account_settings
 from lamina.api import app as api_app
 from lamina.api import sqs as sqs_api
-from lamina.auth.keys import KeyTable, parse_keys, refuse_open_bind, server_secret
+from lamina.auth.keys import KeyTable, parse_keys, parse_roles, refuse_open_bind, server_secret
 from lamina.auth.sigv4 import Verifier
 from lamina.config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from lamina.dispatch.prometheus import DispatchCollector
@@ -75,7 +75,8 @@ class Server:
         # The interpreters of python3.X and nodejsN.x on this host (the banner and health list them).
         self.runtimes = HostRuntimes.discover(parse_runtime_paths(settings.runtime_paths))
         # Access keys (SigV4) and the secret functions' short-lived credentials are issued under (auth/keys.py).
-        self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data))
+        self.keys = KeyTable(parse_keys(settings.credentials, settings.account_id), server_secret(data),
+                             parse_roles(settings.roles))
         # The linux sandbox's environments join pre-wired namespaces of the functions' networks (net/).
         plumbing = Plumbing(settings.network_pool_size) if self.backend.name == "linux" else None
         if plumbing is not None:
@@ -357,6 +358,10 @@ def run(settings: Settings) -> None:
         keys = parse_keys(settings.credentials, settings.account_id)
     except ValueError as exc:
         sys.exit(f"lamina: bad credentials setting: {exc}")
+    try:
+        parse_roles(settings.roles)
+    except ValueError as exc:
+        sys.exit(f"lamina: bad roles setting: {exc}")
     refused = refuse_open_bind(settings.host, KeyTable(keys, b""))
     if refused is not None:
         sys.exit(f"lamina: {refused}")

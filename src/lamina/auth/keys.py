@@ -15,10 +15,13 @@ import ipaddress
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from lamina.auth.policy import check_identity_policy
 
 FUNCTION_CREDENTIALS_SECONDS = 3600   # as Lambda's execution-role sessions: renewed long before they expire
 _KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -32,6 +35,9 @@ class Caller:
     principal: str                # an ARN: arn:aws:iam::ACCOUNT:root / user/NAME / role/NAME
     access_key: str
     function: str | None = None   # function credentials: the function's ARN (their scope)
+    # The identity policy the caller is held to (its key's, or its role's); None: its account's everything (a key)
+    # or the fixed policy of function credentials (auth/policy.py).
+    policy: Mapping | None = None
 
 
 class ExpiredToken(Exception):
@@ -44,6 +50,46 @@ class StaticKey:
     secret_access_key: str
     account_id: str
     principal: str
+    policy: Mapping | None = None
+
+
+def parse_policy(raw: object, what: str) -> Mapping:
+    """An identity policy as configured: a JSON string or a TOML table in IAM's shape; ValueError says what's wrong."""
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{what}: the policy is not JSON ({exc})") from None
+    problem = check_identity_policy(raw)
+    if problem is not None:
+        raise ValueError(f"{what}: {problem}")
+    assert isinstance(raw, Mapping)
+    return raw
+
+
+def parse_roles(entries: list[dict] | str) -> dict[str, Mapping]:
+    """Execution roles' identity policies from lamina.toml's [[roles]] tables (arn, policy) or LAMINA_ROLES (a JSON
+    list of such objects): role ARN -> policy. A function whose role is here gets credentials held to its policy."""
+    if isinstance(entries, str):
+        if not entries.strip():
+            return {}
+        try:
+            entries = orjson.loads(entries)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"roles is not a JSON list ({exc})") from None
+    if not isinstance(entries, list):
+        raise ValueError("roles must be a list of {arn, policy} tables")
+    roles: dict[str, Mapping] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("arn"), str) or "policy" not in entry:
+            raise ValueError("each roles entry needs arn and policy")
+        unknown = set(entry) - {"arn", "policy"}
+        if unknown:
+            raise ValueError(f"unknown roles field(s): {', '.join(sorted(unknown))}")
+        if not entry["arn"].startswith("arn:aws:iam::") or ":role/" not in entry["arn"]:
+            raise ValueError(f"roles arn {entry['arn']!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        roles[entry["arn"]] = parse_policy(entry["policy"], f"role {entry['arn']}")
+    return roles
 
 
 def parse_keys(entries: list[dict] | str, default_account: str) -> list[StaticKey]:
@@ -63,21 +109,25 @@ def parse_keys(entries: list[dict] | str, default_account: str) -> list[StaticKe
     for row in rows:
         if not isinstance(row, dict) or not row.get("access_key_id") or not row.get("secret_access_key"):
             raise ValueError("each credentials entry needs access_key_id and secret_access_key")
-        unknown = set(row) - {"access_key_id", "secret_access_key", "account_id", "principal"}
+        unknown = set(row) - {"access_key_id", "secret_access_key", "account_id", "principal", "policy"}
         if unknown:
             raise ValueError(f"unknown credentials field(s): {', '.join(sorted(unknown))}")
         account = str(row.get("account_id") or default_account)
         if not (len(account) == 12 and account.isdigit()):
             raise ValueError(f"credentials account_id {account!r} is not 12 digits")
+        policy = parse_policy(row["policy"], f"key {row['access_key_id']}") if row.get("policy") is not None else None
         keys.append(StaticKey(str(row["access_key_id"]), str(row["secret_access_key"]), account,
-                              str(row.get("principal") or f"arn:aws:iam::{account}:root")))
+                              str(row.get("principal") or f"arn:aws:iam::{account}:root"), policy))
     return keys
 
 
 class KeyTable:
-    def __init__(self, keys: list[StaticKey], server_secret: bytes) -> None:
-        self.static = {k.access_key_id: (Caller(k.account_id, k.principal, k.access_key_id), k.secret_access_key)
+    def __init__(self, keys: list[StaticKey], server_secret: bytes, roles: Mapping[str, Mapping] | None = None
+                 ) -> None:
+        self.static = {k.access_key_id: (Caller(k.account_id, k.principal, k.access_key_id, policy=k.policy),
+                                         k.secret_access_key)
                        for k in keys}
+        self.roles = dict(roles or {})   # role ARN -> its identity policy (function credentials are held to it)
         self._secret = server_secret
 
     @property
@@ -96,7 +146,7 @@ class KeyTable:
             return None
         if (time.time() if now is None else now) >= record["e"]:
             raise ExpiredToken(access_key)
-        caller = Caller(record["a"], record["r"], access_key, record["f"])
+        caller = Caller(record["a"], record["r"], access_key, record["f"], self.roles.get(record["r"]))
         return caller, self._derive(token)
 
     def issue(self, account: str, role: str, function_arn: str, seconds: float = FUNCTION_CREDENTIALS_SECONDS,

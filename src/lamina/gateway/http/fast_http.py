@@ -26,6 +26,7 @@ import asyncio
 import logging
 from functools import partial
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from starlette.types import Message
 from uvicorn.middleware.proxy_headers import _TrustedHosts
@@ -510,6 +511,13 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             except SignatureError as err:
                 self._write(cycle, *auth_errors.render(err, cycle.headers), checked=True)
                 return
+            if caller.policy is not None:   # its key's or role's identity policy: may it invoke this?
+                refused_by = auth.identity_refusal(caller, "POST", unquote(cycle.path.decode("latin-1")),
+                                                   cycle.query, cycle.headers, body, "lambda")
+                if refused_by is not None:
+                    status, error_headers, error_body = refused_by
+                    self._write(cycle, status, error_headers, error_body, checked=True)
+                    return
             # A caller of another account than the function's: decided before anything about the function shows.
             if caller.account != auth.owner or cycle.door is not None:
                 raw_name = invoke_path.match(cycle.path.decode("latin-1")) or ""

@@ -146,7 +146,8 @@ class FunctionUrlGateway:
         except SignatureError:
             raise forbidden from None
         if auth.may_invoke(caller, self.settings.account_id, url.function_name, url.qualifier or None,
-                           via_url=True) is not None:
+                           via_url=True) is not None or not auth.url_identity_allows(caller, self.settings.account_id,
+                                                                                     url.function_name):
             raise forbidden
         sent = False
 

@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope
 
 from lamina.auth import errors as auth_errors
 from lamina.auth import policy
+from lamina.auth.actions import request_action
 from lamina.auth.keys import Caller
 from lamina.auth.sigv4 import Pending, SignatureError, Verifier
 from lamina.functions.errors import AwsError
@@ -112,15 +113,37 @@ class RequestAuth:
         except SignatureError as err:
             return auth_errors.render(err, headers)
         service = pending.service if pending is not None else "lambda"
-        decided = self._decide(caller, scope["method"], path, headers, query, service, invoke_name)
+        decided = self._decide(caller, scope["method"], path, headers, query, body, service, invoke_name)
         if not isinstance(decided, str):
             return decided
         return _replay(body, more, receive), caller, decided
 
+    def identity_refusal(self, caller: Caller, method: str, path: str, query: bytes,
+                         headers: list[tuple[bytes, bytes]], body: bytes, service: str) -> Rendered | None:
+        """AccessDenied if the caller's identity policy (its key's or its role's) does not allow what the request does;
+        None if it does or the caller has none."""
+        if caller.policy is None:
+            return None
+        act = request_action(method, path, query, headers, body, service, self.region, caller.account)
+        if policy.identity_allows(caller.policy, act.name, act.resource):
+            return None
+        return auth_errors.render(SignatureError(
+            "denied", f"User: {caller.principal} is not authorized to perform: {act.name} on resource: {act.resource} "
+            f"because no identity-based policy allows the {act.name} action", service), headers)
+
+    def url_identity_allows(self, caller: Caller, account: str, function: str) -> bool:
+        """Whether the caller's identity policy (if any) allows invoking `account`'s function by its URL."""
+        return caller.policy is None or policy.identity_allows(
+            caller.policy, "lambda:InvokeFunctionUrl", f"arn:aws:lambda:{self.region}:{account}:function:{function}")
+
     def _decide(self, caller: Caller, method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes,
-                service: str, invoke_name: str | None) -> str | Rendered:
+                body: bytes, service: str, invoke_name: str | None) -> str | Rendered:
         """The account a verified request acts in, or the refusal to send."""
-        if caller.function is not None and not policy.function_credentials_allow(method, path, headers, service):
+        if caller.policy is not None:
+            not_allowed = self.identity_refusal(caller, method, path, query, headers, body, service)
+            if not_allowed is not None:
+                return not_allowed
+        elif caller.function is not None and not policy.function_credentials_allow(method, path, headers, service):
             return auth_errors.render(SignatureError(
                 "denied", f"User: {caller.principal} is not authorized to perform this action: function credentials "
                 "may invoke, use queues, read logs and put events only", service), headers)

@@ -80,6 +80,7 @@ class DashboardLogin:
         if now is not None and now >= claims["exp"]:   # (tests pass a time; PyJWT checks exp against the clock)
             return None
         found = self.keys.static.get(str(claims["sub"]))
-        if found is None or not self._mine(found[0].account) or not hmac.compare_digest(str(claims.get("fp", "")), self._fingerprint(found[1])):
+        if found is None or not self._mine(found[0].account) or not hmac.compare_digest(
+                str(claims.get("fp", "")), self._fingerprint(found[1])):
             return None
         return Session(str(claims["sub"]), found[0].principal, int(claims["exp"]))
