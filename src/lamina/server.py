@@ -22,13 +22,14 @@ import sys
 import threading
 import weakref
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
 from types import FrameType
 
 import uvicorn
 import uvloop
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from lamina import __version__
 from lamina.account import Account, account_settings
@@ -50,6 +51,7 @@ from lamina.gateway.http.dashboard.login import DashboardLogin
 from lamina.gateway.http.dashboard.views import Dashboard
 from lamina.gateway.http.fast_http import protocol_for
 from lamina.gateway.http.front_door import FrontDoor
+from lamina.gateway.http.metrics import AccountsCollector
 from lamina.gateway.http.request_auth import RequestAuth
 from lamina.gateway.udp.prometheus import UdpCollector
 from lamina.microvm.prometheus import MicrovmCollector
@@ -135,13 +137,16 @@ class Server:
 
     def _metrics_registry(self) -> CollectorRegistry:
         """What /metrics exposes: each part's collector, read at scrape time (a part that adds metrics registers
-        its collector here), and the server process's own CPU, memory, fds and GC. The per-account parts are the
-        server's own account's."""
+        its collector here), and the server process's own CPU, memory, fds and GC. The parts each account has are
+        every account's: another account's samples carry an `account` label."""
         registry = CollectorRegistry(auto_describe=True)
-        for collector in (DispatchCollector(self.dispatcher), AsyncEventsCollector(self.events),
-                          QueueCollector(self.queues), EsmCollector(self.esm),
-                          MicrovmCollector(self.microvms), UdpCollector(self.udp),
-                          PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        per_account: list[Callable[[Account], Collector]] = [
+            lambda a: DispatchCollector(a.dispatcher), lambda a: AsyncEventsCollector(a.events),
+            lambda a: EsmCollector(a.esm), lambda a: MicrovmCollector(a.microvms), lambda a: UdpCollector(a.udp)]
+        for make in per_account:
+            registry.register(AccountsCollector(make(self.home), {account: make(parts) for account, parts
+                                                                  in self.accounts.items() if parts is not self.home}))
+        for collector in (QueueCollector(self.queues), PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
         return registry
 

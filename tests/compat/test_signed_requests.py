@@ -240,6 +240,12 @@ def test_each_account_has_its_own_functions(server: LaminaServer) -> None:
     with urllib.request.urlopen(f"{server.endpoint}/lamina/v1/url/{url_id}/", timeout=30) as resp:
         assert json.loads(resp.read()) == {"who": "other"}
     assert _url_request(server, url, None, None) == 200
+    # /metrics: one family, the other account's series labelled with it.
+    text = raw_request(server.endpoint, "GET", "/metrics", sign=False).body.decode()
+    series = [line for line in text.splitlines() if line.startswith("lamina_invocations_total{")
+              and f'function="{name}"' in line]
+    assert len(series) == 2 and sum(f'account="{OTHER[2]}"' in line for line in series) == 1, series
+    assert text.count("# TYPE lamina_invocations_total counter") == 1
     other.delete_function(FunctionName=name)
     assert json.loads(owner.invoke(FunctionName=name, Payload=b"{}")["Payload"].read()) == {"who": "owner"}
     owner.delete_function(FunctionName=name)
