@@ -1,12 +1,18 @@
 """The targets EventBridge schedules and rules reach in Lamina (eventbridge/targets.py's Sender): functions by
 asynchronous invoke (into the durable async queue, with the function's own retries, destinations and DLQ), Lamina
-queues (a message), and event buses (the payload put on the bus as an event)."""
+queues (a message), and event buses (the payload put on the bus as an event).
+
+Many events for one function at once (a minute's schedules) are made ahead, within the timer heap's lead (stage), and
+handed to the async queue in chunks of EVENTS_PER_COMMIT, each committed before the next is handed over: the first
+handlers start once the first chunk is committed, not once all of them are."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
@@ -21,6 +27,15 @@ from lamina.queues.queue import Queue
 from lamina.queues.service import QueueService
 from lamina.store.async_events import AsyncEvent
 from lamina.store.eventbridge import TAKE_PENDING
+
+EVENTS_PER_COMMIT = 500
+
+
+@dataclass(slots=True)
+class _StagedEvents:
+    """A function's async events made ahead of their send (stage()), for the version `head` resolved then."""
+    head: AsyncEvent
+    events: list[AsyncEvent]
 
 
 class LaminaTargets:
@@ -85,7 +100,14 @@ class LaminaTargets:
         self.apply_now(also)
 
     def stage(self, arn: str, payloads: list[bytes]) -> object | None:
-        """A queue's send prepared ahead (its messages' checks, ids and digests), per 1,000; None otherwise."""
+        """A queue's send prepared ahead (its messages' checks, ids and digests), per 1,000; a function's async
+        events made (their ids; the function version resolved); None otherwise."""
+        if arn.split(":")[2:3] == ["lambda"] and payloads:
+            try:
+                head = event_for(self.functions, arn, payloads[0], request_id=new_id())
+            except AwsError:
+                return None   # the send says why
+            return _StagedEvents(head, self._events(head, payloads))
         q = self._queue(arn) if arn.split(":")[2:3] == ["sqs"] else None
         if q is None or q.fifo:
             return None
@@ -115,7 +137,7 @@ class LaminaTargets:
                 out += [SendError(f"{r.code}: {r.message}") if isinstance(r, SqsError) else None for r in results]
             return out
         if service == "lambda":
-            return await self._invoke_many(arn, payloads, pending)
+            return await self._invoke_many(arn, payloads, pending, staged)
         outcomes = await asyncio.gather(*(self.send(arn, p, (TAKE_PENDING, [pending[k]]) if pending else None)
                                           for k, p in enumerate(payloads)), return_exceptions=True)
         return [r if isinstance(r, SendError) else (SendError(str(r)) if isinstance(r, BaseException) else None)
@@ -130,21 +152,41 @@ class LaminaTargets:
                 entry["MessageDeduplicationId"] = str(uuid.uuid4())
         return entries
 
-    async def _invoke_many(self, arn: str, payloads: list[bytes], pending: list[int] | None
-                           ) -> list[SendError | None]:
-        """Events for one function, accepted in one commit (with their outbox ids). The ARN is resolved once: the
-        same function version takes them all, or none can be made."""
+    @staticmethod
+    def _events(head: AsyncEvent, payloads: list[bytes]) -> list[AsyncEvent]:
+        """An async event per payload for the function version `head` names (head itself the first)."""
+        return [head] + [AsyncEvent(new_id(), head.function, head.version, head.qualifier, head.invoked_arn, payload)
+                         for payload in payloads[1:]]
+
+    async def _invoke_many(self, arn: str, payloads: list[bytes], pending: list[int] | None,
+                           staged: object | None = None) -> list[SendError | None]:
+        """Events for one function, accepted EVENTS_PER_COMMIT at a time, each chunk in one commit with its outbox
+        ids, the next handed over once it is committed. The ARN is resolved once: the same function version takes
+        them all, or none can be made. `staged`: the events stage() made, used if the ARN still names that version."""
         try:
-            first = event_for(self.functions, arn, payloads[0], request_id=new_id())
+            head = event_for(self.functions, arn, payloads[0], request_id=new_id())
         except AwsError as exc:
             return [SendError(f"{exc.code}: {exc.message}")] * len(payloads)
-        events = [first] + [AsyncEvent(new_id(), first.function, first.version, first.qualifier, first.invoked_arn,
-                                       payload, created=first.created, due=first.due) for payload in payloads[1:]]
-        try:
-            await self._invoke(events, (TAKE_PENDING, pending) if pending else None)
-        except SendError as exc:
-            return [exc] * len(payloads)
-        return [None] * len(payloads)
+        if (isinstance(staged, _StagedEvents) and len(staged.events) == len(payloads)
+                and (staged.head.function, staged.head.version, staged.head.qualifier, staged.head.invoked_arn)
+                == (head.function, head.version, head.qualifier, head.invoked_arn)):
+            events = staged.events
+        else:
+            events = self._events(head, payloads)
+        out: list[SendError | None] = []
+        for start in range(0, len(events), EVENTS_PER_COMMIT):
+            chunk = events[start:start + EVENTS_PER_COMMIT]
+            now = time.time()   # accepted now: their age runs from here
+            for event in chunk:
+                event.created = event.due = now
+            ids = pending[start:start + EVENTS_PER_COMMIT] if pending else None
+            try:
+                await self._invoke(chunk, (TAKE_PENDING, ids) if ids else None)
+            except SendError as exc:
+                out += [exc] * len(chunk)
+                continue
+            out += [None] * len(chunk)
+        return out
 
     async def _invoke(self, events: list[AsyncEvent], also: Also | None) -> None:
         sink = self.functions.event_sink
