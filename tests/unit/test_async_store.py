@@ -105,3 +105,50 @@ def test_durability_setting_is_checked(tmp_path):
     Database(tmp_path / "lamina.db").close()
     with pytest.raises(ValueError, match="async_durability"):
         SqliteEventQueue(tmp_path / "lamina.db", "sometimes")
+
+
+def test_add_tells_each_caller_once_per_commit(queue):
+    """add(): one callback for all the events of a commit that named it, with each event's waiter, in order."""
+    calls: list[tuple[list, object]] = []
+
+    def appended(pairs, error):
+        calls.append(([(e.id, w) for e, w in pairs], error))
+
+    async def main():
+        queue.open(asyncio.get_running_loop())
+        for i in range(20):
+            queue.add(_event(i), f"w{i}", appended)
+        await asyncio.get_running_loop().run_in_executor(None, queue.flush, 10.0)
+        await asyncio.sleep(0.05)   # the callbacks come on the loop after the commit
+    asyncio.run(main())
+    assert [p for pairs, _ in calls for p in pairs] == [(f"id-{i}", f"w{i}") for i in range(20)]
+    assert all(error is None for _, error in calls)
+    assert len(calls) == queue.commits   # all 20 were handed in in one loop turn: one commit, one call
+    assert queue.stats().depth == 20
+
+
+def test_fresh_and_other_rows_are_stored_alike(tmp_path):
+    """insert_rows binds a commit of fresh events of one function version compactly (store/async_events.py
+    _COMPACT); what is stored is the same as the full form stores, and a mixed batch takes the full form."""
+    import sqlite3
+
+    from lamina.store.async_events import _COLUMNS, insert_rows, row_of
+    Database(tmp_path / "lamina.db").close()
+    conn = sqlite3.connect(tmp_path / "lamina.db", isolation_level=None)
+    now = time.time()
+    fresh = [_event(i, claimed=i % 2 == 0) for i in range(5)]
+    for e in fresh:
+        e.created = e.due = now
+    other = _event(9, fn="g")   # another function in the same batch
+    other.created, other.due = now, now
+    retried = AsyncEvent("id-r", "f", "3", "prod", "arn:aws:lambda:us-east-1:000000000000:function:f:prod", b"{}",
+                         b'{"c": 1}', "Root=1-x", "t1", created=now - 5, attempts=2, throttles=1, due=now + 60,
+                         claimed=False, last_error="Unhandled")
+    insert_rows(conn, [row_of(e) for e in fresh])                 # compact
+    insert_rows(conn, [row_of(e) for e in (fresh[0], other)])     # full: two functions
+    insert_rows(conn, [row_of(retried)])                          # full: not fresh
+    stored = {r[0]: r for r in conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM async_events")}
+    conn.close()
+    assert len(stored) == 7
+    for e in (*fresh, other, retried):
+        assert stored[e.id] == row_of(e)

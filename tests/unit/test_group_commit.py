@@ -62,3 +62,40 @@ def test_os_durability_is_left_as_it_is(tmp_path):
 
     asyncio.run(main())
     assert seen == [("lazy", 1)]
+
+
+def test_batched_kind_calls_each_done_once_per_commit(tmp_path):
+    """A batched kind's done gets all its operations' arguments of a commit in one call (per distinct done); puts
+    from the loop's thread (no lock) and from another thread both get committed."""
+    path = tmp_path / "db.sqlite"
+    sqlite3.connect(path).execute("CREATE TABLE t (v TEXT)").connection.close()
+    seen: list[tuple[str, int]] = []
+    batched = Kind("batched", lambda conn, args: _recording(seen, "b")(conn, args), batched=True)
+    calls: list[tuple[str, list, object]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        writer = GroupCommitWriter(path, "fsync")
+        writer.open(loop)
+        try:
+            def one(args, result):
+                calls.append(("one", args, result))
+
+            def two(args, result):
+                calls.append(("two", args, result))
+            for i in range(5):
+                writer.put(batched, f"a{i}", one if i % 2 == 0 else two)
+            await loop.run_in_executor(None, writer.flush, 10.0)
+            await asyncio.sleep(0.05)
+            # From another thread: the lock and an immediate wake-up, not the end of a loop turn.
+            await loop.run_in_executor(None, writer.put, batched, "x", one)
+            await loop.run_in_executor(None, writer.flush, 10.0)
+            await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+
+    asyncio.run(main())
+    assert calls == [("one", ["a0", "a2", "a4"], None), ("two", ["a1", "a3"], None), ("one", ["x"], None)]
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY rowid")] == ["a0", "a1", "a2", "a3", "a4", "x"]
+    conn.close()

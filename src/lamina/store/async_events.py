@@ -64,6 +64,7 @@ class QueueStats:
 
 
 Done = Callable[[BaseException | None], None]
+Appended = Callable[[list[tuple[AsyncEvent, Any]], BaseException | None], None]
 
 
 class EventQueueStore(Protocol):
@@ -78,6 +79,12 @@ class EventQueueStore(Protocol):
 
     def append(self, event: AsyncEvent, done: Done) -> None:
         """Queue an event (claimed by this node if event.claimed); done(None) once it is committed."""
+        ...
+
+    def add(self, event: AsyncEvent, waiter: Any, appended: Appended) -> None:
+        """append() for a caller with one callback for all its events (no closure per event): once the event is
+        committed, appended(pairs, error) is called once for all the events added with the same `appended` in that
+        transaction, as (event, waiter) pairs in the order they came; error is None when they are durable."""
         ...
 
     def append_many(self, events: list[AsyncEvent], done: Done, also: tuple[Kind, Any] | None = None) -> None:
@@ -138,11 +145,39 @@ def _event(row: sqlite3.Row | tuple) -> AsyncEvent:
                       row[11], row[12], bool(row[13]), row[14])
 
 
+# Fresh events of one function version (the accepts of a commit, as a rule): no qualifier, client context, trace or
+# tenant id, error, attempts or throttles yet, and due when created. Their statement binds the function, version
+# and ARN once and each row's id, payload, time and claim (the other columns take their defaults): binding a
+# parameter is a good part of an insert's cost (4 per row instead of 15; ~2.5x fewer microseconds per row).
+_COMPACT = ("INSERT OR REPLACE INTO async_events (id, function_name, version, invoked_arn, payload, created, due, "
+            "claimed) VALUES ")
+_COMPACTS: dict[int, str] = {}
+
+
+def _compact_sql(n: int) -> str:
+    sql = _COMPACTS.get(n)
+    if sql is None:
+        rows = [f"(?{4 + 4 * k}, ?1, ?2, ?3, ?{5 + 4 * k}, ?{6 + 4 * k}, ?{6 + 4 * k}, ?{7 + 4 * k})" for k in range(n)]
+        sql = _COMPACTS[n] = _COMPACT + ", ".join(rows)
+    return sql
+
+
 def insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     """Insert rows (row_of), one statement per _MAX_ROWS (shared with bench/async.py's baseline)."""
     for i in range(0, len(rows), _MAX_ROWS):
         chunk = rows[i : i + _MAX_ROWS]
         n = len(chunk)
+        first = chunk[0]
+        function, version, arn = first[1], first[2], first[4]
+        params: list = [function, version, arn]
+        for r in chunk:
+            if (r[3] is not None or r[6] is not None or r[7] is not None or r[8] is not None or r[10] or r[11]
+                    or r[14] is not None or r[9] != r[12] or r[1] != function or r[2] != version or r[4] != arn):
+                break
+            params += (r[0], r[5], r[9], r[13])
+        else:
+            conn.execute(_compact_sql(n), params)
+            continue
         sql = _INSERTS.get(n)
         if sql is None:
             sql = _INSERTS[n] = _INSERT + ", ".join([_ROW] * n)
@@ -222,7 +257,10 @@ class SqliteEventQueue:
     # ------------------------------------------------------------------ operations (event loop)
 
     def append(self, event: AsyncEvent, done: Done) -> None:
-        self._writer.put(_APPEND, event, done)
+        self._writer.put(_APPEND, (event, done), _each)
+
+    def add(self, event: AsyncEvent, waiter: Any, appended: Appended) -> None:
+        self._writer.put(_APPEND, (event, waiter), appended)
 
     def append_many(self, events: list[AsyncEvent], done: Done, also: tuple[Kind, Any] | None = None) -> None:
         """Queue events together (one operation); `also` is another store's write (its kind and argument) made in
@@ -291,8 +329,17 @@ def _add_counters(conn: sqlite3.Connection, counts: list[tuple[str, int]]) -> No
                      "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", counts)
 
 
-def _append(conn: sqlite3.Connection, events: list[AsyncEvent]) -> None:
-    insert_rows(conn, [row_of(e) for e in events])
+def _append(conn: sqlite3.Connection, pairs: list[tuple[AsyncEvent, Any]]) -> None:
+    insert_rows(conn, [row_of(e) for e, _ in pairs])
+
+
+def _each(pairs: list[tuple[AsyncEvent, Done]], error: BaseException | None) -> None:
+    """append()'s callback: each event's own done."""
+    for _, done in pairs:
+        try:
+            done(error)
+        except Exception:
+            log.exception("async queue: a callback failed")
 
 
 def _append_many(conn: sqlite3.Connection, args: list[tuple[list[AsyncEvent], tuple[Kind, Any] | None]]) -> None:
@@ -310,7 +357,7 @@ def _release(conn: sqlite3.Connection, rows: list[tuple]) -> None:
                      "WHERE id = ?", rows)
 
 
-_APPEND = Kind("append", _append)
+_APPEND = Kind("append", _append, batched=True)
 _APPEND_MANY = Kind("append-many", _append_many)
 _CLAIM = Kind("claim", _claim)
 _RELEASE = Kind("release", _release, lazy=True)

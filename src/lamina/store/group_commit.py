@@ -6,6 +6,13 @@ in one transaction (one fsync for all of them), and each operation's caller is t
 its transaction is committed. Consecutive operations of one kind are applied together (`Kind.apply` gets all
 their arguments: one multi-row statement where it can).
 
+A batched kind's callers are told once per commit: `done(args, result)` with the arguments of all the operations of
+that kind in the transaction that named the same `done` (no closure per operation for a caller with one callback,
+such as the async queue's accepts).
+
+Operations handed in on the event loop's thread take no lock: they are appended to the queue (a deque: appends and
+the writer's pops from the other end are atomic) and the writer is woken once, at the end of the loop turn.
+
 Lazy kinds (removals, bookkeeping nobody waits for) ride along with the next commit someone does wait for, or
 go after LAZY_S: lost in a crash, such an operation's effect is only undone (a deleted message comes back,
 which at-least-once delivery allows).
@@ -36,7 +43,7 @@ DURABILITY = ("fsync", "os")
 
 LAZY_S = 0.05
 
-Done = Callable[[Any], None]
+Done = Callable[..., None]   # done(result); done(args, result) for a batched kind
 
 
 def connect(path: Path, durability: str) -> sqlite3.Connection:
@@ -59,11 +66,14 @@ def connect(path: Path, durability: str) -> sqlite3.Connection:
 @dataclass(frozen=True, slots=True, eq=False)
 class Kind:
     """A kind of write. apply(conn, args) runs inside the transaction for a run of consecutive operations of this
-    kind and returns one result per argument (or None: all None)."""
+    kind and returns one result per argument (or None: all None). `batched`: an operation's done is called as
+    done(args, result), once per commit for all the operations of this kind that named the same done (result: None,
+    or the exception the transaction raised); apply must return None."""
 
     name: str
     apply: Callable[[sqlite3.Connection, list[Any]], list[Any] | None]
     lazy: bool = False
+    batched: bool = False
 
 
 class GroupCommitWriter:
@@ -76,7 +86,8 @@ class GroupCommitWriter:
         self._ops: deque[tuple[Kind, Any, Done | None]] = deque()
         self._busy = False
         self._urgent = False
-        self._kick_due = False     # a _kick is scheduled on the loop (the end of this loop turn)
+        self._kick_due = False     # a _kick is scheduled on the loop (the end of this loop turn); loop thread only
+        self._turn_urgent = False  # an operation someone waits for was handed in this loop turn; loop thread only
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,32 +103,40 @@ class GroupCommitWriter:
         self._thread.start()
 
     def put(self, kind: Kind, arg: Any, done: Done | None = None) -> None:
-        """Queue one operation (event loop thread); done(result or exception) on the loop once committed.
+        """Queue one operation; done(result or exception) on the loop once committed (done(args, result) for a
+        batched kind, see Kind).
 
         An operation someone waits for is committed with everything else handed in during the same loop turn: the
         writer is woken once, at the end of the turn (when it is idle; a busy one takes them all when its commit
         ends). One turn's requests (all the connections that had one ready) thus share a commit, and the writer
-        thread is not woken to commit the first of them alone."""
+        thread is not woken to commit the first of them alone. On the loop's thread this takes no lock (see the
+        module's docstring)."""
+        if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
+            self._ops.append((kind, arg, done))
+            if not kind.lazy:
+                self._turn_urgent = True
+            if not self._kick_due:
+                self._kick_due = True
+                self._loop.call_soon(self._kick)  # type: ignore[union-attr]  # set with _loop_thread
+            return
         with self._cv:
             self._ops.append((kind, arg, done))
             if kind.lazy:
                 if len(self._ops) == 1 and not self._busy:
                     self._cv.notify()
                 return
-            if self._urgent or self._kick_due:
-                return
-            if self._loop is None or threading.get_ident() != self._loop_thread:
-                self._urgent = True
-                if not self._busy:
-                    self._cv.notify()
-                return
-            self._kick_due = True
-        self._loop.call_soon(self._kick)
+            self._urgent = True
+            if not self._busy:
+                self._cv.notify()
 
     def _kick(self) -> None:
+        """The end of a loop turn in which operations were handed in: the writer takes them (at once when one of them
+        is waited for; lazy ones alone wait for LAZY_S or the next such commit)."""
         with self._cv:
             self._kick_due = False
-            self._urgent = True
+            if self._turn_urgent:
+                self._turn_urgent = False
+                self._urgent = True
             if not self._busy:
                 self._cv.notify()
 
@@ -151,6 +170,7 @@ class GroupCommitWriter:
             self._thread.join(30.0)
         elif self._ops:
             self._run(list(self._ops))   # never opened: apply what was handed in, inline
+            self._ops.clear()
         self.conn.close()
 
     def _writer(self) -> None:
@@ -174,8 +194,9 @@ class GroupCommitWriter:
                     if left <= 0:
                         break
                     cv.wait(left)
-                batch = list(self._ops)
-                self._ops.clear()
+                # Popped, not copied and cleared: the loop's thread appends without the lock.
+                ops = self._ops
+                batch = [ops.popleft() for _ in range(len(ops))]
                 self._urgent = False
                 self._busy = True
             self._run(batch)
@@ -227,10 +248,26 @@ class GroupCommitWriter:
 
 
 def _deliver(batch: list[tuple[Kind, Any, Done | None]], results: list[Any]) -> None:
-    for (kind, _, done), result in zip(batch, results, strict=True):
+    grouped: dict[tuple[Kind, Any], tuple[Any, list[Any]]] | None = None   # batched kinds: (kind, done) -> result, args
+    for (kind, arg, done), result in zip(batch, results, strict=True):
         if done is None:
+            continue
+        if kind.batched:
+            if grouped is None:
+                grouped = {}
+            entry = grouped.get((kind, done))
+            if entry is None:
+                grouped[(kind, done)] = (result, [arg])   # one transaction: the same result for all of them
+            else:
+                entry[1].append(arg)
             continue
         try:
             done(result)
         except Exception:
             log.exception("%s: a callback failed", kind.name)
+    if grouped is not None:
+        for (kind, done), (result, args) in grouped.items():
+            try:
+                done(args, result)
+            except Exception:
+                log.exception("%s: a callback failed", kind.name)
