@@ -34,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 import orjson
@@ -56,6 +57,10 @@ LOG_STREAM = "lamina/async"
 # meanwhile, so under a burst of Event invokes the accepts (what a caller waits for) keep most of the core and the
 # queue is drained as the burst lets up. Idle, the loop turns at once: the first event of a turn starts in it.
 START_PER_TURN = 8
+# Completed events leave the queue together, at most this long after the first of them finished: one write of the
+# functions' logs and one removal for all of them (a removal is lazy anyway: it rides along with the next commit
+# someone waits for, or goes after the writer's LAZY_S). Until then an event would run again after a crash.
+COMPLETE_EVERY_S = 0.01
 
 
 class AsyncInvoker:
@@ -84,7 +89,7 @@ class AsyncInvoker:
         self._turn_scheduled = False
         self._completing: list[str] = []           # done this loop turn: removed once their logs are written
         self._dirty_logs: set[str] = set()
-        self._completion_scheduled = False
+        self._completion: asyncio.TimerHandle | None = None   # _complete_now, due
         # Counters since start (health); redelivered is kept by the store across restarts.
         self.accepted = 0
         self.succeeded = 0
@@ -119,7 +124,8 @@ class AsyncInvoker:
         self.stopping = True
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
-        if self._completion_scheduled:
+        if self._completion is not None:
+            self._completion.cancel()
             self._complete_now()
         self._ready.clear()
         for event in list(self.claimed.values()):
@@ -133,29 +139,40 @@ class AsyncInvoker:
     # ------------------------------------------------------------------ EventSink
 
     def accept(self, event: AsyncEvent, done) -> None:
-        now = time.time()
-        if not event.created:
-            event.created = now
-        if not event.due:
-            event.due = now
-        claim = not self.stopping and len(self.claimed) < self.max_in_flight
-        event.claimed = claim
-        if claim:
+        if not event.created or not event.due:
+            now = time.time()
+            event.created = event.created or now
+            event.due = event.due or now
+        if not self.stopping and len(self.claimed) < self.max_in_flight:
+            event.claimed = True
             self.claimed[event.id] = event
         else:
+            event.claimed = False
             self._note_due(event.due)
-        self.store.append(event, partial(self._appended, event, done))
+        self.store.add(event, done, self._appended)
 
-    def _appended(self, event: AsyncEvent, done, error: BaseException | None) -> None:
+    def _appended(self, pairs: list[tuple[AsyncEvent, Callable[[BaseException | None], None]]],
+                  error: BaseException | None) -> None:
+        """The events accept() handed in are committed (all those of one transaction at once): their callers are
+        told (the 202s go out), then their attempts start (_start_soon)."""
         if error is not None:
-            self.claimed.pop(event.id, None)
-            done(AwsError("ServiceException", f"The event could not be queued: {error}", 500))
+            for event, done in pairs:
+                self.claimed.pop(event.id, None)
+                _call(done, AwsError("ServiceException", f"The event could not be queued: {error}", 500))
             return
-        self.accepted += 1
-        done(None)
-        if event.claimed:
-            self._start_soon(event)
-        else:
+        self.accepted += len(pairs)
+        for _, done in pairs:
+            try:
+                done(None)
+            except Exception:
+                log.exception("async: an accept's callback failed")
+        unclaimed = False
+        for event, _ in pairs:
+            if event.claimed:
+                self._start_soon(event)
+            else:
+                unclaimed = True
+        if unclaimed:
             self._pump()
 
     def accept_many(self, events: list[AsyncEvent], done, also=None) -> None:
@@ -198,6 +215,7 @@ class AsyncInvoker:
             "retries": self.retries,
             "throttled": self.throttled,
             "destination_failures": self.destination_failures,
+            "waiting_to_start": len(self._ready),   # claimed here, waiting for a loop turn's budget (_start_soon)
             # Events run again because a stop cut them short (each may have run twice), ever and at this start.
             "redelivered": s.redelivered,
             "redelivered_at_start": self.redelivered_at_start,
@@ -395,17 +413,17 @@ class AsyncInvoker:
 
     def _complete(self, event: AsyncEvent) -> None:
         """The event is done. It leaves the queue only after its function's log lines are written out (once per
-        loop turn for all completions): after a crash, an event gone from the queue has its attempts in the log."""
+        COMPLETE_EVERY_S for all completions): after a crash, an event gone from the queue has its attempts in the
+        log."""
         self.claimed.pop(event.id, None)
         self._completing.append(event.id)
         self._dirty_logs.add(event.function)
-        if not self._completion_scheduled:
-            self._completion_scheduled = True
-            asyncio.get_running_loop().call_soon(self._complete_now)
+        if self._completion is None:
+            self._completion = asyncio.get_running_loop().call_later(COMPLETE_EVERY_S, self._complete_now)
         self._pump()
 
     def _complete_now(self) -> None:
-        self._completion_scheduled = False
+        self._completion = None
         for name in self._dirty_logs:
             if name in self.functions.functions:
                 self.functions.logs.for_function(name).flush()
@@ -477,3 +495,10 @@ class AsyncInvoker:
         flog = self.functions.logs.for_function(event.function)
         flog.append(LOG_STREAM, line)
         flog.flush_soon()
+
+
+def _call(done: Callable[[BaseException | None], None], error: BaseException | None) -> None:
+    try:
+        done(error)
+    except Exception:
+        log.exception("async: an accept's callback failed")
