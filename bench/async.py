@@ -9,13 +9,18 @@ Starts its own `lamina serve` (free loopback port, temporary data dir, `async_du
   coming (events/delivery.py, START_PER_TURN): printed are the events run per second during the run, the backlog
   left at its end and how long it took to drain.
 - **baseline**: in the same run, on the same disk (a file in the same temporary directory), a bare loop of the
-  same SQLite pattern — multi-row INSERTs of the queue's rows and a COMMIT with `synchronous=FULL` in WAL mode —
+  same SQLite pattern — multi-row INSERTs of the queue's rows (store/async_events.py insert_rows, the function and
+  its compact form for fresh events of one function) and a COMMIT with `synchronous=FULL` in WAL mode —
   with as many rows per commit as Lamina's group commit carried during the wrk run (accepts per fsync), pinned to
   CPU 0 too. Also shown: one row per commit, for reference, with its median commit time (an fsync of this disk:
   the floor under a single client's 202 latency).
 - **202 latency**: p50/p99 of `--n` sequential Event invokes from one keep-alive client (wrk's p50 at 32 clients is
   printed too: under saturation it is 32 / throughput), beside the same client's DryRun invokes (the same request,
   answered without the queue: what the HTTP path and the client take of it).
+- **server CPU per accepted event**: utime + stime of the server's threads (`/proc/<pid>/task/*/stat`) over the wrk
+  run, per accepted event: the event loop's thread, the others (the queue's writer thread is the busiest), and with
+  the backlog's drain after the run added (everything an accepted event cost, its run included). Unlike the rates it
+  hardly depends on what else the machine runs, so it is the figure to compare on a shared machine.
 - **accepted -> handler start**: the same sequential invokes; the handler prints `time.time()` when it starts,
   against the client's time when the 202 arrived (same host clock), with a warm environment.
 
@@ -48,7 +53,17 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from _common import free_port, missing_cpus, pin_tree, pinned, run_and_report, stop_process, wait_http_ok
+from _common import (
+    CLK_TCK,
+    cpu_seconds,
+    free_port,
+    missing_cpus,
+    pin_tree,
+    pinned,
+    run_and_report,
+    stop_process,
+    wait_http_ok,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
@@ -129,6 +144,39 @@ def wrk(port: int, path: str, duration: float, connections: int, script: Path) -
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
             "p50_ms": round(ms(p50.group(1)), 3) if p50 else None,
             "p99_ms": round(ms(p99.group(1)), 3) if p99 else None}
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) of each thread of pid, by thread: "main" (the event loop) and the others by
+    their kernel name and id."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+                raw = fh.read().decode()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        f = raw[raw.rindex(")") + 2 :].split()
+        key = "main" if tid == str(pid) else f"{comm}/{tid}"
+        out[key] = (int(f[11]) + int(f[12])) / CLK_TCK
+    return out
+
+
+def cpu_per_event(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, float]:
+    """Microseconds of CPU per event: all threads, the event loop's ("main"), the others summed and the busiest of
+    them (the async queue's writer), from two thread_cpu() readings."""
+    used = {k: after[k] - before.get(k, 0.0) for k in after}
+    main = used.pop("main", 0.0)
+    busiest = max(used.values(), default=0.0)
+    rest = sum(used.values())
+    n = max(1, events)
+    return {"total_us": round((main + rest) / n * 1e6, 1), "main_us": round(main / n * 1e6, 1),
+            "busiest_thread_us": round(busiest / n * 1e6, 1), "other_threads_us": round(rest / n * 1e6, 1)}
 
 
 def sqlite_baseline(path: Path, rows_per_commit: int, seconds: float) -> tuple[float, float]:
@@ -261,19 +309,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         wait_drained(port)
         pin_tree(proc.pid, SERVER_CPU, WRK_CPU)   # environments started during the warm-up
         before = health(port)
+        cpu0, proc0 = thread_cpu(proc.pid), cpu_seconds(proc.pid)
         log(f"wrk -t1 -c{args.connections} -d{args.duration:g}s (Event invokes) ...")
         lamina = wrk(port, path, args.duration, args.connections, script)
+        cpu1, proc1 = thread_cpu(proc.pid), cpu_seconds(proc.pid)
         after = health(port)
         if lamina["non_2xx"]:
             raise BenchError(f"{lamina['non_2xx']} Event invokes were not accepted")
         commits = max(1, after["commits"] - before["commits"])
         accepted = after["accepted"] - before["accepted"]
         ran = after["succeeded"] - before["succeeded"]
+        cpu_during = cpu_per_event(cpu0, cpu1, accepted)
+        cpu_during["process_us"] = round((proc1 - proc0) / max(1, accepted) * 1e6, 1)
         per_commit = max(1, round(accepted / commits))
         log("waiting for the queue to drain ...")
         t0 = time.perf_counter()
         wait_drained(port)
         drain_s = time.perf_counter() - t0
+        # Everything an accepted event cost the server, its run included (the backlog drained after the wrk run).
+        cpu_all = cpu_per_event(cpu0, thread_cpu(proc.pid), accepted)
         log(f"baseline: bare SQLite loop, {per_commit} row(s) per commit, then 1 per commit ...")
         with pinned(SERVER_CPU):
             base, _ = sqlite_baseline(tmp / "baseline.db", per_commit, args.duration)
@@ -303,6 +357,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "latency_dry_run_ms": {"p50": round(statistics.median(dry), 3), "p99": round(pct(dry, 99), 3)},
             "accepted_to_start_ms": {"p50": round(statistics.median(to_start), 3), "p99": round(pct(to_start, 99), 3)},
             "durability": after["durability"],
+            "server_cpu_per_event_us": {"during_run": cpu_during, "with_drain": cpu_all},
         }
     finally:
         stop_process(proc)
@@ -319,6 +374,10 @@ def report(r: dict[str, Any]) -> None:
           f"{r['baseline_rows_per_s']:,} rows/s  (1 row per commit: {r['baseline_single_row_commits_per_s']:,}/s, "
           f"p50 {r['baseline_single_row_commit_p50_ms']} ms a commit)")
     print(f"ratio Lamina / baseline: {r['ratio']}x")
+    c, a = r["server_cpu_per_event_us"]["during_run"], r["server_cpu_per_event_us"]["with_drain"]
+    print(f"server CPU per accepted event: {c['total_us']} us during the wrk run (event loop {c['main_us']}, other "
+          f"threads {c['other_threads_us']}, the busiest of them {c['busiest_thread_us']}); {a['total_us']} us "
+          f"with the backlog's drain after it (loop {a['main_us']}, other threads {a['other_threads_us']})")
     lat, st = r["latency_202_ms"], r["accepted_to_start_ms"]
     dry = r["latency_dry_run_ms"]
     print(f"202 latency, one client: p50 {lat['p50']} ms, p99 {lat['p99']} ms  (DryRun, the same request answered "
