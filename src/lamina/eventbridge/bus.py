@@ -397,7 +397,9 @@ class EventBusService:
         when = entry.get("Time")
         # AWS's entry size: Time 14 bytes (when given), then Source, DetailType, Detail and each resource in UTF-8
         # (at most 4 bytes a character: counted exactly only when that bound is over the limit).
-        chars = len(source) + len(detail_type) + len(raw) + sum(len(r) for r in resources if isinstance(r, str))
+        chars = len(source) + len(detail_type) + len(raw)
+        if resources:
+            chars += sum(len(r) for r in resources if isinstance(r, str))
         if chars * 4 + 14 > _ENTRY_LIMIT:
             size = (14 if when is not None else 0) + _utf8_len(source) + _utf8_len(detail_type) + _utf8_len(raw) \
                 + sum(_utf8_len(r) for r in resources if isinstance(r, str))
@@ -410,7 +412,8 @@ class EventBusService:
                 return _bad("InvalidArgument", f"Event bus {bus} does not exist.")
         event_id = new_id()
         event = {"version": "0", "id": event_id, "detail-type": detail_type, "source": source,
-                 "account": self.account, "time": _iso(int(when if isinstance(when, int | float) else now)),
+                 "account": self.account,
+                 "time": _iso(int(now if when is None or not isinstance(when, (int, float)) else when)),
                  "region": self.region, "resources": resources, "detail": detail}
         self._route(bus, event, deliveries)
         return {"EventId": event_id}

@@ -107,7 +107,7 @@ class LaminaTargets:
                 head = event_for(self.functions, arn, payloads[0], request_id=new_id())
             except AwsError:
                 return None   # the send says why
-            return _StagedEvents(head, self._events(head, payloads))
+            return _StagedEvents(head, self._events(head, payloads, 0.0))
         q = self._queue(arn) if arn.split(":")[2:3] == ["sqs"] else None
         if q is None or q.fifo:
             return None
@@ -153,10 +153,12 @@ class LaminaTargets:
         return entries
 
     @staticmethod
-    def _events(head: AsyncEvent, payloads: list[bytes]) -> list[AsyncEvent]:
-        """An async event per payload for the function version `head` names (head itself the first)."""
-        return [head] + [AsyncEvent(new_id(), head.function, head.version, head.qualifier, head.invoked_arn, payload)
-                         for payload in payloads[1:]]
+    def _events(head: AsyncEvent, payloads: list[bytes], now: float) -> list[AsyncEvent]:
+        """An async event per payload for the function version `head` names (head itself the first), accepted at
+        `now` (0.0: not yet known)."""
+        head.created = head.due = now
+        return [head] + [AsyncEvent(new_id(), head.function, head.version, head.qualifier, head.invoked_arn, payload,
+                                    created=now, due=now) for payload in payloads[1:]]
 
     async def _invoke_many(self, arn: str, payloads: list[bytes], pending: list[int] | None,
                            staged: object | None = None) -> list[SendError | None]:
@@ -172,13 +174,14 @@ class LaminaTargets:
                 == (head.function, head.version, head.qualifier, head.invoked_arn)):
             events = staged.events
         else:
-            events = self._events(head, payloads)
+            events = self._events(head, payloads, head.created)
         out: list[SendError | None] = []
         for start in range(0, len(events), EVENTS_PER_COMMIT):
             chunk = events[start:start + EVENTS_PER_COMMIT]
-            now = time.time()   # accepted now: their age runs from here
-            for event in chunk:
-                event.created = event.due = now
+            if start or not chunk[0].created:   # a later chunk, or events made ahead: accepted now, their age runs
+                now = time.time()               # from here
+                for event in chunk:
+                    event.created = event.due = now
             ids = pending[start:start + EVENTS_PER_COMMIT] if pending else None
             try:
                 await self._invoke(chunk, (TAKE_PENDING, ids) if ids else None)
