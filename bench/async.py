@@ -6,8 +6,9 @@ Starts its own `lamina serve` (free loopback port, temporary data dir, `async_du
 - **accepted/s**: `wrk -t1 -c32` (32 keep-alive clients, on CPU 1) POSTing Event invokes (`X-Amz-Invocation-Type:
   Event`) for `--duration` s after a 2 s warm-up; every 202 means the event was committed (WAL fsynced) first.
   The function runs events meanwhile, as it would, with a bounded share of the server's core while accepts keep
-  coming (events/delivery.py, START_PER_TURN): printed are the events run per second during the run, the backlog
-  left at its end and how long it took to drain.
+  coming (events/delivery.py: START_PER_TURN, and while accepts saturate the loop RUN_SHARE of them): printed are
+  the events run per second during the run, the backlog left at its end, how long it took to drain, and the run's
+  accepts over the run and the drain (accepted and run per second).
 - **baseline**: in the same run, on the same disk (a file in the same temporary directory), a bare loop of the
   same SQLite pattern — multi-row INSERTs of the queue's rows (store/async_events.py insert_rows, the function and
   its compact form for fresh events of one function) and a COMMIT with `synchronous=FULL` in WAL mode —
@@ -348,6 +349,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "ran_during_per_s": round(ran / args.duration),
             "backlog_after": after["depth"],
             "drain_s": round(drain_s, 2),
+            # Every event accepted during the run had run once the drain was over: accepted and run per second.
+            "accepted_and_run_per_s": round(accepted / (args.duration + drain_s)) if accepted else 0,
+            "saturated_windows": (after.get("saturated_windows") or 0) - (before.get("saturated_windows") or 0),
             "baseline_single_row_commit_p50_ms": round(single_ms, 3),
             "baseline_rows_per_s": round(base),
             "baseline_rows_per_commit": per_commit,
@@ -369,7 +373,9 @@ def report(r: dict[str, Any]) -> None:
     print(f"accepted Event invokes/s (32 keep-alive clients, durability {r['durability']}): {r['accepted_per_s']:,}"
           f"  (wrk p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms; {r['events_per_commit']} events per commit)")
     print(f"events run meanwhile: {r['ran_during_per_s']:,}/s; {r['backlog_after']:,} queued at the end of the run, "
-          f"drained in {r['drain_s']} s")
+          f"drained in {r['drain_s']} s (accepting came first in {r['saturated_windows']} of the run's 20 ms windows: "
+          f"the backlog lags while accepts saturate the server's core); accepted and run: "
+          f"{r['accepted_and_run_per_s']:,}/s (the run's accepts over the run and the drain)")
     print(f"baseline: bare SQLite insert+commit loop, {r['baseline_rows_per_commit']} row(s) per commit: "
           f"{r['baseline_rows_per_s']:,} rows/s  (1 row per commit: {r['baseline_single_row_commits_per_s']:,}/s, "
           f"p50 {r['baseline_single_row_commit_p50_ms']} ms a commit)")
