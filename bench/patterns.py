@@ -31,6 +31,7 @@ import ipaddress
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -254,6 +255,7 @@ def putevents(args: argparse.Namespace) -> dict:
                 "validation": not args.no_validation, "load_average": os.getloadavg()[0]}
     finally:
         stop_process(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure(args: argparse.Namespace) -> dict:

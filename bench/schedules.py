@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -207,6 +208,7 @@ def measure(args: argparse.Namespace) -> dict:
         return results
     finally:
         stop_process(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(s: dict) -> None:
