@@ -56,7 +56,13 @@ class StubInvoke:
     def head(self, method, path, headers, query, raw_name, *args):
         if raw_name == "missing":
             raise AwsError("ResourceNotFoundException", "Function not found: missing")
-        return Head(None, None, None, headers, "RequestResponse", "None", None, 64, "Invoke")  # type: ignore[arg-type]
+        self.headers = headers
+        kind = headers.get("x-amz-invocation-type", "RequestResponse")
+        return Head(None, None, None, headers, kind, "None", None, 64, "Invoke")  # type: ignore[arg-type]
+
+    def accept_event(self, head: Head, payload: bytes, request_id: str, done) -> None:
+        self.bodies.append(payload)
+        self.pending.append(done)
 
     def body(self, head: Head, payload: bytes) -> Prepared:
         self.bodies.append(payload)
@@ -121,6 +127,34 @@ def test_invoke_is_served_without_the_asgi_app() -> None:
         assert app.calls == ["/2015-03-31/functions"] and transport.data.endswith(b"\r\n\r\nok")
 
     asyncio.run(run())
+
+
+def test_event_invoke_answers_202_once_accepted_and_reads_only_amz_headers() -> None:
+    async def run() -> None:
+        app = StubApp()
+        proto, transport = _protocol(app)
+        body = b'{"a": 1}'
+        proto.data_received(b"POST /2015-03-31/functions/fn/invocations HTTP/1.1\r\nHost: x\r\n"
+                            b"X-Amz-Invocation-Type: Event\r\nX-Amzn-Trace-Id: Root=1-2-3\r\nUser-Agent: t\r\n"
+                            b"X-Amz-Invocation-Type: Event\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        await _settle()
+        assert app.invoke.headers == {"x-amz-invocation-type": "Event", "x-amzn-trace-id": "Root=1-2-3"}
+        assert app.invoke.bodies == [body] and transport.data == b""
+        app.invoke.pending.pop()(None)   # committed: the 202 goes out
+        assert transport.data.startswith(b"HTTP/1.1 202 Accepted\r\n") and b"content-length: 0\r\n" in transport.data
+        assert b"x-amzn-requestid: " in transport.data and not transport.closed
+        transport.data = b""
+        proto.data_received(_event(b"{}"))
+        await _settle()
+        app.invoke.pending.pop()(AwsError("ServiceException", "The event could not be queued: disk", 500))
+        assert transport.data.startswith(b"HTTP/1.1 500 ") and b"could not be queued" in transport.data
+
+    asyncio.run(run())
+
+
+def _event(body: bytes) -> bytes:
+    return (b"POST /2015-03-31/functions/fn/invocations HTTP/1.1\r\nHost: x\r\nX-Amz-Invocation-Type: Event\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
 
 
 def test_pipelined_control_request_waits_for_the_invoke() -> None:

@@ -105,15 +105,7 @@ class InvokeHandler:
 
     def body(self, head: Head, payload: bytes) -> Prepared:
         """The payload checks, once it has arrived; raises AwsError."""
-        if payload.strip():
-            try:
-                orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise AwsError("InvalidRequestContentException",
-                               f"Could not parse request body into json: Could not parse payload into json: {exc}"
-                               ) from None
-        else:
-            payload = b"{}"
+        payload = _payload(payload)
         client_context = _client_context(head.headers.get("x-amz-client-context"))
         ensure_invokable(head.target, self.dispatcher)
         return Prepared(head.fn, head.target, head.qualifier, payload, head.headers, head.invocation_type,
@@ -138,10 +130,19 @@ class InvokeHandler:
         submit(self.dispatcher, p.target.key, inv)
         return inv
 
-    def accept_event(self, p: Prepared, request_id: str, done: Callable[[BaseException | None], None]) -> None:
-        """start() of an Event invoke for the HTTP hot path: into the durable queue, and done(None) once it is
-        committed (202), done(error) if it could not be; no Invocation stands for the acceptance. Raises AwsError."""
-        self._sink().accept(p.async_event(request_id), done)
+    def accept_event(self, head: Head, payload: bytes, request_id: str,
+                     done: Callable[[BaseException | None], None]) -> None:
+        """body() and start() of an Event invoke for the HTTP hot path (the same checks in the same order): into the
+        durable queue, and done(None) once it is committed (202), done(error) if it could not be; no Prepared or
+        Invocation is made for it. Raises AwsError."""
+        payload = _payload(payload)
+        headers = head.headers
+        client_context = _client_context(headers.get("x-amz-client-context"))
+        target = head.target
+        ensure_invokable(target, self.dispatcher)
+        sink = self._sink()
+        sink.accept(_event(head.fn, target, head.qualifier, payload, client_context, headers.get("x-amzn-trace-id"),
+                           head.tenant_id, request_id), done)
 
     def _sink(self) -> EventSink:
         sink = self.functions.event_sink
@@ -199,11 +200,31 @@ class Prepared:
 
     def async_event(self, request_id: str) -> AsyncEvent:
         """This request as an event for the async queue: the version picked now runs every attempt of it."""
-        arn = self.fn.config["FunctionArn"] + (f":{self.qualifier}" if self.qualifier else "")
-        now = time.time()
-        return AsyncEvent(request_id, self.fn.name, self.target.version, self.qualifier, arn, self.payload,
-                          orjson.dumps(self.client_context) if self.client_context is not None else None,
-                          self.headers.get("x-amzn-trace-id"), self.tenant_id, created=now, due=now)
+        return _event(self.fn, self.target, self.qualifier, self.payload, self.client_context,
+                      self.headers.get("x-amzn-trace-id"), self.tenant_id, request_id)
+
+
+def _event(fn: Function, target: Function, qualifier: str | None, payload: bytes, client_context: dict | None,
+           trace_id: str | None, tenant_id: str | None, request_id: str) -> AsyncEvent:
+    """An Event invoke as an event for the async queue: the version picked now (target) runs every attempt of it."""
+    arn = fn.config["FunctionArn"] + (f":{qualifier}" if qualifier else "")
+    now = time.time()
+    return AsyncEvent(request_id, fn.name, target.version, qualifier, arn, payload,
+                      orjson.dumps(client_context) if client_context is not None else None, trace_id, tenant_id,
+                      created=now, due=now)
+
+
+def _payload(payload: bytes) -> bytes:
+    """An invoke's payload once checked (InvalidRequestContentException unless JSON); none is {}."""
+    if payload.strip():
+        try:
+            orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise AwsError("InvalidRequestContentException",
+                           f"Could not parse request body into json: Could not parse payload into json: {exc}"
+                           ) from None
+        return payload
+    return b"{}"
 
 
 _ACCEPTED = InvokeResult(b"")

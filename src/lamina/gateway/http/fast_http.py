@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -116,6 +115,11 @@ class _Cycle:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def __call__(self, error: BaseException | None) -> None:
+        """An Event invoke's answer from the async queue (InvokeHandler.accept_event's `done`): the cycle itself
+        is the callback, no partial per request."""
+        self.proto._event_done(self, error)
 
 
 class _UrlStream:
@@ -424,10 +428,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 handler = door.invoke
             try:
                 if cycle.door is None:
-                    invoke_head = handler.head("POST", "", _header_dict(headers), query, raw_name)
+                    invoke_head = handler.head("POST", "", _amz_headers(headers), query, raw_name)
                 else:
                     with acting_account(cycle.door.account):
-                        invoke_head = handler.head("POST", "", _header_dict(headers), query, raw_name)
+                        invoke_head = handler.head("POST", "", _amz_headers(headers), query, raw_name)
             except AwsError as err:
                 if auth is None:
                     self._send_error(cycle, err)
@@ -542,10 +546,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
             self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
             return
         try:
-            p = handler.body(head, body)
-            if p.invocation_type == "Event":
-                handler.accept_event(p, cycle.request_id, partial(self._event_done, cycle))
+            if head.invocation_type == "Event":
+                handler.accept_event(head, body, cycle.request_id, cycle)   # body() and start() in one
                 return
+            p = handler.body(head, body)
             started = handler.start(p, cycle.request_id, lambda outcome: self._invoke_done(cycle, p, outcome))
         except AwsError as err:
             self._send_error(cycle, err)
@@ -845,8 +849,14 @@ def _forwarded(headers: list[tuple[bytes, bytes]]) -> bool:  # a loop, not any()
     return False
 
 
-def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+def _amz_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's X-Amz-* and X-Amzn-* headers, decoded: all that Invoke reads of them (InvokeHandler.head, body,
+    Prepared); a header named twice keeps its last value, as a dict of all of them would."""
+    out = {}
+    for name, value in headers:
+        if name[:5] == b"x-amz":
+            out[name.decode("latin-1")] = value.decode("latin-1")
+    return out
 
 
 def protocol_for(app: FrontDoor) -> type[LaminaHttpProtocol]:
