@@ -233,24 +233,40 @@ class FunctionPool:
 
     # ------------------------------------------------------------------ environments
 
-    def desired(self) -> int:
-        running = self.running
+    def _census(self) -> tuple[int, int]:
+        """(environments busy, environments stopping or gone) in one pass over them (_scale's look)."""
+        busy = gone = 0
+        for env in self.envs:
+            state = env.state
+            if state is State.BUSY:
+                busy += 1
+            elif state is State.STOPPING or state is State.DEAD:
+                gone += 1
+        return busy, gone
+
+    def _running(self, busy: int) -> int:
+        """`running` from a census's busy count (one invocation per busy environment here)."""
+        return busy
+
+    def desired(self, busy: int | None = None) -> int:
+        """`busy`: the busy environments, when the caller has counted them (_census)."""
+        running = self.running if busy is None else self._running(busy)
         if self.dispatcher.scaler == "ewma" and self.ewma.rps > 0 and self.ewma.duration_ms > 0:
             return ewma_desired(self.ewma.rps, self.ewma.duration_ms, len(self.envs), self.max_concurrency,
                                 self.dispatcher.instance_multiplier)
         n = simple_desired(len(self.queue), running, self.max_concurrency, self.dispatcher.instance_multiplier)
-        cap = self.drain_cap()
+        cap = self.drain_cap(busy)
         return n if cap is None else min(n, cap)
 
-    def drain_cap(self) -> int | None:
+    def drain_cap(self, busy: int | None = None) -> int | None:
         """When a start costs much more than an invocation, the environments we have (and those starting)
         drain a queue sooner than further ones could start: no more than these are worth starting (more
         would only take CPU the others need to start). Zygote forks are cheap, so for Python handlers this
         rarely binds. None until both an invocation and a start have been timed here."""
         if self.ewma.recent_ms is None or self.start_ms is None:
             return None
-        return max(self.busy, drain_desired(len(self.queue), self.max_concurrency, self.ewma.recent_ms,
-                                            self.start_ms))
+        return max(self.busy if busy is None else busy,
+                   drain_desired(len(self.queue), self.max_concurrency, self.ewma.recent_ms, self.start_ms))
 
     def _queue_stalled(self) -> bool:
         """Whether the queue is not draining as drain_cap expects: its oldest invocation has waited longer than an
@@ -275,18 +291,19 @@ class FunctionPool:
         elif self._failed is not None:
             want = 0 if self.starting else 1  # after an init failure, one probe at a time
         else:
-            current = len(self.envs)
-            if current:
-                # Those stopping serve nothing more (a Node.js or custom runtime's process takes a moment to go).
-                current -= sum(1 for env in self.envs if env.state in (State.STOPPING, State.DEAD))
+            # One pass over the environments for all this look needs of them (it runs up to once a millisecond
+            # under load, over tens of environments).
+            busy, gone = self._census()
+            # Those stopping serve nothing more (a Node.js or custom runtime's process takes a moment to go).
+            current = len(self.envs) - gone
             interval_s = self.dispatcher.scale_out_interval_s
             cheap = start_is_cheap(self.start_ms, self.ewma.recent_ms, interval_s * 1000)
             if current and not cheap and now - self._last_scale_out < interval_s:
                 self._schedule_scale(interval_s - (now - self._last_scale_out))
                 return
-            target = max(self.desired(), 1)
+            target = max(self.desired(busy), 1)
             step = self.dispatcher.scale_out_step
-            if cheap or self.drain_cap() is not None:
+            if cheap or self.drain_cap(busy) is not None:
                 # Cheap starts (timed here: forks) are ready before a paced step would come, so pacing would
                 # only make the queue wait: go to the target at once, as each invocation arrives. Timed starts
                 # and invocations bound the target by what the queue can use (not a guess from a momentary

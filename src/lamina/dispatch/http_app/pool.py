@@ -34,6 +34,9 @@ class HttpAppPool(FunctionPool):
     def running(self) -> int:
         return self.in_flight
 
+    def _running(self, busy: int) -> int:
+        return self.in_flight
+
     def submit(self, inv: Invocation) -> None:
         env = self._free_env()
         if env is None:
