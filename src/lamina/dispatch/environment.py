@@ -44,7 +44,6 @@ from lamina.runtime.wire import (
     KIND_STREAM,
     PREFIX,
     FrameDecoder,
-    encode_frame,
 )
 from lamina.sandbox import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.base import ForkedSandbox
@@ -482,7 +481,8 @@ class Environment:
         else:
             transport = self._transport
             assert transport is not None  # connected before the runtime could say READY
-            transport.write(encode_frame(KIND_INVOKE, header, inv.payload, orjson.dumps))
+            head, payload = orjson.dumps(header), inv.payload   # wire.encode_frame, inline
+            transport.write(PREFIX.pack(5 + len(head) + len(payload), KIND_INVOKE, len(head)) + head + payload)
 
     def _stream_piece(self, piece: bytes) -> None:
         """A piece of the response a Runtime API runtime streams: to the invocation's stream as it comes, else
@@ -525,17 +525,26 @@ class Environment:
         start = self._start
         log = self.log
         if (start is not None and not (inv.sync and inv.keep_log) and self.invocations > 1 and not log.followers
-                and not platform_log.is_json(self.spec)):
-            # The steady state (START not written yet, no tail, no Init Duration): the three records from one
-            # template, no message text to build and encode (what append_lines would write, byte for byte; the
-            # request id is a UUID Lamina made, which needs no JSON escaping).
+                and self._records is not None):
+            # The steady state (START not written yet, no tail, no Init Duration, Text records: _records_template
+            # made at the first invocation): the three records from one template, no message text to build and
+            # encode (what append_lines would write, byte for byte; the request id is a UUID Lamina made, which
+            # needs no JSON escaping).
             self._start = None
             now = int(time.time() * 1000)
             rid = inv.id.encode()
-            log.write_encoded(self._records_template() % (
-                start, rid, now, rid, now, rid, duration_ms, max(1, math.ceil(duration_ms)), self._used_mb(rss_kb)))
+            if rss_kb:
+                self._last_rss_kb = rss_kb
+                used_mb = (rss_kb + 1023) // 1024
+            else:
+                used_mb = self._used_mb(rss_kb)
+            billed = math.ceil(duration_ms)
+            log.write_encoded(self._records % (
+                start, rid, now, rid, now, rid, duration_ms, billed if billed > 1 else 1, used_mb))
             log_text = ""
         else:
+            if self._records is None and not platform_log.is_json(self.spec):
+                self._records_template()   # for the steady state above, from the next invocation on
             end = platform_log.end(self.spec, inv.id)
             report = self._report_line(inv.id, duration_ms, rss_kb, error_type)
             if inv.sync and inv.keep_log:
@@ -601,7 +610,8 @@ class Environment:
         if logs is not None:
             if "q" not in header:
                 logs.drain()
-            logs.end_line()
+            if logs.partial:
+                logs.end_line()
         self._handle_frame(kind, header, body)
 
     def _handle_frame(self, kind: int, header: dict, body: bytes) -> None:

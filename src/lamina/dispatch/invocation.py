@@ -63,9 +63,14 @@ class Invocation:
         """Resolve once; later outcomes (a crash after a timeout, say) are ignored."""
         if self.done:
             return False
-        self._close()
-        if self.on_done is not None:
-            self.on_done(result)
+        self.done = True   # _close(), inline: once per invocation
+        release = self.release
+        if release is not None:
+            self.release = None
+            release(self.counted_as)
+        on_done = self.on_done
+        if on_done is not None:
+            on_done(result)
         elif self.future is not None and not self.future.done():
             self.future.set_result(result)
         return True

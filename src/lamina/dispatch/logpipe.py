@@ -21,7 +21,7 @@ class LogPipe:
         self._loop = asyncio.get_running_loop()
         self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.read_fd, False)
-        self._partial = b""
+        self.partial = b""  # the end of what was read, a line still without its newline
         self._open = True
         self._loop.add_reader(self.read_fd, self.drain)
 
@@ -46,24 +46,24 @@ class LogPipe:
             self._feed(data)
 
     def _feed(self, data: bytes) -> None:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > MAX_LINE:  # a runaway line without a newline: cut it
-            lines.append(self._partial)
-            self._partial = b""
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > MAX_LINE:  # a runaway line without a newline: cut it
+            lines.append(self.partial)
+            self.partial = b""
         for raw in lines:
             self._on_line(raw.decode("utf-8", "replace"))
 
     def end_line(self) -> None:
         """A frame boundary (a result, READY): text written without a newline so far belongs to what came
         before it, so it is a line of its own now rather than the start of the next invocation's first."""
-        if self._partial:
+        if self.partial:
             self._flush_partial()
 
     def _flush_partial(self) -> None:
-        if self._partial:
-            self._on_line(self._partial.decode("utf-8", "replace"))
-            self._partial = b""
+        if self.partial:
+            self._on_line(self.partial.decode("utf-8", "replace"))
+            self.partial = b""
 
     def close(self) -> None:
         """Read what is left, then release both ends."""
