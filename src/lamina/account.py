@@ -169,7 +169,7 @@ class Account:
         invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
                                             (invoke_stream.match, StreamInvokeHandler(self.functions))]
         return AccountDoor(self.id, control, self.functions, invoke, invoke_routes, self.urls, self.microvms,
-                           self.policies)
+                           self.policies, targets=[(events_api.TARGET_PREFIX, events_api.EventsApi(self.buses))])
 
     # ------------------------------------------------------------------ lifecycle (server.py's lifespan)
 
