@@ -247,7 +247,10 @@ class Dispatcher:
         concurrency per version."""
         pool = self.pools[key]
         name = pool.spec.name
-        if inv.sync:
+        # Without reservations or provisioned claims, _admit refuses only at the account's limit: it is called then
+        # (or when there are any), not for every invocation.
+        if inv.sync and (self.reserved or self.claims
+                         or self.total_inflight >= self.max_environments - self._reserved_total):
             try:
                 self._admit(name, key)
             except Throttled as exc:

@@ -198,12 +198,21 @@ class AsyncInvoker:
                 log.exception("async: an accept's callback failed")
         self._window_accepts += len(pairs)
         saturated = self._load_check()
-        unclaimed = False
-        for event, _ in pairs:
+        unclaimed = started = False
+        ready = self._ready
+        for event, _ in pairs:   # _start_soon(event) for each claimed one, inline
             if event.claimed:
-                self._start_soon(event)
+                started = True
+                if ready or self._started >= START_PER_TURN or self._saturated:
+                    ready.append(event)
+                else:
+                    self._started += 1
+                    self._attempt(event)
             else:
                 unclaimed = True
+        if started and not self._turn_scheduled:
+            self._turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
         if saturated and self._ready:
             # Accepting comes first: this commit's share of attempts, oldest first (RUN_SHARE).
             for _ in range(min(len(self._ready), math.ceil(len(pairs) * RUN_SHARE))):
@@ -341,14 +350,14 @@ class AsyncInvoker:
             self._release(event)
             return
         settings = self.configs.effective(event.function, event.qualifier)
-        now = time.time()
-        target = self._version(event)
+        fn = self.functions.functions.get(event.function)   # _version(event), inline: once per attempt
+        target = None if fn is None else fn if event.version == LATEST else fn.versions.get(event.version)
         if target is None:
             log.warning("async: event %s dropped: %s version %s no longer exists", event.id, event.function,
                         event.version)
             self._complete(event)
             return
-        if retry.expired(now - event.created, settings.max_age_s, self.scale):
+        if retry.expired(time.time() - event.created, settings.max_age_s, self.scale):
             self._fail(event, retry.EVENT_AGE_EXCEEDED, None, settings)
             return
         if self.dispatcher.reserved.get(event.function) == 0:

@@ -78,7 +78,9 @@ class InvokeHandler:
             raise AwsError("InvalidParameterValueException",
                            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
                            "constraint: Member must satisfy enum value set: [None, Tail]")
-        tenant_id = valid_tenant_id(headers.get("x-amz-tenant-id"))
+        tenant_id = headers.get("x-amz-tenant-id")
+        if tenant_id is not None:
+            tenant_id = valid_tenant_id(tenant_id)
         qualifier = None
         if query:
             qs = parse_qs(query.decode("latin-1"), keep_blank_values=True)
@@ -137,7 +139,8 @@ class InvokeHandler:
         Invocation is made for it. Raises AwsError."""
         payload = _payload(payload)
         headers = head.headers
-        client_context = _client_context(headers.get("x-amz-client-context"))
+        context_header = headers.get("x-amz-client-context")
+        client_context = _client_context(context_header) if context_header is not None else None
         target = head.target
         ensure_invokable(target, self.dispatcher)
         sink = self._sink()

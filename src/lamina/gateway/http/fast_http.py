@@ -118,8 +118,26 @@ class _Cycle:
 
     def __call__(self, error: BaseException | None) -> None:
         """An Event invoke's answer from the async queue (InvokeHandler.accept_event's `done`): the cycle itself
-        is the callback, no partial per request."""
-        self.proto._event_done(self, error)
+        is the callback, no partial per request. The usual answer, a 202 to a client still there, is written here
+        (what _event_done does, in fewer calls: once per accepted event); anything else by _event_done."""
+        proto = self.proto
+        if error is None and not (self.response_complete or self.disconnected):
+            transport = proto.transport
+            if not transport.is_closing():
+                self.response_complete = True
+                try:
+                    cls = type(proto)
+                    defaults = cls._defaults if cls._defaults_for is proto.server_state.default_headers \
+                        else proto._default_headers()
+                    transport.write(b"%b%bx-amzn-requestid: %b\r\ncontent-length: 0\r\n%b\r\n" % (
+                        _ACCEPTED_LINE, defaults, self.request_id.encode(),
+                        b"" if self.keep_alive else b"connection: close\r\n"))
+                    proto._sent(self)
+                except Exception:
+                    log.exception("hot-path response failed")
+                    proto._fail(self)
+                return
+        proto._event_done(self, error)
 
 
 class _UrlStream:
