@@ -31,7 +31,9 @@ def pool_with_a_busy_environment(tmp_path: Path, queue_timeout_s: float = 60.0) 
     spec = FunctionSpec("f", "arn:aws:lambda:us-east-1:000000000000:function:f", "$LATEST", "python3.11",
                         "app.handler", 128, 3, tmp_path, "sha")
     pool = FunctionPool(dispatcher, spec)
-    pool.envs.add(FakeEnv(State.BUSY))  # type: ignore[arg-type]
+    busy = FakeEnv(State.BUSY)
+    pool.envs.add(busy)  # type: ignore[arg-type]
+    pool.busy_envs.add(busy)  # type: ignore[arg-type]  # as the pool counts an environment it gave work
     started: list[object] = []
 
     def start_environment(provisioned: bool = False) -> None:

@@ -37,6 +37,21 @@ class HttpAppPool(FunctionPool):
     def _running(self, busy: int) -> int:
         return self.in_flight
 
+    @property
+    def busy(self) -> int:
+        """Environments with a request (this pool files them as BUSY itself, _place)."""
+        return sum(1 for env in self.envs if env.state is State.BUSY)
+
+    def _census(self) -> tuple[int, int]:
+        busy = gone = 0
+        for env in self.envs:
+            state = env.state
+            if state is State.BUSY:
+                busy += 1
+            elif state is State.STOPPING or state is State.DEAD:
+                gone += 1
+        return busy, gone
+
     def submit(self, inv: Invocation) -> None:
         env = self._free_env()
         if env is None:
