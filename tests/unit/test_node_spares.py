@@ -7,72 +7,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pool_fake import NoBackend
+from pool_fake import ScriptedEnv as FakeEnv
+from pool_fake import scripted_pool
 
-from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import State
 from lamina.dispatch.invocation import Invocation
 from lamina.dispatch.pool import FunctionPool
-from lamina.dispatch.scaler import TokenBucket
-from lamina.dispatch.spec import FunctionSpec
-from lamina.store.logs import LogStore
-
-
-class FakeEnv:
-    """An environment that starts when told (ready()), and records what it was given."""
-
-    def __init__(self, pool: FunctionPool) -> None:
-        self.pool = pool
-        self.state = State.STARTING
-        self.invocations = 0
-        self.provisioned = False
-        self.idle_since = 0.0
-        self.init_ms: float | None = None
-        self.restore_ms: float | None = None
-        self.expires_at: float | None = None
-        self.given: list[Invocation] = []
-
-    def ready(self) -> None:
-        self.state = State.IDLE
-        self.init_ms = 50.0
-        self.pool.env_ready(self, fresh=True)  # type: ignore[arg-type]
-
-    def deliver(self, inv: Invocation) -> None:
-        self.state = State.BUSY
-        self.invocations += 1
-        self.given.append(inv)
-
-    def finish(self) -> None:
-        self.state = State.IDLE
-        self.pool.env_ready(self, fresh=False)  # type: ignore[arg-type]
-
-    def park(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        self.state = State.DEAD
-        self.pool.env_gone(self)  # type: ignore[arg-type]
 
 
 def node_pool(tmp_path: Path, runtime: str = "nodejs20.x", spares: int = 1) -> tuple[FunctionPool, list[FakeEnv]]:
-    dispatcher = Dispatcher(NoBackend(), LogStore(tmp_path / "logs"), node_spares=spares)  # type: ignore[arg-type]
-    dispatcher.starter = TokenBucket(1000, 1.0)
-    spec = FunctionSpec("f", "arn:aws:lambda:us-east-1:000000000000:function:f", "$LATEST", runtime,
-                        "index.handler", 128, 3, tmp_path, "sha")
-    pool = FunctionPool(dispatcher, spec)
-    dispatcher.pools[spec.key] = pool
-    started: list[FakeEnv] = []
-
-    def start_environment(provisioned: bool = False) -> FakeEnv:
-        env = FakeEnv(pool)
-        pool.envs.add(env)  # type: ignore[arg-type]
-        pool.starting.add(env)  # type: ignore[arg-type]
-        dispatcher.env_started()
-        started.append(env)
-        return env
-
-    pool.start_environment = start_environment  # type: ignore[method-assign,assignment]
-    return pool, started
+    return scripted_pool(tmp_path, runtime, spares)
 
 
 def inv(n: int) -> Invocation:

@@ -7,42 +7,19 @@ import asyncio
 import random
 from pathlib import Path
 
-from pool_fake import NoBackend
+from pool_fake import ScriptedEnv, scripted_pool
 
-from lamina.dispatch.dispatcher import Dispatcher
 from lamina.dispatch.environment import State
 from lamina.dispatch.invocation import Invocation
 from lamina.dispatch.pool import FunctionPool
-from lamina.dispatch.scaler import TokenBucket
-from lamina.dispatch.spec import FunctionSpec
-from lamina.store.logs import LogStore
 
 
-class FakeEnv:
+class FakeEnv(ScriptedEnv):
+    """Stops as a process does (STOPPING, gone later) and can go away busy (a crash, a timeout)."""
+
     def __init__(self, pool: FunctionPool) -> None:
-        self.pool = pool
-        self.state = State.STARTING
-        self.invocations = 0
-        self.provisioned = False
-        self.idle_since = 0.0
-        self.init_ms: float | None = 5.0
-        self.restore_ms: float | None = None
-        self.expires_at: float | None = None
-
-    def ready(self) -> None:
-        self.state = State.IDLE
-        self.pool.env_ready(self, fresh=True)  # type: ignore[arg-type]
-
-    def deliver(self, inv: Invocation) -> None:
-        self.state = State.BUSY
-        self.invocations += 1
-
-    def finish(self) -> None:
-        self.state = State.IDLE
-        self.pool.env_ready(self, fresh=False)  # type: ignore[arg-type]
-
-    def park(self) -> None:
-        pass
+        super().__init__(pool)
+        self.init_ms = 5.0
 
     def stop(self) -> None:
         self.state = State.STOPPING   # gone later, as a process takes a moment to exit
@@ -59,23 +36,7 @@ def _scan(pool: FunctionPool) -> tuple[int, int]:
 
 def test_census_matches_a_scan(tmp_path: Path) -> None:
     async def run() -> None:
-        dispatcher = Dispatcher(NoBackend(), LogStore(tmp_path / "logs"))  # type: ignore[arg-type]
-        dispatcher.starter = TokenBucket(10_000, 1.0)
-        spec = FunctionSpec("f", "arn:aws:lambda:us-east-1:000000000000:function:f", "$LATEST", "python3.11",
-                            "app.handler", 128, 3, tmp_path, "sha")
-        pool = FunctionPool(dispatcher, spec)
-        dispatcher.pools[spec.key] = pool
-        envs: list[FakeEnv] = []
-
-        def start_environment(provisioned: bool = False) -> FakeEnv:
-            env = FakeEnv(pool)
-            pool.envs.add(env)  # type: ignore[arg-type]
-            pool.starting.add(env)  # type: ignore[arg-type]
-            dispatcher.env_started()
-            envs.append(env)
-            return env
-
-        pool.start_environment = start_environment  # type: ignore[method-assign,assignment]
+        pool, envs = scripted_pool(tmp_path, "python3.11", rate=10_000, env_type=FakeEnv)
         rng = random.Random(7)
         for step in range(3000):
             action = rng.random()
