@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
@@ -75,12 +74,8 @@ def account_settings(settings: Settings, account: str) -> Settings:
     own account keeps the data directory itself, as before accounts existed)."""
     if account == settings.account_id:
         return settings
-    return dataclasses.replace(settings, account_id=account, data_dir=account_data_dir(settings.data_dir, account),
+    return dataclasses.replace(settings, account_id=account, data_dir=settings.data_dir / "accounts" / account,
                                example=False)
-
-
-def account_data_dir(data_dir: Path, account: str) -> Path:
-    return data_dir / "accounts" / account
 
 
 class Account:
@@ -169,7 +164,7 @@ class Account:
         invoke_routes: list[InvokeRoute] = [(invoke_path.match, InvokeEndpoint(invoke)),
                                             (invoke_stream.match, StreamInvokeHandler(self.functions))]
         return AccountDoor(self.id, control, self.functions, invoke, invoke_routes, self.urls, self.microvms,
-                           self.policies, targets=[(events_api.TARGET_PREFIX, events_api.EventsApi(self.buses))])
+                           targets=[(events_api.TARGET_PREFIX, events_api.EventsApi(self.buses))])
 
     # ------------------------------------------------------------------ lifecycle (server.py's lifespan)
 

@@ -554,13 +554,10 @@ class LaminaHttpProtocol(HttpToolsProtocol):
                 with acting_account(account):
                     self._invoke_run(cycle, head, body, door.invoke)
                 return
-            if head is None:   # Invoke's own error, kept until the signature was known good
-                self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
-                return
         self._invoke_run(cycle, head, body, handler)
 
     def _invoke_run(self, cycle: _Cycle, head: Head | None, body: bytes, handler: InvokeHandler) -> None:
-        if head is None:   # Invoke's own error, kept until the signature was known good
+        if head is None:   # Invoke's own error (deferred only with keys), kept until the signature was known good
             self._send_error(cycle, cycle.deferred or AwsError("ServiceException", "Invoke without a head"))
             return
         try:

@@ -24,7 +24,6 @@ from lamina.auth.sigv4 import Pending
 from lamina.functions.errors import AwsError
 from lamina.functions.invoke import InvokeHandler
 from lamina.functions.names import acting_account
-from lamina.functions.permissions import PolicyService
 from lamina.functions.registry import FunctionService
 from lamina.functions.urls import FunctionUrlService
 from lamina.gateway.http import function_urls as url_gateway
@@ -48,19 +47,16 @@ class AccountDoor:
 
     def __init__(self, account: str, control: ASGIApp, functions: FunctionService, invoke: InvokeHandler,
                  invoke_routes: Sequence[InvokeRoute], urls: FunctionUrlService | None = None,
-                 microvms: MicrovmManager | None = None, policies: PolicyService | None = None,
-                 targets: Sequence[tuple[bytes, ASGIApp]] = ()) -> None:
+                 microvms: MicrovmManager | None = None, targets: Sequence[tuple[bytes, ASGIApp]] = ()) -> None:
         self.account = account
         # JSON 1.1 APIs answered ahead of the REST app (X-Amz-Target prefix -> the API's own ASGI app, which sets its
         # own x-amzn-RequestId): PutEvents under load, without Starlette's routing and middleware per request.
         self.targets = tuple(targets)
         self.control = control
-        self.functions = functions
         self.invoke = invoke                    # the hot path's Invoke steps (fast_http.py)
         self.invoke_routes = tuple(invoke_routes)
         self.gateway = FunctionUrlGateway(urls, functions) if urls is not None else None
         self.microvm_proxy = microvm_proxy.MicrovmProxy(microvms) if microvms is not None else None
-        self.policies = policies
 
 
 class FrontDoor:
@@ -92,9 +88,6 @@ class FrontDoor:
         return door
 
     # ------------------------------------------------------------------ which account's routes
-
-    def door_for(self, account: str) -> AccountDoor | None:
-        return self.doors.get(account)
 
     def invoke_door(self, pending: Pending | None, raw_name: str) -> AccountDoor:
         """The account whose function an invoke path names, for the hot path to read the request's head with before
@@ -141,42 +134,33 @@ class FrontDoor:
                 await gateway(scope, receive, send, *url)
             return
         path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
-        route: tuple[NamedEndpoint, str] | None = None
-        for match, endpoint in self.invoke_routes:
+        route: tuple[int, str] | None = None   # (which invoke route, the function name it matched)
+        for index, (match, _) in enumerate(self.invoke_routes):
             name = match(path)
             if name is not None:
-                route = (endpoint, name)
+                route = (index, name)
                 break
         door = self.home
         if self.auth is not None:
             checked = await self.auth.asgi(scope, receive, route[1] if route is not None else None)
             if isinstance(checked[0], int):
-                status, headers, body = checked
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await _send_rendered(send, checked)
                 return
             receive, caller, account = checked
             scope["lamina.caller"] = caller
             found = self.doors.get(account)
             if found is None:   # keys of an account this server does not hold (cannot be configured: server.py)
-                status, headers, body = AwsError("AccessDeniedException", f"Account {account} is not served here",
-                                                 403).render()
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await _send_rendered(send, AwsError("AccessDeniedException", f"Account {account} is not served here",
+                                                    403).render())
                 return
             door = found
         with acting_account(door.account):
             if route is not None:
-                endpoint = route[0]
-                if door is not self.home:   # the same invoke path, of that account's
-                    endpoint = next(e for m, e in door.invoke_routes if m(path) is not None)
-                try:
-                    await endpoint(scope, receive, send, route[1])
+                try:   # the same invoke route, of that account's
+                    await door.invoke_routes[route[0]][1](scope, receive, send, route[1])
                 except Exception as exc:  # never drop a connection without an answer
                     log.exception("invoke failed")
-                    status, headers, body = AwsError("ServiceException", f"Internal error: {exc}").render()
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
+                    await _send_rendered(send, AwsError("ServiceException", f"Internal error: {exc}").render())
                 return
             if door.targets and scope["method"] == "POST":
                 for name, value in scope["headers"]:
@@ -203,6 +187,10 @@ async def _answer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> N
     except Exception as exc:
         log.exception("request failed")
         if not started:
-            status, headers, body = AwsError("ServiceException", f"Internal error: {exc}").render()
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await _send_rendered(send, AwsError("ServiceException", f"Internal error: {exc}").render())
+
+
+async def _send_rendered(send: Send, rendered: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
+    status, headers, body = rendered
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -32,14 +32,12 @@ Rendered = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class RequestAuth:
-    def __init__(self, verifier: Verifier, policies: Mapping[str, PolicyService] | PolicyService | None,
-                 owner_account: str, region: str, unsigned_paths: tuple[str, ...] = _UNSIGNED_PATHS) -> None:
+    def __init__(self, verifier: Verifier, policies: Mapping[str, PolicyService], owner_account: str, region: str,
+                 unsigned_paths: tuple[str, ...] = _UNSIGNED_PATHS) -> None:
         self.verifier = verifier
         self.unsigned_paths = unsigned_paths
         self.unsigned_prefixes = tuple(p for p in unsigned_paths if p.endswith("/"))
-        # Each account's resource policies (a single PolicyService: the server's own account's).
-        self.policies: Mapping[str, PolicyService] = (
-            {owner_account: policies} if isinstance(policies, PolicyService) else policies or {})
+        self.policies = policies   # each account's resource policies, by account id
         self.owner = owner_account
         self.region = region
         self.open = verifier.open
